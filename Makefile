@@ -1,0 +1,30 @@
+# Task runner. Run targets through ./dev, which installs prerequisites and syncs the workspace first.
+UV_RUN := uv run --locked --all-packages
+SRC := pki/src pki/tests bench
+
+.PHONY: test check lint types layers pytest bench up
+
+test: check pytest
+
+check: lint types layers
+
+lint:
+	$(UV_RUN) ruff check $(SRC)
+	$(UV_RUN) ruff format --check $(SRC)
+
+types:
+	$(UV_RUN) mypy $(SRC)
+
+layers:
+	$(UV_RUN) lint-imports
+
+# pytest exits 5 when it collected nothing, which fails this target (and CI) as it should.
+pytest:
+	$(UV_RUN) pytest
+
+bench:
+	$(UV_RUN) python bench/pki_bench.py
+
+up:
+	@echo "plantline up is not built yet: it arrives with the PlantLine API (see the README)." >&2
+	@exit 1

@@ -1,0 +1,304 @@
+"""A CA directory on disk: one SQLite database holds the whole state, published files derive from it.
+
+Every change is one SQLite transaction taken under the directory's lock, so a kill at any point
+leaves either the old state or the new one. The files other programs read (`ca.crt`,
+`trust-bundle.pem`, `crl.pem`, `audit.jsonl`) are derived from the database, replaced atomically
+after each commit, and brought up to date again by the next write if a kill interrupted that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plantline.pki.errors import Busy, Conflict, CorruptState, NotFound
+
+DB_NAME = "pki.db"
+LOCK_NAME = ".lock"
+SCHEMA_VERSION = 1
+PUBLIC_MODE = 0o644
+SECRET_MODE = 0o600
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE ca (
+    generation INTEGER PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('active', 'previous', 'retired')),
+    certificate BLOB NOT NULL,
+    private_key BLOB NOT NULL,
+    parents BLOB NOT NULL,
+    fingerprint TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX ca_one_active ON ca (state) WHERE state = 'active';
+CREATE TABLE certs (
+    serial TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    generation INTEGER NOT NULL REFERENCES ca (generation),
+    subject TEXT NOT NULL,
+    sans TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    not_before TEXT NOT NULL,
+    not_after TEXT NOT NULL,
+    certificate BLOB NOT NULL,
+    private_key BLOB,
+    fingerprint TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL CHECK (status IN ('active', 'superseded', 'revoked')),
+    issued_at TEXT NOT NULL,
+    revoked_at TEXT,
+    revocation_reason TEXT,
+    replaces TEXT
+);
+CREATE INDEX certs_identity ON certs (identity);
+CREATE UNIQUE INDEX certs_one_active_per_identity ON certs (identity) WHERE status = 'active';
+CREATE TABLE crls (
+    generation INTEGER PRIMARY KEY REFERENCES ca (generation),
+    number INTEGER NOT NULL,
+    crl BLOB NOT NULL,
+    this_update TEXT NOT NULL,
+    next_update TEXT NOT NULL
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+KILL_POINT_ENV = "PLANTLINE_PKI_KILL_AT"
+
+
+def kill_point(name: str) -> None:
+    """Die by SIGKILL here when PLANTLINE_PKI_KILL_AT names this point.
+
+    The crash-consistency tests use this to stop a real process at exact places inside a write;
+    it does nothing when the variable is unset.
+    """
+    if os.environ.get(KILL_POINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int) -> None:
+    """Replace `path` with `data` so readers see the old or the new file, never a mix.
+
+    The file is created with `mode` from the start, so secret data is never readable by others.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)  # the umask may have narrowed it; widen nothing beyond `mode`
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_new_file(path: Path, data: bytes, *, mode: int, force: bool) -> None:
+    """Write an output file atomically; refuse to replace an existing one unless `force`."""
+    if path.exists() and not force:
+        raise Conflict(f"{path}: exists; pass --force to overwrite it")
+    if not path.parent.is_dir():
+        raise NotFound(f"{path.parent}: no such directory")
+    atomic_write(path, data, mode=mode)
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The derived files of a CA directory, as bytes."""
+
+    files: dict[str, bytes]
+
+
+class CaStore:
+    """The state of one CA directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.db_path = directory / DB_NAME
+
+    # -- opening --------------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.contextmanager
+    def creating(cls, directory: Path, *, force: bool) -> Iterator[sqlite3.Connection]:
+        """Yield a connection to a new, empty database that replaces the directory's on success.
+
+        The database is built under a temporary name and renamed into place only after it is
+        complete, so a kill leaves either no CA or a whole one.
+        """
+        store = cls(directory)
+        if store.db_path.exists() and not force:
+            raise Conflict(f"{directory}: already holds a CA; pass --force to replace it")
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        (directory / LOCK_NAME).touch(mode=SECRET_MODE, exist_ok=True)
+        tmp = directory / f".{DB_NAME}.new"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_MODE))
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.executescript(_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            tmp.unlink()
+            raise
+        conn.close()
+        kill_point("before-commit")
+        os.replace(tmp, store.db_path)
+        _fsync_dir(directory)
+        kill_point("after-commit")
+
+    def _require(self) -> None:
+        if not self.db_path.is_file():
+            raise NotFound(f"{self.directory}: no CA here (missing {DB_NAME}); create one with `plantline-pki ca init`")
+
+    def _connect(self, *, readonly: bool) -> sqlite3.Connection:
+        self._require()
+        uri = f"file:{self.db_path}?mode={'ro' if readonly else 'rw'}"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA foreign_keys = ON")
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptState(f"{self.db_path}: the CA inventory cannot be read: {exc}") from None
+        if check != "ok":
+            conn.close()
+            raise CorruptState(f"{self.db_path}: the CA inventory failed its integrity check: {check}")
+        if version is None or version[0] != str(SCHEMA_VERSION):
+            conn.close()
+            raise CorruptState(f"{self.db_path}: unknown inventory schema version {version and version[0]}")
+        return conn
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """Yield a read-only connection; nothing in the directory is touched."""
+        conn = self._connect(readonly=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def lock(self, *, wait_seconds: float = 30.0) -> Iterator[None]:
+        """Hold the directory's exclusive lock, waiting at most `wait_seconds` for it."""
+        self._require()
+        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, SECRET_MODE)
+        try:
+            deadline = time.monotonic() + wait_seconds
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                        raise Busy(f"{self.directory}: another plantline-pki process holds the lock") from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Yield a connection inside one write transaction; commit on success, else roll back.
+
+        Call inside `lock()`; publish the derived files after it returns.
+        """
+        conn = self._connect(readonly=False)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                kill_point("before-commit")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            kill_point("after-commit")
+        finally:
+            conn.close()
+
+    # -- derived files --------------------------------------------------------------------------
+
+    def publish(self, published: Published) -> None:
+        """Bring the derived files in line with `published`, rewriting only those that differ."""
+        for name, data in published.files.items():
+            path = self.directory / name
+            try:
+                current = path.read_bytes()
+            except FileNotFoundError:
+                current = None
+            if current != data:
+                atomic_write(path, data, mode=PUBLIC_MODE)
+                kill_point(f"published:{name}")
+
+    def sync_audit(self, conn: sqlite3.Connection) -> None:
+        """Append to audit.jsonl the audit rows it lacks, mending a line cut short by a kill."""
+        path = self.directory / "audit.jsonl"
+        last_id = 0
+        if path.exists():
+            raw = path.read_bytes()
+            if raw and not raw.endswith(b"\n"):  # a kill cut the last append short
+                raw = raw[: raw.rfind(b"\n") + 1]
+                atomic_write(path, raw, mode=SECRET_MODE)
+            lines = raw.splitlines()
+            if lines:
+                try:
+                    last_id = int(json.loads(lines[-1])["id"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise CorruptState(f"{path}: last line is not an audit record: {exc}") from None
+        rows = conn.execute("SELECT * FROM audit WHERE id > ? ORDER BY id", (last_id,)).fetchall()
+        if not rows:
+            return
+        text = "".join(json.dumps(audit_record(row), sort_keys=True) + "\n" for row in rows)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, SECRET_MODE)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def audit_record(row: sqlite3.Row) -> dict[str, Any]:
+    """Return one audit row as the JSON object written to audit.jsonl."""
+    return {
+        "id": row["id"],
+        "at": row["at"],
+        "actor": row["actor"],
+        "action": row["action"],
+        **json.loads(row["detail"]),
+    }
