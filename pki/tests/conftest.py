@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +72,8 @@ def require_program(name: str) -> str:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
+def workdir(tmp_path: Path) -> Path:
     """A scratch directory for exported files."""
     path = tmp_path / "work"
     path.mkdir()
-    yield path
+    return path

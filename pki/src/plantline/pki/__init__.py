@@ -8,13 +8,4 @@ from plantline.pki.errors import PkiError
 from plantline.pki.keys import KeySpec
 from plantline.pki.renewal import Action, Decision, RenewalPolicy, decide
 
-__all__ = [
-    "Action",
-    "Authority",
-    "Decision",
-    "IssuedCertificate",
-    "KeySpec",
-    "PkiError",
-    "RenewalPolicy",
-    "decide",
-]
+__all__ = ["Action", "Authority", "Decision", "IssuedCertificate", "KeySpec", "PkiError", "RenewalPolicy", "decide"]

@@ -18,7 +18,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-
 from plantline.pki import exports
 from plantline.pki.errors import Conflict, CorruptState, InvalidInput, NotFound, PassphraseError, PolicyViolation
 from plantline.pki.exports import CertFormat
@@ -264,7 +263,9 @@ class Authority:
         for index, text in enumerate(maintenance_windows):
             parse_window(text, timezone=timezone, field=f"maintenance_window[{index}]")
         if encrypt and not passphrase:
-            raise PassphraseError("passphrase: a new CA key is encrypted; give a passphrase (or --unsafe-no-encryption)")
+            raise PassphraseError(
+                "passphrase: a new CA key is encrypted; give a passphrase (or --unsafe-no-encryption)"
+            )
         if (directory / "pki.db").exists() and not force:
             raise Conflict(f"{directory}: already holds a CA; pass --force to replace it")
         days = validity_days or (3650 if parent is None else 1825)
@@ -361,7 +362,12 @@ class Authority:
                 now=now,
                 replaces=previous[0] if previous else None,
             )
-            self._audit(conn, now, "ca.sign-subordinate", {"identity": identity, "serial": _serial_hex(certificate.serial_number)})
+            self._audit(
+                conn,
+                now,
+                "ca.sign-subordinate",
+                {"identity": identity, "serial": _serial_hex(certificate.serial_number)},
+            )
             parents = (active.certificate, *active.parents)
         self._after_write()
         return certificate, parents
@@ -404,7 +410,7 @@ class Authority:
 
     def certificates(self, *, identity: str | None = None, status: str | None = None) -> list[IssuedCertificate]:
         """Return the inventory, oldest first, optionally filtered."""
-        query, args = "SELECT * FROM certs WHERE 1 = 1", []
+        query, args = "SELECT * FROM certs WHERE 1 = 1", list[str]()
         if identity is not None:
             query, args = query + " AND identity = ?", [*args, identity]
         if status in ("active", "superseded", "revoked"):
@@ -458,8 +464,7 @@ class Authority:
     def default_policy(self, conn: sqlite3.Connection, profile: Profile | None) -> RenewalPolicy:
         meta = self._meta(conn)
         return RenewalPolicy(
-            renew_before=timedelta(days=profile.renew_before_days if profile else 30),
-            windows=self._windows(meta),
+            renew_before=timedelta(days=profile.renew_before_days if profile else 30), windows=self._windows(meta)
         )
 
     def maintenance_windows(self) -> tuple[MaintenanceWindow, ...]:
@@ -486,8 +491,10 @@ class Authority:
         if csr is not None and key_type is not None:
             raise InvalidInput("key_type: cannot be chosen with a CSR; the CSR's key is used")
         public: PublicKey | None = csr.public_key() if csr is not None else None  # type: ignore[assignment]
-        spec = spec_of(public) if public is not None else (
-            KeySpec.parse(key_type, field="key_type") if key_type else chosen.default_key
+        spec = (
+            spec_of(public)
+            if public is not None
+            else (KeySpec.parse(key_type, field="key_type") if key_type else chosen.default_key)
         )
         if validity_days is not None and validity_days < 1:
             raise InvalidInput("validity_days: expected at least 1")
@@ -513,12 +520,7 @@ class Authority:
         return issued
 
     def renew(
-        self,
-        identity: str,
-        *,
-        new_key: bool = False,
-        csr_pem: bytes | None = None,
-        validity_days: int | None = None,
+        self, identity: str, *, new_key: bool = False, csr_pem: bytes | None = None, validity_days: int | None = None
     ) -> IssuedCertificate:
         """Issue the identity a new certificate under the active CA, superseding the current one.
 
@@ -533,7 +535,9 @@ class Authority:
         passphrase = self._unlock()
         with self.store.lock(), self.store.transaction() as conn:
             current = self._current_row(conn, identity)
-            issued = self._reissue(conn, passphrase, current, new_key=new_key, csr=csr, validity_days=validity_days, action="cert.renew")
+            issued = self._reissue(
+                conn, passphrase, current, new_key=new_key, csr=csr, validity_days=validity_days, action="cert.renew"
+            )
         self._after_write()
         return issued
 
@@ -585,18 +589,16 @@ class Authority:
     # -- rotation -------------------------------------------------------------------------------
 
     def rotate_start(
-        self,
-        *,
-        key_type: str | None = None,
-        parent: Authority | None = None,
-        validity_days: int | None = None,
+        self, *, key_type: str | None = None, parent: Authority | None = None, validity_days: int | None = None
     ) -> CaGeneration:
         """Phase 1: make a new CA generation that signs from now on; trust both old and new."""
         with self.store.reading() as conn:
             meta = self._meta(conn)
             active = self._active(conn)
         if meta["rotation"] != "idle":
-            raise PolicyViolation(f"rotation: already in phase {meta['rotation']}; continue with --reissue or --finalize")
+            raise PolicyViolation(
+                f"rotation: already in phase {meta['rotation']}; continue with --reissue or --finalize"
+            )
         spec = KeySpec.parse(key_type, field="key_type") if key_type else active.key_type
         if active.parents and parent is None:
             raise InvalidInput("parent: this CA is an intermediate; give --parent DIR to sign its new generation")
@@ -607,18 +609,29 @@ class Authority:
         name = f"{meta['name']} G{active.generation + 1}"
         organization = meta["organization"] or None
         passphrase = self._unlock()
+        with self.store.reading() as conn:  # a wrong passphrase must fail before the parent signs
+            self._signer(conn, active, passphrase)
         key = generate_key(spec)
         constraints = active.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
         if parent is not None:
             certificate, parents = parent.sign_subordinate(
-                name=name, organization=organization, key=key, path_length=constraints.path_length,
-                validity_days=days, record_as=_slug(meta["name"]),
+                name=name,
+                organization=organization,
+                key=key,
+                path_length=constraints.path_length,
+                validity_days=days,
+                record_as=_slug(meta["name"]),
             )
         else:
             certificate = build_ca_certificate(
-                common_name=name, organization=organization, key=key, parent=None,
-                path_length=constraints.path_length, serial=x509.random_serial_number(),
-                now=self.clock(), validity=timedelta(days=days),
+                common_name=name,
+                organization=organization,
+                key=key,
+                parent=None,
+                path_length=constraints.path_length,
+                serial=x509.random_serial_number(),
+                now=self.clock(),
+                validity=timedelta(days=days),
             )
             parents = ()
         with self.store.lock(), self.store.transaction() as conn:
@@ -626,12 +639,21 @@ class Authority:
             current = self._active(conn)
             if self._meta(conn)["rotation"] != "idle" or current.generation != active.generation:
                 raise Conflict("rotation: the CA changed while the new generation was made; run again")
+            # The new key is stored under the same passphrase: prove it opens the current key first.
+            self._signer(conn, current, passphrase)
             new_generation = current.generation + 1
             conn.execute("UPDATE ca SET state = 'previous' WHERE generation = ?", (current.generation,))
-            self._insert_generation(conn, new_generation, "active", certificate, key, parents, now, self._encrypted(conn), passphrase)
+            self._insert_generation(
+                conn, new_generation, "active", certificate, key, parents, now, self._encrypted(conn), passphrase
+            )
             self._write_crl(conn, new_generation, Signer(certificate, key), now)
             conn.execute("UPDATE meta SET value = 'started' WHERE key = 'rotation'")
-            self._audit(conn, now, "ca.rotate.start", {"generation": new_generation, "sha256_fingerprint": fingerprint(certificate)})
+            self._audit(
+                conn,
+                now,
+                "ca.rotate.start",
+                {"generation": new_generation, "sha256_fingerprint": fingerprint(certificate)},
+            )
             created = self._generation(conn, new_generation)
         self._after_write()
         return created
@@ -643,13 +665,16 @@ class Authority:
         passphrase = self._unlock()
         with self.store.lock(), self.store.transaction() as conn:
             self._require_rotation(conn, "reissue")
+            self._signer(conn, self._active(conn), passphrase)  # a wrong passphrase changes nothing
             active = self._active(conn).generation
             rows = conn.execute(
                 "SELECT * FROM certs WHERE status = 'active' AND generation != ? AND profile != ? ORDER BY rowid",
                 (active, INTERMEDIATE_PROFILE),
             ).fetchall()
             issued = [
-                self._reissue(conn, passphrase, row, new_key=new_key, csr=None, validity_days=None, action="ca.rotate.reissue")
+                self._reissue(
+                    conn, passphrase, row, new_key=new_key, csr=None, validity_days=None, action="ca.rotate.reissue"
+                )
                 for row in rows
                 if row["private_key"] is not None or not new_key
             ]
@@ -675,7 +700,9 @@ class Authority:
             self._require_rotation(conn, "finalize")
             conn.execute("UPDATE ca SET state = 'retired' WHERE state = 'previous'")
             conn.execute("UPDATE meta SET value = 'idle' WHERE key = 'rotation'")
-            self._audit(conn, now, "ca.rotate.finalize", {"retired_generation": previous.generation, "forced_over": left})
+            self._audit(
+                conn, now, "ca.rotate.finalize", {"retired_generation": previous.generation, "forced_over": left}
+            )
             retired = self._generation(conn, previous.generation)
         self._after_write()
         return retired
@@ -933,9 +960,8 @@ class Authority:
         signer = self._signer(conn, active, passphrase)
         if public_key is None:
             key = generate_key(key_type)
-            public_key = key.public_key()  # type: ignore[assignment]
+            public_key = key.public_key()
             private_key = private_key_pem(key, passphrase)
-        assert public_key is not None
         certificate = build_leaf_certificate(
             identity=identity,
             profile=profile,
@@ -1038,8 +1064,7 @@ class Authority:
         if row["identity"] == target:
             now = _iso(self.clock())
             rows = conn.execute(
-                "SELECT * FROM certs WHERE identity = ? AND status != 'revoked' AND not_after > ?",
-                (target, now),
+                "SELECT * FROM certs WHERE identity = ? AND status != 'revoked' AND not_after > ?", (target, now)
             ).fetchall()
         else:
             rows = [row] if row["status"] != "revoked" else []
@@ -1074,8 +1099,12 @@ class Authority:
             crl = x509.load_pem_x509_crl(row["crl"])
             infos.append(
                 CrlInfo(
-                    row["generation"], row["number"], _parse_iso(row["this_update"]),
-                    _parse_iso(row["next_update"]), len(crl), bytes(row["crl"]),
+                    row["generation"],
+                    row["number"],
+                    _parse_iso(row["this_update"]),
+                    _parse_iso(row["next_update"]),
+                    len(crl),
+                    bytes(row["crl"]),
                 )
             )
         return infos

@@ -11,18 +11,20 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from plantline.pki.authority import Authority, IssuedCertificate, utcnow
 from plantline.pki.errors import Conflict, InvalidInput, PassphraseError, PkiError
 from plantline.pki.exports import CertFormat
-from plantline.pki.keys import KeySpec
-from plantline.pki.renewal import Action, Decision, RenewalPolicy, decide
+from plantline.pki.inspect import describe
+from plantline.pki.keys import KeySpec, spec_of
+from plantline.pki.renewal import Action, CertFacts, Decision, RenewalPolicy, decide
 from plantline.pki.store import PUBLIC_MODE, SECRET_MODE, atomic_write, write_new_file
 from plantline.pki.window import parse_window
 
@@ -49,11 +51,19 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _emit(data: Any, fmt: str, human: Callable[[], None]) -> None:
+def _emit(data: Any, fmt: str, human: Callable[[], object]) -> None:
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:
         human()
+
+
+def _lines(lines: Iterable[str]) -> Callable[[], None]:
+    def show() -> None:
+        for line in lines:
+            click.echo(line)
+
+    return show
 
 
 def _actor() -> str:
@@ -90,34 +100,41 @@ def passphrase_source(file: Path | None, env: str, what: str, *, confirm: bool =
         if os.environ.get(env):
             return os.environ[env].encode()
         if sys.stdin.isatty():
-            return click.prompt(what, hide_input=True, confirmation_prompt=confirm, err=True).encode()  # type: ignore[no-any-return]
+            return str(click.prompt(what, hide_input=True, confirmation_prompt=confirm, err=True)).encode()
         raise PassphraseError(f"{what}: needed; give --passphrase-file, set {env}, or run in a terminal")
 
     return get
 
 
 FORMAT_OPTION = click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
     help="Output format of the data written to stdout.",
 )
 PASSPHRASE_OPTION = click.option(
-    "--passphrase-file", type=click.Path(path_type=Path, dir_okay=False),
+    "--passphrase-file",
+    type=click.Path(path_type=Path, dir_okay=False),
     help=f"File holding the CA key passphrase (else ${PASSPHRASE_ENV}, else a prompt).",
 )
 
 
 def ca_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--ca", "ca_dir", type=click.Path(path_type=Path, file_okay=False), envvar=CA_DIR_ENV,
-        required=True, help=f"The CA directory (or ${CA_DIR_ENV}).",
+        "--ca",
+        "ca_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        envvar=CA_DIR_ENV,
+        required=True,
+        help=f"The CA directory (or ${CA_DIR_ENV}).",
     )(func)
 
 
 def _authority(ca_dir: Path, passphrase_file: Path | None = None) -> Authority:
     return Authority(
-        ca_dir,
-        passphrase=passphrase_source(passphrase_file, PASSPHRASE_ENV, "CA key passphrase"),
-        actor=_actor(),
+        ca_dir, passphrase=passphrase_source(passphrase_file, PASSPHRASE_ENV, "CA key passphrase"), actor=_actor()
     )
 
 
@@ -169,34 +186,65 @@ def audit() -> None:
     """The audit log of every change made to a CA."""
 
 
-@ca.command("init", help=_help("""Create a root CA in DIR, or an intermediate signed by --parent.
+@ca.command(
+    "init",
+    help=_help("""Create a root CA in DIR, or an intermediate signed by --parent.
 
 \b
 Examples:
   plantline-pki ca init ./pki/root --name "ACME Root CA" --organization ACME
   plantline-pki ca init ./pki/site1 --name "Site 1 CA" --parent ./pki/root
   plantline-pki ca init ./pki/opcua --name "OPC UA CA" --key-type rsa-2048
-"""))
+"""),
+)
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--name", required=True, help="Common name of the CA certificate.")
 @click.option("--organization", help="Organization (O) of the CA and the certificates it issues.")
-@click.option("--key-type", default="ec-p256", show_default=True, help="ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096.")
-@click.option("--parent", type=click.Path(path_type=Path, file_okay=False), help="Parent CA directory: make an intermediate.")
-@click.option("--path-length", type=int, help="Max CAs below this one (root default 1; intermediate default parent's - 1).")
+@click.option(
+    "--key-type", default="ec-p256", show_default=True, help="ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096."
+)
+@click.option(
+    "--parent", type=click.Path(path_type=Path, file_okay=False), help="Parent CA directory: make an intermediate."
+)
+@click.option(
+    "--path-length", type=int, help="Max CAs below this one (root default 1; intermediate default parent's - 1)."
+)
 @click.option("--validity-days", type=int, help="CA lifetime (root default 3650, intermediate 1825).")
 @click.option("--crl-days", type=int, default=7, show_default=True, help="Days until a CRL's nextUpdate.")
-@click.option("--maintenance-window", "windows", multiple=True, help="Renewals happen only here, e.g. 'sat 02:00-06:00'. Repeatable.")
+@click.option(
+    "--maintenance-window",
+    "windows",
+    multiple=True,
+    help="Renewals happen only here, e.g. 'sat 02:00-06:00'. Repeatable.",
+)
 @click.option("--timezone", default="UTC", show_default=True, help="Time zone of the maintenance windows.")
 @PASSPHRASE_OPTION
-@click.option("--parent-passphrase-file", type=click.Path(path_type=Path, dir_okay=False), help=f"Parent CA passphrase file (else ${PARENT_PASSPHRASE_ENV}).")
-@click.option("--unsafe-no-encryption", is_flag=True, help="Store the CA key in plaintext (tests and throwaway CAs only).")
+@click.option(
+    "--parent-passphrase-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=f"Parent CA passphrase file (else ${PARENT_PASSPHRASE_ENV}).",
+)
+@click.option(
+    "--unsafe-no-encryption", is_flag=True, help="Store the CA key in plaintext (tests and throwaway CAs only)."
+)
 @click.option("--force", is_flag=True, help="Replace a CA already in DIR.")
 @FORMAT_OPTION
 def ca_init(
-    directory: Path, name: str, organization: str | None, key_type: str, parent: Path | None,
-    path_length: int | None, validity_days: int | None, crl_days: int, windows: tuple[str, ...],
-    timezone: str, passphrase_file: Path | None, parent_passphrase_file: Path | None,
-    unsafe_no_encryption: bool, force: bool, fmt: str,
+    directory: Path,
+    name: str,
+    organization: str | None,
+    key_type: str,
+    parent: Path | None,
+    path_length: int | None,
+    validity_days: int | None,
+    crl_days: int,
+    windows: tuple[str, ...],
+    timezone: str,
+    passphrase_file: Path | None,
+    parent_passphrase_file: Path | None,
+    unsafe_no_encryption: bool,
+    force: bool,
+    fmt: str,
 ) -> None:
     spec = KeySpec.parse(key_type, field="--key-type")
     parent_authority = None
@@ -213,22 +261,35 @@ def ca_init(
             raise Conflict(f"{directory}: already holds a CA; pass --force to replace it")
         passphrase = passphrase_source(passphrase_file, PASSPHRASE_ENV, "new CA key passphrase", confirm=True)()
     authority = Authority.init(
-        directory, name=name, organization=organization, key_type=spec, parent=parent_authority,
-        path_length=path_length, validity_days=validity_days, passphrase=passphrase,
-        encrypt=not unsafe_no_encryption, crl_days=crl_days, maintenance_windows=windows,
-        timezone=timezone, actor=_actor(), force=force,
+        directory,
+        name=name,
+        organization=organization,
+        key_type=spec,
+        parent=parent_authority,
+        path_length=path_length,
+        validity_days=validity_days,
+        passphrase=passphrase,
+        encrypt=not unsafe_no_encryption,
+        crl_days=crl_days,
+        maintenance_windows=windows,
+        timezone=timezone,
+        actor=_actor(),
+        force=force,
     )
     info = authority.info()
     _say(f"created CA {name!r} in {directory}")
     _emit(info, fmt, lambda: click.echo(info["generations"][0]["sha256_fingerprint"]))
 
 
-@ca.command("info", help=_help("""Show the CA: generations, rotation phase, inventory counts.
+@ca.command(
+    "info",
+    help=_help("""Show the CA: generations, rotation phase, inventory counts.
 
 \b
 Example:
   plantline-pki ca info --ca ./pki/site1 --format json
-"""))
+"""),
+)
 @ca_dir_option
 @FORMAT_OPTION
 def ca_info(ca_dir: Path, fmt: str) -> None:
@@ -244,24 +305,29 @@ def ca_info(ca_dir: Path, fmt: str) -> None:
     _emit(info, fmt, human)
 
 
-@ca.command("check", help=_help("""Check the CA directory for inconsistencies (exit 7 when any).
+@ca.command(
+    "check",
+    help=_help("""Check the CA directory for inconsistencies (exit 7 when any).
 
 \b
 Example:
   plantline-pki ca check --ca ./pki/site1
-"""))
+"""),
+)
 @ca_dir_option
 @FORMAT_OPTION
 def ca_check(ca_dir: Path, fmt: str) -> None:
     problems = _authority(ca_dir).check()
-    _emit({"consistent": not problems, "problems": problems}, fmt, lambda: [click.echo(p) for p in problems])
+    _emit({"consistent": not problems, "problems": problems}, fmt, _lines(p for p in problems))
     if problems:
         _say(f"{len(problems)} problem(s) found")
         sys.exit(7)
     _say("consistent")
 
 
-@ca.command("export", help=_help("""Write the CA certificate, trust bundle or CRL to stdout or --out.
+@ca.command(
+    "export",
+    help=_help("""Write the CA certificate, trust bundle or CRL to stdout or --out.
 
 \b
 Formats: pem (active CA), chain (active CA up to the root), bundle (every
@@ -270,15 +336,19 @@ lists), crl (PEM CRLs), crl-der (the active generation's CRL in DER).
 \b
 Example:
   plantline-pki ca export --ca ./pki/site1 --format bundle --out ca.crt
-"""))
+"""),
+)
 @ca_dir_option
-@click.option("--format", "what", type=click.Choice(["pem", "chain", "bundle", "der", "crl", "crl-der"]), default="pem", show_default=True)
+@click.option(
+    "--format",
+    "what",
+    type=click.Choice(["pem", "chain", "bundle", "der", "crl", "crl-der"]),
+    default="pem",
+    show_default=True,
+)
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write here instead of stdout.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 def ca_export(ca_dir: Path, what: str, out: Path | None, force: bool) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     authority = _authority(ca_dir)
     gens = authority.generations()
     active = next(g for g in gens if g.state == "active")
@@ -298,7 +368,9 @@ def ca_export(ca_dir: Path, what: str, out: Path | None, force: bool) -> None:
     _write_out(data, out, mode=PUBLIC_MODE, force=force)
 
 
-@ca.command("rotate", help=_help("""Rotate the CA key in three phases.
+@ca.command(
+    "rotate",
+    help=_help("""Rotate the CA key in three phases.
 
 \b
 1. plantline-pki ca rotate             new CA generation signs from now on;
@@ -310,7 +382,8 @@ def ca_export(ca_dir: Path, what: str, out: Path | None, force: bool) -> None:
                                        CRL file; its leaves are refused.
 An intermediate CA needs --parent DIR in phases 1 and 3 (the parent signs
 the new generation and revokes the old one).
-"""))
+"""),
+)
 @ca_dir_option
 @click.option("--reissue", "phase", flag_value="reissue", help="Phase 2: re-issue the previous CA's leaves.")
 @click.option("--finalize", "phase", flag_value="finalize", help="Phase 3: stop trusting the previous CA.")
@@ -322,8 +395,15 @@ the new generation and revokes the old one).
 @PASSPHRASE_OPTION
 @FORMAT_OPTION
 def ca_rotate(
-    ca_dir: Path, phase: str | None, key_type: str | None, new_key: bool, parent: Path | None,
-    parent_passphrase_file: Path | None, force: bool, passphrase_file: Path | None, fmt: str,
+    ca_dir: Path,
+    phase: str | None,
+    key_type: str | None,
+    new_key: bool,
+    parent: Path | None,
+    parent_passphrase_file: Path | None,
+    force: bool,
+    passphrase_file: Path | None,
+    fmt: str,
 ) -> None:
     authority = _authority(ca_dir, passphrase_file)
     parent_authority = None
@@ -336,7 +416,7 @@ def ca_rotate(
     if phase == "reissue":
         issued = authority.rotate_reissue(new_key=new_key)
         _say(f"re-issued {len(issued)} certificate(s) under the new CA")
-        _emit([c.to_json(utcnow()) for c in issued], fmt, lambda: [click.echo(_cert_line(c)) for c in issued])
+        _emit([c.to_json(utcnow()) for c in issued], fmt, _lines(_cert_line(c) for c in issued))
         return
     if phase == "finalize":
         retired = authority.rotate_finalize(force=force, parent=parent_authority)
@@ -348,7 +428,9 @@ def ca_rotate(
     _emit(created.to_json(), fmt, lambda: click.echo(created.to_json()["sha256_fingerprint"]))
 
 
-@cert.command("issue", help=_help("""Issue a certificate for IDENTITY (its CN and MQTT username).
+@cert.command(
+    "issue",
+    help=_help("""Issue a certificate for IDENTITY (its CN and MQTT username).
 
 The CA makes and keeps the key (encrypted) unless --csr brings one.
 Profiles: mqtt-server, mqtt-client, opcua-application, operator (and any in
@@ -359,35 +441,56 @@ Examples:
   plantline-pki cert issue line1-filler --profile mqtt-client
   plantline-pki cert issue filler-opcua --profile opcua-application \\
       --san uri:urn:acme:site1:filler --san filler.local
-"""))
+"""),
+)
 @click.argument("identity")
 @ca_dir_option
 @click.option("--profile", required=True, help="Signing profile.")
-@click.option("--san", "sans", multiple=True, help="dns:NAME, ip:ADDRESS or uri:URI (or a bare name or address). Repeatable.")
+@click.option(
+    "--san", "sans", multiple=True, help="dns:NAME, ip:ADDRESS or uri:URI (or a bare name or address). Repeatable."
+)
 @click.option("--key-type", help="Key type (default: the profile's).")
-@click.option("--csr", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Sign this request's key instead of making one.")
+@click.option(
+    "--csr",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Sign this request's key instead of making one.",
+)
 @click.option("--validity-days", type=int, help="Lifetime (default: the profile's).")
 @PASSPHRASE_OPTION
 @FORMAT_OPTION
 def cert_issue(
-    identity: str, ca_dir: Path, profile: str, sans: tuple[str, ...], key_type: str | None,
-    csr: Path | None, validity_days: int | None, passphrase_file: Path | None, fmt: str,
+    identity: str,
+    ca_dir: Path,
+    profile: str,
+    sans: tuple[str, ...],
+    key_type: str | None,
+    csr: Path | None,
+    validity_days: int | None,
+    passphrase_file: Path | None,
+    fmt: str,
 ) -> None:
     issued = _authority(ca_dir, passphrase_file).issue(
-        identity, profile=profile, sans=sans, key_type=key_type,
-        csr_pem=csr.read_bytes() if csr else None, validity_days=validity_days,
+        identity,
+        profile=profile,
+        sans=sans,
+        key_type=key_type,
+        csr_pem=csr.read_bytes() if csr else None,
+        validity_days=validity_days,
     )
     _say(f"issued {issued.identity} ({issued.profile}), serial {issued.serial}")
     _print_cert(issued, fmt)
 
 
-@cert.command("renew", help=_help("""Issue IDENTITY a new certificate, superseding the current one.
+@cert.command(
+    "renew",
+    help=_help("""Issue IDENTITY a new certificate, superseding the current one.
 
 \b
 Examples:
   plantline-pki cert renew line1-filler
   plantline-pki cert renew line1-filler --new-key
-"""))
+"""),
+)
 @click.argument("identity")
 @ca_dir_option
 @click.option("--new-key", is_flag=True, help="Make a new key instead of keeping the current one.")
@@ -396,8 +499,13 @@ Examples:
 @PASSPHRASE_OPTION
 @FORMAT_OPTION
 def cert_renew(
-    identity: str, ca_dir: Path, new_key: bool, csr: Path | None, validity_days: int | None,
-    passphrase_file: Path | None, fmt: str,
+    identity: str,
+    ca_dir: Path,
+    new_key: bool,
+    csr: Path | None,
+    validity_days: int | None,
+    passphrase_file: Path | None,
+    fmt: str,
 ) -> None:
     issued = _authority(ca_dir, passphrase_file).renew(
         identity, new_key=new_key, csr_pem=csr.read_bytes() if csr else None, validity_days=validity_days
@@ -406,7 +514,9 @@ def cert_renew(
     _print_cert(issued, fmt)
 
 
-@cert.command("revoke", help=_help("""Revoke a certificate by serial, or every unexpired one of an identity.
+@cert.command(
+    "revoke",
+    help=_help("""Revoke a certificate by serial, or every unexpired one of an identity.
 
 The CRL is re-signed at once; reload the broker to enforce it.
 Reasons: unspecified, key-compromise, ca-compromise, affiliation-changed,
@@ -415,7 +525,8 @@ superseded, cessation-of-operation, privilege-withdrawn.
 Examples:
   plantline-pki cert revoke line1-capper --reason key-compromise
   plantline-pki cert revoke 4f1a9c...e2 --reason superseded
-"""))
+"""),
+)
 @click.argument("target")
 @ca_dir_option
 @click.option("--reason", default="unspecified", show_default=True)
@@ -424,16 +535,19 @@ Examples:
 def cert_revoke(target: str, ca_dir: Path, reason: str, passphrase_file: Path | None, fmt: str) -> None:
     revoked = _authority(ca_dir, passphrase_file).revoke(target, reason=reason)
     _say(f"revoked {len(revoked)} certificate(s); crl.pem is updated")
-    _emit([c.to_json(utcnow()) for c in revoked], fmt, lambda: [click.echo(_cert_line(c)) for c in revoked])
+    _emit([c.to_json(utcnow()) for c in revoked], fmt, _lines(_cert_line(c) for c in revoked))
 
 
-@cert.command("list", help=_help("""List the inventory: serial, identity, profile, status, notAfter.
+@cert.command(
+    "list",
+    help=_help("""List the inventory: serial, identity, profile, status, notAfter.
 
 \b
 Examples:
   plantline-pki cert list --status active
   plantline-pki cert list --identity line1-filler --format json
-"""))
+"""),
+)
 @ca_dir_option
 @click.option("--status", type=click.Choice(["active", "superseded", "revoked", "expired"]))
 @click.option("--identity")
@@ -441,23 +555,26 @@ Examples:
 def cert_list(ca_dir: Path, status: str | None, identity: str | None, fmt: str) -> None:
     certs = _authority(ca_dir).certificates(identity=identity, status=status)
     now = utcnow()
-    _emit([c.to_json(now) for c in certs], fmt, lambda: [click.echo(_cert_line(c)) for c in certs])
+    _emit([c.to_json(now) for c in certs], fmt, _lines(_cert_line(c) for c in certs))
 
 
-@cert.command("inspect", help=_help("""Show one certificate of the inventory, or a certificate file.
+@cert.command(
+    "inspect",
+    help=_help("""Show one certificate of the inventory, or a certificate file.
 
 \b
 Examples:
   plantline-pki cert inspect line1-filler --format json
   plantline-pki cert inspect --file broker.crt
-"""))
+"""),
+)
 @click.argument("target", required=False)
 @click.option("--ca", "ca_dir", type=click.Path(path_type=Path, file_okay=False), envvar=CA_DIR_ENV)
-@click.option("--file", "file_", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Inspect a PEM file.")
+@click.option(
+    "--file", "file_", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Inspect a PEM file."
+)
 @FORMAT_OPTION
 def cert_inspect(target: str | None, ca_dir: Path | None, file_: Path | None, fmt: str) -> None:
-    from plantline.pki.inspect import describe
-
     if file_ is not None:
         data = describe(file_.read_bytes(), source=str(file_))
     elif target is not None and ca_dir is not None:
@@ -474,7 +591,9 @@ def cert_inspect(target: str | None, ca_dir: Path | None, file_: Path | None, fm
     _emit(data, fmt, human)
 
 
-@cert.command("needs-renewal", help="""Say whether IDENTITY's certificate (or --cert FILE) needs renewing.
+@cert.command(
+    "needs-renewal",
+    help="""Say whether IDENTITY's certificate (or --cert FILE) needs renewing.
 
 \b
 Exit status: 0 renew now (CREATE, RENEW or REPLACE_KEY), 1 fine (NOOP or
@@ -484,18 +603,27 @@ Examples:
   plantline-pki cert needs-renewal line1-filler --ca ./pki/site1
   plantline-pki cert needs-renewal --cert /etc/plantline/tls/client.crt --renew-before-days 30
   plantline-pki cert needs-renewal broker --window 'sat 02:00-06:00' --format json
-""")
+""",
+)
 @click.argument("identity", required=False)
 @click.option("--ca", "ca_dir", type=click.Path(path_type=Path, file_okay=False), envvar=CA_DIR_ENV)
-@click.option("--cert", "cert_file", type=click.Path(path_type=Path, dir_okay=False), help="Decide for this file instead.")
+@click.option(
+    "--cert", "cert_file", type=click.Path(path_type=Path, dir_okay=False), help="Decide for this file instead."
+)
 @click.option("--renew-before-days", type=int, help="Renewal window (default: the profile's, 30 for --cert).")
 @click.option("--window", "windows", multiple=True, help="Maintenance window (default: the CA's). Repeatable.")
 @click.option("--timezone", default="UTC", show_default=True)
 @click.option("--key-type", help="Wanted key type; another one means REPLACE_KEY.")
 @FORMAT_OPTION
 def cert_needs_renewal(
-    identity: str | None, ca_dir: Path | None, cert_file: Path | None, renew_before_days: int | None,
-    windows: tuple[str, ...], timezone: str, key_type: str | None, fmt: str,
+    identity: str | None,
+    ca_dir: Path | None,
+    cert_file: Path | None,
+    renew_before_days: int | None,
+    windows: tuple[str, ...],
+    timezone: str,
+    key_type: str | None,
+    fmt: str,
 ) -> None:
     parsed_windows = tuple(parse_window(w, timezone=timezone, field=f"--window[{i}]") for i, w in enumerate(windows))
     wanted = KeySpec.parse(key_type, field="--key-type") if key_type else None
@@ -527,11 +655,9 @@ def cert_needs_renewal(
     sys.exit(status)
 
 
-def _decide_for_file(path: Path, renew_before_days: int | None, windows: Sequence[Any], wanted: KeySpec | None) -> Decision:
-    from cryptography import x509
-
-    from plantline.pki.keys import spec_of
-    from plantline.pki.renewal import CertFacts
+def _decide_for_file(
+    path: Path, renew_before_days: int | None, windows: Sequence[Any], wanted: KeySpec | None
+) -> Decision:
 
     policy = RenewalPolicy(renew_before=timedelta(days=renew_before_days or 30), windows=windows, key=wanted)
     if not path.exists():
@@ -544,7 +670,9 @@ def _decide_for_file(path: Path, renew_before_days: int | None, windows: Sequenc
     return decide(utcnow(), facts, policy)
 
 
-@cert.command("export", help=_help("""Write IDENTITY's certificate (and key) in a chosen format.
+@cert.command(
+    "export",
+    help=_help("""Write IDENTITY's certificate (and key) in a chosen format.
 
 \b
 Formats: pem (leaf), chain (leaf + intermediates), fullchain (+ root),
@@ -561,20 +689,38 @@ Examples:
   plantline-pki cert export line1-filler --format pkcs12 --out filler.p12 --key-passphrase-file p12.pass
   plantline-pki cert export line1-filler --format k8s-secret --namespace line1 --out secret.yaml --unsafe-plaintext-key
   plantline-pki cert export filler-opcua --format der > filler.der
-"""))
+"""),
+)
 @click.argument("target")
 @ca_dir_option
-@click.option("--format", "what", type=click.Choice([*(f.value for f in CertFormat), "bundle"]), default="chain", show_default=True)
+@click.option(
+    "--format",
+    "what",
+    type=click.Choice([*(f.value for f in CertFormat), "bundle"]),
+    default="chain",
+    show_default=True,
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (a directory for bundle).")
-@click.option("--key-passphrase-file", type=click.Path(path_type=Path, dir_okay=False), help="Encrypt the exported key with this passphrase.")
+@click.option(
+    "--key-passphrase-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Encrypt the exported key with this passphrase.",
+)
 @click.option("--unsafe-plaintext-key", is_flag=True, help="Write the private key unencrypted.")
 @click.option("--namespace", help="k8s-secret: metadata.namespace.")
 @click.option("--secret-name", help="k8s-secret: metadata.name (default IDENTITY-tls).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @PASSPHRASE_OPTION
 def cert_export(
-    target: str, ca_dir: Path, what: str, out: Path | None, key_passphrase_file: Path | None,
-    unsafe_plaintext_key: bool, namespace: str | None, secret_name: str | None, force: bool,
+    target: str,
+    ca_dir: Path,
+    what: str,
+    out: Path | None,
+    key_passphrase_file: Path | None,
+    unsafe_plaintext_key: bool,
+    namespace: str | None,
+    secret_name: str | None,
+    force: bool,
     passphrase_file: Path | None,
 ) -> None:
     authority = _authority(ca_dir, passphrase_file)
@@ -585,11 +731,14 @@ def cert_export(
             raise InvalidInput(f"--out: format {what} holds a private key and is never written to stdout")
         if what == "pkcs12" or not unsafe_plaintext_key:
             if what == "k8s-secret":
-                raise InvalidInput("--unsafe-plaintext-key: a Kubernetes TLS Secret holds the key unencrypted; pass it to confirm")
-            key_passphrase = passphrase_source(key_passphrase_file, EXPORT_PASSPHRASE_ENV, "export key passphrase", confirm=True)()
+                raise InvalidInput(
+                    "--unsafe-plaintext-key: a Kubernetes TLS Secret holds the key unencrypted; pass it to confirm"
+                )
+            key_passphrase = passphrase_source(
+                key_passphrase_file, EXPORT_PASSPHRASE_ENV, "export key passphrase", confirm=True
+            )()
         authority.find(target)  # NotFound before anything is written
-    if what == "bundle":
-        assert out is not None
+    if what == "bundle" and out is not None:
         _export_bundle(authority, target, out, key_passphrase, force)
         return
     fmt = CertFormat(what)
@@ -624,13 +773,16 @@ def _write_out(data: bytes, out: Path | None, *, mode: int, force: bool) -> None
     _say(f"wrote {out}")
 
 
-@crl.command("generate", help=_help("""Sign fresh CRLs for every trusted CA generation and publish crl.pem.
+@crl.command(
+    "generate",
+    help=_help("""Sign fresh CRLs for every trusted CA generation and publish crl.pem.
 
 Prints the CRL PEM (or, with --format json, its numbers and dates).
 \b
 Example:
   plantline-pki crl generate --ca ./pki/site1 --next-update-days 3
-"""))
+"""),
+)
 @ca_dir_option
 @click.option("--next-update-days", type=int, help="Days until nextUpdate (stored as the new default).")
 @PASSPHRASE_OPTION
@@ -641,12 +793,15 @@ def crl_generate(ca_dir: Path, next_update_days: int | None, passphrase_file: Pa
     _emit([i.to_json() for i in infos], fmt, lambda: click.echo(b"".join(i.pem for i in infos).decode(), nl=False))
 
 
-@audit.command("list", help=_help("""Print the audit log as JSON lines (who, what, when).
+@audit.command(
+    "list",
+    help=_help("""Print the audit log as JSON lines (who, what, when).
 
 \b
 Example:
   plantline-pki audit list --ca ./pki/site1
-"""))
+"""),
+)
 @ca_dir_option
 def audit_list(ca_dir: Path) -> None:
     for record in _authority(ca_dir).audit_log():

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-
 from plantline.pki.errors import InvalidInput
 from plantline.pki.keys import PrivateKey, private_key_pem
 
@@ -41,12 +40,7 @@ def der(certificate: x509.Certificate) -> bytes:
 
 
 def pkcs12_bundle(
-    *,
-    name: str,
-    key: PrivateKey,
-    certificate: x509.Certificate,
-    chain: Sequence[x509.Certificate],
-    passphrase: bytes,
+    *, name: str, key: PrivateKey, certificate: x509.Certificate, chain: Sequence[x509.Certificate], passphrase: bytes
 ) -> bytes:
     """Return a PKCS#12 file holding the key, the leaf and its chain, encrypted with `passphrase`."""
     if not passphrase:
@@ -57,13 +51,7 @@ def pkcs12_bundle(
 
 
 def k8s_tls_secret(
-    *,
-    name: str,
-    namespace: str | None,
-    chain_pem: bytes,
-    key: PrivateKey,
-    ca_pem: bytes,
-    labels: dict[str, str],
+    *, name: str, namespace: str | None, chain_pem: bytes, key: PrivateKey, ca_pem: bytes, labels: dict[str, str]
 ) -> bytes:
     """Return a `kubernetes.io/tls` Secret manifest (YAML) with tls.crt, tls.key and ca.crt."""
 

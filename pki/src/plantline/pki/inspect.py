@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography import x509
-
 from plantline.pki.errors import InvalidInput
 from plantline.pki.keys import spec_of
 from plantline.pki.x509build import fingerprint
@@ -30,8 +29,15 @@ def describe(pem: bytes, *, source: str) -> dict[str, Any]:
     basic = _extension(certificate, x509.BasicConstraints)
     usages = []
     if usage is not None:
-        for name in ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-                     "key_agreement", "key_cert_sign", "crl_sign"):
+        for name in (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+        ):
             if getattr(usage, name):
                 usages.append(name)
     sans: list[str] = []

@@ -6,7 +6,6 @@ import enum
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
 from plantline.pki.errors import InvalidInput, PassphraseError
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -36,10 +35,7 @@ class KeySpec(enum.StrEnum):
             raise InvalidInput(f"{field}: unknown key type {text!r}; expected one of {choices}") from None
 
 
-_CURVES: dict[KeySpec, ec.EllipticCurve] = {
-    KeySpec.EC_P256: ec.SECP256R1(),
-    KeySpec.EC_P384: ec.SECP384R1(),
-}
+_CURVES: dict[KeySpec, ec.EllipticCurve] = {KeySpec.EC_P256: ec.SECP256R1(), KeySpec.EC_P384: ec.SECP384R1()}
 _RSA_BITS: dict[KeySpec, int] = {KeySpec.RSA_2048: 2048, KeySpec.RSA_3072: 3072, KeySpec.RSA_4096: 4096}
 
 
@@ -65,7 +61,7 @@ def spec_of(key: PrivateKey | PublicKey) -> KeySpec:
     raise InvalidInput(f"key: unsupported key type {type(key).__name__}")  # pragma: no cover
 
 
-def signature_hash(spec: KeySpec) -> hashes.HashAlgorithm:
+def signature_hash(spec: KeySpec) -> hashes.SHA256 | hashes.SHA384:
     """Return the digest a CA with this key signs with (SHA-384 for P-384, else SHA-256)."""
     return hashes.SHA384() if spec is KeySpec.EC_P384 else hashes.SHA256()
 

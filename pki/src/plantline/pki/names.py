@@ -91,9 +91,7 @@ def parse_san(text: str, *, field: str = "san") -> San:
     except ValueError:
         pass
     if ":" in text:
-        raise InvalidInput(
-            f"{field}: {text!r} has an unknown prefix; expected dns:NAME, ip:ADDRESS or uri:URI"
-        )
+        raise InvalidInput(f"{field}: {text!r} has an unknown prefix; expected dns:NAME, ip:ADDRESS or uri:URI")
     return _dns(text, field)
 
 

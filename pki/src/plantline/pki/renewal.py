@@ -92,9 +92,6 @@ def decide(now: datetime, cert: CertFacts | None, policy: RenewalPolicy) -> Deci
         return _in_window(now, cert, policy, Decision(Action.RENEW, "issued by a CA that is being rotated out"))
     opens = cert.not_after - policy.renew_before
     if now < opens:
-        return Decision(
-            Action.NOOP,
-            f"valid until {_stamp(cert.not_after)}; the renewal window opens {_stamp(opens)}",
-        )
+        return Decision(Action.NOOP, f"valid until {_stamp(cert.not_after)}; the renewal window opens {_stamp(opens)}")
     due = Decision(Action.RENEW, f"inside the renewal window: expires {_stamp(cert.not_after)}")
     return _in_window(now, cert, policy, due)

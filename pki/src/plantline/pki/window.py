@@ -49,8 +49,7 @@ def _day_set(text: str, field: str) -> frozenset[int]:
         first, _, last = part.partition("-")
         if first not in _DAYS or (last and last not in _DAYS):
             raise InvalidInput(
-                f"{field}: {part!r} is not a day or day range; expected e.g. 'sat', 'mon-fri', "
-                "'sat,sun' or '*'"
+                f"{field}: {part!r} is not a day or day range; expected e.g. 'sat', 'mon-fri', 'sat,sun' or '*'"
             )
         lo, hi = _DAYS.index(first), _DAYS.index(last or first)
         span = range(lo, hi + 1) if lo <= hi else [*range(lo, 7), *range(hi + 1)]
@@ -73,8 +72,7 @@ def parse_window(text: str, *, timezone: str = "UTC", field: str = "maintenance_
     match = _SPEC.fullmatch(text.strip().lower())
     if not match:
         raise InvalidInput(
-            f"{field}: {text!r} is not a maintenance window; expected 'DAYS HH:MM-HH:MM', "
-            "e.g. 'sat 02:00-06:00'"
+            f"{field}: {text!r} is not a maintenance window; expected 'DAYS HH:MM-HH:MM', e.g. 'sat 02:00-06:00'"
         )
     start = _clock(match["start"], field)
     end = _clock(match["end"], field)

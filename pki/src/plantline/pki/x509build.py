@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from plantline.pki.errors import InvalidInput
 from plantline.pki.keys import PrivateKey, PublicKey, signature_hash, spec_of
 from plantline.pki.names import San
@@ -54,7 +53,9 @@ def parse_reason(text: str) -> str:
     """Return the canonical revocation reason, or raise InvalidInput listing the known ones."""
     reason = text.strip().lower().replace("_", "-")
     if reason not in REVOCATION_REASONS:
-        raise InvalidInput(f"reason: unknown revocation reason {text!r}; expected one of {', '.join(REVOCATION_REASONS)}")
+        raise InvalidInput(
+            f"reason: unknown revocation reason {text!r}; expected one of {', '.join(REVOCATION_REASONS)}"
+        )
     return reason
 
 
@@ -175,8 +176,7 @@ def build_leaf_certificate(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(usages, ca=False), critical=True)
         .add_extension(
-            x509.ExtendedKeyUsage([_EKU[name] for name in sorted(profile.extended_key_usage)]),
-            critical=False,
+            x509.ExtendedKeyUsage([_EKU[name] for name in sorted(profile.extended_key_usage)]), critical=False
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
@@ -192,12 +192,7 @@ def build_leaf_certificate(
 
 
 def build_crl(
-    *,
-    issuer: Signer,
-    revoked: Sequence[RevokedEntry],
-    number: int,
-    now: datetime,
-    next_update: timedelta,
+    *, issuer: Signer, revoked: Sequence[RevokedEntry], number: int, now: datetime, next_update: timedelta
 ) -> x509.CertificateRevocationList:
     """Return a CRL listing `revoked`, valid from `now` until `now + next_update`."""
     builder = (
@@ -214,9 +209,7 @@ def build_crl(
         )
     )
     for entry in revoked:
-        revoked_builder = (
-            x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(entry.revoked_at)
-        )
+        revoked_builder = x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(entry.revoked_at)
         if entry.reason != "unspecified":  # RFC 5280 5.3.1: omit the extension for unspecified
             revoked_builder = revoked_builder.add_extension(
                 x509.CRLReason(REVOCATION_REASONS[entry.reason]), critical=False
