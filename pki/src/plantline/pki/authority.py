@@ -671,12 +671,18 @@ class Authority:
                 "SELECT * FROM certs WHERE status = 'active' AND generation != ? AND profile != ? ORDER BY rowid",
                 (active, INTERMEDIATE_PROFILE),
             ).fetchall()
+            # A key the CA never held (issued from a CSR) stays with its owner: re-certify it.
             issued = [
                 self._reissue(
-                    conn, passphrase, row, new_key=new_key, csr=None, validity_days=None, action="ca.rotate.reissue"
+                    conn,
+                    passphrase,
+                    row,
+                    new_key=new_key and row["private_key"] is not None,
+                    csr=None,
+                    validity_days=None,
+                    action="ca.rotate.reissue",
                 )
                 for row in rows
-                if row["private_key"] is not None or not new_key
             ]
             conn.execute("UPDATE meta SET value = 'reissued' WHERE key = 'rotation'")
         self._after_write()
@@ -773,7 +779,9 @@ class Authority:
 
     def check(self) -> list[str]:
         """Return the inconsistencies found in the CA directory (an empty list: all is well)."""
-        problems: list[str] = []
+        problems = self.store.integrity_problems()
+        if problems:
+            return problems
         with self.store.reading() as conn:
             generations = {g.generation: g for g in self._generations(conn)}
             if sum(g.state == "active" for g in generations.values()) != 1:

@@ -373,6 +373,7 @@ def ca_export(ca_dir: Path, what: str, out: Path | None, force: bool) -> None:
     help=_help("""Rotate the CA key in three phases.
 
 \b
+Examples, one per phase:
 1. plantline-pki ca rotate             new CA generation signs from now on;
                                        the trust bundle holds old and new.
    Distribute trust-bundle.pem to every peer, then
@@ -816,7 +817,7 @@ def _fail(code: str, message: str, status: int) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI; errors print `error[CODE]: message` on stderr and exit with their status."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+        cli.main(args=list(argv) if argv is not None else None, prog_name="plantline-pki", standalone_mode=False)
     except PkiError as exc:
         _fail(exc.code, exc.message, exc.exit_status)
     except click.exceptions.Abort:

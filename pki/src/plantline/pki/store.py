@@ -159,6 +159,13 @@ class CaStore:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
         (directory / LOCK_NAME).touch(mode=SECRET_MODE, exist_ok=True)
+        with store.lock(require_ca=False):
+            yield from store._build_new(force=force)
+
+    def _build_new(self, *, force: bool) -> Iterator[sqlite3.Connection]:
+        directory = self.directory
+        if self.db_path.exists() and not force:  # another init won the race for the lock
+            raise Conflict(f"{directory}: already holds a CA; pass --force to replace it")
         tmp = directory / f".{DB_NAME}.new"
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -177,7 +184,7 @@ class CaStore:
             raise
         conn.close()
         kill_point("before-commit")
-        os.replace(tmp, store.db_path)
+        os.replace(tmp, self.db_path)
         _fsync_dir(directory)
         kill_point("after-commit")
 
@@ -192,17 +199,26 @@ class CaStore:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA foreign_keys = ON")
-            check = conn.execute("PRAGMA quick_check").fetchone()[0]
             version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise CorruptState(f"{self.db_path}: the CA inventory cannot be read: {exc}") from None
-        if check != "ok":
-            conn.close()
-            raise CorruptState(f"{self.db_path}: the CA inventory failed its integrity check: {check}")
         if version is None or version[0] != str(SCHEMA_VERSION):
             conn.close()
             raise CorruptState(f"{self.db_path}: unknown inventory schema version {version and version[0]}")
         return conn
+
+    def integrity_problems(self) -> list[str]:
+        """Return what SQLite's full integrity check finds wrong (an empty list: nothing).
+
+        It reads every page, so it runs for `ca check` rather than on every open; damage met by
+        an ordinary query is reported as CorruptState there.
+        """
+        with self.reading() as conn:
+            try:
+                rows = conn.execute("PRAGMA integrity_check").fetchall()
+            except sqlite3.DatabaseError as exc:
+                return [f"{DB_NAME}: {exc}"]
+        return [f"{DB_NAME}: {row[0]}" for row in rows if row[0] != "ok"]
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -214,9 +230,10 @@ class CaStore:
             conn.close()
 
     @contextlib.contextmanager
-    def lock(self, *, wait_seconds: float = 30.0) -> Iterator[None]:
+    def lock(self, *, wait_seconds: float = 30.0, require_ca: bool = True) -> Iterator[None]:
         """Hold the directory's exclusive lock, waiting at most `wait_seconds` for it."""
-        self._require()
+        if require_ca:
+            self._require()
         fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, SECRET_MODE)
         try:
             deadline = time.monotonic() + wait_seconds
@@ -267,28 +284,32 @@ class CaStore:
                 kill_point(f"published:{name}")
 
     def sync_audit(self, conn: sqlite3.Connection) -> None:
-        """Append to audit.jsonl the audit rows it lacks, mending a line cut short by a kill."""
+        """Append to audit.jsonl the audit rows it lacks, mending a line cut short by a kill.
+
+        Only the file's tail is read, so the cost does not grow with the log.
+        """
         path = self.directory / "audit.jsonl"
-        last_id = 0
-        if path.exists():
-            raw = path.read_bytes()
-            if raw and not raw.endswith(b"\n"):  # a kill cut the last append short
-                raw = raw[: raw.rfind(b"\n") + 1]
-                atomic_write(path, raw, mode=SECRET_MODE)
-            lines = raw.splitlines()
-            if lines:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, SECRET_MODE)
+        try:
+            size = os.fstat(fd).st_size
+            tail = os.pread(fd, min(size, 1 << 16), max(0, size - (1 << 16)))
+            if tail and not tail.endswith(b"\n"):  # a kill cut the last append short
+                cut = tail.rfind(b"\n") + 1
+                size -= len(tail) - cut
+                os.ftruncate(fd, size)
+                tail = tail[:cut]
+            last_id = 0
+            if tail:
+                line = tail[tail.rstrip(b"\n").rfind(b"\n") + 1 :]
                 try:
-                    last_id = int(json.loads(lines[-1])["id"])
+                    last_id = int(json.loads(line)["id"])
                 except (ValueError, KeyError, TypeError) as exc:
                     raise CorruptState(f"{path}: last line is not an audit record: {exc}") from None
-        rows = conn.execute("SELECT * FROM audit WHERE id > ? ORDER BY id", (last_id,)).fetchall()
-        if not rows:
-            return
-        text = "".join(json.dumps(audit_record(row), sort_keys=True) + "\n" for row in rows)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, SECRET_MODE)
-        try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
+            rows = conn.execute("SELECT * FROM audit WHERE id > ? ORDER BY id", (last_id,)).fetchall()
+            if rows:
+                text = "".join(json.dumps(audit_record(row), sort_keys=True) + "\n" for row in rows)
+                os.write(fd, text.encode())
+                os.fsync(fd)
         finally:
             os.close(fd)
 
