@@ -7,9 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import PASSPHRASE, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from conftest import PASSPHRASE, run_cli
 from plantline.pki.authority import Authority
 from plantline.pki.errors import Conflict, CorruptState, InvalidInput, NotFound, PassphraseError, PkiError
 from plantline.pki.exports import CertFormat
@@ -164,6 +165,40 @@ def test_corrupted_inventory_is_reported_and_left_alone(
         (["cert", "export", "broker", "--format", "key"], 3, "PKI_INVALID_INPUT", "--out"),
         (["ca", "rotate", "--finalize"], 9, "PKI_POLICY", "no rotation in progress"),
         (["cert", "list", "--bogus"], 3, "PKI_USAGE", "--bogus"),
+        (
+            [
+                "cert",
+                "export",
+                "broker",
+                "--format",
+                "k8s-secret",
+                "--out",
+                "/tmp/never.yaml",
+                "--unsafe-plaintext-key",
+                "--namespace",
+                "line1\n  labels:\n    x: y",
+            ],
+            3,
+            "PKI_INVALID_INPUT",
+            "namespace: ",
+        ),
+        (
+            [
+                "cert",
+                "export",
+                "broker",
+                "--format",
+                "k8s-secret",
+                "--out",
+                "/tmp/never.yaml",
+                "--unsafe-plaintext-key",
+                "--secret-name",
+                "Bad Name: x",
+            ],
+            3,
+            "PKI_INVALID_INPUT",
+            "secret name: ",
+        ),
     ],
 )
 def test_cli_errors_have_stable_codes(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 import pytest
+
 from conftest import CLI, PASSPHRASE, run_cli
 from plantline.pki.cli import cli
 

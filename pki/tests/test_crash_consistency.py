@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import CLI, PASSPHRASE, run_cli
 from plantline.pki.store import KILL_POINT_ENV
 
@@ -134,3 +135,29 @@ def test_kills_at_random_moments(ca: Path) -> None:
         assert all("out of date" in p or "audit.jsonl" in p for p in problems), problems
     assert killed >= 10, "too few runs were interrupted to mean anything"
     _assert_consistent_after_next_write(ca)
+
+
+def test_intermediate_rotation_needs_the_parent_and_survives_a_kill_between_the_two_cas(tmp_path: Path) -> None:
+    root, site = tmp_path / "root", tmp_path / "site"
+    parent_env = {"PLANTLINE_PKI_PARENT_PASSPHRASE": PASSPHRASE}
+    run_cli("ca", "init", str(root), "--name", "Root")
+    run_cli("ca", "init", str(site), "--name", "Site", "--parent", str(root), env=parent_env)
+    run_cli("cert", "issue", "leaf", "--profile", "mqtt-client", env=_env(site))
+    run_cli("ca", "rotate", "--parent", str(root), env={**_env(site), **parent_env})
+    run_cli("ca", "rotate", "--reissue", env=_env(site))
+    # Without --parent the old intermediate would stay valid at the root: refused, nothing changed.
+    refused = run_cli("ca", "rotate", "--finalize", env=_env(site), check=False)
+    assert refused.returncode == 3
+    assert "give --parent DIR" in refused.stderr
+    # Killed after the parent revoked the old intermediate but before the site retired it.
+    finalize = ["ca", "rotate", "--finalize", "--parent", str(root)]
+    killed = run_cli(*finalize, env={**_env(site), **parent_env, KILL_POINT_ENV: "before-audit-sync"}, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    run_cli(*finalize, env={**_env(site), **parent_env})
+    info = json.loads(run_cli("ca", "info", "--format", "json", env=_env(site)).stdout)
+    assert info["rotation"] == "idle"
+    revoked = json.loads(run_cli("cert", "list", "--status", "revoked", "--format", "json", env=_env(root)).stdout)
+    assert [c["identity"] for c in revoked] == ["site"]
+    assert revoked[0]["revocation_reason"] == "superseded"
+    _assert_consistent_after_next_write(site)
+    _assert_consistent_after_next_write(root)

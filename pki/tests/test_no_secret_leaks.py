@@ -7,8 +7,9 @@ import re
 import stat
 from pathlib import Path
 
-from conftest import PASSPHRASE, Run, run_cli
 from cryptography.hazmat.primitives import serialization
+
+from conftest import PASSPHRASE, Run, run_cli
 
 PEM_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 

@@ -28,11 +28,12 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 from asyncua.server.server import Server
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
-from conftest import PkiCli, free_port, run_cli
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
+
+from conftest import PkiCli, free_port, run_cli
 
 pytestmark = pytest.mark.peer
 

@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import given
 from hypothesis import strategies as st
+
 from plantline.pki.errors import InvalidInput, PolicyViolation
 from plantline.pki.keys import KeySpec, generate_key
 from plantline.pki.names import San, parse_san, parse_sans, validate_identity

@@ -18,6 +18,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+
 from plantline.pki import exports
 from plantline.pki.errors import Conflict, CorruptState, InvalidInput, NotFound, PassphraseError, PolicyViolation
 from plantline.pki.exports import CertFormat
@@ -699,8 +700,14 @@ class Authority:
                 f"rotation: {len(left)} active certificate(s) still come from the previous CA "
                 f"({', '.join(left[:5])}); run `ca rotate --reissue` first or pass --force"
             )
-        if parent is not None and previous.parents:
-            parent.revoke(_serial_hex(previous.certificate.serial_number), reason="superseded")
+        if previous.parents:
+            if parent is None:
+                raise InvalidInput(
+                    "parent: this CA is an intermediate; give --parent DIR so the parent revokes its old generation"
+                )
+            old_serial = _serial_hex(previous.certificate.serial_number)
+            if parent.find(old_serial).status != "revoked":  # a finalize interrupted after this step runs again
+                parent.revoke(old_serial, reason="superseded")
         with self.store.lock(), self.store.transaction() as conn:
             now = self.clock()
             self._require_rotation(conn, "finalize")

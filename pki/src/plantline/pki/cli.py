@@ -19,9 +19,10 @@ from typing import Any, NoReturn
 import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
 from plantline.pki.authority import Authority, IssuedCertificate, utcnow
 from plantline.pki.errors import Conflict, InvalidInput, PassphraseError, PkiError
-from plantline.pki.exports import CertFormat
+from plantline.pki.exports import CertFormat, check_k8s_names
 from plantline.pki.inspect import describe
 from plantline.pki.keys import KeySpec, spec_of
 from plantline.pki.renewal import Action, CertFacts, Decision, RenewalPolicy, decide
@@ -725,6 +726,8 @@ def cert_export(
     passphrase_file: Path | None,
 ) -> None:
     authority = _authority(ca_dir, passphrase_file)
+    if what == "k8s-secret":
+        check_k8s_names(name=secret_name or f"{authority.find(target).identity}-tls", namespace=namespace, labels={})
     holds_key = what == "bundle" or CertFormat(what).holds_key
     key_passphrase: bytes | None = None
     if holds_key:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import enum
+import re
 from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
+
 from plantline.pki.errors import InvalidInput
 from plantline.pki.keys import PrivateKey, private_key_pem
 
@@ -50,10 +52,32 @@ def pkcs12_bundle(
     )
 
 
+_K8S_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_K8S_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_K8S_LABEL_KEY = re.compile(r"([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_K8S_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+
+
+def check_k8s_names(*, name: str, namespace: str | None, labels: dict[str, str]) -> None:
+    """Raise InvalidInput unless the names are valid Kubernetes object, namespace and label names."""
+    if len(name) > 253 or not _K8S_SUBDOMAIN.fullmatch(name):
+        raise InvalidInput(
+            f"secret name: {name!r} is not a valid Kubernetes name (lower-case letters, digits, '-' and '.'); "
+            "choose one with --secret-name"
+        )
+    if namespace is not None and not _K8S_LABEL.fullmatch(namespace):
+        raise InvalidInput(f"namespace: {namespace!r} is not a valid Kubernetes namespace (RFC 1123 label)")
+    for key, value in labels.items():
+        if not _K8S_LABEL_KEY.fullmatch(key) or not _K8S_LABEL_VALUE.fullmatch(value):
+            raise InvalidInput(f"labels: {key!r}={value!r} is not a valid Kubernetes label")
+
+
 def k8s_tls_secret(
     *, name: str, namespace: str | None, chain_pem: bytes, key: PrivateKey, ca_pem: bytes, labels: dict[str, str]
 ) -> bytes:
     """Return a `kubernetes.io/tls` Secret manifest (YAML) with tls.crt, tls.key and ca.crt."""
+
+    check_k8s_names(name=name, namespace=namespace, labels=labels)
 
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode()

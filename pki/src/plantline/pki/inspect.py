@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography import x509
+
 from plantline.pki.errors import InvalidInput
 from plantline.pki.keys import spec_of
 from plantline.pki.x509build import fingerprint

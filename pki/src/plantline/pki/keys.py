@@ -6,6 +6,7 @@ import enum
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from plantline.pki.errors import InvalidInput, PassphraseError
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey

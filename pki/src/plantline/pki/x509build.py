@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from plantline.pki.errors import InvalidInput
 from plantline.pki.keys import PrivateKey, PublicKey, signature_hash, spec_of
 from plantline.pki.names import San
