@@ -1,0 +1,1 @@
+"""PlantLine edge connectors: sources -> signals -> Sparkplug B -> durable outbox -> MQTT."""

@@ -1,0 +1,228 @@
+"""The configuration of one connector process, validated, with errors that name their path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from plantline.connectors.samples import is_canonical_signal
+
+# Sparkplug ids become MQTT topic levels: no wildcards, no level separator (tck-id-intro-*-chars).
+_SPARKPLUG_ID = re.compile(r"[^+#/\s]{1,64}")
+_OPCUA_NODE_ID = re.compile(r"(ns=\d+;)?(i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=[A-Za-z0-9+/=]+)")
+
+DataTypeName = Literal[
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float", "double", "string", "datetime",
+]  # fmt: skip
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsFiles(_Strict):
+    """Mutual-TLS material of the MQTT client: the CA bundle, a client certificate and its key."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+class BrokerEndpoint(_Strict):
+    """One MQTT broker; the list in the config is the failover order."""
+
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)] = 8883
+    tls: TlsFiles | None = None
+    insecure_plaintext: bool = False  # explicit opt-in for plaintext MQTT (tests, lab networks)
+
+    @model_validator(mode="after")
+    def _tls_or_explicit_plaintext(self) -> BrokerEndpoint:
+        if self.tls is None and not self.insecure_plaintext:
+            raise ValueError("tls is required (set insecure_plaintext: true to allow plaintext MQTT)")
+        return self
+
+
+class SparkplugIdentity(_Strict):
+    group_id: str
+    edge_node_id: str
+    primary_host_id: str | None = None  # wait for its STATE ONLINE before births
+
+    @field_validator("group_id", "edge_node_id", "primary_host_id")
+    @classmethod
+    def _topic_safe(cls, value: str | None) -> str | None:
+        if value is not None and not _SPARKPLUG_ID.fullmatch(value):
+            raise ValueError("expected 1-64 characters without '+', '#', '/' or spaces")
+        return value
+
+
+class OutboxSettings(_Strict):
+    directory: Path
+    max_bytes: Annotated[int, Field(ge=1 << 20)] = 256 << 20
+    max_age_s: Annotated[float, Field(gt=0)] = 7 * 24 * 3600.0
+    high_watermark: Annotated[float, Field(gt=0, lt=1)] = 0.8  # fraction of max_bytes: slow sampling
+    low_watermark: Annotated[float, Field(gt=0, lt=1)] = 0.5  # back to full rate below this
+    replay_share: Annotated[float, Field(gt=0, le=1)] = 0.5  # of publish capacity, while live data flows
+
+    @model_validator(mode="after")
+    def _watermarks(self) -> OutboxSettings:
+        if self.low_watermark >= self.high_watermark:
+            raise ValueError("low_watermark must be below high_watermark")
+        return self
+
+
+class Deadband(_Strict):
+    kind: Literal["absolute", "percent"]
+    value: Annotated[float, Field(gt=0)]
+
+
+class Tag(_Strict):
+    signal: str
+    address: Annotated[str, Field(min_length=1)]
+    datatype: DataTypeName
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+    deadband: Deadband | None = None
+
+    @field_validator("signal")
+    @classmethod
+    def _canonical(cls, value: str) -> str:
+        if not is_canonical_signal(value):
+            raise ValueError(f"{value!r} is not a canonical signal (state.*, counter.*, cycle.*, ..., process.<name>)")
+        return value
+
+
+class OpcUaOptions(_Strict):
+    security_policy: Literal["None", "Basic256Sha256"] = "None"
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    certificate_file: Path | None = None  # DER or PEM opcua-application certificate
+    private_key_file: Path | None = None
+    server_certificate_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    publishing_interval_ms: Annotated[int, Field(ge=10)] = 100
+    queue_size: Annotated[int, Field(ge=1, le=10000)] = 10
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> OpcUaOptions:
+        secured = self.security_policy != "None"
+        if secured != (self.security_mode != "None"):
+            raise ValueError("security_policy and security_mode must both be None or both be set")
+        if secured and (self.certificate_file is None or self.private_key_file is None):
+            raise ValueError("a secured connection needs certificate_file and private_key_file")
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file go together")
+        return self
+
+
+class Device(_Strict):
+    id: str
+    protocol: Literal["opcua"]
+    endpoint: Annotated[str, Field(min_length=1)]
+    sampling_interval_ms: Annotated[int, Field(ge=10)] = 1000
+    opcua: OpcUaOptions = OpcUaOptions()
+    tags: Annotated[list[Tag], Field(min_length=1)]
+
+    @field_validator("id")
+    @classmethod
+    def _topic_safe(cls, value: str) -> str:
+        if not _SPARKPLUG_ID.fullmatch(value):
+            raise ValueError("expected 1-64 characters without '+', '#', '/' or spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _tags_fit_protocol(self) -> Device:
+        seen: set[str] = set()
+        for index, tag in enumerate(self.tags):
+            if tag.signal in seen:
+                raise ValueError(f"tags[{index}].signal: {tag.signal!r} appears twice")
+            seen.add(tag.signal)
+            if self.protocol == "opcua" and not _OPCUA_NODE_ID.fullmatch(tag.address):
+                raise ValueError(
+                    f"tags[{index}].address: {tag.address!r} is not an OPC UA NodeId (e.g. ns=2;s=Filler.State)"
+                )
+        if self.protocol == "opcua" and not self.endpoint.startswith("opc.tcp://"):
+            raise ValueError("endpoint: expected opc.tcp://HOST:PORT/...")
+        return self
+
+
+class Batching(_Strict):
+    max_metrics: Annotated[int, Field(ge=1, le=100_000)] = 1000  # per DDATA message
+    linger_ms: Annotated[int, Field(ge=0, le=10_000)] = 20
+
+
+class ConnectorConfig(_Strict):
+    """Everything one connector process needs."""
+
+    sparkplug: SparkplugIdentity
+    brokers: Annotated[list[BrokerEndpoint], Field(min_length=1)]
+    outbox: OutboxSettings
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9400  # 0: no metrics endpoint
+    state_directory: Path  # bdSeq and other small state
+    batching: Batching = Batching()
+    devices: Annotated[list[Device], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> ConnectorConfig:
+        seen: set[str] = set()
+        for index, device in enumerate(self.devices):
+            if device.id in seen:
+                raise ValueError(f"devices[{index}].id: {device.id!r} appears twice")
+            seen.add(device.id)
+        return self
+
+
+class ConfigError(Exception):
+    """A configuration file is missing, unreadable or invalid; `problems` lists each by path."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.source = source
+        self.problems = problems
+
+
+def _path(location: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in location:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problems(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        where = _path(tuple(p for p in item["loc"] if p not in ("function-after",)))
+        message = item["msg"].removeprefix("Value error, ")
+        # a model validator reports its own sub-path at the start of the message
+        if message.startswith(("tags[", "devices[", "endpoint:")) and where:
+            problems.append(f"{where}.{message}")
+        elif message.startswith("devices["):
+            problems.append(message)
+        else:
+            problems.append(f"{where}: {message}" if where else message)
+    return problems
+
+
+def parse_config(data: Any, *, source: str) -> ConnectorConfig:
+    """Return the validated config from parsed YAML/JSON data, or raise ConfigError."""
+    try:
+        return ConnectorConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc)) from None
+
+
+def load_config(path: Path) -> ConnectorConfig:
+    """Return the validated config read from a YAML file, or raise ConfigError."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+    return parse_config(data, source=str(path))
