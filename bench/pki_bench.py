@@ -37,6 +37,7 @@ import cryptography
 from cryptography import x509
 from cryptography.hazmat.backends.openssl import backend as openssl_backend
 from cryptography.hazmat.primitives import serialization
+
 from plantline.pki.authority import Authority
 from plantline.pki.keys import KeySpec, generate_key, private_key_pem
 from plantline.pki.profiles import Profile, builtin_profiles
