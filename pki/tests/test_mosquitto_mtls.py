@@ -14,13 +14,9 @@ doing that (then restart the broker instead).
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import signal
-import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,108 +28,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
+from plantline_testing.mosquitto import Broker
 
-from conftest import PASSPHRASE, PkiCli, free_port, require_program
+from conftest import PASSPHRASE, PkiCli, free_port
 from plantline.pki.authority import Authority
 
 CONNECT_TIMEOUT = 5.0
 START_TIMEOUT = 10.0
 VERIFY_FAILED = "certificate verify failed"  # what mosquitto logs when it rejects a client certificate
-
-
-# -- the broker -------------------------------------------------------------------------------
-
-
-class Broker:
-    """One mosquitto process reading its TLS files from `directory`; stopped by its PID."""
-
-    def __init__(self, directory: Path, port: int) -> None:
-        self.directory = directory
-        self.port = port
-        self.conf = directory / "mosquitto.conf"
-        self.log = directory / "mosquitto.log"
-        self.cafile = directory / "trust-bundle.pem"
-        self.crlfile = directory / "crl.pem"
-        self.certfile = directory / "broker.crt"
-        self.keyfile = directory / "broker.key"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def render_config(self) -> str:
-        lines = [
-            "# rendered by test_mosquitto_mtls.py",
-            # Run as root, mosquitto switches to the `mosquitto` user, which cannot read this tmp dir.
-            *(["user root"] if os.geteuid() == 0 else []),
-            "persistence false",
-            "log_dest stderr",
-            "connection_messages true",
-            "set_tcp_nodelay true",
-            "allow_anonymous false",
-            f"listener {self.port} 127.0.0.1",
-            f"cafile {self.cafile}",
-            f"certfile {self.certfile}",
-            f"keyfile {self.keyfile}",
-            "require_certificate true",
-            "use_identity_as_username true",
-            f"crlfile {self.crlfile}",
-        ]
-        return "\n".join(lines) + "\n"
-
-    def start(self) -> None:
-        self.conf.write_text(self.render_config())
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [require_program("mosquitto"), "-c", str(self.conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"mosquitto exited {self.proc.returncode} at start:\n{self.log_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"mosquitto did not listen on {self.port} within {START_TIMEOUT} s:\n{self.log_text()}")
-                time.sleep(0.02)
-
-    def reload(self) -> None:
-        """SIGHUP, then wait until mosquitto logged the reload (it reloads before serving anyone else)."""
-        assert self.proc is not None, "mosquitto was never started"
-        assert self.proc.poll() is None, f"mosquitto is not running:\n{self.log_text()}"
-        before = self.log_text().count("Reloading config.")
-        mark = self.log_mark()
-        self.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + START_TIMEOUT
-        while self.log_text().count("Reloading config.") == before:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mosquitto did not reload:\n{self.log_text()}")
-            time.sleep(0.02)
-        # mosquitto logs that line, then reloads before it serves any socket again (it is
-        # single-threaded), so the next connection already meets the reloaded files.
-        problems = [line for line in self.log_since(mark).splitlines() if "Error:" in line or "Error when" in line]
-        assert not problems, f"mosquitto reload reported errors:\n{self.log_text()}"
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def log_mark(self) -> int:
-        return len(self.log_text())
-
-    def log_since(self, mark: int) -> str:
-        return self.log_text()[mark:]
 
 
 # -- MQTT clients -----------------------------------------------------------------------------

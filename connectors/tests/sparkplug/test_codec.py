@@ -880,3 +880,24 @@ def test_encode_ddata_flags_replayed_metrics_historical_and_can_strip_datatypes(
     live = decode(encode_ddata(8, 1000, [(100, 990, DataType.Double, 1.5, None)])).metrics[0]
     assert not live.is_historical
     assert live.datatype is DataType.Double
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value"),
+    [
+        (DataType.Int8, -5),
+        (DataType.Int16, -300),
+        (DataType.Int32, -70000),
+        (DataType.Int64, -(2**40)),
+        (DataType.UInt32, 4_000_000_000),
+        (DataType.Float, 1.5),
+        (DataType.Boolean, True),
+        (DataType.String, "x"),
+        (DataType.DateTime, 1_763_800_000_000),
+    ],
+)
+def test_apply_datatype_reads_stripped_data_values_as_the_birth_says(datatype: DataType, value: object) -> None:
+    from plantline.connectors.sparkplug import apply_datatype, encode_ddata
+
+    raw = decode(encode_ddata(0, 1, [(1, 1, datatype, value, None)], strip_datatypes=True)).metrics[0].value
+    assert apply_datatype(raw, datatype) == value

@@ -1073,6 +1073,38 @@ def _decode_metrics(  # noqa: PLR0912 -- one flat loop: the hot path of every de
     return tuple(metrics)
 
 
+def apply_datatype(value: object, datatype: DataType) -> object:
+    """Return a value decoded without its datatype (a data message's metric) as that datatype.
+
+    Data messages need not repeat the datatype (payloads-metric-datatype-not-req); a host keeps
+    it from the birth and reads the raw wire value with it, as this does.
+    """
+    if value is None:
+        return None
+    decoders = _METRIC_DECODER_TABLE[int(datatype)]
+    if decoders is None:
+        return value
+    fields_: tuple[str, ...]
+    if isinstance(value, bool):
+        fields_ = ("boolean_value",)
+    elif isinstance(value, int):
+        fields_ = ("int_value", "long_value")
+    elif isinstance(value, float):
+        fields_ = ("float_value", "double_value")
+    elif isinstance(value, str):
+        fields_ = ("string_value",)
+    else:
+        fields_ = ("bytes_value",)
+    for field_ in fields_:
+        decode_one = decoders.get(field_)
+        if decode_one is not None:
+            try:
+                return decode_one(value)
+            except _BadValue as exc:
+                raise SparkplugDecodeError(f"{_type_name(datatype)}: {exc}") from None
+    raise SparkplugDecodeError(f"{_type_name(datatype)} cannot be read from a {type(value).__name__}")
+
+
 def decode(data: bytes) -> Payload:
     """Return the payload that `data` encodes.
 

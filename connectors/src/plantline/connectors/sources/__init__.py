@@ -1,0 +1,75 @@
+"""Protocol sources: each reads one device and yields Samples of canonical signals.
+
+Every source has the same shape, so the runtime treats OPC UA, S7 and CIP alike:
+
+    async with OpcUaSource(device) as source:
+        async for sample in source.samples():
+            ...
+
+A source owns its connection: it connects, retries with capped jittered backoff, and re-creates
+what the device lost on a restart, by itself, while `samples()` keeps iterating. It never
+fabricates values: while the device is unreachable nothing is yielded and `state` is not
+CONNECTED (the runtime turns that into a Sparkplug DDEATH).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from plantline.connectors.samples import Sample
+
+
+class SourceState(enum.Enum):
+    """Where a source's connection to its device is."""
+
+    DISCONNECTED = "disconnected"  # created, or entered but not yet tried
+    CONNECTING = "connecting"  # an attempt (connect, sign in, subscribe) is under way
+    CONNECTED = "connected"  # subscribed; samples flow
+    BACKOFF = "backoff"  # the last attempt failed or the connection was lost; waiting to retry
+    CLOSED = "closed"  # exited; terminal
+
+
+@dataclass
+class SourceCounters:
+    """Monotonic counts the runtime exports as metrics (plain ints, updated in place)."""
+
+    samples: int = 0  # samples handed to the queue of samples()
+    bad_samples: int = 0  # of which quality bad
+    reconnects: int = 0  # connections established after the first one
+    connect_failures: int = 0  # connection attempts that failed
+    read_errors: int = 0  # items the device refused and values the source could not read
+    backpressure_waits: int = 0  # times the device's data had to wait for room in the queue
+    deadband_fallbacks: int = 0  # deadbands the device refused (subscribed without one)
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A connection to one device that yields Samples; an async context manager."""
+
+    @property
+    def device_id(self) -> str:
+        """The device (Sparkplug device_id) every sample of this source belongs to."""
+        ...
+
+    @property
+    def state(self) -> SourceState: ...
+
+    @property
+    def counters(self) -> SourceCounters: ...
+
+    def samples(self) -> AsyncIterator[Sample]:
+        """Yield samples as the device reports them, until the source is closed."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+__all__ = ["Source", "SourceCounters", "SourceState"]

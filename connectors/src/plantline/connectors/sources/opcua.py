@@ -1,0 +1,648 @@
+"""The OPC UA source: subscriptions on one server, turned into Samples of canonical signals.
+
+    async with OpcUaSource(device) as source:
+        async for sample in source.samples():
+            ...
+
+Connection. The source owns one asyncua `Client` at a time and one task (`opcua-source:<id>`)
+that connects, subscribes, watches for loss and reconnects, with capped jittered exponential
+backoff (`SourceState`: DISCONNECTED -> CONNECTING -> CONNECTED, BACKOFF between attempts,
+CLOSED at exit). A server that is down at startup is retried the same way. After any loss
+the client is thrown away and a new session is opened, and the subscriptions are created
+again from the config: a restarted server has forgotten them, and the fresh initial values
+the server sends for new monitored items are real reads, not replays. asyncua's own
+auto-reconnect is not used (it has no jitter, does not retry the first connect, and would be
+a second supervisor fighting this one). Its watchdog runs with `watchdog_interval_s` (10 s by
+default, not asyncua's 1 s; see FIELD-NOTES: the 1 s watchdog declares a busy server lost).
+
+No fabricated values. While the server is unreachable nothing is yielded and `state` is not
+CONNECTED; the runtime turns that into DDEATH. A node the server reports with a Bad status
+yields a sample with quality bad, value None and the server's StatusCode as `protocol_code`;
+so does a node the server refuses to monitor (e.g. BadNodeIdUnknown), once per subscription.
+
+Backpressure. `samples()` reads a bounded asyncio.Queue (`max_buffered`). The subscription
+callback *waits* for room rather than dropping: asyncua awaits the callback inside its publish
+loop, so while the queue is full no new PublishRequest is sent, and the server keeps the
+notifications in its monitored-item queues (`opcua.queue_size` per item, discard-oldest). If
+the consumer stays behind for longer than those queues cover, it is the server that discards
+the oldest values, following OPC UA rules, and a conforming server flags the next value with
+the Overflow info bit, which reaches the consumer in `protocol_code`; nothing is lost inside
+this process, and `counters.backpressure_waits` says that it happened. Waiting is preferred
+over dropping the newest or oldest here because a dropped state edge or counter step would
+silently corrupt the edge KPIs, while a late one only delays them. The remedy for a slow
+consumer is adaptive sampling: the outbox watermark calls `set_slowdown(factor)`, which
+re-creates the subscriptions with sampling and publishing intervals multiplied by `factor`.
+
+Values. Numbers get `tag.scale` and `tag.offset` (the result is a float; with scale 1 and
+offset 0 the raw int or float is kept, so counters stay integers); bool and str keep their
+type; a DateTime becomes milliseconds since the epoch. An absolute deadband is given in
+engineering (scaled) units and sent to the server divided by |scale|; a percent deadband
+(of the node's EURange) is sent as is, and if the server refuses it the item is subscribed
+without a deadband, with a warning. The sample's timestamp is the SourceTimestamp, else the
+ServerTimestamp, else `clock()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.crypto.uacrypto import CertProperties
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaError
+from cryptography import x509
+
+from plantline.connectors.backoff import Backoff
+from plantline.connectors.config import Deadband, Device, Tag
+from plantline.connectors.quality import opcua_quality
+from plantline.connectors.samples import Quality, Sample, Value
+from plantline.connectors.sources import SourceCounters, SourceState
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_WATCHDOG_INTERVAL_S = 10.0
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
+DEFAULT_CONNECT_TIMEOUT_S = 15.0
+DEFAULT_MAX_BUFFERED = 10_000
+SESSION_TIMEOUT_MS = 60_000  # a session we lost is dropped by the server after a minute
+KEEPALIVE_EVERY_MS = 10_000  # an idle subscription still hears from the server this often
+LIFETIME_MS = 600_000  # the server keeps a subscription this long without PublishRequests
+MAX_NOTIFICATIONS_PER_PUBLISH = 1000
+# What a server answers when it will not apply the deadband we asked for.
+DEADBAND_REFUSED = frozenset(
+    {
+        StatusCodes.BadDeadbandFilterInvalid,
+        StatusCodes.BadMonitoredItemFilterUnsupported,
+        StatusCodes.BadMonitoredItemFilterInvalid,
+        StatusCodes.BadFilterNotAllowed,
+    }
+)
+_FILETIME_EPOCH_YEAR = 1601  # asyncua decodes a zero DateTime ("none") as 1601-01-01
+
+
+# -- the plan: which subscriptions and monitored items a device needs (pure) ---------------------
+
+
+@dataclass(frozen=True)
+class MonitoredTag:
+    """One tag as a monitored item: its client handle, parsed NodeId and raw-unit deadband."""
+
+    handle: int
+    tag: Tag
+    node_id: ua.NodeId
+    deadband: Deadband | None  # in the server's (raw) units
+
+
+@dataclass(frozen=True)
+class SubscriptionPlan:
+    """One subscription: the tags sampled at one interval."""
+
+    sampling_interval_ms: float
+    publishing_interval_ms: float
+    items: tuple[MonitoredTag, ...]
+
+
+def sampling_interval_ms(device: Device, tag: Tag) -> int:
+    """Return how often the server should sample `tag`.
+
+    Every tag uses the device's interval today; a per-tag `sampling_interval_ms` in the config
+    would be read here, and the tags then fall into one subscription per interval.
+    """
+    del tag
+    return device.sampling_interval_ms
+
+
+def raw_deadband(tag: Tag) -> Deadband | None:
+    """Return the tag's deadband in the server's units (absolute ones are given scaled)."""
+    deadband = tag.deadband
+    if deadband is None or deadband.kind == "percent" or tag.scale in (0.0, 1.0):
+        return deadband
+    return Deadband(kind="absolute", value=deadband.value / abs(tag.scale))
+
+
+def monitored_tags(device: Device) -> tuple[MonitoredTag, ...]:
+    """Return every tag of the device with its client handle (its index + 1) and NodeId.
+
+    Raises ValueError naming the tag when an address does not parse as a NodeId.
+    """
+    out = []
+    for index, tag in enumerate(device.tags):
+        try:
+            node = ua.NodeId.from_string(tag.address)
+        except (ValueError, UaError) as exc:
+            raise ValueError(f"tags[{index}].address: {tag.address!r} is not an OPC UA NodeId: {exc}") from None
+        out.append(MonitoredTag(index + 1, tag, node, raw_deadband(tag)))
+    return tuple(out)
+
+
+def plan_subscriptions(device: Device, tags: Sequence[MonitoredTag], slowdown: float = 1.0) -> list[SubscriptionPlan]:
+    """Group the tags by sampling interval, one subscription each, intervals times `slowdown`."""
+    groups: dict[int, list[MonitoredTag]] = {}
+    for item in tags:
+        groups.setdefault(sampling_interval_ms(device, item.tag), []).append(item)
+    publishing = device.opcua.publishing_interval_ms * slowdown
+    return [SubscriptionPlan(interval * slowdown, publishing, tuple(groups[interval])) for interval in sorted(groups)]
+
+
+# -- values (pure) --------------------------------------------------------------------------------
+
+
+class UnsupportedValue(ValueError):
+    """The server sent a value that is not a scalar bool, number, string or DateTime."""
+
+
+def _epoch_ms(moment: datetime | None) -> int | None:
+    if moment is None or moment.year <= _FILETIME_EPOCH_YEAR:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return math.floor(moment.timestamp() * 1000)
+
+
+def normalise(tag: Tag, raw: object) -> Value:
+    """Return the value to publish for a raw OPC UA value: scaled number, or bool/str as is."""
+    if isinstance(raw, bool | str):
+        return raw
+    if isinstance(raw, int | float):
+        if tag.scale == 1.0 and tag.offset == 0.0:
+            return raw
+        return float(raw) * tag.scale + tag.offset
+    if isinstance(raw, datetime):
+        ms = _epoch_ms(raw)
+        if ms is not None:
+            return ms
+    raise UnsupportedValue(f"{type(raw).__name__} value {raw!r:.60}")
+
+
+def sample_from_datavalue(device_id: str, tag: Tag, datavalue: ua.DataValue | None, now_ms: int) -> Sample:
+    """Return the Sample for one DataValue of `tag`; raises UnsupportedValue for a good non-scalar."""
+    if datavalue is None:
+        datavalue = ua.DataValue()
+    code = int(datavalue.StatusCode.value) if datavalue.StatusCode is not None else 0
+    quality = opcua_quality(code)
+    source_ts = _epoch_ms(datavalue.SourceTimestamp) or _epoch_ms(datavalue.ServerTimestamp) or now_ms
+    value: Value | None = None
+    if quality is not Quality.BAD:  # a Bad value is not to be used, whatever the server put in it
+        raw = datavalue.Value.Value if datavalue.Value is not None else None
+        value = normalise(tag, raw)
+    return Sample(device_id, tag.signal, value, quality, source_ts, code)
+
+
+def _is_pem(content: bytes) -> bool:
+    return content.lstrip().startswith(b"-----BEGIN")
+
+
+def _application_uri(certificate: bytes) -> str | None:
+    if _is_pem(certificate):
+        cert = x509.load_pem_x509_certificate(certificate)
+    else:
+        cert = x509.load_der_x509_certificate(certificate)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
+
+
+def _cert_properties(content: bytes) -> CertProperties:
+    # asyncua picks the parser from the file extension (only ".pem" is PEM), so a PEM key named
+    # `client.key` would be parsed as DER: hand it the bytes and say what they are.
+    return CertProperties(content, extension="pem" if _is_pem(content) else "der")
+
+
+# -- the source -------------------------------------------------------------------------------------
+
+PublishCallback = Callable[[ua.PublishResult], Coroutine[Any, Any, None]]
+
+
+class OpcUaSource:
+    """Samples of one OPC UA device, kept flowing across server restarts; use as `async with`."""
+
+    def __init__(
+        self,
+        device: Device,
+        *,
+        clock: Callable[[], float] = time.time,
+        backoff: Backoff | None = None,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+        watchdog_interval_s: float = DEFAULT_WATCHDOG_INTERVAL_S,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    ) -> None:
+        if device.protocol != "opcua":
+            raise ValueError(f"device {device.id!r} speaks {device.protocol}, not opcua")
+        if max_buffered < 1:
+            raise ValueError(f"max_buffered must be >= 1, got {max_buffered!r}")
+        self._device = device
+        self._tags = monitored_tags(device)
+        self._by_handle = {item.handle: item.tag for item in self._tags}
+        self._clock = clock
+        self._backoff = backoff if backoff is not None else Backoff(initial=0.5, cap=30.0)
+        self._watchdog_interval_s = watchdog_interval_s
+        self._request_timeout_s = request_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=max_buffered)
+        self._state = SourceState.DISCONNECTED
+        self._state_changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._slowdown = 1.0
+        self._resubscribe_pending = False
+        self._generation = 0  # one per client, so a late callback of an old client is ignored
+        self._lost_reason: str | None = None
+        self._wake = asyncio.Event()
+        self._subscription_ids: list[int] = []
+        self._warned: set[tuple[str, str]] = set()
+        self._counters = SourceCounters()
+
+    # -- the Source protocol ------------------------------------------------------------------------
+
+    @property
+    def device_id(self) -> str:
+        return self._device.id
+
+    @property
+    def state(self) -> SourceState:
+        return self._state
+
+    @property
+    def counters(self) -> SourceCounters:
+        return self._counters
+
+    @property
+    def slowdown(self) -> float:
+        """The factor the sampling and publishing intervals are currently multiplied by."""
+        return self._slowdown
+
+    async def __aenter__(self) -> Self:
+        if self._task is not None or self._closed:
+            raise RuntimeError("an OpcUaSource can be entered once")
+        self._task = asyncio.create_task(self._run(), name=f"opcua-source:{self.device_id}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._set_state(SourceState.CLOSED)
+        with contextlib.suppress(asyncio.QueueFull):
+            # Wakes a consumer waiting on an empty queue; a full one is drained first, then ends.
+            self._queue.put_nowait(None)
+
+    async def samples(self) -> AsyncIterator[Sample]:
+        """Yield samples in the order the server sent them, until the source is closed.
+
+        Meant for one consumer. The first samples of a (re)connection can come out a moment
+        before `state` turns CONNECTED: the server answers while the last monitored items are
+        still being created. Samples received before a loss still come out after it.
+        """
+        while not (self._closed and self._queue.empty()):
+            sample = await self._queue.get()
+            if sample is None:
+                return
+            yield sample
+
+    # -- for the runtime and tests ------------------------------------------------------------------
+
+    def set_slowdown(self, factor: float) -> None:
+        """Multiply sampling and publishing intervals by `factor` (>= 1; 1 is full rate).
+
+        Takes effect by re-creating the subscriptions on the current session (or at the next
+        connection); setting the factor in force again does nothing.
+        """
+        if not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"slowdown factor must be a positive number, got {factor!r}")
+        factor = max(1.0, factor)
+        if factor == self._slowdown:
+            return
+        _log.info("device %s: sampling slowed down x%g (was x%g)", self.device_id, factor, self._slowdown)
+        self._slowdown = factor
+        self._resubscribe_pending = True
+        self._wake.set()
+
+    async def wait_for_state(self, *states: SourceState) -> SourceState:
+        """Return once the source is in one of `states` (at once if it already is).
+
+        Raises RuntimeError if the source closes first (unless CLOSED is one of `states`).
+        """
+        while self._state not in states:
+            if self._state is SourceState.CLOSED:
+                raise RuntimeError(f"source {self.device_id!r} closed")
+            await self._state_changed.wait()
+        return self._state
+
+    # -- the connection task ------------------------------------------------------------------------
+
+    def _set_state(self, state: SourceState) -> None:
+        if state is self._state:
+            return
+        _log.debug("device %s: %s -> %s", self.device_id, self._state.value, state.value)
+        self._state = state
+        self._state_changed.set()
+        self._state_changed = asyncio.Event()
+
+    async def _run(self) -> None:
+        """Connect, serve, and after any failure or loss back off and start over, until cancelled."""
+        connected_before = False
+        while True:
+            client = await self._establish()
+            if client is None:
+                await self._back_off()
+                continue
+            self._set_state(SourceState.CONNECTED)
+            self._backoff.reset()
+            if connected_before:
+                self._counters.reconnects += 1
+            connected_before = True
+            _log.info("device %s: connected to %s", self.device_id, self._device.endpoint)
+            try:
+                reason = await self._hold(client)
+            except Exception as exc:  # noqa: BLE001  # e.g. re-subscribing failed: start over
+                reason = _describe(exc)
+            finally:
+                self._set_state(SourceState.BACKOFF)
+                await self._close_client(client)
+            _log.warning("device %s: connection lost (%s)", self.device_id, reason)
+            await self._back_off()
+
+    async def _establish(self) -> Client | None:
+        """Return a connected, subscribed client, or None (logged and counted) if that failed."""
+        self._set_state(SourceState.CONNECTING)
+        self._generation += 1
+        self._lost_reason = None
+        self._wake.clear()
+        client: Client | None = None
+        try:
+            client = await asyncio.wait_for(self._connect(self._generation), self._connect_timeout_s)
+            await self._subscribe(client, self._generation)
+        except Exception as exc:  # noqa: BLE001  # whatever failed, the attempt failed: back off and retry
+            self._counters.connect_failures += 1
+            _log.warning("device %s: cannot connect to %s: %s", self.device_id, self._device.endpoint, _describe(exc))
+            self._set_state(SourceState.BACKOFF)
+            await self._close_client(client)
+            return None
+        except BaseException:
+            await self._close_client(client)
+            raise
+        return client
+
+    async def _back_off(self) -> None:
+        delay = self._backoff.next_delay()
+        _log.info("device %s: next attempt in %.1f s", self.device_id, delay)
+        await asyncio.sleep(delay)
+
+    async def _hold(self, client: Client) -> str:
+        """Serve slowdown requests until the connection is lost; return why it was."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._lost_reason is not None:
+                return self._lost_reason
+            if self._resubscribe_pending:
+                await self._resubscribe(client)
+
+    def _lost(self, generation: int, reason: str) -> None:
+        if generation == self._generation and self._lost_reason is None:
+            self._lost_reason = reason
+            self._wake.set()
+
+    async def _connect(self, generation: int) -> Client:
+        device, options = self._device, self._device.opcua
+        client = Client(device.endpoint, timeout=self._request_timeout_s, watchdog_intervall=self._watchdog_interval_s)
+        client.session_timeout = SESSION_TIMEOUT_MS
+        client.name = f"PlantLine connector ({device.id})"
+        client.description = client.name
+        client.application_uri = f"urn:plantline:connector:{device.id}"
+        if options.security_policy == "Basic256Sha256":
+            await self._secure(client)
+        if options.username is not None and options.password_file is not None:
+            client.set_user(options.username)
+            client.set_password(options.password_file.read_text(encoding="utf-8").rstrip("\r\n"))
+
+        async def on_connection_lost(exc: Exception) -> None:
+            self._lost(generation, _describe(exc))
+
+        client.connection_lost_callback = on_connection_lost
+        try:
+            await client.connect()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.disconnect_socket()
+            raise
+        return client
+
+    async def _secure(self, client: Client) -> None:
+        options = self._device.opcua
+        if options.certificate_file is None or options.private_key_file is None:  # the config requires them
+            raise ValueError("Basic256Sha256 needs opcua.certificate_file and opcua.private_key_file")
+        certificate = options.certificate_file.read_bytes()
+        key = options.private_key_file.read_bytes()
+        uri = _application_uri(certificate)
+        if uri is not None:
+            client.application_uri = uri  # the server checks it against the certificate
+        server_certificate = None
+        if options.server_certificate_file is not None:
+            server_certificate = _cert_properties(options.server_certificate_file.read_bytes())
+        else:
+            self._log_once(
+                "",
+                "device %s: opcua.server_certificate_file is not set: the server's certificate is taken "
+                "unverified from its endpoint list",
+                self.device_id,
+            )
+        mode = getattr(ua.MessageSecurityMode, options.security_mode)
+        await client.set_security(
+            SecurityPolicyBasic256Sha256,
+            _cert_properties(certificate),
+            _cert_properties(key),
+            server_certificate=server_certificate,
+            mode=mode,
+        )
+
+    async def _close_client(self, client: Client | None) -> None:
+        if client is None:
+            return
+        self._subscription_ids = []
+        try:
+            await asyncio.wait_for(client.disconnect(), self._request_timeout_s)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001  # tearing down a dead connection: nothing to do about it
+            _log.debug("device %s: disconnect: %s", self.device_id, _describe(exc))
+            with contextlib.suppress(Exception):
+                client.disconnect_socket()
+
+    # -- subscriptions --------------------------------------------------------------------------------
+
+    async def _subscribe(self, client: Client, generation: int) -> None:
+        self._resubscribe_pending = False
+        callback = self._publish_callback(generation)
+        for plan in plan_subscriptions(self._device, self._tags, self._slowdown):
+            params = ua.CreateSubscriptionParameters()
+            params.RequestedPublishingInterval = plan.publishing_interval_ms
+            keepalive = max(1, round(KEEPALIVE_EVERY_MS / plan.publishing_interval_ms))
+            params.RequestedMaxKeepAliveCount = keepalive
+            params.RequestedLifetimeCount = max(3 * keepalive, round(LIFETIME_MS / plan.publishing_interval_ms))
+            params.MaxNotificationsPerPublish = MAX_NOTIFICATIONS_PER_PUBLISH
+            params.PublishingEnabled = True
+            params.Priority = 0
+            result = await client.uaclient.create_subscription(params, callback)
+            self._subscription_ids.append(result.SubscriptionId)
+            await self._monitor(client, result.SubscriptionId, plan)
+
+    async def _resubscribe(self, client: Client) -> None:
+        """Delete and re-create the subscriptions with the current slowdown, on the same session."""
+        old, self._subscription_ids = self._subscription_ids, []
+        if old:
+            await client.uaclient.delete_subscriptions(old)
+        await self._subscribe(client, self._generation)
+
+    async def _monitor(self, client: Client, subscription_id: int, plan: SubscriptionPlan) -> None:
+        results = await self._create_items(client, subscription_id, plan, plan.items, with_deadband=True)
+        fallback = []
+        for item, status in zip(plan.items, results, strict=True):
+            if status.is_good():
+                continue
+            if item.deadband is not None and status.value in DEADBAND_REFUSED:
+                self._counters.deadband_fallbacks += 1
+                self._log_once(
+                    item.tag.signal,
+                    "device %s: %s (%s): the server refused the %s deadband (%s%s); subscribing without a deadband",
+                    self.device_id,
+                    item.tag.signal,
+                    item.tag.address,
+                    item.deadband.kind,
+                    status.name,
+                    ", a percent deadband needs an EURange on the node" if item.deadband.kind == "percent" else "",
+                )
+                fallback.append(item)
+            else:
+                await self._refused(item, status)
+        if fallback:
+            results = await self._create_items(client, subscription_id, plan, fallback, with_deadband=False)
+            for item, status in zip(fallback, results, strict=True):
+                if not status.is_good():
+                    await self._refused(item, status)
+
+    async def _create_items(
+        self,
+        client: Client,
+        subscription_id: int,
+        plan: SubscriptionPlan,
+        items: Sequence[MonitoredTag],
+        *,
+        with_deadband: bool,
+    ) -> list[ua.StatusCode]:
+        params = ua.CreateMonitoredItemsParameters()
+        params.SubscriptionId = subscription_id
+        params.TimestampsToReturn = ua.TimestampsToReturn.Both
+        params.ItemsToCreate = [self._item_request(item, plan, with_deadband=with_deadband) for item in items]
+        results = await client.uaclient.create_monitored_items(params)
+        return [result.StatusCode for result in results]
+
+    def _item_request(
+        self, item: MonitoredTag, plan: SubscriptionPlan, *, with_deadband: bool
+    ) -> ua.MonitoredItemCreateRequest:
+        target = ua.ReadValueId()
+        target.NodeId = item.node_id
+        target.AttributeId = AttributeIds.Value
+        parameters = ua.MonitoringParameters()
+        parameters.ClientHandle = item.handle
+        parameters.SamplingInterval = plan.sampling_interval_ms
+        parameters.QueueSize = self._device.opcua.queue_size
+        parameters.DiscardOldest = True
+        if with_deadband and item.deadband is not None:
+            deadband = ua.DataChangeFilter()
+            deadband.Trigger = ua.DataChangeTrigger.StatusValue
+            deadband.DeadbandType = (
+                ua.DeadbandType.Percent if item.deadband.kind == "percent" else ua.DeadbandType.Absolute
+            )
+            deadband.DeadbandValue = item.deadband.value
+            parameters.Filter = deadband
+        request = ua.MonitoredItemCreateRequest()
+        request.ItemToMonitor = target
+        request.MonitoringMode = ua.MonitoringMode.Reporting
+        request.RequestedParameters = parameters
+        return request
+
+    async def _refused(self, item: MonitoredTag, status: ua.StatusCode) -> None:
+        self._counters.read_errors += 1
+        self._log_once(
+            item.tag.signal,
+            "device %s: %s (%s): the server refused to monitor it: %s",
+            self.device_id,
+            item.tag.signal,
+            item.tag.address,
+            status.name,
+        )
+        code = int(status.value)
+        await self._emit(Sample(self.device_id, item.tag.signal, None, opcua_quality(code), self._now_ms(), code))
+
+    # -- notifications ---------------------------------------------------------------------------------
+
+    def _publish_callback(self, generation: int) -> PublishCallback:
+        async def on_publish(result: ua.PublishResult) -> None:
+            for notification in result.NotificationMessage.NotificationData or ():
+                if isinstance(notification, ua.DataChangeNotification):
+                    for item in notification.MonitoredItems:
+                        await self._on_data_change(item)
+                elif isinstance(notification, ua.StatusChangeNotification):
+                    status = notification.Status
+                    if status is not None and not status.is_good():
+                        self._lost(generation, f"subscription {result.SubscriptionId}: {status.name}")
+
+        return on_publish
+
+    async def _on_data_change(self, item: ua.MonitoredItemNotification) -> None:
+        tag = self._by_handle.get(item.ClientHandle)
+        if tag is None:
+            return
+        try:
+            sample = sample_from_datavalue(self.device_id, tag, item.Value, self._now_ms())
+        except UnsupportedValue as exc:
+            self._counters.read_errors += 1
+            self._log_once(
+                tag.signal, "device %s: %s (%s): cannot use %s", self.device_id, tag.signal, tag.address, exc
+            )
+            sample = Sample(self.device_id, tag.signal, None, Quality.BAD, self._now_ms(), None)
+        await self._emit(sample)
+
+    async def _emit(self, sample: Sample) -> None:
+        if self._queue.full():
+            self._counters.backpressure_waits += 1
+        await self._queue.put(sample)
+        self._counters.samples += 1
+        if sample.quality is Quality.BAD:
+            self._counters.bad_samples += 1
+
+    def _log_once(self, signal: str, message: str, *args: object) -> None:
+        """Warn the first time a tag has this kind of problem; after a reconnect, only at debug."""
+        key = (signal, message)
+        level = logging.DEBUG if key in self._warned else logging.WARNING
+        self._warned.add(key)
+        _log.log(level, message, *args)
+
+    def _now_ms(self) -> int:
+        return math.floor(self._clock() * 1000)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

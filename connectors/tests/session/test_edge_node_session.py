@@ -1,0 +1,249 @@
+"""The edge-node session against the Sparkplug 3.0 rules (tests named after TCK assertion ids)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from plantline.connectors.config import Tag
+from plantline.connectors.samples import Quality, Sample
+from plantline.connectors.session import BdSeqStore, EdgeNodeSession, Outgoing, Phase
+from plantline.connectors.sparkplug import DataType, MessageType, Payload, apply_datatype, decode, parse_topic
+
+T0 = 1_763_800_000_000
+
+TAGS = {
+    "filler": [
+        Tag(signal="state.run", address="ns=2;s=F.run", datatype="bool"),
+        Tag(signal="counter.good", address="ns=2;s=F.good", datatype="uint32"),
+        Tag(signal="process.temperature", address="ns=2;s=F.t", datatype="int16", scale=0.1, unit="degC"),
+    ],
+    "capper": [Tag(signal="fault.code", address="ns=2;s=C.fault", datatype="int32")],
+}
+
+
+def session(tmp_path: Path, **kw: object) -> EdgeNodeSession:
+    return EdgeNodeSession(
+        group_id="site1",
+        edge_node_id="line1",
+        devices=TAGS,
+        bdseq=BdSeqStore(tmp_path / "bdseq"),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def payload(message: Outgoing) -> Payload:
+    return decode(message.payload)
+
+
+def metric_value(p: Payload, name: str) -> object:
+    return next(m.value for m in p.metrics if m.name == name)
+
+
+def online(tmp_path: Path, **kw: object) -> tuple[EdgeNodeSession, Outgoing, list[Outgoing]]:
+    s = session(tmp_path, **kw)
+    will = s.prepare_connect()
+    s.device_online("filler", T0)
+    s.device_online("capper", T0)
+    return s, will, s.on_connected(T0)
+
+
+def sample(signal: str, value: object, *, device: str = "filler", ts: int = T0, **kw: object) -> Sample:
+    return Sample(device, signal, value, kw.pop("quality", Quality.GOOD), ts, **kw)  # type: ignore[arg-type]
+
+
+# -- NDEATH / Will --------------------------------------------------------------------------------
+
+
+def test_payloads_ndeath_will_message_qos_is_1_not_retained(tmp_path: Path) -> None:
+    # Regression: Tahu's JS and Python edge nodes register the Will at QoS 0.
+    will = session(tmp_path).prepare_connect()
+    assert will.kind is MessageType.NDEATH
+    assert will.qos == 1
+    assert will.retain is False
+    assert parse_topic(will.topic).message_type is MessageType.NDEATH
+
+
+def test_topics_ndeath_payload_only_bdseq_and_payloads_ndeath_seq_absent(tmp_path: Path) -> None:
+    p = payload(session(tmp_path).prepare_connect())
+    assert p.seq is None
+    assert [(m.name, m.datatype) for m in p.metrics] == [("bdSeq", DataType.Int64)]
+
+
+# -- NBIRTH ---------------------------------------------------------------------------------------
+
+
+def test_payloads_nbirth_seq_bdseq_and_rebirth_metric(tmp_path: Path) -> None:
+    _, will, births = online(tmp_path)
+    nbirth = births[0]
+    assert nbirth.kind is MessageType.NBIRTH
+    assert (nbirth.qos, nbirth.retain) == (0, False)  # payloads-nbirth-qos, payloads-nbirth-retain
+    p = payload(nbirth)
+    assert p.seq == 0  # payloads-nbirth-seq
+    assert p.timestamp == T0  # payloads-nbirth-timestamp
+    # topics-nbirth-bdseq-matching: the same bdSeq as the Will registered at CONNECT
+    assert metric_value(p, "bdSeq") == metric_value(payload(will), "bdSeq")
+    rebirth = next(m for m in p.metrics if m.name == "Node Control/Rebirth")
+    assert rebirth.datatype is DataType.Boolean  # operational-behavior-data-commands-rebirth-datatype
+    assert rebirth.value is False  # operational-behavior-data-commands-rebirth-value
+
+
+def test_bdseq_survives_restarts_and_increments_per_connect(tmp_path: Path) -> None:
+    # Regression: implementations that keep bdSeq in memory restart it at 0.
+    first = session(tmp_path)
+    values = [metric_value(payload(first.prepare_connect()), "bdSeq") for _ in range(3)]
+    restarted = session(tmp_path)
+    values.append(metric_value(payload(restarted.prepare_connect()), "bdSeq"))
+    assert values == [0, 1, 2, 3]
+
+
+def test_bdseq_wraps_after_255(tmp_path: Path) -> None:
+    (tmp_path / "bdseq").write_text("255\n")
+    assert metric_value(payload(session(tmp_path).prepare_connect()), "bdSeq") == 0
+
+
+def test_a_damaged_bdseq_file_is_an_error_not_a_silent_reset(tmp_path: Path) -> None:
+    (tmp_path / "bdseq").write_text("banana")
+    with pytest.raises(ValueError, match="bdseq"):
+        session(tmp_path).prepare_connect()
+
+
+# -- DBIRTH ---------------------------------------------------------------------------------------
+
+
+def test_dbirth_metrics_have_name_alias_datatype_and_current_values(tmp_path: Path) -> None:
+    s = session(tmp_path)
+    s.prepare_connect()
+    s.remember([sample("state.run", True), sample("process.temperature", 21.5, ts=T0 - 5)])
+    s.on_connected(T0)
+    (dbirth,) = s.device_online("filler", T0 + 1)
+    assert dbirth.kind is MessageType.DBIRTH
+    assert (dbirth.qos, dbirth.retain) == (0, False)  # payloads-dbirth-qos, payloads-dbirth-retain
+    p = payload(dbirth)
+    assert p.seq == 1  # payloads-dbirth-seq-inc: one more than the NBIRTH
+    by_name = {m.name: m for m in p.metrics}
+    assert set(by_name) == {"state.run", "counter.good", "process.temperature"}
+    assert all(m.alias is not None and m.datatype is not None for m in p.metrics)  # payloads-alias-birth-requirement
+    assert len({m.alias for m in p.metrics}) == 3
+    assert by_name["state.run"].value is True  # operational-behavior-data-publish-dbirth-values
+    assert by_name["process.temperature"].datatype is DataType.Double  # scaled, so Double
+    assert by_name["process.temperature"].timestamp == T0 - 5
+    assert by_name["counter.good"].value is None  # no value read yet: null, never made up
+    props = dict(by_name["process.temperature"].properties)
+    assert props["engUnit"].value == "degC"
+    assert props["Quality"].value == 192
+
+
+def test_aliases_are_unique_across_the_edge_node(tmp_path: Path) -> None:
+    _, _, births = online(tmp_path)
+    aliases = [m.alias for b in births for m in payload(b).metrics if m.alias is not None]
+    assert len(aliases) == len(set(aliases)) == 5  # rebirth + 3 filler + 1 capper
+
+
+# -- DDATA ----------------------------------------------------------------------------------------
+
+
+def test_ddata_carries_aliases_only_with_timestamps_and_increasing_seq(tmp_path: Path) -> None:
+    s, _, births = online(tmp_path)
+    aliases = {m.name: m.alias for m in payload(births[1]).metrics}
+    (ddata,) = s.data(
+        [sample("state.run", False, ts=T0 + 10), sample("counter.good", 7, ts=T0 + 11)], T0 + 20, historical=False
+    )
+    assert ddata.kind is MessageType.DDATA
+    assert ddata.qos == 1  # QoS 1: the outbox waits for PUBACK (see the session's docstring)
+    p = payload(ddata)
+    assert p.seq == len(births)  # topics-dbirth-seq / sequence continues after the births
+    assert all(m.name is None for m in p.metrics)  # payloads-alias-data-cmd-requirement
+    assert [m.alias for m in p.metrics] == [aliases["state.run"], aliases["counter.good"]]
+    assert [m.timestamp for m in p.metrics] == [T0 + 10, T0 + 11]  # payloads-name-birth-data-requirement
+    assert all(m.datatype is None for m in p.metrics)  # payloads-metric-datatype-not-req
+    assert not any(m.is_historical for m in p.metrics)
+
+
+def test_payloads_sequence_num_incrementing_wraps_to_zero(tmp_path: Path) -> None:
+    s, _, births = online(tmp_path)
+    seqs: list[int | None] = [payload(b).seq for b in births]
+    for n in range(300):
+        (message,) = s.data([sample("counter.good", n)], T0 + n, historical=False)
+        seqs.append(payload(message).seq)
+    assert seqs[:3] == [0, 1, 2]
+    assert all(a is not None and b == (a + 1) % 256 for a, b in itertools.pairwise(seqs))
+    assert 0 in seqs[3:]  # it wrapped
+
+
+def test_replayed_data_is_historical_and_bad_quality_carries_its_code(tmp_path: Path) -> None:
+    s, _, _ = online(tmp_path)
+    bad = sample("process.temperature", None, quality=Quality.BAD, protocol_code=0x80340000)
+    (message,) = s.data([bad], T0, historical=True)
+    (metric,) = payload(message).metrics
+    assert metric.is_historical
+    assert metric.value is None
+    props = dict(metric.properties)
+    assert props["Quality"].value == 0
+    assert props["plantline.protocol_code"].value == 0x80340000
+
+
+def test_one_ddata_per_device(tmp_path: Path) -> None:
+    s, _, _ = online(tmp_path)
+    messages = s.data([sample("state.run", True), sample("fault.code", -3, device="capper")], T0, historical=False)
+    assert [parse_topic(m.topic).device_id for m in messages] == ["filler", "capper"]
+    raw = payload(messages[1]).metrics[0].value
+    assert apply_datatype(raw, DataType.Int32) == -3  # the host reads it with the DBIRTH's datatype
+
+
+# -- devices, rebirth, primary host ---------------------------------------------------------------
+
+
+def test_device_lost_gives_ddeath_and_return_gives_dbirth(tmp_path: Path) -> None:
+    s, _, _ = online(tmp_path)
+    (death,) = s.device_offline("capper", T0 + 5)
+    assert death.kind is MessageType.DDEATH
+    assert parse_topic(death.topic).device_id == "capper"
+    assert payload(death).seq is not None
+    assert s.device_offline("capper", T0 + 6) == []  # no second DDEATH
+    with pytest.raises(RuntimeError, match="not born"):
+        s.data([sample("fault.code", 1, device="capper")], T0, historical=False)
+    (birth,) = s.device_online("capper", T0 + 9)
+    assert birth.kind is MessageType.DBIRTH
+
+
+def test_rebirth_keeps_bdseq_and_restarts_seq(tmp_path: Path) -> None:
+    # Regression: UMH bumps bdSeq on rebirth; the spec keeps the session's bdSeq.
+    s, will, births = online(tmp_path, rebirth_debounce_ms=1000)
+    s.data([sample("state.run", True)], T0 + 1, historical=False)
+    again = s.on_rebirth_request(T0 + 5000)
+    assert [m.kind for m in again] == [MessageType.NBIRTH, MessageType.DBIRTH, MessageType.DBIRTH]
+    assert payload(again[0]).seq == 0
+    assert metric_value(payload(again[0]), "bdSeq") == metric_value(payload(will), "bdSeq")
+    assert s.on_rebirth_request(T0 + 5500) == []  # debounced
+    assert len(births) == 3
+
+
+def test_message_flow_edge_node_birth_publish_subscribe_waits_for_primary_host(tmp_path: Path) -> None:
+    s = session(tmp_path, primary_host_id="scada")
+    s.prepare_connect()
+    s.device_online("filler", T0)
+    assert ("spBv1.0/STATE/scada", 1) in s.subscriptions()
+    assert s.on_connected(T0) == []  # no births before the host is ONLINE
+    assert s.phase is Phase.WAITING_FOR_HOST
+    births = s.on_host_state(True, T0 + 1)
+    assert [b.kind for b in births] == [MessageType.NBIRTH, MessageType.DBIRTH]
+    assert s.can_publish_data
+    assert s.on_host_state(False, T0 + 2) == []
+    assert not s.can_publish_data  # data stays in the outbox while the host is OFFLINE
+
+
+def test_clean_shutdown_publishes_ndeath_with_the_session_bdseq(tmp_path: Path) -> None:
+    s, will, _ = online(tmp_path)
+    (death,) = s.shutdown(T0 + 100)
+    assert death.kind is MessageType.NDEATH
+    assert death.qos == 1
+    assert metric_value(payload(death), "bdSeq") == metric_value(payload(will), "bdSeq")
+    assert s.shutdown(T0 + 200) == []
+
+
+def test_edge_subscribes_to_its_own_commands(tmp_path: Path) -> None:
+    subs = dict(session(tmp_path).subscriptions())
+    assert subs == {"spBv1.0/site1/NCMD/line1": 1, "spBv1.0/site1/DCMD/line1/+": 1}  # edge-subscribe-ncmd/dcmd
