@@ -28,10 +28,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
-from plantline_testing.mosquitto import Broker
 
 from conftest import PASSPHRASE, PkiCli, free_port
 from plantline.pki.authority import Authority
+from plantline_testing.mosquitto import Broker
 
 CONNECT_TIMEOUT = 5.0
 START_TIMEOUT = 10.0

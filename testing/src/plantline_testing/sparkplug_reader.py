@@ -58,7 +58,18 @@ def _nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
 class SparkplugReader:
     """Subscribes to `spBv1.0/<group>/#` with its own client certificate; use as a context manager."""
 
-    def __init__(self, *, port: int, group_id: str, ca: Path, cert: Path, key: Path, client_id: str = "reader") -> None:
+    def __init__(
+        self,
+        *,
+        port: int,
+        group_id: str,
+        ca: Path,
+        cert: Path,
+        key: Path,
+        client_id: str = "reader",
+        persistent: bool = False,
+    ) -> None:
+        """`persistent` keeps the subscription in the broker across disconnects (clean session off)."""
         self.port = port
         self.group_id = group_id
         self.messages: list[Received] = []
@@ -68,7 +79,7 @@ class SparkplugReader:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent
         )
         context = ssl.create_default_context(cafile=str(ca))
         context.load_cert_chain(str(cert), str(key))
@@ -85,6 +96,10 @@ class SparkplugReader:
         if not self._subscribed.wait(10):
             raise TimeoutError("the reader did not get its subscription")
         return self
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Publish as this host (e.g. an NCMD); wait until the broker has it."""
+        self._client.publish(topic, payload, qos=qos).wait_for_publish(5)
 
     def __exit__(self, *_: object) -> None:
         self._client.disconnect()

@@ -164,6 +164,7 @@ class ConnectorConfig(_Strict):
     brokers: Annotated[list[BrokerEndpoint], Field(min_length=1)]
     outbox: OutboxSettings
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9400  # 0: no metrics endpoint
+    metrics_address: str = "127.0.0.1"  # 0.0.0.0 in a pod, so probes and Prometheus reach it
     state_directory: Path  # bdSeq and other small state
     batching: Batching = Batching()
     devices: Annotated[list[Device], Field(min_length=1)]

@@ -163,7 +163,7 @@ class EdgeNodeSession:
         bdseq: BdSeqStore,
         primary_host_id: str | None = None,
         data_qos: int = 1,
-        rebirth_debounce_ms: int = 5000,
+        rebirth_debounce_ms: int = 1000,
     ) -> None:
         self.group_id = group_id
         self.edge_node_id = edge_node_id

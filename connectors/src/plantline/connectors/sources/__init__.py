@@ -65,6 +65,14 @@ class Source(Protocol):
         """Yield samples as the device reports them, until the source is closed."""
         ...
 
+    async def wait_for_state(self, *states: SourceState) -> SourceState:
+        """Return once the source is in one of `states` (at once if it already is)."""
+        ...
+
+    def set_slowdown(self, factor: float) -> None:
+        """Stretch sampling intervals by `factor` (1 = full rate); the outbox's watermark asks."""
+        ...
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(

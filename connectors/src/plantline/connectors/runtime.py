@@ -1,0 +1,398 @@
+"""One connector process: sources -> outbox -> Sparkplug session -> MQTT, and back for PUBACKs.
+
+Every sample a source yields is appended to the durable outbox (in batches of one device, by
+count or after a short linger) before anything is published; a batch leaves the outbox only
+when the broker acknowledged the DDATA that carried it. Losing the broker, the network or the
+process loses nothing: unacknowledged batches are published again, flagged historical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from plantline.connectors.backoff import Backoff
+from plantline.connectors.config import ConnectorConfig, Device
+from plantline.connectors.health import HealthServer
+from plantline.connectors.metrics import ConnectorMetrics
+from plantline.connectors.mqtt import ConnectFailed, Inbound, LinkState, MqttLink, Will
+from plantline.connectors.outbox import Batch, CorruptionReport, Outbox
+from plantline.connectors.samples import Quality, Sample
+from plantline.connectors.session import REBIRTH_METRIC, EdgeNodeSession, Outgoing
+from plantline.connectors.sources import Source, SourceState
+from plantline.connectors.sparkplug import MessageType, SparkplugDecodeError, decode, parse_state_payload, parse_topic
+
+log = logging.getLogger(__name__)
+
+SLOWDOWN_UNDER_PRESSURE = 4.0
+MAX_INFLIGHT_BATCHES = 500
+BIRTH_WAIT_S = 2.0  # how long a DBIRTH waits for the device's first values after it connects
+
+
+def default_source(device: Device) -> Source:
+    """Return the source for a device's protocol."""
+    if device.protocol == "opcua":
+        from plantline.connectors.sources.opcua import OpcUaSource  # noqa: PLC0415 -- the opcua extra
+
+        return OpcUaSource(device)
+    raise ValueError(f"devices.{device.id}.protocol: no source for {device.protocol!r}")  # pragma: no cover
+
+
+@dataclass
+class _DeviceFlow:
+    source: Source
+    buffer: list[Sample] = field(default_factory=list)
+    first_at: float = 0.0
+    first_values: asyncio.Event = field(default_factory=asyncio.Event)
+    deferred: list[Batch] = field(default_factory=list)  # waiting for the device's DBIRTH
+    seen: dict[str, int] = field(default_factory=dict)  # counters already exported
+
+
+class Connector:
+    """Runs one connector configuration until `stop` is set."""
+
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        *,
+        source_factory: Callable[[Device], Source] = default_source,
+        clock: Callable[[], float] = time.time,
+        client_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = ConnectorMetrics.create()
+        self.session = EdgeNodeSession.from_config(config)
+        self._source_factory = source_factory
+        self._client_id = client_id or f"{config.sparkplug.group_id}-{config.sparkplug.edge_node_id}"
+        self._flows: dict[str, _DeviceFlow] = {}
+        self._inflight: dict[int, Batch] = {}  # MQTT mid -> the batch its DDATA carries
+        self._wake = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._online_since = 0.0
+        self._heartbeat = time.monotonic()
+        self._seen_drops: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._link: MqttLink | None = None
+        self._outbox: Outbox | None = None
+        self.health: HealthServer | None = None
+
+    # -- the whole process ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.config.state_directory.mkdir(parents=True, exist_ok=True)
+        async with contextlib.AsyncExitStack() as stack:
+            self._outbox = stack.enter_context(Outbox.from_settings(self.config.outbox, on_corrupt=self._on_corrupt))
+            self._link = MqttLink(
+                client_id=self._client_id,
+                brokers=self.config.brokers,
+                loop=self._loop,
+                on_message=self._on_message,
+                on_puback=self._on_puback,
+                on_disconnect=self._on_disconnect,
+            )
+            if self.config.metrics_port:
+                self.health = HealthServer(
+                    address=self.config.metrics_address,
+                    port=self.config.metrics_port,
+                    registry=self.metrics.registry,
+                    ready=self._ready,
+                )
+                self.health.start()
+                stack.callback(self.health.stop)
+            for device in self.config.devices:
+                source = await stack.enter_async_context(self._source_factory(device))
+                self._flows[device.id] = _DeviceFlow(source)
+            async with asyncio.TaskGroup() as tasks:
+                workers = [tasks.create_task(self._supervise_mqtt(stop), name="mqtt")]
+                workers.append(tasks.create_task(self._publish_loop(stop), name="publisher"))
+                workers.append(tasks.create_task(self._housekeeping(stop), name="housekeeping"))
+                for device_id, flow in self._flows.items():
+                    workers.append(tasks.create_task(self._pump(device_id, flow), name=f"pump:{device_id}"))
+                    workers.append(tasks.create_task(self._watch_device(device_id, flow), name=f"watch:{device_id}"))
+                await stop.wait()
+                await self._shutdown()
+                for worker in workers:
+                    worker.cancel()
+
+    async def _shutdown(self) -> None:
+        """Flush buffers to the outbox, publish NDEATH, wait briefly for its PUBACK, disconnect."""
+        for device_id in self._flows:
+            self._flush(device_id)
+        link = self._link
+        if link is not None and link.state is LinkState.CONNECTED:
+            for message in self.session.shutdown(self._now_ms()):
+                with contextlib.suppress(ConnectionError):
+                    link.publish(message.topic, message.payload, message.qos, message.retain)
+            await asyncio.sleep(0.2)  # let paho's thread write the NDEATH before the DISCONNECT
+            await link.disconnect()
+        log.info("connector stopped")
+
+    # -- from sources to the outbox ---------------------------------------------------------------
+
+    async def _pump(self, device_id: str, flow: _DeviceFlow) -> None:
+        limit = self.config.batching.max_metrics
+        async for sample in flow.source.samples():
+            if not flow.buffer:
+                flow.first_at = time.monotonic()
+            flow.buffer.append(sample)
+            if len(flow.buffer) >= limit:
+                self._flush(device_id)
+
+    def _flush(self, device_id: str) -> None:
+        flow = self._flows[device_id]
+        if not flow.buffer or self._outbox is None:
+            return
+        batch, flow.buffer = flow.buffer, []
+        self._outbox.append(batch)
+        self.session.remember(batch)
+        self.metrics.samples.labels(device_id).inc(len(batch))
+        for sample in batch:
+            if sample.quality is not Quality.GOOD:
+                self.metrics.samples_bad_quality.labels(device_id, str(sample.quality)).inc()
+        flow.first_values.set()
+        self._wake.set()
+
+    # -- device lifecycle: DBIRTH / DDEATH --------------------------------------------------------
+
+    async def _watch_device(self, device_id: str, flow: _DeviceFlow) -> None:
+        source = flow.source
+        while True:
+            await source.wait_for_state(SourceState.CONNECTED)
+            self.metrics.source_connected.labels(device_id).set(1)
+            flow.first_values.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flow.first_values.wait(), BIRTH_WAIT_S)
+            self._flush(device_id)
+            self._send(self.session.device_online(device_id, self._now_ms()))
+            self._wake.set()
+            await source.wait_for_state(SourceState.BACKOFF, SourceState.DISCONNECTED, SourceState.CLOSED)
+            self.metrics.source_connected.labels(device_id).set(0)
+            self._flush(device_id)
+            self._send(self.session.device_offline(device_id, self._now_ms()))
+            if source.state is SourceState.CLOSED:
+                return
+
+    # -- MQTT session -----------------------------------------------------------------------------
+
+    async def _supervise_mqtt(self, stop: asyncio.Event) -> None:
+        link = self._require_link()
+        backoff = Backoff(initial=0.2, cap=30.0)
+        while not stop.is_set():
+            death = self.session.prepare_connect()
+            try:
+                broker = await link.connect(Will(death.topic, death.payload, death.qos, death.retain))
+            except ConnectFailed as exc:
+                delay = backoff.next_delay()
+                log.warning("no broker accepted the connection (%s); retrying in %.1f s", exc.reason, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                continue
+            backoff.reset()
+            label = f"{broker.host}:{broker.port}"
+            self.metrics.mqtt_connected.labels(label).set(1)
+            self._disconnected.clear()
+            link.subscribe(self.session.subscriptions())
+            self._online_since = self.clock()
+            self._send(self.session.on_connected(self._now_ms()))
+            self._wake.set()
+            stopped = asyncio.ensure_future(stop.wait())
+            lost = asyncio.ensure_future(self._disconnected.wait())
+            await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            lost.cancel()
+            self.metrics.mqtt_connected.labels(label).set(0)
+
+    def _on_disconnect(self, reason: str) -> None:
+        self.session.on_disconnected()
+        self._inflight.clear()
+        for flow in self._flows.values():
+            flow.deferred.clear()
+        if self._outbox is not None:
+            self._outbox.requeue_in_flight()
+        self._disconnected.set()
+
+    def _on_message(self, message: Inbound) -> None:
+        try:
+            topic = parse_topic(message.topic)
+        except ValueError:
+            log.warning("ignored a message on an unexpected topic %s", message.topic)
+            return
+        now = self._now_ms()
+        if topic.message_type is MessageType.STATE:
+            try:
+                state = parse_state_payload(message.payload)
+            except ValueError as exc:
+                log.warning("ignored a malformed STATE from %s: %s", topic.host_id, exc)
+                return
+            self._send(self.session.on_host_state(state.online, now))
+            self._wake.set()
+        elif topic.message_type is MessageType.NCMD:
+            try:
+                payload = decode(message.payload)
+            except SparkplugDecodeError as exc:
+                log.warning("ignored a malformed NCMD: %s", exc)
+                return
+            if any(m.name == REBIRTH_METRIC and m.value is True for m in payload.metrics):
+                births = self.session.on_rebirth_request(now)
+                log.info("rebirth requested: %s", "births sent" if births else "debounced")
+                self._send(births)
+        elif topic.message_type is MessageType.DCMD:
+            log.info("DCMD for %s ignored: writes to devices are not supported", topic.device_id)
+
+    def _send(self, messages: list[Outgoing]) -> None:
+        link = self._link
+        for message in messages:
+            if link is None or link.state is not LinkState.CONNECTED:
+                return
+            try:
+                link.publish(message.topic, message.payload, message.qos, message.retain)
+            except ConnectionError:
+                return
+            self.metrics.sparkplug_messages.labels(str(message.kind)).inc()
+
+    # -- from the outbox to the broker ------------------------------------------------------------
+
+    async def _publish_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            while self._publish_some():
+                await asyncio.sleep(0)  # let PUBACKs and sources in between
+
+    def _publish_some(self) -> bool:
+        """Publish what the outbox holds, within the in-flight window; return whether to go on."""
+        outbox, link = self._outbox, self._link
+        if outbox is None or link is None or link.state is not LinkState.CONNECTED:
+            return False
+        if not self.session.can_publish_data:
+            return False
+        room = MAX_INFLIGHT_BATCHES - len(self._inflight)
+        if room <= 0:
+            return False
+        self._release_deferred()
+        batches = outbox.pending(max_samples=room * self.config.batching.max_metrics)[:room]
+        if not batches:
+            return False
+        for batch in batches:
+            device_id = batch.samples[0].device
+            flow = self._flows.get(device_id)
+            if flow is None:
+                # A device removed from the config: its samples cannot be born any more.
+                log.warning("dropping outbox batch %d of unknown device %s", batch.id, device_id)
+                outbox.ack([batch.id])
+                continue
+            if flow.deferred or not self.session.device_is_online(device_id):
+                flow.deferred.append(batch)  # stays in the outbox; published after its DBIRTH
+                continue
+            if not self._publish_batch(batch):
+                return False
+        return True
+
+    def _release_deferred(self) -> None:
+        for device_id, flow in self._flows.items():
+            if flow.deferred and self.session.device_is_online(device_id):
+                waiting, flow.deferred = flow.deferred, []
+                for batch in waiting:
+                    if not self._publish_batch(batch):
+                        return
+
+    def _publish_batch(self, batch: Batch) -> bool:
+        link, outbox = self._require_link(), self._require_outbox()
+        historical = batch.recovered or batch.appended_at < self._online_since
+        messages = self.session.data(batch.samples, self._now_ms(), historical=historical)
+        for message in messages:
+            try:
+                mid = link.publish(message.topic, message.payload, message.qos, message.retain)
+            except ConnectionError:
+                return False
+            self.metrics.sparkplug_messages.labels(str(message.kind)).inc()
+            if message.qos == 0:
+                outbox.ack([batch.id])  # QoS 0: no PUBACK will come
+            else:
+                self._inflight[mid] = batch
+        return True
+
+    def _on_puback(self, mid: int) -> None:
+        batch = self._inflight.pop(mid, None)
+        if batch is None or self._outbox is None:
+            return
+        self._outbox.ack([batch.id])
+        oldest = min(s.source_ts_ms for s in batch.samples)
+        self.metrics.ingest_lag.observe(max(0.0, self.clock() - oldest / 1000))
+        self._wake.set()
+
+    # -- every second -----------------------------------------------------------------------------
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """Flush lingering buffers every linger interval; export stats and adapt sampling each second."""
+        exported = 0.0
+        while not stop.is_set():
+            now = self._heartbeat = time.monotonic()
+            linger = self.config.batching.linger_ms / 1000
+            for device_id, flow in self._flows.items():
+                if flow.buffer and now - flow.first_at >= linger:
+                    self._flush(device_id)
+            if now - exported >= 1.0:
+                exported = now
+                self._export_stats()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(linger, 0.005))
+
+    def _export_stats(self) -> None:
+        outbox = self._outbox
+        if outbox is None:
+            return
+        stats = outbox.stats()
+        m = self.metrics
+        m.outbox_batches.set(stats.batches)
+        m.outbox_samples.set(stats.samples)
+        m.outbox_bytes.set(stats.bytes)
+        m.outbox_oldest_age.set(stats.oldest_age_s or 0.0)
+        factor = SLOWDOWN_UNDER_PRESSURE if stats.pressure else 1.0
+        for device_id, flow in self._flows.items():
+            flow.source.set_slowdown(factor)
+            m.sampling_slowdown.labels(device_id).set(factor)
+            counters = flow.source.counters
+            for name, metric in (("reconnects", m.source_reconnects), ("read_errors", m.source_read_errors)):
+                value = getattr(counters, name)
+                delta = value - flow.seen.get(name, 0)
+                if delta > 0:
+                    metric.labels(device_id).inc(delta)
+                flow.seen[name] = value
+        for reason, dropped in stats.dropped.items():
+            delta = dropped.samples - self._seen_drops.get(str(reason), 0)
+            if delta > 0:
+                m.outbox_dropped.labels(str(reason)).inc(delta)
+            self._seen_drops[str(reason)] = dropped.samples
+
+    def _on_corrupt(self, report: CorruptionReport) -> None:
+        log.error("outbox damage set aside: %s", report.detail)
+        self.metrics.outbox_corrupt.inc()
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _require_link(self) -> MqttLink:
+        if self._link is None:
+            raise RuntimeError("the connector is not running")
+        return self._link
+
+    def _require_outbox(self) -> Outbox:
+        if self._outbox is None:
+            raise RuntimeError("the connector is not running")
+        return self._outbox
+
+    def _ready(self) -> bool:
+        return self.session.can_publish_data and time.monotonic() - self._heartbeat < 10
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    @property
+    def sources(self) -> Mapping[str, Source]:
+        return {device_id: flow.source for device_id, flow in self._flows.items()}
