@@ -1,7 +1,10 @@
 """A Sparkplug host for tests: subscribes over mutual TLS and decodes what an edge node publishes.
 
 It keeps every message in arrival order and, per device, the aliases and datatypes of the last
-DBIRTH, so DDATA values (sent without datatypes) are read as the birth declared them.
+DBIRTH, so DDATA values (sent without datatypes) are read as the birth declared them. Like a
+Sparkplug host, it answers data from a device it has no birth for with an NCMD rebirth request
+(births are QoS 0, so a broker does not keep them for a disconnected host), and reads the data
+it held once the DBIRTH arrives.
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from plantline.connectors.sparkplug import DataType, MessageType, Payload, apply_datatype, decode, parse_topic
+from plantline.connectors.sparkplug import (
+    DataType,
+    MessageType,
+    Metric,
+    Payload,
+    apply_datatype,
+    decode,
+    encode,
+    parse_topic,
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,8 @@ class SparkplugReader:
         self.values: list[Value] = []
         self.errors: list[str] = []
         self._births: dict[str, _Birth] = {}
+        self._unresolved: dict[str, list[Payload]] = {}
+        self._rebirth_asked_at = 0.0
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._client = paho.Client(
@@ -128,14 +142,26 @@ class SparkplugReader:
                         birth.names[metric.alias] = metric.name
                         birth.types[metric.alias] = metric.datatype
                 self._births[topic.device_id] = birth
+                for held in self._unresolved.pop(topic.device_id, []):
+                    self._resolve(topic.device_id, held)
             elif topic.message_type is MessageType.DDATA and topic.device_id is not None:
-                self._resolve(topic.device_id, payload)
+                if topic.device_id in self._births:
+                    self._resolve(topic.device_id, payload)
+                else:
+                    self._unresolved.setdefault(topic.device_id, []).append(payload)
+                    self._ask_rebirth(topic.group_id, topic.edge_node_id)
+
+    def _ask_rebirth(self, group_id: str | None, edge_node_id: str | None) -> None:
+        now = time.time()
+        if now - self._rebirth_asked_at < 2.0 or group_id is None or edge_node_id is None:
+            return
+        self._rebirth_asked_at = now
+        stamp = int(now * 1000)
+        request = Payload(stamp, None, (Metric("Node Control/Rebirth", None, stamp, DataType.Boolean, True),))
+        self._client.publish(f"spBv1.0/{group_id}/NCMD/{edge_node_id}", encode(request), qos=1)
 
     def _resolve(self, device_id: str, payload: Payload) -> None:
-        birth = self._births.get(device_id)
-        if birth is None:
-            self.errors.append(f"DDATA for {device_id} before any DBIRTH")
-            return
+        birth = self._births[device_id]
         for metric in payload.metrics:
             if metric.alias not in birth.names:
                 self.errors.append(f"DDATA for {device_id}: alias {metric.alias} not in its DBIRTH")
@@ -153,6 +179,11 @@ class SparkplugReader:
             )
 
     # -- for assertions ---------------------------------------------------------------------------
+
+    def unresolved(self) -> int:
+        """How many DDATA messages still wait for their device's DBIRTH."""
+        with self._lock:
+            return sum(len(held) for held in self._unresolved.values())
 
     def of(self, kind: MessageType, device_id: str | None = None) -> list[Received]:
         with self._lock:

@@ -67,17 +67,22 @@ class SyntheticSource:
             self.slowdowns.append(factor)
 
     async def samples(self) -> AsyncIterator[Sample]:
-        start = time.monotonic()
+        """Yield samples at `rate` (read again after every chunk, so it may change) up to `limit`."""
         n_signals = len(self.signals)
-        while self.produced < self.limit and self._state is SourceState.CONNECTED:
-            for _ in range(min(self.chunk, self.limit - self.produced)):
+        due = time.monotonic()
+        while self._state is SourceState.CONNECTED:
+            if self.produced >= self.limit:
+                await asyncio.sleep(0.01)  # `limit` may be raised later
+                due = time.monotonic()
+                continue
+            chunk = min(self.chunk, self.limit - self.produced)
+            for _ in range(chunk):
                 n = self.produced
                 self.produced += 1
                 self._counters.samples += 1
                 yield Sample(self._device_id, self.signals[n % n_signals], n, Quality.GOOD, int(time.time() * 1000))
             if self.rate > 0:
-                due = start + self.produced / self.rate
+                due = max(due + chunk / self.rate, time.monotonic() - 1.0)
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
             else:
                 await asyncio.sleep(0)
-        await self.wait_for_state(SourceState.CLOSED)

@@ -71,6 +71,9 @@ class Connector:
         self._client_id = client_id or f"{config.sparkplug.group_id}-{config.sparkplug.edge_node_id}"
         self._flows: dict[str, _DeviceFlow] = {}
         self._inflight: dict[int, Batch] = {}  # MQTT mid -> the batch its DDATA carries
+        self._replay_inflight = 0  # of which historical
+        self._replaying = False  # the outbox still hands out data older than this session
+        self._live_ids: set[int] = set()  # batches published on the live lane, not yet acknowledged
         self._wake = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._online_since = 0.0
@@ -149,8 +152,10 @@ class Connector:
         if not flow.buffer or self._outbox is None:
             return
         batch, flow.buffer = flow.buffer, []
-        self._outbox.append(batch)
+        batch_id = self._outbox.append(batch)
         self.session.remember(batch)
+        if self._replaying:
+            self._publish_live(device_id, flow, Batch(batch_id, tuple(batch), self.clock(), False))
         self.metrics.samples.labels(device_id).inc(len(batch))
         for sample in batch:
             if sample.quality is not Quality.GOOD:
@@ -199,6 +204,7 @@ class Connector:
             self._disconnected.clear()
             link.subscribe(self.session.subscriptions())
             self._online_since = self.clock()
+            self._replaying = True  # until the outbox shows it holds nothing older than this session
             self._send(self.session.on_connected(self._now_ms()))
             self._wake.set()
             stopped = asyncio.ensure_future(stop.wait())
@@ -211,6 +217,8 @@ class Connector:
     def _on_disconnect(self, reason: str) -> None:
         self.session.on_disconnected()
         self._inflight.clear()
+        self._replay_inflight = 0
+        self._live_ids.clear()
         for flow in self._flows.values():
             flow.deferred.clear()
         if self._outbox is not None:
@@ -263,7 +271,8 @@ class Connector:
             await self._wake.wait()
             self._wake.clear()
             while self._publish_some():
-                await asyncio.sleep(0)  # let PUBACKs and sources in between
+                # Between replay rounds, let sources, linger flushes and the live lane run.
+                await asyncio.sleep(0.001 if self._replaying else 0)
 
     def _publish_some(self) -> bool:
         """Publish what the outbox holds, within the in-flight window; return whether to go on."""
@@ -273,13 +282,22 @@ class Connector:
         if not self.session.can_publish_data:
             return False
         room = MAX_INFLIGHT_BATCHES - len(self._inflight)
+        if self._replaying:
+            # Live data has its own lane meanwhile; replay may use only its share of the window.
+            share = int(MAX_INFLIGHT_BATCHES * self.config.outbox.replay_share)
+            room = min(room, share - self._replay_inflight)
         if room <= 0:
             return False
         self._release_deferred()
-        batches = outbox.pending(max_samples=room * self.config.batching.max_metrics)[:room]
+        # Every batch pending() returns is in flight from now on, so every one is published (the
+        # window is a soft limit): dropping some here would strand them until the next session.
+        batches = outbox.pending(max_samples=room * self.config.batching.max_metrics)
+        self._replaying = any(self._historical(b) for b in batches)
         if not batches:
             return False
         for batch in batches:
+            if batch.id in self._live_ids:
+                continue  # already published on the live lane; its PUBACK acks it
             device_id = batch.samples[0].device
             flow = self._flows.get(device_id)
             if flow is None:
@@ -302,9 +320,21 @@ class Connector:
                     if not self._publish_batch(batch):
                         return
 
+    def _historical(self, batch: Batch) -> bool:
+        return batch.recovered or batch.appended_at < self._online_since
+
+    def _publish_live(self, device_id: str, flow: _DeviceFlow, batch: Batch) -> None:
+        """Publish a batch as soon as it is stored, ahead of an older backlog still replaying."""
+        if flow.deferred or not self.session.can_publish_data or not self.session.device_is_online(device_id):
+            return
+        if len(self._inflight) >= MAX_INFLIGHT_BATCHES:
+            return
+        if self._publish_batch(batch):
+            self._live_ids.add(batch.id)
+
     def _publish_batch(self, batch: Batch) -> bool:
         link, outbox = self._require_link(), self._require_outbox()
-        historical = batch.recovered or batch.appended_at < self._online_since
+        historical = self._historical(batch)
         messages = self.session.data(batch.samples, self._now_ms(), historical=historical)
         for message in messages:
             try:
@@ -316,6 +346,7 @@ class Connector:
                 outbox.ack([batch.id])  # QoS 0: no PUBACK will come
             else:
                 self._inflight[mid] = batch
+                self._replay_inflight += historical
         return True
 
     def _on_puback(self, mid: int) -> None:
@@ -323,6 +354,9 @@ class Connector:
         if batch is None or self._outbox is None:
             return
         self._outbox.ack([batch.id])
+        self._live_ids.discard(batch.id)
+        if self._historical(batch):
+            self._replay_inflight -= 1
         oldest = min(s.source_ts_ms for s in batch.samples)
         self.metrics.ingest_lag.observe(max(0.0, self.clock() - oldest / 1000))
         self._wake.set()
