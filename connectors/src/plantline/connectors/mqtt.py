@@ -70,7 +70,10 @@ def _set_nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _resolve(future: asyncio.Future[ReasonCode], reason: ReasonCode) -> None:
+_CLOSED_BEFORE_CONNACK = "the broker closed the connection before CONNACK (our certificate refused or revoked?)"
+
+
+def _resolve(future: asyncio.Future[ReasonCode | str], reason: ReasonCode | str) -> None:
     if not future.done():
         future.set_result(reason)
 
@@ -101,7 +104,7 @@ class MqttLink:
         self.state = LinkState.DISCONNECTED
         self.broker: BrokerEndpoint | None = None
         self._client: paho.Client | None = None
-        self._connack: asyncio.Future[ReasonCode] | None = None
+        self._connack: asyncio.Future[ReasonCode | str] | None = None
 
     # -- callbacks (paho's thread) ----------------------------------------------------------------
 
@@ -111,6 +114,10 @@ class MqttLink:
             self._loop.call_soon_threadsafe(_resolve, future, reason)
 
     def _cb_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _props: Any) -> None:
+        future = self._connack
+        if future is not None and self.state is LinkState.CONNECTING:
+            # With TLS 1.3 a refused client certificate shows up as this close, not as an alert.
+            self._loop.call_soon_threadsafe(_resolve, future, _CLOSED_BEFORE_CONNACK)
         self._loop.call_soon_threadsafe(self._handle_disconnect, str(reason))
 
     def _cb_publish(self, _c: paho.Client, _u: Any, mid: int, _reason: ReasonCode, _props: Any) -> None:
@@ -193,6 +200,8 @@ class MqttLink:
             raise ConnectFailed(
                 broker, "no CONNACK (the broker closed the TLS session: certificate refused?)"
             ) from None
+        if isinstance(reason, str):
+            raise ConnectFailed(broker, reason)
         if reason.is_failure:
             raise ConnectFailed(broker, f"CONNACK refused: {reason}")
         self.state = LinkState.CONNECTED
