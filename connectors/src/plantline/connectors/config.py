@@ -121,13 +121,71 @@ class OpcUaOptions(_Strict):
         return self
 
 
+_CLOCK = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ALL_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class BreakSettings(_Strict):
+    start: str
+    end: str
+    name: str = "break"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.fullmatch(value):
+            raise ValueError(f"{value!r} is not a time of day; expected HH:MM")
+        return value
+
+
+class ShiftSettings(_Strict):
+    """One shift of the line's calendar; an end at or before the start crosses midnight."""
+
+    name: Annotated[str, Field(min_length=1, max_length=32)]
+    start: str
+    end: str
+    days: list[Weekday] = Field(default_factory=lambda: list(ALL_WEEKDAYS))
+    breaks: list[BreakSettings] = Field(default_factory=list)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.fullmatch(value):
+            raise ValueError(f"{value!r} is not a time of day; expected HH:MM")
+        return value
+
+
+class ShiftCalendarSettings(_Strict):
+    """The line's shifts: KPIs are also reported per shift, and time outside shifts is not planned."""
+
+    timezone: str = "UTC"
+    shifts: Annotated[list[ShiftSettings], Field(min_length=1)]
+
+
+class KpiSettings(_Strict):
+    """Edge KPIs of a device (computed when the device has state.* signals)."""
+
+    enabled: bool = True
+    ideal_cycle_s: Annotated[float, Field(gt=0)] | None = None  # else the PLC's cycle.ideal
+    window_s: Annotated[float, Field(ge=60)] = 900.0
+    publish_interval_s: Annotated[float, Field(ge=1)] = 10.0
+    counter_bits: Literal[16, 32, 64] = 32
+    fault_debounce_s: Annotated[float, Field(ge=0)] = 5.0
+
+
 class Device(_Strict):
     id: str
     protocol: Literal["opcua"]
     endpoint: Annotated[str, Field(min_length=1)]
     sampling_interval_ms: Annotated[int, Field(ge=10)] = 1000
     opcua: OpcUaOptions = OpcUaOptions()
+    kpi: KpiSettings = KpiSettings()
     tags: Annotated[list[Tag], Field(min_length=1)]
+
+    @property
+    def computes_kpis(self) -> bool:
+        return self.kpi.enabled and any(tag.signal.startswith("state.") for tag in self.tags)
 
     @field_validator("id")
     @classmethod
@@ -167,6 +225,7 @@ class ConnectorConfig(_Strict):
     metrics_address: str = "127.0.0.1"  # 0.0.0.0 in a pod, so probes and Prometheus reach it
     state_directory: Path  # bdSeq and other small state
     batching: Batching = Batching()
+    shifts: ShiftCalendarSettings | None = None
     devices: Annotated[list[Device], Field(min_length=1)]
 
     @model_validator(mode="after")

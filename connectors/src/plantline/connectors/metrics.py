@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from plantline.connectors.kpi import KPI_GAUGES, KPI_LABELS
+
 SOURCE_CONNECTED = "plantline_source_connected"
 SOURCE_RECONNECTS = "plantline_source_reconnects_total"
 SOURCE_READ_ERRORS = "plantline_source_read_errors_total"
@@ -46,6 +48,7 @@ class ConnectorMetrics:
     outbox_corrupt: Counter
     ingest_lag: Histogram
     sampling_slowdown: Gauge
+    kpi: dict[str, Gauge]  # plantline_kpi_* (names in plantline.connectors.kpi), by device and scope
 
     @classmethod
     def create(cls) -> ConnectorMetrics:
@@ -85,4 +88,5 @@ class ConnectorMetrics:
             sampling_slowdown=Gauge(
                 SAMPLING_SLOWDOWN, "Factor sampling intervals are stretched by (1 = full rate)", ["device"], registry=r
             ),
+            kpi={name: Gauge(name, text, list(KPI_LABELS), registry=r) for name, text in KPI_GAUGES.items()},
         )

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from plantline.connectors.backoff import Backoff
 from plantline.connectors.config import ConnectorConfig, Device
 from plantline.connectors.health import HealthServer
+from plantline.connectors.kpi import KpiEngine, gauge_values, sparkplug_metrics
+from plantline.connectors.kpi.settings import kpi_config
 from plantline.connectors.metrics import ConnectorMetrics
 from plantline.connectors.mqtt import ConnectFailed, Inbound, LinkState, MqttLink, Will
 from plantline.connectors.outbox import Batch, CorruptionReport, Outbox
@@ -45,6 +47,8 @@ def default_source(device: Device) -> Source:
 @dataclass
 class _DeviceFlow:
     source: Source
+    kpi: KpiEngine | None = None
+    kpi_published: float = 0.0
     buffer: list[Sample] = field(default_factory=list)
     first_at: float = 0.0
     first_values: asyncio.Event = field(default_factory=asyncio.Event)
@@ -110,7 +114,8 @@ class Connector:
                 stack.callback(self.health.stop)
             for device in self.config.devices:
                 source = await stack.enter_async_context(self._source_factory(device))
-                self._flows[device.id] = _DeviceFlow(source)
+                engine = KpiEngine(device.id, kpi_config(device, self.config.shifts)) if device.computes_kpis else None
+                self._flows[device.id] = _DeviceFlow(source, engine)
             async with asyncio.TaskGroup() as tasks:
                 workers = [tasks.create_task(self._supervise_mqtt(stop), name="mqtt")]
                 workers.append(tasks.create_task(self._publish_loop(stop), name="publisher"))
@@ -154,6 +159,9 @@ class Connector:
         batch, flow.buffer = flow.buffer, []
         batch_id = self._outbox.append(batch)
         self.session.remember(batch)
+        if flow.kpi is not None:
+            for sample in batch:
+                flow.kpi.update(sample)
         if self._replaying:
             self._publish_live(device_id, flow, Batch(batch_id, tuple(batch), self.clock(), False))
         self.metrics.samples.labels(device_id).inc(len(batch))
@@ -375,6 +383,7 @@ class Connector:
             if now - exported >= 1.0:
                 exported = now
                 self._export_stats()
+                self._publish_kpis(now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(linger, 0.005))
 
@@ -404,6 +413,28 @@ class Connector:
             if delta > 0:
                 m.outbox_dropped.labels(str(reason)).inc(delta)
             self._seen_drops[str(reason)] = dropped.samples
+
+    def _publish_kpis(self, now: float) -> None:
+        """Snapshot each device's KPIs into the outbox (as its kpi/* metrics) and the gauges."""
+        outbox = self._require_outbox()
+        interval = {d.id: d.kpi.publish_interval_s for d in self.config.devices}
+        for device_id, flow in self._flows.items():
+            if flow.kpi is None or now - flow.kpi_published < interval[device_id]:
+                continue
+            flow.kpi_published = now
+            now_ms = self._now_ms()
+            snapshot = flow.kpi.snapshot(now_ms)
+            samples = [
+                Sample(device_id, name, value, Quality.GOOD, now_ms)
+                for name, (value, _datatype) in sparkplug_metrics(snapshot).items()
+            ]
+            batch_id = outbox.append(samples)
+            self.session.remember(samples)
+            if self._replaying:
+                self._publish_live(device_id, flow, Batch(batch_id, tuple(samples), self.clock(), False))
+            self._wake.set()
+            for name, scope, value in gauge_values(snapshot):
+                self.metrics.kpi[name].labels(device_id, scope).set(value)
 
     def _on_corrupt(self, report: CorruptionReport) -> None:
         log.error("outbox damage set aside: %s", report.detail)

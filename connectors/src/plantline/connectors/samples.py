@@ -48,8 +48,9 @@ class Sample:
     """One reading of one signal of one device.
 
     `source_ts_ms` is the PLC's timestamp (or the read time when the PLC gives none), in
-    milliseconds since the Unix epoch; `value` is None only when quality is bad and the source
-    had no value: values are never fabricated.
+    milliseconds since the Unix epoch; `value` is None when there is no value to give (a bad
+    reading, or a KPI that is undefined, e.g. availability with no planned time): values are
+    never fabricated.
     """
 
     device: str

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plantline.connectors.config import ConnectorConfig, DataTypeName, Tag
+from plantline.connectors.kpi import SPARKPLUG_METRICS as KPI_METRICS
 from plantline.connectors.samples import Quality, Sample, Value
 from plantline.connectors.sparkplug import (
     DataType,
@@ -161,6 +162,7 @@ class EdgeNodeSession:
         edge_node_id: str,
         devices: Mapping[str, Sequence[Tag]],
         bdseq: BdSeqStore,
+        derived: Mapping[str, Mapping[str, DataType]] | None = None,
         primary_host_id: str | None = None,
         data_qos: int = 1,
         rebirth_debounce_ms: int = 1000,
@@ -182,6 +184,10 @@ class EdgeNodeSession:
             for tag in tags:
                 state.metrics[tag.signal] = _MetricState(tag.signal, alias, metric_datatype(tag), tag.unit)
                 alias += 1
+            # Metrics the edge computes for the device (KPIs), after its tags.
+            for name, datatype in (derived or {}).get(device_id, {}).items():
+                state.metrics[name] = _MetricState(name, alias, datatype, None)
+                alias += 1
             self._devices[device_id] = state
 
     @classmethod
@@ -191,6 +197,11 @@ class EdgeNodeSession:
             edge_node_id=config.sparkplug.edge_node_id,
             devices={d.id: d.tags for d in config.devices},
             bdseq=BdSeqStore(config.state_directory / "bdseq"),
+            derived={
+                d.id: {name: _DATATYPES[datatype] for name, datatype in KPI_METRICS.items()}
+                for d in config.devices
+                if d.computes_kpis
+            },
             primary_host_id=config.sparkplug.primary_host_id,
         )
 

@@ -1,0 +1,60 @@
+"""Line KPIs at the edge: OEE, time accounting, faults, shifts; pure, fed by samples, asked with `now`.
+
+`KpiEngine(machine_id, config)` takes a machine's samples (`update`) and gives a `KpiSnapshot`
+(`snapshot(now_ms)`) over a rolling window and the current shift; `sparkplug_metrics` and the
+`KPI_*` gauge names are how the runtime publishes it.
+"""
+
+from plantline.connectors.kpi.engine import (
+    KPI_GAUGES,
+    KPI_LABELS,
+    SPARKPLUG_METRICS,
+    STATE_PRECEDENCE,
+    KpiConfig,
+    KpiEngine,
+    KpiFigures,
+    KpiSnapshot,
+    SampleCounts,
+    gauge_values,
+    sparkplug_metrics,
+)
+from plantline.connectors.kpi.faults import ActiveFault, FaultStats, FaultTracker
+from plantline.connectors.kpi.oee import CounterEvent, CounterRules, KpiWarning, OeeFigures, compute_oee
+from plantline.connectors.kpi.shifts import (
+    ALL_DAYS,
+    WEEKDAYS,
+    Break,
+    CalendarStatus,
+    Shift,
+    ShiftCalendar,
+    ShiftOccurrence,
+)
+
+__all__ = [
+    "ALL_DAYS",
+    "KPI_GAUGES",
+    "KPI_LABELS",
+    "SPARKPLUG_METRICS",
+    "STATE_PRECEDENCE",
+    "WEEKDAYS",
+    "ActiveFault",
+    "Break",
+    "CalendarStatus",
+    "CounterEvent",
+    "CounterRules",
+    "FaultStats",
+    "FaultTracker",
+    "KpiConfig",
+    "KpiEngine",
+    "KpiFigures",
+    "KpiSnapshot",
+    "KpiWarning",
+    "OeeFigures",
+    "SampleCounts",
+    "Shift",
+    "ShiftCalendar",
+    "ShiftOccurrence",
+    "compute_oee",
+    "gauge_values",
+    "sparkplug_metrics",
+]
