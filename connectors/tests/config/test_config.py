@@ -121,3 +121,47 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 )
 def test_canonical_signals(name: str, ok: bool) -> None:
     assert is_canonical_signal(name) is ok
+
+
+@pytest.mark.parametrize(
+    ("protocol", "endpoint", "address", "datatype", "expected"),
+    [
+        ("s7", "s7://10.0.0.7", "DB10.DBX4.9", "bool", "devices[0].tags[0].address: "),
+        ("s7", "s7://10.0.0.7", "DB10.DBW2", "float", "devices[0].tags[0].address: "),
+        ("s7", "opc.tcp://10.0.0.7:4840/", "DB10.DBW2", "int16", "devices[0].endpoint: "),
+        ("s7", "s7://10.0.0.7?slot=99", "DB10.DBW2", "int16", "devices[0].endpoint: "),
+        ("cip", "cip://10.0.0.8", "Filler.Member", "int32", "devices[0].tags[0].address: "),
+        ("cip", "cip://10.0.0.8", "Filler_count", "datetime", "devices[0].tags[0].address: datatype datetime"),
+        ("cip", "s7://10.0.0.8", "Filler_count", "int32", "devices[0].endpoint: "),
+        ("opcua", "opc.tcp://x:4840/", "DB10.DBW2", "int16", "devices[0].tags[0].address: 'DB10.DBW2'"),
+    ],
+)
+def test_addresses_and_endpoints_fit_the_protocol(
+    protocol: str, endpoint: str, address: str, datatype: str, expected: str
+) -> None:
+    data = copy.deepcopy(VALID)
+    data["devices"] = [
+        {
+            "id": "m",
+            "protocol": protocol,
+            "endpoint": endpoint,
+            "tags": [{"signal": "process.x", "address": address, "datatype": datatype}],
+        }
+    ]
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, source="line.yaml")
+    assert any(p.startswith(expected) for p in err.value.problems), err.value.problems
+
+
+def test_s7_and_cip_devices_validate() -> None:
+    data = copy.deepcopy(VALID)
+    data["devices"] = [
+        {"id": "capper", "protocol": "s7", "endpoint": "s7://10.0.0.7:102?rack=0&slot=1",
+         "tags": [{"signal": "state.run", "address": "DB10.DBX0.0", "datatype": "bool"},
+                  {"signal": "counter.good", "address": "DB10.DBD4", "datatype": "uint32"}]},
+        {"id": "labeler", "protocol": "cip", "endpoint": "cip://10.0.0.8/0",
+         "tags": [{"signal": "state.run", "address": "Labeler_run", "datatype": "bool"},
+                  {"signal": "counter.good", "address": "Counts[2]", "datatype": "int32"}]},
+    ]  # fmt: skip
+    config = parse_config(data, source="line.yaml")
+    assert [d.protocol for d in config.devices] == ["s7", "cip"]

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from plantline.connectors.addressing.cip import CIP_TYPES, parse_cip_endpoint, parse_logix_address
+from plantline.connectors.addressing.s7 import parse_s7_address, parse_s7_endpoint
 from plantline.connectors.samples import is_canonical_signal
 
 # Sparkplug ids become MQTT topic levels: no wildcards, no level separator (tck-id-intro-*-chars).
@@ -174,9 +176,37 @@ class KpiSettings(_Strict):
     fault_debounce_s: Annotated[float, Field(ge=0)] = 5.0
 
 
+def _address_problem(protocol: str, tag: Tag) -> str | None:
+    """Return why a tag's address does not fit the device's protocol, or None."""
+    if protocol == "opcua":
+        if not _OPCUA_NODE_ID.fullmatch(tag.address):
+            return f"{tag.address!r} is not an OPC UA NodeId (e.g. ns=2;s=Filler.State)"
+        return None
+    try:
+        if protocol == "s7":
+            parse_s7_address(tag.address, tag.datatype)
+        else:
+            parse_logix_address(tag.address)
+            if tag.datatype not in CIP_TYPES:
+                return f"datatype {tag.datatype} has no Logix atomic type"
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _endpoint_problem(protocol: str, endpoint: str) -> str | None:
+    if protocol == "opcua":
+        return None if endpoint.startswith("opc.tcp://") else "expected opc.tcp://HOST:PORT/..."
+    try:
+        (parse_s7_endpoint if protocol == "s7" else parse_cip_endpoint)(endpoint)
+    except ValueError as exc:
+        return str(exc).removeprefix("endpoint: ")
+    return None
+
+
 class Device(_Strict):
     id: str
-    protocol: Literal["opcua"]
+    protocol: Literal["opcua", "s7", "cip"]
     endpoint: Annotated[str, Field(min_length=1)]
     sampling_interval_ms: Annotated[int, Field(ge=10)] = 1000
     opcua: OpcUaOptions = OpcUaOptions()
@@ -201,12 +231,12 @@ class Device(_Strict):
             if tag.signal in seen:
                 raise ValueError(f"tags[{index}].signal: {tag.signal!r} appears twice")
             seen.add(tag.signal)
-            if self.protocol == "opcua" and not _OPCUA_NODE_ID.fullmatch(tag.address):
-                raise ValueError(
-                    f"tags[{index}].address: {tag.address!r} is not an OPC UA NodeId (e.g. ns=2;s=Filler.State)"
-                )
-        if self.protocol == "opcua" and not self.endpoint.startswith("opc.tcp://"):
-            raise ValueError("endpoint: expected opc.tcp://HOST:PORT/...")
+            problem = _address_problem(self.protocol, tag)
+            if problem:
+                raise ValueError(f"tags[{index}].address: {problem}")
+        problem = _endpoint_problem(self.protocol, self.endpoint)
+        if problem:
+            raise ValueError(f"endpoint: {problem}")
         return self
 
 

@@ -41,7 +41,13 @@ def default_source(device: Device) -> Source:
         from plantline.connectors.sources.opcua import OpcUaSource  # noqa: PLC0415 -- the opcua extra
 
         return OpcUaSource(device)
-    raise ValueError(f"devices.{device.id}.protocol: no source for {device.protocol!r}")  # pragma: no cover
+    if device.protocol == "s7":
+        from plantline.connectors.sources.s7 import S7Source  # noqa: PLC0415 -- the s7 extra
+
+        return S7Source(device)
+    from plantline.connectors.sources.cip import CipSource  # noqa: PLC0415 -- the cip extra
+
+    return CipSource(device)
 
 
 @dataclass

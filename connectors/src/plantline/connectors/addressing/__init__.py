@@ -1,0 +1,1 @@
+"""Protocol addressing, pure: what the configuration validates and the sources read with."""
