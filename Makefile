@@ -28,6 +28,7 @@ bench:
 	$(UV_RUN) python bench/outbox_bench.py
 	$(UV_RUN) python bench/kpi_bench.py
 	$(UV_RUN) python bench/plc_read_bench.py
+	$(UV_RUN) python bench/connector_pipeline_bench.py
 
 up:
 	@echo "plantline up is not built yet: it arrives with the PlantLine API (see the README)." >&2

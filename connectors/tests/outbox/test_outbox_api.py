@@ -460,3 +460,25 @@ def test_from_settings_uses_the_connector_configuration(tmp_path: Path) -> None:
         )
         outbox.append(numbered(0))
     assert (tmp_path / "outbox" / "outbox.db").exists()
+
+
+def test_claim_hands_out_a_fresh_batch_only_when_nothing_older_waits(tmp_path: Path) -> None:
+    from plantline.connectors.outbox import Outbox
+    from plantline.connectors.samples import Quality, Sample
+
+    def batch(n: int) -> list[Sample]:
+        return [Sample("d", "process.x", n, Quality.GOOD, 1_000 + n)]
+
+    with Outbox(tmp_path, max_bytes=1 << 20, max_age_s=3600, high_watermark=0.8, low_watermark=0.5) as outbox:
+        first = outbox.append(batch(1))
+        second = outbox.append(batch(2))
+        assert not outbox.claim(second)  # the first still waits: order comes first
+        assert [b.id for b in outbox.pending(10)] == [first, second]
+        third = outbox.append(batch(3))
+        assert outbox.claim(third)  # nothing older waits any more
+        assert not outbox.claim(third)  # once
+        assert outbox.pending(10) == []  # a claimed batch is not handed out again
+        outbox.requeue_in_flight()  # the session dropped before any PUBACK
+        assert [b.id for b in outbox.pending(10)] == [first, second, third]
+        outbox.ack([first, second, third])
+        assert not outbox.claim(999)  # unknown ids are not claimed

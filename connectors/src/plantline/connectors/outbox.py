@@ -738,6 +738,28 @@ class Outbox:
             self._in_flight.difference_update(ids)
             self._remove(removed)
 
+    def claim(self, batch_id: int) -> bool:
+        """Hand out a batch just appended, if nothing older waits; return whether it is now in flight.
+
+        The fast path of a publisher without a backlog: it publishes the batch it holds in memory
+        instead of reading it back with `pending()`, which never returns a claimed batch.
+        """
+        with self._mutex:
+            self._check_open()
+            if batch_id <= self._cursor:
+                return False
+            older = self._db.execute(
+                "SELECT 1 FROM batch WHERE id > ? AND id < ? LIMIT 1", (self._cursor, batch_id)
+            ).fetchone()
+            if older is not None:
+                return False
+            exists = self._db.execute("SELECT 1 FROM batch WHERE id = ?", (batch_id,)).fetchone()
+            if exists is None:
+                return False
+            self._cursor = batch_id
+            self._in_flight.add(batch_id)
+            return True
+
     def requeue_in_flight(self) -> None:
         """Hand out the in-flight batches again, first and in order (the session dropped)."""
         with self._mutex:

@@ -55,8 +55,8 @@ class _DeviceFlow:
     source: Source
     kpi: KpiEngine | None = None
     kpi_published: float = 0.0
+    linger: asyncio.TimerHandle | None = None  # flushes the buffer when its first sample is linger_ms old
     buffer: list[Sample] = field(default_factory=list)
-    first_at: float = 0.0
     first_values: asyncio.Event = field(default_factory=asyncio.Event)
     deferred: list[Batch] = field(default_factory=list)  # waiting for the device's DBIRTH
     seen: dict[str, int] = field(default_factory=dict)  # counters already exported
@@ -151,15 +151,20 @@ class Connector:
 
     async def _pump(self, device_id: str, flow: _DeviceFlow) -> None:
         limit = self.config.batching.max_metrics
+        linger = self.config.batching.linger_ms / 1000
+        loop = asyncio.get_running_loop()
         async for sample in flow.source.samples():
             if not flow.buffer:
-                flow.first_at = time.monotonic()
+                flow.linger = loop.call_later(linger, self._flush, device_id)
             flow.buffer.append(sample)
             if len(flow.buffer) >= limit:
                 self._flush(device_id)
 
     def _flush(self, device_id: str) -> None:
         flow = self._flows[device_id]
+        if flow.linger is not None:
+            flow.linger.cancel()
+            flow.linger = None
         if not flow.buffer or self._outbox is None:
             return
         batch, flow.buffer = flow.buffer, []
@@ -168,8 +173,11 @@ class Connector:
         if flow.kpi is not None:
             for sample in batch:
                 flow.kpi.update(sample)
+        stored = Batch(batch_id, tuple(batch), self.clock(), False)
         if self._replaying:
-            self._publish_live(device_id, flow, Batch(batch_id, tuple(batch), self.clock(), False))
+            self._publish_live(device_id, flow, stored)
+        else:
+            self._publish_fresh(device_id, flow, stored)
         self.metrics.samples.labels(device_id).inc(len(batch))
         for sample in batch:
             if sample.quality is not Quality.GOOD:
@@ -337,6 +345,14 @@ class Connector:
     def _historical(self, batch: Batch) -> bool:
         return batch.recovered or batch.appended_at < self._online_since
 
+    def _publish_fresh(self, device_id: str, flow: _DeviceFlow, batch: Batch) -> None:
+        """Without a backlog, publish a batch as it is stored instead of reading it back later."""
+        if flow.deferred or not self.session.can_publish_data or not self.session.device_is_online(device_id):
+            return
+        if len(self._inflight) >= MAX_INFLIGHT_BATCHES or not self._require_outbox().claim(batch.id):
+            return
+        self._publish_batch(batch)  # on failure the session is lost; its requeue hands the batch out again
+
     def _publish_live(self, device_id: str, flow: _DeviceFlow, batch: Batch) -> None:
         """Publish a batch as soon as it is stored, ahead of an older backlog still replaying."""
         if flow.deferred or not self.session.can_publish_data or not self.session.device_is_online(device_id):
@@ -378,20 +394,13 @@ class Connector:
     # -- every second -----------------------------------------------------------------------------
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
-        """Flush lingering buffers every linger interval; export stats and adapt sampling each second."""
-        exported = 0.0
+        """Each second: export stats, adapt sampling, publish KPIs (buffers flush on their own timers)."""
         while not stop.is_set():
             now = self._heartbeat = time.monotonic()
-            linger = self.config.batching.linger_ms / 1000
-            for device_id, flow in self._flows.items():
-                if flow.buffer and now - flow.first_at >= linger:
-                    self._flush(device_id)
-            if now - exported >= 1.0:
-                exported = now
-                self._export_stats()
-                self._publish_kpis(now)
+            self._export_stats()
+            self._publish_kpis(now)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(linger, 0.005))
+                await asyncio.wait_for(stop.wait(), 1.0)
 
     def _export_stats(self) -> None:
         outbox = self._outbox
