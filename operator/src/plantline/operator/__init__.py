@@ -1,0 +1,1 @@
+"""The PlantLine operator: the API model, its CRD, and the pure renderers."""

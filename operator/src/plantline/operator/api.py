@@ -1,0 +1,405 @@
+"""The PlantLine API (plantline.dev/v1alpha1): the validated model of one production line.
+
+Field names are camelCase in YAML (Kubernetes style) and snake_case in Python. Structure and
+simple ranges are checked by pydantic; the cross-field checks (unique ids, addresses that fit
+their protocol, certificate identities) run in `spec_problems`, which reuses the connectors'
+own validation so that an address is parsed in one place only. Every problem carries its path
+in spec terms, e.g. `spec.machines[2].tags[0].address: ...`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from plantline.connectors.config import DataTypeName, Device, ShiftCalendarSettings
+from plantline.pki.errors import InvalidInput
+from plantline.pki.names import validate_identity
+from plantline.pki.profiles import builtin_profiles
+from plantline.pki.window import parse_window
+
+API_VERSION = "plantline.dev/v1alpha1"
+KIND = "PlantLine"
+
+# ISA-95 names become topic levels, certificate identities and Kubernetes names: DNS-label-like.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,18}[a-z0-9])?$"
+# Sparkplug ids become MQTT topic levels: no wildcards, no level separator.
+SPARKPLUG_ID_PATTERN = r"^[^+#/\s]{1,64}$"
+HOST_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?$"
+
+PlaceName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=20)]
+SparkplugId = Annotated[str, Field(pattern=SPARKPLUG_ID_PATTERN, max_length=64)]
+Host = Annotated[str, Field(pattern=HOST_PATTERN, max_length=253)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+MAX_MACHINES = 64
+MAX_TAGS = 256
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, use_enum_values=True
+    )
+
+
+class DeadbandSpec(_Spec):
+    """Publish a value only when it moved by more than this since the last published one."""
+
+    kind: Literal["absolute", "percent"]
+    value: Annotated[float, Field(gt=0)]
+
+
+class TagSpec(_Spec):
+    """One PLC tag and the canonical signal it becomes: value = raw * scale + offset."""
+
+    signal: Annotated[str, Field(min_length=1, max_length=80)]
+    address: Annotated[str, Field(min_length=1, max_length=256)]
+    datatype: DataTypeName
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: Annotated[str, Field(max_length=32)] | None = None
+    deadband: DeadbandSpec | None = None
+    sampling_interval: Annotated[float, Field(ge=0.01, le=3600)] | None = None  # seconds; narrows the machine's
+
+
+class OpcUaSpec(_Spec):
+    """OPC UA session security; when on, the machine gets an opcua-application certificate."""
+
+    security_policy: Literal["None", "Basic256Sha256"] = "None"
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    publishing_interval: Annotated[float, Field(ge=0.01, le=3600)] = 0.1  # seconds
+    queue_size: Annotated[int, Field(ge=1, le=10000)] = 10
+
+    @property
+    def secured(self) -> bool:
+        return self.security_policy != "None" or self.security_mode != "None"
+
+
+class MachineSpec(_Spec):
+    """One machine of the line (a Sparkplug device) read over one protocol."""
+
+    id: PlaceName
+    protocol: Literal["opcua", "s7", "cip"]
+    endpoint: Annotated[str, Field(min_length=1, max_length=256)]
+    opcua: OpcUaSpec | None = None
+    ideal_cycle_time: Annotated[float, Field(gt=0)] | None = None  # seconds; else the PLC's cycle.ideal
+    sampling_interval: Annotated[float, Field(ge=0.01, le=3600)] = 1.0  # seconds
+    tags: Annotated[list[TagSpec], Field(min_length=1, max_length=MAX_TAGS)]
+
+
+class ConnectorsSpec(_Spec):
+    """How machines are grouped into connector processes (one Sparkplug edge node each).
+
+    `perLine` (the default) runs one connector for the whole line, which is then the edge node,
+    as the design names it; `perMachine` and `perProtocol` split the line into several edge nodes
+    `<edgeNodeId>-<group>` (each process owns its bdSeq and NDEATH, so they cannot share one).
+    """
+
+    grouping: Literal["perLine", "perMachine", "perProtocol"] = "perLine"
+
+
+class BridgeSpec(_Spec):
+    """The site broker's bridge to a core broker: the line's topics out, commands and STATE in."""
+
+    host: Host
+    port: Port = 8883
+    remote_prefix: Annotated[str, Field(max_length=64, pattern=r"^([^+#\s]*/)?$")] = ""
+
+
+class BrokerSpec(_Spec):
+    kind: Literal["mosquitto", "emqx"] = "mosquitto"
+    host: Host
+    port: Port = 8883
+    bridge: BridgeSpec | None = None
+
+
+class PkiSpec(_Spec):
+    """Certificate policy of the line: validity per signing profile, renewal margin, window."""
+
+    validity_days: Annotated[dict[str, Annotated[int, Field(ge=1, le=3650)]], Field(max_length=16)] = Field(
+        default_factory=dict
+    )
+    renew_before: Annotated[int, Field(ge=1, le=365)] | None = None  # days; else the profile's
+    maintenance_window: Annotated[str, Field(max_length=64)] | None = None  # e.g. 'sat 02:00-06:00'
+
+
+class KpiSpec(_Spec):
+    shift_calendar: ShiftCalendarSettings | None = None
+
+
+class DashboardsSpec(_Spec):
+    enabled: bool = True
+
+
+class PlantLineSpec(_Spec):
+    """The desired state of one production line."""
+
+    site: PlaceName
+    area: PlaceName
+    line: PlaceName
+    group_id: SparkplugId | None = None  # default: the site
+    edge_node_id: SparkplugId | None = None  # default: the line
+    primary_host_id: SparkplugId | None = None
+    machines: Annotated[list[MachineSpec], Field(min_length=1, max_length=MAX_MACHINES)]
+    connectors: ConnectorsSpec = ConnectorsSpec()
+    broker: BrokerSpec
+    pki: PkiSpec = PkiSpec()
+    kpi: KpiSpec = KpiSpec()
+    dashboards: DashboardsSpec = DashboardsSpec()
+
+    @property
+    def sparkplug_group(self) -> str:
+        return self.group_id or self.site
+
+    @property
+    def sparkplug_edge_node(self) -> str:
+        return self.edge_node_id or self.line
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> PlantLineSpec:
+        problems = spec_problems(self)
+        if problems:
+            raise SpecProblems(problems)
+        return self
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes metadata the API reads; the API server's other fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+    namespace: str | None = None
+    generation: int | None = None
+
+
+class PlantLine(_Spec):
+    api_version: Literal["plantline.dev/v1alpha1"]
+    kind: Literal["PlantLine"]
+    metadata: ObjectMeta
+    spec: PlantLineSpec
+
+
+ConditionType = Literal["Ready", "CertificatesReady", "ConnectorsReady", "BrokerReady", "DashboardsReady"]
+CONDITION_TYPES: tuple[ConditionType, ...] = (
+    "Ready",
+    "CertificatesReady",
+    "ConnectorsReady",
+    "BrokerReady",
+    "DashboardsReady",
+)
+
+
+class Condition(_Spec):
+    """One Kubernetes-style condition; `Ready` summarises the others."""
+
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=1024)]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    last_transition_time: datetime
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+
+
+class PlantLineStatus(_Spec):
+    """What the operator observed; written through the status subresource."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    machine_count: Annotated[int, Field(ge=0)] | None = None
+    conditions: Annotated[list[Condition], Field(max_length=16)] = Field(default_factory=list)
+
+
+# -- cross-field checks ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason a PlantLine is invalid, at a path in spec terms."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class SpecProblems(ValueError):
+    """Raised inside validation; `problems` keeps each cross-field problem with its own path."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(map(str, problems)))
+        self.problems = problems
+
+
+class PlantLineInvalid(Exception):
+    """A PlantLine document is invalid; `problems` lists every problem found, by path."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(map(str, problems)))
+        self.problems = problems
+
+
+# The connectors' config speaks snake_case; its messages are translated to the API's names.
+_CONNECTOR_WORDS = {
+    "security_policy": "securityPolicy",
+    "security_mode": "securityMode",
+    "certificate_file": "certificate",
+    "private_key_file": "private key",
+    "sampling_interval_ms": "samplingInterval",
+}
+_LEADING_PATH = re.compile(r"^(?P<path>(tags\[\d+\]\.\w+|endpoint)): (?P<message>.*)$", re.DOTALL)
+
+
+def _connector_words(message: str) -> str:
+    for snake, camel in _CONNECTOR_WORDS.items():
+        message = message.replace(snake, camel)
+    return message
+
+
+def _loc_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part.startswith("function-"):
+            out += f".{part}" if out else part
+    return out
+
+
+def _device_problems(machine: MachineSpec, tag_index: int, tag: TagSpec) -> list[tuple[str, str]]:
+    """Return (relative path, message) for what the connector's Device says about one tag."""
+    data = {
+        "id": machine.id,
+        "protocol": machine.protocol,
+        "endpoint": machine.endpoint,
+        "tags": [tag.model_dump(include={"signal", "address", "datatype"})],
+    }
+    try:
+        Device.model_validate(data)
+    except ValidationError as exc:
+        found = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            where = _loc_path(tuple(error["loc"]))
+            match = _LEADING_PATH.match(message)
+            if match:
+                where, message = match["path"], match["message"]
+            where = where.replace("tags[0]", f"tags[{tag_index}]")
+            found.append((where, _connector_words(message)))
+        return found
+    return []
+
+
+def _machine_problems(machine: MachineSpec) -> list[tuple[str, str]]:
+    found: dict[tuple[str, str], None] = {}
+    seen: set[str] = set()
+    for index, tag in enumerate(machine.tags):
+        if tag.signal in seen:
+            found[(f"tags[{index}].signal", f"{tag.signal!r} appears twice in this machine")] = None
+        seen.add(tag.signal)
+        for problem in _device_problems(machine, index, tag):
+            found[problem] = None
+    if machine.opcua is not None:
+        if machine.protocol != "opcua":
+            found[("opcua", f"OPC UA options on a {machine.protocol} machine")] = None
+        elif (machine.opcua.security_policy == "None") != (machine.opcua.security_mode == "None"):
+            found[("opcua", "securityPolicy and securityMode must both be None or both be set")] = None
+    return list(found)
+
+
+def connector_groups(spec: PlantLineSpec) -> dict[str, list[MachineSpec]]:
+    """Return the connector groups, by name, in sorted order, each with its machines in spec order."""
+    groups: dict[str, list[MachineSpec]] = {}
+    for machine in spec.machines:
+        grouping = spec.connectors.grouping
+        name = spec.line if grouping == "perLine" else machine.id if grouping == "perMachine" else machine.protocol
+        groups.setdefault(name, []).append(machine)
+    return dict(sorted(groups.items()))
+
+
+def identities(spec: PlantLineSpec) -> dict[str, str]:
+    """Return every certificate identity of the line, mapped to the spec path that names it."""
+    prefix = f"{spec.site}-{spec.line}"
+    names = {f"{prefix}-broker": "spec.broker", f"{prefix}-reader": "spec.line"}
+    if spec.broker.bridge is not None:
+        names[f"{prefix}-bridge"] = "spec.broker.bridge"
+    for group in connector_groups(spec):
+        names.setdefault(f"{prefix}-{group}", "spec.connectors")
+    for index, machine in enumerate(spec.machines):
+        if machine.opcua is not None and machine.opcua.secured:
+            names[f"{prefix}-{machine.id}-ua"] = f"spec.machines[{index}].id"
+    return names
+
+
+def _pki_problems(spec: PlantLineSpec) -> list[Problem]:
+    problems = []
+    profiles = builtin_profiles()
+    for name in spec.pki.validity_days:
+        if name not in profiles:
+            problems.append(
+                Problem(f"spec.pki.validityDays.{name}", f"unknown profile; expected one of {', '.join(profiles)}")
+            )
+    if spec.pki.maintenance_window is not None:
+        timezone = spec.kpi.shift_calendar.timezone if spec.kpi.shift_calendar else "UTC"
+        try:
+            parse_window(spec.pki.maintenance_window, timezone=timezone, field="spec.pki.maintenanceWindow")
+        except InvalidInput as exc:
+            path, _, message = str(exc).partition(": ")
+            problems.append(Problem(path, message))
+    for identity, path in identities(spec).items():
+        try:
+            validate_identity(identity)
+        except InvalidInput:
+            problems.append(Problem(path, f"makes the certificate identity {identity!r}, longer than 64 characters"))
+    return problems
+
+
+def spec_problems(spec: PlantLineSpec) -> list[Problem]:
+    """Return every cross-field problem of a structurally valid spec (empty when it is valid)."""
+    problems: list[Problem] = []
+    first: dict[str, int] = {}
+    for index, machine in enumerate(spec.machines):
+        if machine.id in first:
+            problems.append(
+                Problem(
+                    f"spec.machines[{index}].id", f"{machine.id!r} is already the id of machines[{first[machine.id]}]"
+                )
+            )
+        first.setdefault(machine.id, index)
+        problems.extend(
+            Problem(f"spec.machines[{index}].{where}", message) for where, message in _machine_problems(machine)
+        )
+    if spec.kpi.shift_calendar is not None:
+        try:
+            ZoneInfo(spec.kpi.shift_calendar.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(Problem("spec.kpi.shiftCalendar.timezone", "not an IANA time zone (e.g. Europe/Berlin)"))
+    problems.extend(_pki_problems(spec))
+    return problems
+
+
+def _problems(error: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
+    for item in error.errors():
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, SpecProblems):
+            problems.extend(cause.problems)
+            continue
+        problems.append(Problem(_loc_path(tuple(item["loc"])), item["msg"].removeprefix("Value error, ")))
+    return problems
+
+
+def parse_plantline(data: Any) -> PlantLine:
+    """Return the validated PlantLine from parsed YAML/JSON data, or raise PlantLineInvalid."""
+    if not isinstance(data, dict):
+        raise PlantLineInvalid([Problem("", "expected a mapping with apiVersion, kind, metadata and spec")])
+    try:
+        return PlantLine.model_validate(data)
+    except ValidationError as exc:
+        raise PlantLineInvalid(_problems(exc)) from None

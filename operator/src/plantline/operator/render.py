@@ -1,0 +1,347 @@
+"""Pure renderers: one PlantLine in, the files and requests that make it run out (no I/O here).
+
+Topology: machines are grouped into connectors (`spec.connectors.grouping`). With `perLine` (the
+default) one connector is the line's edge node `<edgeNodeId>`; otherwise each connector is an edge
+node `<edgeNodeId>-<group>`. Each publishes under `spBv1.0/<groupId>/...` with the client
+certificate `<site>-<line>-<group>`. Two connector processes never share an edge node id, since
+each owns its own bdSeq and NDEATH will.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plantline.connectors.config import (
+    BrokerEndpoint,
+    ConnectorConfig,
+    Deadband,
+    Device,
+    KpiSettings,
+    OpcUaOptions,
+    OutboxSettings,
+    SparkplugIdentity,
+    Tag,
+    TlsFiles,
+)
+from plantline.operator.api import MachineSpec, PlantLine, PlantLineSpec, connector_groups
+
+NAMESPACE = "spBv1.0"
+TRUST_BUNDLE = "ca.crt"
+CRL = "crl.pem"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorTopology:
+    """One connector of the line: its group, certificate identity, edge node and devices."""
+
+    group: str
+    identity: str
+    edge_node_id: str
+    machines: tuple[MachineSpec, ...]
+
+
+def _prefix(spec: PlantLineSpec) -> str:
+    return f"{spec.site}-{spec.line}"
+
+
+def topology(spec: PlantLineSpec) -> list[ConnectorTopology]:
+    """Return the line's connectors in a stable order (sorted by group name)."""
+    return [
+        ConnectorTopology(
+            group=group,
+            identity=f"{_prefix(spec)}-{group}",
+            edge_node_id=(
+                spec.sparkplug_edge_node
+                if spec.connectors.grouping == "perLine"
+                else f"{spec.sparkplug_edge_node}-{group}"
+            ),
+            machines=tuple(machines),
+        )
+        for group, machines in connector_groups(spec).items()
+    ]
+
+
+def broker_identity(spec: PlantLineSpec) -> str:
+    return f"{_prefix(spec)}-broker"
+
+
+def reader_identity(spec: PlantLineSpec) -> str:
+    return f"{_prefix(spec)}-reader"
+
+
+def bridge_identity(spec: PlantLineSpec) -> str:
+    return f"{_prefix(spec)}-bridge"
+
+
+def opcua_identity(spec: PlantLineSpec, machine: MachineSpec) -> str:
+    return f"{_prefix(spec)}-{machine.id}-ua"
+
+
+def opcua_application_uri(spec: PlantLineSpec, machine: MachineSpec) -> str:
+    return f"urn:plantline:{spec.site}:{spec.line}:{machine.id}"
+
+
+def _secured(machine: MachineSpec) -> bool:
+    return machine.opcua is not None and machine.opcua.secured
+
+
+# -- certificate requests -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRequest:
+    """One certificate the line needs from the CA (no key material: the applier makes the key)."""
+
+    identity: str
+    profile: str
+    sans: tuple[str, ...] = ()
+    validity_days: int | None = None  # None: the profile's
+    renew_before_days: int | None = None  # None: the profile's
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "profile": self.profile,
+            "sans": list(self.sans),
+            "validityDays": self.validity_days,
+            "renewBeforeDays": self.renew_before_days,
+        }
+
+
+def _san(host: str) -> str:
+    is_ip = host.replace(".", "").isdigit() or ":" in host
+    return f"ip:{host}" if is_ip else f"dns:{host}"
+
+
+def render_certificate_requests(line: PlantLine) -> list[CertificateRequest]:
+    """Return every certificate the line needs: connectors, broker, reader, bridge, OPC UA apps."""
+    spec = line.spec
+
+    def request(identity: str, profile: str, sans: tuple[str, ...] = ()) -> CertificateRequest:
+        return CertificateRequest(
+            identity=identity,
+            profile=profile,
+            sans=sans,
+            validity_days=spec.pki.validity_days.get(profile),
+            renew_before_days=spec.pki.renew_before,
+        )
+
+    requests = [request(c.identity, "mqtt-client") for c in topology(spec)]
+    requests.append(request(broker_identity(spec), "mqtt-server", (_san(spec.broker.host),)))
+    requests.append(request(reader_identity(spec), "mqtt-client"))
+    if spec.broker.bridge is not None:
+        requests.append(request(bridge_identity(spec), "mqtt-client"))
+    for machine in spec.machines:
+        if _secured(machine):
+            uri = f"uri:{opcua_application_uri(spec, machine)}"
+            requests.append(request(opcua_identity(spec, machine), "opcua-application", (uri,)))
+    return requests
+
+
+# -- connector configs ----------------------------------------------------------------------------
+
+
+def _device(spec: PlantLineSpec, machine: MachineSpec, tls_dir: Path) -> Device:
+    intervals = [machine.sampling_interval, *(t.sampling_interval for t in machine.tags if t.sampling_interval)]
+    opcua = OpcUaOptions()
+    if machine.opcua is not None:
+        identity = opcua_identity(spec, machine)
+        opcua = OpcUaOptions(
+            security_policy=machine.opcua.security_policy,
+            security_mode=machine.opcua.security_mode,
+            certificate_file=tls_dir / f"{identity}.crt" if machine.opcua.secured else None,
+            private_key_file=tls_dir / f"{identity}.key" if machine.opcua.secured else None,
+            publishing_interval_ms=max(10, round(machine.opcua.publishing_interval * 1000)),
+            queue_size=machine.opcua.queue_size,
+        )
+    return Device(
+        id=machine.id,
+        protocol=machine.protocol,
+        endpoint=machine.endpoint,
+        sampling_interval_ms=max(10, round(min(intervals) * 1000)),
+        opcua=opcua,
+        kpi=KpiSettings(ideal_cycle_s=machine.ideal_cycle_time),
+        tags=[
+            Tag(
+                signal=t.signal,
+                address=t.address,
+                datatype=t.datatype,
+                scale=t.scale,
+                offset=t.offset,
+                unit=t.unit,
+                deadband=Deadband(kind=t.deadband.kind, value=t.deadband.value) if t.deadband else None,
+            )
+            for t in machine.tags
+        ],
+    )
+
+
+def render_connector_configs(
+    line: PlantLine,
+    *,
+    tls_dir: Path,
+    data_dir: Path,
+    metrics_base_port: int = 9400,
+    metrics_address: str = "127.0.0.1",
+) -> dict[str, ConnectorConfig]:
+    """Return one validated ConnectorConfig per connector group, keyed by group name.
+
+    TLS files are `<tls_dir>/ca.crt` and `<tls_dir>/<identity>.{crt,key}`; each connector keeps
+    its outbox and state under `<data_dir>/<group>/`; metrics ports count up from
+    `metrics_base_port` in group order.
+    """
+    spec = line.spec
+    configs: dict[str, ConnectorConfig] = {}
+    for index, connector in enumerate(topology(spec)):
+        tls = TlsFiles(
+            ca_file=tls_dir / TRUST_BUNDLE,
+            cert_file=tls_dir / f"{connector.identity}.crt",
+            key_file=tls_dir / f"{connector.identity}.key",
+        )
+        configs[connector.group] = ConnectorConfig(
+            sparkplug=SparkplugIdentity(
+                group_id=spec.sparkplug_group,
+                edge_node_id=connector.edge_node_id,
+                primary_host_id=spec.primary_host_id,
+            ),
+            brokers=[BrokerEndpoint(host=spec.broker.host, port=spec.broker.port, tls=tls)],
+            outbox=OutboxSettings(directory=data_dir / connector.group / "outbox"),
+            state_directory=data_dir / connector.group / "state",
+            metrics_port=metrics_base_port + index,
+            metrics_address=metrics_address,
+            shifts=spec.kpi.shift_calendar,
+            devices=[_device(spec, machine, tls_dir) for machine in connector.machines],
+        )
+    return configs
+
+
+def connector_config_data(config: ConnectorConfig) -> dict[str, Any]:
+    """Return a connector config as YAML-ready data (paths as strings, every default spelled out)."""
+    data: dict[str, Any] = config.model_dump(mode="json", exclude_none=True)
+    return data
+
+
+# -- mosquitto --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerFiles:
+    """Where the broker finds its files on its host."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    crlfile: Path
+    acl_file: Path
+    persistence_dir: Path
+
+    @classmethod
+    def under(cls, spec: PlantLineSpec, *, tls_dir: Path, broker_dir: Path) -> BrokerFiles:
+        """Return the conventional layout: TLS files in `tls_dir`, ACL and persistence in `broker_dir`."""
+        identity = broker_identity(spec)
+        return cls(
+            cafile=tls_dir / TRUST_BUNDLE,
+            certfile=tls_dir / f"{identity}.crt",
+            keyfile=tls_dir / f"{identity}.key",
+            crlfile=tls_dir / CRL,
+            acl_file=broker_dir / "acl",
+            persistence_dir=broker_dir / "data",
+        )
+
+
+def render_mosquitto_conf(
+    line: PlantLine,
+    *,
+    files: BrokerFiles,
+    listen_address: str = "0.0.0.0",  # noqa: S104 - the broker serves the line's network
+    port: int | None = None,
+    run_as: str | None = None,
+) -> str:
+    """Return mosquitto.conf: one mutual-TLS listener, ACL from the topology, optional bridge."""
+    spec = line.spec
+    lines = [
+        f"# Rendered by plantline-operator for PlantLine {spec.site}/{spec.area}/{spec.line}; do not edit.",
+        *([f"user {run_as}"] if run_as else []),
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"acl_file {files.acl_file}",
+        "persistence true",
+        f"persistence_location {files.persistence_dir}/",
+        "log_dest stderr",
+        "connection_messages true",
+        "set_tcp_nodelay true",
+        "",
+        f"listener {port if port is not None else spec.broker.port} {listen_address}",
+        f"cafile {files.cafile}",
+        f"certfile {files.certfile}",
+        f"keyfile {files.keyfile}",
+        f"crlfile {files.crlfile}",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "tls_version tlsv1.2",
+    ]
+    if spec.broker.bridge is not None:
+        lines += ["", *render_bridge(line, tls_dir=files.cafile.parent).splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def render_bridge(line: PlantLine, *, tls_dir: Path) -> str:
+    """Return the mosquitto bridge section to the core broker (empty when no bridge is set)."""
+    spec = line.spec
+    bridge = spec.broker.bridge
+    if bridge is None:
+        return ""
+    group = spec.sparkplug_group
+    identity = bridge_identity(spec)
+    prefixes = f' "" {bridge.remote_prefix}' if bridge.remote_prefix else ""
+    lines = [
+        f"connection {identity}",
+        f"address {bridge.host}:{bridge.port}",
+        f"remote_clientid {identity}",
+        f"bridge_cafile {tls_dir / TRUST_BUNDLE}",
+        f"bridge_certfile {tls_dir / f'{identity}.crt'}",
+        f"bridge_keyfile {tls_dir / f'{identity}.key'}",
+        "bridge_insecure false",
+        "bridge_protocol_version mqttv311",
+        "try_private true",
+        # Keep the bridge's session on both sides: QoS 1 messages queued during a WAN outage survive.
+        "cleansession false",
+        "local_cleansession false",
+        "notifications false",
+        "restart_timeout 2 60",
+    ]
+    for connector in topology(spec):
+        node = connector.edge_node_id
+        lines.append(f"topic {NAMESPACE}/{group}/+/{node}/# out 1{prefixes}")
+    for connector in topology(spec):
+        node = connector.edge_node_id
+        lines.append(f"topic {NAMESPACE}/{group}/NCMD/{node} in 1{prefixes}")
+        lines.append(f"topic {NAMESPACE}/{group}/DCMD/{node}/+ in 1{prefixes}")
+    if spec.primary_host_id is not None:
+        lines.append(f"topic {NAMESPACE}/STATE/{spec.primary_host_id} in 1{prefixes}")
+    return "\n".join(lines) + "\n"
+
+
+def render_acl(line: PlantLine) -> str:
+    """Return the mosquitto acl_file text derived from the Sparkplug topology.
+
+    With an acl_file, mosquitto denies whatever no line grants; `topic` lines below `user X` apply
+    to X only, and no `pattern` lines are used, so no rule applies to every client.
+    """
+    spec = line.spec
+    group = spec.sparkplug_group
+    base = f"{NAMESPACE}/{group}"
+    out = [f"# Rendered by plantline-operator for PlantLine {spec.site}/{spec.area}/{spec.line}; do not edit."]
+    for connector in topology(spec):
+        node = connector.edge_node_id
+        out += ["", f"user {connector.identity}"]
+        out += [f"topic write {base}/{kind}/{node}" for kind in ("NBIRTH", "NDEATH", "NDATA")]
+        for machine in connector.machines:
+            out += [f"topic write {base}/{kind}/{node}/{machine.id}" for kind in ("DBIRTH", "DDEATH", "DDATA")]
+        out += [f"topic read {base}/NCMD/{node}", f"topic read {base}/DCMD/{node}/+"]
+        if spec.primary_host_id is not None:
+            out.append(f"topic read {NAMESPACE}/STATE/{spec.primary_host_id}")
+    out += ["", f"user {reader_identity(spec)}", f"topic read {base}/#", f"topic read {NAMESPACE}/STATE/+"]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,152 @@
+"""The rendered mosquitto.conf and ACL, run by the real mosquitto with certificates from the pki."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from plantline.operator.api import PlantLine
+from plantline.operator.render import BrokerFiles, render_acl, render_certificate_requests, render_mosquitto_conf
+from plantline.pki.authority import Authority
+from plantline.pki.exports import CertFormat
+from plantline_testing import find_program, free_port
+
+pytestmark = pytest.mark.peer
+OBSERVER = "test-observer"  # not part of the line: sees every topic, to check what was delivered
+
+
+class Client:
+    """A paho client with the line's mTLS identity that records what it receives."""
+
+    def __init__(self, port: int, tls: Path, identity: str) -> None:
+        self._client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=identity)
+        context = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+        context.load_cert_chain(str(tls / f"{identity}.crt"), str(tls / f"{identity}.key"))
+        self._client.tls_set_context(context)
+        self.received: list[str] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.connect("127.0.0.1", port, keepalive=10)
+        self._client.loop_start()
+
+    def _on_message(self, _c: object, _u: object, message: paho.MQTTMessage) -> None:
+        with self._cond:
+            self.received.append(message.topic)
+            self._cond.notify_all()
+
+    def subscribe(self, topic: str) -> None:
+        self._subscribed.clear()
+        self._client.subscribe(topic, qos=1)
+        assert self._subscribed.wait(5)
+
+    def publish(self, topic: str) -> None:
+        self._client.publish(topic, b"x", qos=1).wait_for_publish(5)
+
+    def wait_for(self, topic: str) -> list[str]:
+        """Wait until `topic` arrived; return everything received up to then."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: topic in self.received, timeout=5), self.received
+            return list(self.received)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@dataclass
+class RunningBroker:
+    port: int
+    tls: Path
+    proc: subprocess.Popen[bytes]
+
+    def client(self, identity: str) -> Client:
+        return Client(self.port, self.tls, identity)
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        assert proc.poll() is None, f"mosquitto exited {proc.returncode}:\n{log.read_text()}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def broker(demo: PlantLine, tmp_path: Path) -> Iterator[RunningBroker]:
+    ca = Authority.init(tmp_path / "ca", name="Operator test CA", passphrase=None, encrypt=False)
+    tls, broker_dir = tmp_path / "tls", tmp_path / "broker"
+    tls.mkdir()
+    (broker_dir / "data").mkdir(parents=True)
+    (tls / "ca.crt").write_bytes(ca.trust_bundle())
+    for request in render_certificate_requests(demo):
+        ca.issue(request.identity, profile=request.profile, sans=request.sans)
+    ca.issue(OBSERVER, profile="mqtt-client")
+    (tls / "crl.pem").write_bytes(ca.crl_pem())
+    for cert in ca.certificates():
+        (tls / f"{cert.identity}.crt").write_bytes(ca.export(cert.identity, CertFormat.CHAIN))
+        key = tls / f"{cert.identity}.key"
+        key.write_bytes(ca.export(cert.identity, CertFormat.KEY))
+        key.chmod(0o600)
+    files = BrokerFiles.under(demo.spec, tls_dir=tls, broker_dir=broker_dir)
+    files.acl_file.write_text(render_acl(demo) + f"\nuser {OBSERVER}\ntopic read #\n")
+    port = free_port()
+    conf = broker_dir / "mosquitto.conf"
+    run_as = "root" if os.geteuid() == 0 else None  # as root, mosquitto would drop to a user that cannot read tmp
+    conf.write_text(render_mosquitto_conf(demo, files=files, listen_address="127.0.0.1", port=port, run_as=run_as))
+    log = broker_dir / "mosquitto.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([find_program("mosquitto"), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_listening(proc, port, log)
+        yield RunningBroker(port, tls, proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_connector_publishes_only_into_its_own_edge_node(broker: RunningBroker) -> None:
+    observer, filler = broker.client(OBSERVER), broker.client("site1-line1-filler")
+    try:
+        observer.subscribe("#")
+        filler.publish("spBv1.0/site1/DDATA/line1-capper/capper")  # another edge node
+        filler.publish("spBv1.0/site2/DDATA/line1-filler/filler")  # another group
+        filler.publish("spBv1.0/site1/NCMD/line1-filler")  # commands are not the node's to send
+        filler.publish("spBv1.0/site1/DDATA/line1-filler/filler")  # its own: delivered after the others
+        assert observer.wait_for("spBv1.0/site1/DDATA/line1-filler/filler") == [
+            "spBv1.0/site1/DDATA/line1-filler/filler"
+        ]
+    finally:
+        observer.close()
+        filler.close()
+
+
+def test_reader_reads_the_group_but_cannot_publish(broker: RunningBroker) -> None:
+    observer, reader, capper = (broker.client(i) for i in (OBSERVER, "site1-line1-reader", "site1-line1-capper"))
+    try:
+        observer.subscribe("#")
+        reader.subscribe("spBv1.0/site1/#")
+        reader.publish("spBv1.0/site1/NCMD/line1-capper")
+        reader.publish("spBv1.0/site1/DDATA/line1-capper/capper")
+        capper.publish("spBv1.0/site1/NBIRTH/line1-capper")
+        assert observer.wait_for("spBv1.0/site1/NBIRTH/line1-capper") == ["spBv1.0/site1/NBIRTH/line1-capper"]
+        assert reader.wait_for("spBv1.0/site1/NBIRTH/line1-capper") == ["spBv1.0/site1/NBIRTH/line1-capper"]
+    finally:
+        for client in (observer, reader, capper):
+            client.close()

@@ -1,0 +1,200 @@
+"""The pure renderers: connector configs, certificate requests, mosquitto.conf, ACL, bridge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plantline.connectors.config import ConnectorConfig, parse_config
+from plantline.operator.api import PlantLine, parse_plantline
+from plantline.operator.render import (
+    BrokerFiles,
+    CertificateRequest,
+    connector_config_data,
+    render_acl,
+    render_bridge,
+    render_certificate_requests,
+    render_connector_configs,
+    render_mosquitto_conf,
+)
+
+DemoData = Callable[[], dict[str, Any]]
+TLS = Path("/etc/plantline/tls")
+DATA = Path("/var/lib/plantline")
+
+
+def test_one_connector_config_per_machine(demo: PlantLine) -> None:
+    configs = render_connector_configs(demo, tls_dir=TLS, data_dir=DATA, metrics_base_port=9500)
+    assert list(configs) == ["capper", "filler", "labeler"]
+    filler = configs["filler"]
+    assert filler.sparkplug.group_id == "site1"
+    assert filler.sparkplug.edge_node_id == "line1-filler"
+    assert filler.brokers[0].tls is not None
+    assert filler.brokers[0].tls.cert_file == TLS / "site1-line1-filler.crt"
+    assert filler.brokers[0].tls.ca_file == TLS / "ca.crt"
+    assert filler.outbox.directory == DATA / "filler" / "outbox"
+    assert filler.state_directory == DATA / "filler" / "state"
+    assert [c.metrics_port for c in configs.values()] == [9500, 9501, 9502]
+    assert filler.devices[0].sampling_interval_ms == 500
+    assert filler.devices[0].kpi.ideal_cycle_s == 0.5
+    assert filler.shifts is not None
+
+
+def test_rendered_yaml_is_a_valid_connector_config(demo: PlantLine) -> None:
+    for group, config in render_connector_configs(demo, tls_dir=TLS, data_dir=DATA).items():
+        text = yaml.safe_dump(connector_config_data(config), sort_keys=False)
+        assert parse_config(yaml.safe_load(text), source=group) == config
+
+
+def test_per_line_grouping_makes_the_line_one_edge_node(demo_data: DemoData) -> None:
+    data = demo_data()
+    del data["spec"]["connectors"]  # perLine is the default
+    line = parse_plantline(data)
+    configs = render_connector_configs(line, tls_dir=TLS, data_dir=DATA)
+    assert list(configs) == ["line1"]
+    (config,) = configs.values()
+    assert config.sparkplug.edge_node_id == "line1"  # DESIGN: edge_node_id = the line
+    assert [d.id for d in config.devices] == ["filler", "capper", "labeler"]
+    acl = render_acl(line)
+    assert "topic write spBv1.0/site1/NBIRTH/line1" in acl
+    assert "line1-filler" not in acl
+
+
+def test_per_protocol_grouping(demo_data: DemoData) -> None:
+    data = demo_data()
+    data["spec"]["machines"].append(
+        {"id": "palletizer", "protocol": "s7", "endpoint": "s7://10.0.0.9",
+         "tags": [{"signal": "state.run", "address": "DB1.DBX0.0", "datatype": "bool"}]}
+    )  # fmt: skip
+    data["spec"]["connectors"] = {"grouping": "perProtocol"}
+    configs = render_connector_configs(parse_plantline(data), tls_dir=TLS, data_dir=DATA)
+    assert list(configs) == ["cip", "opcua", "s7"]
+    assert [d.id for d in configs["s7"].devices] == ["capper", "palletizer"]
+    assert isinstance(configs["s7"], ConnectorConfig)
+
+
+def test_tag_sampling_interval_narrows_the_device(demo_data: DemoData) -> None:
+    data = demo_data()
+    data["spec"]["machines"][1]["tags"][0]["samplingInterval"] = 0.1
+    configs = render_connector_configs(parse_plantline(data), tls_dir=TLS, data_dir=DATA)
+    assert configs["capper"].devices[0].sampling_interval_ms == 100
+
+
+def test_certificate_requests(demo: PlantLine) -> None:
+    assert render_certificate_requests(demo) == [
+        CertificateRequest("site1-line1-capper", "mqtt-client", (), 90, 30),
+        CertificateRequest("site1-line1-filler", "mqtt-client", (), 90, 30),
+        CertificateRequest("site1-line1-labeler", "mqtt-client", (), 90, 30),
+        CertificateRequest("site1-line1-broker", "mqtt-server", ("ip:127.0.0.1",), None, 30),
+        CertificateRequest("site1-line1-reader", "mqtt-client", (), 90, 30),
+    ]
+
+
+def test_secured_opcua_machine_gets_an_application_certificate(demo_data: DemoData) -> None:
+    data = demo_data()
+    data["spec"]["machines"][0]["opcua"] = {"securityPolicy": "Basic256Sha256", "securityMode": "SignAndEncrypt"}
+    data["spec"]["broker"] = {"host": "broker.site1.local", "bridge": {"host": "core.example.com"}}
+    line = parse_plantline(data)
+    requests = {r.identity: r for r in render_certificate_requests(line)}
+    assert requests["site1-line1-filler-ua"].profile == "opcua-application"
+    assert requests["site1-line1-filler-ua"].sans == ("uri:urn:plantline:site1:line1:filler",)
+    assert requests["site1-line1-broker"].sans == ("dns:broker.site1.local",)
+    assert requests["site1-line1-bridge"].profile == "mqtt-client"
+    device = render_connector_configs(line, tls_dir=TLS, data_dir=DATA)["filler"].devices[0]
+    assert device.opcua.certificate_file == TLS / "site1-line1-filler-ua.crt"
+    assert device.opcua.private_key_file == TLS / "site1-line1-filler-ua.key"
+
+
+def test_acl_is_exact(demo_data: DemoData) -> None:
+    data = demo_data()
+    data["spec"]["machines"] = data["spec"]["machines"][1:2]
+    data["spec"]["primaryHostId"] = "scada"
+    assert render_acl(parse_plantline(data)) == (
+        "# Rendered by plantline-operator for PlantLine site1/packaging/line1; do not edit.\n"
+        "\n"
+        "user site1-line1-capper\n"
+        "topic write spBv1.0/site1/NBIRTH/line1-capper\n"
+        "topic write spBv1.0/site1/NDEATH/line1-capper\n"
+        "topic write spBv1.0/site1/NDATA/line1-capper\n"
+        "topic write spBv1.0/site1/DBIRTH/line1-capper/capper\n"
+        "topic write spBv1.0/site1/DDEATH/line1-capper/capper\n"
+        "topic write spBv1.0/site1/DDATA/line1-capper/capper\n"
+        "topic read spBv1.0/site1/NCMD/line1-capper\n"
+        "topic read spBv1.0/site1/DCMD/line1-capper/+\n"
+        "topic read spBv1.0/STATE/scada\n"
+        "\n"
+        "user site1-line1-reader\n"
+        "topic read spBv1.0/site1/#\n"
+        "topic read spBv1.0/STATE/+\n"
+    )
+
+
+def test_acl_has_no_rule_for_everyone(demo: PlantLine) -> None:
+    acl = render_acl(demo).splitlines()
+    first_user = next(i for i, line in enumerate(acl) if line.startswith("user "))
+    assert all(line == "" or line.startswith("#") for line in acl[:first_user])
+    assert not any(line.startswith("pattern") for line in acl)
+    assert not any(line.startswith("topic readwrite") for line in acl)
+
+
+def test_mosquitto_conf(demo: PlantLine) -> None:
+    files = BrokerFiles.under(demo.spec, tls_dir=TLS, broker_dir=DATA / "broker")
+    conf = render_mosquitto_conf(demo, files=files).splitlines()
+    for line in (
+        "allow_anonymous false",
+        "listener 8883 0.0.0.0",
+        "cafile /etc/plantline/tls/ca.crt",
+        "certfile /etc/plantline/tls/site1-line1-broker.crt",
+        "keyfile /etc/plantline/tls/site1-line1-broker.key",
+        "crlfile /etc/plantline/tls/crl.pem",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "set_tcp_nodelay true",
+        "persistence true",
+        "persistence_location /var/lib/plantline/broker/data/",
+        "acl_file /var/lib/plantline/broker/acl",
+    ):
+        assert line in conf
+    assert not any(line.startswith("connection ") for line in conf)
+
+
+def test_bridge_section(demo_data: DemoData) -> None:
+    data = demo_data()
+    data["spec"]["primaryHostId"] = "scada"
+    data["spec"]["machines"] = data["spec"]["machines"][:2]
+    data["spec"]["broker"]["bridge"] = {"host": "core.example.com", "port": 8884}
+    line = parse_plantline(data)
+    assert render_bridge(line, tls_dir=TLS) == (
+        "connection site1-line1-bridge\n"
+        "address core.example.com:8884\n"
+        "remote_clientid site1-line1-bridge\n"
+        "bridge_cafile /etc/plantline/tls/ca.crt\n"
+        "bridge_certfile /etc/plantline/tls/site1-line1-bridge.crt\n"
+        "bridge_keyfile /etc/plantline/tls/site1-line1-bridge.key\n"
+        "bridge_insecure false\n"
+        "bridge_protocol_version mqttv311\n"
+        "try_private true\n"
+        "cleansession false\n"
+        "local_cleansession false\n"
+        "notifications false\n"
+        "restart_timeout 2 60\n"
+        "topic spBv1.0/site1/+/line1-capper/# out 1\n"
+        "topic spBv1.0/site1/+/line1-filler/# out 1\n"
+        "topic spBv1.0/site1/NCMD/line1-capper in 1\n"
+        "topic spBv1.0/site1/DCMD/line1-capper/+ in 1\n"
+        "topic spBv1.0/site1/NCMD/line1-filler in 1\n"
+        "topic spBv1.0/site1/DCMD/line1-filler/+ in 1\n"
+        "topic spBv1.0/STATE/scada in 1\n"
+    )
+    files = BrokerFiles.under(line.spec, tls_dir=TLS, broker_dir=DATA / "broker")
+    assert "connection site1-line1-bridge" in render_mosquitto_conf(line, files=files)
+
+
+def test_bridge_remote_prefix(demo_data: DemoData) -> None:
+    data = demo_data()
+    data["spec"]["broker"]["bridge"] = {"host": "core", "remotePrefix": "plants/"}
+    text = render_bridge(parse_plantline(data), tls_dir=TLS)
+    assert 'topic spBv1.0/site1/+/line1-filler/# out 1 "" plants/' in text
