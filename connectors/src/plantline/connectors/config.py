@@ -128,17 +128,18 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+def _time_of_day(value: str) -> str:
+    if not _CLOCK.fullmatch(value):
+        raise ValueError(f"{value!r} is not a time of day; expected HH:MM")
+    return value
+
+
 class BreakSettings(_Strict):
     start: str
     end: str
     name: str = "break"
 
-    @field_validator("start", "end")
-    @classmethod
-    def _clock(cls, value: str) -> str:
-        if not _CLOCK.fullmatch(value):
-            raise ValueError(f"{value!r} is not a time of day; expected HH:MM")
-        return value
+    _clock = field_validator("start", "end")(_time_of_day)
 
 
 class ShiftSettings(_Strict):
@@ -150,12 +151,7 @@ class ShiftSettings(_Strict):
     days: list[Weekday] = Field(default_factory=lambda: list(ALL_WEEKDAYS))
     breaks: list[BreakSettings] = Field(default_factory=list)
 
-    @field_validator("start", "end")
-    @classmethod
-    def _clock(cls, value: str) -> str:
-        if not _CLOCK.fullmatch(value):
-            raise ValueError(f"{value!r} is not a time of day; expected HH:MM")
-        return value
+    _clock = field_validator("start", "end")(_time_of_day)
 
 
 class ShiftCalendarSettings(_Strict):

@@ -47,15 +47,13 @@ import contextlib
 import enum
 import json
 import logging
-import signal as signals
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Self
 
 from snap7.server import Server
@@ -63,6 +61,7 @@ from snap7.type import SrvArea
 
 from plantline.connectors.samples import Value
 from plantline.connectors.sim.machine import SIGNALS, MachineModel
+from plantline.connectors.sim.standalone import add_common_arguments, serve_until_signalled
 
 _log = logging.getLogger(__name__)
 
@@ -367,36 +366,20 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Serve a simulated machine over S7 (python-snap7 3.x server) until interrupted.",
         epilog="Example: python -m plantline.connectors.sim.s7_server --port 1102 --seed 1 --db 10",
     )
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--machine", default=DEFAULT_MACHINE, help="name used in messages (default: Filler)")
+    add_common_arguments(parser, machine=DEFAULT_MACHINE, machine_help="name used in messages")
     parser.add_argument("--db", type=int, default=DEFAULT_DB, help="the data block number (default: 10)")
-    parser.add_argument("--update-interval", type=float, default=0.1, help="seconds between model steps")
-    parser.add_argument("--ideal-cycle", type=float, default=2.0, help="ideal cycle time in seconds")
-    parser.add_argument("--speed", type=float, default=1.0, help="model seconds per wall-clock second")
-    parser.add_argument("--layout", action="store_true", help="print the config tags as JSON and exit")
-    parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the simulator until SIGINT or SIGTERM."""
     args = _parse(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.layout:
         print(json.dumps(layout_tags(args.db), indent=2))
         return
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
-        stop.set()
-
-    for signum in (signals.SIGINT, signals.SIGTERM):
-        signals.signal(signum, on_signal)
-    try:
-        server = S7MachineServer(
+    serve_until_signalled(
+        args.log_level,
+        lambda: S7MachineServer(
             args.port,
             seed=args.seed,
             update_interval_s=args.update_interval,
@@ -405,21 +388,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             db=args.db,
             ideal_cycle_s=args.ideal_cycle,
             speed=args.speed,
-        )
-        server.start()
-    except ValueError as exc:  # bad arguments
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as exc:  # e.g. the port is taken
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    try:
-        print(f"serving {args.machine} on {server.url} (DB{args.db})", file=sys.stderr, flush=True)
-        while not stop.wait(1.0):
-            pass
-    finally:
-        with contextlib.suppress(Exception):
-            server.stop()
+        ),
+        lambda server: f"serving {args.machine} on {server.url} (DB{args.db})",
+    )
 
 
 if __name__ == "__main__":

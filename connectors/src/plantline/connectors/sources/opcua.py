@@ -68,7 +68,8 @@ from plantline.connectors.backoff import Backoff
 from plantline.connectors.config import Deadband, Device, Tag
 from plantline.connectors.quality import opcua_quality
 from plantline.connectors.samples import Quality, Sample, Value
-from plantline.connectors.sources import SourceCounters, SourceState
+from plantline.connectors.sources import SourceState
+from plantline.connectors.sources.base import SourceBase
 
 _log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ def _cert_properties(content: bytes) -> CertProperties:
 PublishCallback = Callable[[ua.PublishResult], Coroutine[Any, Any, None]]
 
 
-class OpcUaSource:
+class OpcUaSource(SourceBase):
     """Samples of one OPC UA device, kept flowing across server restarts; use as `async with`."""
 
     def __init__(
@@ -246,7 +247,7 @@ class OpcUaSource:
             raise ValueError(f"device {device.id!r} speaks {device.protocol}, not opcua")
         if max_buffered < 1:
             raise ValueError(f"max_buffered must be >= 1, got {max_buffered!r}")
-        self._device = device
+        super().__init__(device)
         self._tags = monitored_tags(device)
         self._by_handle = {item.handle: item.tag for item in self._tags}
         self._clock = clock
@@ -255,37 +256,16 @@ class OpcUaSource:
         self._request_timeout_s = request_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=max_buffered)
-        self._state = SourceState.DISCONNECTED
-        self._state_changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._slowdown = 1.0
         self._resubscribe_pending = False
         self._generation = 0  # one per client, so a late callback of an old client is ignored
         self._lost_reason: str | None = None
         self._wake = asyncio.Event()
         self._subscription_ids: list[int] = []
         self._warned: set[tuple[str, str]] = set()
-        self._counters = SourceCounters()
 
     # -- the Source protocol ------------------------------------------------------------------------
-
-    @property
-    def device_id(self) -> str:
-        return self._device.id
-
-    @property
-    def state(self) -> SourceState:
-        return self._state
-
-    @property
-    def counters(self) -> SourceCounters:
-        return self._counters
-
-    @property
-    def slowdown(self) -> float:
-        """The factor the sampling and publishing intervals are currently multiplied by."""
-        return self._slowdown
 
     async def __aenter__(self) -> Self:
         if self._task is not None or self._closed:
@@ -327,36 +307,12 @@ class OpcUaSource:
         Takes effect by re-creating the subscriptions on the current session (or at the next
         connection); setting the factor in force again does nothing.
         """
-        if not math.isfinite(factor) or factor <= 0:
-            raise ValueError(f"slowdown factor must be a positive number, got {factor!r}")
-        factor = max(1.0, factor)
-        if factor == self._slowdown:
+        if not self._change_slowdown(factor):
             return
-        _log.info("device %s: sampling slowed down x%g (was x%g)", self.device_id, factor, self._slowdown)
-        self._slowdown = factor
         self._resubscribe_pending = True
         self._wake.set()
 
-    async def wait_for_state(self, *states: SourceState) -> SourceState:
-        """Return once the source is in one of `states` (at once if it already is).
-
-        Raises RuntimeError if the source closes first (unless CLOSED is one of `states`).
-        """
-        while self._state not in states:
-            if self._state is SourceState.CLOSED:
-                raise RuntimeError(f"source {self.device_id!r} closed")
-            await self._state_changed.wait()
-        return self._state
-
     # -- the connection task ------------------------------------------------------------------------
-
-    def _set_state(self, state: SourceState) -> None:
-        if state is self._state:
-            return
-        _log.debug("device %s: %s -> %s", self.device_id, self._state.value, state.value)
-        self._state = state
-        self._state_changed.set()
-        self._state_changed = asyncio.Event()
 
     async def _run(self) -> None:
         """Connect, serve, and after any failure or loss back off and start over, until cancelled."""

@@ -52,7 +52,8 @@ from typing import Self, TypeVar
 from plantline.connectors.backoff import Backoff
 from plantline.connectors.config import Device, Tag
 from plantline.connectors.samples import Quality, Sample, Value
-from plantline.connectors.sources import SourceCounters, SourceState
+from plantline.connectors.sources import SourceState
+from plantline.connectors.sources.base import SourceBase
 
 _log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class ChangeFilter:
         return old == new
 
 
-class PollingSource(abc.ABC):
+class PollingSource(SourceBase, abc.ABC):
     """A device polled over a blocking protocol library; implement `_connect`, `_poll`, `_disconnect`."""
 
     def __init__(
@@ -150,19 +151,15 @@ class PollingSource(abc.ABC):
             raise ValueError(f"device {device.id!r} speaks {device.protocol}, not {protocol}")
         if max_buffered < 1:
             raise ValueError(f"max_buffered must be >= 1, got {max_buffered!r}")
-        self._device = device
+        super().__init__(device)
         self._protocol = protocol
         self._clock = clock
         self._backoff = backoff if backoff is not None else Backoff(initial=0.5, cap=30.0)
         self._queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=max_buffered)
         self._groups = poll_groups(device)
         self._filter = ChangeFilter(device.tags)
-        self._state = SourceState.DISCONNECTED
-        self._state_changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._slowdown = 1.0
-        self._counters = SourceCounters()
         self._warned: set[tuple[str, str]] = set()
         # One worker thread: the protocol library blocks, and one connection is not shared.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{protocol}-source-{device.id}")
@@ -198,23 +195,6 @@ class PollingSource(abc.ABC):
 
     # -- the Source protocol ------------------------------------------------------------------------
 
-    @property
-    def device_id(self) -> str:
-        return self._device.id
-
-    @property
-    def state(self) -> SourceState:
-        return self._state
-
-    @property
-    def counters(self) -> SourceCounters:
-        return self._counters
-
-    @property
-    def slowdown(self) -> float:
-        """The factor the polling intervals are currently multiplied by."""
-        return self._slowdown
-
     async def __aenter__(self) -> Self:
         if self._task is not None or self._closed:
             raise RuntimeError(f"a {type(self).__name__} can be entered once")
@@ -246,33 +226,9 @@ class PollingSource(abc.ABC):
 
     def set_slowdown(self, factor: float) -> None:
         """Multiply the polling intervals by `factor` (>= 1; 1 is full rate), from the next poll on."""
-        if not math.isfinite(factor) or factor <= 0:
-            raise ValueError(f"slowdown factor must be a positive number, got {factor!r}")
-        factor = max(1.0, factor)
-        if factor != self._slowdown:
-            _log.info("device %s: polling slowed down x%g (was x%g)", self.device_id, factor, self._slowdown)
-            self._slowdown = factor
-
-    async def wait_for_state(self, *states: SourceState) -> SourceState:
-        """Return once the source is in one of `states` (at once if it already is).
-
-        Raises RuntimeError if the source closes first (unless CLOSED is one of `states`).
-        """
-        while self._state not in states:
-            if self._state is SourceState.CLOSED:
-                raise RuntimeError(f"source {self.device_id!r} closed")
-            await self._state_changed.wait()
-        return self._state
+        self._change_slowdown(factor)
 
     # -- the connection task ------------------------------------------------------------------------
-
-    def _set_state(self, state: SourceState) -> None:
-        if state is self._state:
-            return
-        _log.debug("device %s: %s -> %s", self.device_id, self._state.value, state.value)
-        self._state = state
-        self._state_changed.set()
-        self._state_changed = asyncio.Event()
 
     async def _run(self) -> None:
         """Connect, poll, and after any failure or loss back off and start over, until cancelled."""

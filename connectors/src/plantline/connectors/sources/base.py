@@ -1,0 +1,70 @@
+"""What every source shares: its device, an explicit state with waits, counters, a slowdown factor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+
+from plantline.connectors.config import Device
+from plantline.connectors.sources import SourceCounters, SourceState
+
+_log = logging.getLogger(__name__)
+
+
+class SourceBase:
+    """The Source protocol's plumbing; a concrete source adds its connection task and samples()."""
+
+    def __init__(self, device: Device) -> None:
+        self._device = device
+        self._state = SourceState.DISCONNECTED
+        self._state_changed = asyncio.Event()
+        self._slowdown = 1.0
+        self._counters = SourceCounters()
+
+    @property
+    def device_id(self) -> str:
+        return self._device.id
+
+    @property
+    def state(self) -> SourceState:
+        return self._state
+
+    @property
+    def counters(self) -> SourceCounters:
+        return self._counters
+
+    @property
+    def slowdown(self) -> float:
+        """The factor the source's sampling intervals are currently multiplied by."""
+        return self._slowdown
+
+    async def wait_for_state(self, *states: SourceState) -> SourceState:
+        """Return once the source is in one of `states` (at once if it already is).
+
+        Raises RuntimeError if the source closes first (unless CLOSED is one of `states`).
+        """
+        while self._state not in states:
+            if self._state is SourceState.CLOSED:
+                raise RuntimeError(f"source {self.device_id!r} closed")
+            await self._state_changed.wait()
+        return self._state
+
+    def _set_state(self, state: SourceState) -> None:
+        if state is self._state:
+            return
+        _log.debug("device %s: %s -> %s", self.device_id, self._state.value, state.value)
+        self._state = state
+        self._state_changed.set()
+        self._state_changed = asyncio.Event()
+
+    def _change_slowdown(self, factor: float) -> bool:
+        """Validate and record a new slowdown factor (>= 1); return whether it changed."""
+        if not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"slowdown factor must be a positive number, got {factor!r}")
+        factor = max(1.0, factor)
+        if factor == self._slowdown:
+            return False
+        _log.info("device %s: sampling slowed down x%g (was x%g)", self.device_id, factor, self._slowdown)
+        self._slowdown = factor
+        return True
