@@ -30,6 +30,6 @@ bench:
 	$(UV_RUN) python bench/plc_read_bench.py
 	$(UV_RUN) python bench/connector_pipeline_bench.py
 
+# The demo line with simulated PLCs: a local CA, mosquitto with mTLS, three simulators, the connectors.
 up:
-	@echo "plantline up is not built yet: it arrives with the PlantLine API (see the README)." >&2
-	@exit 1
+	$(UV_RUN) plantline up examples/demo-line.yaml --simulate

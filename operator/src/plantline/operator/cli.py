@@ -1,4 +1,4 @@
-"""The `plantline` command: validate a PlantLine, print its CRD, render its files.
+"""The `plantline` command: validate a PlantLine, print its CRD, render its files, run it locally.
 
 Exit codes: 0 success; 1 unreadable input or refused write; 2 invalid PlantLine.
 Human messages go to stderr, data to stdout.
@@ -35,8 +35,18 @@ EPILOG = """examples:
   plantline validate --format json line.yaml
   plantline crd > operator/crds/plantline.dev_plantlines.yaml
   plantline render examples/demo-line.yaml --out build/line1
+  plantline up examples/demo-line.yaml --simulate
 
-exit codes: 0 ok, 1 unreadable input or refused overwrite, 2 invalid PlantLine"""
+exit codes: 0 ok (up: stopped cleanly), 1 unreadable input, refused overwrite or up failed, 2 invalid PlantLine"""
+
+UP_HELP = """Run the line on this machine: a CA and TLS files, a real mosquitto with mutual TLS, the
+connectors as supervised processes (and, with --simulate, a simulated PLC per machine on the port its
+endpoint names). Ctrl-C stops the connectors (NDEATH), the simulators, then the broker.
+
+The state directory (default .plantline/<site>-<line>, 0700) persists the CA, TLS files, outboxes
+and bdSeq; a second `up` reuses them. The CA key is encrypted with $PLANTLINE_PKI_PASSPHRASE or,
+when unset, a passphrase generated into <state-dir>/pki-passphrase (0600): a local demo CA, not a
+production one. OPC UA application certificates (secured machines) are not issued: they need an RSA CA."""
 
 
 class Unreadable(Exception):
@@ -114,6 +124,16 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from plantline.operator.local import run_up  # noqa: PLC0415 - the applier is loaded only for `up`
+
+    try:
+        line = _parse(args.file)
+    except PlantLineInvalid as exc:
+        return _report_invalid(args.file, exc.problems, "text")
+    return run_up(line, state_dir=args.state_dir, simulate=args.simulate, metrics_base_port=args.metrics_base_port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plantline", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--data-dir", type=Path, default=Path("/var/lib/plantline"), help="outboxes, state, broker")
     render.add_argument("--metrics-base-port", type=int, default=9400)
     render.set_defaults(run=cmd_render)
+
+    up = commands.add_parser(
+        "up", help="run the line locally: CA, mosquitto (mTLS), connectors", description=UP_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    up.add_argument("file", type=Path)
+    up.add_argument("--simulate", action="store_true", help="start a simulated PLC for every machine")
+    up.add_argument("--state-dir", type=Path, default=None, help="default: .plantline/<site>-<line>")
+    up.add_argument("--metrics-base-port", type=int, default=9400, help="connectors' /metrics ports count up from it")
+    up.set_defaults(run=cmd_up)
     return parser
 
 

@@ -1,0 +1,649 @@
+"""The local applier behind `plantline up`: one PlantLine run on this machine as supervised processes.
+
+The state directory (default `.plantline/<site>-<line>`, mode 0700) keeps everything a second `up`
+reuses: the CA (`ca/`, its key encrypted with a passphrase from $PLANTLINE_PKI_PASSPHRASE or from
+`pki-passphrase`, 0600, generated on first use), the TLS files (`tls/`, keys 0600), the rendered
+files (`broker/mosquitto.conf`, `broker/acl`, `connectors/<group>.yaml`), the connectors' outboxes
+and bdSeq (`data/<group>/`), logs (`logs/`) and the running children (`pids.json`).
+
+Every child runs in its own process group and gets SIGTERM should `up` itself die (Linux
+PR_SET_PDEATHSIG). SIGINT/SIGTERM stop the connectors first (so they publish NDEATH), then the
+simulators, then the broker; each group is SIGKILLed if it does not exit in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import fcntl
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from plantline.operator.api import MachineSpec, PlantLine
+from plantline.operator.render import (
+    CRL,
+    TRUST_BUNDLE,
+    BrokerFiles,
+    CertificateRequest,
+    connector_config_data,
+    reader_identity,
+    render_acl,
+    render_certificate_requests,
+    render_connector_configs,
+    render_mosquitto_conf,
+    topology,
+)
+from plantline.pki.authority import Authority
+from plantline.pki.errors import PassphraseError
+from plantline.pki.exports import CertFormat
+
+PASSPHRASE_ENV = "PLANTLINE_PKI_PASSPHRASE"
+PASSPHRASE_FILE = "pki-passphrase"
+DEFAULT_PORTS = {"opcua": 4840, "s7": 102, "cip": 44818}
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+BACKOFF_MIN = 1.0
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 60.0  # a child that ran this long restarts with the shortest delay again
+STATUS_INTERVAL_TTY = 2.0
+STATUS_INTERVAL_PLAIN = 10.0
+
+
+class UpError(Exception):
+    """`plantline up` cannot go on; the message says why and what to do."""
+
+
+def say(message: str) -> None:
+    print(f"plantline up: {message}", file=sys.stderr, flush=True)
+
+
+# -- the state directory ----------------------------------------------------------------------------
+
+
+def default_state_dir(line: PlantLine) -> Path:
+    return Path(".plantline") / f"{line.spec.site}-{line.spec.line}"
+
+
+def _write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write a file atomically with `mode` from its first byte (keys are never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    root: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "ca"
+
+    @property
+    def tls(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def broker(self) -> Path:
+        return self.root / "broker"
+
+    @property
+    def connectors(self) -> Path:
+        return self.root / "connectors"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.root / "pids.json"
+
+    @property
+    def passphrase(self) -> Path:
+        return self.root / PASSPHRASE_FILE
+
+
+def _passphrase(layout: Layout) -> bytes:
+    from_env = os.environ.get(PASSPHRASE_ENV)
+    if from_env:
+        return from_env.encode()
+    if layout.passphrase.exists():
+        return layout.passphrase.read_bytes().strip()
+    if (layout.ca / "pki.db").exists():
+        raise UpError(f"{layout.ca}: the CA key is encrypted; set ${PASSPHRASE_ENV} or restore {layout.passphrase}")
+    _write(layout.passphrase, secrets.token_urlsafe(32).encode() + b"\n", mode=0o600)
+    say(f"generated the CA passphrase into {layout.passphrase} (0600); set ${PASSPHRASE_ENV} to choose your own")
+    return layout.passphrase.read_bytes().strip()
+
+
+def open_authority(line: PlantLine, layout: Layout) -> Authority:
+    """Return the state directory's CA, creating it (key encrypted) on first use."""
+    passphrase = _passphrase(layout)
+    if (layout.ca / "pki.db").exists():
+        return Authority(layout.ca, passphrase=lambda: passphrase, actor="plantline up")
+    say(f"creating a CA in {layout.ca}")
+    return Authority.init(
+        layout.ca,
+        name=f"PlantLine {line.spec.site}-{line.spec.line} local CA",
+        passphrase=passphrase,
+        encrypt=True,
+        actor="plantline up",
+    )
+
+
+def ca_fingerprint(authority: Authority) -> str:
+    generations = authority.info()["generations"]
+    return str(next(g for g in generations if g["state"] == "active")["sha256_fingerprint"])
+
+
+def ensure_certificates(authority: Authority, requests: list[CertificateRequest], tls_dir: Path) -> list[str]:
+    """Issue (or renew when due) each requested certificate and write its TLS files; return skipped ones."""
+    skipped: list[str] = []
+    for request in requests:
+        if request.profile == "opcua-application":
+            skipped.append(request.identity)
+            continue
+        if not authority.certificates(identity=request.identity, status="active"):
+            authority.issue(
+                request.identity, profile=request.profile, sans=request.sans, validity_days=request.validity_days
+            )
+        elif authority.needs_renewal(request.identity).action.needs_work:
+            authority.renew(request.identity, validity_days=request.validity_days)
+        _write(tls_dir / f"{request.identity}.crt", authority.export(request.identity, CertFormat.CHAIN))
+        _write(tls_dir / f"{request.identity}.key", authority.export(request.identity, CertFormat.KEY), mode=0o600)
+    authority.generate_crl()  # a fresh CRL: mosquitto refuses every client once the CRL has expired
+    _write(tls_dir / TRUST_BUNDLE, authority.trust_bundle())
+    _write(tls_dir / CRL, authority.crl_pem())
+    return skipped
+
+
+# -- ports and programs -----------------------------------------------------------------------------
+
+
+def port_taken(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def wait_listening(host: str, port: int, alive: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            return False
+        try:
+            socket.create_connection((host, port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def find_mosquitto() -> str:
+    path = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    if path is None:
+        raise UpError("mosquitto is not installed (looked in PATH and /usr/sbin); run: sudo apt-get install mosquitto")
+    return path
+
+
+def endpoint_host_port(machine: MachineSpec) -> tuple[str, int]:
+    parts = urlsplit(machine.endpoint)
+    return parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORTS[machine.protocol]
+
+
+def _sim_machine_name(machine: MachineSpec) -> str:
+    """The simulator's machine name, as the tag addresses use it (`ns=2;s=Filler.x`, `Labeler_x`)."""
+    first = machine.tags[0].address
+    if machine.protocol == "opcua" and ";s=" in first and "." in first:
+        return first.split(";s=", 1)[1].split(".", 1)[0]
+    if machine.protocol == "cip" and "_" in first:
+        return first.split("_", 1)[0]
+    return machine.id.capitalize()
+
+
+def simulator_argv(machine: MachineSpec, seed: int) -> list[str]:
+    host, port = endpoint_host_port(machine)
+    argv = [sys.executable, "-m", f"plantline.connectors.sim.{machine.protocol}_server"]
+    argv += ["--host", host, "--port", str(port), "--seed", str(seed), "--machine", _sim_machine_name(machine)]
+    if machine.ideal_cycle_time is not None:
+        argv += ["--ideal-cycle", str(machine.ideal_cycle_time)]
+    if machine.protocol == "s7":
+        db = machine.tags[0].address.upper().removeprefix("DB").split(".", 1)[0]
+        if db.isdigit():
+            argv += ["--db", db]
+    return argv
+
+
+# -- supervision ------------------------------------------------------------------------------------
+
+
+def _deathsig() -> Callable[[], None] | None:
+    """Return a preexec_fn asking Linux to SIGTERM the child when `up` dies (None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    prctl = libc.prctl
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
+@dataclass
+class Child:
+    """One supervised program in its own process group."""
+
+    name: str
+    kind: str  # connector | simulator | broker
+    argv: list[str]
+    log_path: Path
+    listen: tuple[str, int] | None = None
+    metrics_port: int | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    next_start: float | None = None
+    last_exit: int | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._log is None:
+            self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_deathsig(),  # noqa: PLW1509 - prctl only; `up` starts children from one thread
+        )
+        self.started_at = time.monotonic()
+        self.next_start = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def state(self) -> str:
+        if self.alive():
+            return "running"
+        if self.next_start is not None:
+            return f"exited {self.last_exit}, restart in {max(0.0, self.next_start - time.monotonic()):.0f}s"
+        return "stopped" if self.proc is not None else "not started"
+
+    def supervise(self, now: float) -> None:
+        """Restart a dead child with capped exponential backoff."""
+        if self.proc is None or self.alive():
+            return
+        if self.next_start is None:
+            self.last_exit = self.proc.returncode
+            _kill_group(self.proc.pid, signal.SIGKILL)  # whatever it left in its group
+            if now - self.started_at >= STABLE_AFTER:
+                self.restarts = 0
+            delay = min(BACKOFF_MAX, BACKOFF_MIN * 2**self.restarts)
+            self.restarts += 1
+            self.next_start = now + delay
+            say(f"{self.name} exited with {self.last_exit}; restarting in {delay:.0f}s (log: {self.log_path})")
+        elif now >= self.next_start:
+            self.start()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM the group, wait, then SIGKILL whatever is left of it."""
+        self.next_start = None
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            _kill_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                say(f"{self.name} did not stop in {timeout:.0f}s; killing it")
+        _kill_group(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return proc.returncode
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+
+
+def scrape(port: int) -> dict[str, dict[str, float]]:
+    """Return {family: {labels: value}} from a connector's /metrics, empty when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=0.5) as response:
+            text = response.read().decode()
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for raw in text.splitlines():
+        if not raw or raw.startswith("#"):
+            continue
+        name_labels, _, value = raw.rpartition(" ")
+        name, _, labels = name_labels.partition("{")
+        with contextlib.suppress(ValueError):
+            out.setdefault(name, {})[labels.rstrip("}")] = float(value)
+    return out
+
+
+def _by_device(family: dict[str, float], device: str, extra: str = "") -> float | None:
+    found = [v for k, v in family.items() if f'device="{device}"' in k and extra in k]
+    return found[0] if found else None
+
+
+# -- the applier ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalLine:
+    line: PlantLine
+    layout: Layout
+    simulate: bool
+    metrics_base_port: int
+    broker: Child | None = None
+    simulators: list[Child] = field(default_factory=list)
+    connectors: list[Child] = field(default_factory=list)
+    machine_group: dict[str, str] = field(default_factory=dict)
+
+    def children(self) -> list[Child]:
+        return [*([self.broker] if self.broker else []), *self.simulators, *self.connectors]
+
+    def prepare(self) -> None:
+        """Create the state directory, the CA and TLS files, and render every file."""
+        spec = self.line.spec
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.layout.root, 0o700)
+        authority = open_authority(self.line, self.layout)
+        skipped = ensure_certificates(authority, render_certificate_requests(self.line), self.layout.tls)
+        if skipped:
+            say(f"skipped OPC UA application certificates (they need an RSA CA): {', '.join(skipped)}")
+        say(f"CA {ca_fingerprint(authority)} in {self.layout.ca}")
+        files = BrokerFiles.under(spec, tls_dir=self.layout.tls.resolve(), broker_dir=self.layout.broker.resolve())
+        files.persistence_dir.mkdir(parents=True, exist_ok=True)
+        run_as = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
+        conf = render_mosquitto_conf(self.line, files=files, listen_address=spec.broker.host, run_as=run_as)
+        _write(self.layout.broker / "mosquitto.conf", conf.encode())
+        _write(files.acl_file, render_acl(self.line).encode())
+        configs = render_connector_configs(
+            self.line,
+            tls_dir=self.layout.tls.resolve(),
+            data_dir=self.layout.data.resolve(),
+            metrics_base_port=self.metrics_base_port,
+        )
+        logs = self.layout.logs
+        self.broker = Child(
+            "broker",
+            "broker",
+            [find_mosquitto(), "-c", str((self.layout.broker / "mosquitto.conf").resolve())],
+            logs / "mosquitto.log",
+            listen=(spec.broker.host, spec.broker.port),
+        )
+        if self.simulate:
+            for index, machine in enumerate(spec.machines):
+                self.simulators.append(
+                    Child(
+                        f"sim/{machine.id}",
+                        "simulator",
+                        simulator_argv(machine, seed=index + 1),
+                        logs / f"sim-{machine.id}.log",
+                        listen=endpoint_host_port(machine),
+                    )
+                )
+        for connector in topology(spec):
+            config = configs[connector.group]
+            path = self.layout.connectors / f"{connector.group}.yaml"
+            _write(path, yaml.safe_dump(connector_config_data(config), sort_keys=False).encode())
+            argv = [sys.executable, "-m", "plantline.connectors.cli", "run", "--config", str(path.resolve())]
+            self.connectors.append(
+                Child(
+                    f"connector/{connector.group}",
+                    "connector",
+                    argv,
+                    logs / f"connector-{connector.group}.log",
+                    metrics_port=config.metrics_port,
+                )
+            )
+            for machine in connector.machines:
+                self.machine_group[machine.id] = connector.group
+
+    def check_ports(self) -> None:
+        taken = [
+            f"{c.name} port {c.listen[0]}:{c.listen[1]}"
+            for c in [*([self.broker] if self.broker else []), *self.simulators]
+            if c.listen and port_taken(*c.listen)
+        ]
+        taken += [
+            f"{c.name} metrics port 127.0.0.1:{c.metrics_port}"
+            for c in self.connectors
+            if c.metrics_port and port_taken("127.0.0.1", c.metrics_port)
+        ]
+        if taken:
+            raise UpError(
+                "ports already in use: "
+                + "; ".join(taken)
+                + " (stop what holds them, change spec.broker.port / the endpoints, or pass --metrics-base-port)"
+            )
+
+    def start(self) -> None:
+        """Start the broker, the simulators, then the connectors; raise UpError if one fails to start."""
+        assert self.broker is not None  # noqa: S101 - prepare() ran
+        for child in [self.broker, *self.simulators]:
+            child.start()
+            assert child.listen is not None  # noqa: S101
+            if not wait_listening(*child.listen, alive=child.alive, timeout=START_TIMEOUT):
+                raise UpError(
+                    f"{child.name} did not listen on {child.listen[0]}:{child.listen[1]}:\n{child.log_tail()}"
+                )
+            self.write_pids()
+        for child in self.connectors:
+            child.start()
+        self.write_pids()
+
+    def write_pids(self) -> None:
+        data = {c.name: c.proc.pid for c in self.children() if c.proc is not None and c.alive()}
+        _write(self.layout.pids, (json.dumps({"up": os.getpid(), "children": data}, indent=2) + "\n").encode())
+
+    def stop(self) -> None:
+        """Connectors first (SIGTERM: they publish NDEATH), then simulators, then the broker."""
+        for group in (self.connectors, self.simulators, [self.broker] if self.broker else []):
+            threads = [threading.Thread(target=c.stop) for c in group]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.pids.unlink()
+
+    def status_rows(self) -> list[list[str]]:
+        rows: list[list[str]] = []
+        scraped = {c.name: scrape(c.metrics_port) for c in self.connectors if c.metrics_port and c.alive()}
+        by_group = {c.name.split("/", 1)[1]: c for c in self.connectors}
+        for machine in self.line.spec.machines:
+            child = by_group[self.machine_group[machine.id]]
+            metrics = scraped.get(child.name, {})
+            connected = _by_device(metrics.get("plantline_source_connected", {}), machine.id)
+            oee = _by_device(metrics.get("plantline_kpi_oee_ratio", {}), machine.id, 'scope="window"')
+            outbox = metrics.get("plantline_outbox_samples", {})
+            messages = metrics.get("plantline_sparkplug_messages_total", {})
+            rows.append(
+                [
+                    machine.id,
+                    machine.protocol,
+                    child.state(),
+                    "-" if connected is None else ("yes" if connected >= 1 else "no"),
+                    f"{sum(outbox.values()):.0f}" if outbox else "-",
+                    f"{sum(messages.values()):.0f}" if messages else "-",
+                    "-" if oee is None else f"{oee:.3f}",
+                ]
+            )
+        return rows
+
+    def broker_state(self) -> str:
+        spec = self.line.spec
+        state = self.broker.state() if self.broker else "not started"
+        return f"broker mqtts://{spec.broker.host}:{spec.broker.port}: {state}"
+
+
+HEADERS = ["machine", "protocol", "connector", "plc", "outbox", "sparkplug msgs", "oee"]
+
+
+class StatusView:
+    """The status table on stderr: rich.Live on a terminal when rich is installed, else plain text."""
+
+    def __init__(self, app: LocalLine) -> None:
+        self.app = app
+        self.tty = sys.stderr.isatty()
+        self.interval = STATUS_INTERVAL_TTY if self.tty else STATUS_INTERVAL_PLAIN
+        self.next_at = time.monotonic()
+        self._live: Any = None
+        if self.tty:
+            with contextlib.suppress(ImportError):
+                from rich.console import Console  # noqa: PLC0415 - optional
+                from rich.live import Live  # noqa: PLC0415 - optional
+
+                self._live = Live(console=Console(stderr=True), auto_refresh=False, transient=True)
+
+    def __enter__(self) -> StatusView:
+        if self._live is not None:
+            self._live.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def tick(self) -> None:
+        if time.monotonic() < self.next_at:
+            return
+        self.next_at = time.monotonic() + self.interval
+        rows = self.app.status_rows()
+        if self._live is not None:
+            from rich.table import Table  # noqa: PLC0415 - optional
+
+            table = Table(title=self.app.broker_state())
+            for header in HEADERS:
+                table.add_column(header)
+            for row in rows:
+                table.add_row(*row)
+            self._live.update(table, refresh=True)
+            return
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+        lines = [self.app.broker_state()]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [HEADERS, *rows]]
+        print("\n".join(lines) + "\n", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _state_lock(layout: Layout) -> Iterator[None]:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with (layout.root / "up.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UpError(f"{layout.root}: another `plantline up` is running on this state directory") from None
+        yield
+
+
+def run_up(line: PlantLine, *, state_dir: Path | None, simulate: bool, metrics_base_port: int = 9400) -> int:
+    """Prepare, start and supervise the line until SIGINT/SIGTERM; return the exit status."""
+    layout = Layout(state_dir if state_dir is not None else default_state_dir(line))
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    app = LocalLine(line, layout, simulate, metrics_base_port)
+    try:
+        with _state_lock(layout):
+            app.prepare()
+            app.check_ports()
+            try:
+                if stop.is_set():
+                    return 0
+                app.start()
+                _announce(app)
+                with StatusView(app) as view:
+                    while not stop.is_set():
+                        now = time.monotonic()
+                        for child in app.children():
+                            child.supervise(now)
+                        app.write_pids()
+                        view.tick()
+                        stop.wait(0.25)
+            finally:
+                say("stopping: connectors, then simulators, then the broker")
+                app.stop()
+                say("stopped")
+    except (UpError, PassphraseError) as exc:
+        say(f"error: {exc}")
+        return 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
+
+
+def _announce(app: LocalLine) -> None:
+    spec = app.line.spec
+    tls = app.layout.tls.resolve()
+    reader = reader_identity(spec)
+    url = f"mqtts://{spec.broker.host}:{spec.broker.port}"
+    print(f"broker: {url}", flush=True)
+    print(f"reader certificate: {tls / f'{reader}.crt'}", flush=True)
+    print(f"reader key: {tls / f'{reader}.key'}", flush=True)
+    print(f"ca: {tls / TRUST_BUNDLE}", flush=True)
+    print(
+        f"subscribe: mosquitto_sub -h {spec.broker.host} -p {spec.broker.port} --cafile {tls / TRUST_BUNDLE} "
+        f"--cert {tls / f'{reader}.crt'} --key {tls / f'{reader}.key'} -t 'spBv1.0/{spec.sparkplug_group}/#' -v",
+        flush=True,
+    )
+    say(f"running {len(app.connectors)} connector(s), {len(app.simulators)} simulator(s); Ctrl-C stops everything")

@@ -1,0 +1,205 @@
+"""`plantline up --simulate` end to end: simulators, mosquitto (mTLS), connectors; a clean stop; a resume."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from plantline.connectors.sparkplug import MessageType
+from plantline.operator.local import ca_fingerprint
+from plantline.pki.authority import Authority
+from plantline_testing import free_port
+from plantline_testing.sparkplug_reader import SparkplugReader
+
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-line.yaml"
+MACHINES = ("filler", "capper", "labeler")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_run(count: int) -> int:
+    """Return the first of `count` consecutive free ports."""
+    for _ in range(50):
+        base = free_port()
+        if base + count < 65535 and all(_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError("no run of free ports")
+
+
+def _demo_copy(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(DEMO.read_text())
+    spec = data["spec"]
+    spec["broker"]["port"] = free_port()
+    for machine in spec["machines"]:
+        scheme, rest = machine["endpoint"].split("://", 1)
+        host_port, _, tail = rest.partition("/") if scheme == "opc.tcp" else rest.partition("?")
+        sep = "/" if scheme == "opc.tcp" else "?"
+        host = host_port.rsplit(":", 1)[0]
+        machine["endpoint"] = f"{scheme}://{host}:{free_port()}" + (f"{sep}{tail}" if tail else "")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return data
+
+
+def _start_up(line_file: Path, state: Path, metrics_base: int, log: Path) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "plantline.operator.cli", "up", str(line_file), "--simulate"]
+    argv += ["--state-dir", str(state), "--metrics-base-port", str(metrics_base)]
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_broker(proc: subprocess.Popen[bytes], state: Path, port: int, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"up exited {proc.returncode}:\n{log.read_text(errors='replace')}"
+        if (state / "pids.json").exists() and not _free(port):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the broker did not come up:\n{log.read_text(errors='replace')}")
+
+
+def _reader(state: Path, port: int, client_id: str) -> SparkplugReader:
+    tls = state / "tls"
+    return SparkplugReader(
+        port=port, group_id="site1", ca=tls / "ca.crt", cert=tls / "site1-line1-reader.crt",
+        key=tls / "site1-line1-reader.key", client_id=client_id,
+    )  # fmt: skip
+
+
+def _bdseqs(reader: SparkplugReader) -> list[int]:
+    out = []
+    for message in reader.of(MessageType.NBIRTH):
+        out += [int(m.value) for m in message.payload.metrics if m.name == "bdSeq"]  # type: ignore[call-overload]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ", 1)[1].startswith("Z"))
+
+
+def _stop(proc: subprocess.Popen[bytes], log: Path) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"up did not stop within 30 s:\n{log.read_text(errors='replace')}")
+
+
+def _leftovers(state: Path) -> list[str]:
+    found = subprocess.run(["pgrep", "-af", str(state)], capture_output=True, text=True, check=False).stdout
+    return [line for line in found.splitlines() if "pgrep" not in line]
+
+
+def test_up_runs_the_demo_line_stops_cleanly_and_resumes(tmp_path: Path) -> None:
+    line_file, state, log = tmp_path / "line.yaml", tmp_path / "state", tmp_path / "up.log"
+    port = _demo_copy(line_file)["spec"]["broker"]["port"]
+    metrics_base = _free_run(len(MACHINES))
+    procs: list[subprocess.Popen[bytes]] = []
+    children: set[int] = set()
+    try:
+        up = _start_up(line_file, state, metrics_base, log)
+        procs.append(up)
+        _wait_broker(up, state, port, log)
+        with _reader(state, port, "up-e2e-1") as reader:
+            reader.wait_for(lambda: len(reader.of(MessageType.NBIRTH)) >= 3, 90, "three NBIRTHs")
+            born = lambda: all(reader.of(MessageType.DBIRTH, m) for m in MACHINES)  # noqa: E731
+            reader.wait_for(born, 90, "DBIRTHs of filler, capper and labeler")
+            oee = lambda: all(reader.values_of(m, "kpi/oee") for m in MACHINES)  # noqa: E731
+            reader.wait_for(oee, 90, "DDATA with kpi/oee from all three")
+            assert all(reader.of(MessageType.DDATA, m) for m in MACHINES)
+            children = set(json.loads((state / "pids.json").read_text())["children"].values())
+            assert len(children) == 7  # broker, 3 simulators, 3 connectors
+            first_bdseqs = _bdseqs(reader)
+            fingerprint = ca_fingerprint(Authority(state / "ca"))
+            assert _stop(up, log) == 0
+            reader.wait_for(lambda: len(reader.of(MessageType.NDEATH)) >= 3, 10, "three NDEATHs")
+            assert not reader.errors
+        assert not [pid for pid in children if _alive(pid)]
+        assert _leftovers(state) == []
+        assert not (state / "pids.json").exists()
+
+        again = _start_up(line_file, state, metrics_base, log)
+        procs.append(again)
+        _wait_broker(again, state, port, log)
+        with _reader(state, port, "up-e2e-2") as reader:
+            reader.wait_for(lambda: len(reader.of(MessageType.NBIRTH)) >= 3, 90, "three NBIRTHs after resume")
+            assert min(_bdseqs(reader)) > max(first_bdseqs)
+            assert ca_fingerprint(Authority(state / "ca")) == fingerprint
+            children = set(json.loads((state / "pids.json").read_text())["children"].values())
+            assert _stop(again, log) == 0
+        assert not [pid for pid in children if _alive(pid)]
+        assert _leftovers(state) == []
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        if os.environ.get("PLANTLINE_E2E_LOGS"):
+            print(log.read_text(errors="replace"))
+
+
+def test_up_names_a_taken_broker_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from plantline.operator.cli import main
+
+    line_file = tmp_path / "line.yaml"
+    port = _demo_copy(line_file)["spec"]["broker"]["port"]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        status = main(["up", str(line_file), "--simulate", "--state-dir", str(tmp_path / "state")])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert f"broker port 127.0.0.1:{port}" in err
+    assert "ports already in use" in err
+    assert (tmp_path / "state" / "ca" / "pki.db").exists()
+    assert (tmp_path / "state" / "tls" / "site1-line1-broker.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+
+
+def test_simulator_command_lines_follow_the_endpoints() -> None:
+    from plantline.operator.api import parse_plantline
+    from plantline.operator.local import simulator_argv
+
+    line = parse_plantline(yaml.safe_load(DEMO.read_text()))
+    argv = {m.id: simulator_argv(m, seed=1)[3:] for m in line.spec.machines}
+    assert argv["filler"][:4] == ["--host", "127.0.0.1", "--port", "4840"]
+    assert argv["filler"][argv["filler"].index("--machine") + 1] == "Filler"
+    assert argv["capper"][3] == "1102"
+    assert argv["capper"][-2:] == ["--db", "10"]
+    assert argv["labeler"][3] == "44818"
+    assert argv["labeler"][argv["labeler"].index("--machine") + 1] == "Labeler"
+
+
+def test_missing_mosquitto_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from plantline.operator import local
+
+    monkeypatch.setattr("shutil.which", lambda *_a, **_k: None)
+    with pytest.raises(local.UpError, match="sudo apt-get install mosquitto"):
+        local.find_mosquitto()
