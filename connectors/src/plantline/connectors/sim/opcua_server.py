@@ -47,8 +47,8 @@ from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaprotocol_auto import DataChangeFilter as DecodedDataChangeFilter
-from cryptography import x509
 
+from plantline.connectors.certificates import application_uri, is_pem
 from plantline.connectors.samples import Value
 from plantline.connectors.sim.machine import EU_RANGES, SIGNAL_TYPES, SIGNALS, UNITS, MachineModel
 
@@ -70,23 +70,6 @@ _UNSET = object()
 def node_id(machine: str, signal: str) -> str:
     """Return the NodeId string of a machine's signal, e.g. `ns=2;s=Filler.state.run`."""
     return f"ns=2;s={machine}.{signal}"
-
-
-def _is_pem(content: bytes) -> bool:
-    return content.lstrip().startswith(b"-----BEGIN")
-
-
-def _uri_of(certificate: bytes) -> str | None:
-    if _is_pem(certificate):
-        cert = x509.load_pem_x509_certificate(certificate)
-    else:
-        cert = x509.load_der_x509_certificate(certificate)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if uris else None
 
 
 class _UserTable(UserManager):
@@ -280,13 +263,13 @@ class OpcUaMachineServer:
             raise ValueError("security=True needs certificate and private_key")
         certificate = self.certificate.read_bytes()
         key = self.private_key.read_bytes()
-        uri = self.application_uri or _uri_of(certificate) or f"urn:plantline:sim:{self.machine}"
+        uri = self.application_uri or application_uri(certificate) or f"urn:plantline:sim:{self.machine}"
         await server.set_application_uri(uri)
         server.set_security_policy(
             [ua.SecurityPolicyType.Basic256Sha256_Sign, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
         )
-        await server.load_certificate(certificate, format="pem" if _is_pem(certificate) else "der")
-        await server.load_private_key(key, format="pem" if _is_pem(key) else "der")
+        await server.load_certificate(certificate, format="pem" if is_pem(certificate) else "der")
+        await server.load_private_key(key, format="pem" if is_pem(key) else "der")
         if self.trust_dir is not None:
             store = TrustStore([self.trust_dir], [self.crl_dir] if self.crl_dir else [])
             await store.load()

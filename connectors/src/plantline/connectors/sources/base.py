@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+from collections.abc import AsyncIterator
 
 from plantline.connectors.config import Device
+from plantline.connectors.samples import Sample
 from plantline.connectors.sources import SourceCounters, SourceState
 
 _log = logging.getLogger(__name__)
@@ -15,8 +18,12 @@ _log = logging.getLogger(__name__)
 class SourceBase:
     """The Source protocol's plumbing; a concrete source adds its connection task and samples()."""
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: Device, *, max_buffered: int) -> None:
+        if max_buffered < 1:
+            raise ValueError(f"max_buffered must be >= 1, got {max_buffered!r}")
         self._device = device
+        self._queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=max_buffered)
+        self._closed = False
         self._state = SourceState.DISCONNECTED
         self._state_changed = asyncio.Event()
         self._slowdown = 1.0
@@ -49,6 +56,20 @@ class SourceBase:
                 raise RuntimeError(f"source {self.device_id!r} closed")
             await self._state_changed.wait()
         return self._state
+
+    async def samples(self) -> AsyncIterator[Sample]:
+        """Yield samples in the order the device reported them, until the source is closed (one consumer)."""
+        while not (self._closed and self._queue.empty()):
+            sample = await self._queue.get()
+            if sample is None:
+                return
+            yield sample
+
+    def _mark_closed(self) -> None:
+        """Enter CLOSED and wake a consumer waiting on an empty queue (a full one drains first, then ends)."""
+        self._set_state(SourceState.CLOSED)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
 
     def _set_state(self, state: SourceState) -> None:
         if state is self._state:

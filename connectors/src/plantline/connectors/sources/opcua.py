@@ -49,7 +49,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -62,9 +62,9 @@ from asyncua.crypto.uacrypto import CertProperties
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
-from cryptography import x509
 
 from plantline.connectors.backoff import Backoff
+from plantline.connectors.certificates import application_uri, is_pem
 from plantline.connectors.config import Deadband, Device, Tag
 from plantline.connectors.quality import opcua_quality
 from plantline.connectors.samples import Quality, Sample, Value
@@ -201,27 +201,10 @@ def sample_from_datavalue(device_id: str, tag: Tag, datavalue: ua.DataValue | No
     return Sample(device_id, tag.signal, value, quality, source_ts, code)
 
 
-def _is_pem(content: bytes) -> bool:
-    return content.lstrip().startswith(b"-----BEGIN")
-
-
-def _application_uri(certificate: bytes) -> str | None:
-    if _is_pem(certificate):
-        cert = x509.load_pem_x509_certificate(certificate)
-    else:
-        cert = x509.load_der_x509_certificate(certificate)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if uris else None
-
-
 def _cert_properties(content: bytes) -> CertProperties:
     # asyncua picks the parser from the file extension (only ".pem" is PEM), so a PEM key named
     # `client.key` would be parsed as DER: hand it the bytes and say what they are.
-    return CertProperties(content, extension="pem" if _is_pem(content) else "der")
+    return CertProperties(content, extension="pem" if is_pem(content) else "der")
 
 
 # -- the source -------------------------------------------------------------------------------------
@@ -245,9 +228,7 @@ class OpcUaSource(SourceBase):
     ) -> None:
         if device.protocol != "opcua":
             raise ValueError(f"device {device.id!r} speaks {device.protocol}, not opcua")
-        if max_buffered < 1:
-            raise ValueError(f"max_buffered must be >= 1, got {max_buffered!r}")
-        super().__init__(device)
+        super().__init__(device, max_buffered=max_buffered)
         self._tags = monitored_tags(device)
         self._by_handle = {item.handle: item.tag for item in self._tags}
         self._clock = clock
@@ -255,9 +236,7 @@ class OpcUaSource(SourceBase):
         self._watchdog_interval_s = watchdog_interval_s
         self._request_timeout_s = request_timeout_s
         self._connect_timeout_s = connect_timeout_s
-        self._queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=max_buffered)
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
         self._resubscribe_pending = False
         self._generation = 0  # one per client, so a late callback of an old client is ignored
         self._lost_reason: str | None = None
@@ -281,23 +260,7 @@ class OpcUaSource(SourceBase):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._set_state(SourceState.CLOSED)
-        with contextlib.suppress(asyncio.QueueFull):
-            # Wakes a consumer waiting on an empty queue; a full one is drained first, then ends.
-            self._queue.put_nowait(None)
-
-    async def samples(self) -> AsyncIterator[Sample]:
-        """Yield samples in the order the server sent them, until the source is closed.
-
-        Meant for one consumer. The first samples of a (re)connection can come out a moment
-        before `state` turns CONNECTED: the server answers while the last monitored items are
-        still being created. Samples received before a loss still come out after it.
-        """
-        while not (self._closed and self._queue.empty()):
-            sample = await self._queue.get()
-            if sample is None:
-                return
-            yield sample
+        self._mark_closed()
 
     # -- for the runtime and tests ------------------------------------------------------------------
 
@@ -410,7 +373,7 @@ class OpcUaSource(SourceBase):
             raise ValueError("Basic256Sha256 needs opcua.certificate_file and opcua.private_key_file")
         certificate = options.certificate_file.read_bytes()
         key = options.private_key_file.read_bytes()
-        uri = _application_uri(certificate)
+        uri = application_uri(certificate)
         if uri is not None:
             client.application_uri = uri  # the server checks it against the certificate
         server_certificate = None

@@ -43,7 +43,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -149,17 +149,13 @@ class PollingSource(SourceBase, abc.ABC):
     ) -> None:
         if device.protocol != protocol:
             raise ValueError(f"device {device.id!r} speaks {device.protocol}, not {protocol}")
-        if max_buffered < 1:
-            raise ValueError(f"max_buffered must be >= 1, got {max_buffered!r}")
-        super().__init__(device)
+        super().__init__(device, max_buffered=max_buffered)
         self._protocol = protocol
         self._clock = clock
         self._backoff = backoff if backoff is not None else Backoff(initial=0.5, cap=30.0)
-        self._queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=max_buffered)
         self._groups = poll_groups(device)
         self._filter = ChangeFilter(device.tags)
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
         self._warned: set[tuple[str, str]] = set()
         # One worker thread: the protocol library blocks, and one connection is not shared.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{protocol}-source-{device.id}")
@@ -211,18 +207,7 @@ class PollingSource(SourceBase, abc.ABC):
                 await self._task
         await self._disconnect_quietly()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._set_state(SourceState.CLOSED)
-        with contextlib.suppress(asyncio.QueueFull):
-            # Wakes a consumer waiting on an empty queue; a full one is drained first, then ends.
-            self._queue.put_nowait(None)
-
-    async def samples(self) -> AsyncIterator[Sample]:
-        """Yield samples in the order they were read, until the source is closed (one consumer)."""
-        while not (self._closed and self._queue.empty()):
-            sample = await self._queue.get()
-            if sample is None:
-                return
-            yield sample
+        self._mark_closed()
 
     def set_slowdown(self, factor: float) -> None:
         """Multiply the polling intervals by `factor` (>= 1; 1 is full rate), from the next poll on."""
