@@ -1,4 +1,9 @@
-"""Shared fixtures of the operator tests: the demo line, fresh for each test."""
+"""Shared fixtures of the operator tests: the demo line, fresh for each test.
+
+The demo file runs the line as one edge node (`perLine`). Most renderer tests want several edge
+nodes, one per machine, to prove the ACL keeps them apart, so these fixtures split the demo per
+machine; a test that wants the file as it is reads `DEMO` itself.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ def demo_data() -> Callable[[], dict[str, Any]]:
 
     def load() -> dict[str, Any]:
         data: dict[str, Any] = yaml.safe_load(DEMO.read_text())
+        data["spec"]["connectors"] = {"grouping": "perMachine"}
         return data
 
     return load

@@ -61,16 +61,15 @@ def test_render_writes_data_files_and_refuses_to_overwrite(tmp_path: Path, capsy
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == [
         "certificates.json",
-        "connectors/capper.yaml",
-        "connectors/filler.yaml",
-        "connectors/labeler.yaml",
+        "connectors/line1.yaml",
         "mosquitto/acl",
         "mosquitto/mosquitto.conf",
     ]
     stdout, _ = capsys.readouterr()
     assert sorted(stdout.splitlines()) == [str(out / name) for name in written]
-    config = load_config(out / "connectors" / "filler.yaml")
-    assert config.sparkplug.edge_node_id == "line1-filler"
+    config = load_config(out / "connectors" / "line1.yaml")
+    assert config.sparkplug.edge_node_id == "line1"  # the demo runs the line as one edge node
+    assert [d.id for d in config.devices] == ["filler", "capper", "labeler"]
     plan = json.loads((out / "certificates.json").read_text())
     assert [c["identity"] for c in plan["certificates"]][-2:] == ["site1-line1-broker", "site1-line1-reader"]
     assert "PRIVATE KEY" not in "".join(p.read_text() for p in out.rglob("*") if p.is_file())

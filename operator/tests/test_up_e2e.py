@@ -11,53 +11,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from plantline.connectors.sparkplug import MessageType
-from plantline.operator.local import ca_fingerprint
+from plantline.operator.local import ca_fingerprint, port_taken
 from plantline.pki.authority import Authority
-from plantline_testing import free_port
+from plantline_testing.lines import DEMO, UpRun, line_copy
 from plantline_testing.sparkplug_reader import SparkplugReader
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
-DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-line.yaml"
 MACHINES = ("filler", "capper", "labeler")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_run(count: int) -> int:
-    """Return the first of `count` consecutive free ports."""
-    for _ in range(50):
-        base = free_port()
-        if base + count < 65535 and all(_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no run of free ports")
-
-
-def _demo_copy(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(DEMO.read_text())
-    spec = data["spec"]
-    spec["broker"]["port"] = free_port()
-    for machine in spec["machines"]:
-        scheme, rest = machine["endpoint"].split("://", 1)
-        host_port, _, tail = rest.partition("/") if scheme == "opc.tcp" else rest.partition("?")
-        sep = "/" if scheme == "opc.tcp" else "?"
-        host = host_port.rsplit(":", 1)[0]
-        machine["endpoint"] = f"{scheme}://{host}:{free_port()}" + (f"{sep}{tail}" if tail else "")
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return data
 
 
 def _start_up(line_file: Path, state: Path, metrics_base: int, log: Path) -> subprocess.Popen[bytes]:
@@ -71,18 +37,10 @@ def _wait_broker(proc: subprocess.Popen[bytes], state: Path, port: int, log: Pat
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"up exited {proc.returncode}:\n{log.read_text(errors='replace')}"
-        if (state / "pids.json").exists() and not _free(port):
+        if (state / "pids.json").exists() and port_taken("127.0.0.1", port):
             return
         time.sleep(0.2)
     raise TimeoutError(f"the broker did not come up:\n{log.read_text(errors='replace')}")
-
-
-def _reader(state: Path, port: int, client_id: str) -> SparkplugReader:
-    tls = state / "tls"
-    return SparkplugReader(
-        port=port, group_id="site1", ca=tls / "ca.crt", cert=tls / "site1-line1-reader.crt",
-        key=tls / "site1-line1-reader.key", client_id=client_id,
-    )  # fmt: skip
 
 
 def _bdseqs(reader: SparkplugReader) -> list[int]:
@@ -109,50 +67,48 @@ def _stop(proc: subprocess.Popen[bytes], log: Path) -> int:
         pytest.fail(f"up did not stop within 30 s:\n{log.read_text(errors='replace')}")
 
 
-def _leftovers(state: Path) -> list[str]:
-    found = subprocess.run(["pgrep", "-af", str(state)], capture_output=True, text=True, check=False).stdout
-    return [line for line in found.splitlines() if "pgrep" not in line]
-
-
 def test_up_runs_the_demo_line_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     line_file, state, log = tmp_path / "line.yaml", tmp_path / "state", tmp_path / "up.log"
-    port = _demo_copy(line_file)["spec"]["broker"]["port"]
-    metrics_base = _free_run(len(MACHINES))
+    line_copy(line_file)
+    run = UpRun(line_file, state)
+    port, metrics_base = run.port, run.metrics_base
     procs: list[subprocess.Popen[bytes]] = []
     children: set[int] = set()
     try:
         up = _start_up(line_file, state, metrics_base, log)
         procs.append(up)
         _wait_broker(up, state, port, log)
-        with _reader(state, port, "up-e2e-1") as reader:
-            reader.wait_for(lambda: len(reader.of(MessageType.NBIRTH)) >= 3, 90, "three NBIRTHs")
+        with run.reader("up-e2e-1") as reader:
+            # The demo line is one edge node (perLine): one NBIRTH, a DBIRTH per machine.
+            reader.wait_for(lambda: len(reader.of(MessageType.NBIRTH)) >= 1, 90, "the line's NBIRTH")
             born = lambda: all(reader.of(MessageType.DBIRTH, m) for m in MACHINES)  # noqa: E731
             reader.wait_for(born, 90, "DBIRTHs of filler, capper and labeler")
+            assert {m.payload.seq for m in reader.of(MessageType.NBIRTH)} == {0}
             oee = lambda: all(reader.values_of(m, "kpi/oee") for m in MACHINES)  # noqa: E731
             reader.wait_for(oee, 90, "DDATA with kpi/oee from all three")
             assert all(reader.of(MessageType.DDATA, m) for m in MACHINES)
             children = set(json.loads((state / "pids.json").read_text())["children"].values())
-            assert len(children) == 7  # broker, 3 simulators, 3 connectors
+            assert len(children) == 5  # broker, 3 simulators, 1 connector
             first_bdseqs = _bdseqs(reader)
             fingerprint = ca_fingerprint(Authority(state / "ca"))
             assert _stop(up, log) == 0
-            reader.wait_for(lambda: len(reader.of(MessageType.NDEATH)) >= 3, 10, "three NDEATHs")
+            reader.wait_for(lambda: len(reader.of(MessageType.NDEATH)) >= 1, 10, "the line's NDEATH")
             assert not reader.errors
         assert not [pid for pid in children if _alive(pid)]
-        assert _leftovers(state) == []
+        assert run.leftovers() == []
         assert not (state / "pids.json").exists()
 
         again = _start_up(line_file, state, metrics_base, log)
         procs.append(again)
         _wait_broker(again, state, port, log)
-        with _reader(state, port, "up-e2e-2") as reader:
-            reader.wait_for(lambda: len(reader.of(MessageType.NBIRTH)) >= 3, 90, "three NBIRTHs after resume")
+        with run.reader("up-e2e-2") as reader:
+            reader.wait_for(lambda: len(reader.of(MessageType.NBIRTH)) >= 1, 90, "an NBIRTH after resume")
             assert min(_bdseqs(reader)) > max(first_bdseqs)
             assert ca_fingerprint(Authority(state / "ca")) == fingerprint
             children = set(json.loads((state / "pids.json").read_text())["children"].values())
             assert _stop(again, log) == 0
         assert not [pid for pid in children if _alive(pid)]
-        assert _leftovers(state) == []
+        assert run.leftovers() == []
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -169,7 +125,7 @@ def test_up_names_a_taken_broker_port(tmp_path: Path, capsys: pytest.CaptureFixt
     from plantline.operator.cli import main
 
     line_file = tmp_path / "line.yaml"
-    port = _demo_copy(line_file)["spec"]["broker"]["port"]
+    port = line_copy(line_file)["spec"]["broker"]["port"]
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", port))
         holder.listen()

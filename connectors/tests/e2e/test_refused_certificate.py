@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from plantline.connectors.config import load_config
+from plantline.connectors.metrics import MQTT_REFUSED
 from plantline.connectors.runtime import Connector
 from plantline_testing.synthetic import SyntheticSource
 
@@ -22,7 +23,7 @@ def test_a_revoked_connector_is_refused_and_says_why(line: Any, caplog: pytest.L
     config = load_config(line.config_path).model_copy(update={"metrics_port": 0})
     source = SyntheticSource("filler", ["process.temperature"], rate=100, limit=1_000)
 
-    async def scenario() -> int:
+    async def scenario() -> tuple[int, float | None]:
         connector = Connector(config, source_factory=lambda _device: source)
         stop = asyncio.Event()
         task = asyncio.create_task(connector.run(stop))
@@ -30,15 +31,17 @@ def test_a_revoked_connector_is_refused_and_says_why(line: Any, caplog: pytest.L
             async with asyncio.timeout(30):
                 while sum("no broker accepted the connection" in r.getMessage() for r in caplog.records) < 2:
                     await asyncio.sleep(0.1)
-            return connector._require_outbox().stats().samples
+            refused = connector.metrics.registry.get_sample_value(MQTT_REFUSED)
+            return connector._require_outbox().stats().samples, refused
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
 
     with caplog.at_level(logging.WARNING, logger="plantline.connectors"):
-        stored = asyncio.run(scenario())
+        stored, refused = asyncio.run(scenario())
     refusals = [r.getMessage() for r in caplog.records if "mqtt connect refused" in r.getMessage()]
     assert refusals
     assert any("TLS" in m or "CONNACK" in m for m in refusals), refusals
     assert "certificate verify failed" in line.broker.log_text()
     assert stored > 0  # meanwhile samples wait in the outbox
+    assert refused == 1  # what `plantline status` shows as "refused"

@@ -11,9 +11,11 @@ from plantline.connectors.kpi import KPI_GAUGES, KPI_LABELS
 SOURCE_CONNECTED = "plantline_source_connected"
 SOURCE_RECONNECTS = "plantline_source_reconnects_total"
 SOURCE_READ_ERRORS = "plantline_source_read_errors_total"
+SOURCE_LAST_SAMPLE = "plantline_source_last_sample_timestamp_seconds"
 SAMPLES = "plantline_samples_total"
 SAMPLES_BAD_QUALITY = "plantline_samples_bad_quality_total"
 MQTT_CONNECTED = "plantline_mqtt_connected"
+MQTT_REFUSED = "plantline_mqtt_refused"
 SPARKPLUG_MESSAGES = "plantline_sparkplug_messages_total"
 OUTBOX_BATCHES = "plantline_outbox_batches"
 OUTBOX_SAMPLES = "plantline_outbox_samples"
@@ -36,9 +38,11 @@ class ConnectorMetrics:
     source_connected: Gauge
     source_reconnects: Counter
     source_read_errors: Counter
+    source_last_sample: Gauge
     samples: Counter
     samples_bad_quality: Counter
     mqtt_connected: Gauge
+    mqtt_refused: Gauge
     sparkplug_messages: Counter
     outbox_batches: Gauge
     outbox_samples: Gauge
@@ -60,6 +64,9 @@ class ConnectorMetrics:
             ),
             source_reconnects=Counter(_base(SOURCE_RECONNECTS, "_total"), "PLC reconnections", ["device"], registry=r),
             source_read_errors=Counter(_base(SOURCE_READ_ERRORS, "_total"), "PLC read errors", ["device"], registry=r),
+            source_last_sample=Gauge(
+                SOURCE_LAST_SAMPLE, "Unix time the device's latest samples were stored", ["device"], registry=r
+            ),
             samples=Counter(_base(SAMPLES, "_total"), "Samples accepted from sources", ["device"], registry=r),
             samples_bad_quality=Counter(
                 _base(SAMPLES_BAD_QUALITY, "_total"),
@@ -68,6 +75,11 @@ class ConnectorMetrics:
                 registry=r,
             ),
             mqtt_connected=Gauge(MQTT_CONNECTED, "1 while an MQTT session is open", ["broker"], registry=r),
+            mqtt_refused=Gauge(
+                MQTT_REFUSED,
+                "1 while the brokers refuse this identity (certificate revoked or not trusted)",
+                registry=r,
+            ),
             sparkplug_messages=Counter(
                 _base(SPARKPLUG_MESSAGES, "_total"), "Sparkplug messages published", ["type"], registry=r
             ),

@@ -47,12 +47,17 @@ class Inbound:
 
 
 class ConnectFailed(Exception):
-    """A broker refused or could not be reached; `reason` says why in words."""
+    """A broker refused or could not be reached; `reason` says why in words.
 
-    def __init__(self, broker: BrokerEndpoint, reason: str) -> None:
+    `refused` is true when a broker was reached and turned this identity away (TLS handshake or
+    connection closed before CONNACK, or a failing CONNACK): waiting will not help, a certificate will.
+    """
+
+    def __init__(self, broker: BrokerEndpoint, reason: str, *, refused: bool = False) -> None:
         super().__init__(f"{broker.host}:{broker.port}: {reason}")
         self.broker = broker
         self.reason = reason
+        self.refused = refused
 
 
 def _tls_context(broker: BrokerEndpoint) -> ssl.SSLContext | None:
@@ -151,7 +156,10 @@ class MqttLink:
                 self._drop_client()
                 continue
             return broker
-        raise errors[-1] if len(errors) == 1 else ConnectFailed(self.brokers[0], "; ".join(str(e) for e in errors))
+        if len(errors) == 1:
+            raise errors[0]
+        reason = "; ".join(str(e) for e in errors)
+        raise ConnectFailed(self.brokers[0], reason, refused=any(e.refused for e in errors))
 
     async def _connect_one(self, broker: BrokerEndpoint, will: Will, timeout_s: float) -> None:
         self.state = LinkState.CONNECTING
@@ -189,7 +197,7 @@ class MqttLink:
             ) from None
         except ssl.SSLError as exc:
             raise ConnectFailed(
-                broker, f"TLS handshake failed (is our certificate revoked or untrusted?): {exc}"
+                broker, f"TLS handshake failed (is our certificate revoked or untrusted?): {exc}", refused=True
             ) from None
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(broker, f"cannot reach the broker: {exc}") from None
@@ -198,12 +206,12 @@ class MqttLink:
             reason = await asyncio.wait_for(self._connack, timeout_s)
         except TimeoutError:
             raise ConnectFailed(
-                broker, "no CONNACK (the broker closed the TLS session: certificate refused?)"
+                broker, "no CONNACK (the broker closed the TLS session: certificate refused?)", refused=True
             ) from None
         if isinstance(reason, str):
-            raise ConnectFailed(broker, reason)
+            raise ConnectFailed(broker, reason, refused=True)
         if reason.is_failure:
-            raise ConnectFailed(broker, f"CONNACK refused: {reason}")
+            raise ConnectFailed(broker, f"CONNACK refused: {reason}", refused=True)
         self.state = LinkState.CONNECTED
         log.info("mqtt session open on %s as %s", self._where(), self.client_id)
 

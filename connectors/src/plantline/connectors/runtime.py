@@ -179,6 +179,7 @@ class Connector:
         else:
             self._publish_fresh(device_id, flow, stored)
         self.metrics.samples.labels(device_id).inc(len(batch))
+        self.metrics.source_last_sample.labels(device_id).set_to_current_time()
         for sample in batch:
             if sample.quality is not Quality.GOOD:
                 self.metrics.samples_bad_quality.labels(device_id, str(sample.quality)).inc()
@@ -215,12 +216,14 @@ class Connector:
             try:
                 broker = await link.connect(Will(death.topic, death.payload, death.qos, death.retain))
             except ConnectFailed as exc:
+                self.metrics.mqtt_refused.set(1 if exc.refused else 0)
                 delay = backoff.next_delay()
                 log.warning("no broker accepted the connection (%s); retrying in %.1f s", exc.reason, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 continue
             backoff.reset()
+            self.metrics.mqtt_refused.set(0)
             label = f"{broker.host}:{broker.port}"
             self.metrics.mqtt_connected.labels(label).set(1)
             self._disconnected.clear()

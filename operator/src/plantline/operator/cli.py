@@ -1,6 +1,7 @@
 """The `plantline` command: validate a PlantLine, print its CRD, render its files, run it locally.
 
-Exit codes: 0 success; 1 unreadable input or refused write; 2 invalid PlantLine.
+Exit codes: 0 success; 1 unreadable input, refused write or `up` failed; 2 invalid PlantLine;
+3 (`status`, `reload`) no `plantline up` runs on the state directory.
 Human messages go to stderr, data to stdout.
 """
 
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -26,9 +28,13 @@ from plantline.operator.render import (
     render_mosquitto_conf,
 )
 
+if TYPE_CHECKING:
+    from plantline.operator.local import Layout
+
 EXIT_OK = 0
 EXIT_UNREADABLE = 1
 EXIT_INVALID = 2
+EXIT_NOT_RUNNING = 3
 
 EPILOG = """examples:
   plantline validate examples/demo-line.yaml
@@ -36,8 +42,13 @@ EPILOG = """examples:
   plantline crd > operator/crds/plantline.dev_plantlines.yaml
   plantline render examples/demo-line.yaml --out build/line1
   plantline up examples/demo-line.yaml --simulate
+  plantline up examples/demo-line.yaml --simulate --detach
+  plantline status examples/demo-line.yaml --format json
+  plantline reload examples/demo-line.yaml
+  plantline down examples/demo-line.yaml
 
-exit codes: 0 ok (up: stopped cleanly), 1 unreadable input, refused overwrite or up failed, 2 invalid PlantLine"""
+exit codes: 0 ok (up: stopped cleanly), 1 unreadable input, refused overwrite or up failed, 2 invalid PlantLine,
+3 no `plantline up` runs on the state directory (status, reload)"""
 
 UP_HELP = """Run the line on this machine: a CA and TLS files, a real mosquitto with mutual TLS, the
 connectors as supervised processes (and, with --simulate, a simulated PLC per machine on the port its
@@ -46,7 +57,11 @@ endpoint names). Ctrl-C stops the connectors (NDEATH), the simulators, then the 
 The state directory (default .plantline/<site>-<line>, 0700) persists the CA, TLS files, outboxes
 and bdSeq; a second `up` reuses them. The CA key is encrypted with $PLANTLINE_PKI_PASSPHRASE or,
 when unset, a passphrase generated into <state-dir>/pki-passphrase (0600): a local demo CA, not a
-production one. OPC UA application certificates (secured machines) are not issued: they need an RSA CA."""
+production one. OPC UA application certificates (secured machines) are not issued: they need an RSA CA.
+
+With --detach, `up` runs in the background (log: <state-dir>/logs/up.log) and this command returns
+once the line runs; `plantline status`, `reload` and `down` then act on it. SIGHUP (`plantline reload`)
+republishes the CA's CRL and trust bundle to the broker, e.g. after `plantline-pki cert revoke`."""
 
 
 class Unreadable(Exception):
@@ -125,13 +140,85 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from plantline.operator.local import run_up  # noqa: PLC0415 - the applier is loaded only for `up`
+    from plantline.operator import local  # noqa: PLC0415 - the applier is loaded only when needed
 
     try:
         line = _parse(args.file)
     except PlantLineInvalid as exc:
         return _report_invalid(args.file, exc.problems, "text")
-    return run_up(line, state_dir=args.state_dir, simulate=args.simulate, metrics_base_port=args.metrics_base_port)
+    if not args.detach:
+        return local.run_up(
+            line, state_dir=args.state_dir, simulate=args.simulate, metrics_base_port=args.metrics_base_port
+        )
+    layout = local.Layout(args.state_dir if args.state_dir is not None else local.default_state_dir(line))
+    if local.running_pid(layout) is not None:
+        print(f"{layout.root}: a `plantline up` already runs here; see `plantline status`", file=sys.stderr)
+        return EXIT_UNREADABLE
+    argv = [sys.executable, "-m", "plantline.operator.cli", "up", str(args.file.resolve())]
+    argv += ["--state-dir", str(layout.root.resolve()), "--metrics-base-port", str(args.metrics_base_port)]
+    argv += ["--simulate"] if args.simulate else []
+    try:
+        local.detach(argv, layout)
+    except local.UpError as exc:
+        local.say(f"error: {exc}")
+        return EXIT_UNREADABLE
+    local.announce(line, layout)
+    return EXIT_OK
+
+
+def _layout(args: argparse.Namespace) -> Layout:
+    from plantline.operator import local  # noqa: PLC0415
+
+    if args.state_dir is not None:
+        return local.Layout(args.state_dir)
+    if args.file is None:
+        raise Unreadable("give the PlantLine file or --state-dir")
+    try:
+        line = _parse(args.file)
+    except PlantLineInvalid as exc:
+        problems = len(exc.problems)
+        raise Unreadable(f"{args.file}: not a valid PlantLine ({problems} problems); run plantline validate") from None
+    return local.Layout(local.default_state_dir(line))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from plantline.operator import local  # noqa: PLC0415
+
+    layout = _layout(args)
+    snapshot = local.read_status(layout)
+    if snapshot is None:
+        if args.format == "json":
+            print(json.dumps({"state_dir": str(layout.root.resolve()), "running": False}, indent=2))
+        print(f"{layout.root}: no `plantline up` runs here", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    if args.format == "json":
+        print(json.dumps({"running": True, **snapshot}, indent=2))
+    else:
+        sys.stdout.write(local.format_status(snapshot))
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from plantline.operator import local  # noqa: PLC0415
+
+    layout = _layout(args)
+    pid = local.signal_up(layout, signal.SIGHUP)
+    if pid is None:
+        print(f"{layout.root}: no `plantline up` runs here", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    print(f"asked plantline up (pid {pid}) to reload the CRL and trust bundle", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from plantline.operator import local  # noqa: PLC0415
+
+    layout = _layout(args)
+    if not local.down(layout, timeout=args.timeout):
+        print(f"{layout.root}: no `plantline up` runs here; nothing to stop", file=sys.stderr)
+        return EXIT_OK
+    print(f"{layout.root}: stopped", file=sys.stderr)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,7 +252,22 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--simulate", action="store_true", help="start a simulated PLC for every machine")
     up.add_argument("--state-dir", type=Path, default=None, help="default: .plantline/<site>-<line>")
     up.add_argument("--metrics-base-port", type=int, default=9400, help="connectors' /metrics ports count up from it")
+    up.add_argument("--detach", action="store_true", help="run in the background; return once the line runs")
     up.set_defaults(run=cmd_up)
+
+    for name, run, text in (
+        ("status", cmd_status, "show the table of a line started with `up --detach` (exit 3: not running)"),
+        ("reload", cmd_reload, "make a running `up` republish the CRL and trust bundle and reload the broker"),
+        ("down", cmd_down, "stop a line started with `up --detach` and everything it started"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("file", type=Path, nargs="?", help="the PlantLine file (names the default state dir)")
+        command.add_argument("--state-dir", type=Path, default=None, help="default: .plantline/<site>-<line>")
+        if name == "status":
+            command.add_argument("--format", choices=("text", "json"), default="text")
+        if name == "down":
+            command.add_argument("--timeout", type=float, default=60.0, help="seconds before killing what is left")
+        command.set_defaults(run=run)
     return parser
 
 

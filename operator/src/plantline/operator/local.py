@@ -37,6 +37,9 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 from plantline.operator.api import MachineSpec, PlantLine
 from plantline.operator.render import (
@@ -66,6 +69,7 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0  # a child that ran this long restarts with the shortest delay again
 STATUS_INTERVAL_TTY = 2.0
 STATUS_INTERVAL_PLAIN = 10.0
+SNAPSHOT_INTERVAL = 1.0  # status.json, read by `plantline status`
 
 
 class UpError(Exception):
@@ -132,6 +136,18 @@ class Layout:
     def passphrase(self) -> Path:
         return self.root / PASSPHRASE_FILE
 
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "up.lock"
+
+    @property
+    def up_log(self) -> Path:
+        return self.logs / "up.log"
+
 
 def _passphrase(layout: Layout) -> bytes:
     from_env = os.environ.get(PASSPHRASE_ENV)
@@ -167,11 +183,19 @@ def ca_fingerprint(authority: Authority) -> str:
 
 
 def ensure_certificates(authority: Authority, requests: list[CertificateRequest], tls_dir: Path) -> list[str]:
-    """Issue (or renew when due) each requested certificate and write its TLS files; return skipped ones."""
+    """Issue (or renew when due) each requested certificate and write its TLS files; return skipped ones.
+
+    An identity whose latest certificate is revoked keeps its old files: the broker refuses it.
+    """
     skipped: list[str] = []
     for request in requests:
         if request.profile == "opcua-application":
             skipped.append(request.identity)
+            continue
+        history = authority.certificates(identity=request.identity)
+        if history and history[-1].status == "revoked":
+            # A revoked identity stays revoked: enrolling it again is the security team's decision.
+            say(f"{request.identity}: certificate revoked; not issuing a new one (plantline-pki cert issue can)")
             continue
         if not authority.certificates(identity=request.identity, status="active"):
             authority.issue(
@@ -391,6 +415,8 @@ class LocalLine:
     simulators: list[Child] = field(default_factory=list)
     connectors: list[Child] = field(default_factory=list)
     machine_group: dict[str, str] = field(default_factory=dict)
+    sample_totals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    revoked_at_broker_start: set[str] = field(default_factory=set)
 
     def children(self) -> list[Child]:
         return [*([self.broker] if self.broker else []), *self.simulators, *self.connectors]
@@ -402,6 +428,7 @@ class LocalLine:
         os.chmod(self.layout.root, 0o700)
         authority = open_authority(self.line, self.layout)
         skipped = ensure_certificates(authority, render_certificate_requests(self.line), self.layout.tls)
+        self.revoked_at_broker_start = {c.serial for c in authority.certificates(status="revoked")}
         if skipped:
             say(f"skipped OPC UA application certificates (they need an RSA CA): {', '.join(skipped)}")
         say(f"CA {ca_fingerprint(authority)} in {self.layout.ca}")
@@ -473,17 +500,22 @@ class LocalLine:
 
     def start(self) -> None:
         """Start the broker, the simulators, then the connectors; raise UpError if one fails to start."""
-        assert self.broker is not None  # noqa: S101 - prepare() ran
-        for child in [self.broker, *self.simulators]:
-            child.start()
-            assert child.listen is not None  # noqa: S101
-            if not wait_listening(*child.listen, alive=child.alive, timeout=START_TIMEOUT):
-                raise UpError(
-                    f"{child.name} did not listen on {child.listen[0]}:{child.listen[1]}:\n{child.log_tail()}"
-                )
-            self.write_pids()
+        self.start_broker()
+        for child in self.simulators:
+            self._start_listening(child)
         for child in self.connectors:
             child.start()
+        self.write_pids()
+
+    def start_broker(self) -> None:
+        assert self.broker is not None  # noqa: S101 - prepare() ran
+        self._start_listening(self.broker)
+
+    def _start_listening(self, child: Child) -> None:
+        child.start()
+        assert child.listen is not None  # noqa: S101 - brokers and simulators listen
+        if not wait_listening(*child.listen, alive=child.alive, timeout=START_TIMEOUT):
+            raise UpError(f"{child.name} did not listen on {child.listen[0]}:{child.listen[1]}:\n{child.log_tail()}")
         self.write_pids()
 
     def write_pids(self) -> None:
@@ -501,54 +533,150 @@ class LocalLine:
         with contextlib.suppress(FileNotFoundError):
             self.layout.pids.unlink()
 
-    def status_rows(self) -> list[list[str]]:
-        rows: list[list[str]] = []
+    def snapshot(self) -> dict[str, Any]:
+        """Return the line's state as `plantline status --format json` prints it (also status.json)."""
+        now = time.time()
         scraped = {c.name: scrape(c.metrics_port) for c in self.connectors if c.metrics_port and c.alive()}
         by_group = {c.name.split("/", 1)[1]: c for c in self.connectors}
+        machines: list[dict[str, Any]] = []
         for machine in self.line.spec.machines:
-            child = by_group[self.machine_group[machine.id]]
+            group = self.machine_group[machine.id]
+            child = by_group[group]
             metrics = scraped.get(child.name, {})
             connected = _by_device(metrics.get("plantline_source_connected", {}), machine.id)
+            last = _by_device(metrics.get("plantline_source_last_sample_timestamp_seconds", {}), machine.id)
+            samples = _by_device(metrics.get("plantline_samples_total", {}), machine.id)
             oee = _by_device(metrics.get("plantline_kpi_oee_ratio", {}), machine.id, 'scope="window"')
             outbox = metrics.get("plantline_outbox_samples", {})
-            messages = metrics.get("plantline_sparkplug_messages_total", {})
-            rows.append(
-                [
-                    machine.id,
-                    machine.protocol,
-                    child.state(),
-                    "-" if connected is None else ("yes" if connected >= 1 else "no"),
-                    f"{sum(outbox.values()):.0f}" if outbox else "-",
-                    f"{sum(messages.values()):.0f}" if messages else "-",
-                    "-" if oee is None else f"{oee:.3f}",
-                ]
+            machines.append(
+                {
+                    "machine": machine.id,
+                    "protocol": machine.protocol,
+                    "connector": group,
+                    "connector_state": child.state(),
+                    "plc_connected": None if connected is None else connected >= 1,
+                    "mqtt": _mqtt_state(metrics) if metrics else None,
+                    "last_value_age_s": None if not last else round(max(0.0, now - last), 1),
+                    "samples_per_s": self._rate(machine.id, samples, now),
+                    "outbox_samples": int(sum(outbox.values())) if outbox else None,
+                    "oee": oee,
+                }
             )
-        return rows
-
-    def broker_state(self) -> str:
         spec = self.line.spec
-        state = self.broker.state() if self.broker else "not started"
-        return f"broker mqtts://{spec.broker.host}:{spec.broker.port}: {state}"
+        return {
+            "line": f"{spec.site}/{spec.area}/{spec.line}",
+            "state_dir": str(self.layout.root.resolve()),
+            "updated": now,
+            "up_pid": os.getpid(),
+            "broker": {
+                "url": f"mqtts://{spec.broker.host}:{spec.broker.port}",
+                "state": self.broker.state() if self.broker else "not started",
+                "restarts": self.broker.restarts if self.broker else 0,
+            },
+            "machines": machines,
+            "children": [
+                {"name": c.name, "kind": c.kind, "pid": c.proc.pid if c.proc else None, "state": c.state()}
+                for c in self.children()
+            ],
+        }
+
+    def _rate(self, machine_id: str, total: float | None, now: float) -> float | None:
+        if total is None:
+            return None
+        before = self.sample_totals.get(machine_id)
+        self.sample_totals[machine_id] = (now, total)
+        if before is None or now <= before[0] or total < before[1]:
+            return None
+        return round((total - before[1]) / (now - before[0]), 1)
+
+    def reload_trust(self) -> None:
+        """Publish the CA's current CRL and trust bundle to the broker, and make it enforce them.
+
+        Mosquitto re-reads `cafile` and `crlfile` on SIGHUP (proven in the pki tests), but checks the
+        CRL only during a TLS handshake: a session opened before the revocation would live on. So
+        when the CRL names a certificate the broker has not seen revoked, the broker is restarted and
+        every client must handshake again (the connectors' outboxes keep their samples meanwhile);
+        otherwise a SIGHUP is enough.
+        """
+        authority = open_authority(self.line, self.layout)
+        _write(self.layout.tls / TRUST_BUNDLE, authority.trust_bundle())
+        _write(self.layout.tls / CRL, authority.crl_pem())
+        revoked = {c.serial for c in authority.certificates(status="revoked")}
+        newly = revoked - self.revoked_at_broker_start
+        broker = self.broker
+        if broker is None or broker.proc is None or not broker.alive():
+            say("reloaded the CRL and trust bundle; the broker reads them when it starts")
+        elif newly:
+            say(f"{len(newly)} newly revoked certificate(s): restarting the broker so no open session outlives them")
+            broker.stop()
+            self.start_broker()
+        else:
+            os.kill(broker.proc.pid, signal.SIGHUP)
+            say("reloaded the CRL and trust bundle (broker SIGHUP)")
+        self.revoked_at_broker_start = revoked
 
 
-HEADERS = ["machine", "protocol", "connector", "plc", "outbox", "sparkplug msgs", "oee"]
+def _mqtt_state(metrics: dict[str, dict[str, float]]) -> str:
+    if any(v >= 1 for v in metrics.get("plantline_mqtt_connected", {}).values()):
+        return "connected"
+    if any(v >= 1 for v in metrics.get("plantline_mqtt_refused", {}).values()):
+        return "refused"
+    return "down"
+
+
+def _cell(value: Any, fmt: str = "{}") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return fmt.format(value)
+
+
+def status_rows(snapshot: dict[str, Any]) -> list[list[str]]:
+    """Return the status table's rows (without the header) from a snapshot."""
+    return [
+        [
+            m["machine"],
+            m["protocol"],
+            m["connector_state"],
+            _cell(m["plc_connected"]),
+            _cell(m["mqtt"]),
+            _cell(m["last_value_age_s"], "{:.1f}s"),
+            _cell(m["samples_per_s"], "{:.1f}"),
+            _cell(m["outbox_samples"]),
+            _cell(m["oee"], "{:.3f}"),
+        ]
+        for m in snapshot["machines"]
+    ]
+
+
+def status_title(snapshot: dict[str, Any]) -> str:
+    broker = snapshot["broker"]
+    return f"{snapshot['line']}  broker {broker['url']}: {broker['state']}"
+
+
+def format_status(snapshot: dict[str, Any]) -> str:
+    """Return the status table as plain text."""
+    rows = status_rows(snapshot)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+    lines = [status_title(snapshot)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [HEADERS, *rows]]
+    return "\n".join(lines) + "\n"
+
+
+HEADERS = ["machine", "protocol", "connector", "plc", "mqtt", "last value", "samples/s", "outbox", "oee"]
 
 
 class StatusView:
-    """The status table on stderr: rich.Live on a terminal when rich is installed, else plain text."""
+    """The status table on stderr: a live rich table on a terminal, plain text every 10 s otherwise."""
 
-    def __init__(self, app: LocalLine) -> None:
-        self.app = app
+    def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.interval = STATUS_INTERVAL_TTY if self.tty else STATUS_INTERVAL_PLAIN
         self.next_at = time.monotonic()
-        self._live: Any = None
+        self._live: Live | None = None
         if self.tty:
-            with contextlib.suppress(ImportError):
-                from rich.console import Console  # noqa: PLC0415 - optional
-                from rich.live import Live  # noqa: PLC0415 - optional
-
-                self._live = Live(console=Console(stderr=True), auto_refresh=False, transient=True)
+            self._live = Live(console=Console(stderr=True), auto_refresh=False, transient=True)
 
     def __enter__(self) -> StatusView:
         if self._live is not None:
@@ -559,31 +687,25 @@ class StatusView:
         if self._live is not None:
             self._live.stop()
 
-    def tick(self) -> None:
+    def show(self, snapshot: dict[str, Any]) -> None:
         if time.monotonic() < self.next_at:
             return
         self.next_at = time.monotonic() + self.interval
-        rows = self.app.status_rows()
-        if self._live is not None:
-            from rich.table import Table  # noqa: PLC0415 - optional
-
-            table = Table(title=self.app.broker_state())
-            for header in HEADERS:
-                table.add_column(header)
-            for row in rows:
-                table.add_row(*row)
-            self._live.update(table, refresh=True)
+        if self._live is None:
+            print(format_status(snapshot), file=sys.stderr, flush=True)
             return
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
-        lines = [self.app.broker_state()]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [HEADERS, *rows]]
-        print("\n".join(lines) + "\n", file=sys.stderr, flush=True)
+        table = Table(title=status_title(snapshot))
+        for header in HEADERS:
+            table.add_column(header)
+        for row in status_rows(snapshot):
+            table.add_row(*row)
+        self._live.update(table, refresh=True)
 
 
 @contextlib.contextmanager
 def _state_lock(layout: Layout) -> Iterator[None]:
     layout.root.mkdir(parents=True, exist_ok=True)
-    with (layout.root / "up.lock").open("a") as lock:
+    with layout.lock.open("a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -592,15 +714,19 @@ def _state_lock(layout: Layout) -> Iterator[None]:
 
 
 def run_up(line: PlantLine, *, state_dir: Path | None, simulate: bool, metrics_base_port: int = 9400) -> int:
-    """Prepare, start and supervise the line until SIGINT/SIGTERM; return the exit status."""
+    """Prepare, start and supervise the line until SIGINT/SIGTERM; return the exit status.
+
+    SIGHUP (`plantline reload`) republishes the CA's CRL and trust bundle and reloads the broker.
+    """
     layout = Layout(state_dir if state_dir is not None else default_state_dir(line))
     stop = threading.Event()
+    reload = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
-        stop.set()
+        del frame
+        (reload if signum == signal.SIGHUP else stop).set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     app = LocalLine(line, layout, simulate, metrics_base_port)
     try:
         with _state_lock(layout):
@@ -610,18 +736,17 @@ def run_up(line: PlantLine, *, state_dir: Path | None, simulate: bool, metrics_b
                 if stop.is_set():
                     return 0
                 app.start()
-                _announce(app)
-                with StatusView(app) as view:
-                    while not stop.is_set():
-                        now = time.monotonic()
-                        for child in app.children():
-                            child.supervise(now)
-                        app.write_pids()
-                        view.tick()
-                        stop.wait(0.25)
+                announce(line, layout)
+                say(
+                    f"running {len(app.connectors)} connector(s), {len(app.simulators)} simulator(s); "
+                    "Ctrl-C stops everything"
+                )
+                _supervise(app, stop, reload)
             finally:
                 say("stopping: connectors, then simulators, then the broker")
                 app.stop()
+                with contextlib.suppress(FileNotFoundError):
+                    layout.status.unlink()
                 say("stopped")
     except (UpError, PassphraseError) as exc:
         say(f"error: {exc}")
@@ -632,12 +757,34 @@ def run_up(line: PlantLine, *, state_dir: Path | None, simulate: bool, metrics_b
     return 0
 
 
-def _announce(app: LocalLine) -> None:
-    spec = app.line.spec
-    tls = app.layout.tls.resolve()
+def _supervise(app: LocalLine, stop: threading.Event, reload: threading.Event) -> None:
+    snapshot_at = 0.0
+    with StatusView() as view:
+        while not stop.is_set():
+            now = time.monotonic()
+            for child in app.children():
+                child.supervise(now)
+            app.write_pids()
+            if reload.is_set():
+                reload.clear()
+                try:
+                    app.reload_trust()
+                except (PassphraseError, UpError, OSError) as exc:
+                    say(f"reload failed: {exc}")
+            if now >= snapshot_at:
+                snapshot_at = now + SNAPSHOT_INTERVAL
+                snapshot = app.snapshot()
+                _write(app.layout.status, (json.dumps(snapshot, indent=2) + "\n").encode())
+                view.show(snapshot)
+            stop.wait(0.25)
+
+
+def announce(line: PlantLine, layout: Layout) -> None:
+    """Print (stdout) where the broker is and the reader identity to subscribe with."""
+    spec = line.spec
+    tls = layout.tls.resolve()
     reader = reader_identity(spec)
-    url = f"mqtts://{spec.broker.host}:{spec.broker.port}"
-    print(f"broker: {url}", flush=True)
+    print(f"broker: mqtts://{spec.broker.host}:{spec.broker.port}", flush=True)
     print(f"reader certificate: {tls / f'{reader}.crt'}", flush=True)
     print(f"reader key: {tls / f'{reader}.key'}", flush=True)
     print(f"ca: {tls / TRUST_BUNDLE}", flush=True)
@@ -646,4 +793,85 @@ def _announce(app: LocalLine) -> None:
         f"--cert {tls / f'{reader}.crt'} --key {tls / f'{reader}.key'} -t 'spBv1.0/{spec.sparkplug_group}/#' -v",
         flush=True,
     )
-    say(f"running {len(app.connectors)} connector(s), {len(app.simulators)} simulator(s); Ctrl-C stops everything")
+
+
+# -- a line in the background: --detach, status, reload, down ---------------------------------------
+
+
+def running_pid(layout: Layout) -> int | None:
+    """Return the pid of the `up` holding this state directory, None when none runs."""
+    if not layout.lock.exists():
+        return None
+    with layout.lock.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
+        else:
+            return None  # nobody holds it: no `up` runs here
+    for _ in range(50):  # the lock is taken before pids.json is first written
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            return int(json.loads(layout.pids.read_text())["up"])
+        time.sleep(0.1)
+    return None
+
+
+def read_status(layout: Layout) -> dict[str, Any] | None:
+    """Return the running line's latest snapshot, None when no `up` runs on this state directory."""
+    if running_pid(layout) is None:
+        return None
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        data: dict[str, Any] = json.loads(layout.status.read_text())
+        data["age_s"] = round(time.time() - float(data["updated"]), 1)
+        return data
+    return None
+
+
+def detach(argv: list[str], layout: Layout, *, timeout: float = 120.0) -> int:
+    """Start `up` (argv) in its own session with its output in logs/up.log; return once it runs."""
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    os.chmod(layout.root, 0o700)
+    with layout.up_log.open("ab") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    say(f"started in the background (pid {proc.pid}); log: {layout.up_log}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = "\n".join(layout.up_log.read_text(errors="replace").splitlines()[-20:])
+            raise UpError(f"the background `plantline up` exited with {proc.returncode}:\n{tail}")
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            snapshot = json.loads(layout.status.read_text())
+            if snapshot.get("up_pid") == proc.pid:
+                return proc.pid
+        time.sleep(0.2)
+    raise UpError(f"the background `plantline up` did not come up in {timeout:.0f}s; see {layout.up_log}")
+
+
+def signal_up(layout: Layout, signum: int) -> int | None:
+    """Send `signum` to the running `up`; return its pid, None when none runs."""
+    pid = running_pid(layout)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    return pid
+
+
+def down(layout: Layout, *, timeout: float = 60.0) -> bool:
+    """Stop the line's background `up` and everything it started; return False when none ran."""
+    pid = signal_up(layout, signal.SIGTERM)
+    if pid is None:
+        return False
+    say(f"stopping plantline up (pid {pid}): connectors, then simulators, then the broker")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and running_pid(layout) is not None:
+        time.sleep(0.2)
+    if running_pid(layout) is not None:
+        say(f"plantline up did not stop in {timeout:.0f}s; killing it and its children")
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            for child in json.loads(layout.pids.read_text())["children"].values():
+                _kill_group(int(child), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return True
