@@ -217,8 +217,22 @@ def test_rebirth_keeps_bdseq_and_restarts_seq(tmp_path: Path) -> None:
     assert [m.kind for m in again] == [MessageType.NBIRTH, MessageType.DBIRTH, MessageType.DBIRTH]
     assert payload(again[0]).seq == 0
     assert metric_value(payload(again[0]), "bdSeq") == metric_value(payload(will), "bdSeq")
-    assert s.on_rebirth_request(T0 + 5500) == []  # debounced
+    assert s.on_rebirth_request(T0 + 5500) == []  # debounced ...
+    assert s.on_rebirth_request(T0 + 5700) == []
+    assert s.due_rebirth(T0 + 5900) == []
+    later = s.due_rebirth(T0 + 6000)  # ... not dropped: one rebirth when the window ends
+    assert [m.kind for m in later] == [MessageType.NBIRTH, MessageType.DBIRTH, MessageType.DBIRTH]
+    assert s.due_rebirth(T0 + 9000) == []
     assert len(births) == 3
+
+
+def test_births_for_another_reason_answer_a_deferred_rebirth(tmp_path: Path) -> None:
+    s, _, _ = online(tmp_path, rebirth_debounce_ms=1000)
+    assert s.on_rebirth_request(T0 + 100) == []  # deferred
+    s.on_disconnected()
+    s.prepare_connect()
+    assert next(m.kind for m in s.on_connected(T0 + 500)) is MessageType.NBIRTH
+    assert s.due_rebirth(T0 + 5000) == []
 
 
 def test_message_flow_edge_node_birth_publish_subscribe_waits_for_primary_host(tmp_path: Path) -> None:

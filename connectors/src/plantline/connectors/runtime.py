@@ -273,7 +273,7 @@ class Connector:
                 return
             if any(m.name == REBIRTH_METRIC and m.value is True for m in payload.metrics):
                 births = self.session.on_rebirth_request(now)
-                log.info("rebirth requested: %s", "births sent" if births else "debounced")
+                log.info("rebirth requested: %s", "births sent" if births else "deferred to the end of the debounce")
                 self._send(births)
         elif topic.message_type is MessageType.DCMD:
             log.info("DCMD for %s ignored: writes to devices are not supported", topic.device_id)
@@ -401,6 +401,7 @@ class Connector:
         while not stop.is_set():
             now = self._heartbeat = time.monotonic()
             self._export_stats()
+            self._send(self.session.due_rebirth(self._now_ms()))
             self._publish_kpis(now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)

@@ -177,6 +177,7 @@ class EdgeNodeSession:
         self.phase = Phase.OFFLINE
         self._seq = 0
         self._last_birth_ms: int | None = None
+        self._rebirth_due_ms: int | None = None
         self._devices: dict[str, _DeviceState] = {}
         alias = FIRST_DEVICE_ALIAS
         for device_id, tags in devices.items():
@@ -268,12 +269,25 @@ class EdgeNodeSession:
         return []
 
     def on_rebirth_request(self, now_ms: int) -> list[Outgoing]:
-        """NCMD Node Control/Rebirth: births again with the same bdSeq, at most once per debounce."""
+        """NCMD Node Control/Rebirth: births again with the same bdSeq, at most once per debounce.
+
+        A request inside the debounce window is not dropped: the host asked because it lacks
+        births (e.g. it joined through a bridge just after them), so it is due when the window
+        ends (`due_rebirth`), and several requests meanwhile make one rebirth.
+        """
         if self.phase is not Phase.ONLINE:
             return []
         if self._last_birth_ms is not None and now_ms - self._last_birth_ms < self.rebirth_debounce_ms:
+            self._rebirth_due_ms = self._last_birth_ms + self.rebirth_debounce_ms
             return []
         return self._births(now_ms)
+
+    def due_rebirth(self, now_ms: int) -> list[Outgoing]:
+        """Return the births of a rebirth deferred by the debounce once its time has come."""
+        if self._rebirth_due_ms is None or now_ms < self._rebirth_due_ms:
+            return []
+        self._rebirth_due_ms = None
+        return self.on_rebirth_request(now_ms)
 
     @property
     def can_publish_data(self) -> bool:
@@ -378,6 +392,7 @@ class EdgeNodeSession:
         )
         self.phase = Phase.ONLINE
         self._last_birth_ms = now_ms
+        self._rebirth_due_ms = None  # these births answer any deferred request
         out = [Outgoing(MessageType.NBIRTH, self.topic(MessageType.NBIRTH), encode(nbirth), 0)]
         out += [self._dbirth(device_id, now_ms) for device_id, d in self._devices.items() if d.online]
         return out
