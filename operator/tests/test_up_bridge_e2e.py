@@ -7,7 +7,6 @@ bridge, and nothing else crosses in either direction.
 
 from __future__ import annotations
 
-import os
 import ssl
 import threading
 import time
@@ -19,10 +18,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from plantline.connectors.sparkplug import DataType, MessageType, Metric, Payload, encode
-from plantline.pki.authority import Authority
-from plantline.pki.exports import CertFormat
 from plantline_testing import free_port
-from plantline_testing.lines import UpRun, line_copy
+from plantline_testing.lines import UpRun, line_copy, start_core_broker
 from plantline_testing.mosquitto import Broker
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -74,29 +71,16 @@ def bridged(tmp_path: Path) -> Iterator[tuple[UpRun, Broker]]:
     line_file = tmp_path / "line.yaml"
     line_copy(line_file, bridge=("127.0.0.1", core_port))
     run = UpRun(line_file, tmp_path / "state")
-    core = Broker(tmp_path / "core", core_port, persistence=True)
+    core: Broker | None = None
     try:
-        run.up_detached()  # the bridge retries until the core broker below listens
-        authority = Authority(
-            run.state_dir / "ca", passphrase=lambda: (run.state_dir / "pki-passphrase").read_bytes().strip()
-        )
-        core.directory.mkdir()
-        authority.issue("core-broker", profile="mqtt-server", sans=["ip:127.0.0.1"])
-        authority.issue("core-host", profile="mqtt-client")
-        (core.directory / "broker.crt").write_bytes(authority.export("core-broker", CertFormat.CHAIN))
-        (core.directory / "broker.key").write_bytes(authority.export("core-broker", CertFormat.KEY))
-        (core.directory / "trust-bundle.pem").write_bytes(authority.trust_bundle())
-        (core.directory / "crl.pem").write_bytes(authority.crl_pem())
-        for name in ("core-host.crt", "core-host.key"):
-            export = CertFormat.CHAIN if name.endswith(".crt") else CertFormat.KEY
-            (run.tls / name).write_bytes(authority.export("core-host", export))
-        os.chmod(run.tls / "core-host.key", 0o600)
-        core.start()
+        run.up_detached()  # the bridge retries until the core broker listens
+        core = start_core_broker(run, tmp_path / "core", core_port)
         yield run, core
     finally:
         run.down()
         run.kill_all()
-        core.stop()
+        if core is not None:
+            core.stop()
 
 
 def test_the_bridge_carries_the_line_to_the_core_and_nothing_else(bridged: tuple[UpRun, Broker]) -> None:

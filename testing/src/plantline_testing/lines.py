@@ -20,7 +20,10 @@ from typing import Any
 
 import yaml
 
+from plantline.pki.authority import Authority
+from plantline.pki.exports import CertFormat
 from plantline_testing import free_port
+from plantline_testing.mosquitto import Broker
 from plantline_testing.sparkplug_reader import SparkplugReader
 
 REPO = Path(__file__).resolve().parents[3]
@@ -171,3 +174,27 @@ class UpRun:
             data = json.loads((self.state_dir / "pids.json").read_text())
             self.pids.add(int(data["up"]))
             self.pids.update(int(pid) for pid in data["children"].values())
+
+
+def start_core_broker(run: UpRun, directory: Path, port: int) -> Broker:
+    """Start a second mosquitto, the "core" broker, trusting the line's CA; also issue `core-host`.
+
+    The core broker's certificate (`core-broker`, for 127.0.0.1) and a client identity for a core
+    host (`core-host`, its files in the run's TLS directory) come from the line's own CA.
+    """
+    passphrase = (run.state_dir / "pki-passphrase").read_bytes().strip()
+    authority = Authority(run.state_dir / "ca", passphrase=lambda: passphrase)
+    directory.mkdir(parents=True)
+    authority.issue("core-broker", profile="mqtt-server", sans=["ip:127.0.0.1"])
+    authority.issue("core-host", profile="mqtt-client")
+    (directory / "broker.crt").write_bytes(authority.export("core-broker", CertFormat.CHAIN))
+    (directory / "broker.key").write_bytes(authority.export("core-broker", CertFormat.KEY))
+    (directory / "trust-bundle.pem").write_bytes(authority.trust_bundle())
+    (directory / "crl.pem").write_bytes(authority.crl_pem())
+    (run.tls / "core-host.crt").write_bytes(authority.export("core-host", CertFormat.CHAIN))
+    key = run.tls / "core-host.key"
+    key.touch(mode=0o600)
+    key.write_bytes(authority.export("core-host", CertFormat.KEY))
+    core = Broker(directory, port, persistence=True)
+    core.start()
+    return core

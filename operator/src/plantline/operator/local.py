@@ -499,12 +499,14 @@ class LocalLine:
             )
 
     def start(self) -> None:
-        """Start the broker, the simulators, then the connectors; raise UpError if one fails to start."""
+        """Start the broker, then the simulators and connectors; raise UpError if one fails to start."""
         self.start_broker()
-        for child in self.simulators:
-            self._start_listening(child)
-        for child in self.connectors:
+        # Simulators and connectors start together: each takes seconds to import, and a connector
+        # retries a PLC that does not answer yet with its short backoff.
+        for child in [*self.simulators, *self.connectors]:
             child.start()
+        for child in self.simulators:
+            self._wait_listening(child)
         self.write_pids()
 
     def start_broker(self) -> None:
@@ -513,6 +515,9 @@ class LocalLine:
 
     def _start_listening(self, child: Child) -> None:
         child.start()
+        self._wait_listening(child)
+
+    def _wait_listening(self, child: Child) -> None:
         assert child.listen is not None  # noqa: S101 - brokers and simulators listen
         if not wait_listening(*child.listen, alive=child.alive, timeout=START_TIMEOUT):
             raise UpError(f"{child.name} did not listen on {child.listen[0]}:{child.listen[1]}:\n{child.log_tail()}")

@@ -1,0 +1,176 @@
+"""`plantline up` on the demo line: time to first DDATA, and PLC -> core latency through the bridge.
+
+Part 1 runs `plantline up --simulate` (foreground, as a user does) on a copy of the demo line and
+times, from the command's start: the broker listening, the line's NBIRTH, and the first DDATA of
+every machine, at a reader subscribed as the analytics identity. Cold = a new state directory (a
+CA is created and every certificate issued); warm = the same directory again. The baseline, in
+the same run, is a bare mosquitto started with the same rendered configuration.
+
+Part 2 runs the demo line with a bridge to a second mosquitto (the core broker) and measures, for
+every DDATA metric, arrival time minus the metric's source timestamp, at the site broker and at
+the core broker at once. The machines' samplingInterval fixes the rate. The ratio core/site is
+what the bridge adds. OPC UA timestamps are the simulator's; S7 and CIP timestamps are the
+connector's read time, so their figures start at the read.
+
+    uv run python bench/up_bench.py [--seconds 30] [--sampling 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from plantline.connectors.sparkplug import MessageType
+from plantline.operator.local import find_mosquitto, port_taken
+from plantline_testing import free_port
+from plantline_testing.lines import UpRun, line_copy, start_core_broker
+from plantline_testing.sparkplug_reader import SparkplugReader
+
+MACHINES = ("filler", "capper", "labeler")
+
+
+def say(text: str) -> None:
+    print(f"up_bench: {text}", file=sys.stderr, flush=True)
+
+
+def _wait(condition: object, timeout: float, what: str) -> float:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.01)
+    return time.monotonic()
+
+
+def time_up(run: UpRun) -> dict[str, float]:
+    """Start `plantline up` in the foreground; return seconds to broker, NBIRTH, all first DDATA."""
+    argv = [sys.executable, "-m", "plantline.operator.cli", "up", str(run.line_file), "--simulate"]
+    argv += ["--state-dir", str(run.state_dir), "--metrics-base-port", str(run.metrics_base)]
+    log = (run.state_dir.parent / "up-bench.log").open("ab")
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        cert = run.tls / f"{run.identity('reader')}.crt"
+        broker = _wait(lambda: cert.exists() and port_taken("127.0.0.1", run.port), 120, "broker") - start
+        with run.reader("up-bench") as reader:
+            nbirth = _wait(lambda: reader.of(MessageType.NBIRTH), 120, "NBIRTH") - start
+            firsts = [
+                _wait(lambda m=m: reader.of(MessageType.DDATA, m), 120, f"DDATA {m}") - start
+                for m in MACHINES
+            ]
+        return {"broker": broker, "nbirth": nbirth, "all_ddata": max(firsts)}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def time_bare_mosquitto(run: UpRun) -> float:
+    """Seconds from starting mosquitto with the line's rendered config to its port listening."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [find_mosquitto(), "-c", str(run.state_dir / "broker" / "mosquitto.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        return _wait(lambda: port_taken("127.0.0.1", run.port), 30, "bare mosquitto") - start
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def latencies(reader: SparkplugReader, since_ms: int) -> list[float]:
+    out = []
+    for message in reader.of(MessageType.DDATA):
+        arrived_ms = message.at * 1000
+        for metric in message.payload.metrics:
+            if metric.timestamp and metric.timestamp >= since_ms and not metric.is_historical:
+                out.append(arrived_ms - metric.timestamp)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bridge_latency(work: Path, seconds: float, sampling: float) -> dict[str, list[float]]:
+    core_port = free_port()
+    line_copy(work / "bridged.yaml", bridge=("127.0.0.1", core_port), sampling_interval=sampling)
+    run = UpRun(work / "bridged.yaml", work / "bridged-state")
+    core = None
+    try:
+        run.up_detached()
+        core = start_core_broker(run, work / "core", core_port)
+        with run.reader("site-host") as site, run.reader("core-host", port=core_port) as at_core:
+            _wait(lambda: all(at_core.of(MessageType.DDATA, m) for m in MACHINES), 120, "DDATA at the core")
+            time.sleep(2)  # past the births and the first burst
+            since = int(time.time() * 1000)
+            say(f"measuring {seconds:.0f} s at samplingInterval {sampling} s")
+            time.sleep(seconds)
+            return {"site": latencies(site, since), "core": latencies(at_core, since)}
+    finally:
+        run.down()
+        run.kill_all()
+        if core is not None:
+            core.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0, help="latency measuring window")
+    parser.add_argument("--sampling", type=float, default=0.1, help="samplingInterval of every machine (s)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="plantline-up-bench-") as tmp:
+        work = Path(tmp)
+        line_copy(work / "line.yaml")
+        run = UpRun(work / "line.yaml", work / "state")
+        say("cold start (new state directory: CA, certificates)")
+        cold = time_up(run)
+        say("warm start (same state directory)")
+        warm = time_up(run)
+        bare = time_bare_mosquitto(run)
+        print("\n## plantline up -> first DDATA (demo line, 3 machines, one edge node)")
+        print("| start | broker listening | NBIRTH | first DDATA of all 3 | vs bare mosquitto start |")
+        print("|---|---|---|---|---|")
+        for name, figures in (("cold", cold), ("warm", warm)):
+            print(
+                f"| {name} | {figures['broker']:.2f} s | {figures['nbirth']:.2f} s | {figures['all_ddata']:.2f} s "
+                f"| x{figures['all_ddata'] / bare:.0f} |"
+            )
+        print(f"| baseline: bare mosquitto, same config | {bare:.3f} s | | | x1 |")
+        print(f"\ncold/warm to first DDATA: x{cold['all_ddata'] / warm['all_ddata']:.2f}")
+
+        found = bridge_latency(work, args.seconds, args.sampling)
+        print(f"\n## PLC -> broker latency, samplingInterval {args.sampling} s, {args.seconds:.0f} s window")
+        print("| at | metrics | per s | p50 | p99 | max |")
+        print("|---|---|---|---|---|---|")
+        for where, values in found.items():
+            if not values:
+                print(f"| {where} | 0 | | | | |")
+                continue
+            print(
+                f"| {where} broker | {len(values)} | {len(values) / args.seconds:.0f} | {pct(values, 0.5):.1f} ms "
+                f"| {pct(values, 0.99):.1f} ms | {max(values):.1f} ms |"
+            )
+        if found["site"] and found["core"]:
+            site_p50, core_p50 = statistics.median(found["site"]), statistics.median(found["core"])
+            print(f"\nthe bridge adds {core_p50 - site_p50:.1f} ms at p50 (core/site x{core_p50 / site_p50:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
