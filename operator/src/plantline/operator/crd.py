@@ -109,11 +109,6 @@ def structural_schema(model: type[PlantLine] | type[PlantLineStatus]) -> dict[st
 
 def _machine_rules() -> list[dict[str, str]]:
     rules = [
-        {
-            "rule": "self.tags.all(t, self.tags.exists_one(u, u.signal == t.signal))",
-            "message": "tag signals must be unique per machine",
-        },
-        {"rule": "size(self.tags) >= 1", "message": "a machine needs at least one tag"},
         {"rule": "!has(self.opcua) || self.protocol == 'opcua'", "message": "opcua options need protocol opcua"},
     ]
     for protocol, pattern in ADDRESS_PATTERNS.items():
@@ -127,14 +122,20 @@ def _machine_rules() -> list[dict[str, str]]:
 
 
 def _spec_schema(spec: dict[str, Any]) -> dict[str, Any]:
+    """Add the cross-field rules; uniqueness is a list-map key, which costs no CEL budget.
+
+    The apiserver refuses CEL rules whose estimated cost (items x length x regex) exceeds its
+    budget, and the whole CRD with them: pairwise uniqueness over 64 machines x 128 tags did, so
+    machine ids and tag signals are list-map keys (the error names the duplicate item).
+    """
     spec = copy.deepcopy(spec)
-    spec["x-kubernetes-validations"] = [
-        {
-            "rule": "self.machines.all(m, self.machines.exists_one(n, n.id == m.id))",
-            "message": "machine ids must be unique",
-        }
-    ]
-    spec["properties"]["machines"]["items"]["x-kubernetes-validations"] = _machine_rules()
+    machines = spec["properties"]["machines"]
+    machines["x-kubernetes-list-type"] = "map"
+    machines["x-kubernetes-list-map-keys"] = ["id"]
+    tags = machines["items"]["properties"]["tags"]
+    tags["x-kubernetes-list-type"] = "map"
+    tags["x-kubernetes-list-map-keys"] = ["signal"]
+    machines["items"]["x-kubernetes-validations"] = _machine_rules()
     return spec
 
 
