@@ -62,10 +62,7 @@ def time_up(run: UpRun) -> dict[str, float]:
         broker = _wait(lambda: cert.exists() and port_taken("127.0.0.1", run.port), 120, "broker") - start
         with run.reader("up-bench") as reader:
             nbirth = _wait(lambda: reader.of(MessageType.NBIRTH), 120, "NBIRTH") - start
-            firsts = [
-                _wait(lambda m=m: reader.of(MessageType.DDATA, m), 120, f"DDATA {m}") - start
-                for m in MACHINES
-            ]
+            firsts = [_wait(lambda m=m: reader.of(MessageType.DDATA, m), 120, f"DDATA {m}") - start for m in MACHINES]
         return {"broker": broker, "nbirth": nbirth, "all_ddata": max(firsts)}
     finally:
         proc.send_signal(signal.SIGINT)

@@ -18,7 +18,7 @@ import yaml
 from plantline.connectors.sparkplug import MessageType
 from plantline.operator.local import ca_fingerprint, port_taken
 from plantline.pki.authority import Authority
-from plantline_testing.lines import DEMO, UpRun, line_copy
+from plantline_testing.lines import DEMO, UpRun, alive, line_copy
 from plantline_testing.sparkplug_reader import SparkplugReader
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -48,15 +48,6 @@ def _bdseqs(reader: SparkplugReader) -> list[int]:
     for message in reader.of(MessageType.NBIRTH):
         out += [int(m.value) for m in message.payload.metrics if m.name == "bdSeq"]  # type: ignore[call-overload]
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(") ", 1)[1].startswith("Z"))
 
 
 def _stop(proc: subprocess.Popen[bytes], log: Path) -> int:
@@ -94,7 +85,7 @@ def test_up_runs_the_demo_line_stops_cleanly_and_resumes(tmp_path: Path) -> None
             assert _stop(up, log) == 0
             reader.wait_for(lambda: len(reader.of(MessageType.NDEATH)) >= 1, 10, "the line's NDEATH")
             assert not reader.errors
-        assert not [pid for pid in children if _alive(pid)]
+        assert not [pid for pid in children if alive(pid)]
         assert run.leftovers() == []
         assert not (state / "pids.json").exists()
 
@@ -107,7 +98,7 @@ def test_up_runs_the_demo_line_stops_cleanly_and_resumes(tmp_path: Path) -> None
             assert ca_fingerprint(Authority(state / "ca")) == fingerprint
             children = set(json.loads((state / "pids.json").read_text())["children"].values())
             assert _stop(again, log) == 0
-        assert not [pid for pid in children if _alive(pid)]
+        assert not [pid for pid in children if alive(pid)]
         assert run.leftovers() == []
     finally:
         for proc in procs:

@@ -23,7 +23,7 @@ import pytest
 
 from plantline.connectors.kpi import SPARKPLUG_METRICS as KPI_METRICS
 from plantline.connectors.sparkplug import MessageType
-from plantline_testing.lines import UpRun, line_copy
+from plantline_testing.lines import UpRun, alive, line_copy
 from plantline_testing.sparkplug_reader import SparkplugReader, Value
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -85,7 +85,7 @@ def test_detached_line_reports_status_and_goes_down(make_run: Any) -> None:
     pids = set(run.pids)
     assert run.down().returncode == 0
     assert run.leftovers() == []
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
     stopped = run.status()
     assert stopped == {"state_dir": str(run.state_dir.resolve()), "running": False, "exit": 3}
     assert run.down().returncode == 0  # idempotent: nothing to stop is not an error
@@ -293,12 +293,3 @@ def _reader_sees_no_capper(run: UpRun) -> bool:
     ) as fresh:  # fmt: skip
         time.sleep(2)
         return not fresh.of(MessageType.DDATA, "capper")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(") ", 1)[1].startswith("Z"))

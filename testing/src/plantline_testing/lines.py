@@ -39,6 +39,16 @@ def _free(port: int) -> bool:
     return True
 
 
+def alive(pid: int) -> bool:
+    """Return whether `pid` runs (a zombie awaiting its parent's wait does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ", 1)[1].startswith("Z"))
+
+
 def free_run(count: int) -> int:
     """Return the first of `count` consecutive free loopback ports."""
     for _ in range(50):
