@@ -150,3 +150,15 @@ def test_missing_mosquitto_says_how_to_install_it(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("shutil.which", lambda *_a, **_k: None)
     with pytest.raises(local.UpError, match="sudo apt-get install mosquitto"):
         local.find_mosquitto()
+
+
+def test_up_runs_mosquitto_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from plantline.operator.cli import main
+
+    line_file = tmp_path / "line.yaml"
+    data = line_copy(line_file)
+    data["spec"]["broker"]["kind"] = "emqx"
+    line_file.write_text(yaml.safe_dump(data))
+    assert main(["up", str(line_file), "--state-dir", str(tmp_path / "state")]) == 1
+    assert "spec.broker.kind is 'emqx'" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()  # refused before anything is created

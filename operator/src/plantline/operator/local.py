@@ -723,6 +723,9 @@ def run_up(line: PlantLine, *, state_dir: Path | None, simulate: bool, metrics_b
 
     SIGHUP (`plantline reload`) republishes the CA's CRL and trust bundle and reloads the broker.
     """
+    if line.spec.broker.kind != "mosquitto":
+        say(f"error: spec.broker.kind is {line.spec.broker.kind!r}; `plantline up` runs a mosquitto broker only")
+        return 1
     layout = Layout(state_dir if state_dir is not None else default_state_dir(line))
     stop = threading.Event()
     reload = threading.Event()
