@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Run one molecule scenario the way CI does:
+#
+#   ansible/molecule/run.sh SCENARIO [MOLECULE_COMMAND]     (default command: test)
+#
+# Builds or reuses the Debian 12 image (image/build.sh), links the collection into the cache
+# (scripts/link-collection.sh), builds or reuses the connectors wheelhouse, then runs molecule
+# with the shared base config. Containers and the network carry a run id, and whatever is left
+# of them is removed on exit, even after a failure.
+set -euo pipefail
+scenario="${1:?usage: run.sh SCENARIO [test|converge|verify|destroy|...]}"
+command="${2:-test}"
+here="$(cd "$(dirname "$0")/.." && pwd)"
+repo="$(cd "$here/.." && pwd)"
+export PLANTLINE_CACHE="${PLANTLINE_CACHE:-$HOME/.cache/plantline}"
+export PATH="$repo/.venv/bin:$PATH:/usr/sbin"
+export PLANTLINE_ANSIBLE_DIR="$here"
+if [ -z "${PLANTLINE_MOLECULE_IMAGE:-}" ]; then
+  PLANTLINE_MOLECULE_IMAGE="$("$here/molecule/image/build.sh")"   # fails the run if it fails
+fi
+export PLANTLINE_MOLECULE_IMAGE
+export ANSIBLE_COLLECTIONS_PATH; ANSIBLE_COLLECTIONS_PATH="$("$here/scripts/link-collection.sh")"
+if [ -z "${PLANTLINE_WHEELHOUSE:-}" ]; then
+  PLANTLINE_WHEELHOUSE="$("$here/scripts/build-wheelhouse.sh" runtime,s7)"   # fails the run if it fails
+fi
+export PLANTLINE_WHEELHOUSE
+export PLANTLINE_RUN_ID="${PLANTLINE_RUN_ID:-$(date +%H%M%S)$$}"
+export PLANTLINE_MOLECULE_WORKDIR="${PLANTLINE_MOLECULE_WORKDIR:-${TMPDIR:-/tmp}/plantline-molecule-$scenario-$PLANTLINE_RUN_ID}"
+export MOLECULE_GLOB="molecule/*/molecule.yml"
+export ANSIBLE_LOCAL_TEMP="$PLANTLINE_MOLECULE_WORKDIR/ansible-tmp"
+mkdir -p "$PLANTLINE_MOLECULE_WORKDIR"
+chmod 0700 "$PLANTLINE_MOLECULE_WORKDIR"
+
+cleanup() {
+  local status=$?
+  if [ "$command" = test ] || [ "$command" = destroy ]; then
+    for name in $(podman ps -a --format '{{.Names}}' | grep -- "-$PLANTLINE_RUN_ID\$" || true); do
+      podman rm -f -t 2 "$name" >/dev/null 2>&1 || true
+    done
+    for net in $(podman network ls --format '{{.Name}}' | grep -- "-$PLANTLINE_RUN_ID\$" || true); do
+      podman network rm -f "$net" >/dev/null 2>&1 || true
+    done
+    rm -rf "$PLANTLINE_MOLECULE_WORKDIR"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+
+# Each scenario gets a network of its own with a fixed subnet, so the firewall tests can name
+# addresses (molecule's podman driver cannot set a subnet); the driver reuses the network.
+case "$scenario" in
+  hardening) subnet=10.231.11.0/24 ;;
+  edge_core) subnet=10.231.12.0/24 ;;
+  *) subnet="" ;;
+esac
+network="pl-${scenario//_/-}-$PLANTLINE_RUN_ID"
+if [ -n "$subnet" ] && ! podman network exists "$network"; then
+  podman network create --subnet "$subnet" "$network" >/dev/null
+fi
+
+cd "$here"
+echo "molecule: scenario $scenario, run $PLANTLINE_RUN_ID, image $PLANTLINE_MOLECULE_IMAGE" >&2
+nice -n 10 molecule -c molecule/base.yml "$command" -s "$scenario"
