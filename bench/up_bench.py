@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from plantline.connectors.sparkplug import MessageType
@@ -41,9 +43,9 @@ def say(text: str) -> None:
     print(f"up_bench: {text}", file=sys.stderr, flush=True)
 
 
-def _wait(condition: object, timeout: float, what: str) -> float:
+def _wait(condition: Callable[[], object], timeout: float, what: str) -> float:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError(what)
         time.sleep(0.01)
@@ -62,7 +64,7 @@ def time_up(run: UpRun) -> dict[str, float]:
         broker = _wait(lambda: cert.exists() and port_taken("127.0.0.1", run.port), 120, "broker") - start
         with run.reader("up-bench") as reader:
             nbirth = _wait(lambda: reader.of(MessageType.NBIRTH), 120, "NBIRTH") - start
-            firsts = [_wait(lambda m=m: reader.of(MessageType.DDATA, m), 120, f"DDATA {m}") - start for m in MACHINES]
+            firsts = [_wait(partial(reader.of, MessageType.DDATA, m), 120, f"DDATA {m}") - start for m in MACHINES]
         return {"broker": broker, "nbirth": nbirth, "all_ddata": max(firsts)}
     finally:
         proc.send_signal(signal.SIGINT)

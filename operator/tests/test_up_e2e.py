@@ -162,3 +162,32 @@ def test_up_runs_mosquitto_only(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["up", str(line_file), "--state-dir", str(tmp_path / "state")]) == 1
     assert "spec.broker.kind is 'emqx'" in capsys.readouterr().err
     assert not (tmp_path / "state").exists()  # refused before anything is created
+
+
+def test_a_revoked_identity_is_not_enrolled_again(tmp_path: Path) -> None:
+    from plantline.operator.api import parse_plantline
+    from plantline.operator.local import ensure_certificates
+    from plantline.operator.render import render_certificate_requests
+
+    line = parse_plantline(yaml.safe_load(DEMO.read_text()))
+    requests = render_certificate_requests(line)
+    authority = Authority.init(tmp_path / "ca", name="test CA", passphrase=None, encrypt=False)
+    ensure_certificates(authority, requests, tmp_path / "tls")
+    connector = requests[0].identity
+    revoked_serial = authority.certificates(identity=connector, status="active")[0].serial
+    authority.revoke(connector, reason="key-compromise")
+    old_files = (tmp_path / "tls" / f"{connector}.crt").read_bytes()
+
+    ensure_certificates(authority, requests, tmp_path / "tls")  # what a second `up` does
+    assert authority.certificates(identity=connector, status="active") == []
+    assert (tmp_path / "tls" / f"{connector}.crt").read_bytes() == old_files  # the broker refuses these
+    others = [r.identity for r in requests if r.identity != connector and r.profile == "mqtt-client"]
+    assert all(authority.certificates(identity=i, status="active") for i in others)
+    assert _crl_names(tmp_path, revoked_serial)  # and the published CRL names it
+
+
+def _crl_names(tmp_path: Path, serial_hex: str) -> bool:
+    from cryptography import x509
+
+    crl = x509.load_pem_x509_crl((tmp_path / "tls" / "crl.pem").read_bytes())
+    return crl.get_revoked_certificate_by_serial_number(int(serial_hex, 16)) is not None

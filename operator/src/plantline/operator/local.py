@@ -711,10 +711,17 @@ class StatusView:
 def _state_lock(layout: Layout) -> Iterator[None]:
     layout.root.mkdir(parents=True, exist_ok=True)
     with layout.lock.open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UpError(f"{layout.root}: another `plantline up` is running on this state directory") from None
+        # `plantline status` probes this lock for an instant (running_pid): retry briefly so a
+        # probe never makes a starting `up` fail.
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UpError(f"{layout.root}: another `plantline up` is running on this state directory") from None
+                time.sleep(0.05)
         yield
 
 
