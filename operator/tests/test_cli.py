@@ -88,3 +88,24 @@ def test_render_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 def test_example_renders_valid_yaml() -> None:
     assert yaml.safe_load(DEMO.read_text())["kind"] == "PlantLine"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--ca-secret", "plantline-ca"], "--ca-secret: expected NAMESPACE/NAME"),
+        (["--resync-seconds", "0"], "--resync-seconds: expected a positive number"),
+    ],
+)
+def test_operator_run_refuses_bad_flags_before_connecting(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["operator", "run", "--connector-image", "img:1", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_operator_run_needs_the_connector_image(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["operator", "run"])
+    assert exit_.value.code == 2
+    assert "--connector-image" in capsys.readouterr().err

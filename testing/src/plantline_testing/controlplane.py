@@ -588,7 +588,7 @@ class ControlPlane:
 
     def _register_fake_node(self) -> None:
         key, value = FAKE_NODE_ANNOTATION
-        resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+        resources = {"cpu": "256", "memory": "1Ti", "pods": "1000"}  # room for the benchmark's 200+ pods
         node = {
             "apiVersion": "v1",
             "kind": "Node",

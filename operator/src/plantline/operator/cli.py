@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ EPILOG = """examples:
   plantline status examples/demo-line.yaml --format json
   plantline reload examples/demo-line.yaml
   plantline down examples/demo-line.yaml
+  plantline operator run --connector-image registry.example/plantline-connectors:0.1.0
 
 exit codes: 0 ok (up: stopped cleanly), 1 unreadable input, refused overwrite or up failed, 2 invalid PlantLine,
 3 no `plantline up` runs on the state directory (status, reload)"""
@@ -221,6 +223,48 @@ def cmd_down(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+OPERATOR_HELP = """Run the PlantLine operator against the cluster of the current kubeconfig (or, inside a pod, its
+ServiceAccount): it reconciles every PlantLine into certificate Secrets, a ConfigMap, connector
+Deployments and a NetworkPolicy, renews certificates, and revokes them when a line is deleted.
+The operator's CA lives in the Secret --ca-secret (created on first start when absent). Stop it
+with Ctrl-C or SIGTERM."""
+
+
+def cmd_operator_run(args: argparse.Namespace) -> int:
+    import kopf  # noqa: PLC0415 - only this command needs Kopf
+
+    from plantline.operator.handlers import Options, register  # noqa: PLC0415
+    from plantline.operator.model import ConnectorSettings  # noqa: PLC0415
+
+    namespace, _, name = args.ca_secret.rpartition("/")
+    if not namespace or not name:
+        print(f"--ca-secret: expected NAMESPACE/NAME, got {args.ca_secret!r}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.resync_seconds <= 0:
+        print(f"--resync-seconds: expected a positive number, got {args.resync_seconds}", file=sys.stderr)
+        return EXIT_INVALID
+    options = Options(
+        connector=ConnectorSettings(image=args.connector_image),
+        ca_namespace=namespace,
+        ca_secret=name,
+        resync_seconds=args.resync_seconds,
+    )
+    if args.kubeconfig is not None:  # read by Kopf's login and by the operator's own client
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)
+    registry = kopf.OperatorRegistry()
+    register(registry, options)
+    scope = "every namespace" if not args.namespace else ", ".join(args.namespace)
+    print(f"plantline operator: watching PlantLines in {scope}; CA in Secret {args.ca_secret}", file=sys.stderr)
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plantline", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -268,6 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "down":
             command.add_argument("--timeout", type=float, default=60.0, help="seconds before killing what is left")
         command.set_defaults(run=run)
+
+    operator = commands.add_parser("operator", help="the Kubernetes operator")
+    operator_commands = operator.add_subparsers(dest="operator_command", required=True)
+    operator_run = operator_commands.add_parser(
+        "run", help="run the operator outside (or inside) a cluster", description=OPERATOR_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    operator_run.add_argument("--connector-image", required=True, help="the image of plantline-connectors the pods run")
+    operator_run.add_argument("--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
+    operator_run.add_argument(
+        "--ca-secret", default="plantline-system/plantline-ca", help="NAMESPACE/NAME of the CA Secret"
+    )
+    operator_run.add_argument(
+        "--resync-seconds", type=float, default=60.0, help="drift repair and renewal check interval"
+    )
+    operator_run.add_argument(
+        "--kubeconfig", type=Path, default=None, help="default: $KUBECONFIG, ~/.kube/config, in-cluster"
+    )
+    operator_run.add_argument(
+        "--liveness", default=None, help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz"
+    )
+    operator_run.set_defaults(run=cmd_operator_run)
     return parser
 
 

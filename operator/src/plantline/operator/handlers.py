@@ -1,0 +1,142 @@
+"""Kopf handlers: thin glue from Kubernetes events to the one reconcile pipeline.
+
+`register(registry, options)` adds the handlers to a registry: create, update, resume and a resync
+timer all run `reconcile.reconcile`; deletion runs `reconcile.finalize` behind the finalizer
+`plantline.dev/finalizer`. Kopf keeps its progress in annotations under `plantline.dev`; the
+status subresource is ours and is written on failure too. One lock per PlantLine keeps the
+timer and a change handler from reconciling the same line at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from plantline.operator.issuer import CaInvalid
+from plantline.operator.model import FINALIZER, GROUP, PLURAL, VERSION, ConnectorSettings
+from plantline.operator.reconcile import Context, Event, Outcome, finalize, reconcile, retry_delay
+from plantline.operator.resources import ApiFailure, KubeCluster, SecretAuthority, connect
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How the operator runs (from `plantline operator run`'s flags)."""
+
+    connector: ConnectorSettings
+    ca_namespace: str = "plantline-system"
+    ca_secret: str = "plantline-ca"
+    resync_seconds: float = 60.0
+
+
+class _Runtime:
+    """The operator's clients and per-line locks, made at startup and kept in Kopf's memo."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.cluster = KubeCluster(connect())
+        self.authority = SecretAuthority(self.cluster, options.ca_namespace, options.ca_secret)
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, uid: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            self._locks.pop(uid, None)
+
+    def context(self) -> Context:
+        return Context(self.cluster, self.authority, self.options.connector, datetime.now(UTC))
+
+
+def _post(body: kopf.Body, events: list[Event]) -> None:
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
+
+
+def _finish(outcome: Outcome, *, body: kopf.Body, patch: kopf.Patch, retry: int) -> None:
+    """Write the status, post the events, and tell Kopf whether to come back."""
+    patch.status.update(outcome.status)
+    _post(body, outcome.events)
+    if outcome.invalid is not None:
+        raise kopf.PermanentError(f"invalid PlantLine: {outcome.invalid}")
+    if outcome.failure is not None:
+        raise kopf.TemporaryError(outcome.failure, delay=retry_delay(outcome, retry))
+    if outcome.retry_after is not None:
+        raise kopf.TemporaryError("connectors not available yet", delay=retry_delay(outcome, retry))
+
+
+def register(registry: kopf.OperatorRegistry, options: Options) -> None:
+    """Add the PlantLine handlers, configured by `options`, to `registry`."""
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.scanning.disabled = True  # no cluster-wide CRD/namespace watch: least privilege
+        settings.posting.level = logging.INFO
+        settings.watching.server_timeout = 300
+        # Reconciles mostly wait on the apiserver: more threads than Kopf's CPU-based default.
+        settings.execution.max_workers = 16
+        memo["runtime"] = _Runtime(options)
+
+    @kopf.on.login(registry=registry)
+    def login(*, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        """Log Kopf in with the same credentials as the operator's own client ($KUBECONFIG read now)."""
+        config = connect().configuration
+        header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+        scheme, _space, token = (header or "").rpartition(" ")
+        return kopf.ConnectionInfo(
+            server=config.host,
+            ca_path=config.ssl_ca_cert,
+            insecure=not config.verify_ssl,
+            scheme=scheme or None,
+            token=token or None,
+            certificate_path=config.cert_file,
+            private_key_path=config.key_file,
+            trust_env=settings.networking.trust_env,
+        )
+
+    @kopf.on.resume(*resource, registry=registry)
+    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.update(*resource, registry=registry)
+    def reconcile_line(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, uid: str, retry: int, **_: Any) -> None:
+        runtime: _Runtime = memo["runtime"]
+        with runtime.lock(uid):
+            outcome = reconcile(body, runtime.context())
+        _finish(outcome, body=body, patch=patch, retry=retry)
+
+    @kopf.timer(*resource, registry=registry, interval=options.resync_seconds, initial_delay=options.resync_seconds)
+    def resync(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, uid: str, **kwargs: Any) -> None:
+        """Repair drift (a child deleted or edited by hand) and renew certificates that came due."""
+        if body["metadata"].get("deletionTimestamp"):
+            return
+        runtime: _Runtime = memo["runtime"]
+        with runtime.lock(uid):
+            outcome = reconcile(body, runtime.context())
+        _finish(outcome, body=body, patch=patch, retry=int(kwargs.get("retry", 0)))
+
+    @kopf.on.delete(*resource, registry=registry)
+    def release(*, body: kopf.Body, memo: kopf.Memo, uid: str, **_: Any) -> None:
+        """Revoke the line's certificates and publish the CRL; the children go by garbage collection."""
+        runtime: _Runtime = memo["runtime"]
+        try:
+            with runtime.lock(uid):
+                events = finalize(body, runtime.context())
+        except (ApiFailure, CaInvalid) as exc:
+            raise kopf.TemporaryError(f"revoking the line's certificates: {exc}", delay=5.0) from None
+        _post(body, events)
+        runtime.forget(uid)
+
+
+__all__ = ["Options", "register"]

@@ -1,0 +1,467 @@
+"""Pure model builders: one PlantLine in, the Kubernetes objects it needs out, as plain dicts.
+
+No client imports and no I/O: the reconcile pipeline feeds these functions what it read from the
+cluster (issued certificates, the CA bundle) and hands their dicts to the appliers, which
+server-side apply them. Every object carries the labels of DESIGN.md and an owner reference to
+its PlantLine, so Kubernetes garbage-collects it with the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from base64 import b64encode
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from plantline.operator.api import API_VERSION, KIND, PlantLine
+from plantline.operator.render import (
+    TRUST_BUNDLE,
+    CertificateRequest,
+    ConnectorTopology,
+    connector_config_data,
+    opcua_identity,
+    render_connector_configs,
+    topology,
+)
+
+GROUP = "plantline.dev"
+VERSION = "v1alpha1"
+PLURAL = "plantlines"
+FIELD_MANAGER = "plantline-operator"
+FINALIZER = "plantline.dev/finalizer"
+PAUSE_ANNOTATION = "plantline.dev/pause-reconciliation"
+CONFIG_HASH_ANNOTATION = "plantline.dev/config-hash"
+CERTIFICATE_HASH_ANNOTATION = "plantline.dev/certificate-hash"
+IDENTITY_ANNOTATION = "plantline.dev/identity"
+PROFILE_ANNOTATION = "plantline.dev/profile"
+
+LINE_LABEL = "plantline.dev/line"
+CONNECTOR_LABEL = "plantline.dev/connector"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY = "plantline-operator"
+
+CONFIG_DIR = Path("/etc/plantline")
+TLS_DIR = CONFIG_DIR / "tls"
+DATA_DIR = Path("/var/lib/plantline")
+CONFIG_FILE = CONFIG_DIR / "connector.yaml"
+METRICS_PORT = 9400
+RUN_AS = 65532  # an unprivileged uid/gid with no entry in the image: restricted pod security
+
+# libyaml's emitter when PyYAML has it (about 10x faster); both write YAML the connectors load.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+DEFAULT_PORTS = {"opcua": 4840, "s7": 102, "cip": 44818}
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The PlantLine that owns the children: what an owner reference needs."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Owner:
+        meta = body["metadata"]
+        return cls(namespace=str(meta["namespace"]), name=str(meta["name"]), uid=str(meta["uid"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorSettings:
+    """How connector pods run: the operator's settings, not the line's."""
+
+    image: str
+    image_pull_policy: str = "IfNotPresent"
+    cpu_request: str = "50m"
+    memory_request: str = "64Mi"
+    memory_limit: str = "256Mi"
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateMaterial:
+    """One issued certificate as stored in its Secret (PEM)."""
+
+    certificate: bytes
+    key: bytes
+    ca: bytes
+
+
+# -- names and metadata ---------------------------------------------------------------------------
+
+
+def labels(owner: Owner, component: str, connector: str | None = None) -> dict[str, str]:
+    """Return the labels DESIGN.md puts on everything the toolkit creates."""
+    out = {
+        "app.kubernetes.io/name": "plantline",
+        "app.kubernetes.io/instance": owner.name,
+        COMPONENT_LABEL: component,
+        "app.kubernetes.io/part-of": "plantline",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LINE_LABEL: owner.name,
+    }
+    if connector is not None:
+        out[CONNECTOR_LABEL] = connector
+    return out
+
+
+def selector(owner: Owner, component: str | None = None) -> dict[str, str]:
+    """Return the label selector of the line's children (of one component, if given)."""
+    out = {LINE_LABEL: owner.name, "app.kubernetes.io/managed-by": MANAGED_BY}
+    if component is not None:
+        out[COMPONENT_LABEL] = component
+    return out
+
+
+def _metadata(owner: Owner, name: str, component: str, connector: str | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner, component, connector),
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": owner.name,
+                "uid": owner.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def _suffix(line: PlantLine, identity: str) -> str:
+    return identity.removeprefix(f"{line.spec.site}-{line.spec.line}-")
+
+
+def secret_name(owner: Owner, line: PlantLine, identity: str) -> str:
+    """Return the name of the Secret holding `identity`'s certificate."""
+    return f"{owner.name}-{_suffix(line, identity)}-tls"
+
+
+def deployment_name(owner: Owner, group: str) -> str:
+    return f"{owner.name}-{group}"
+
+
+def config_map_name(owner: Owner) -> str:
+    return f"{owner.name}-connectors"
+
+
+def trust_config_map_name(owner: Owner) -> str:
+    return f"{owner.name}-trust"
+
+
+def service_account_name(owner: Owner) -> str:
+    return f"{owner.name}-connector"
+
+
+def network_policy_name(owner: Owner) -> str:
+    return f"{owner.name}-connectors"
+
+
+def digest(parts: Iterable[bytes]) -> str:
+    """Return a short SHA-256 over `parts`, for pod template annotations."""
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(len(part).to_bytes(8, "big"))
+        hasher.update(part)
+    return hasher.hexdigest()[:32]
+
+
+# -- children -------------------------------------------------------------------------------------
+
+
+def certificate_secret(
+    owner: Owner, line: PlantLine, request: CertificateRequest, material: CertificateMaterial
+) -> dict[str, Any]:
+    """Return the kubernetes.io/tls Secret of one identity: certificate, key and CA chain."""
+    metadata = _metadata(owner, secret_name(owner, line, request.identity), "certificate")
+    metadata["annotations"] = {IDENTITY_ANNOTATION: request.identity, PROFILE_ANNOTATION: request.profile}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": b64encode(material.certificate).decode(),
+            "tls.key": b64encode(material.key).decode(),
+            "ca.crt": b64encode(material.ca).decode(),
+        },
+    }
+
+
+def service_account(owner: Owner) -> dict[str, Any]:
+    """Return the connectors' ServiceAccount: they never talk to the Kubernetes API."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(owner, service_account_name(owner), "connector"),
+        "automountServiceAccountToken": False,
+    }
+
+
+def connector_configs(line: PlantLine) -> dict[str, str]:
+    """Return each connector group's YAML configuration, with the paths inside the pod."""
+    configs = render_connector_configs(
+        line,
+        tls_dir=TLS_DIR,
+        data_dir=DATA_DIR,
+        metrics_base_port=METRICS_PORT,
+        metrics_address="0.0.0.0",  # noqa: S104 - each pod has its own address
+    )
+    return {
+        group: yaml.dump(
+            connector_config_data(config.model_copy(update={"metrics_port": METRICS_PORT})),
+            Dumper=_DUMPER,
+            sort_keys=True,
+        )
+        for group, config in configs.items()
+    }
+
+
+def config_map(owner: Owner, configs: Mapping[str, str]) -> dict[str, Any]:
+    """Return the ConfigMap with one key `<group>.yaml` per connector."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, config_map_name(owner), "config"),
+        "data": {f"{group}.yaml": text for group, text in sorted(configs.items())},
+    }
+
+
+def trust_config_map(owner: Owner, ca_bundle: bytes, crl: bytes) -> dict[str, Any]:
+    """Return the line's public trust material, for its broker: the CA bundle and the current CRL."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, trust_config_map_name(owner), "trust"),
+        "data": {TRUST_BUNDLE: ca_bundle.decode(), "crl.pem": crl.decode()},
+    }
+
+
+def group_identities(line: PlantLine, connector: ConnectorTopology) -> list[str]:
+    """Return the identities whose certificates one connector mounts: its own, then its OPC UA apps."""
+    found = [connector.identity]
+    for machine in connector.machines:
+        if machine.opcua is not None and machine.opcua.secured:
+            found.append(opcua_identity(line.spec, machine))
+    return found
+
+
+def _restricted_container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def deployment(
+    owner: Owner,
+    line: PlantLine,
+    connector: ConnectorTopology,
+    settings: ConnectorSettings,
+    *,
+    config_hash: str,
+    certificate_hash: str,
+) -> dict[str, Any]:
+    """Return one connector group's Deployment.
+
+    One replica with the Recreate strategy: a Sparkplug edge node must never have two sessions at
+    once (each process owns the bdSeq and the NDEATH will). The config and certificate hashes in
+    the pod template roll the pod when either changes.
+    """
+    pod_labels = labels(owner, "connector", connector.group)
+    tls_sources = []
+    for identity in group_identities(line, connector):
+        items = [
+            {"key": "tls.crt", "path": f"{identity}.crt"},
+            {"key": "tls.key", "path": f"{identity}.key"},
+        ]
+        if identity == connector.identity:
+            items.append({"key": "ca.crt", "path": TRUST_BUNDLE})
+        tls_sources.append({"secret": {"name": secret_name(owner, line, identity), "items": items}})
+    probe = {"port": "metrics"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, deployment_name(owner, connector.group), "connector", connector.group),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector(owner, "connector") | {CONNECTOR_LABEL: connector.group}},
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {
+                        CONFIG_HASH_ANNOTATION: config_hash,
+                        CERTIFICATE_HASH_ANNOTATION: certificate_hash,
+                    },
+                },
+                "spec": {
+                    "serviceAccountName": service_account_name(owner),
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS,
+                        "runAsGroup": RUN_AS,
+                        "fsGroup": RUN_AS,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [
+                        {
+                            "name": "connector",
+                            "image": settings.image,
+                            "imagePullPolicy": settings.image_pull_policy,
+                            "command": ["plantline-connector"],
+                            "args": ["run", "--config", str(CONFIG_FILE)],
+                            "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", **probe},
+                                "periodSeconds": 10,
+                                "failureThreshold": 3,
+                            },
+                            "readinessProbe": {
+                                "httpGet": {"path": "/readyz", **probe},
+                                "periodSeconds": 5,
+                                "failureThreshold": 2,
+                            },
+                            "resources": {
+                                "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
+                                "limits": {"memory": settings.memory_limit},
+                            },
+                            "securityContext": _restricted_container_security(),
+                            "volumeMounts": [
+                                {"name": "config", "mountPath": str(CONFIG_FILE), "subPath": "connector.yaml"},
+                                {"name": "tls", "mountPath": str(TLS_DIR), "readOnly": True},
+                                {"name": "data", "mountPath": str(DATA_DIR)},
+                                {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {
+                            "name": "config",
+                            "configMap": {
+                                "name": config_map_name(owner),
+                                "items": [{"key": f"{connector.group}.yaml", "path": "connector.yaml"}],
+                            },
+                        },
+                        {"name": "tls", "projected": {"defaultMode": 0o440, "sources": tls_sources}},
+                        # The outbox and bdSeq survive container restarts; see docs for durable volumes.
+                        {"name": "data", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Endpoint:
+    """Where a connector must be able to connect: a host and a TCP port."""
+
+    host: str
+    port: int
+
+
+def endpoint_of(protocol: str, endpoint: str) -> Endpoint:
+    """Return the host and port of a (validated) PLC endpoint URL, with the protocol's default port."""
+    parts = urlsplit(endpoint)
+    return Endpoint(host=parts.hostname or "", port=parts.port or DEFAULT_PORTS[protocol])
+
+
+def _egress_rule(target: Endpoint) -> dict[str, Any]:
+    rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": target.port}]}
+    try:
+        address = ipaddress.ip_address(target.host)
+    except ValueError:
+        return rule  # a DNS name: NetworkPolicy can only narrow it to the port
+    rule["to"] = [{"ipBlock": {"cidr": f"{address}/{address.max_prefixlen}"}}]
+    return rule
+
+
+def network_policy(owner: Owner, line: PlantLine) -> dict[str, Any]:
+    """Return the connectors' NetworkPolicy: egress only to the PLCs, the broker and DNS.
+
+    Inbound, only the metrics port is open (Prometheus scrapes it; the probes come from the node).
+    An endpoint given by DNS name is allowed by port only, as NetworkPolicy knows no host names.
+    """
+    spec = line.spec
+    targets = {endpoint_of(m.protocol, m.endpoint) for m in spec.machines}
+    targets.add(Endpoint(spec.broker.host, spec.broker.port))
+    dns = {
+        "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(owner, network_policy_name(owner), "connector"),
+        "spec": {
+            "podSelector": {"matchLabels": selector(owner, "connector")},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": METRICS_PORT}]}],
+            "egress": [*(_egress_rule(t) for t in sorted(targets)), dns],
+        },
+    }
+
+
+def connector_deployments(
+    owner: Owner,
+    line: PlantLine,
+    settings: ConnectorSettings,
+    configs: Mapping[str, str],
+    certificates: Mapping[str, CertificateMaterial],
+) -> list[dict[str, Any]]:
+    """Return every connector Deployment, hashing each group's config and its certificates."""
+    out = []
+    for connector in topology(line.spec):
+        pems: Sequence[bytes] = [certificates[i].certificate for i in group_identities(line, connector)]
+        out.append(
+            deployment(
+                owner,
+                line,
+                connector,
+                settings,
+                config_hash=digest([configs[connector.group].encode()]),
+                certificate_hash=digest(pems),
+            )
+        )
+    return out
+
+
+__all__ = [
+    "FIELD_MANAGER",
+    "FINALIZER",
+    "PAUSE_ANNOTATION",
+    "CertificateMaterial",
+    "ConnectorSettings",
+    "Endpoint",
+    "Owner",
+    "certificate_secret",
+    "config_map",
+    "connector_configs",
+    "connector_deployments",
+    "deployment",
+    "digest",
+    "endpoint_of",
+    "labels",
+    "network_policy",
+    "secret_name",
+    "selector",
+    "service_account",
+    "trust_config_map",
+]

@@ -1,0 +1,456 @@
+"""The reconcile pipeline: one PlantLine's desired state made true, by level, in named steps.
+
+The same `reconcile` runs on create, update, resume and the resync timer; it reads what exists,
+applies what should exist (server-side apply is idempotent), deletes what should not, and returns
+the status to write with the events worth telling. It never imports Kopf: the handlers translate
+an `Outcome` into Kopf's status patch and errors.
+
+Steps, in order: `certificates` (issue, renew, revoke and delete), `config` (connector configs),
+`connectors` (ServiceAccount, NetworkPolicy, one Deployment per connector group), `trust` (CA
+bundle and CRL for the broker), `prune` (children no longer wanted), then the status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from plantline.operator.api import PlantLine, PlantLineInvalid, parse_plantline
+from plantline.operator.issuer import CaInvalid, CaState, issue, policy, serial_of, stored_facts
+from plantline.operator.model import (
+    IDENTITY_ANNOTATION,
+    PAUSE_ANNOTATION,
+    CertificateMaterial,
+    ConnectorSettings,
+    Owner,
+    certificate_secret,
+    config_map,
+    connector_configs,
+    connector_deployments,
+    network_policy,
+    secret_name,
+    selector,
+    service_account,
+    trust_config_map,
+)
+from plantline.operator.render import CertificateRequest, render_certificate_requests
+from plantline.operator.resources import CHILD_KINDS, ApiFailure, Authority, Cluster, secret_bytes
+from plantline.pki.errors import PkiError
+from plantline.pki.renewal import Action, Decision, decide
+
+SUPERSEDES_ANNOTATION = "plantline.dev/supersedes"
+NOT_READY_RETRY_S = 3.0  # the longest wait between checks while connectors become available
+NOT_READY_FIRST_S = 0.5  # the first check: a Deployment on a healthy cluster takes well under 1 s
+FAILURE_RETRY_S = 10.0
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A Kubernetes Event to post on the PlantLine."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What one reconcile talks to, and the time it believes it is."""
+
+    cluster: Cluster
+    authority: Authority
+    settings: ConnectorSettings
+    now: datetime
+
+
+@dataclass
+class Outcome:
+    """What a reconcile found: the status to write, events, and whether to come back soon."""
+
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    retry_after: float | None = None  # not ready yet, or a step failed: reconcile again
+    invalid: str | None = None  # the spec can never work as it is: every problem with its path
+    failure: str | None = None  # a step failed (the message names it)
+
+
+@dataclass
+class _State:
+    line: PlantLine
+    owner: Owner
+    certificates: dict[str, CertificateMaterial] = field(default_factory=dict)
+    configs: dict[str, str] = field(default_factory=dict)
+    applied: set[tuple[str, str]] = field(default_factory=set)
+    events: list[Event] = field(default_factory=list)
+    conditions: dict[str, tuple[ConditionStatus, str, str]] = field(default_factory=dict)
+
+
+def plain(value: Any) -> Any:
+    """Return `value` with every mapping and sequence as plain dicts and lists (Kopf gives views)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def _apply(state: _State, ctx: Context, desired: dict[str, Any]) -> None:
+    kind, name = desired["kind"], desired["metadata"]["name"]
+    ctx.cluster.apply(kind, state.owner.namespace, name, desired)
+    state.applied.add((kind, name))
+
+
+# -- steps ----------------------------------------------------------------------------------------
+
+
+def _renewal(
+    state: _State, ctx: Context, ca: CaState, request: CertificateRequest, stored: Mapping[str, Any] | None
+) -> Decision:
+    if stored is None:
+        return decide(ctx.now, None, policy(state.line.spec, request))
+    data = secret_bytes(stored)
+    facts = stored_facts(ca, request, data.get("tls.crt", b""), data.get("tls.key", b""))
+    if facts is None:
+        return Decision(Action.CREATE, "the stored certificate or key is unreadable or does not match")
+    if not facts.fits_request:
+        return Decision(Action.REPLACE_KEY, "the identity or its subject alternative names changed")
+    return decide(ctx.now, facts.facts, policy(state.line.spec, request))
+
+
+def step_certificates(state: _State, ctx: Context) -> None:
+    """Issue missing certificates, renew due ones, revoke and delete those no longer wanted."""
+    ca = ctx.authority.load(ctx.now)
+    namespace = state.owner.namespace
+    stored = {
+        s["metadata"]["name"]: s for s in ctx.cluster.list("Secret", namespace, selector(state.owner, "certificate"))
+    }
+    postponed: list[str] = []
+    issued = 0
+    superseded: list[tuple[int, str]] = []
+    for request in render_certificate_requests(state.line):
+        existing = stored.get(secret_name(state.owner, state.line, request.identity))
+        decision = _renewal(state, ctx, ca, request, existing)
+        annotations: dict[str, str] = {}
+        if decision.action.needs_work or existing is None:
+            old = secret_bytes(existing) if existing is not None else {}
+            reuse = old.get("tls.key") if decision.action is Action.RENEW else None
+            new = issue(ca, request, ctx.now, key_pem=reuse)
+            material = CertificateMaterial(new.certificate_pem, new.key_pem, ca.certificate_pem)
+            old_serial = serial_of(old.get("tls.crt", b""))
+            if old_serial is not None:
+                annotations[SUPERSEDES_ANNOTATION] = f"{old_serial:x}"
+            issued += 1
+            state.events.append(
+                Event(
+                    "Normal",
+                    "CertificateIssued",
+                    f"{request.identity}: serial {new.serial:x}, valid until {new.not_after:%Y-%m-%dT%H:%M:%SZ} "
+                    f"({decision.action.value}: {decision.reason})",
+                )
+            )
+        else:
+            data = secret_bytes(existing)
+            material = CertificateMaterial(data["tls.crt"], data["tls.key"], ca.certificate_pem)
+            previous = (existing["metadata"].get("annotations") or {}).get(SUPERSEDES_ANNOTATION)
+            if previous:
+                annotations[SUPERSEDES_ANNOTATION] = previous
+            if decision.action is Action.POSTPONED:
+                when = f" until {decision.retry_at.astimezone(UTC):%Y-%m-%dT%H:%MZ}" if decision.retry_at else ""
+                postponed.append(f"{request.identity}{when}")
+        secret = certificate_secret(state.owner, state.line, request, material)
+        secret["metadata"]["annotations"].update(annotations)
+        _apply(state, ctx, secret)
+        state.certificates[request.identity] = material
+        if SUPERSEDES_ANNOTATION in annotations:
+            superseded.append((int(annotations[SUPERSEDES_ANNOTATION], 16), "superseded"))
+    # A renewed certificate's predecessor is revoked once its successor is stored: one valid
+    # certificate per identity. The serial rides in the new Secret, so a crash here loses nothing.
+    fresh = [s for s in superseded if s[0] not in ca.revoked_serials]
+    if fresh:
+        ctx.authority.revoke(fresh, ctx.now)
+    _drop_unwanted_certificates(state, ctx, stored)
+    message = f"{len(state.certificates)} certificates valid"
+    if issued:
+        message += f", {issued} issued now"
+    if postponed:
+        state.conditions["CertificatesReady"] = (
+            "True",
+            "RenewalPostponed",
+            f"{message}; renewal waits for the maintenance window: {', '.join(postponed)}",
+        )
+    else:
+        state.conditions["CertificatesReady"] = ("True", "CertificatesValid", message)
+
+
+def _drop_unwanted_certificates(state: _State, ctx: Context, stored: Mapping[str, Mapping[str, Any]]) -> None:
+    """Revoke, then delete, the Secrets of identities the line no longer has."""
+    for name, secret in sorted(stored.items()):
+        if ("Secret", name) in state.applied:
+            continue
+        identity = (secret["metadata"].get("annotations") or {}).get(IDENTITY_ANNOTATION, name)
+        serials = _secret_serials(secret)
+        if serials:
+            ctx.authority.revoke([(s, "cessation-of-operation") for s in serials], ctx.now)
+        ctx.cluster.apply("Secret", state.owner.namespace, name, None)
+        listed = ", ".join(f"{s:x}" for s in serials) or "none"
+        state.events.append(Event("Normal", "CertificateRevoked", f"{identity}: serials {listed} revoked"))
+
+
+def _secret_serials(secret: Mapping[str, Any]) -> list[int]:
+    serials = []
+    current = serial_of(secret_bytes(secret).get("tls.crt", b""))
+    if current is not None:
+        serials.append(current)
+    previous = (secret["metadata"].get("annotations") or {}).get(SUPERSEDES_ANNOTATION)
+    if previous:
+        serials.append(int(previous, 16))
+    return serials
+
+
+def step_config(state: _State, ctx: Context) -> None:
+    """Render each connector's configuration into the line's ConfigMap."""
+    state.configs = connector_configs(state.line)
+    _apply(state, ctx, config_map(state.owner, state.configs))
+
+
+def step_connectors(state: _State, ctx: Context) -> None:
+    """Apply the connectors' ServiceAccount, NetworkPolicy and one Deployment per group."""
+    _apply(state, ctx, service_account(state.owner))
+    _apply(state, ctx, network_policy(state.owner, state.line))
+    for desired in connector_deployments(state.owner, state.line, ctx.settings, state.configs, state.certificates):
+        _apply(state, ctx, desired)
+
+
+def step_trust(state: _State, ctx: Context) -> None:
+    """Publish the CA bundle and the current CRL for the line's broker."""
+    ca = ctx.authority.load(ctx.now)  # again: this reconcile may have revoked since the first load
+    _apply(state, ctx, trust_config_map(state.owner, ca.certificate_pem, ca.crl_pem))
+
+
+def step_prune(state: _State, ctx: Context) -> None:
+    """Delete the line's children that no step wanted (a removed machine's Deployment, ...)."""
+    for kind in CHILD_KINDS:
+        for item in ctx.cluster.list(kind, state.owner.namespace, selector(state.owner)):
+            name = item["metadata"]["name"]
+            if (kind, name) not in state.applied:
+                ctx.cluster.apply(kind, state.owner.namespace, name, None)
+                state.events.append(Event("Normal", "Removed", f"{kind} {name} is no longer part of the line"))
+
+
+STEPS: tuple[tuple[str, Callable[[_State, Context], None]], ...] = (
+    ("certificates", step_certificates),
+    ("config", step_config),
+    ("connectors", step_connectors),
+    ("trust", step_trust),
+    ("prune", step_prune),
+)
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+def _available(deployment: Mapping[str, Any]) -> bool:
+    meta, spec, status = deployment["metadata"], deployment.get("spec", {}), deployment.get("status", {})
+    wanted = spec.get("replicas", 1)
+    available = any(c.get("type") == "Available" and c.get("status") == "True" for c in status.get("conditions", []))
+    return (
+        status.get("observedGeneration", 0) >= meta.get("generation", 1)
+        and status.get("updatedReplicas", 0) == wanted
+        and status.get("availableReplicas", 0) == wanted
+        and status.get("replicas", 0) == wanted  # no old pod left over from a rollout
+        and available
+    )
+
+
+def _connectors_condition(state: _State, ctx: Context) -> None:
+    wanted = sorted(name for kind, name in state.applied if kind == "Deployment")
+    found = {
+        d["metadata"]["name"]: d
+        for d in ctx.cluster.list("Deployment", state.owner.namespace, selector(state.owner, "connector"))
+    }
+    waiting = [name for name in wanted if name not in found or not _available(found[name])]
+    ready = len(wanted) - len(waiting)
+    if waiting:
+        state.conditions["ConnectorsReady"] = (
+            "False",
+            "DeploymentsProgressing",
+            f"{ready}/{len(wanted)} connectors available; waiting for {', '.join(waiting)}",
+        )
+    else:
+        state.conditions["ConnectorsReady"] = (
+            "True",
+            "DeploymentsAvailable",
+            f"{ready}/{len(wanted)} connectors available",
+        )
+
+
+def _condition(
+    previous: Mapping[str, Mapping[str, Any]],
+    type_: str,
+    value: tuple[ConditionStatus, str, str],
+    now: datetime,
+    generation: int,
+) -> dict[str, Any]:
+    status, reason, message = value
+    before = previous.get(type_)
+    changed = before is None or before.get("status") != status
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": (
+            now.strftime("%Y-%m-%dT%H:%M:%SZ") if changed or before is None else before["lastTransitionTime"]
+        ),
+        "observedGeneration": generation,
+    }
+
+
+def _status(
+    body: Mapping[str, Any],
+    conditions: Mapping[str, tuple[ConditionStatus, str, str]],
+    now: datetime,
+    *,
+    machines: int | None,
+) -> dict[str, Any]:
+    """Return the full status: the given conditions, the others carried forward, Ready summarising."""
+    generation = int(body["metadata"].get("generation", 0))
+    previous = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
+    merged: dict[str, tuple[ConditionStatus, str, str]] = {
+        type_: (c["status"], c["reason"], c.get("message", "")) for type_, c in previous.items()
+    }
+    merged.update(conditions)
+    if "Ready" not in conditions:
+        below = [(t, v) for t, v in sorted(merged.items()) if t != "Ready"]
+        failing = [(t, v) for t, v in below if v[0] != "True"]
+        if failing:
+            type_, (_, reason, message) = failing[0]
+            merged["Ready"] = ("False", reason, f"{type_}: {message}")
+        else:
+            merged["Ready"] = ("True", "Reconciled", "every certificate is valid and every connector is available")
+    order = ["Ready", *sorted(t for t in merged if t != "Ready")]
+
+    def observed(type_: str) -> int:
+        # A condition carried forward keeps the generation it was found for.
+        if type_ == "Ready" or type_ in conditions:
+            return generation
+        return int(previous[type_].get("observedGeneration", generation))
+
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": [_condition(previous, t, merged[t], now, observed(t)) for t in order],
+    }
+    if machines is not None:
+        status["machineCount"] = machines
+    elif "machineCount" in (body.get("status") or {}):
+        status["machineCount"] = body["status"]["machineCount"]
+    return status
+
+
+def paused(body: Mapping[str, Any]) -> bool:
+    value = (body["metadata"].get("annotations") or {}).get(PAUSE_ANNOTATION, "")
+    return str(value).lower() in ("true", "yes", "1")
+
+
+def parse(body: Mapping[str, Any]) -> PlantLine:
+    """Return the validated PlantLine of a Kubernetes object (raise PlantLineInvalid)."""
+    return parse_plantline(
+        {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": plain(body["metadata"]),
+            "spec": plain(body.get("spec")),
+        }
+    )
+
+
+def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
+    """Make one PlantLine's children match its spec; return the status and events."""
+    if paused(body):
+        message = f"reconciliation paused by the annotation {PAUSE_ANNOTATION}; remove it to resume"
+        return Outcome(
+            status=_status(body, {"Ready": ("False", "ReconciliationPaused", message)}, ctx.now, machines=None)
+        )
+    try:
+        line = parse(body)
+    except PlantLineInvalid as exc:
+        message = "; ".join(map(str, exc.problems))
+        return Outcome(
+            status=_status(body, {"Ready": ("False", "InvalidSpec", message)}, ctx.now, machines=None),
+            events=[Event("Warning", "InvalidSpec", message)],
+            invalid=message,
+        )
+    state = _State(line=line, owner=Owner.of(body))
+    for name, step in STEPS:
+        try:
+            step(state, ctx)
+        except (ApiFailure, CaInvalid, PkiError) as exc:
+            message = f"step {name}: {exc}"
+            if name == "certificates":
+                state.conditions["CertificatesReady"] = ("False", "IssuanceFailed", message)
+            else:
+                state.conditions["ConnectorsReady"] = ("False", "ApplyFailed", message)
+            return Outcome(
+                status=_status(body, state.conditions, ctx.now, machines=len(line.spec.machines)),
+                events=[*state.events, Event("Warning", "ReconcileFailed", message)],
+                retry_after=FAILURE_RETRY_S,
+                failure=message,
+            )
+    _connectors_condition(state, ctx)
+    status = _status(body, state.conditions, ctx.now, machines=len(line.spec.machines))
+    ready = state.conditions["ConnectorsReady"][0] == "True"
+    return Outcome(status=status, events=state.events, retry_after=None if ready else NOT_READY_RETRY_S)
+
+
+def retry_delay(outcome: Outcome, retries: int) -> float:
+    """Return how long to wait before the next reconcile of a line that is not done.
+
+    Waiting for connectors backs off from 0.5 s, doubling up to 3 s, so a line is Ready soon
+    after its Deployments are, and a slow one costs a reconcile every 3 s.
+    """
+    base = outcome.retry_after or NOT_READY_RETRY_S
+    if outcome.failure is not None:
+        return base
+    return min(base, NOT_READY_FIRST_S * 2.0 ** max(0, retries))
+
+
+def finalize(body: Mapping[str, Any], ctx: Context) -> list[Event]:
+    """Revoke every certificate of a line being deleted (current and superseded) before release."""
+    owner = Owner.of(body)
+    serials: list[int] = []
+    for secret in ctx.cluster.list("Secret", owner.namespace, selector(owner, "certificate")):
+        serials.extend(_secret_serials(secret))
+    if not serials:
+        return []
+    added = ctx.authority.revoke([(s, "cessation-of-operation") for s in serials], ctx.now)
+    return [
+        Event(
+            "Normal",
+            "CertificatesRevoked",
+            f"{len(serials)} certificates of the line revoked ({len(added)} newly); the CRL is republished",
+        )
+    ]
+
+
+def secret_names(line: PlantLine, owner: Owner) -> list[str]:
+    """Return the names of every certificate Secret the line should have (for tests and docs)."""
+    return [secret_name(owner, line, r.identity) for r in render_certificate_requests(line)]
+
+
+__all__ = [
+    "STEPS",
+    "Context",
+    "Event",
+    "Outcome",
+    "finalize",
+    "parse",
+    "paused",
+    "plain",
+    "reconcile",
+    "retry_delay",
+    "secret_names",
+]
