@@ -42,12 +42,15 @@ def hosts(request: pytest.FixtureRequest) -> HostFactory:
 _USED = pytest.StashKey[dict[str, Host]]()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Return the test's report, with the journal of every container it used when it failed."""
+    report = yield
     if report.when != "call" or not report.failed:
-        return
+        return report
     for role, host in item.stash.get(_USED, {}).items():
         journal = host.run(f"journalctl --no-pager -o short-precise -n {JOURNAL_LINES}")
         report.sections.append((f"journalctl of {role} ({container_name(role)})", journal.stdout + journal.stderr))
+    return report

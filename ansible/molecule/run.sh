@@ -27,7 +27,14 @@ export PLANTLINE_WHEELHOUSE
 export PLANTLINE_RUN_ID="${PLANTLINE_RUN_ID:-$(date +%H%M%S)$$}"
 export PLANTLINE_MOLECULE_WORKDIR="${PLANTLINE_MOLECULE_WORKDIR:-${TMPDIR:-/tmp}/plantline-molecule-$scenario-$PLANTLINE_RUN_ID}"
 export MOLECULE_GLOB="molecule/*/molecule.yml"
+# Molecule's state (created/converged, the inventory) belongs to this run: by default it lives in
+# ~/.ansible/tmp keyed by the directory's name only, so a killed run, or another checkout, would
+# leave `created: true` behind and the next run would skip creating its containers.
+export MOLECULE_EPHEMERAL_DIRECTORY="$PLANTLINE_MOLECULE_WORKDIR/molecule"
 export ANSIBLE_LOCAL_TEMP="$PLANTLINE_MOLECULE_WORKDIR/ansible-tmp"
+# Logs (CI, the tests) are read on wide screens: molecule, ansible and pytest wrap at $COLUMNS, 80
+# when there is no terminal, which folds every journal line in two.
+[ -t 1 ] || export COLUMNS="${COLUMNS:-200}"
 mkdir -p "$PLANTLINE_MOLECULE_WORKDIR"
 chmod 0700 "$PLANTLINE_MOLECULE_WORKDIR"
 

@@ -7,6 +7,8 @@ wheelhouse, `molecule test` with the shared base config); its output is shown wh
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +21,9 @@ REPO = ANSIBLE_DIR.parent
 BIN = REPO / ".venv" / "bin"
 SCENARIOS = sorted(p.parent.name for p in (ANSIBLE_DIR / "molecule").glob("*/molecule.yml"))
 SCENARIO_TIMEOUT_S = 1800
+# Where a failed `molecule test` log first says what went wrong (ansible, molecule, pytest).
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+FAILURE_MARKERS = ("fatal: [", "failed: [", "FAILED!", "ERROR ", "Traceback", "= FAILURES =")
 
 
 def _env() -> dict[str, str]:
@@ -63,15 +68,66 @@ def test_molecule_line_file_is_a_valid_plantline() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def _failure_excerpt(output: str) -> str:
+    """Return the part of a failed run's log a reviewer reads first: from the first failure on, and the end."""
+    first = min((i for i in (output.find(m) for m in FAILURE_MARKERS) if i >= 0), default=-1)
+    if first < 0:
+        return output[-40000:]
+    start = output.rfind("\n", 0, max(output.rfind("TASK [", 0, first), 0)) + 1  # the failed task's header line
+    head, rest = output[start : start + 15000], output[start + 15000 :]
+    return head + ("\n[...]\n" + rest[-25000:] if len(rest) > 25000 else rest)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop run.sh's process group with SIGTERM, so that its exit trap still removes its containers."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _run_scenario(scenario: str, log: Path) -> int | None:
+    """Return the exit status of `run.sh SCENARIO test`, or None if it timed out; its output goes to `log`."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(ANSIBLE_DIR / "molecule" / "run.sh"), scenario, "test"],
+            cwd=ANSIBLE_DIR,
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,  # one log, in order: molecule logs to stderr, ansible to stdout
+            start_new_session=True,  # a group of its own, to stop it whole (see _stop)
+        )
+        try:
+            return process.wait(timeout=SCENARIO_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            if process.poll() is None:  # timed out, or pytest itself was interrupted
+                _stop(process)
+
+
 @pytest.mark.slow
 @pytest.mark.peer
-@pytest.mark.timeout(SCENARIO_TIMEOUT_S)
+@pytest.mark.timeout(SCENARIO_TIMEOUT_S + 300)  # after _run_scenario's own timeout, which cleans up
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_molecule_scenario(scenario: str) -> None:
+def test_molecule_scenario(scenario: str, tmp_path: Path) -> None:
+    log = tmp_path / f"molecule-{scenario}.log"
     started = time.monotonic()
-    result = _run([str(ANSIBLE_DIR / "molecule" / "run.sh"), scenario, "test"], timeout=SCENARIO_TIMEOUT_S)
+    status = _run_scenario(scenario, log)
     elapsed = time.monotonic() - started
-    print(f"molecule scenario {scenario}: {elapsed:.0f} s", file=sys.stderr)
-    assert result.returncode == 0, f"molecule test -s {scenario} failed after {elapsed:.0f} s:\n" + (
-        result.stdout[-20000:] + result.stderr[-10000:]
-    )
+    print(f"molecule scenario {scenario}: {elapsed:.0f} s, log {log}", file=sys.stderr)
+    output = ANSI_ESCAPE.sub("", log.read_text(errors="replace"))  # molecule logs in colour
+    # On a failure the log holds the journals too: the verify step's conftest adds them under a
+    # failed test, and the cleanup playbook (molecule/shared/journal.yml) after any failed step.
+    outcome = "timed out" if status is None else f"failed with status {status}"
+    assert status == 0, f"molecule test -s {scenario} {outcome} after {elapsed:.0f} s:\n" + _failure_excerpt(output)
+    # The steps that prove something ran, and succeeded: molecule logs each one.
+    succeeded = set(re.findall(rf"{scenario} \S+ (\w+): Executed: Successful", output))
+    assert {"create", "prepare", "converge", "idempotence", "verify"} <= succeeded, output[-5000:]
+    # molecule passes a verify step that found no tests: make sure this one ran some, and all passed.
+    assert "Verifier completed successfully." in output, output[-5000:]
+    verified = re.findall(r"=+ (\d+) passed(?:, \d+ (?:warnings?|skipped))* in ", output)
+    assert verified, output[-5000:]
+    assert int(verified[-1]) > 0
