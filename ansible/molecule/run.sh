@@ -19,7 +19,11 @@ if [ -z "${PLANTLINE_MOLECULE_IMAGE:-}" ]; then
   PLANTLINE_MOLECULE_IMAGE="$("$here/molecule/image/build.sh")"   # fails the run if it fails
 fi
 export PLANTLINE_MOLECULE_IMAGE
-export ANSIBLE_COLLECTIONS_PATH; ANSIBLE_COLLECTIONS_PATH="$("$here/scripts/link-collection.sh")"
+# A collections path of this checkout's own: two checkouts (a CI clone beside a working tree) never
+# run each other's roles.
+checkout_key="$(printf '%s' "$here" | sha256sum | cut -c1-12)"
+export ANSIBLE_COLLECTIONS_PATH
+ANSIBLE_COLLECTIONS_PATH="$("$here/scripts/link-collection.sh" "$PLANTLINE_CACHE/ansible-checkouts/$checkout_key")"
 if [ -z "${PLANTLINE_WHEELHOUSE:-}" ]; then
   PLANTLINE_WHEELHOUSE="$("$here/scripts/build-wheelhouse.sh" runtime,s7)"   # fails the run if it fails
 fi

@@ -6,6 +6,7 @@ wheelhouse, `molecule test` with the shared base config); its output is shown wh
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -48,7 +49,9 @@ def test_ansible_lint_passes_at_the_production_profile() -> None:
     # ansible-lint may replace the collection in the first collections path with an installed copy:
     # give it a link of its own, so it never touches the one molecule/run.sh uses.
     cache = Path(os.environ.get("PLANTLINE_CACHE", Path.home() / ".cache" / "plantline"))
-    link = _run([str(ANSIBLE_DIR / "scripts" / "link-collection.sh"), str(cache / "ansible-lint-collections")])
+    checkout = hashlib.sha256(str(ANSIBLE_DIR).encode()).hexdigest()[:12]  # one per checkout, as run.sh
+    lint_path = cache / "ansible-lint-collections" / checkout
+    link = _run([str(ANSIBLE_DIR / "scripts" / "link-collection.sh"), str(lint_path)])
     assert link.returncode == 0, link.stderr
     env_path = link.stdout.strip()
     result = subprocess.run(
