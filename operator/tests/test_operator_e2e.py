@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from base64 import b64decode
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +31,7 @@ from kopf.testing import KopfRunner
 
 from plantline.operator.handlers import Options, register
 from plantline.operator.model import ConnectorSettings
+from plantline.operator.resources import KubeCluster, SecretAuthority, connect
 from plantline_testing.controlplane import BUILD_TIMEOUT_S, ControlPlane
 from plantline_testing.kube import (
     OPERATOR_NAMESPACE,
@@ -327,6 +330,54 @@ def test_a_spec_the_apiserver_accepts_but_the_api_refuses_is_reported_with_its_p
     assert warnings
     assert warnings[0]["type"] == "Warning"
     plane.kubectl("delete", "pl", "-n", NS, "broken", "--timeout=60s")
+
+
+class _CountingAuthority(SecretAuthority):
+    """The real SecretAuthority, counting the compare-and-swaps the apiserver refused (409)."""
+
+    conflicts = 0
+
+    def _swap(self, data: dict[str, bytes], version: str) -> bool:
+        swapped = super()._swap(data, version)
+        if not swapped:
+            with _COUNT_LOCK:
+                _CountingAuthority.conflicts += 1
+        return swapped
+
+
+_COUNT_LOCK = threading.Lock()
+
+
+def test_concurrent_revocations_never_lose_a_serial(plane: ControlPlane, operator_kubeconfig: Path) -> None:
+    # Six writers (as six operator threads or processes would be) revoke at once through the
+    # apiserver's optimistic concurrency; every serial must end up in revoked.json and the CRL.
+    writers, each = 6, 5
+    serials = [[x509.random_serial_number() for _ in range(each)] for _ in range(writers)]
+    start = threading.Barrier(writers)
+    failures: list[BaseException] = []
+
+    def revoke(mine: list[int]) -> None:
+        authority = _CountingAuthority(KubeCluster(connect(operator_kubeconfig)), OPERATOR_NAMESPACE, "plantline-ca")
+        start.wait(timeout=30)
+        try:
+            for serial in mine:
+                authority.revoke([(serial, "key-compromise")], datetime.now(UTC))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=revoke, args=(mine,)) for mine in serials]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, failures
+    wanted = {serial for mine in serials for serial in mine}
+    assert wanted <= _crl_serials(plane)
+    secret = plane.request("GET", f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/secrets/plantline-ca")
+    stored = json.loads(b64decode(secret["data"]["revoked.json"]))
+    assert wanted <= {int(entry["serial"], 16) for entry in stored}
+    assert len(stored) == len({entry["serial"] for entry in stored})  # no serial listed twice
+    assert _CountingAuthority.conflicts > 0  # the writers really raced
 
 
 def test_deleting_a_line_revokes_its_certificates_and_releases_it(plane: ControlPlane, operator: KopfRunner) -> None:

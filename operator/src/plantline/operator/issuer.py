@@ -123,8 +123,8 @@ def revoked_from_json(text: str, *, where: str) -> tuple[RevokedEntry, ...]:
         raise CaInvalid(f"{where}: revoked.json: expected a list of {{serial, revokedAt, reason}}: {exc}") from None
 
 
-def load_ca(data: dict[str, bytes], *, where: str) -> CaState:
-    """Return the CA from the decoded data of its Secret (`where` names the Secret in errors)."""
+def load_signer(data: dict[str, bytes], *, where: str) -> Signer:
+    """Return the CA certificate and key of the CA Secret's data, checked to belong together."""
     try:
         certificate = x509.load_pem_x509_certificate(data["ca.crt"])
     except (KeyError, ValueError) as exc:
@@ -143,11 +143,22 @@ def load_ca(data: dict[str, bytes], *, where: str) -> CaState:
         constraints = None
     if constraints is None or not constraints.ca:
         raise CaInvalid(f"{where}: ca.crt is not a CA certificate (basicConstraints CA:TRUE missing)")
+    return Signer(certificate=certificate, key=key)
+
+
+def load_ca(data: dict[str, bytes], *, where: str, signer: Signer | None = None) -> CaState:
+    """Return the CA from the decoded data of its Secret (`where` names the Secret in errors).
+
+    `signer`, from `load_signer` on the same `ca.crt` and `ca.key`, saves parsing the key again
+    (an RSA key takes tens of milliseconds) when only the revocations changed.
+    """
+    if signer is None:
+        signer = load_signer(data, where=where)
     number_text = data.get("crlNumber", b"0").decode() or "0"
     if not number_text.isdigit():  # RFC 5280 5.2.3: CRL numbers only ever increase
         raise CaInvalid(f"{where}: crlNumber: expected a non-negative integer, got {number_text[:20]!r}")
     return CaState(
-        signer=Signer(certificate=certificate, key=key),
+        signer=signer,
         certificate_pem=data["ca.crt"],
         revoked=revoked_from_json(data.get("revoked.json", b"[]").decode(), where=where),
         crl_pem=data.get("crl.pem", b""),
@@ -308,6 +319,7 @@ __all__ = [
     "crl_is_fresh",
     "issue",
     "load_ca",
+    "load_signer",
     "new_ca",
     "policy",
     "serial_of",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import time
 from base64 import b64decode, b64encode
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,11 +27,14 @@ from urllib.parse import quote
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from plantline.operator.issuer import CaState, ca_data, crl_is_fresh, load_ca, new_ca, with_revoked
+from plantline.operator.issuer import CaState, ca_data, crl_is_fresh, load_ca, load_signer, new_ca, with_revoked
 from plantline.operator.model import FIELD_MANAGER, MANAGED_BY
+from plantline.pki.x509build import Signer
 
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read
-CAS_ATTEMPTS = 8
+CAS_ATTEMPTS = 16
+CAS_FIRST_BACKOFF_S = 0.02
+CAS_MAX_BACKOFF_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,17 +177,19 @@ def secret_bytes(secret: Mapping[str, Any]) -> dict[str, bytes]:
 class SecretAuthority:
     """The operator's CA in the Secret `namespace/name`, created on first use if absent.
 
-    Every change is a compare-and-swap on the Secret's resourceVersion, retried on conflict. The
-    public half (CA certificate and CRL) is published in the ConfigMap `<name>-trust` beside it,
-    for brokers outside any line.
+    Every change is a compare-and-swap on the Secret's resourceVersion, retried on conflict after a
+    jittered back-off. The public half (CA certificate and CRL) is published in the ConfigMap
+    `<name>-trust` beside it, for brokers outside any line.
     """
 
     def __init__(self, cluster: KubeCluster, namespace: str, name: str) -> None:
         self._cluster = cluster
         self.namespace = namespace
         self.name = name
-        # The parsed CA by the Secret's resourceVersion: loading an RSA key costs tens of ms.
+        # Parsed once: the CA by the Secret's resourceVersion, and its key by the key material, as
+        # a revocation changes the version but not the key (loading an RSA key costs tens of ms).
         self._parsed: tuple[str, CaState] | None = None
+        self._signer: tuple[bytes, Signer] | None = None
 
     @property
     def where(self) -> str:
@@ -216,7 +223,12 @@ class SecretAuthority:
         version = str(secret["metadata"]["resourceVersion"])
         parsed = self._parsed
         if parsed is None or parsed[0] != version:
-            parsed = (version, load_ca(data, where=self.where))
+            material = data.get("ca.crt", b"") + b"\0" + data.get("ca.key", b"")
+            known = self._signer
+            if known is None or known[0] != material:
+                known = (material, load_signer(data, where=self.where))
+                self._signer = known
+            parsed = (version, load_ca(data, where=self.where, signer=known[1]))
             self._parsed = parsed
         return parsed[1], data, version
 
@@ -266,6 +278,8 @@ class SecretAuthority:
             if self._swap(ca_data(changed, data["ca.key"]), version):
                 self._publish(changed)
                 return changed, added
+            # Lost the race: back off with jitter, so concurrent writers stop colliding in step.
+            time.sleep(random.uniform(0, min(CAS_MAX_BACKOFF_S, CAS_FIRST_BACKOFF_S * 2**_attempt)))  # noqa: S311
         raise ApiFailure(409, "PUT", self.where, f"the CA Secret kept changing under {CAS_ATTEMPTS} attempts")
 
     def load(self, now: datetime) -> CaState:
