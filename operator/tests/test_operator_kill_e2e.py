@@ -2,7 +2,8 @@
 
 `plantline operator run` runs as a real process, as the operator's ServiceAccount, on the real
 control plane. While the spec of a `perMachine` line keeps changing (machines added and removed),
-the operator is killed with SIGKILL at seeded random moments and restarted. At the end one clean
+the operator is killed with SIGKILL at seeded random moments (0.3-3 s after its start) and
+restarted; at least a quarter of the kills must find the line not yet Ready. At the end one clean
 run must bring the line to `Ready` for its last generation with exactly the children that
 generation asks for, one certificate Secret per identity, every removed identity's certificate
 in the CRL, and a further restart must not issue any certificate again.
@@ -134,13 +135,16 @@ def test_sigkill_mid_reconcile_converges_without_orphans_or_duplicates(
         body = demo_line(NAME, NS, line="line3", grouping="perMachine", machines=shape)
         apply(plane, body)
         operator.start()
-        time.sleep(rng.uniform(0.5, 4.0))  # the operator imports for ~1.5 s: some kills land mid-reconcile
+        # The operator imports for ~1.5 s and reconciles in about one more: kills within 3 s land
+        # before, during and after its reconcile.
+        time.sleep(rng.uniform(0.3, 3.0))
         interrupted += ready(plane, NS, NAME) is None
         operator.kill()
         for identity, (_name, serial) in _identities(plane).items():
             seen_serials.setdefault(identity, set()).add(serial)
 
-    assert interrupted >= KILLS // 3, f"only {interrupted} of {KILLS} kills interrupted a reconcile"
+    print(f"{interrupted} of {KILLS} kills found the line not yet Ready", file=sys.stderr)
+    assert interrupted >= KILLS // 4, f"only {interrupted} of {KILLS} kills came before the line was Ready"
     operator.start()
     line = wait_for("the line Ready after the last kill", lambda: ready(plane, NS, NAME), 120)
     final_shape = SHAPES[(KILLS - 1) % len(SHAPES)]
