@@ -168,6 +168,9 @@ def _diagnose(reader: SparkplugReader, killed_at: float) -> str:
         stamps = sorted({t for _, t in _unique(reader.values, machine)})
         gaps = sorted(((b - a, a) for a, b in itertools.pairwise(stamps)), reverse=True)[:3]
         where = ", ".join(f"{gap} ms after {a / 1000 - killed_at:+.1f}s" for gap, a in gaps)
+        if not stamps:
+            lines.append(f"{machine}: no sample at the reader")
+            continue
         lines.append(f"{machine}: first {stamps[0] / 1000 - killed_at:+.1f}s, largest gaps {where}")
     births = [f"{m.kind.value}@{m.at - killed_at:+.1f}s" for m in reader.messages if "BIRTH" in m.kind.value]
     return "\n".join([*lines, "births: " + " ".join(births[:20])])
