@@ -92,6 +92,7 @@ class SparkplugReader:
         self._rebirth_asked_at = 0.0
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
+        self.subscriptions = 0  # SUBACKs received: one per (re)connection
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent
         )
@@ -99,7 +100,7 @@ class SparkplugReader:
         context.load_cert_chain(str(cert), str(key))
         self._client.tls_set_context(context)
         self._client.on_connect = self._on_connect
-        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.on_socket_open = _nodelay
         self._client.reconnect_delay_set(1, 2)
@@ -123,6 +124,11 @@ class SparkplugReader:
         if not reason.is_failure:
             self._subscribed.clear()
             client.subscribe(f"spBv1.0/{self.group_id}/#", qos=1)
+
+    def _on_subscribe(self, *_: object) -> None:
+        with self._lock:
+            self.subscriptions += 1
+        self._subscribed.set()
 
     def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
         try:

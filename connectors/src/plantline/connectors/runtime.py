@@ -130,6 +130,12 @@ class Connector:
                     workers.append(tasks.create_task(self._pump(device_id, flow), name=f"pump:{device_id}"))
                     workers.append(tasks.create_task(self._watch_device(device_id, flow), name=f"watch:{device_id}"))
                 await stop.wait()
+                # Stop reading first: a sample a pump takes while NDEATH goes out would land in a
+                # buffer that is never flushed again.
+                pumps = [worker for worker in workers if worker.get_name().startswith("pump:")]
+                for pump in pumps:
+                    pump.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
                 await self._shutdown()
                 for worker in workers:
                     worker.cancel()
