@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import signal
 import socket
@@ -82,6 +83,13 @@ def test_detached_line_reports_status_and_goes_down(make_run: Any) -> None:
     assert again.returncode == 1
     assert "already runs here" in again.stderr
 
+    # Nothing newly revoked: a SIGHUP reloads the broker's CRL, and the command returns when it is done.
+    broker = run.child_pid("broker")
+    reload = run.cli("reload", "--state-dir", str(run.state_dir))
+    assert reload.returncode == 0, reload.stderr
+    assert "reloaded the CRL and trust bundle (broker SIGHUP)" in reload.stderr
+    assert run.child_pid("broker") == broker
+
     pids = set(run.pids)
     assert run.down().returncode == 0
     assert run.leftovers() == []
@@ -89,6 +97,9 @@ def test_detached_line_reports_status_and_goes_down(make_run: Any) -> None:
     stopped = run.status()
     assert stopped == {"state_dir": str(run.state_dir.resolve()), "running": False, "exit": 3}
     assert run.down().returncode == 0  # idempotent: nothing to stop is not an error
+    gone = run.cli("reload", "--state-dir", str(run.state_dir))
+    assert gone.returncode == 3
+    assert "no `plantline up` runs here" in gone.stderr
 
 
 def _unique(values: list[Value], machine: str) -> set[tuple[str, int]]:
@@ -257,8 +268,13 @@ def test_a_revoked_connector_is_refused_and_status_says_so(make_run: Any) -> Non
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     assert revoke.returncode == 0, revoke.stderr
-    reload = run.cli("reload", "--state-dir", str(run.state_dir))
+    broker = run.child_pid("broker")
+    reload = run.cli("reload", "--state-dir", str(run.state_dir), "--format", "json")
     assert reload.returncode == 0, reload.stderr
+    outcome = json.loads(reload.stdout)
+    assert outcome["ok"] is True
+    assert outcome["message"].endswith("the broker restarted for 1 newly revoked")
+    assert run.child_pid("broker") != broker  # and it listens again: the reader connects at once
 
     with run.reader("revocation-reader") as reader:
         status = run.wait_status(

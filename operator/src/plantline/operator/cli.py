@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_UNREADABLE = 1
+EXIT_FAILED = 1  # up or reload failed
 EXIT_INVALID = 2
 EXIT_NOT_RUNNING = 3
 
@@ -49,8 +49,8 @@ EPILOG = """examples:
   plantline down examples/demo-line.yaml
   plantline operator run --connector-image registry.example/plantline-connectors:0.1.0
 
-exit codes: 0 ok (up: stopped cleanly), 1 unreadable input, refused overwrite or up failed, 2 invalid PlantLine,
-3 no `plantline up` runs on the state directory (status, reload)"""
+exit codes: 0 ok (up: stopped cleanly), 1 unreadable input, refused overwrite, up or reload failed, 2 invalid
+PlantLine, 3 no `plantline up` runs on the state directory (status, reload)"""
 
 UP_HELP = """Run the line on this machine: a CA and TLS files, a real mosquitto with mutual TLS, the
 connectors as supervised processes (and, with --simulate, a simulated PLC per machine on the port its
@@ -63,7 +63,8 @@ production one. OPC UA application certificates (secured machines) are not issue
 
 With --detach, `up` runs in the background (log: <state-dir>/logs/up.log) and this command returns
 once the line runs; `plantline status`, `reload` and `down` then act on it. SIGHUP (`plantline reload`)
-republishes the CA's CRL and trust bundle to the broker, e.g. after `plantline-pki cert revoke`."""
+republishes the CA's CRL and trust bundle to the broker, e.g. after `plantline-pki cert revoke`;
+`plantline reload` returns once that is done (the broker listens again if it had to restart)."""
 
 
 class Unreadable(Exception):
@@ -204,12 +205,19 @@ def cmd_reload(args: argparse.Namespace) -> int:
     from plantline.operator import local  # noqa: PLC0415
 
     layout = _layout(args)
-    pid = local.signal_up(layout, signal.SIGHUP)
-    if pid is None:
+    try:
+        outcome = local.reload(layout, timeout=args.timeout)
+    except local.UpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if outcome is None:
         print(f"{layout.root}: no `plantline up` runs here", file=sys.stderr)
         return EXIT_NOT_RUNNING
-    print(f"asked plantline up (pid {pid}) to reload the CRL and trust bundle", file=sys.stderr)
-    return EXIT_OK
+    if args.format == "json":
+        print(json.dumps(outcome, indent=2))
+    else:
+        print(outcome["message"], file=sys.stderr)
+    return EXIT_OK if outcome["ok"] else EXIT_FAILED
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -307,8 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("file", type=Path, nargs="?", help="the PlantLine file (names the default state dir)")
         command.add_argument("--state-dir", type=Path, default=None, help="default: .plantline/<site>-<line>")
-        if name == "status":
+        if name in ("status", "reload"):
             command.add_argument("--format", choices=("text", "json"), default="text")
+        if name == "reload":
+            command.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the outcome")
         if name == "down":
             command.add_argument("--timeout", type=float, default=60.0, help="seconds before killing what is left")
         command.set_defaults(run=run)

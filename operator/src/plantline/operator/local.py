@@ -417,6 +417,7 @@ class LocalLine:
     machine_group: dict[str, str] = field(default_factory=dict)
     sample_totals: dict[str, tuple[float, float]] = field(default_factory=dict)
     revoked_at_broker_start: set[str] = field(default_factory=set)
+    reload: dict[str, Any] = field(default_factory=lambda: {"count": 0})  # the last reload's outcome
 
     def children(self) -> list[Child]:
         return [*([self.broker] if self.broker else []), *self.simulators, *self.connectors]
@@ -579,6 +580,7 @@ class LocalLine:
                 "restarts": self.broker.restarts if self.broker else 0,
             },
             "machines": machines,
+            "reload": self.reload,
             "children": [
                 {"name": c.name, "kind": c.kind, "pid": c.proc.pid if c.proc else None, "state": c.state()}
                 for c in self.children()
@@ -594,7 +596,7 @@ class LocalLine:
             return None
         return round((total - before[1]) / (now - before[0]), 1)
 
-    def reload_trust(self) -> None:
+    def reload_trust(self) -> str:
         """Publish the CA's current CRL and trust bundle to the broker, and make it enforce them.
 
         Mosquitto re-reads `cafile` and `crlfile` on SIGHUP (proven in the pki tests), but checks the
@@ -610,15 +612,18 @@ class LocalLine:
         newly = revoked - self.revoked_at_broker_start
         broker = self.broker
         if broker is None or broker.proc is None or not broker.alive():
-            say("reloaded the CRL and trust bundle; the broker reads them when it starts")
+            message = "reloaded the CRL and trust bundle; the broker reads them when it starts"
         elif newly:
             say(f"{len(newly)} newly revoked certificate(s): restarting the broker so no open session outlives them")
             broker.stop()
             self.start_broker()
+            message = f"reloaded the CRL and trust bundle; the broker restarted for {len(newly)} newly revoked"
         else:
             os.kill(broker.proc.pid, signal.SIGHUP)
-            say("reloaded the CRL and trust bundle (broker SIGHUP)")
+            message = "reloaded the CRL and trust bundle (broker SIGHUP)"
         self.revoked_at_broker_start = revoked
+        say(message)
+        return message
 
 
 def _mqtt_state(metrics: dict[str, dict[str, float]]) -> str:
@@ -783,9 +788,12 @@ def _supervise(app: LocalLine, stop: threading.Event, reload: threading.Event) -
             if reload.is_set():
                 reload.clear()
                 try:
-                    app.reload_trust()
+                    outcome = {"ok": True, "message": app.reload_trust()}
                 except (PassphraseError, UpError, OSError) as exc:
                     say(f"reload failed: {exc}")
+                    outcome = {"ok": False, "message": f"reload failed: {exc}"}
+                app.reload = {"count": app.reload["count"] + 1, "at": time.time(), **outcome}
+                snapshot_at = 0.0  # `plantline reload` waits for this outcome in status.json
             if now >= snapshot_at:
                 snapshot_at = now + SNAPSHOT_INTERVAL
                 snapshot = app.snapshot()
@@ -862,6 +870,30 @@ def detach(argv: list[str], layout: Layout, *, timeout: float = 120.0) -> int:
                 return proc.pid
         time.sleep(0.2)
     raise UpError(f"the background `plantline up` did not come up in {timeout:.0f}s; see {layout.up_log}")
+
+
+def reload(layout: Layout, *, timeout: float = 60.0) -> dict[str, Any] | None:
+    """Make the running `up` reload its trust files; return the outcome, None when none runs.
+
+    Returns once `up` has finished (the broker listens again if it was restarted), so a client may
+    connect at once. Raises UpError when no outcome arrives within `timeout`.
+    """
+    before = read_status(layout)
+    count = int((before or {}).get("reload", {}).get("count", 0))
+    pid = signal_up(layout, signal.SIGHUP)
+    if pid is None:
+        return None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            snapshot = json.loads(layout.status.read_text())
+            outcome: dict[str, Any] = snapshot.get("reload") or {}
+            if snapshot.get("up_pid") == pid and int(outcome.get("count", 0)) > count:
+                return outcome
+        if running_pid(layout) is None:
+            raise UpError(f"plantline up (pid {pid}) stopped before it reloaded; see {layout.up_log}")
+        time.sleep(0.1)
+    raise UpError(f"plantline up (pid {pid}) did not report the reload within {timeout:.0f}s; see {layout.up_log}")
 
 
 def signal_up(layout: Layout, signum: int) -> int | None:
