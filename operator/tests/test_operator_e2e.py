@@ -269,10 +269,12 @@ def test_a_tag_change_rewrites_the_config_and_rolls_only_that_connector(
 
 
 def test_children_deleted_by_hand_are_recreated(plane: ControlPlane, operator: KopfRunner) -> None:
+    lost = _secret_serials(plane, "pm")["pm-filler-tls"]
     for path in (
         f"/apis/apps/v1/namespaces/{NS}/deployments/pm-filler",
         f"/api/v1/namespaces/{NS}/configmaps/pm-connectors",
         f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/pm-connectors",
+        f"/api/v1/namespaces/{NS}/secrets/pm-filler-tls",
     ):
         plane.request("DELETE", path)
     made = wait_for(
@@ -280,13 +282,20 @@ def test_children_deleted_by_hand_are_recreated(plane: ControlPlane, operator: K
         lambda: _unless(
             children(plane, NS, "pm"),
             lambda c: (
-                "pm-filler" not in c["Deployment"] or "pm-connectors" not in c["ConfigMap"] or not c["NetworkPolicy"]
+                "pm-filler" not in c["Deployment"]
+                or "pm-connectors" not in c["ConfigMap"]
+                or not c["NetworkPolicy"]
+                or "pm-filler-tls" not in c["Secret"]
             ),
         ),
         RESYNC_S * 10,
     )
     assert made["Deployment"] == ["pm-filler", "pm-labeler"]
     wait_for("Ready again", lambda: ready(plane, NS, "pm"), READY_S)
+    # The lost Secret's certificate is revoked (its key may have left with it); the new one is not.
+    assert _secret_serials(plane, "pm")["pm-filler-tls"] != lost
+    wait_for("the lost certificate in the CRL", lambda: lost in _crl_serials(plane), READY_S)
+    assert not set(_secret_serials(plane, "pm").values()) & _crl_serials(plane)
 
 
 def test_pause_annotation_stops_changes_and_says_so(plane: ControlPlane, operator: KopfRunner) -> None:

@@ -237,6 +237,55 @@ def test_a_child_deleted_by_hand_comes_back(cluster: RecordingCluster, authority
     assert _serials(cluster) == serials
 
 
+def test_the_status_records_each_secret_s_serial(cluster: RecordingCluster, authority: MemoryAuthority) -> None:
+    body = demo_body()
+    outcome = _run(body, cluster, authority)
+    recorded = {e["secret"]: int(e["serial"], 16) for e in outcome.status["certificates"]}
+    assert recorded == {f"{identity}-tls": serial for identity, serial in _serials(cluster).items()}
+    assert set(recorded) == {"site1-line1-broker-tls", "site1-line1-line1-tls", "site1-line1-reader-tls"}
+
+
+def test_a_certificate_secret_deleted_by_hand_is_reissued_and_its_certificate_revoked(
+    cluster: RecordingCluster, authority: MemoryAuthority
+) -> None:
+    # Whoever deleted the Secret may have kept its key: the certificate must not stay valid.
+    body = demo_body()
+    _run(body, cluster, authority)
+    before = _serials(cluster)
+    del cluster.objects[("Secret", NAMESPACE, "site1-line1-line1-tls")]
+    outcome = _run(body, cluster, authority, NOW + timedelta(minutes=5))
+    after = _serials(cluster)
+    lost = before["site1-line1-line1"]
+    assert after["site1-line1-line1"] != lost
+    assert {i: s for i, s in after.items() if i != "site1-line1-line1"} == {
+        i: s for i, s in before.items() if i != "site1-line1-line1"
+    }
+    entry = authority.entry(lost)
+    assert entry is not None
+    assert entry.reason == "superseded"
+    assert authority.ca.revoked_serials == {lost}
+    assert _crl_serials(cluster) == {lost}
+    assert [(e.type, e.message) for e in outcome.events if e.reason == "CertificateRevoked"] == [
+        ("Warning", f"site1-line1-line1-tls: serial {lost:x} revoked: its Secret was deleted")
+    ]
+    assert {e["secret"]: int(e["serial"], 16) for e in outcome.status["certificates"]}[
+        "site1-line1-line1-tls"
+    ] == after["site1-line1-line1"]
+    _run(body, cluster, authority, NOW + timedelta(minutes=10))
+    assert authority.ca.revoked_serials == {lost}  # nothing more to revoke
+
+
+def test_a_failed_certificates_step_keeps_the_recorded_serials(
+    cluster: RecordingCluster, authority: MemoryAuthority
+) -> None:
+    body = demo_body()
+    first = _run(body, cluster, authority)
+    recorded = first.status["certificates"]
+    failed = _run(body, FailingCluster("Secret"), authority, NOW + timedelta(minutes=5))
+    assert failed.failure is not None
+    assert failed.status["certificates"] == recorded
+
+
 # -- certificates over time -------------------------------------------------------------------------
 
 
@@ -681,6 +730,17 @@ def test_finalize_revokes_every_current_and_superseded_serial(
         ("CertificatesRevoked", "5 certificates of the line revoked")
     ]
     assert "(3 newly)" in events[0].message
+
+
+def test_finalize_revokes_a_recorded_serial_whose_secret_is_already_gone(
+    cluster: RecordingCluster, authority: MemoryAuthority
+) -> None:
+    body = demo_body()
+    _run(body, cluster, authority)
+    serials = _serials(cluster)
+    del cluster.objects[("Secret", NAMESPACE, "site1-line1-broker-tls")]
+    finalize(body, Context(cluster, authority, SETTINGS, NOW + timedelta(days=1)))
+    assert authority.ca.revoked_serials == set(serials.values())
 
 
 def test_finalize_of_a_line_without_certificates_revokes_nothing(

@@ -207,12 +207,23 @@ class Condition(_Spec):
     observed_generation: Annotated[int, Field(ge=0)] | None = None
 
 
+class StoredCertificate(_Spec):
+    """A certificate Secret and the serial last stored in it; kept so a lost Secret's certificate is revoked."""
+
+    secret: Annotated[str, Field(min_length=1, max_length=253)]
+    serial: Annotated[str, Field(pattern=r"^[0-9a-f]{1,40}$")]
+
+
 class PlantLineStatus(_Spec):
     """What the operator observed; written through the status subresource."""
 
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     machine_count: Annotated[int, Field(ge=0)] | None = None
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(default_factory=list)
+    # One per identity: a connector per machine at most, plus broker, reader, bridge and OPC UA apps.
+    certificates: Annotated[list[StoredCertificate], Field(max_length=2 * MAX_MACHINES + 8)] = Field(
+        default_factory=list
+    )
 
 
 # -- cross-field checks ----------------------------------------------------------------------------

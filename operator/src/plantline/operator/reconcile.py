@@ -87,6 +87,8 @@ class _State:
     applied: set[tuple[str, str]] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
     conditions: dict[str, tuple[ConditionStatus, str, str]] = field(default_factory=dict)
+    recorded: dict[str, int] = field(default_factory=dict)  # secret -> serial, from the last status
+    serials: dict[str, int] = field(default_factory=dict)  # secret -> serial it holds after this reconcile
 
 
 def plain(value: Any) -> Any:
@@ -165,6 +167,9 @@ def step_certificates(state: _State, ctx: Context) -> None:
         secret["metadata"]["annotations"].update(annotations)
         _apply(state, ctx, secret)
         state.certificates[request.identity] = material
+        current = serial_of(material.certificate)
+        if current is not None:
+            state.serials[secret["metadata"]["name"]] = current
         if SUPERSEDES_ANNOTATION in annotations:
             superseded.append((int(annotations[SUPERSEDES_ANNOTATION], 16), "superseded"))
     # A renewed certificate's predecessor is revoked once its successor is stored: one valid
@@ -173,6 +178,7 @@ def step_certificates(state: _State, ctx: Context) -> None:
     if fresh:
         ctx.authority.revoke(fresh, ctx.now)
     _drop_unwanted_certificates(state, ctx, stored)
+    _revoke_lost_certificates(state, ctx, ca, stored)
     message = f"{len(state.certificates)} certificates valid"
     if issued:
         message += f", {issued} issued now"
@@ -198,6 +204,32 @@ def _drop_unwanted_certificates(state: _State, ctx: Context, stored: Mapping[str
         ctx.cluster.apply("Secret", state.owner.namespace, name, None)
         listed = ", ".join(f"{s:x}" for s in serials) or "none"
         state.events.append(Event("Normal", "CertificateRevoked", f"{identity}: serials {listed} revoked"))
+
+
+def _revoke_lost_certificates(
+    state: _State, ctx: Context, ca: CaState, stored: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Revoke the serials the status recorded that no Secret holds any more (deleted by hand)."""
+    held = {serial for secret in stored.values() for serial in _secret_serials(secret)}
+    held.update(state.serials.values())
+    lost = sorted(
+        (name, serial)
+        for name, serial in state.recorded.items()
+        if serial not in held and serial not in ca.revoked_serials
+    )
+    if not lost:
+        return
+    ctx.authority.revoke([(serial, "superseded") for _, serial in lost], ctx.now)
+    for name, serial in lost:
+        state.events.append(
+            Event("Warning", "CertificateRevoked", f"{name}: serial {serial:x} revoked: its Secret was deleted")
+        )
+
+
+def recorded_serials(body: Mapping[str, Any]) -> dict[str, int]:
+    """Return the certificate serials the line's status records, by Secret name."""
+    entries = (body.get("status") or {}).get("certificates") or []
+    return {str(e["secret"]): int(str(e["serial"]), 16) for e in entries}
 
 
 def _secret_serials(secret: Mapping[str, Any]) -> list[int]:
@@ -316,8 +348,12 @@ def _status(
     now: datetime,
     *,
     machines: int | None,
+    certificates: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Return the full status: the given conditions, the others carried forward, Ready summarising."""
+    """Return the full status: the given conditions, the others carried forward, Ready summarising.
+
+    `certificates` (Secret name -> serial) replaces the recorded ones; None carries them forward.
+    """
     generation = int(body["metadata"].get("generation", 0))
     previous = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
     merged: dict[str, tuple[ConditionStatus, str, str]] = {
@@ -348,6 +384,9 @@ def _status(
         status["machineCount"] = machines
     elif "machineCount" in (body.get("status") or {}):
         status["machineCount"] = body["status"]["machineCount"]
+    serials = recorded_serials(body) if certificates is None else certificates
+    if serials or "certificates" in (body.get("status") or {}):
+        status["certificates"] = [{"secret": name, "serial": f"{serials[name]:x}"} for name in sorted(serials)]
     return status
 
 
@@ -384,7 +423,7 @@ def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
             events=[Event("Warning", "InvalidSpec", message)],
             invalid=message,
         )
-    state = _State(line=line, owner=Owner.of(body))
+    state = _State(line=line, owner=Owner.of(body), recorded=recorded_serials(body))
     for name, step in STEPS:
         try:
             step(state, ctx)
@@ -394,14 +433,17 @@ def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
                 state.conditions["CertificatesReady"] = ("False", "IssuanceFailed", message)
             else:
                 state.conditions["ConnectorsReady"] = ("False", "ApplyFailed", message)
+            # A half-done certificates step keeps every earlier record: a replaced serial is still
+            # in its successor's Secret, and a removed identity's in its own until it is deleted.
+            serials = {**state.recorded, **state.serials} if name == "certificates" else state.serials
             return Outcome(
-                status=_status(body, state.conditions, ctx.now, machines=len(line.spec.machines)),
+                status=_status(body, state.conditions, ctx.now, machines=len(line.spec.machines), certificates=serials),
                 events=[*state.events, Event("Warning", "ReconcileFailed", message)],
                 retry_after=FAILURE_RETRY_S,
                 failure=message,
             )
     _connectors_condition(state, ctx)
-    status = _status(body, state.conditions, ctx.now, machines=len(line.spec.machines))
+    status = _status(body, state.conditions, ctx.now, machines=len(line.spec.machines), certificates=state.serials)
     ready = state.conditions["ConnectorsReady"][0] == "True"
     return Outcome(status=status, events=state.events, retry_after=None if ready else NOT_READY_RETRY_S)
 
@@ -419,11 +461,12 @@ def retry_delay(outcome: Outcome, retries: int) -> float:
 
 
 def finalize(body: Mapping[str, Any], ctx: Context) -> list[Event]:
-    """Revoke every certificate of a line being deleted (current and superseded) before release."""
+    """Revoke every certificate of a line being deleted (current, superseded, recorded) before release."""
     owner = Owner.of(body)
     serials: list[int] = []
     for secret in ctx.cluster.list("Secret", owner.namespace, selector(owner, "certificate")):
         serials.extend(_secret_serials(secret))
+    serials.extend(s for s in recorded_serials(body).values() if s not in serials)
     if not serials:
         return []
     added = ctx.authority.revoke([(s, "cessation-of-operation") for s in serials], ctx.now)
