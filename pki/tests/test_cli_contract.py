@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -36,6 +37,16 @@ def test_help_has_examples_and_exit_status(command: list[str]) -> None:
     assert "plantline-pki " + " ".join(command) in result.stdout
     assert "Example" in result.stdout
     assert "Exit status" in result.stdout
+
+
+def test_python_dash_m_runs_the_same_cli(root_ca: Path) -> None:
+    env = {**os.environ, "PLANTLINE_PKI_DIR": str(root_ca)}
+    result = subprocess.run(
+        [sys.executable, "-m", "plantline.pki", "ca", "info", "--format", "json"],
+        capture_output=True, text=True, env=env, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["certificates"] == {"active": 0, "superseded": 0, "revoked": 0}
 
 
 def test_json_output_and_messages_on_stderr(root_ca: Path) -> None:
