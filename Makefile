@@ -30,6 +30,7 @@ bench:
 	$(UV_RUN) python bench/plc_read_bench.py
 	$(UV_RUN) python bench/connector_pipeline_bench.py
 	$(UV_RUN) python bench/up_bench.py
+	$(UV_RUN) python bench/broker_queue_bench.py
 	$(UV_RUN) python bench/operator_bench.py
 
 # The demo line with simulated PLCs: a local CA, mosquitto with mTLS, three simulators, the connectors.

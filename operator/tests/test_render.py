@@ -155,10 +155,22 @@ def test_mosquitto_conf(demo: PlantLine) -> None:
         "set_tcp_nodelay true",
         "persistence true",
         "persistence_location /var/lib/plantline/broker/data/",
+        "autosave_interval 5",
+        "max_queued_messages 100000000",
+        f"max_queued_bytes {256 * 1024 * 1024}",
         "acl_file /var/lib/plantline/broker/acl",
     ):
         assert line in conf
     assert not any(line.startswith("connection ") for line in conf)
+
+
+def test_mosquitto_conf_queue_and_autosave_from_the_spec(demo_data: DemoData) -> None:
+    data = demo_data()
+    data["spec"]["broker"].update(queueLimitMib=1024, autosaveSeconds=10)
+    line = parse_plantline(data)
+    conf = render_mosquitto_conf(line, files=BrokerFiles.under(line.spec, tls_dir=TLS, broker_dir=DATA)).splitlines()
+    assert "autosave_interval 10" in conf
+    assert f"max_queued_bytes {1024 * 1024 * 1024}" in conf
 
 
 def test_bridge_section(demo_data: DemoData) -> None:

@@ -7,6 +7,8 @@ bridge, and nothing else crosses in either direction.
 
 from __future__ import annotations
 
+import os
+import signal
 import ssl
 import threading
 import time
@@ -25,20 +27,24 @@ from plantline_testing.mosquitto import Broker
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 MACHINES = ("filler", "capper", "labeler")
+PROBE = b"queue-probe-"
+PROBES = 5000  # five times mosquitto's default queue limit per client
+AUTOSAVE_S = 5  # spec.broker.s default autosaveSeconds
 
 
 class TopicLog:
     """A raw MQTT client that records every topic it sees on `#` (and can publish)."""
 
-    def __init__(self, port: int, tls: Path, identity: str) -> None:
+    def __init__(self, port: int, tls: Path, identity: str, topic: str = "#") -> None:
         self.topics: list[str] = []
+        self.payloads: set[bytes] = set()
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"{identity}-log")
         context = ssl.create_default_context(cafile=str(tls / "ca.crt"))
         context.load_cert_chain(str(tls / f"{identity}.crt"), str(tls / f"{identity}.key"))
         self.client.tls_set_context(context)
-        self.client.on_connect = lambda c, *_: c.subscribe("#", qos=1)
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: self._ready.set()
         self.client.on_message = self._on_message
         self.port = port
@@ -46,6 +52,7 @@ class TopicLog:
     def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
         with self._lock:
             self.topics.append(message.topic)
+            self.payloads.add(bytes(message.payload))
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(5)
@@ -53,6 +60,10 @@ class TopicLog:
     def seen(self) -> list[str]:
         with self._lock:
             return list(self.topics)
+
+    def probes(self) -> int:
+        with self._lock:
+            return sum(1 for p in self.payloads if p.startswith(PROBE))
 
     def __enter__(self) -> TopicLog:
         self.client.connect("127.0.0.1", self.port)
@@ -135,3 +146,60 @@ def test_the_bridge_carries_the_line_to_the_core_and_nothing_else(bridged: tuple
         assert foreign == set()
         assert not core_reader.errors
     assert "site1-line1-bridge" in core.log_text()  # the bridge logged in with its own identity
+
+
+def _publish_probes(run: UpRun, topic: str, count: int) -> None:
+    """Publish `count` distinct QoS 1 messages as the line's connector; return once all are acknowledged."""
+    client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="queue-probe")
+    identity = run.identity("line1")
+    context = ssl.create_default_context(cafile=str(run.tls / "ca.crt"))
+    context.load_cert_chain(str(run.tls / f"{identity}.crt"), str(run.tls / f"{identity}.key"))
+    client.tls_set_context(context)
+    client.connect("127.0.0.1", run.port)
+    client.loop_start()
+    try:
+        sent = [client.publish(topic, PROBE + str(i).encode(), qos=1) for i in range(count)]
+        for message in sent:
+            message.wait_for_publish(30)
+            assert message.rc == paho.MQTT_ERR_SUCCESS
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_data_waiting_for_the_core_outlives_the_queue_limit_and_a_site_broker_crash(tmp_path: Path) -> None:
+    # The connectors delete a sample once the site broker acknowledged it; from then on, the site
+    # broker's queue for the bridge is the only copy while the core is away. It must hold far more
+    # than mosquitto's default 1000 messages, and survive the broker being killed.
+    core_port = free_port()
+    line_file = tmp_path / "line.yaml"
+    line_copy(line_file, bridge=("127.0.0.1", core_port))
+    run = UpRun(line_file, tmp_path / "state")
+    topic = f"spBv1.0/{run.group}/DDATA/line1/filler"  # the connector's own topic: the ACL allows it
+    core: Broker | None = None
+    try:
+        run.up_detached()  # the core broker is not there: the WAN is down
+        _publish_probes(run, topic, PROBES)
+        time.sleep(AUTOSAVE_S + 1.5)  # one autosave at least since the last acknowledgement
+        os.killpg(run.child_pid("broker"), signal.SIGKILL)
+        run.wait_status(
+            lambda s: s["broker"]["state"] == "running" and s["broker"]["restarts"] >= 1, 60, "the site broker back"
+        )
+        site = run.child_pid("broker")
+        os.killpg(site, signal.SIGSTOP)  # the bridge waits until the core's subscriber is in place
+        try:
+            # The core keeps every message for its subscriber too (its default would drop past 1000).
+            core = start_core_broker(run, tmp_path / "core", core_port, extra=["max_queued_messages 100000000"])
+            with TopicLog(core.port, run.tls, "core-host", topic) as at_core:
+                os.killpg(site, signal.SIGCONT)
+                deadline = time.monotonic() + 150  # the bridge retries with a back-off of up to 60 s
+                while at_core.probes() < PROBES and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                assert at_core.probes() == PROBES
+        finally:
+            os.killpg(site, signal.SIGCONT)
+    finally:
+        run.down()
+        run.kill_all()
+        if core is not None:
+            core.stop()

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +187,7 @@ class UpRun:
             self.pids.update(int(pid) for pid in data["children"].values())
 
 
-def start_core_broker(run: UpRun, directory: Path, port: int) -> Broker:
+def start_core_broker(run: UpRun, directory: Path, port: int, *, extra: Sequence[str] = ()) -> Broker:
     """Start a second mosquitto, the "core" broker, trusting the line's CA; also issue `core-host`.
 
     The core broker's certificate (`core-broker`, for 127.0.0.1) and a client identity for a core
@@ -205,6 +206,6 @@ def start_core_broker(run: UpRun, directory: Path, port: int) -> Broker:
     key = run.tls / "core-host.key"
     key.touch(mode=0o600)
     key.write_bytes(authority.export("core-host", CertFormat.KEY))
-    core = Broker(directory, port, persistence=True)
+    core = Broker(directory, port, persistence=True, extra=extra)
     core.start()
     return core

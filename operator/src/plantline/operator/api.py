@@ -113,10 +113,20 @@ class BridgeSpec(_Spec):
 
 
 class BrokerSpec(_Spec):
+    """The line's (site) broker.
+
+    Once it acknowledged a sample, the connectors delete their copy: what waits in the broker for a
+    client that is away (the bridge during a WAN outage, a persistent subscriber) has no other copy.
+    `queueLimitMib` bounds that per client (beyond it the broker drops new messages); the broker
+    writes it to disk every `autosaveSeconds`, the most a crash of the broker can lose.
+    """
+
     kind: Literal["mosquitto", "emqx"] = "mosquitto"
     host: Host
     port: Port = 8883
     bridge: BridgeSpec | None = None
+    queue_limit_mib: Annotated[int, Field(ge=1, le=65536)] = 256
+    autosave_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
 
 
 class PkiSpec(_Spec):

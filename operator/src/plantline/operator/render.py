@@ -269,6 +269,13 @@ def render_mosquitto_conf(
         f"acl_file {files.acl_file}",
         "persistence true",
         f"persistence_location {files.persistence_dir}/",
+        f"autosave_interval {spec.broker.autosave_seconds}",
+        # Bound each client's queue by bytes, not by mosquitto's default of 1000 messages, which a
+        # bridge passes within a minute of WAN outage. Not `max_queued_messages 0` ("no limit"):
+        # mosquitto 2.0 mishandles it (eclipse-mosquitto/mosquitto#1956, #2879; here it cut a
+        # client's connection), so the count limit is set out of reach instead.
+        "max_queued_messages 100000000",
+        f"max_queued_bytes {spec.broker.queue_limit_mib * 1024 * 1024}",
         "log_dest stderr",
         "connection_messages true",
         "set_tcp_nodelay true",
