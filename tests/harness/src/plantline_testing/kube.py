@@ -1,0 +1,154 @@
+"""Helpers for the operator's end-to-end tests on the real control plane.
+
+`install_operator` applies `operator/deploy` (CRD, namespace, RBAC, the operator Deployment) with
+the built kubectl's kustomize and returns a kubeconfig that authenticates as the operator's
+ServiceAccount, so a test's operator has exactly the rights the manifests grant.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from plantline_testing.controlplane import ApiError, ControlPlane
+
+ROOT = Path(__file__).resolve().parents[4]
+DEPLOY = ROOT / "operator" / "deploy"
+DEMO = ROOT / "examples" / "demo-line.yaml"
+CRD_NAME = "plantlines.plantline.dev"
+OPERATOR_NAMESPACE = "plantline-system"
+OPERATOR_ACCOUNT = "plantline-operator"
+PLANTLINES = "/apis/plantline.dev/v1alpha1"
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.5) -> T:
+    """Return the first truthy value of `probe()`; raise AssertionError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def install_operator(plane: ControlPlane) -> Path:
+    """Apply operator/deploy and return a kubeconfig of the operator's ServiceAccount."""
+    plane.kubectl("apply", "--server-side", "-k", str(DEPLOY))
+    plane.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    return plane.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
+
+
+def namespace(plane: ControlPlane, name: str, *, restricted: bool = True) -> str:
+    """Create a namespace (enforcing the restricted pod security standard by default)."""
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"} if restricted else {}
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+    try:
+        plane.request("POST", "/api/v1/namespaces", body)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+    return name
+
+
+def demo_line(
+    name: str, ns: str, *, line: str, grouping: str = "perLine", machines: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Return the demo PlantLine renamed (`metadata.name`, `spec.line`), optionally cut to `machines`."""
+    data: dict[str, Any] = yaml.safe_load(DEMO.read_text())
+    data["metadata"] = {"name": name, "namespace": ns}
+    data["spec"]["line"] = line
+    data["spec"]["connectors"] = {"grouping": grouping}
+    if machines:
+        data["spec"]["machines"] = [m for m in data["spec"]["machines"] if m["id"] in machines]
+    return data
+
+
+def demo_machine(machine_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(DEMO.read_text())
+    return copy.deepcopy(next(m for m in data["spec"]["machines"] if m["id"] == machine_id))
+
+
+def apply(plane: ControlPlane, obj: dict[str, Any]) -> None:
+    plane.kubectl("apply", "--server-side", "--field-manager=e2e", "-f", "-", stdin=json.dumps(obj))
+
+
+def plantline(plane: ControlPlane, ns: str, name: str) -> dict[str, Any] | None:
+    try:
+        return plane.request("GET", f"{PLANTLINES}/namespaces/{ns}/plantlines/{name}")
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    """Return the condition `type_` of an object's status ({} when absent)."""
+    for item in ((obj or {}).get("status") or {}).get("conditions", []):
+        if item.get("type") == type_:
+            return dict(item)
+    return {}
+
+
+def ready(plane: ControlPlane, ns: str, name: str) -> dict[str, Any] | None:
+    """Return the PlantLine once Ready=True for its current generation, else None."""
+    obj = plantline(plane, ns, name)
+    if obj is None:
+        return None
+    cond = condition(obj, "Ready")
+    generation = obj["metadata"].get("generation")
+    current = obj.get("status", {}).get("observedGeneration") == generation
+    return obj if cond.get("status") == "True" and cond.get("observedGeneration") == generation and current else None
+
+
+def items(plane: ControlPlane, path: str, selector: str) -> list[dict[str, Any]]:
+    answer = plane.request("GET", f"{path}?labelSelector={selector}")
+    found: list[dict[str, Any]] = answer.get("items", [])
+    return found
+
+
+def children(plane: ControlPlane, ns: str, line: str) -> dict[str, list[str]]:
+    """Return the names of the line's children, by kind."""
+    selector = f"plantline.dev/line={line}"
+    paths = {
+        "Secret": f"/api/v1/namespaces/{ns}/secrets",
+        "ConfigMap": f"/api/v1/namespaces/{ns}/configmaps",
+        "ServiceAccount": f"/api/v1/namespaces/{ns}/serviceaccounts",
+        "Deployment": f"/apis/apps/v1/namespaces/{ns}/deployments",
+        "NetworkPolicy": f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
+    }
+    return {kind: sorted(i["metadata"]["name"] for i in items(plane, path, selector)) for kind, path in paths.items()}
+
+
+def events(plane: ControlPlane, ns: str, name: str) -> list[dict[str, Any]]:
+    answer = plane.request("GET", f"/api/v1/namespaces/{ns}/events?fieldSelector=involvedObject.name={name}")
+    found: list[dict[str, Any]] = answer.get("items", [])
+    return found
+
+
+__all__ = [
+    "CRD_NAME",
+    "OPERATOR_ACCOUNT",
+    "OPERATOR_NAMESPACE",
+    "apply",
+    "children",
+    "condition",
+    "demo_line",
+    "demo_machine",
+    "events",
+    "install_operator",
+    "items",
+    "namespace",
+    "plantline",
+    "ready",
+    "wait_for",
+]
