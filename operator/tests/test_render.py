@@ -56,7 +56,7 @@ def test_per_line_grouping_makes_the_line_one_edge_node(demo_data: DemoData) -> 
     configs = render_connector_configs(line, tls_dir=TLS, data_dir=DATA)
     assert list(configs) == ["line1"]
     (config,) = configs.values()
-    assert config.sparkplug.edge_node_id == "line1"  # DESIGN: edge_node_id = the line
+    assert config.sparkplug.edge_node_id == "line1"  # docs/architecture.md: edge_node_id = the line
     assert [d.id for d in config.devices] == ["filler", "capper", "labeler"]
     acl = render_acl(line)
     assert "topic write spBv1.0/site1/NBIRTH/line1" in acl

@@ -70,7 +70,7 @@ def _tls_context(broker: BrokerEndpoint) -> ssl.SSLContext | None:
 
 
 def _set_nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
-    # paho never sets TCP_NODELAY; without it latency tails reach 40 ms (FIELD-NOTES).
+    # paho never sets TCP_NODELAY; without it Nagle holds small publishes and p99 latency reaches 40 ms.
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

@@ -6,7 +6,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-# Canonical signals (DESIGN.md); analogue process values are `process.<name>`.
+# Canonical signals (docs/architecture.md, "Names and conventions"); analogue process values are `process.<name>`.
 CANONICAL_SIGNALS = frozenset(
     {
         "state.run",

@@ -2,7 +2,7 @@
 
 No client imports and no I/O: the reconcile pipeline feeds these functions what it read from the
 cluster (issued certificates, the CA bundle) and hands their dicts to the appliers, which
-server-side apply them. Every object carries the labels of DESIGN.md and an owner reference to
+server-side apply them. Every object carries the labels of docs/architecture.md and an owner reference to
 its PlantLine, so Kubernetes garbage-collects it with the line.
 """
 
@@ -97,7 +97,7 @@ class CertificateMaterial:
 
 
 def labels(owner: Owner, component: str, connector: str | None = None) -> dict[str, str]:
-    """Return the labels DESIGN.md puts on everything the toolkit creates."""
+    """Return the labels docs/architecture.md ("Names and conventions") puts on everything the toolkit creates."""
     out = {
         "app.kubernetes.io/name": "plantline",
         "app.kubernetes.io/instance": owner.name,

@@ -1,6 +1,6 @@
 """Standard OEE (availability x performance x quality) and counting parts from PLC counters.
 
-The formulas are the OEE literature's (DESIGN.md, "KPIs (edge)"):
+The formulas are the OEE literature's (docs/architecture.md, "KPIs at the edge"):
 
 - Availability = run time / planned production time;
 - Performance = (ideal cycle time x total count) / run time; with an ideal cycle time that
