@@ -1,6 +1,6 @@
 # Task runner. Run targets through ./dev, which installs prerequisites and syncs the workspace first.
 UV_RUN := uv run --locked --all-packages
-SRC := pki/src pki/tests connectors/src connectors/tests operator/src operator/tests tests molecule bench
+SRC := pki/src pki/tests connectors/src connectors/tests operator/src operator/tests tests molecule
 
 .PHONY: test check lint types layers pytest bench up
 
@@ -23,15 +23,15 @@ pytest:
 	$(UV_RUN) pytest
 
 bench:
-	$(UV_RUN) python bench/pki_bench.py
-	$(UV_RUN) python bench/sparkplug_codec_bench.py
-	$(UV_RUN) python bench/outbox_bench.py
-	$(UV_RUN) python bench/kpi_bench.py
-	$(UV_RUN) python bench/plc_read_bench.py
-	$(UV_RUN) python bench/connector_pipeline_bench.py
-	$(UV_RUN) python bench/up_bench.py
-	$(UV_RUN) python bench/broker_queue_bench.py
-	$(UV_RUN) python bench/operator_bench.py
+	$(UV_RUN) python tests/bench/pki_bench.py
+	$(UV_RUN) python tests/bench/sparkplug_codec_bench.py
+	$(UV_RUN) python tests/bench/outbox_bench.py
+	$(UV_RUN) python tests/bench/kpi_bench.py
+	$(UV_RUN) python tests/bench/plc_read_bench.py
+	$(UV_RUN) python tests/bench/connector_pipeline_bench.py
+	$(UV_RUN) python tests/bench/up_bench.py
+	$(UV_RUN) python tests/bench/broker_queue_bench.py
+	$(UV_RUN) python tests/bench/operator_bench.py
 
 # The demo line with simulated PLCs: a local CA, mosquitto with mTLS, three simulators, the connectors.
 up:

@@ -15,7 +15,7 @@ Design decisions, and why:
   tested far beyond anything hand-written, and one file to move aside when it is damaged. A
   hand-rolled segment log might append faster, but would have to re-implement all of that; the
   outbox already appends and drains several hundred thousand samples/s in batches of 100-1000
-  (bench/outbox_bench.py), far above what a line produces.
+  (tests/bench/outbox_bench.py), far above what a line produces.
 - One row per `append` call: a batch is the unit of durability, publication and acknowledgement,
   and a row per sample would cost a B-tree insert per sample. The row holds a compact binary
   encoding made with `struct` (below) and its CRC-32. A row whose CRC or encoding does not check

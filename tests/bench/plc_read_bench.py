@@ -15,7 +15,7 @@ Both against the simulators on loopback, in one run, so the ratios compare like 
 
 Each measurement repeats whole polls until `--seconds` have passed or `--polls` polls were made,
 whichever comes first. Run:
-     uv run --all-packages python bench/plc_read_bench.py [--seconds S] [--polls N] [--tags N]
+     uv run --all-packages python tests/bench/plc_read_bench.py [--seconds S] [--polls N] [--tags N]
      [--cip-tags N] [--format table|json]
 Progress goes to stderr, the results (table or JSON) to stdout.
 """

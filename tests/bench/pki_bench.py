@@ -13,7 +13,7 @@ Measured, each bounded by --count certificates or --seconds, whichever comes fir
    same EC P-256 CA. One openssl leaf of each kind is checked to carry exactly the extensions
    the library would give the same key, so both sides do the same job.
 
-Run: uv run --all-packages python bench/pki_bench.py [--seconds S] [--count N] [--format json]
+Run: uv run --all-packages python tests/bench/pki_bench.py [--seconds S] [--count N] [--format json]
 Progress goes to stderr, the results table (or JSON) to stdout.
 """
 

@@ -29,7 +29,7 @@ CI runner, by anything else): the CPU that other programs took during each measu
 reported from /proc/stat, and a figure taken while they used more than 5 % of the CPUs is
 flagged as disturbed. Compare runs only where that share is low.
 
-Run: uv run --all-packages python bench/connector_pipeline_bench.py [--seconds S] [--count N]
+Run: uv run --all-packages python tests/bench/connector_pipeline_bench.py [--seconds S] [--count N]
      [--drain-count N] [--latency-rate R] [--latency-seconds S] [--latency-linger-ms MS]
      [--profile] [--format table|json]
 Progress goes to stderr, the results table (or JSON) to stdout. Linux only (reads /proc).
@@ -96,7 +96,7 @@ STOP_TIMEOUT_S = 30.0
 PROFILE_COUNT = 100_000
 PROFILE_LINES = 30
 DISTURBED = 0.05  # other programs' share of the machine above which a figure is flagged
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def progress(message: str) -> None:

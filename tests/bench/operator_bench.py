@@ -13,7 +13,7 @@ authenticated as its ServiceAccount, waiting for its liveness endpoint. Then it 
   the median and p95 of the per-line times (polled every 0.25 s);
 - the operator's resident memory (VmRSS) and peak (VmHWM) with N lines, and its CPU seconds.
 
-    uv run python bench/operator_bench.py [--lines 100]
+    uv run python tests/bench/operator_bench.py [--lines 100]
 """
 
 from __future__ import annotations

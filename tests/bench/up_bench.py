@@ -12,7 +12,7 @@ the core broker at once. The machines' samplingInterval fixes the rate. The rati
 what the bridge adds. OPC UA timestamps are the simulator's; S7 and CIP timestamps are the
 connector's read time, so their figures start at the read.
 
-    uv run python bench/up_bench.py [--seconds 30] [--sampling 0.1]
+    uv run python tests/bench/up_bench.py [--seconds 30] [--sampling 0.1]
 """
 
 from __future__ import annotations

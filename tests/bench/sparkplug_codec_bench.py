@@ -15,7 +15,7 @@ Int32, Boolean and Float), without properties and with a Quality property on eve
 Each is run once untimed, then repeatedly for --seconds. Ratios compare each method with the
 protobuf ceiling of the same direction and size (serialize for encoders, parse for decode).
 
-Run: uv run --all-packages python bench/sparkplug_codec_bench.py [--seconds S] [--format json]
+Run: uv run --all-packages python tests/bench/sparkplug_codec_bench.py [--seconds S] [--format json]
 Progress goes to stderr, the results table (or JSON) to stdout.
 """
 

@@ -13,7 +13,7 @@ rolling window. Each measurement is bounded by --count operations or --seconds, 
    samples kept in a list (bisect to the window, then one pass over it): what running sums save.
    Both give the same figures (checked before timing).
 
-The ratio is engine / baseline. Run: uv run --all-packages python bench/kpi_bench.py
+The ratio is engine / baseline. Run: uv run --all-packages python tests/bench/kpi_bench.py
 [--seconds S] [--count N] [--hours H] [--window MIN] [--format table|json]
 Progress goes to stderr, the results table (or JSON) to stdout.
 """

@@ -10,7 +10,7 @@ N messages of 300 bytes, then measures the delivery latency of live QoS 1 messag
 Baseline, in the same run: the same broker and queue with autosave off (`autosave_interval 0`,
 mosquitto saves only on exit). The ratio is p99 / max latency with autosave over the baseline.
 
-    uv run python bench/broker_queue_bench.py [--queued 0,10000,100000] [--seconds 10] [--autosave 2]
+    uv run python tests/bench/broker_queue_bench.py [--queued 0,10000,100000] [--seconds 10] [--autosave 2]
 """
 
 from __future__ import annotations

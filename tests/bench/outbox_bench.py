@@ -13,7 +13,7 @@ Measured for batch sizes 1, 100 and 1000 (or --batch N), each bounded by --count
    commit). Baseline: the same encoded bytes appended to a plain file, with an fsync per batch.
 
 The ratio is outbox / baseline: the cost of everything the outbox does over the bare storage.
-Run: uv run --all-packages python bench/outbox_bench.py [--seconds S] [--batch N] [--count N]
+Run: uv run --all-packages python tests/bench/outbox_bench.py [--seconds S] [--batch N] [--count N]
      [--format table|json]
 Progress goes to stderr, the results table (or JSON) to stdout.
 """
