@@ -8,19 +8,18 @@ N messages of 300 bytes, then measures the delivery latency of live QoS 1 messag
 10 ms, publisher and subscriber on loopback) for a while.
 
 Baseline, in the same run: the same broker and queue with autosave off (`autosave_interval 0`,
-mosquitto saves only on exit). The ratio is p99 / max latency with autosave over the baseline.
+mosquitto saves only on exit). The ratio is the p99 (and the max) latency with autosave over the
+baseline's.
 
     uv run python tests/bench/broker_queue_bench.py [--queued 0,10000,100000] [--seconds 10] [--autosave 2]
+        [--format table|json]
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
-import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,14 +29,14 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+import harness
 from plantline.operator.local import find_mosquitto, port_taken
 from plantline_testing import free_port
 
 PAYLOAD = b"x" * 300
 
 
-def say(text: str) -> None:
-    print(f"broker_queue_bench: {text}", file=sys.stderr, flush=True)
+say = harness.progress("broker-queue-bench")
 
 
 @contextlib.contextmanager
@@ -156,38 +155,52 @@ def measure(queued: int, autosave: int, seconds: float) -> dict[str, float]:
         directory = Path(tmp)
         with mosquitto(directory, autosave) as port:
             park_queue(port, queued)
-            latencies = sorted(live_latency(port, seconds))
+            latencies = live_latency(port, seconds)
         db = directory / "mosquitto.db"
         return {
-            "p50": statistics.median(latencies),
-            "p99": latencies[int(len(latencies) * 0.99) - 1],
-            "max": latencies[-1],
+            "p50": harness.percentile(latencies, 0.50),
+            "p99": harness.percentile(latencies, 0.99),
+            "max": max(latencies),
             "db_mib": db.stat().st_size / 2**20 if db.exists() else 0.0,
         }
 
 
+def rows(queued: int, autosave: int, figures: dict[str, float], base: dict[str, float]) -> list[harness.Row]:
+    """Return the p99 and max latency with `queued` messages held, against autosave off (unless it is off)."""
+    setting = f"autosave {autosave} s" if autosave else "autosave off"
+    notes = f"p50 {figures['p50']:.2f} ms, mosquitto.db {figures['db_mib']:.1f} MiB"
+    return [
+        harness.Row(
+            f"{queued} queued, {setting}: {what} latency",
+            figures[what],
+            "ms",
+            "autosave off" if autosave else "",
+            base[what] if autosave else None,
+            notes,
+        )
+        for what in ("p99", "max")
+    ]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.arguments(__doc__, seconds=10.0, seconds_help="live traffic per measurement")
     parser.add_argument("--queued", default="0,10000,100000", help="queue sizes to hold, comma-separated")
-    parser.add_argument("--seconds", type=float, default=10.0, help="live traffic per measurement")
     parser.add_argument("--autosave", type=int, default=5, help="autosave_interval under test (seconds)")
     args = parser.parse_args()
-    rows = []
+    harness.budget(parser, args)
+    mosquitto_help = harness.command_output(find_mosquitto(), "-h", any_status=True)  # -h exits 3
+    env = harness.environment(mosquitto=mosquitto_help.splitlines()[0])
+    say(harness.environment_line(env))
+    results = []
     for queued in (int(q) for q in args.queued.split(",")):
+        base: dict[str, float] = {}
         for autosave in (0, args.autosave):
             say(f"{queued} queued, autosave {autosave or 'off'}: measuring {args.seconds:.0f}s of live traffic")
-            rows.append((queued, autosave, measure(queued, autosave, args.seconds)))
-    header = ("queued", "autosave", "p50 ms", "p99 ms", "max ms", "db MiB", "p99 x", "max x")
-    print(" ".join(f"{h:>9}" for h in header))
-    baseline: dict[int, dict[str, float]] = {}
-    for queued, autosave, figures in rows:
-        if autosave == 0:
-            baseline[queued] = figures
-        base = baseline[queued]
-        cells = [str(queued), str(autosave or "off")]
-        cells += [f"{figures[k]:.2f}" for k in ("p50", "p99", "max")] + [f"{figures['db_mib']:.1f}"]
-        cells += [f"{figures['p99'] / base['p99']:.2f}", f"{figures['max'] / base['max']:.2f}"]
-        print(" ".join(f"{c:>9}" for c in cells))
+            figures = measure(queued, autosave, args.seconds)
+            base = base or figures
+            results += rows(queued, autosave, figures, base)
+    title = f"Live QoS 1 latency while mosquitto holds a queue for an absent client ({args.seconds:g} s each)"
+    harness.report(title, env, results, args.format)
 
 
 if __name__ == "__main__":

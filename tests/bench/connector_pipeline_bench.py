@@ -37,28 +37,24 @@ Progress goes to stderr, the results table (or JSON) to stdout. Linux only (read
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import cProfile
 import io
-import json
 import logging
 import multiprocessing
 import os
-import platform
 import pstats
 import resource
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from array import array
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -70,6 +66,7 @@ import paho.mqtt.client as paho
 from google.protobuf.internal import api_implementation
 from paho.mqtt.enums import CallbackAPIVersion
 
+import harness
 from plantline.connectors.config import Batching, ConnectorConfig
 from plantline.connectors.metrics import SAMPLES
 from plantline.connectors.runtime import Connector
@@ -99,8 +96,7 @@ DISTURBED = 0.05  # other programs' share of the machine above which a figure is
 REPO = Path(__file__).resolve().parents[2]
 
 
-def progress(message: str) -> None:
-    print(f"[pipeline-bench] {message}", file=sys.stderr, flush=True)
+progress = harness.progress("pipeline-bench")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,14 +222,6 @@ class SubscriberReport:
         )
 
 
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of sorted values."""
-    if not ordered:
-        return float("nan")
-    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
 @dataclass(slots=True)
 class _Tally:
     expected: int
@@ -291,9 +279,9 @@ class _Tally:
             ordered = sorted(self.delays)
             latency = LatencySummary(
                 count=len(ordered),
-                p50_ms=percentile(ordered, 0.50),
-                p90_ms=percentile(ordered, 0.90),
-                p99_ms=percentile(ordered, 0.99),
+                p50_ms=harness.percentile(ordered, 0.50),
+                p90_ms=harness.percentile(ordered, 0.90),
+                p99_ms=harness.percentile(ordered, 0.99),
                 max_ms=ordered[-1],
                 min_ms=ordered[0],
             )
@@ -443,14 +431,6 @@ class Subscriber:
 # CPU accounting: this process (all threads, and per thread), the broker
 
 
-def _proc_cpu(path: str) -> float | None:
-    try:
-        fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 @dataclass(frozen=True, slots=True)
 class MachineLoad:
     """CPU the whole machine spent, against what this bench (and its reaped children) spent."""
@@ -487,7 +467,7 @@ class MachineLoad:
 
 def broker_cpu(broker: Broker | None) -> float:
     pid = broker.proc.pid if broker is not None and broker.proc is not None else None
-    return (_proc_cpu(f"/proc/{pid}/stat") if pid is not None else None) or 0.0
+    return (harness.cpu_seconds(f"/proc/{pid}/stat") if pid is not None else None) or 0.0
 
 
 @contextlib.contextmanager
@@ -516,7 +496,7 @@ class CpuSnapshot:
         threads = {}
         with contextlib.suppress(OSError):
             for entry in os.scandir("/proc/self/task"):
-                cpu = _proc_cpu(f"{entry.path}/stat")
+                cpu = harness.cpu_seconds(f"{entry.path}/stat")
                 if cpu is not None:
                     threads[int(entry.name)] = cpu
         return cls(time.monotonic(), usage.ru_utime + usage.ru_stime, threads, broker_cpu(broker))
@@ -891,18 +871,6 @@ def profiled_throughput(root: Path, pki: Pki, broker: Broker, count: int, second
 # Results
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    measurement: str
-    figure: float | None
-    unit: str
-    notes: str
-
-
-def rate(samples: int, seconds: float) -> float | None:
-    return samples / seconds if seconds > 0 else None
-
-
 def delivered(report: SubscriberReport, expected: int) -> str:
     text = f"{report.unique:,} of {expected:,} distinct samples"
     if not report.complete:
@@ -930,8 +898,7 @@ def avg_payload(report: SubscriberReport) -> str:
 
 @dataclass(slots=True)
 class Results:
-    rows: list[Row] = field(default_factory=list)
-    ratios: dict[str, float | None] = field(default_factory=dict)
+    rows: list[harness.Row] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     profile: str | None = None
@@ -939,9 +906,15 @@ class Results:
     foreign: dict[str, float] = field(default_factory=dict)  # phase -> other programs' share of the CPUs
 
     def add(self, measurement: str, figure: float | None, unit: str, notes: str) -> None:
-        self.rows.append(Row(measurement, figure, unit, notes))
-        shown = "n/a" if figure is None else f"{figure:,.1f}"
-        progress(f"{measurement}: {shown} {unit}  ({notes})")
+        self.rows.append(harness.Row(measurement, figure, unit, notes=notes))
+        progress(self.rows[-1].describe())
+
+    def compare(self, measurement: str, baseline: str, figure: float | None) -> None:
+        """Give the row of `measurement` its baseline, measured after it in the same run."""
+        self.rows = [
+            replace(r, baseline=baseline, baseline_figure=figure) if r.measurement == measurement else r
+            for r in self.rows
+        ]
 
     def target(self, name: str, measured: float | None, wanted: float, *, at_most: bool = False) -> None:
         met = measured is not None and (measured <= wanted if at_most else measured >= wanted)
@@ -955,17 +928,9 @@ class Results:
         )
 
 
-def table(results: Results) -> str:
-    width = max(len(r.measurement) for r in results.rows)
-    header = f"{'measurement':<{width}}  {'figure':>12}  {'unit':<22}  notes"
-    lines = [header, "-" * len(header)]
-    for r in results.rows:
-        figure = "n/a" if r.figure is None else f"{r.figure:,.1f}"
-        lines.append(f"{r.measurement:<{width}}  {figure:>12}  {r.unit:<22}  {r.notes}")
-    lines.append("")
-    for name, value in results.ratios.items():
-        lines.append(f"ratio {name}: {'n/a' if value is None else f'{value:.3f}'}")
-    lines.append("")
+def after_table(results: Results) -> list[str]:
+    """Return the lines under the table: the targets, the machine's load, the profile."""
+    lines = []
     for t in results.targets:
         measured = "n/a" if t["measured"] is None else f"{t['measured']:,.1f}"
         share = "" if t["share_of_target"] is None else f" ({t['share_of_target']:.0%} of target)"
@@ -976,29 +941,19 @@ def table(results: Results) -> str:
         lines.append(f"other programs' share of the CPUs per measurement: {shares} (flagged above {DISTURBED:.0%})")
     if results.profile:
         lines += ["", "Profile of the connector side (cProfile):", results.profile]
-    return "\n".join(lines)
+    return lines
 
 
-def environment() -> dict[str, Any]:
-    def run(*command: str, any_status: bool = False) -> str:
-        try:
-            out = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False, cwd=REPO)
-        except OSError:
-            return "?"
-        return (out.stdout or out.stderr).rstrip() if out.returncode == 0 or any_status else "?"
-
-    mosquitto = run(find_program("mosquitto"), "-h", any_status=True).splitlines()  # -h exits 3
-    changed = run("git", "status", "--porcelain", "--", "connectors/src", "testing/src").splitlines()
-    return {
-        "python": platform.python_version(),
-        "paho_mqtt": version("paho-mqtt"),
-        "protobuf": f"{google.protobuf.__version__} ({api_implementation.Type()})",
-        "mosquitto": mosquitto[0] if mosquitto else "?",
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "commit": run("git", "rev-parse", "--short", "HEAD").strip(),
-        "uncommitted_in_src": [line[3:] for line in changed],
-    }
+def environment() -> dict[str, object]:
+    mosquitto = harness.command_output(find_program("mosquitto"), "-h", any_status=True)  # -h exits 3
+    changed = harness.command_output("git", "status", "--porcelain", "--", "connectors/src", "testing/src", cwd=REPO)
+    return harness.environment(
+        paho_mqtt=version("paho-mqtt"),
+        protobuf=f"{google.protobuf.__version__} ({api_implementation.Type()})",
+        mosquitto=mosquitto.splitlines()[0] if mosquitto else "?",
+        commit=harness.command_output("git", "rev-parse", "--short", "HEAD", cwd=REPO),
+        uncommitted_in_src=[line[3:] for line in changed.splitlines()],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1016,17 +971,18 @@ class Settings:
     profile: bool
 
 
-def measure_throughput(results: Results, root: Path, pki: Pki, broker: Broker, s: Settings) -> float | None:
+def measure_throughput(results: Results, root: Path, pki: Pki, broker: Broker, s: Settings) -> None:
     progress(f"throughput: {s.count:,} samples through the pipeline (budget {s.seconds:.0f} s)")
     run = throughput(root, pki, broker, s.count, s.seconds, "throughput")
     report = run.report
-    figure = rate(report.unique, report.window_s)
+    figure = harness.rate(report.unique, report.window_s)
     results.add(
         "pipeline throughput",
         figure,
         "samples/s",
         f"first to last DDATA received; {delivered(report, s.count)}; {avg_payload(report)}; "
-        f"{rate(report.unique, run.from_start_s) or 0:,.0f}/s from the connector's start (TLS connect included)",
+        f"{harness.number(harness.rate(report.unique, run.from_start_s))}/s from the connector's start"
+        " (TLS connect included)",
     )
     per_100k = run.cpu.process_s / report.unique * 100_000 if report.unique else None
     per_cpu_second = 100_000 / per_100k if per_100k else None
@@ -1052,7 +1008,6 @@ def measure_throughput(results: Results, root: Path, pki: Pki, broker: Broker, s
     results.details["throughput"] = {"cpu": asdict(run.cpu), "report": asdict(report), "produced": run.produced}
     results.target("pipeline samples/s", figure, TARGETS["throughput"])
     results.target("samples per connector CPU-second", per_cpu_second, TARGETS["throughput"])
-    return figure
 
 
 def measure_latency(results: Results, root: Path, pki: Pki, broker: Broker, s: Settings) -> None:
@@ -1092,13 +1047,13 @@ def measure_latency(results: Results, root: Path, pki: Pki, broker: Broker, s: S
     results.target("latency p99 ms", summary.p99_ms, TARGETS["latency_p99_ms"], at_most=True)
 
 
-def measure_baseline(results: Results, pki: Pki, broker: Broker, s: Settings, pipeline: float | None) -> None:
+def measure_baseline(results: Results, pki: Pki, broker: Broker, s: Settings) -> None:
     per_message = Batching().max_metrics
     progress(f"baseline: raw paho, {s.count:,} samples pre-encoded as DDATA of {per_message} metrics")
     run = baseline(pki, broker, s.count, per_message, s.seconds)
     report = run.report
-    figure = rate(report.unique, report.window_s)
-    messages = rate(report.messages, report.window_s)
+    figure = harness.rate(report.unique, report.window_s)
+    messages = harness.rate(report.messages, report.window_s)
     results.add(
         "baseline raw paho QoS 1",
         figure,
@@ -1106,7 +1061,7 @@ def measure_baseline(results: Results, pki: Pki, broker: Broker, s: Settings, pi
         f"= {messages or 0:,.0f} DDATA/s; {delivered(report, s.count)}; {avg_payload(report)}; "
         f"{run.pubacks:,} PUBACKs; {run.cpu.describe()}; {subscriber_load(report)}",
     )
-    results.ratios["pipeline / baseline"] = pipeline / figure if pipeline and figure else None
+    results.compare("pipeline throughput", "raw paho QoS 1", figure)
     results.details["baseline"] = {"cpu": asdict(run.cpu), "report": asdict(report)}
 
 
@@ -1114,9 +1069,9 @@ def measure_drain(results: Results, root: Path, pki: Pki, s: Settings) -> None:
     progress(f"drain: {s.drain_count:,} samples into the outbox with the broker stopped")
     run = drain(root, pki, s.drain_count, s.seconds)
     report = run.report
-    fill = rate(s.drain_count, run.fill_s)
+    fill = harness.rate(s.drain_count, run.fill_s)
     results.add("outbox fill, broker down", fill, "samples/s", "source -> batches -> outbox.append, no MQTT")
-    figure = rate(report.unique, run.drain_s)
+    figure = harness.rate(report.unique, run.drain_s)
     results.add(
         "outbox drain",
         figure,
@@ -1126,7 +1081,7 @@ def measure_drain(results: Results, root: Path, pki: Pki, s: Settings) -> None:
     first = f"{report.first - run.online:.2f} s" if report.first is not None else "never"
     results.add(
         "drain incl. reconnect",
-        rate(report.unique, run.reconnect_s + run.drain_s),
+        harness.rate(report.unique, run.reconnect_s + run.drain_s),
         "samples/s",
         f"from broker start; the connector's reconnect backoff took {run.reconnect_s:.2f} s of it; "
         f"the first DDATA arrived {first} after the CONNACK",
@@ -1152,15 +1107,15 @@ def run_all(s: Settings) -> Results:
         broker.start()
         try:
             with watching_load(results, "throughput", broker):
-                pipeline = measure_throughput(results, root, pki, broker, s)
+                measure_throughput(results, root, pki, broker, s)
             with watching_load(results, "latency", broker):
                 measure_latency(results, root, pki, broker, s)
             with watching_load(results, "baseline", broker):
-                measure_baseline(results, pki, broker, s, pipeline)
+                measure_baseline(results, pki, broker, s)
             if s.profile:
                 progress(f"profile: {PROFILE_COUNT:,} samples through the pipeline under cProfile")
                 run, results.profile = profiled_throughput(root, pki, broker, PROFILE_COUNT, s.seconds)
-                profiled = rate(run.report.unique, run.report.window_s)
+                profiled = harness.rate(run.report.unique, run.report.window_s)
                 progress(f"profiled run: {profiled or 0:,.0f} samples/s (slowed by the profiler)")
         finally:
             broker.stop()
@@ -1170,15 +1125,12 @@ def run_all(s: Settings) -> Results:
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=20.0, help="time budget per measurement (default 20)")
-    parser.add_argument("--count", type=int, default=300_000, help="samples for throughput and baseline")
+    parser = harness.arguments(__doc__, seconds=20.0, count=300_000, count_help="samples for throughput and baseline")
     parser.add_argument("--drain-count", type=int, default=200_000, help="samples filled into the outbox")
     parser.add_argument("--latency-rate", type=int, default=10_000, help="samples/s of the latency run")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="duration of the latency run")
     parser.add_argument("--latency-linger-ms", type=int, help="batching linger of the latency run (default: config)")
     parser.add_argument("--profile", action="store_true", help="profile the connector in a further throughput run")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--verbose", action="store_true", help="show the connector's own log warnings")
     args = parser.parse_args(argv)
     if min(args.seconds, args.count, args.drain_count, args.latency_rate, args.latency_seconds) <= 0:
@@ -1204,34 +1156,28 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     settings, output = parse_args(argv)
     env = environment()
-    progress(
-        f"python {env['python']}, paho {env['paho_mqtt']}, protobuf {env['protobuf']}, {env['mosquitto']}, "
-        f"{env['cpus']} CPUs; commit {env['commit']}"
-        + (f" with uncommitted changes in {', '.join(env['uncommitted_in_src'])}" if env["uncommitted_in_src"] else "")
-    )
+    progress(harness.environment_line(env))
     started, load = time.monotonic(), MachineLoad.take()
     results = run_all(settings)
     other, share = MachineLoad.foreign(load, MachineLoad.take())
-    env["foreign_cpu_s"], env["foreign_cpu_share"] = round(other, 2), round(share, 3)
     results.footer.append(
         f"other programs on this machine used {other:.1f} CPU-s during the run ({share:.0%} of its "
         f"{env['cpus']} CPUs){': the figures are disturbed' if share > DISTURBED else ''}"
     )
-    env["foreign_cpu_share_by_measurement"] = {k: round(v, 3) for k, v in results.foreign.items()}
     progress(f"done in {time.monotonic() - started:.1f} s; {results.footer[-1]}")
-    if output == "json":
-        document = {
-            "environment": env,
-            "settings": {**asdict(settings), "latency_batching": settings.latency_batching.model_dump()},
-            "results": [asdict(row) for row in results.rows],
-            "ratios": results.ratios,
-            "targets": results.targets,
-            "details": results.details,
-            "profile": results.profile,
-        }
-        print(json.dumps(document, indent=2, default=str))
-    else:
-        print(table(results))
+    extra = {
+        "settings": {**asdict(settings), "latency_batching": settings.latency_batching.model_dump()},
+        "targets": results.targets,
+        "details": results.details,
+        "profile": results.profile,
+        "other_programs": {
+            "cpu_s": round(other, 2),
+            "cpu_share": round(share, 3),
+            "cpu_share_by_measurement": {k: round(v, 3) for k, v in results.foreign.items()},
+        },
+    }
+    title = "The connector pipeline end to end (mutual TLS, QoS 1, loopback), against raw paho"
+    harness.report(title, env, results.rows, output, after=after_table(results), extra=extra)
     return 0
 
 

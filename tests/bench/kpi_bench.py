@@ -13,25 +13,20 @@ rolling window. Each measurement is bounded by --count operations or --seconds, 
    samples kept in a list (bisect to the window, then one pass over it): what running sums save.
    Both give the same figures (checked before timing).
 
-The ratio is engine / baseline. Run: uv run --all-packages python tests/bench/kpi_bench.py
+The ratio is engine / baseline, in operations per second. Run: uv run --all-packages python tests/bench/kpi_bench.py
 [--seconds S] [--count N] [--hours H] [--window MIN] [--format table|json]
 Progress goes to stderr, the results table (or JSON) to stdout.
 """
 
 from __future__ import annotations
 
-import argparse
 import bisect
-import json
-import os
-import platform
 import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import time as clock
-from typing import Any
 
+import harness
+from harness import Budget, Rate
 from plantline.connectors.kpi import KpiConfig, KpiEngine, Shift, ShiftCalendar
 from plantline.connectors.samples import Quality, Sample
 from plantline.connectors.sim.machine import MachineModel
@@ -62,48 +57,7 @@ CALENDAR = ShiftCalendar(
 CHUNK = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
-    count: int
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    operations: int
-    seconds: float
-
-    @property
-    def per_second(self) -> float:
-        return self.operations / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    operation: str
-    engine: Rate
-    baseline_name: str
-    baseline: Rate
-
-    @property
-    def ratio(self) -> float:
-        return self.engine.per_second / self.baseline.per_second if self.baseline.per_second else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "operation": self.operation,
-            "operations": self.engine.operations,
-            "seconds": round(self.engine.seconds, 4),
-            "per_second": round(self.engine.per_second),
-            "baseline": self.baseline_name,
-            "baseline_operations": self.baseline.operations,
-            "baseline_per_second": round(self.baseline.per_second),
-            "ratio": round(self.ratio, 4),
-        }
-
-
-def progress(message: str) -> None:
-    print(f"[kpi-bench] {message}", file=sys.stderr, flush=True)
+progress = harness.progress("kpi-bench")
 
 
 def workload(hours: float) -> list[Sample]:
@@ -115,15 +69,6 @@ def workload(hours: float) -> list[Sample]:
         ts = (START_S + second) * 1000
         samples.extend(Sample(MACHINE, s, values[s], Quality.GOOD, ts) for s in KPI_SIGNALS)
     return samples
-
-
-def timed(step: Callable[[], int], budget: Budget) -> Rate:
-    """Run `step` (which returns the operations it did) until the budget is spent."""
-    done = 0
-    start = time.perf_counter()
-    while done < budget.count and time.perf_counter() - start < budget.seconds:
-        done += step()
-    return Rate(done, time.perf_counter() - start)
 
 
 def config(window_min: float) -> KpiConfig:
@@ -144,7 +89,7 @@ def engine_updates(samples: Sequence[Sample], window_min: float, budget: Budget)
         at += len(chunk)
         return len(chunk)
 
-    return timed(step, budget)
+    return harness.timed(step, budget)
 
 
 def dict_updates(samples: Sequence[Sample], budget: Budget) -> Rate:
@@ -161,7 +106,7 @@ def dict_updates(samples: Sequence[Sample], budget: Budget) -> Rate:
         at += len(chunk)
         return len(chunk)
 
-    return timed(step, budget)
+    return harness.timed(step, budget)
 
 
 def naive_window(samples: Sequence[Sample], stamps: Sequence[int], since: int, now: int) -> tuple[float, float, float]:
@@ -202,7 +147,7 @@ def engine_snapshots(engine: KpiEngine, now: int, budget: Budget) -> Rate:
             engine.snapshot(now + i)
         return 100
 
-    return timed(step, budget)
+    return harness.timed(step, budget)
 
 
 def naive_snapshots(samples: Sequence[Sample], since: int, now: int, budget: Budget) -> Rate:
@@ -212,16 +157,22 @@ def naive_snapshots(samples: Sequence[Sample], since: int, now: int, budget: Bud
         naive_window(samples, stamps, since, now)
         return 1
 
-    return timed(step, budget)
+    return harness.timed(step, budget)
 
 
-def run(hours: float, window_min: float, budget: Budget) -> list[Result]:
+def run(hours: float, window_min: float, budget: Budget) -> list[harness.Row]:
     progress(f"simulating {hours} h of the filler ...")
     samples = workload(hours)
     progress(f"{len(samples):,} samples; measuring updates")
-    updates = engine_updates(samples, window_min, budget)
-    plain = dict_updates(samples, budget)
-    results = [Result("update", updates, "dict update loop", plain)]
+    results = [
+        row(
+            "update",
+            "samples/s",
+            engine_updates(samples, window_min, budget),
+            "dict update loop",
+            dict_updates(samples, budget),
+        )
+    ]
 
     engine = KpiEngine(MACHINE, config(window_min))
     for sample in samples:
@@ -239,63 +190,38 @@ def run(hours: float, window_min: float, budget: Budget) -> list[Result]:
     assert abs(snap.quality - q) < 1e-9, (snap.quality, q)
     progress(f"window A={a:.4f} P={p:.4f} Q={q:.4f} (engine and recompute agree); measuring snapshots")
     results.append(
-        Result(
+        row(
             "snapshot",
+            "snapshots/s",
             engine_snapshots(engine, now, budget),
             f"recompute from the {window_min:g}-min window's raw samples",
             naive_snapshots(samples, since, now, budget),
         )
     )
-    for r in results:
-        progress(
-            f"{r.operation:<9} {r.engine.per_second:>12,.0f}/s ({r.engine.operations:,} in {r.engine.seconds:.2f} s);"
-            f" {r.baseline_name}: {r.baseline.per_second:,.0f}/s; ratio {r.ratio:.3f}"
-        )
+    for result in results:
+        progress(result.describe())
     return results
 
 
-def table(results: Sequence[Result]) -> str:
-    header = f"{'operation':<10}{'ops':>10}{'per second':>14}  {'baseline':<44}{'per second':>14}{'ratio':>9}"
-    lines = [header, "-" * len(header)]
-    for r in results:
-        lines.append(
-            f"{r.operation:<10}{r.engine.operations:>10}{r.engine.per_second:>14,.0f}"
-            f"  {r.baseline_name:<44}{r.baseline.per_second:>14,.0f}{r.ratio:>9.3f}"
-        )
-    return "\n".join(lines)
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "system": platform.system(),
-    }
+def row(operation: str, unit: str, engine: Rate, baseline: str, plain: Rate) -> harness.Row:
+    notes = f"{engine.operations:,} in {engine.seconds:.2f} s; baseline {plain.operations:,} in {plain.seconds:.2f} s"
+    return harness.Row(operation, engine.per_second, unit, baseline, plain.per_second, notes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=2.0, help="time budget per measurement (default 2)")
-    parser.add_argument("--count", type=int, default=5_000_000, help="operation budget per measurement")
+    parser = harness.arguments(__doc__, seconds=2.0, count=5_000_000)
     parser.add_argument("--hours", type=float, default=2.0, help="simulated hours of samples (default 2)")
     parser.add_argument("--window", type=float, default=15.0, help="rolling window in minutes (default 15)")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.count < 1 or args.hours <= 0 or not 0 < args.window <= args.hours * 60:
-        parser.error("--seconds, --count, --hours must be positive and --window within --hours")
-    env = environment()
-    progress(f"python {env['python']}, {env['cpus']} CPUs; {args.seconds} s per measurement")
-    results = run(args.hours, args.window, Budget(args.count, args.seconds))
-    if args.format == "json":
-        parameters = {"hours": args.hours, "window_min": args.window, "signals_per_second": len(KPI_SIGNALS)}
-        print(
-            json.dumps(
-                {"environment": env, "parameters": parameters, "results": [r.to_json() for r in results]}, indent=2
-            )
-        )
-    else:
-        print(table(results))
+    budget = harness.budget(parser, args)
+    if args.hours <= 0 or not 0 < args.window <= args.hours * 60:
+        parser.error("--hours must be positive and --window within --hours")
+    env = harness.environment()
+    progress(f"{harness.environment_line(env)}; {budget.seconds} s per measurement")
+    results = run(args.hours, args.window, budget)
+    parameters = {"hours": args.hours, "window_min": args.window, "signals_per_second": len(KPI_SIGNALS)}
+    title = f"KPI engine: {len(KPI_SIGNALS)} signals a second for {args.hours:g} h, {args.window:g}-min window"
+    harness.report(title, env, results, args.format, extra={"parameters": parameters})
     return 0
 
 

@@ -13,32 +13,31 @@ authenticated as its ServiceAccount, waiting for its liveness endpoint. Then it 
   the median and p95 of the per-line times (polled every 0.25 s);
 - the operator's resident memory (VmRSS) and peak (VmHWM) with N lines, and its CPU seconds.
 
-    uv run python tests/bench/operator_bench.py [--lines 100]
+Each PlantLine time is compared with its bare-Deployment baseline: the ratio is line / baseline.
+
+    uv run python tests/bench/operator_bench.py [--lines 100] [--format table|json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import harness
 from plantline_testing import free_port
 from plantline_testing.controlplane import ControlPlane, ensure_binaries
 from plantline_testing.kube import demo_line, install_operator, namespace, plantline, ready, wait_for
 
-
-def say(text: str) -> None:
-    print(f"operator_bench: {text}", file=sys.stderr, flush=True)
+say = harness.progress("operator-bench")
 
 
 def _proc_status(pid: int) -> dict[str, int]:
@@ -51,8 +50,7 @@ def _proc_status(pid: int) -> dict[str, int]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return harness.cpu_seconds(f"/proc/{pid}/stat") or 0.0
 
 
 def _healthy(port: int) -> bool:
@@ -162,10 +160,50 @@ def ready_item(item: dict[str, Any]) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """What one run measured: seconds, the per-line times, the operator's CPU and memory (kB)."""
+
+    build_s: float
+    base: float
+    base_many: float
+    first: float
+    single: float
+    last: float
+    each: list[float]
+    cpu: float
+    before: dict[str, int]
+    memory: dict[str, int]
+
+
+def measure(plane: ControlPlane, operator: int, lines: int, build_s: float) -> Figures:
+    """Time the baselines and the PlantLines on a running operator (PID `operator`); read its CPU and memory."""
+    base = baseline_deployments(plane, 1)
+    say(f"baseline: a bare Deployment Available in {base:.2f} s")
+    base_many = baseline_deployments(plane, lines)
+    say(f"baseline: {lines} bare Deployments Available in {base_many:.2f} s")
+    first = one_line(plane, "first")
+    say(f"the first PlantLine Ready in {first:.2f} s (the operator creates its CA)")
+    single = one_line(plane, "second")
+    say(f"1 more PlantLine Ready in {single:.2f} s")
+    before = _proc_status(operator)
+    cpu_before = _cpu_seconds(operator)
+    last, each = many_lines(plane, lines)
+    memory = _proc_status(operator)
+    cpu = _cpu_seconds(operator) - cpu_before
+    if plantline(plane, "single-first", "first") is None:
+        raise RuntimeError("the first line vanished")
+    return Figures(build_s, base, base_many, first, single, last, each, cpu, before, memory)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lines", type=int, default=100)
+    parser = harness.arguments(__doc__)
+    parser.add_argument("--lines", type=int, default=100, help="PlantLines applied at once (default 100)")
     args = parser.parse_args()
+    if args.lines < 1:
+        parser.error("--lines must be positive")
+    env = harness.environment()
+    say(harness.environment_line(env))
 
     start = time.monotonic()
     ensure_binaries()
@@ -193,21 +231,7 @@ def main() -> None:
         try:
             wait_for("the operator's liveness endpoint", partial(_healthy, port), 60, interval=0.1)
             say(f"operator up in {time.monotonic() - started:.1f} s")
-            base = baseline_deployments(plane, 1)
-            say(f"baseline: a bare Deployment Available in {base:.2f} s")
-            base_many = baseline_deployments(plane, args.lines)
-            say(f"baseline: {args.lines} bare Deployments Available in {base_many:.2f} s")
-            first = one_line(plane, "first")
-            say(f"the first PlantLine Ready in {first:.2f} s (the operator creates its CA)")
-            single = one_line(plane, "second")
-            say(f"1 more PlantLine Ready in {single:.2f} s")
-            before = _proc_status(operator.pid)
-            cpu_before = _cpu_seconds(operator.pid)
-            last, each = many_lines(plane, args.lines)
-            memory = _proc_status(operator.pid)
-            cpu = _cpu_seconds(operator.pid) - cpu_before
-            if plantline(plane, "single-first", "first") is None:
-                raise RuntimeError("the first line vanished")
+            figures = measure(plane, operator.pid, args.lines, build_s)
         finally:
             operator.send_signal(signal.SIGTERM)
             try:
@@ -216,22 +240,31 @@ def main() -> None:
                 operator.kill()
             log.close()
 
-    p95 = each[min(len(each) - 1, round(0.95 * (len(each) - 1)))]
-    print(f"control plane binaries (warm cache): {build_s:.2f} s")
-    print(f"baseline, a bare Deployment apply -> Available: {base:.2f} s")
-    print(f"baseline, {args.lines} bare Deployments in one apply -> all Available: {base_many:.2f} s")
-    print(f"first PlantLine apply -> Ready, creating the RSA-3072 CA: {first:.2f} s (x{first / base:.1f} the baseline)")
-    print(f"1 PlantLine apply -> Ready: {single:.2f} s (x{single / base:.1f} the baseline)")
-    print(
-        f"{args.lines} PlantLines apply -> all Ready: {last:.1f} s "
-        f"(median {statistics.median(each):.1f} s, p95 {p95:.1f} s; {args.lines / last:.1f} lines/s; "
-        f"x{last / base_many:.1f} the baseline)"
-    )
-    print(f"operator CPU for {args.lines} lines: {cpu:.1f} s ({cpu / args.lines * 1000:.0f} ms per line)")
-    print(
-        f"operator memory: {before.get('VmRSS', 0) / 1024:.0f} MiB with 1 line, "
-        f"{memory.get('VmRSS', 0) / 1024:.0f} MiB with {args.lines + 2} (peak {memory.get('VmHWM', 0) / 1024:.0f} MiB)"
-    )
+    title = f"The operator on the real control plane: apply -> Ready for 1 and {args.lines} PlantLines"
+    harness.report(title, env, rows(figures, args.lines), args.format)
+
+
+def rows(f: Figures, lines: int) -> list[harness.Row]:
+    """Return the table: each PlantLine time against its bare-Deployment baseline, then CPU and memory."""
+    bare, bare_many = "a bare Deployment -> Available", f"{lines} bare Deployments -> all Available"
+    median, p95 = (harness.number(harness.percentile(f.each, q)) for q in (0.5, 0.95))
+    spread = f"per line: median {median} s, p95 {p95} s; {lines / f.last:.1f} lines/s"
+    return [
+        harness.Row("control plane binaries ready", f.build_s, "s", notes="built on first use, cached after"),
+        harness.Row(bare, f.base, "s"),
+        harness.Row(bare_many, f.base_many, "s", notes="in one apply"),
+        harness.Row("first PlantLine -> Ready", f.first, "s", bare, f.base, "the operator creates its RSA-3072 CA"),
+        harness.Row("1 PlantLine -> Ready", f.single, "s", bare, f.base),
+        harness.Row(f"{lines} PlantLines -> all Ready", f.last, "s", bare_many, f.base_many, spread),
+        harness.Row("operator CPU per line", f.cpu / lines * 1000, "ms", notes=f"{f.cpu:.1f} CPU-s for {lines} lines"),
+        harness.Row("operator memory with 2 lines", f.before.get("VmRSS", 0) / 1024, "MiB"),
+        harness.Row(
+            f"operator memory with {lines + 2} lines",
+            f.memory.get("VmRSS", 0) / 1024,
+            "MiB",
+            notes=f"peak {f.memory.get('VmHWM', 0) / 1024:.0f} MiB",
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ Measured for batch sizes 1, 100 and 1000 (or --batch N), each bounded by --count
 3. append, power-loss safe: `durable_against_power_loss=True` (`synchronous=FULL`, an fsync per
    commit). Baseline: the same encoded bytes appended to a plain file, with an fsync per batch.
 
-The ratio is outbox / baseline: the cost of everything the outbox does over the bare storage.
+The ratio is outbox / baseline in samples per second: what everything the outbox does over the
+bare storage leaves of its speed.
 Run: uv run --all-packages python tests/bench/outbox_bench.py [--seconds S] [--batch N] [--count N]
      [--format table|json]
 Progress goes to stderr, the results table (or JSON) to stdout.
@@ -20,20 +21,18 @@ Progress goes to stderr, the results table (or JSON) to stdout.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import sqlite3
 import sys
 import tempfile
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
+import harness
+from harness import Budget, Rate
 from plantline.connectors.outbox import Outbox, encode_batch
 from plantline.connectors.samples import Quality, Sample
 
@@ -47,54 +46,7 @@ CREATE TABLE batch (id INTEGER PRIMARY KEY AUTOINCREMENT, appended_at REAL NOT N
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """Each measurement stops after `count` samples or `seconds`, whichever comes first."""
-
-    count: int
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    samples: int
-    seconds: float
-
-    @property
-    def per_second(self) -> float:
-        return self.samples / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """One operation at one batch size, with its baseline measured in the same run."""
-
-    operation: str
-    batch: int
-    outbox: Rate
-    baseline_name: str
-    baseline: Rate
-
-    @property
-    def ratio(self) -> float:
-        return self.outbox.per_second / self.baseline.per_second if self.baseline.per_second else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "operation": self.operation,
-            "batch": self.batch,
-            "samples": self.outbox.samples,
-            "seconds": round(self.outbox.seconds, 4),
-            "samples_per_second": round(self.outbox.per_second),
-            "baseline": self.baseline_name,
-            "baseline_samples": self.baseline.samples,
-            "baseline_samples_per_second": round(self.baseline.per_second),
-            "ratio": round(self.ratio, 3),
-        }
-
-
-def progress(message: str) -> None:
-    print(f"[outbox-bench] {message}", file=sys.stderr, flush=True)
+progress = harness.progress("outbox-bench")
 
 
 def workload(batch: int, batches: int) -> list[list[Sample]]:
@@ -116,20 +68,6 @@ def workload(batch: int, batches: int) -> list[list[Sample]]:
             n += 1
         out.append(samples)
     return out
-
-
-def timed(step: Callable[[], int], budget: Budget) -> Rate:
-    """Run `step` (which returns samples done, 0 when there is nothing left) within the budget."""
-    done = 0
-    start = time.perf_counter()
-    elapsed = 0.0
-    while done < budget.count and elapsed < budget.seconds:
-        did = step()
-        if not did:
-            break
-        done += did
-        elapsed = time.perf_counter() - start
-    return Rate(done, time.perf_counter() - start)
 
 
 def cycling(batches: Sequence[T]) -> Callable[[], T]:
@@ -166,7 +104,7 @@ def outbox_append_and_drain(batch: int, budget: Budget, *, durable: bool) -> tup
             outbox.append(samples)
             return len(samples)
 
-        appended = timed(append, budget)
+        appended = harness.timed(append, budget)
         if durable:
             return appended, None
 
@@ -175,7 +113,7 @@ def outbox_append_and_drain(batch: int, budget: Budget, *, durable: bool) -> tup
             outbox.ack([b.id for b in got])
             return sum(len(b.samples) for b in got)
 
-        drained = timed(drain, Budget(appended.samples, budget.seconds))
+        drained = harness.timed(drain, Budget(budget.seconds, appended.operations))
         return appended, drained
 
 
@@ -200,7 +138,7 @@ def raw_sqlite_append_and_drain(batch: int, budget: Budget) -> tuple[Rate, Rate]
                 db.execute("COMMIT")
                 return batch
 
-            appended = timed(append, budget)
+            appended = harness.timed(append, budget)
             per_read = max(1, max(DRAIN_SAMPLES, batch) // batch)
 
             def drain() -> int:
@@ -212,7 +150,7 @@ def raw_sqlite_append_and_drain(batch: int, budget: Budget) -> tuple[Rate, Rate]
                 db.execute("COMMIT")
                 return len(got) * batch
 
-            drained = timed(drain, Budget(appended.samples, budget.seconds))
+            drained = harness.timed(drain, Budget(budget.seconds, appended.operations))
         finally:
             db.close()
     return appended, drained
@@ -231,77 +169,50 @@ def file_fsync_append(batch: int, budget: Budget) -> Rate:
                 os.fsync(fd)
                 return batch
 
-            return timed(append, budget)
+            return harness.timed(append, budget)
         finally:
             os.close(fd)
 
 
-def run(batch_sizes: Sequence[int], budget: Budget) -> list[Result]:
-    results: list[Result] = []
+def run(batch_sizes: Sequence[int], budget: Budget) -> list[harness.Row]:
+    results: list[harness.Row] = []
     for batch in batch_sizes:
         appended, drained = outbox_append_and_drain(batch, budget, durable=False)
         raw_appended, raw_drained = raw_sqlite_append_and_drain(batch, budget)
         assert drained is not None
-        results.append(Result("append", batch, appended, "sqlite3 insert of encoded rows", raw_appended))
-        results.append(Result("drain", batch, drained, "sqlite3 select + delete, no decode", raw_drained))
         durable, _ = outbox_append_and_drain(batch, budget, durable=True)
-        results.append(
-            Result(
+        results += [
+            row("append", batch, appended, "sqlite3 insert of encoded rows", raw_appended),
+            row("drain", batch, drained, "sqlite3 select + delete, no decode", raw_drained),
+            row(
                 "append power-loss safe",
                 batch,
                 durable,
                 "file write + fsync per batch",
                 file_fsync_append(batch, budget),
-            )
-        )
+            ),
+        ]
         for result in results[-3:]:
-            progress(
-                f"batch {batch:>5} {result.operation:<22} {result.outbox.per_second:>11,.0f} samples/s"
-                f" ({result.outbox.samples:,} in {result.outbox.seconds:.2f} s);"
-                f" {result.baseline_name}: {result.baseline.per_second:,.0f}/s; ratio {result.ratio:.2f}"
-            )
+            progress(result.describe())
     return results
 
 
-def table(results: Sequence[Result]) -> str:
-    header = (
-        f"{'operation':<24}{'batch':>6}{'samples':>10}{'samples/s':>12}  {'baseline':<36}{'samples/s':>12}{'ratio':>7}"
-    )
-    lines = [header, "-" * len(header)]
-    for r in results:
-        lines.append(
-            f"{r.operation:<24}{r.batch:>6}{r.outbox.samples:>10}{r.outbox.per_second:>12,.0f}"
-            f"  {r.baseline_name:<36}{r.baseline.per_second:>12,.0f}{r.ratio:>7.2f}"
-        )
-    return "\n".join(lines)
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "system": platform.system(),
-    }
+def row(operation: str, batch: int, outbox: Rate, baseline: str, bare: Rate) -> harness.Row:
+    notes = f"{outbox.operations:,} samples in {outbox.seconds:.2f} s"
+    return harness.Row(f"{operation}, batch {batch}", outbox.per_second, "samples/s", baseline, bare.per_second, notes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=1.5, help="time budget per measurement (default 1.5)")
-    parser.add_argument("--count", type=int, default=2_000_000, help="sample budget per measurement")
+    parser = harness.arguments(__doc__, seconds=1.5, count=2_000_000, count_help="sample budget per measurement")
     parser.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 1, 100, 1000)")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.count < 1 or any(b < 1 for b in args.batch or ()):
-        parser.error("--seconds, --count and --batch must be positive")
-    env = environment()
-    progress(f"python {env['python']}, sqlite {env['sqlite']}, {env['cpus']} CPUs; {args.seconds} s per measurement")
-    results = run(tuple(args.batch or BATCH_SIZES), Budget(args.count, args.seconds))
-    if args.format == "json":
-        print(json.dumps({"environment": env, "results": [r.to_json() for r in results]}, indent=2))
-    else:
-        print(table(results))
+    budget = harness.budget(parser, args)
+    if any(b < 1 for b in args.batch or ()):
+        parser.error("--batch must be positive")
+    env = harness.environment(sqlite=sqlite3.sqlite_version)
+    progress(f"{harness.environment_line(env)}; {budget.seconds} s per measurement")
+    results = run(tuple(args.batch or BATCH_SIZES), budget)
+    harness.report("Durable outbox: samples per second in and out", env, results, args.format)
     return 0
 
 

@@ -11,20 +11,18 @@ Measured, each bounded by --count certificates or --seconds, whichever comes fir
 3. the openssl CLI doing the same job: `openssl req -new -newkey ... -nodes` then
    `openssl x509 -req -CA ... -CAkey ...` with the mqtt-client extensions, per leaf, with the
    same EC P-256 CA. One openssl leaf of each kind is checked to carry exactly the extensions
-   the library would give the same key, so both sides do the same job.
+   the library would give the same key, so both sides do the same job. It is the baseline: the
+   ratio of a library figure is its rate over the openssl CLI's for the same leaf key (EC CA).
 
-Run: uv run --all-packages python tests/bench/pki_bench.py [--seconds S] [--count N] [--format json]
+Run: uv run --all-packages python tests/bench/pki_bench.py [--seconds S] [--count N] [--format table|json]
 Progress goes to stderr, the results table (or JSON) to stdout.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
+import itertools
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +36,8 @@ from cryptography import x509
 from cryptography.hazmat.backends.openssl import backend as openssl_backend
 from cryptography.hazmat.primitives import serialization
 
+import harness
+from harness import Budget, Rate
 from plantline.pki.authority import Authority
 from plantline.pki.keys import KeySpec, generate_key, private_key_pem
 from plantline.pki.profiles import Profile, builtin_profiles
@@ -71,67 +71,33 @@ OPENSSL_NEWKEY: dict[KeySpec, list[str]] = {
 }
 OPENSSL_SECTION: dict[KeySpec, str] = {KeySpec.EC_P256: "leaf_ec", KeySpec.RSA_2048: "leaf_rsa"}
 
+OPENSSL_CLI = "openssl CLI"
+
 Step = Callable[[int], None]
+progress = harness.progress("pki-bench")
 
 
 @dataclass(frozen=True, slots=True)
-class Result:
-    """One measurement: how many leaves a method issued in how long."""
+class Measured:
+    """How fast one method issued leaves of one key type under a CA of one key type."""
 
     method: str
-    variant: str
-    key: str
-    ca_key: str
-    count: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.count / self.seconds
-
-    @property
-    def ms_per_cert(self) -> float:
-        return 1000.0 * self.seconds / self.count
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "variant": self.variant,
-            "key": self.key,
-            "ca_key": self.ca_key,
-            "count": self.count,
-            "seconds": round(self.seconds, 4),
-            "certs_per_second": round(self.rate, 2),
-            "ms_per_cert": round(self.ms_per_cert, 3),
-        }
+    key: KeySpec
+    ca_key: KeySpec
+    rate: Rate
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """Each measurement stops after `count` certificates or `seconds`, whichever comes first."""
+def measure(method: str, key: KeySpec, ca_key: KeySpec, step: Step, budget: Budget) -> Measured:
+    """Return the rate of `step(i)`, given a new index each call, run once untimed then within the budget."""
+    index = itertools.count()
 
-    count: int
-    seconds: float
+    def one() -> int:
+        step(next(index))
+        return 1
 
-
-def progress(message: str) -> None:
-    print(f"[pki-bench] {message}", file=sys.stderr, flush=True)
-
-
-def measure(method: str, variant: str, key: KeySpec, ca_key: KeySpec, step: Step, budget: Budget) -> Result:
-    """Run `step(i)` once untimed, then until the budget is spent; return the timed rate."""
-    label = f"{method} {variant}".strip() + f": {key} leaf, {ca_key} CA"
-    step(0)  # warm-up: first-use costs (imports, SQLite pages, page cache) are not measured
-    done = 0
-    start = time.perf_counter()
-    elapsed = 0.0
-    while done < budget.count and elapsed < budget.seconds:
-        done += 1
-        step(done)
-        elapsed = time.perf_counter() - start
-    result = Result(method, variant, str(key), str(ca_key), done, elapsed)
-    progress(f"{label}: {done} certs in {elapsed:.2f} s = {result.rate:.1f}/s ({result.ms_per_cert:.2f} ms each)")
-    return result
+    rate = harness.timed(one, budget, warm_up=True)
+    progress(f"{method}: {key} leaf, {ca_key} CA: {rate.operations} certs in {rate.seconds:.2f} s")
+    return Measured(method, key, ca_key, rate)
 
 
 def make_ca(spec: KeySpec, name: str) -> Signer:
@@ -245,23 +211,18 @@ def check_same_job(openssl: OpensslIssuer, spec: KeySpec, profile: Profile, ca: 
         raise SystemExit(f"pki-bench: the openssl {spec} leaf differs from the library's in {', '.join(problems)}")
 
 
-def openssl_version(openssl: str) -> str:
-    proc = subprocess.run([openssl, "version"], capture_output=True, text=True, timeout=OPENSSL_TIMEOUT, check=True)
-    return proc.stdout.strip()
-
-
-def run(budget: Budget, workdir: Path, openssl: str) -> list[Result]:
+def run(budget: Budget, workdir: Path, openssl: str) -> list[Measured]:
     profile = builtin_profiles()[PROFILE]
     ec_ca = make_ca(KeySpec.EC_P256, "Bench EC CA")
     rsa_ca = make_ca(KeySpec.RSA_2048, "Bench RSA CA")
-    results: list[Result] = []
+    results: list[Measured] = []
     builder = "library builder"
     for spec, ca_spec, ca in (
         (KeySpec.EC_P256, KeySpec.EC_P256, ec_ca),
         (KeySpec.RSA_2048, KeySpec.EC_P256, ec_ca),
         (KeySpec.RSA_2048, KeySpec.RSA_2048, rsa_ca),
     ):
-        results.append(measure(builder, "", spec, ca_spec, builder_step(spec, profile, ca), budget))
+        results.append(measure(builder, spec, ca_spec, builder_step(spec, profile, ca), budget))
 
     for variant, encrypt in (("plaintext CA key", False), ("encrypted keys", True)):
         authority = Authority.init(
@@ -273,98 +234,62 @@ def run(budget: Budget, workdir: Path, openssl: str) -> list[Result]:
             encrypt=encrypt,
         )
         step = authority_step(authority)
-        results.append(measure("Authority.issue", variant, KeySpec.EC_P256, KeySpec.EC_P256, step, budget))
+        results.append(measure(f"Authority.issue, {variant}", KeySpec.EC_P256, KeySpec.EC_P256, step, budget))
 
     openssl_issuer = OpensslIssuer(openssl, workdir / "openssl", ec_ca)
     for spec in (KeySpec.EC_P256, KeySpec.RSA_2048):
         check_same_job(openssl_issuer, spec, profile, ec_ca)
         step = openssl_issuer.step(spec)
-        results.append(measure("openssl CLI", "req + x509 -req", spec, KeySpec.EC_P256, step, budget))
+        results.append(measure(OPENSSL_CLI, spec, KeySpec.EC_P256, step, budget))
     return results
 
 
-def ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
-    """Library rate / openssl rate for each key type, same leaf key and same (EC P-256) CA."""
+def rows(results: Sequence[Measured]) -> list[harness.Row]:
+    """Return a row per measurement; a library one leaf key under the EC CA is compared with openssl's."""
+    cli = {m.key: m.rate for m in results if m.method == OPENSSL_CLI}
     out = []
-    for base in (r for r in results if r.method == "openssl CLI"):
-        for other in results:
-            if other.method != "openssl CLI" and (other.key, other.ca_key) == (base.key, base.ca_key):
-                out.append(
-                    {
-                        "key": other.key,
-                        "library": f"{other.method} {other.variant}".strip(),
-                        "ratio": round(other.rate / base.rate, 2),
-                    }
-                )
+    for m in results:
+        baseline = cli.get(m.key) if m.method != OPENSSL_CLI and m.ca_key == KeySpec.EC_P256 else None
+        out.append(
+            harness.Row(
+                f"{m.method}: {m.key} leaf, {m.ca_key} CA",
+                m.rate.per_second,
+                "certs/s",
+                f"{OPENSSL_CLI}, {m.key} leaf" if baseline else "",
+                baseline.per_second if baseline else None,
+                f"{m.rate.operations} certs, {1000 * m.rate.seconds / max(1, m.rate.operations):.2f} ms each",
+            )
+        )
     return out
 
 
-def environment(openssl: str, workdir: Path, budget: Budget) -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "cryptography": cryptography.__version__,
-        "cryptography_openssl": openssl_backend.openssl_version_text(),
-        "openssl_cli": openssl_version(openssl),
-        "machine": f"{platform.machine()}, {platform.system()} {platform.release()}",
-        "workdir": str(workdir.parent),
-        "budget": {"count": budget.count, "seconds": budget.seconds},
-    }
-
-
-def print_table(env: dict[str, Any], results: Sequence[Result], ratio_rows: Sequence[dict[str, Any]]) -> None:
-    budget = env["budget"]
-    print(
-        f"Leaf certificates per second ({PROFILE} profile); each measurement stops at {budget['count']} "
-        f"certs or {budget['seconds']} s"
+def environment(openssl: str) -> dict[str, object]:
+    return harness.environment(
+        cryptography=f"{cryptography.__version__} ({openssl_backend.openssl_version_text()})",
+        openssl_cli=harness.command_output(openssl, "version"),
     )
-    print(
-        f"python {env['python']}, cryptography {env['cryptography']} ({env['cryptography_openssl']}), "
-        f"CLI {env['openssl_cli']}"
-    )
-    print()
-    header = f"{'method':<18} {'variant':<18} {'leaf key':<9} {'CA key':<9} {'certs':>6} {'time s':>7}"
-    print(f"{header} {'certs/s':>9} {'ms/cert':>8}")
-    for r in results:
-        print(
-            f"{r.method:<18} {r.variant:<18} {r.key:<9} {r.ca_key:<9} {r.count:>6} {r.seconds:>7.2f} "
-            f"{r.rate:>9.1f} {r.ms_per_cert:>8.2f}"
-        )
-    print()
-    print("library / openssl CLI (same leaf key, EC P-256 CA):")
-    for row in ratio_rows:
-        print(f"  {row['key']:<9} {row['library']:<36} {row['ratio']:>8.2f}x")
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=3.0, help="time budget per measurement (default 3)")
-    parser.add_argument("--count", type=int, default=2000, help="max certificates per measurement (default 2000)")
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
-    args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.count < 1:
-        parser.error("--seconds must be > 0 and --count at least 1")
-    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    budget = Budget(count=args.count, seconds=args.seconds)
+    parser = harness.arguments(__doc__, seconds=3.0, count=2000, count_help="max certificates per measurement")
+    args = parser.parse_args(argv)
+    budget = harness.budget(parser, args)
     openssl = shutil.which("openssl")
     if openssl is None:
         raise SystemExit("pki-bench: the openssl CLI is not installed")
+    env = environment(openssl)
+    progress(harness.environment_line(env))
     with tempfile.TemporaryDirectory(prefix="pki-bench-") as tmp:
         workdir = Path(tmp) / "work"
         workdir.mkdir()
-        env = environment(openssl, workdir, budget)
         started = time.perf_counter()
         results = run(budget, workdir, openssl)
         progress(f"done in {time.perf_counter() - started:.1f} s")
-    ratio_rows = ratios(results)
-    if args.format == "json":
-        document = {"environment": env, "results": [r.to_json() for r in results], "ratios": ratio_rows}
-        print(json.dumps(document, indent=2))
-    else:
-        print_table(env, results, ratio_rows)
+    title = (
+        f"Leaf certificates per second ({PROFILE} profile); each measurement stops at {budget.count} certs"
+        f" or {budget.seconds:g} s"
+    )
+    harness.report(title, env, rows(results), args.format)
 
 
 if __name__ == "__main__":

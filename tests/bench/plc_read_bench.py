@@ -14,7 +14,8 @@ Both against the simulators on loopback, in one run, so the ratios compare like 
    one tag per request.
 
 Each measurement repeats whole polls until `--seconds` have passed or `--polls` polls were made,
-whichever comes first. Run:
+whichever comes first. The baseline of each protocol is its one-tag-per-request read; the ratio
+is a mode's values per second over the baseline's. Run:
      uv run --all-packages python tests/bench/plc_read_bench.py [--seconds S] [--polls N] [--tags N]
      [--cip-tags N] [--format table|json]
 Progress goes to stderr, the results (table or JSON) to stdout.
@@ -22,19 +23,18 @@ Progress goes to stderr, the results (table or JSON) to stdout.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import struct
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from importlib.metadata import version
 
 import snap7
 from pycomm3 import LogixDriver
 
+import harness
+from harness import Budget, Rate
 from plantline.connectors.addressing.s7 import parse_s7_address
 from plantline.connectors.config import Tag
 from plantline.connectors.sim.cip_server import CipMachineServer
@@ -49,42 +49,26 @@ from plantline.connectors.sources.s7_plan import (
 )
 from plantline_testing import free_port
 
+S7_BASELINE = "unmerged (one read per tag)"
+CIP_BASELINE = "one tag per request"
+progress = harness.progress("plc-read-bench")
+
 
 @dataclass(frozen=True, slots=True)
 class Result:
     protocol: str
     mode: str
     tags: int
-    polls: int
-    requests_per_poll: int
-    seconds: float
-
-    @property
-    def values_per_s(self) -> float:
-        return self.tags * self.polls / self.seconds
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "protocol": self.protocol,
-            "mode": self.mode,
-            "tags": self.tags,
-            "polls": self.polls,
-            "requests_per_poll": self.requests_per_poll,
-            "seconds": round(self.seconds, 3),
-            "values_per_s": round(self.values_per_s, 1),
-        }
+    requests_per_poll: int | None  # None: as many as the packing needs
+    polls: Rate
 
 
-def _measure(poll: Callable[[], None], seconds: float, polls: int) -> tuple[int, float]:
-    poll()  # warm up
-    done, start = 0, time.perf_counter()
-    while done < polls and time.perf_counter() - start < seconds:
-        poll()
-        done += 1
-    return done, time.perf_counter() - start
+def measure(poll: Callable[[], None], budget: Budget) -> Rate:
+    """Return whole polls per second, one untimed poll first."""
+    return harness.timed(harness.repeated(poll, most=1), budget, warm_up=True)
 
 
-def bench_s7(tags: int, seconds: float, polls: int) -> list[Result]:
+def bench_s7(tags: int, budget: Budget) -> list[Result]:
     locations = [parse_s7_address(f"DB10.DBW{100 + 4 * i}", "int16") for i in range(tags)]
     results = []
     with S7MachineServer(free_port(), db_size=max(1024, 100 + 4 * tags + 2)) as sim:
@@ -97,7 +81,7 @@ def bench_s7(tags: int, seconds: float, polls: int) -> list[Result]:
             plans = {
                 "merged": plan_reads(locations, pdu_size=pdu),
                 "packed, not merged": plan_reads(locations, pdu_size=pdu, max_gap=None),
-                "unmerged (one read per tag)": plan_reads(locations, pdu_size=pdu, max_gap=None, max_items=1),
+                S7_BASELINE: plan_reads(locations, pdu_size=pdu, max_gap=None, max_items=1),
             }
             ref = [0]
 
@@ -112,15 +96,15 @@ def bench_s7(tags: int, seconds: float, polls: int) -> list[Result]:
                     raise AssertionError(f"read {values[-1]}, expected {tags - 1}")
 
             for mode, plan in plans.items():
-                print(f"s7 {mode}: {len(plan.jobs)} requests per poll of {tags} tags (PDU {pdu})", file=sys.stderr)
-                done, elapsed = _measure(lambda plan=plan: poll(plan), seconds, polls)  # type: ignore[misc]
-                results.append(Result("s7", mode, tags, done, len(plan.jobs), elapsed))
+                progress(f"s7 {mode}: {len(plan.jobs)} requests per poll of {tags} tags (PDU {pdu})")
+                polls = measure(partial(poll, plan), budget)
+                results.append(Result("s7", mode, tags, len(plan.jobs), polls))
         finally:
             client.disconnect()
     return results
 
 
-def bench_cip(tags: int, seconds: float, polls: int) -> list[Result]:
+def bench_cip(tags: int, budget: Budget) -> list[Result]:
     names = [f"Bench_{i}" for i in range(tags)]
     sim = CipMachineServer(free_port(), extra_tags=dict.fromkeys(names, "DINT"), update_interval_s=1.0)
     results = []
@@ -147,50 +131,52 @@ def bench_cip(tags: int, seconds: float, polls: int) -> list[Result]:
                     if isinstance(reply, list) or reply.error:
                         raise AssertionError(f"read {reply}")
 
-            print(f"cip batched: {tags} tags per read (connection size {driver.connection_size})", file=sys.stderr)
-            done, elapsed = _measure(batched, seconds, polls)
-            results.append(Result("cip", "batched (multi-tag)", tags, done, 0, elapsed))
-            print(f"cip one tag per request: {tags} requests per poll", file=sys.stderr)
-            done, elapsed = _measure(one_by_one, seconds, polls)
-            results.append(Result("cip", "one tag per request", tags, done, tags, elapsed))
+            progress(f"cip batched: {tags} tags per read (connection size {driver.connection_size})")
+            results.append(Result("cip", "batched (multi-tag)", tags, None, measure(batched, budget)))
+            progress(f"cip {CIP_BASELINE}: {tags} requests per poll")
+            results.append(Result("cip", CIP_BASELINE, tags, tags, measure(one_by_one, budget)))
         finally:
             driver.close()  # type: ignore[no-untyped-call]
     return results
 
 
-def ratios(results: Sequence[Result]) -> dict[str, float]:
-    by = {(r.protocol, r.mode): r.values_per_s for r in results}
-    return {
-        "s7 merged / unmerged": round(by[("s7", "merged")] / by[("s7", "unmerged (one read per tag)")], 2),
-        "s7 merged / packed, not merged": round(by[("s7", "merged")] / by[("s7", "packed, not merged")], 2),
-        "cip batched / one tag per request": round(
-            by[("cip", "batched (multi-tag)")] / by[("cip", "one tag per request")], 2
-        ),
-    }
+def values_per_second(result: Result) -> float | None:
+    return harness.rate(result.tags * result.polls.operations, result.polls.seconds)
+
+
+def rows(results: Sequence[Result]) -> list[harness.Row]:
+    """Return a row per read mode, against its protocol's one-tag-per-request read."""
+    baselines = {r.protocol: r for r in results if r.mode in (S7_BASELINE, CIP_BASELINE)}
+    out = []
+    for r in results:
+        base = baselines[r.protocol] if r is not baselines[r.protocol] else None
+        requests = "packed" if r.requests_per_poll is None else str(r.requests_per_poll)
+        out.append(
+            harness.Row(
+                f"{r.protocol} {r.mode}",
+                values_per_second(r),
+                "values/s",
+                f"{base.protocol} {base.mode}" if base else "",
+                values_per_second(base) if base else None,
+                f"{r.tags} tags, {requests} requests per poll, {r.polls.operations} polls",
+            )
+        )
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=2.0, help="at most this long per measurement")
+    parser = harness.arguments(__doc__, seconds=2.0, seconds_help="at most this long per measurement")
     parser.add_argument("--polls", type=int, default=2000, help="at most this many polls per measurement")
     parser.add_argument("--tags", type=int, default=100, help="S7 tags per poll")
     parser.add_argument("--cip-tags", type=int, default=50, help="CIP tags per poll")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.polls < 1 or args.tags < 1 or args.cip_tags < 2:
         parser.error("--seconds > 0, --polls >= 1, --tags >= 1 and --cip-tags >= 2 are required")
-    results = bench_s7(args.tags, args.seconds, args.polls) + bench_cip(args.cip_tags, args.seconds, args.polls)
-    summary = ratios(results)
-    if args.format == "json":
-        env = {"python": platform.python_version(), "machine": platform.machine(), "snap7": snap7.__version__}
-        print(json.dumps({"environment": env, "results": [r.to_json() for r in results], "ratios": summary}, indent=2))
-        return 0
-    print(f"{'protocol':<6} {'mode':<30} {'tags':>5} {'req/poll':>8} {'polls':>6} {'values/s':>10}")
-    for r in results:
-        requests = str(r.requests_per_poll) if r.requests_per_poll else "packed"
-        print(f"{r.protocol:<6} {r.mode:<30} {r.tags:>5} {requests:>8} {r.polls:>6} {r.values_per_s:>10.0f}")
-    for name, value in summary.items():
-        print(f"{name}: x{value}")
+    budget = Budget(args.seconds, args.polls)
+    env = harness.environment(snap7=snap7.__version__, pycomm3=version("pycomm3"))
+    progress(harness.environment_line(env))
+    results = bench_s7(args.tags, budget) + bench_cip(args.cip_tags, budget)
+    harness.report("PLC reads over loopback: values per second", env, rows(results), args.format)
     return 0
 
 

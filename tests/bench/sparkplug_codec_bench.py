@@ -12,8 +12,9 @@ Int32, Boolean and Float), without properties and with a Quality property on eve
 - build+encode: Metric dataclasses built from values, then encode(): the plain API end to end.
 - decode: plantline's decode() to frozen dataclasses (range checks, signed integers, arrays).
 
-Each is run once untimed, then repeatedly for --seconds. Ratios compare each method with the
-protobuf ceiling of the same direction and size (serialize for encoders, parse for decode).
+Each is run once untimed, then repeatedly for --seconds. The baseline of each method is the
+protobuf ceiling of the same direction and size (serialize for encoders, parse for decode); the
+ratio is the method's rate over the ceiling's.
 
 Run: uv run --all-packages python tests/bench/sparkplug_codec_bench.py [--seconds S] [--format json]
 Progress goes to stderr, the results table (or JSON) to stdout.
@@ -21,19 +22,14 @@ Progress goes to stderr, the results table (or JSON) to stdout.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import google.protobuf
 from google.protobuf.internal import api_implementation
 
+import harness
 from plantline.connectors.sparkplug import (
     DataType,
     Metric,
@@ -49,52 +45,13 @@ TIMESTAMP = 1_700_000_000_000
 SEQ = 42
 SIZES = (10, 100)
 QUALITY = (("Quality", PropertyValue(DataType.Int32, 192)),)
+SERIALIZE, PARSE = "protobuf serialize", "protobuf parse"
 
-Row = tuple[int, int, DataType, object, Sequence[tuple[str, PropertyValue]] | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """One measurement: how many messages a method handled in how long."""
-
-    method: str
-    metrics: int
-    properties: bool
-    count: int
-    seconds: float
-    baseline: str
-
-    @property
-    def rate(self) -> float:
-        return self.count / self.seconds
-
-    @property
-    def us_per_message(self) -> float:
-        return 1e6 * self.seconds / self.count
-
-    @property
-    def us_per_metric(self) -> float:
-        return self.us_per_message / self.metrics
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "metrics": self.metrics,
-            "properties": self.properties,
-            "count": self.count,
-            "seconds": round(self.seconds, 4),
-            "messages_per_second": round(self.rate, 1),
-            "us_per_message": round(self.us_per_message, 3),
-            "us_per_metric": round(self.us_per_metric, 3),
-            "baseline": self.baseline,
-        }
+MetricRow = tuple[int, int, DataType, object, Sequence[tuple[str, PropertyValue]] | None]
+progress = harness.progress("sparkplug-bench")
 
 
-def progress(message: str) -> None:
-    print(f"[sparkplug-bench] {message}", file=sys.stderr, flush=True)
-
-
-def rows(size: int, with_properties: bool) -> list[Row]:
+def rows(size: int, with_properties: bool) -> list[MetricRow]:
     """The metrics of one DDATA: a mix of the datatypes a line reports most."""
     kinds: list[tuple[DataType, Callable[[int], object]]] = [
         (DataType.Double, lambda i: i * 1.25),
@@ -102,14 +59,14 @@ def rows(size: int, with_properties: bool) -> list[Row]:
         (DataType.Boolean, lambda i: i % 2 == 0),
         (DataType.Float, lambda i: i * 0.5),
     ]
-    result: list[Row] = []
+    result: list[MetricRow] = []
     for index in range(size):
         datatype, value = kinds[index % len(kinds)]
         result.append((index + 1, TIMESTAMP + index, datatype, value(index), QUALITY if with_properties else None))
     return result
 
 
-def build_pb2(data: Sequence[Row]) -> pb.Payload:
+def build_pb2(data: Sequence[MetricRow]) -> pb.Payload:
     """Build the protobuf message from Python values, as directly as protobuf allows."""
     message = pb.Payload()
     message.timestamp = TIMESTAMP
@@ -135,109 +92,75 @@ def build_pb2(data: Sequence[Row]) -> pb.Payload:
     return message
 
 
-def to_payload(data: Sequence[Row]) -> Payload:
+def to_payload(data: Sequence[MetricRow]) -> Payload:
     metrics = tuple(Metric(None, a, t, d, v, properties=tuple(p or ())) for a, t, d, v, p in data)
     return Payload(TIMESTAMP, SEQ, metrics)
 
 
-def build_and_serialize(data: Sequence[Row]) -> bytes:
+def build_and_serialize(data: Sequence[MetricRow]) -> bytes:
     return build_pb2(data).SerializeToString()
 
 
-def build_and_encode(data: Sequence[Row]) -> bytes:
+def build_and_encode(data: Sequence[MetricRow]) -> bytes:
     return encode(to_payload(data))
 
 
-def measure(method: str, size: int, with_properties: bool, step: Callable[[], object], seconds: float) -> Result:
-    """Run `step` once untimed, then in batches until `seconds` have passed; return the rate."""
-    step()
-    done = 0
-    batch = 1
-    start = time.perf_counter()
-    elapsed = 0.0
-    while elapsed < seconds:
-        for _ in range(batch):
-            step()
-        done += batch
-        elapsed = time.perf_counter() - start
-        batch = min(batch * 2, 1000)
-    baseline = "protobuf parse" if method in {"decode", "protobuf parse"} else "protobuf serialize"
-    result = Result(method, size, with_properties, done, elapsed, baseline)
-    progress(f"{method}, {size} metrics{' + props' if with_properties else ''}: {result.rate:,.0f}/s")
-    return result
+def steps(data: Sequence[MetricRow]) -> list[tuple[str, Callable[[], object]]]:
+    """Return each method on one DDATA, after checking that they all agree on its bytes."""
+    payload = to_payload(data)
+    prebuilt = build_pb2(data)
+    wire = prebuilt.SerializeToString()
+    if encode(payload) != wire or encode_ddata(SEQ, TIMESTAMP, data) != wire:
+        raise AssertionError("the codec and the hand-built protobuf message disagree")
+    if decode(wire) != payload:
+        raise AssertionError("decode does not give back the payload")
+    return [
+        (SERIALIZE, prebuilt.SerializeToString),
+        ("protobuf build+serialize", partial(build_and_serialize, data)),
+        ("encode", partial(encode, payload)),
+        ("encode_ddata", partial(encode_ddata, SEQ, TIMESTAMP, data)),
+        ("build+encode", partial(build_and_encode, data)),
+        (PARSE, partial(pb.Payload().ParseFromString, wire)),
+        ("decode", partial(decode, wire)),
+    ]
 
 
-def run(seconds: float) -> list[Result]:
-    results: list[Result] = []
+def compared(method: str, size: int, with_properties: bool, rates: dict[str, harness.Rate]) -> harness.Row:
+    """Return the row of one method, against the protobuf ceiling of its direction."""
+    figure = rates[method]
+    baseline = PARSE if method in {"decode", PARSE} else SERIALIZE
+    us_per_message = 1e6 * figure.seconds / figure.operations
+    return harness.Row(
+        f"{method}, {size} metrics{' + props' if with_properties else ''}",
+        figure.per_second,
+        "msg/s",
+        "" if method == baseline else baseline,
+        None if method == baseline else rates[baseline].per_second,
+        f"{us_per_message:.1f} us/msg, {us_per_message / size:.2f} us/metric",
+    )
+
+
+def run(seconds: float) -> list[harness.Row]:
+    results: list[harness.Row] = []
     for with_properties in (False, True):
         for size in SIZES:
-            data = rows(size, with_properties)
-            payload = to_payload(data)
-            prebuilt = build_pb2(data)
-            wire = prebuilt.SerializeToString()
-            if encode(payload) != wire or encode_ddata(SEQ, TIMESTAMP, data) != wire:
-                raise AssertionError("the codec and the hand-built protobuf message disagree")
-            if decode(wire) != payload:
-                raise AssertionError("decode does not give back the payload")
-            steps: list[tuple[str, Callable[[], object]]] = [
-                ("protobuf serialize", prebuilt.SerializeToString),
-                ("protobuf build+serialize", partial(build_and_serialize, data)),
-                ("encode", partial(encode, payload)),
-                ("encode_ddata", partial(encode_ddata, SEQ, TIMESTAMP, data)),
-                ("build+encode", partial(build_and_encode, data)),
-                ("protobuf parse", partial(pb.Payload().ParseFromString, wire)),
-                ("decode", partial(decode, wire)),
-            ]
-            results.extend(measure(name, size, with_properties, step, seconds) for name, step in steps)
+            rates: dict[str, harness.Rate] = {}
+            for name, step in steps(rows(size, with_properties)):
+                rates[name] = harness.timed(harness.repeated(step), harness.Budget(seconds), warm_up=True)
+                shown = harness.number(rates[name].per_second)
+                progress(f"{name}, {size} metrics{' + props' if with_properties else ''}: {shown}/s")
+            results.extend(compared(name, size, with_properties, rates) for name in rates)
     return results
 
 
-def ratio(result: Result, results: list[Result]) -> float:
-    """How many times slower than the protobuf ceiling of the same direction and size."""
-    for other in results:
-        if (other.method, other.metrics, other.properties) == (result.baseline, result.metrics, result.properties):
-            return other.rate / result.rate
-    raise LookupError(result.baseline)
-
-
-def table(results: list[Result]) -> str:
-    header = f"{'method':26} {'metrics':>7} {'props':>5} {'msg/s':>11} {'us/msg':>9} {'us/metric':>9}  slower than"
-    lines = [header, "-" * len(header)]
-    for result in results:
-        times = ratio(result, results)
-        versus = "" if result.method == result.baseline else f"{times:6.1f}x {result.baseline}"
-        lines.append(
-            f"{result.method:26} {result.metrics:>7} {'yes' if result.properties else 'no':>5} {result.rate:>11,.0f}"
-            f" {result.us_per_message:>9.1f} {result.us_per_metric:>9.2f}  {versus}"
-        )
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=0.5, help="time per measurement (default 0.5)")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
-    options = parser.parse_args(argv)
-    if options.seconds <= 0:
-        parser.error("--seconds must be positive")
-    environment = {
-        "python": platform.python_version(),
-        "protobuf": google.protobuf.__version__,
-        "protobuf_backend": api_implementation.Type(),
-        "machine": platform.machine(),
-    }
-    progress(f"{environment}, {options.seconds} s per measurement")
-    results = run(options.seconds)
-    if options.format == "json":
-        document = {
-            "environment": environment,
-            "results": [
-                result.to_json() | {"slower_than_baseline": round(ratio(result, results), 2)} for result in results
-            ],
-        }
-        print(json.dumps(document, indent=2))
-    else:
-        print(table(results))
+    parser = harness.arguments(__doc__, seconds=0.5, seconds_help="time per measurement")
+    args = parser.parse_args(argv)
+    budget = harness.budget(parser, args)
+    env = harness.environment(protobuf=f"{google.protobuf.__version__} ({api_implementation.Type()})")
+    progress(f"{harness.environment_line(env)}; {budget.seconds} s per measurement")
+    results = run(budget.seconds)
+    harness.report("Sparkplug B DDATA encode/decode per second, against plain protobuf", env, results, args.format)
     return 0
 
 

@@ -4,24 +4,23 @@ Part 1 runs `plantline up --simulate` (foreground, as a user does) on a copy of 
 times, from the command's start: the broker listening, the line's NBIRTH, and the first DDATA of
 every machine, at a reader subscribed as the analytics identity. Cold = a new state directory (a
 CA is created and every certificate issued); warm = the same directory again. The baseline, in
-the same run, is a bare mosquitto started with the same rendered configuration.
+the same run, is a bare mosquitto started with the same rendered configuration; the ratio is the
+time to the first DDATA of all machines over the bare start.
 
 Part 2 runs the demo line with a bridge to a second mosquitto (the core broker) and measures, for
 every DDATA metric, arrival time minus the metric's source timestamp, at the site broker and at
-the core broker at once. The machines' samplingInterval fixes the rate. The ratio core/site is
-what the bridge adds. OPC UA timestamps are the simulator's; S7 and CIP timestamps are the
-connector's read time, so their figures start at the read.
+the core broker at once. The machines' samplingInterval fixes the rate. The site broker is the
+baseline: the ratio core/site is what the bridge adds. OPC UA timestamps are the simulator's; S7
+and CIP timestamps are the connector's read time, so their figures start at the read.
 
-    uv run python tests/bench/up_bench.py [--seconds 30] [--sampling 0.1]
+    uv run python tests/bench/up_bench.py [--seconds 30] [--sampling 0.1] [--format table|json]
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import harness
 from plantline.connectors.sparkplug import MessageType
 from plantline.operator.local import find_mosquitto, port_taken
 from plantline_testing import free_port
@@ -39,8 +39,7 @@ from plantline_testing.sparkplug_reader import SparkplugReader
 MACHINES = ("filler", "capper", "labeler")
 
 
-def say(text: str) -> None:
-    print(f"up_bench: {text}", file=sys.stderr, flush=True)
+say = harness.progress("up-bench")
 
 
 def _wait(condition: Callable[[], object], timeout: float, what: str) -> float:
@@ -100,11 +99,6 @@ def latencies(reader: SparkplugReader, since_ms: int) -> list[float]:
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def bridge_latency(work: Path, seconds: float, sampling: float) -> dict[str, list[float]]:
     core_port = free_port()
     line_copy(work / "bridged.yaml", bridge=("127.0.0.1", core_port), sampling_interval=sampling)
@@ -127,11 +121,53 @@ def bridge_latency(work: Path, seconds: float, sampling: float) -> dict[str, lis
             core.stop()
 
 
+def start_rows(cold: dict[str, float], warm: dict[str, float], bare: float) -> list[harness.Row]:
+    """Return the times of a cold and a warm start; the first DDATA of all against the bare broker."""
+    rows = []
+    for name, figures in (("cold", cold), ("warm", warm)):
+        rows += [
+            harness.Row(f"{name} start: broker listening", figures["broker"], "s"),
+            harness.Row(f"{name} start: NBIRTH", figures["nbirth"], "s"),
+            harness.Row(
+                f"{name} start: first DDATA of all {len(MACHINES)}",
+                figures["all_ddata"],
+                "s",
+                "bare mosquitto start, same config",
+                bare,
+            ),
+        ]
+    cold_warm = harness.ratio(cold["all_ddata"], warm["all_ddata"])
+    notes = f"cold/warm to the first DDATA: {harness.number(cold_warm)}"
+    return [*rows, harness.Row("bare mosquitto start, same config", bare, "s", notes=notes)]
+
+
+def latency_rows(found: dict[str, list[float]], seconds: float) -> list[harness.Row]:
+    """Return PLC -> broker latency percentiles at the site broker, and at the core against the site."""
+    rows, site = [], found["site"]
+    for where, values in found.items():
+        notes = f"{len(values)} metrics, {len(values) / seconds:.0f} per s"
+        compared = where != "site" and bool(site)
+        for name, fraction in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+            rows.append(
+                harness.Row(
+                    f"{where} broker: PLC -> broker latency {name}",
+                    harness.percentile(values, fraction) if values else None,
+                    "ms",
+                    f"site broker {name}" if compared else "",
+                    harness.percentile(site, fraction) if compared else None,
+                    notes,
+                )
+            )
+    return rows
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=30.0, help="latency measuring window")
+    parser = harness.arguments(__doc__, seconds=30.0, seconds_help="latency measuring window")
     parser.add_argument("--sampling", type=float, default=0.1, help="samplingInterval of every machine (s)")
     args = parser.parse_args()
+    harness.budget(parser, args)
+    env = harness.environment()
+    say(harness.environment_line(env))
     with tempfile.TemporaryDirectory(prefix="plantline-up-bench-") as tmp:
         work = Path(tmp)
         line_copy(work / "line.yaml")
@@ -141,32 +177,12 @@ def main() -> int:
         say("warm start (same state directory)")
         warm = time_up(run)
         bare = time_bare_mosquitto(run)
-        print("\n## plantline up -> first DDATA (demo line, 3 machines, one edge node)")
-        print("| start | broker listening | NBIRTH | first DDATA of all 3 | vs bare mosquitto start |")
-        print("|---|---|---|---|---|")
-        for name, figures in (("cold", cold), ("warm", warm)):
-            print(
-                f"| {name} | {figures['broker']:.2f} s | {figures['nbirth']:.2f} s | {figures['all_ddata']:.2f} s "
-                f"| x{figures['all_ddata'] / bare:.0f} |"
-            )
-        print(f"| baseline: bare mosquitto, same config | {bare:.3f} s | | | x1 |")
-        print(f"\ncold/warm to first DDATA: x{cold['all_ddata'] / warm['all_ddata']:.2f}")
-
         found = bridge_latency(work, args.seconds, args.sampling)
-        print(f"\n## PLC -> broker latency, samplingInterval {args.sampling} s, {args.seconds:.0f} s window")
-        print("| at | metrics | per s | p50 | p99 | max |")
-        print("|---|---|---|---|---|---|")
-        for where, values in found.items():
-            if not values:
-                print(f"| {where} | 0 | | | | |")
-                continue
-            print(
-                f"| {where} broker | {len(values)} | {len(values) / args.seconds:.0f} | {pct(values, 0.5):.1f} ms "
-                f"| {pct(values, 0.99):.1f} ms | {max(values):.1f} ms |"
-            )
-        if found["site"] and found["core"]:
-            site_p50, core_p50 = statistics.median(found["site"]), statistics.median(found["core"])
-            print(f"\nthe bridge adds {core_p50 - site_p50:.1f} ms at p50 (core/site x{core_p50 / site_p50:.2f})")
+    title = (
+        f"plantline up on the demo line ({len(MACHINES)} machines, one edge node), and PLC -> broker latency"
+        f" at samplingInterval {args.sampling:g} s over {args.seconds:g} s"
+    )
+    harness.report(title, env, start_rows(cold, warm, bare) + latency_rows(found, args.seconds), args.format)
     return 0
 
 
