@@ -946,7 +946,9 @@ def after_table(results: Results) -> list[str]:
 
 def environment() -> dict[str, object]:
     mosquitto = harness.command_output(find_program("mosquitto"), "-h", any_status=True)  # -h exits 3
-    changed = harness.command_output("git", "status", "--porcelain", "--", "connectors/src", "tests/harness/src", cwd=REPO)
+    changed = harness.command_output(
+        "git", "status", "--porcelain", "--", "connectors/src", "tests/harness/src", cwd=REPO
+    )
     return harness.environment(
         paho_mqtt=version("paho-mqtt"),
         protobuf=f"{google.protobuf.__version__} ({api_implementation.Type()})",
