@@ -1,6 +1,7 @@
 """`plantline-connector`: run one connector, or check its configuration.
 
-Exit status: 0 success (or a clean stop), 2 invalid configuration, 1 a fatal runtime error.
+Exit status: 0 success (or a clean stop), 2 invalid configuration or a missing extra (the runtime,
+or a device's protocol), 1 a fatal runtime error.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from plantline.connectors import logs
-from plantline.connectors.config import ConfigError, load_config
+from plantline.connectors import extras, logs
+from plantline.connectors.config import ConfigError, ConnectorConfig, load_config
 
 EXIT_CONFIG = 2
 
@@ -24,7 +25,8 @@ examples:
   plantline-connector run --config /etc/plantline/line1-filler.yaml
   plantline-connector run --config connector.yaml --check --format json
 
-exit status: 0 stopped cleanly (SIGINT/SIGTERM) or config valid; 2 invalid config; 1 fatal error
+exit status: 0 stopped cleanly (SIGINT/SIGTERM) or config valid; 2 invalid config, or the runtime or a
+device's protocol extra is not installed (pip install 'plantline-connectors[runtime,opcua,s7,cip]'); 1 fatal error
 """
 
 
@@ -46,10 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(config_path: Path) -> None:
+async def _run(config: ConnectorConfig) -> None:
     from plantline.connectors.runtime import Connector  # noqa: PLC0415 -- needs the runtime extra; --check does not
 
-    config = load_config(config_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -83,12 +84,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{args.config}: valid ({len(devices)} devices, {tags} tags)")
         return
     logs.configure(args.log_level)
+    log = logging.getLogger("plantline.connectors")
     try:
-        asyncio.run(_run(args.config))
+        config = load_config(args.config)
+        extras.require_connector(device.protocol for device in config.devices)
     except ConfigError as exc:
         for problem in exc.problems:
-            logging.getLogger("plantline.connectors").error("%s: %s", exc.source, problem)
+            log.error("%s: %s", exc.source, problem)
         sys.exit(EXIT_CONFIG)
+    except extras.MissingExtra as exc:
+        log.error("%s: %s", args.config, exc)
+        sys.exit(EXIT_CONFIG)
+    asyncio.run(_run(config))
 
 
 if __name__ == "__main__":
