@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from plantline.connectors.config import load_config
+from plantline.connectors.extras import MissingExtra
 from plantline.operator.cli import main
 from plantline.operator.crd import crd_yaml
 
@@ -109,3 +111,93 @@ def test_operator_run_needs_the_connector_image(capsys: pytest.CaptureFixture[st
         main(["operator", "run"])
     assert exit_.value.code == 2
     assert "--connector-image" in capsys.readouterr().err
+
+
+@pytest.fixture
+def up_never_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test, instead of running a line, should `up` go past its check of the extras."""
+    from plantline.operator import local
+
+    def refuse(*_args: object, **_kwargs: object) -> int:
+        raise AssertionError("plantline up went on without an extra it needs")
+
+    monkeypatch.setattr(local, "run_up", refuse)
+    monkeypatch.setattr(local, "detach", refuse)
+
+
+LOCAL = "'plantline-operator[local]'"
+
+
+@pytest.mark.usefixtures("up_never_starts")
+@pytest.mark.parametrize(
+    ("module", "flags", "message"),
+    [
+        ("asyncua", [], f"the OPC UA source needs the 'opcua' extra (no module named 'asyncua'): "
+                        f"pip install 'plantline-connectors[opcua]' or {LOCAL}"),
+        ("snap7", ["--detach"], "the S7 source needs the 's7' extra (no module named 'snap7')"),
+        ("pycomm3", ["--simulate"], "the EtherNet/IP source needs the 'cip' extra (no module named 'pycomm3')"),
+        ("paho.mqtt", [], f"the connector runtime needs the 'runtime' extra (no module named 'paho.mqtt'): "
+                          f"pip install 'plantline-connectors[runtime]' or {LOCAL}"),
+        ("rich", ["--detach"], f"this command needs the 'local' extra (no module named 'rich'): pip install {LOCAL}"),
+        ("cpppo", ["--simulate"], "the EtherNet/IP simulator needs the 'simulate' extra (no module named 'cpppo'): "
+                                  "pip install 'plantline-operator[simulate]'"),
+    ],
+)  # fmt: skip
+def test_up_names_the_extra_it_misses_and_starts_nothing(
+    module: str, flags: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setitem(sys.modules, module, None)  # what `import` sees when the module is not installed
+    state = tmp_path / "state"
+    assert main(["up", str(DEMO), "--state-dir", str(state), *flags]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"plantline up: {message}")
+    assert err.count("\n") == 1
+    assert not state.exists()
+
+
+def test_up_without_simulate_does_not_need_the_simulator() -> None:
+    from plantline.operator import extras
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "cpppo", None)
+        extras.require_up(["opcua", "s7", "cip"], simulate=False)
+        with pytest.raises(MissingExtra, match="'simulate' extra"):
+            extras.require_up(["opcua", "s7", "cip"], simulate=True)
+        extras.require_up(["opcua", "s7"], simulate=True)  # only the EtherNet/IP simulator runs cpppo
+
+
+@pytest.mark.parametrize("command", ["status", "reload", "down"])
+def test_commands_on_a_running_line_name_the_local_extra(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "rich", None)
+    assert main([command, "--state-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"plantline {command}: this command needs the 'local' extra (no module named 'rich'): pip install {LOCAL}\n"
+    )
+
+
+def test_operator_run_names_the_kube_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "kopf", None)
+    assert main(["operator", "run", "--connector-image", "img:1"]) == 2
+    assert capsys.readouterr().err == (
+        "plantline operator run: this command needs the 'kube' extra (no module named 'kopf'): "
+        "pip install 'plantline-operator[kube]'\n"
+    )
+
+
+def test_validate_crd_and_render_need_no_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from plantline.connectors import extras as connector_extras
+    from plantline.operator import extras
+
+    for modules in [*extras.EXTRA_MODULES.values(), *connector_extras.EXTRA_MODULES.values()]:
+        for module in set(modules) - {"cryptography"}:  # the pki's, in the base install too
+            monkeypatch.setitem(sys.modules, module, None)
+    assert main(["validate", str(DEMO)]) == 0
+    assert main(["crd"]) == 0
+    assert main(["render", str(DEMO), "--out", str(tmp_path / "out")]) == 0
+    assert "Traceback" not in capsys.readouterr().err

@@ -1,8 +1,11 @@
 """The `plantline` command: validate a PlantLine, print its CRD, render its files, run it locally.
 
-Exit codes: 0 success; 1 unreadable input, refused write or `up` failed; 2 invalid PlantLine;
-3 (`status`, `reload`) no `plantline up` runs on the state directory.
-Human messages go to stderr, data to stdout.
+Exit codes: 0 success; 1 unreadable input, refused write or `up` failed; 2 invalid PlantLine, or an
+extra the command needs is not installed; 3 (`status`, `reload`) no `plantline up` runs on the state
+directory. Human messages go to stderr, data to stdout.
+
+The base install runs `validate`, `crd` and `render`; `up`, `status`, `reload` and `down` need the
+`local` extra (`up --simulate` with an EtherNet/IP machine `simulate`), `operator run` needs `kube`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from plantline.connectors.extras import MissingExtra
+from plantline.operator import extras
 from plantline.operator.api import PlantLine, PlantLineInvalid, Problem, parse_plantline
 from plantline.operator.crd import crd_yaml
 from plantline.operator.render import (
@@ -35,6 +40,7 @@ EXIT_OK = 0
 EXIT_UNREADABLE = 1
 EXIT_FAILED = 1  # up or reload failed
 EXIT_INVALID = 2
+EXIT_SETUP = 2  # an extra the command needs is not installed
 EXIT_NOT_RUNNING = 3
 
 EPILOG = """examples:
@@ -50,7 +56,11 @@ EPILOG = """examples:
   plantline operator run --connector-image registry.example/plantline-connectors:0.1.0
 
 exit codes: 0 ok (up: stopped cleanly), 1 unreadable input, refused overwrite, up or reload failed, 2 invalid
-PlantLine, 3 no `plantline up` runs on the state directory (status, reload)"""
+PlantLine or a missing extra, 3 no `plantline up` runs on the state directory (status, reload)
+
+extras: the base install runs validate, crd and render; up, status, reload and down need
+pip install 'plantline-operator[local]' ('plantline-operator[simulate]' for up --simulate with an
+EtherNet/IP machine); operator run needs 'plantline-operator[kube]'"""
 
 UP_HELP = """Run the line on this machine: a CA and TLS files, a real mosquitto with mutual TLS, the
 connectors as supervised processes (and, with --simulate, a simulated PLC per machine on the port its
@@ -143,12 +153,13 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from plantline.operator import local  # noqa: PLC0415 - the applier is loaded only when needed
-
     try:
         line = _parse(args.file)
     except PlantLineInvalid as exc:
         return _report_invalid(args.file, exc.problems, "text")
+    extras.require_up((m.protocol for m in line.spec.machines), simulate=args.simulate)
+    from plantline.operator import local  # noqa: PLC0415 - the applier needs the local extra
+
     if not args.detach:
         return local.run_up(
             line, state_dir=args.state_dir, simulate=args.simulate, metrics_base_port=args.metrics_base_port
@@ -170,7 +181,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _layout(args: argparse.Namespace) -> Layout:
-    from plantline.operator import local  # noqa: PLC0415
+    extras.require("local", "this command")
+    from plantline.operator import local  # noqa: PLC0415 - the applier needs the local extra
 
     if args.state_dir is not None:
         return local.Layout(args.state_dir)
@@ -185,9 +197,9 @@ def _layout(args: argparse.Namespace) -> Layout:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    layout = _layout(args)  # first: it names the local extra when it is missing
     from plantline.operator import local  # noqa: PLC0415
 
-    layout = _layout(args)
     snapshot = local.read_status(layout)
     if snapshot is None:
         if args.format == "json":
@@ -202,9 +214,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
+    layout = _layout(args)  # first: it names the local extra when it is missing
     from plantline.operator import local  # noqa: PLC0415
 
-    layout = _layout(args)
     try:
         outcome = local.reload(layout, timeout=args.timeout)
     except local.UpError as exc:
@@ -221,9 +233,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    layout = _layout(args)  # first: it names the local extra when it is missing
     from plantline.operator import local  # noqa: PLC0415
 
-    layout = _layout(args)
     if not local.down(layout, timeout=args.timeout):
         print(f"{layout.root}: no `plantline up` runs here; nothing to stop", file=sys.stderr)
         return EXIT_OK
@@ -239,7 +251,8 @@ with Ctrl-C or SIGTERM."""
 
 
 def cmd_operator_run(args: argparse.Namespace) -> int:
-    import kopf  # noqa: PLC0415 - only this command needs Kopf
+    extras.require("kube", "this command")
+    import kopf  # noqa: PLC0415 - only this command needs Kopf (the kube extra)
 
     from plantline.operator.handlers import Options, register  # noqa: PLC0415
     from plantline.operator.model import ConnectorSettings  # noqa: PLC0415
@@ -354,6 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Unreadable as exc:
         print(exc, file=sys.stderr)
         return EXIT_UNREADABLE
+    except MissingExtra as exc:
+        command = " ".join(filter(None, (args.command, getattr(args, "operator_command", None))))
+        print(f"plantline {command}: {exc}", file=sys.stderr)
+        return EXIT_SETUP
     return status
 
 
