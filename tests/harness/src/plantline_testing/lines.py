@@ -90,13 +90,22 @@ def line_copy(
     return data
 
 
-class UpRun:
-    """One line run with the `plantline` CLI against its own state directory."""
+PLANTLINE = (sys.executable, "-m", "plantline.operator.cli")
 
-    def __init__(self, line_file: Path, state_dir: Path, *, simulate: bool = True) -> None:
+
+class UpRun:
+    """One line run with the `plantline` CLI against its own state directory.
+
+    `command` runs the CLI: by default this environment's, or e.g. `(venv / "bin" / "plantline",)`.
+    """
+
+    def __init__(
+        self, line_file: Path, state_dir: Path, *, simulate: bool = True, command: Sequence[str] = PLANTLINE
+    ) -> None:
         self.line_file = line_file
         self.state_dir = state_dir
         self.simulate = simulate
+        self.command = tuple(command)
         self.data: dict[str, Any] = yaml.safe_load(line_file.read_text())
         self.port: int = self.data["spec"]["broker"]["port"]
         self.group: str = self.data["spec"].get("groupId", self.data["spec"]["site"])
@@ -111,7 +120,7 @@ class UpRun:
         return f"{self.data['spec']['site']}-{self.data['spec']['line']}-{name}"
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "plantline.operator.cli", *args]
+        argv = [*self.command, *args]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
     def up_detached(self) -> subprocess.CompletedProcess[str]:
