@@ -68,9 +68,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 import harness
 from plantline.connectors.config import Batching, ConnectorConfig
-from plantline.connectors.metrics import SAMPLES
+from plantline.connectors.metric_names import SAMPLES
 from plantline.connectors.runtime import Connector
-from plantline.connectors.sparkplug import DataType, decode, encode_ddata
+from plantline.connectors.sparkplug import NAMESPACE, DataType, decode, encode_ddata
 from plantline.pki.authority import Authority
 from plantline.pki.exports import CertFormat
 from plantline_testing import find_program, free_port
@@ -567,7 +567,7 @@ def reader_spec(port: int, pki: Pki, edge: str, expected: int, seconds: float, *
         port=port,
         files=pki.reader,
         client_id=f"bench-reader-{edge}",
-        topic=f"spBv1.0/{GROUP}/DDATA/{edge}/#",
+        topic=f"{NAMESPACE}/{GROUP}/DDATA/{edge}/#",
         expected=expected,
         max_seconds=seconds,
         **options,
@@ -689,7 +689,7 @@ class BaselineRun:
 
 def baseline(pki: Pki, broker: Broker, count: int, per_message: int, seconds: float) -> BaselineRun:
     payloads = baseline_payloads(count, per_message)
-    topic = f"spBv1.0/{GROUP}/DDATA/{BASELINE_EDGE}/{DEVICE}"
+    topic = f"{NAMESPACE}/{GROUP}/DDATA/{BASELINE_EDGE}/{DEVICE}"
     connected = threading.Event()
     pubacks = [0]
     client = paho.Client(
@@ -765,7 +765,7 @@ class SessionOpened(logging.Handler):
 
 
 def samples_stored(connector: Connector) -> float:
-    return connector.metrics.registry.get_sample_value(SAMPLES, {"device": DEVICE}) or 0.0
+    return connector.metrics.registry.get_sample_value(SAMPLES.name, {"device": DEVICE}) or 0.0
 
 
 async def drain_scenario(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from plantline.connectors.config import load_config
-from plantline.connectors.metrics import MQTT_REFUSED
+from plantline.connectors.metric_names import MQTT_REFUSED
 from plantline.connectors.runtime import Connector
 from plantline_testing.synthetic import SyntheticSource
 
@@ -31,7 +31,7 @@ def test_a_revoked_connector_is_refused_and_says_why(line: Any, caplog: pytest.L
             async with asyncio.timeout(30):
                 while sum("no broker accepted the connection" in r.getMessage() for r in caplog.records) < 2:
                     await asyncio.sleep(0.1)
-            refused = connector.metrics.registry.get_sample_value(MQTT_REFUSED)
+            refused = connector.metrics.registry.get_sample_value(MQTT_REFUSED.name)
             return connector._require_outbox().stats().samples, refused
         finally:
             stop.set()

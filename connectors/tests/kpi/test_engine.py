@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from plantline.connectors.kpi import (
-    KPI_GAUGES,
     SPARKPLUG_METRICS,
     WEEKDAYS,
     Break,
@@ -25,6 +24,7 @@ from plantline.connectors.kpi import (
     gauge_values,
     sparkplug_metrics,
 )
+from plantline.connectors.metric_names import KPI_GAUGES
 from plantline.connectors.samples import Quality, Sample, Value
 
 MACHINE = "filler-1"
@@ -451,7 +451,7 @@ def test_sparkplug_metrics_and_gauges() -> None:
     assert set(SPARKPLUG_METRICS) == set(metrics)
 
     gauges = gauge_values(kpi.snapshot(T0 + 200 * S))
-    assert all(name.startswith("plantline_kpi_") and name in KPI_GAUGES for name, _, _ in gauges)
+    assert {name for name, _, _ in gauges} <= {gauge.name for gauge in KPI_GAUGES}
     assert ("plantline_kpi_availability_ratio", "window", 0.5) in gauges
     assert ("plantline_kpi_fault_active_code", "window", 1001.0) in gauges
     assert not any(name == "plantline_kpi_mttr_seconds" for name, _, _ in gauges)

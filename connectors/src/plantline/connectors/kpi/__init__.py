@@ -1,13 +1,12 @@
 """Line KPIs at the edge: OEE, time accounting, faults, shifts; pure, fed by samples, asked with `now`.
 
 `KpiEngine(machine_id, config)` takes a machine's samples (`update`) and gives a `KpiSnapshot`
-(`snapshot(now_ms)`) over a rolling window and the current shift; `sparkplug_metrics` and the
-`KPI_*` gauge names are how the runtime publishes it.
+(`snapshot(now_ms)`) over a rolling window and the current shift; `sparkplug_metrics` and
+`gauge_values` (the `KPI_*` gauges of `plantline.connectors.metric_names`) are how the runtime
+publishes it.
 """
 
 from plantline.connectors.kpi.engine import (
-    KPI_GAUGES,
-    KPI_LABELS,
     SPARKPLUG_METRICS,
     STATE_PRECEDENCE,
     KpiConfig,
@@ -32,8 +31,6 @@ from plantline.connectors.kpi.shifts import (
 
 __all__ = [
     "ALL_DAYS",
-    "KPI_GAUGES",
-    "KPI_LABELS",
     "SPARKPLUG_METRICS",
     "STATE_PRECEDENCE",
     "WEEKDAYS",

@@ -54,6 +54,22 @@ from plantline.connectors.kpi.shifts import (
     ShiftCalendar,
     ShiftOccurrence,
 )
+from plantline.connectors.metric_names import (
+    KPI_AVAILABILITY,
+    KPI_FAULT_ACTIVE_CODE,
+    KPI_FAULTS,
+    KPI_GOOD,
+    KPI_MTBF,
+    KPI_MTTR,
+    KPI_OEE,
+    KPI_PERFORMANCE,
+    KPI_PLANNED,
+    KPI_QUALITY,
+    KPI_REJECT,
+    KPI_RUN,
+    KPI_TOTAL,
+    MetricDefinition,
+)
 from plantline.connectors.samples import Quality, Sample, Value
 
 STATE_PRECEDENCE: tuple[str, ...] = (
@@ -655,45 +671,16 @@ def sparkplug_metrics(snapshot: KpiSnapshot) -> dict[str, tuple[float | int | No
     return {name: (values[name], datatype) for name, datatype in SPARKPLUG_METRICS.items()}
 
 
-# Prometheus gauges, labelled `device` and `scope` (`window` | `shift`); the runtime creates them.
-KPI_OEE = "plantline_kpi_oee_ratio"
-KPI_AVAILABILITY = "plantline_kpi_availability_ratio"
-KPI_PERFORMANCE = "plantline_kpi_performance_ratio"
-KPI_QUALITY = "plantline_kpi_quality_ratio"
-KPI_RUN = "plantline_kpi_run_seconds"
-KPI_PLANNED = "plantline_kpi_planned_production_seconds"
-KPI_GOOD = "plantline_kpi_good_parts"
-KPI_REJECT = "plantline_kpi_reject_parts"
-KPI_TOTAL = "plantline_kpi_total_parts"
-KPI_MTTR = "plantline_kpi_mttr_seconds"
-KPI_MTBF = "plantline_kpi_mtbf_seconds"
-KPI_FAULTS = "plantline_kpi_faults"
-KPI_FAULT_ACTIVE_CODE = "plantline_kpi_fault_active_code"
-KPI_LABELS: tuple[str, ...] = ("device", "scope")
-KPI_GAUGES: Mapping[str, str] = {
-    KPI_OEE: "Overall equipment effectiveness (availability x performance x quality)",
-    KPI_AVAILABILITY: "Run time / planned production time",
-    KPI_PERFORMANCE: "Ideal cycle time x total count / run time",
-    KPI_QUALITY: "Good count / total count",
-    KPI_RUN: "Run time",
-    KPI_PLANNED: "Planned production time",
-    KPI_GOOD: "Good parts counted",
-    KPI_REJECT: "Rejected parts counted",
-    KPI_TOTAL: "Parts counted",
-    KPI_MTTR: "Mean time to repair",
-    KPI_MTBF: "Mean time between failures",
-    KPI_FAULTS: "Faults that started",
-    KPI_FAULT_ACTIVE_CODE: "Code of the active fault, 0 when none",
-}
-
-
 def gauge_values(snapshot: KpiSnapshot) -> list[tuple[str, str, float]]:
-    """Return (gauge name, scope, value) for every defined figure; undefined ones are left out."""
-    out: list[tuple[str, str, float]] = [(KPI_FAULT_ACTIVE_CODE, "window", float(snapshot.active_fault_code or 0))]
+    """Return (gauge name, scope, value) for every defined figure; undefined ones are left out.
+
+    The gauges are `KPI_GAUGES` of `plantline.connectors.metric_names`, labelled `device` and `scope`.
+    """
+    out: list[tuple[str, str, float]] = [(KPI_FAULT_ACTIVE_CODE.name, "window", float(snapshot.active_fault_code or 0))]
     for figures in (snapshot.window, snapshot.shift):
         if figures is None:
             continue
-        values: dict[str, float | int | None] = {
+        values: dict[MetricDefinition, float | int | None] = {
             KPI_OEE: figures.oee,
             KPI_AVAILABILITY: figures.availability,
             KPI_PERFORMANCE: figures.performance,
@@ -707,5 +694,5 @@ def gauge_values(snapshot: KpiSnapshot) -> list[tuple[str, str, float]]:
             KPI_MTBF: figures.mtbf_s,
             KPI_FAULTS: figures.fault_count,
         }
-        out.extend((name, figures.scope, float(value)) for name, value in values.items() if value is not None)
+        out.extend((gauge.name, figures.scope, float(value)) for gauge, value in values.items() if value is not None)
     return out

@@ -1,0 +1,147 @@
+"""The Prometheus metrics a connector exposes, described once: name, type, help text and labels.
+
+Pure data without prometheus_client, so that whatever reads a connector's /metrics imports its
+names from here: the connector's own registry (`plantline.connectors.metrics`), `plantline
+status`, dashboards and alert rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+MetricType = Literal["counter", "gauge", "histogram"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDefinition:
+    """One metric of a connector: the name to query, its type, what it means and its labels."""
+
+    name: str  # as queried: a counter's ends in `_total`; a histogram's gets `_bucket`, `_sum`, `_count`
+    type: MetricType
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()  # a histogram's upper bounds (+Inf implied)
+
+    @property
+    def family(self) -> str:
+        """Return the metric family's name, which prometheus_client takes and its parser reports.
+
+        It is `name` but for a counter, whose family name has no `_total` (the samples keep it).
+        """
+        return self.name.removesuffix("_total") if self.type == "counter" else self.name
+
+
+_DEVICE = ("device",)
+
+SOURCE_CONNECTED: Final = MetricDefinition(
+    "plantline_source_connected", "gauge", "1 while the device's PLC connection is up", _DEVICE
+)
+SOURCE_RECONNECTS: Final = MetricDefinition(
+    "plantline_source_reconnects_total", "counter", "PLC reconnections", _DEVICE
+)
+SOURCE_READ_ERRORS: Final = MetricDefinition(
+    "plantline_source_read_errors_total", "counter", "PLC read errors", _DEVICE
+)
+SOURCE_LAST_SAMPLE: Final = MetricDefinition(
+    "plantline_source_last_sample_timestamp_seconds",
+    "gauge",
+    "Unix time the device's latest samples were stored",
+    _DEVICE,
+)
+SAMPLES: Final = MetricDefinition("plantline_samples_total", "counter", "Samples accepted from sources", _DEVICE)
+SAMPLES_BAD_QUALITY: Final = MetricDefinition(
+    "plantline_samples_bad_quality_total", "counter", "Samples of bad or uncertain quality", ("device", "quality")
+)
+MQTT_CONNECTED: Final = MetricDefinition(
+    "plantline_mqtt_connected", "gauge", "1 while an MQTT session is open", ("broker",)
+)
+MQTT_REFUSED: Final = MetricDefinition(
+    "plantline_mqtt_refused", "gauge", "1 while the brokers refuse this identity (certificate revoked or not trusted)"
+)
+SPARKPLUG_MESSAGES: Final = MetricDefinition(
+    "plantline_sparkplug_messages_total", "counter", "Sparkplug messages published", ("type",)
+)
+OUTBOX_BATCHES: Final = MetricDefinition("plantline_outbox_batches", "gauge", "Batches waiting in the outbox")
+OUTBOX_SAMPLES: Final = MetricDefinition("plantline_outbox_samples", "gauge", "Samples waiting in the outbox")
+OUTBOX_BYTES: Final = MetricDefinition("plantline_outbox_bytes", "gauge", "Bytes the outbox holds")
+OUTBOX_OLDEST_AGE: Final = MetricDefinition(
+    "plantline_outbox_oldest_age_seconds", "gauge", "Age of the oldest waiting sample"
+)
+OUTBOX_DROPPED: Final = MetricDefinition(
+    "plantline_outbox_dropped_samples_total", "counter", "Samples dropped by the outbox's bounds", ("reason",)
+)
+OUTBOX_CORRUPT: Final = MetricDefinition(
+    "plantline_outbox_corrupt_batches_total", "counter", "Damaged outbox batches set aside"
+)
+INGEST_LAG: Final = MetricDefinition(
+    "plantline_ingest_lag_seconds",
+    "histogram",
+    "Source timestamp to broker acknowledgement",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600),
+)
+SAMPLING_SLOWDOWN: Final = MetricDefinition(
+    "plantline_sampling_slowdown_factor", "gauge", "Factor sampling intervals are stretched by (1 = full rate)", _DEVICE
+)
+
+# Edge KPIs (plantline.connectors.kpi), per device; `scope` is `window` (rolling) or `shift` (current).
+KPI_LABELS: Final = ("device", "scope")
+
+
+def _kpi(name: str, help_text: str) -> MetricDefinition:
+    return MetricDefinition(name, "gauge", help_text, KPI_LABELS)
+
+
+KPI_OEE: Final = _kpi(
+    "plantline_kpi_oee_ratio", "Overall equipment effectiveness (availability x performance x quality)"
+)
+KPI_AVAILABILITY: Final = _kpi("plantline_kpi_availability_ratio", "Run time / planned production time")
+KPI_PERFORMANCE: Final = _kpi("plantline_kpi_performance_ratio", "Ideal cycle time x total count / run time")
+KPI_QUALITY: Final = _kpi("plantline_kpi_quality_ratio", "Good count / total count")
+KPI_RUN: Final = _kpi("plantline_kpi_run_seconds", "Run time")
+KPI_PLANNED: Final = _kpi("plantline_kpi_planned_production_seconds", "Planned production time")
+KPI_GOOD: Final = _kpi("plantline_kpi_good_parts", "Good parts counted")
+KPI_REJECT: Final = _kpi("plantline_kpi_reject_parts", "Rejected parts counted")
+KPI_TOTAL: Final = _kpi("plantline_kpi_total_parts", "Parts counted")
+KPI_MTTR: Final = _kpi("plantline_kpi_mttr_seconds", "Mean time to repair")
+KPI_MTBF: Final = _kpi("plantline_kpi_mtbf_seconds", "Mean time between failures")
+KPI_FAULTS: Final = _kpi("plantline_kpi_faults", "Faults that started")
+KPI_FAULT_ACTIVE_CODE: Final = _kpi("plantline_kpi_fault_active_code", "Code of the active fault, 0 when none")
+
+KPI_GAUGES: Final = (
+    KPI_OEE,
+    KPI_AVAILABILITY,
+    KPI_PERFORMANCE,
+    KPI_QUALITY,
+    KPI_RUN,
+    KPI_PLANNED,
+    KPI_GOOD,
+    KPI_REJECT,
+    KPI_TOTAL,
+    KPI_MTTR,
+    KPI_MTBF,
+    KPI_FAULTS,
+    KPI_FAULT_ACTIVE_CODE,
+)
+
+CONNECTOR_METRICS: Final = (
+    SOURCE_CONNECTED,
+    SOURCE_RECONNECTS,
+    SOURCE_READ_ERRORS,
+    SOURCE_LAST_SAMPLE,
+    SAMPLES,
+    SAMPLES_BAD_QUALITY,
+    MQTT_CONNECTED,
+    MQTT_REFUSED,
+    SPARKPLUG_MESSAGES,
+    OUTBOX_BATCHES,
+    OUTBOX_SAMPLES,
+    OUTBOX_BYTES,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_DROPPED,
+    OUTBOX_CORRUPT,
+    INGEST_LAG,
+    SAMPLING_SLOWDOWN,
+    *KPI_GAUGES,
+)
+"""Every metric a connector's /metrics exposes, in a stable order."""
