@@ -79,7 +79,7 @@ def test_valid_config_loads_with_defaults(tmp_path: Path) -> None:
         ("devices.0.tags.0.signal", "speed", "devices[0].tags[0].signal: 'speed' is not a canonical signal"),
         ("devices.0.tags.2.datatype", "int7", "devices[0].tags[2].datatype: Input should be"),
         ("devices.0.protocol", "modbus", "devices[0].protocol: Input should be 'opcua'"),
-        ("devices.0.endpoint", "http://x", "devices[0].endpoint: expected opc.tcp://"),
+        ("devices.0.endpoint", "http://x", "devices[0].endpoint: 'http://x': expected opc.tcp://"),
         ("devices.0.id", "a/b", "devices[0].id: expected 1-64 characters"),
         ("sparkplug.group_id", "site+1", "sparkplug.group_id: expected 1-64 characters"),
         ("brokers.1.insecure_plaintext", False, "brokers[1]: tls is required"),

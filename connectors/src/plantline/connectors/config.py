@@ -9,13 +9,17 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from plantline.connectors.addressing.cip import CIP_TYPES, parse_cip_endpoint, parse_logix_address
-from plantline.connectors.addressing.s7 import parse_s7_address, parse_s7_endpoint
+from plantline.connectors.addressing.cip import CIP_TYPES, parse_logix_address
+from plantline.connectors.addressing.endpoints import PlcProtocol, parse_endpoint
+from plantline.connectors.addressing.mqtt import TLS_PORT
+from plantline.connectors.addressing.s7 import parse_s7_address
 from plantline.connectors.samples import is_canonical_signal
 
 # Sparkplug ids become MQTT topic levels: no wildcards, no level separator (tck-id-intro-*-chars).
 _SPARKPLUG_ID = re.compile(r"[^+#/\s]{1,64}")
 _OPCUA_NODE_ID = re.compile(r"(ns=\d+;)?(i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=[A-Za-z0-9+/=]+)")
+
+DEFAULT_METRICS_PORT = 9400  # a connector's /metrics, /healthz and /readyz
 
 DataTypeName = Literal[
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -39,7 +43,7 @@ class BrokerEndpoint(_Strict):
     """One MQTT broker; the list in the config is the failover order."""
 
     host: Annotated[str, Field(min_length=1)]
-    port: Annotated[int, Field(ge=1, le=65535)] = 8883
+    port: Annotated[int, Field(ge=1, le=65535)] = TLS_PORT
     tls: TlsFiles | None = None
     insecure_plaintext: bool = False  # explicit opt-in for plaintext MQTT (tests, lab networks)
 
@@ -190,11 +194,9 @@ def _address_problem(protocol: str, tag: Tag) -> str | None:
     return None
 
 
-def _endpoint_problem(protocol: str, endpoint: str) -> str | None:
-    if protocol == "opcua":
-        return None if endpoint.startswith("opc.tcp://") else "expected opc.tcp://HOST:PORT/..."
+def _endpoint_problem(protocol: PlcProtocol, endpoint: str) -> str | None:
     try:
-        (parse_s7_endpoint if protocol == "s7" else parse_cip_endpoint)(endpoint)
+        parse_endpoint(protocol, endpoint)
     except ValueError as exc:
         return str(exc).removeprefix("endpoint: ")
     return None
@@ -202,7 +204,7 @@ def _endpoint_problem(protocol: str, endpoint: str) -> str | None:
 
 class Device(_Strict):
     id: str
-    protocol: Literal["opcua", "s7", "cip"]
+    protocol: PlcProtocol
     endpoint: Annotated[str, Field(min_length=1)]
     sampling_interval_ms: Annotated[int, Field(ge=10)] = 1000
     opcua: OpcUaOptions = OpcUaOptions()
@@ -247,7 +249,7 @@ class ConnectorConfig(_Strict):
     sparkplug: SparkplugIdentity
     brokers: Annotated[list[BrokerEndpoint], Field(min_length=1)]
     outbox: OutboxSettings
-    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9400  # 0: no metrics endpoint
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_METRICS_PORT  # 0: no metrics endpoint
     metrics_address: str = "127.0.0.1"  # 0.0.0.0 in a pod, so probes and Prometheus reach it
     state_directory: Path  # bdSeq and other small state
     batching: Batching = Batching()

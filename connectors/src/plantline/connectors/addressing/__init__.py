@@ -1,1 +1,4 @@
-"""Protocol addressing, pure: what the configuration validates and the sources read with."""
+"""Protocol addressing, pure: endpoints and their default ports, tag addresses, MQTT port and namespace.
+
+The configuration validates with these, the sources read with them, and the operator renders them.
+"""

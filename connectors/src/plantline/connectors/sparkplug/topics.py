@@ -12,6 +12,8 @@ import enum
 import json
 from dataclasses import dataclass
 
+from plantline.connectors.addressing.mqtt import SPARKPLUG_NAMESPACE as NAMESPACE
+
 __all__ = [
     "NAMESPACE",
     "HostState",
@@ -23,8 +25,6 @@ __all__ = [
     "state_payload_offline",
     "state_payload_online",
 ]
-
-NAMESPACE = "spBv1.0"
 
 # tck-id-topic-structure-namespace-valid-*-id: an id is UTF-8 without these; MQTT forbids NUL.
 _RESERVED = frozenset("+/#\x00")
