@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from plantline.connectors.addressing.endpoints import PlcProtocol
 from plantline.connectors.config import ConnectorConfig, load_config, parse_config
 from plantline.operator.api import PlantLine, parse_plantline
 from plantline.operator.model import (
@@ -455,7 +456,7 @@ def test_network_policy_dedupes_a_shared_endpoint_and_uses_128_bits_for_ipv6() -
         ("cip", "cip://10.0.0.7:2222", Endpoint("10.0.0.7", 2222)),
     ],
 )
-def test_endpoint_of_uses_the_protocol_default_port(protocol: str, endpoint: str, expected: Endpoint) -> None:
+def test_endpoint_of_uses_the_protocol_default_port(protocol: PlcProtocol, endpoint: str, expected: Endpoint) -> None:
     assert endpoint_of(protocol, endpoint) == expected
 
 

@@ -12,20 +12,27 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from plantline.connectors.addressing.endpoints import PlcProtocol
+from plantline.connectors.addressing.mqtt import TLS_PORT
 from plantline.connectors.config import DataTypeName, Device, ShiftCalendarSettings
 from plantline.pki.errors import InvalidInput
 from plantline.pki.names import validate_identity
 from plantline.pki.profiles import builtin_profiles
 from plantline.pki.window import parse_window
 
-API_VERSION = "plantline.dev/v1alpha1"
-KIND = "PlantLine"
+# The API's names are spelled once, in the literals the model checks; the constants are read from them.
+ApiVersion = Literal["plantline.dev/v1alpha1"]
+Kind = Literal["PlantLine"]
+API_VERSION: str = get_args(ApiVersion)[0]
+GROUP, VERSION = API_VERSION.split("/")
+KIND: str = get_args(Kind)[0]
+PLURAL = "plantlines"
 
 # ISA-95 names become topic levels, certificate identities and Kubernetes names: DNS-label-like.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,18}[a-z0-9])?$"
@@ -85,7 +92,7 @@ class MachineSpec(_Spec):
     """One machine of the line (a Sparkplug device) read over one protocol."""
 
     id: PlaceName
-    protocol: Literal["opcua", "s7", "cip"]
+    protocol: PlcProtocol
     endpoint: Annotated[str, Field(min_length=1, max_length=256)]
     opcua: OpcUaSpec | None = None
     ideal_cycle_time: Annotated[float, Field(gt=0)] | None = None  # seconds; else the PLC's cycle.ideal
@@ -108,7 +115,7 @@ class BridgeSpec(_Spec):
     """The site broker's bridge to a core broker: the line's topics out, commands and STATE in."""
 
     host: Host
-    port: Port = 8883
+    port: Port = TLS_PORT
     remote_prefix: Annotated[str, Field(max_length=64, pattern=r"^([^+#\s]*/)?$")] = ""
 
 
@@ -123,7 +130,7 @@ class BrokerSpec(_Spec):
 
     kind: Literal["mosquitto", "emqx"] = "mosquitto"
     host: Host
-    port: Port = 8883
+    port: Port = TLS_PORT
     bridge: BridgeSpec | None = None
     queue_limit_mib: Annotated[int, Field(ge=1, le=65536)] = 256
     autosave_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
@@ -190,8 +197,8 @@ class ObjectMeta(BaseModel):
 
 
 class PlantLine(_Spec):
-    api_version: Literal["plantline.dev/v1alpha1"]
-    kind: Literal["PlantLine"]
+    api_version: ApiVersion
+    kind: Kind
     metadata: ObjectMeta
     spec: PlantLineSpec
 

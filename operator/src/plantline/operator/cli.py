@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from plantline.connectors.config import DEFAULT_METRICS_PORT
 from plantline.connectors.extras import MissingExtra
 from plantline.operator import extras
 from plantline.operator.api import PlantLine, PlantLineInvalid, Problem, parse_plantline
@@ -306,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--force", action="store_true", help="replace files that exist")
     render.add_argument("--tls-dir", type=Path, default=Path("/etc/plantline/tls"), help="TLS files on the node")
     render.add_argument("--data-dir", type=Path, default=Path("/var/lib/plantline"), help="outboxes, state, broker")
-    render.add_argument("--metrics-base-port", type=int, default=9400)
+    render.add_argument("--metrics-base-port", type=int, default=DEFAULT_METRICS_PORT)
     render.set_defaults(run=cmd_render)
 
     up = commands.add_parser(
@@ -316,7 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("file", type=Path)
     up.add_argument("--simulate", action="store_true", help="start a simulated PLC for every machine")
     up.add_argument("--state-dir", type=Path, default=None, help="default: .plantline/<site>-<line>")
-    up.add_argument("--metrics-base-port", type=int, default=9400, help="connectors' /metrics ports count up from it")
+    up.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=DEFAULT_METRICS_PORT,
+        help="connectors' /metrics ports count up from it",
+    )
     up.add_argument("--detach", action="store_true", help="run in the background; return once the line runs")
     up.set_defaults(run=cmd_up)
 

@@ -13,11 +13,8 @@ from typing import Any
 
 import yaml
 
-from plantline.operator.api import API_VERSION, PlantLine, PlantLineStatus
+from plantline.operator.api import GROUP, KIND, PLURAL, VERSION, PlantLine, PlantLineStatus
 
-GROUP = "plantline.dev"
-VERSION = API_VERSION.split("/")[1]
-PLURAL = "plantlines"
 SINGULAR = "plantline"
 SHORT_NAMES = ("pl",)
 
@@ -170,8 +167,8 @@ def crd() -> dict[str, Any]:
             "group": GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": "PlantLine",
-                "listKind": "PlantLineList",
+                "kind": KIND,
+                "listKind": f"{KIND}List",
                 "plural": PLURAL,
                 "singular": SINGULAR,
                 "shortNames": list(SHORT_NAMES),

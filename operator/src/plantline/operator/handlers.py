@@ -17,8 +17,9 @@ from typing import Any
 
 import kopf
 
+from plantline.operator.api import GROUP, PLURAL, VERSION
 from plantline.operator.issuer import CaInvalid
-from plantline.operator.model import FINALIZER, GROUP, PLURAL, VERSION, ConnectorSettings
+from plantline.operator.model import FINALIZER, ConnectorSettings
 from plantline.operator.reconcile import Context, Event, Outcome, finalize, reconcile, retry_delay
 from plantline.operator.resources import ApiFailure, KubeCluster, SecretAuthority, connect
 

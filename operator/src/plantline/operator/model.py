@@ -15,11 +15,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
-from plantline.operator.api import API_VERSION, KIND, PlantLine
+from plantline.connectors.addressing.endpoints import PlcProtocol, parse_endpoint
+from plantline.connectors.config import DEFAULT_METRICS_PORT
+from plantline.operator.api import API_VERSION, GROUP, KIND, PlantLine
 from plantline.operator.render import (
     TRUST_BUNDLE,
     CertificateRequest,
@@ -30,19 +31,16 @@ from plantline.operator.render import (
     topology,
 )
 
-GROUP = "plantline.dev"
-VERSION = "v1alpha1"
-PLURAL = "plantlines"
 FIELD_MANAGER = "plantline-operator"
-FINALIZER = "plantline.dev/finalizer"
-PAUSE_ANNOTATION = "plantline.dev/pause-reconciliation"
-CONFIG_HASH_ANNOTATION = "plantline.dev/config-hash"
-CERTIFICATE_HASH_ANNOTATION = "plantline.dev/certificate-hash"
-IDENTITY_ANNOTATION = "plantline.dev/identity"
-PROFILE_ANNOTATION = "plantline.dev/profile"
+FINALIZER = f"{GROUP}/finalizer"
+PAUSE_ANNOTATION = f"{GROUP}/pause-reconciliation"
+CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
+CERTIFICATE_HASH_ANNOTATION = f"{GROUP}/certificate-hash"
+IDENTITY_ANNOTATION = f"{GROUP}/identity"
+PROFILE_ANNOTATION = f"{GROUP}/profile"
 
-LINE_LABEL = "plantline.dev/line"
-CONNECTOR_LABEL = "plantline.dev/connector"
+LINE_LABEL = f"{GROUP}/line"
+CONNECTOR_LABEL = f"{GROUP}/connector"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY = "plantline-operator"
 
@@ -50,13 +48,11 @@ CONFIG_DIR = Path("/etc/plantline")
 TLS_DIR = CONFIG_DIR / "tls"
 DATA_DIR = Path("/var/lib/plantline")
 CONFIG_FILE = CONFIG_DIR / "connector.yaml"
-METRICS_PORT = 9400
+METRICS_PORT = DEFAULT_METRICS_PORT  # in a pod: the Service, probes and NetworkPolicy use it
 RUN_AS = 65532  # an unprivileged uid/gid with no entry in the image: restricted pod security
 
 # libyaml's emitter when PyYAML has it (about 10x faster); both write YAML the connectors load.
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-DEFAULT_PORTS = {"opcua": 4840, "s7": 102, "cip": 44818}
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,10 +373,10 @@ class Endpoint:
     port: int
 
 
-def endpoint_of(protocol: str, endpoint: str) -> Endpoint:
+def endpoint_of(protocol: PlcProtocol, endpoint: str) -> Endpoint:
     """Return the host and port of a (validated) PLC endpoint URL, with the protocol's default port."""
-    parts = urlsplit(endpoint)
-    return Endpoint(host=parts.hostname or "", port=parts.port or DEFAULT_PORTS[protocol])
+    parts = parse_endpoint(protocol, endpoint)
+    return Endpoint(host=parts.host, port=parts.port)
 
 
 def _egress_rule(target: Endpoint) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from plantline.operator.api import PlantLine, PlantLineInvalid, parse_plantline
+from plantline.operator.api import GROUP, PlantLine, PlantLineInvalid, parse_plantline
 from plantline.operator.issuer import CaInvalid, CaState, issue, policy, serial_of, stored_facts
 from plantline.operator.model import (
     IDENTITY_ANNOTATION,
@@ -40,7 +40,7 @@ from plantline.operator.resources import CHILD_KINDS, ApiFailure, Authority, Clu
 from plantline.pki.errors import PkiError
 from plantline.pki.renewal import Action, Decision, decide
 
-SUPERSEDES_ANNOTATION = "plantline.dev/supersedes"
+SUPERSEDES_ANNOTATION = f"{GROUP}/supersedes"
 NOT_READY_RETRY_S = 3.0  # the longest wait between checks while connectors become available
 NOT_READY_FIRST_S = 0.5  # the first check: a Deployment on a healthy cluster takes well under 1 s
 FAILURE_RETRY_S = 10.0

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plantline.connectors.addressing.mqtt import SPARKPLUG_NAMESPACE as NAMESPACE
 from plantline.connectors.config import (
+    DEFAULT_METRICS_PORT,
     BrokerEndpoint,
     ConnectorConfig,
     Deadband,
@@ -27,7 +29,6 @@ from plantline.connectors.config import (
 )
 from plantline.operator.api import MachineSpec, PlantLine, PlantLineSpec, connector_groups
 
-NAMESPACE = "spBv1.0"
 TRUST_BUNDLE = "ca.crt"
 CRL = "crl.pem"
 
@@ -183,7 +184,7 @@ def render_connector_configs(
     *,
     tls_dir: Path,
     data_dir: Path,
-    metrics_base_port: int = 9400,
+    metrics_base_port: int = DEFAULT_METRICS_PORT,
     metrics_address: str = "127.0.0.1",
 ) -> dict[str, ConnectorConfig]:
     """Return one validated ConnectorConfig per connector group, keyed by group name.
