@@ -34,13 +34,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from plantline.connectors import metric_names
+from plantline.connectors.addressing.endpoints import parse_endpoint
+from plantline.connectors.addressing.mqtt import SPARKPLUG_NAMESPACE, broker_url
+from plantline.connectors.config import DEFAULT_METRICS_PORT
+from plantline.connectors.metric_names import MetricDefinition
 from plantline.operator.api import MachineSpec, PlantLine
 from plantline.operator.render import (
     CRL,
@@ -61,7 +67,6 @@ from plantline.pki.exports import CertFormat
 
 PASSPHRASE_ENV = "PLANTLINE_PKI_PASSPHRASE"
 PASSPHRASE_FILE = "pki-passphrase"
-DEFAULT_PORTS = {"opcua": 4840, "s7": 102, "cip": 44818}
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 BACKOFF_MIN = 1.0
@@ -245,8 +250,8 @@ def find_mosquitto() -> str:
 
 
 def endpoint_host_port(machine: MachineSpec) -> tuple[str, int]:
-    parts = urlsplit(machine.endpoint)
-    return parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORTS[machine.protocol]
+    parts = parse_endpoint(machine.protocol, machine.endpoint)
+    return parts.host, parts.port
 
 
 def _sim_machine_name(machine: MachineSpec) -> str:
@@ -379,27 +384,64 @@ def _kill_group(pgid: int, sig: int) -> None:
 # -- metrics ----------------------------------------------------------------------------------------
 
 
-def scrape(port: int) -> dict[str, dict[str, float]]:
-    """Return {family: {labels: value}} from a connector's /metrics, empty when it does not answer."""
+Scrape = dict[str, list[Sample]]  # a connector's /metrics: the samples of each metric family
+
+
+def scrape(port: int) -> Scrape:
+    """Return the samples of a connector's /metrics by family, empty when it does not answer."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=0.5) as response:
             text = response.read().decode()
+        return {family.name: family.samples for family in text_string_to_metric_families(text)}
     except (OSError, ValueError):
         return {}
-    out: dict[str, dict[str, float]] = {}
-    for raw in text.splitlines():
-        if not raw or raw.startswith("#"):
-            continue
-        name_labels, _, value = raw.rpartition(" ")
-        name, _, labels = name_labels.partition("{")
-        with contextlib.suppress(ValueError):
-            out.setdefault(name, {})[labels.rstrip("}")] = float(value)
-    return out
 
 
-def _by_device(family: dict[str, float], device: str, extra: str = "") -> float | None:
-    found = [v for k, v in family.items() if f'device="{device}"' in k and extra in k]
+def _values(scraped: Scrape, metric: MetricDefinition, **labels: str) -> list[float]:
+    """Return the values of `metric`'s samples carrying `labels`."""
+    return [
+        s.value
+        for s in scraped.get(metric.family, ())
+        if s.name == metric.name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
+def _value(scraped: Scrape, metric: MetricDefinition, **labels: str) -> float | None:
+    found = _values(scraped, metric, **labels)
     return found[0] if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class MachineMetrics:
+    """What a connector's /metrics says about one of its machines; None where it says nothing."""
+
+    plc_connected: bool | None
+    mqtt: str | None  # the connector's MQTT session: connected, refused or down
+    last_sample_at: float | None  # Unix time
+    samples_total: float | None
+    outbox_samples: int | None  # the connector's, shared by its machines
+    oee: float | None  # over the rolling window
+
+    @classmethod
+    def of(cls, scraped: Scrape, machine_id: str) -> MachineMetrics:
+        connected = _value(scraped, metric_names.SOURCE_CONNECTED, device=machine_id)
+        outbox = _values(scraped, metric_names.OUTBOX_SAMPLES)
+        return cls(
+            plc_connected=None if connected is None else connected >= 1,
+            mqtt=_mqtt_state(scraped) if scraped else None,
+            last_sample_at=_value(scraped, metric_names.SOURCE_LAST_SAMPLE, device=machine_id),
+            samples_total=_value(scraped, metric_names.SAMPLES, device=machine_id),
+            outbox_samples=int(sum(outbox)) if outbox else None,
+            oee=_value(scraped, metric_names.KPI_OEE, device=machine_id, scope="window"),
+        )
+
+
+def _mqtt_state(scraped: Scrape) -> str:
+    if any(v >= 1 for v in _values(scraped, metric_names.MQTT_CONNECTED)):
+        return "connected"
+    if any(v >= 1 for v in _values(scraped, metric_names.MQTT_REFUSED)):
+        return "refused"
+    return "down"
 
 
 # -- the applier ------------------------------------------------------------------------------------
@@ -548,24 +590,20 @@ class LocalLine:
         for machine in self.line.spec.machines:
             group = self.machine_group[machine.id]
             child = by_group[group]
-            metrics = scraped.get(child.name, {})
-            connected = _by_device(metrics.get("plantline_source_connected", {}), machine.id)
-            last = _by_device(metrics.get("plantline_source_last_sample_timestamp_seconds", {}), machine.id)
-            samples = _by_device(metrics.get("plantline_samples_total", {}), machine.id)
-            oee = _by_device(metrics.get("plantline_kpi_oee_ratio", {}), machine.id, 'scope="window"')
-            outbox = metrics.get("plantline_outbox_samples", {})
+            metrics = MachineMetrics.of(scraped.get(child.name, {}), machine.id)
+            last = metrics.last_sample_at
             machines.append(
                 {
                     "machine": machine.id,
                     "protocol": machine.protocol,
                     "connector": group,
                     "connector_state": child.state(),
-                    "plc_connected": None if connected is None else connected >= 1,
-                    "mqtt": _mqtt_state(metrics) if metrics else None,
+                    "plc_connected": metrics.plc_connected,
+                    "mqtt": metrics.mqtt,
                     "last_value_age_s": None if not last else round(max(0.0, now - last), 1),
-                    "samples_per_s": self._rate(machine.id, samples, now),
-                    "outbox_samples": int(sum(outbox.values())) if outbox else None,
-                    "oee": oee,
+                    "samples_per_s": self._rate(machine.id, metrics.samples_total, now),
+                    "outbox_samples": metrics.outbox_samples,
+                    "oee": metrics.oee,
                 }
             )
         spec = self.line.spec
@@ -575,7 +613,7 @@ class LocalLine:
             "updated": now,
             "up_pid": os.getpid(),
             "broker": {
-                "url": f"mqtts://{spec.broker.host}:{spec.broker.port}",
+                "url": broker_url(spec.broker.host, spec.broker.port),
                 "state": self.broker.state() if self.broker else "not started",
                 "restarts": self.broker.restarts if self.broker else 0,
             },
@@ -624,14 +662,6 @@ class LocalLine:
         self.revoked_at_broker_start = revoked
         say(message)
         return message
-
-
-def _mqtt_state(metrics: dict[str, dict[str, float]]) -> str:
-    if any(v >= 1 for v in metrics.get("plantline_mqtt_connected", {}).values()):
-        return "connected"
-    if any(v >= 1 for v in metrics.get("plantline_mqtt_refused", {}).values()):
-        return "refused"
-    return "down"
 
 
 def _cell(value: Any, fmt: str = "{}") -> str:
@@ -730,7 +760,9 @@ def _state_lock(layout: Layout) -> Iterator[None]:
         yield
 
 
-def run_up(line: PlantLine, *, state_dir: Path | None, simulate: bool, metrics_base_port: int = 9400) -> int:
+def run_up(
+    line: PlantLine, *, state_dir: Path | None, simulate: bool, metrics_base_port: int = DEFAULT_METRICS_PORT
+) -> int:
     """Prepare, start and supervise the line until SIGINT/SIGTERM; return the exit status.
 
     SIGHUP (`plantline reload`) republishes the CA's CRL and trust bundle and reloads the broker.
@@ -807,13 +839,14 @@ def announce(line: PlantLine, layout: Layout) -> None:
     spec = line.spec
     tls = layout.tls.resolve()
     reader = reader_identity(spec)
-    print(f"broker: mqtts://{spec.broker.host}:{spec.broker.port}", flush=True)
+    topics = f"{SPARKPLUG_NAMESPACE}/{spec.sparkplug_group}/#"
+    print(f"broker: {broker_url(spec.broker.host, spec.broker.port)}", flush=True)
     print(f"reader certificate: {tls / f'{reader}.crt'}", flush=True)
     print(f"reader key: {tls / f'{reader}.key'}", flush=True)
     print(f"ca: {tls / TRUST_BUNDLE}", flush=True)
     print(
         f"subscribe: mosquitto_sub -h {spec.broker.host} -p {spec.broker.port} --cafile {tls / TRUST_BUNDLE} "
-        f"--cert {tls / f'{reader}.crt'} --key {tls / f'{reader}.key'} -t 'spBv1.0/{spec.sparkplug_group}/#' -v",
+        f"--cert {tls / f'{reader}.crt'} --key {tls / f'{reader}.key'} -t '{topics}' -v",
         flush=True,
     )
 

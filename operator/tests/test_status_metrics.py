@@ -1,0 +1,65 @@
+"""`plantline status` reads a connector's /metrics by the names the connectors define."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from plantline.connectors.health import HealthServer
+from plantline.connectors.metric_names import KPI_OEE
+from plantline.connectors.metrics import ConnectorMetrics
+from plantline.operator.local import MachineMetrics, scrape
+from plantline_testing import free_port
+
+
+@contextmanager
+def _served(metrics: ConnectorMetrics) -> Iterator[int]:
+    server = HealthServer(address="127.0.0.1", port=0, registry=metrics.registry, ready=lambda: True)
+    server.start()
+    try:
+        yield server.port
+    finally:
+        server.stop()
+
+
+def test_a_machine_row_reads_the_connectors_own_metrics() -> None:
+    metrics = ConnectorMetrics.create()
+    metrics.source_connected.labels("filler").set(1)
+    metrics.source_connected.labels("capper").set(0)
+    metrics.source_last_sample.labels("filler").set(1_700_000_000.5)
+    metrics.samples.labels("filler").inc(42)
+    metrics.kpi[KPI_OEE.name].labels("filler", "window").set(0.75)
+    metrics.kpi[KPI_OEE.name].labels("filler", "shift").set(0.5)
+    metrics.outbox_samples.set(7)
+    metrics.mqtt_connected.labels("127.0.0.1:8883").set(1)
+    with _served(metrics) as port:
+        scraped = scrape(port)
+
+    # samples_total, not the counter's _created timestamp; the window's OEE, not the shift's
+    assert MachineMetrics.of(scraped, "filler") == MachineMetrics(
+        plc_connected=True,
+        mqtt="connected",
+        last_sample_at=1_700_000_000.5,
+        samples_total=42.0,
+        outbox_samples=7,
+        oee=0.75,
+    )
+    assert MachineMetrics.of(scraped, "capper") == MachineMetrics(
+        plc_connected=False, mqtt="connected", last_sample_at=None, samples_total=None, outbox_samples=7, oee=None
+    )
+
+
+def test_a_refused_identity_shows_as_refused() -> None:
+    metrics = ConnectorMetrics.create()
+    metrics.mqtt_connected.labels("127.0.0.1:8883").set(0)
+    metrics.mqtt_refused.set(1)
+    with _served(metrics) as port:
+        assert MachineMetrics.of(scrape(port), "filler").mqtt == "refused"
+    metrics.mqtt_refused.set(0)
+    with _served(metrics) as port:
+        assert MachineMetrics.of(scrape(port), "filler").mqtt == "down"
+
+
+def test_a_connector_that_does_not_answer_says_nothing() -> None:
+    assert scrape(free_port()) == {}
+    assert MachineMetrics.of({}, "filler") == MachineMetrics(None, None, None, None, None, None)
