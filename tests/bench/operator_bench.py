@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import harness
+from plantline.operator.api import PLURAL
 from plantline_testing import free_port
 from plantline_testing.controlplane import ControlPlane, ensure_binaries
-from plantline_testing.kube import demo_line, install_operator, namespace, plantline, ready, wait_for
+from plantline_testing.kube import PLANTLINES, demo_line, install_operator, namespace, plantline, ready, wait_for
 
 say = harness.progress("operator-bench")
 
@@ -137,7 +138,7 @@ def many_lines(plane: ControlPlane, count: int) -> tuple[float, list[float]]:
     while len(done) < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {len(done)}/{count} PlantLines Ready")
-        answer = plane.request("GET", "/apis/plantline.dev/v1alpha1/plantlines")
+        answer = plane.request("GET", f"{PLANTLINES}/{PLURAL}")
         now = time.monotonic() - start
         for item in answer.get("items", []):
             meta = item["metadata"]

@@ -16,15 +16,17 @@ from typing import Any, TypeVar
 
 import yaml
 
+from plantline.operator.api import API_VERSION, GROUP, PLURAL
+from plantline.operator.model import LINE_LABEL
 from plantline_testing.controlplane import ApiError, ControlPlane
 
 ROOT = Path(__file__).resolve().parents[4]
 DEPLOY = ROOT / "operator" / "deploy"
 DEMO = ROOT / "examples" / "demo-line.yaml"
-CRD_NAME = "plantlines.plantline.dev"
+CRD_NAME = f"{PLURAL}.{GROUP}"
 OPERATOR_NAMESPACE = "plantline-system"
 OPERATOR_ACCOUNT = "plantline-operator"
-PLANTLINES = "/apis/plantline.dev/v1alpha1"
+PLANTLINES = f"/apis/{API_VERSION}"
 
 T = TypeVar("T")
 
@@ -84,7 +86,7 @@ def apply(plane: ControlPlane, obj: dict[str, Any]) -> None:
 
 def plantline(plane: ControlPlane, ns: str, name: str) -> dict[str, Any] | None:
     try:
-        return plane.request("GET", f"{PLANTLINES}/namespaces/{ns}/plantlines/{name}")
+        return plane.request("GET", f"{PLANTLINES}/namespaces/{ns}/{PLURAL}/{name}")
     except ApiError as exc:
         if exc.status == 404:
             return None
@@ -118,7 +120,7 @@ def items(plane: ControlPlane, path: str, selector: str) -> list[dict[str, Any]]
 
 def children(plane: ControlPlane, ns: str, line: str) -> dict[str, list[str]]:
     """Return the names of the line's children, by kind."""
-    selector = f"plantline.dev/line={line}"
+    selector = f"{LINE_LABEL}={line}"
     paths = {
         "Secret": f"/api/v1/namespaces/{ns}/secrets",
         "ConfigMap": f"/api/v1/namespaces/{ns}/configmaps",

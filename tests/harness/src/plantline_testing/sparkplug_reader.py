@@ -22,10 +22,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from plantline.connectors.sparkplug import (
+    NAMESPACE,
     DataType,
     MessageType,
     Metric,
     Payload,
+    Topic,
     apply_datatype,
     decode,
     encode,
@@ -123,7 +125,7 @@ class SparkplugReader:
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if not reason.is_failure:
             self._subscribed.clear()
-            client.subscribe(f"spBv1.0/{self.group_id}/#", qos=1)
+            client.subscribe(f"{NAMESPACE}/{self.group_id}/#", qos=1)
 
     def _on_subscribe(self, *_: object) -> None:
         with self._lock:
@@ -164,7 +166,7 @@ class SparkplugReader:
         self._rebirth_asked_at = now
         stamp = int(now * 1000)
         request = Payload(stamp, None, (Metric("Node Control/Rebirth", None, stamp, DataType.Boolean, True),))
-        self._client.publish(f"spBv1.0/{group_id}/NCMD/{edge_node_id}", encode(request), qos=1)
+        self._client.publish(str(Topic.node(group_id, MessageType.NCMD, edge_node_id)), encode(request), qos=1)
 
     def _resolve(self, device_id: str, payload: Payload) -> None:
         birth = self._births[device_id]
