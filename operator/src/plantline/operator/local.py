@@ -938,16 +938,29 @@ def signal_up(layout: Layout, signum: int) -> int | None:
     return pid
 
 
+def exited(pid: int) -> bool:
+    """Return whether process `pid` has ended (a zombie its parent has not reaped yet has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone; or no /proc, where the state lock alone tells
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
 def down(layout: Layout, *, timeout: float = 60.0) -> bool:
-    """Stop the line's background `up` and everything it started; return False when none ran."""
+    """Stop the line's background `up` and everything it started; return False when none ran.
+
+    Returns once the `up` process has ended, not only released the state lock: the interpreter
+    still winds down for a moment after that.
+    """
     pid = signal_up(layout, signal.SIGTERM)
     if pid is None:
         return False
     say(f"stopping plantline up (pid {pid}): connectors, then simulators, then the broker")
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and running_pid(layout) is not None:
-        time.sleep(0.2)
-    if running_pid(layout) is not None:
+    while time.monotonic() < deadline and not (running_pid(layout) is None and exited(pid)):
+        time.sleep(0.1)
+    if running_pid(layout) is not None or not exited(pid):
         say(f"plantline up did not stop in {timeout:.0f}s; killing it and its children")
         with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
             for child in json.loads(layout.pids.read_text())["children"].values():
