@@ -165,3 +165,28 @@ def test_s7_and_cip_devices_validate() -> None:
     ]  # fmt: skip
     config = parse_config(data, source="line.yaml")
     assert [d.protocol for d in config.devices] == ["s7", "cip"]
+
+
+def test_uint32_field_defaults_to_the_spec_and_accepts_long_value() -> None:
+    assert parse_config(VALID, source="c").sparkplug.uint32_field == "int_value"
+    config = parse_config(_with("sparkplug.uint32_field", "long_value"), source="c")
+    assert config.sparkplug.uint32_field == "long_value"
+
+
+@pytest.mark.parametrize("value", ["intValue", "uint64", 7, None])
+def test_an_unknown_uint32_field_is_named_with_its_choices(value: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_with("sparkplug.uint32_field", value), source="c")
+    assert caught.value.problems == [
+        f"sparkplug.uint32_field: {value!r} is neither int_value (the Sparkplug specification) nor long_value"
+        " (for hosts that read UInt32 only from long_value, such as Eclipse Tahu JavaScript)"
+    ]
+
+
+def test_the_config_and_the_codec_know_the_same_uint32_fields() -> None:
+    from typing import get_args
+
+    from plantline.connectors.config import Uint32Field
+    from plantline.connectors.sparkplug import UINT32_FIELDS
+
+    assert get_args(Uint32Field) == UINT32_FIELDS

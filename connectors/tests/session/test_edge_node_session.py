@@ -261,3 +261,37 @@ def test_clean_shutdown_publishes_ndeath_with_the_session_bdseq(tmp_path: Path) 
 def test_edge_subscribes_to_its_own_commands(tmp_path: Path) -> None:
     subs = dict(session(tmp_path).subscriptions())
     assert subs == {"spBv1.0/site1/NCMD/line1": 1, "spBv1.0/site1/DCMD/line1/+": 1}  # edge-subscribe-ncmd/dcmd
+
+
+# -- where UInt32 travels -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("uint32_field", ["int_value", "long_value"])
+def test_dbirth_and_ddata_carry_uint32_in_the_configured_field(tmp_path: Path, uint32_field: str) -> None:
+    from plantline.connectors.sparkplug import _sparkplug_b_pb2 as pb
+
+    s = session(tmp_path, uint32_field=uint32_field)
+    s.prepare_connect()
+    s.remember([sample("counter.good", 4_000_000_000)])
+    s.device_online("filler", T0)
+    _, dbirth = s.on_connected(T0)
+    (ddata,) = s.data([sample("counter.good", 4_000_000_001, ts=T0 + 1)], T0 + 2, historical=False)
+    birth_metric = next(m for m in pb.Payload.FromString(dbirth.payload).metrics if m.name == "counter.good")
+    (data_metric,) = pb.Payload.FromString(ddata.payload).metrics
+    assert birth_metric.WhichOneof("value") == data_metric.WhichOneof("value") == uint32_field
+    assert metric_value(payload(dbirth), "counter.good") == 4_000_000_000
+    assert apply_datatype(payload(ddata).metrics[0].value, DataType.UInt32) == 4_000_000_001
+
+
+def test_the_session_takes_uint32_field_from_the_config(tmp_path: Path) -> None:
+    from plantline.connectors.config import parse_config
+
+    tags = [tag.model_dump() for tag in TAGS["filler"]]
+    data = {
+        "sparkplug": {"group_id": "site1", "edge_node_id": "line1", "uint32_field": "long_value"},
+        "brokers": [{"host": "127.0.0.1", "insecure_plaintext": True}],
+        "outbox": {"directory": str(tmp_path / "outbox")},
+        "state_directory": str(tmp_path / "state"),
+        "devices": [{"id": "filler", "protocol": "opcua", "endpoint": "opc.tcp://x:4840/", "tags": tags}],
+    }
+    assert EdgeNodeSession.from_config(parse_config(data, source="c")).uint32_field == "long_value"

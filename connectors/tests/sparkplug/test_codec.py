@@ -27,6 +27,7 @@ from plantline.connectors.sparkplug import (
     SparkplugDecodeError,
     Template,
     TemplateParameter,
+    Uint32Field,
     decode,
     encode,
     encode_ddata,
@@ -515,6 +516,105 @@ def test_metric_without_datatype_keeps_the_raw_field() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Where UInt32 travels: int_value (the spec) or long_value (hosts that read it only there)
+
+
+def uint32_everywhere(value: int | None) -> Payload:
+    """A birth-like payload with a UInt32 in every place a scalar can be: metric, property, cell, parameter."""
+    prop = PropertyValue(DataType.UInt32, value)
+    nested = (("count", prop),)
+    properties = (
+        ("count", prop),
+        ("set", PropertyValue(DataType.PropertySet, nested)),
+        ("list", PropertyValue(DataType.PropertySetList, (nested, nested))),
+    )
+    table = DataSet(("n", "i"), (DataType.UInt32, DataType.Int32), ((value, -1),))
+    template = Template(
+        metrics=(Metric("inner", None, TS, DataType.UInt32, value),),
+        parameters=(TemplateParameter("limit", DataType.UInt32, value),),
+        is_definition=True,
+    )
+    return Payload(
+        TS,
+        0,
+        (
+            Metric("counter", 1, TS, DataType.UInt32, value, properties=properties),
+            Metric("table", 2, TS, DataType.DataSet, table),
+            Metric("type", 3, TS, DataType.Template, template),
+        ),
+    )
+
+
+def uint32_carriers(message: pb.Payload) -> list[str | None]:
+    """Which field each UInt32 scalar of `uint32_everywhere` travels in, wherever it is."""
+    counter, table, template = message.metrics
+    props = counter.properties.values
+    return [
+        counter.WhichOneof("value"),
+        props[0].WhichOneof("value"),
+        props[1].propertyset_value.values[0].WhichOneof("value"),
+        *(item.values[0].WhichOneof("value") for item in props[2].propertysets_value.propertyset),
+        table.dataset_value.rows[0].elements[0].WhichOneof("value"),
+        template.template_value.metrics[0].WhichOneof("value"),
+        template.template_value.parameters[0].WhichOneof("value"),
+    ]
+
+
+@pytest.mark.parametrize("uint32_field", ["int_value", "long_value"])
+@pytest.mark.parametrize("value", [0, 1, 2**31, U32])
+def test_uint32_goes_in_the_chosen_field_everywhere_and_roundtrips(uint32_field: Uint32Field, value: int) -> None:
+    payload = uint32_everywhere(value)
+    data = encode(payload, uint32_field=uint32_field)
+    message = pb.Payload.FromString(data)
+    assert uint32_carriers(message) == [uint32_field] * 8
+    assert getattr(message.metrics[0], uint32_field) == value
+    assert decode(data) == payload
+
+
+def test_uint32_field_defaults_to_the_spec_and_moves_nothing_else() -> None:
+    payload = uint32_everywhere(7)
+    assert encode(payload) == encode(payload, uint32_field="int_value")
+    others = one_metric(
+        DataType.Int32,
+        -1,
+        properties=(
+            ("u16", PropertyValue(DataType.UInt16, 65535)),
+            ("i64", PropertyValue(DataType.Int64, -1)),
+            ("Quality", PropertyValue(DataType.Int32, 192)),
+        ),
+    )
+    assert encode(others, uint32_field="long_value") == encode(others)
+    array = one_metric(DataType.UInt32Array, (0, 52, U32))  # packed bytes: no scalar field to choose
+    assert encode(array, uint32_field="long_value") == encode(array)
+
+
+@pytest.mark.parametrize("uint32_field", ["int_value", "long_value"])
+def test_encode_ddata_puts_uint32_in_the_chosen_field(uint32_field: Uint32Field) -> None:
+    from plantline.connectors.sparkplug import apply_datatype
+
+    props = (("limit", PropertyValue(DataType.UInt32, 5)),)
+    rows = [(1, TS, DataType.UInt32, 4_000_000_000, props), (2, TS, DataType.Int32, -3, None)]
+    data = encode_ddata(9, TS, rows, strip_datatypes=True, uint32_field=uint32_field)
+    expected = Payload(TS, 9, tuple(Metric(None, a, t, d, v, properties=p or ()) for a, t, d, v, p in rows))
+    assert data == encode(expected, strip_datatypes=True, uint32_field=uint32_field)
+    message = pb.Payload.FromString(data)
+    assert message.metrics[0].WhichOneof("value") == uint32_field
+    assert message.metrics[0].properties.values[0].WhichOneof("value") == uint32_field
+    assert message.metrics[1].WhichOneof("value") == "int_value"
+    decoded = decode(data).metrics
+    assert apply_datatype(decoded[0].value, DataType.UInt32) == 4_000_000_000
+    assert apply_datatype(decoded[1].value, DataType.Int32) == -3
+    assert decoded[0].properties == props
+
+
+def test_an_unknown_uint32_field_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"uint32_field 'uint64_value' is not one of int_value, long_value"):
+        encode(uint32_everywhere(1), uint32_field="uint64_value")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"uint32_field 'intValue' is not one of int_value, long_value"):
+        encode_ddata(0, TS, [], uint32_field="intValue")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
 # Validation on encode
 
 
@@ -829,6 +929,12 @@ payloads = st.builds(
 @given(payloads)
 def test_decode_inverts_encode(payload: Payload) -> None:
     assert decode(encode(payload)) == payload
+
+
+@settings(max_examples=300, deadline=None)
+@given(payloads)
+def test_decode_inverts_encode_with_uint32_in_long_value(payload: Payload) -> None:
+    assert decode(encode(payload, uint32_field="long_value")) == payload
 
 
 @settings(max_examples=300, deadline=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -54,16 +54,32 @@ class BrokerEndpoint(_Strict):
         return self
 
 
+# Where UInt32 values travel: the specification's int_value, or long_value for hosts that read
+# them only from there (Eclipse Tahu's JavaScript sparkplug-payload). The codec's Uint32Field.
+Uint32Field = Literal["int_value", "long_value"]
+
+
 class SparkplugIdentity(_Strict):
     group_id: str
     edge_node_id: str
     primary_host_id: str | None = None  # wait for its STATE ONLINE before births
+    uint32_field: Uint32Field = "int_value"
 
     @field_validator("group_id", "edge_node_id", "primary_host_id")
     @classmethod
     def _topic_safe(cls, value: str | None) -> str | None:
         if value is not None and not _SPARKPLUG_ID.fullmatch(value):
             raise ValueError("expected 1-64 characters without '+', '#', '/' or spaces")
+        return value
+
+    @field_validator("uint32_field", mode="before")
+    @classmethod
+    def _known_field(cls, value: object) -> object:
+        if value not in get_args(Uint32Field):
+            raise ValueError(
+                f"{value!r} is neither int_value (the Sparkplug specification) nor long_value"
+                " (for hosts that read UInt32 only from long_value, such as Eclipse Tahu JavaScript)"
+            )
         return value
 
 

@@ -28,6 +28,7 @@ from plantline.connectors.sparkplug import (
     Payload,
     PropertyValue,
     Topic,
+    Uint32Field,
     encode,
     encode_ddata,
     format_topic,
@@ -166,12 +167,14 @@ class EdgeNodeSession:
         primary_host_id: str | None = None,
         data_qos: int = 1,
         rebirth_debounce_ms: int = 1000,
+        uint32_field: Uint32Field = "int_value",
     ) -> None:
         self.group_id = group_id
         self.edge_node_id = edge_node_id
         self.primary_host_id = primary_host_id
         self.data_qos = data_qos
         self.rebirth_debounce_ms = rebirth_debounce_ms
+        self.uint32_field = uint32_field  # for DBIRTH and DDATA: node messages carry no UInt32
         self._bdseq_store = bdseq
         self.bdseq: int | None = None
         self.phase = Phase.OFFLINE
@@ -204,6 +207,7 @@ class EdgeNodeSession:
                 if d.computes_kpis
             },
             primary_host_id=config.sparkplug.primary_host_id,
+            uint32_field=config.sparkplug.uint32_field,
         )
 
     # -- topics -----------------------------------------------------------------------------------
@@ -358,7 +362,14 @@ class EdgeNodeSession:
             Outgoing(
                 MessageType.DDATA,
                 self.topic(MessageType.DDATA, device_id),
-                encode_ddata(self._next_seq(), now_ms, metrics, strip_datatypes=True, historical=historical),
+                encode_ddata(
+                    self._next_seq(),
+                    now_ms,
+                    metrics,
+                    strip_datatypes=True,
+                    historical=historical,
+                    uint32_field=self.uint32_field,
+                ),
                 self.data_qos,
                 device_id=device_id,
             )
@@ -411,5 +422,9 @@ class EdgeNodeSession:
         )
         payload = Payload(timestamp=now_ms, seq=self._next_seq(), metrics=metrics)
         return Outgoing(
-            MessageType.DBIRTH, self.topic(MessageType.DBIRTH, device_id), encode(payload), 0, device_id=device_id
+            MessageType.DBIRTH,
+            self.topic(MessageType.DBIRTH, device_id),
+            encode(payload, uint32_field=self.uint32_field),
+            0,
+            device_id=device_id,
         )

@@ -4,6 +4,7 @@ Pure functions over frozen dataclasses; nothing here touches a network or a cloc
 """
 
 from plantline.connectors.sparkplug.codec import (
+    UINT32_FIELDS,
     DataSet,
     DataType,
     MetaData,
@@ -14,6 +15,7 @@ from plantline.connectors.sparkplug.codec import (
     SparkplugDecodeError,
     Template,
     TemplateParameter,
+    Uint32Field,
     apply_datatype,
     decode,
     encode,
@@ -33,6 +35,7 @@ from plantline.connectors.sparkplug.topics import (
 
 __all__ = [
     "NAMESPACE",
+    "UINT32_FIELDS",
     "DataSet",
     "DataType",
     "HostState",
@@ -46,6 +49,7 @@ __all__ = [
     "Template",
     "TemplateParameter",
     "Topic",
+    "Uint32Field",
     "apply_datatype",
     "decode",
     "encode",

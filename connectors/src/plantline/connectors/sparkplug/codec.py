@@ -21,6 +21,12 @@ what converting a signed value to the spec's uint32 type means in C, Java (Tahu)
 (Tahu), and the only reading under which Int32 works at all. Decoding also accepts the narrow
 form that Tahu's Python helpers and pysparkplug write (Int8 -1 as 0xFF), since the two cannot be
 confused: any int_value that is neither form is rejected.
+
+UInt32 goes in int_value, as the specification says. Some hosts read it only from long_value
+(Eclipse Tahu's JavaScript sparkplug-payload reads null otherwise), so `encode` and `encode_ddata`
+take `uint32_field="long_value"` for them; it applies wherever a UInt32 scalar is written (metric
+values, property values, DataSet cells, Template parameters). Arrays are packed bytes either way.
+Decoding accepts UInt32 in either field.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import math
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import DecodeError
@@ -38,6 +44,7 @@ from google.protobuf.message import DecodeError
 from plantline.connectors.sparkplug import _sparkplug_b_pb2 as pb
 
 __all__ = [
+    "UINT32_FIELDS",
     "DataSet",
     "DataType",
     "MetaData",
@@ -48,6 +55,7 @@ __all__ = [
     "SparkplugDecodeError",
     "Template",
     "TemplateParameter",
+    "Uint32Field",
     "decode",
     "encode",
     "encode_ddata",
@@ -348,13 +356,13 @@ def _as_bytes(value: object, datatype: DataType) -> bytes:
     raise _BadValue(f"{datatype.name} needs bytes, got {type(value).__name__}")
 
 
-def _int_setter(datatype: DataType) -> _ScalarSetter:
+def _int_setter(datatype: DataType, *, in_long: bool) -> _ScalarSetter:
     # One closure per integer type, its range bound in: the common case is one type check and
     # one comparison, with the conversions and messages of _as_int only on the slow path.
     low, high = _INT_RANGES[datatype]
     mask = _U64 if high > _U32 else _U32  # negative values travel as two's complement of the field
 
-    if datatype in (DataType.Int64, DataType.UInt64, DataType.DateTime):
+    if in_long:
 
         def set_long(holder: _ValueHolder, value: object, _: DataType) -> None:
             if type(value) is not int or not low <= value <= high:
@@ -387,15 +395,34 @@ def _set_str(holder: _ValueHolder, value: object, datatype: DataType) -> None:
     holder.string_value = value if type(value) is str else _as_str(value, datatype)
 
 
-# How each basic type is written into the shared scalar fields.
+_LONG_CARRIED = frozenset({DataType.Int64, DataType.UInt64, DataType.DateTime})
+
+# How each basic type is written into the shared scalar fields, as the specification says.
 _BASIC_SETTERS: dict[DataType, _ScalarSetter] = {
-    **{datatype: _int_setter(datatype) for datatype in _INT_RANGES},
+    **{datatype: _int_setter(datatype, in_long=datatype in _LONG_CARRIED) for datatype in _INT_RANGES},
     DataType.Float: _set_float,
     DataType.Double: _set_double,
     DataType.Boolean: _set_bool,
     DataType.String: _set_str,
     DataType.Text: _set_str,
 }
+
+# Where a UInt32 scalar is written: the specification's int_value, or long_value for hosts that
+# read it only from there.
+Uint32Field = Literal["int_value", "long_value"]
+UINT32_FIELDS: tuple[Uint32Field, ...] = get_args(Uint32Field)
+_Setters = dict[DataType, _ScalarSetter]
+_SETTERS: dict[str, _Setters] = {
+    "int_value": _BASIC_SETTERS,
+    "long_value": {**_BASIC_SETTERS, DataType.UInt32: _int_setter(DataType.UInt32, in_long=True)},
+}
+
+
+def _setters(uint32_field: str) -> _Setters:
+    try:
+        return _SETTERS[uint32_field]
+    except (KeyError, TypeError):
+        raise ValueError(f"uint32_field {uint32_field!r} is not one of {', '.join(UINT32_FIELDS)}") from None
 
 
 def _pack_array(value: object, datatype: DataType) -> bytes:
@@ -438,7 +465,9 @@ def _pack_strings(items: tuple[object, ...]) -> bytes:
     return b"".join(parts)
 
 
-def _encode_properties(target: pb.Payload.PropertySet, properties: Iterable[tuple[str, PropertyValue]]) -> None:
+def _encode_properties(
+    target: pb.Payload.PropertySet, properties: Iterable[tuple[str, PropertyValue]], setters: _Setters
+) -> None:
     seen: set[str] = set()
     for key, prop in properties:
         if not isinstance(key, str):
@@ -449,10 +478,10 @@ def _encode_properties(target: pb.Payload.PropertySet, properties: Iterable[tupl
         if not isinstance(prop, PropertyValue):
             raise _BadValue(f"property {key!r} is {type(prop).__name__}, not a PropertyValue")
         target.keys.append(key)
-        _encode_property_value(target.values.add(), prop, key)
+        _encode_property_value(target.values.add(), prop, key, setters)
 
 
-def _encode_property_value(target: pb.Payload.PropertyValue, prop: PropertyValue, key: str) -> None:
+def _encode_property_value(target: pb.Payload.PropertyValue, prop: PropertyValue, key: str, setters: _Setters) -> None:
     datatype = prop.type
     if datatype not in _PROPERTY_TYPES:
         raise _BadValue(f"property {key!r}: {_type_name(datatype)} is not a property value type")
@@ -465,16 +494,16 @@ def _encode_property_value(target: pb.Payload.PropertyValue, prop: PropertyValue
             # SetInParent marks the oneof as set even when the set or list is empty.
             if datatype is DataType.PropertySet:
                 target.propertyset_value.SetInParent()
-                _encode_properties(target.propertyset_value, _as_pairs(value))
+                _encode_properties(target.propertyset_value, _as_pairs(value), setters)
             elif datatype is DataType.PropertySetList:
                 if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
                     raise _BadValue("PropertySetList needs a sequence of property sets")
                 target.propertysets_value.SetInParent()
                 sets = target.propertysets_value.propertyset
                 for item in value:
-                    _encode_properties(sets.add(), _as_pairs(item))
+                    _encode_properties(sets.add(), _as_pairs(item), setters)
             else:
-                _BASIC_SETTERS[datatype](target, value, datatype)
+                setters[datatype](target, value, datatype)
         except _BadValue as exc:
             raise _BadValue(f"property {key!r}: {exc}") from None
 
@@ -490,7 +519,7 @@ def _as_pairs(value: object) -> Iterable[tuple[str, PropertyValue]]:
     return pairs
 
 
-def _encode_dataset(target: pb.Payload.DataSet, dataset: object) -> None:
+def _encode_dataset(target: pb.Payload.DataSet, dataset: object, setters: _Setters) -> None:
     if not isinstance(dataset, DataSet):
         raise _BadValue(f"DataSet needs a DataSet, got {type(dataset).__name__}")
     columns, types = dataset.columns, dataset.types
@@ -510,14 +539,14 @@ def _encode_dataset(target: pb.Payload.DataSet, dataset: object) -> None:
             element = elements.add()
             if cell is not None:
                 try:
-                    _BASIC_SETTERS[datatype](element, cell, datatype)
+                    setters[datatype](element, cell, datatype)
                 except _BadValue as exc:
                     raise _BadValue(f"DataSet row {row_index} column {columns[column]!r}: {exc}") from None
     if not columns:
         target.SetInParent()
 
 
-def _encode_template(target: pb.Payload.Template, template: object) -> None:
+def _encode_template(target: pb.Payload.Template, template: object, setters: _Setters) -> None:
     if not isinstance(template, Template):
         raise _BadValue(f"Template needs a Template, got {type(template).__name__}")
     if template.is_definition and template.template_ref is not None:
@@ -530,11 +559,11 @@ def _encode_template(target: pb.Payload.Template, template: object) -> None:
     if template.template_ref is not None:
         target.template_ref = template.template_ref
     for parameter in template.parameters:
-        _encode_parameter(target.parameters.add(), parameter)
-    _encode_metrics(target.metrics, template.metrics, "template member")
+        _encode_parameter(target.parameters.add(), parameter, setters)
+    _encode_metrics(target.metrics, template.metrics, setters, "template member")
 
 
-def _encode_parameter(target: pb.Payload.Template.Parameter, parameter: TemplateParameter) -> None:
+def _encode_parameter(target: pb.Payload.Template.Parameter, parameter: TemplateParameter, setters: _Setters) -> None:
     datatype = parameter.type
     if datatype not in _BASIC_TYPES:
         raise _BadValue(f"Template parameter {parameter.name!r}: {_type_name(datatype)} is not a basic type")
@@ -542,7 +571,7 @@ def _encode_parameter(target: pb.Payload.Template.Parameter, parameter: Template
     target.type = datatype
     if parameter.value is not None:
         try:
-            _BASIC_SETTERS[datatype](target, parameter.value, datatype)
+            setters[datatype](target, parameter.value, datatype)
         except _BadValue as exc:
             raise _BadValue(f"Template parameter {parameter.name!r}: {exc}") from None
 
@@ -567,8 +596,8 @@ def _encode_metadata(target: pb.Payload.MetaData, metadata: MetaData) -> None:
     target.SetInParent()
 
 
-def _set_metric_value(target: pb.Payload.Metric, datatype: DataType, value: object) -> None:
-    setter = _BASIC_SETTERS.get(datatype)
+def _set_metric_value(target: pb.Payload.Metric, datatype: DataType, value: object, setters: _Setters) -> None:
+    setter = setters.get(datatype)
     if setter is not None:
         setter(target, value, datatype)
     elif datatype in _ARRAY_TYPES or datatype is DataType.Bytes or datatype is DataType.File:
@@ -576,9 +605,9 @@ def _set_metric_value(target: pb.Payload.Metric, datatype: DataType, value: obje
     elif datatype is DataType.UUID:
         target.string_value = _as_str(value, datatype)
     elif datatype is DataType.DataSet:
-        _encode_dataset(target.dataset_value, value)
+        _encode_dataset(target.dataset_value, value, setters)
     elif datatype is DataType.Template:
-        _encode_template(target.template_value, value)
+        _encode_template(target.template_value, value, setters)
     else:
         raise _BadValue(f"{_type_name(datatype)} is not a metric datatype")
 
@@ -590,6 +619,7 @@ _ARRAY_TYPES = frozenset(_ARRAY_FORMATS) | {DataType.BooleanArray, DataType.Stri
 def _encode_metrics(  # noqa: PLR0912 -- one flat loop: the hot path of every encode
     target: RepeatedCompositeFieldContainer[pb.Payload.Metric],
     metrics: Iterable[Metric],
+    setters: _Setters,
     what: str = "metric",
     strip_datatypes: bool = False,
 ) -> None:
@@ -622,13 +652,13 @@ def _encode_metrics(  # noqa: PLR0912 -- one flat loop: the hot path of every en
             elif datatype is None or datatype is DataType.Unknown:
                 raise _BadValue("a datatype is needed to encode a value")
             else:
-                _set_metric_value(message, datatype, value)
+                _set_metric_value(message, datatype, value, setters)
             if metric.is_historical:
                 message.is_historical = True
             if metric.is_transient:
                 message.is_transient = True
             if metric.properties:
-                _encode_properties(message.properties, metric.properties)
+                _encode_properties(message.properties, metric.properties, setters)
             if metric.metadata is not None:
                 _encode_metadata(message.metadata, metric.metadata)
         except (_BadValue, ValueError, TypeError) as exc:
@@ -654,7 +684,7 @@ def _type_name(datatype: object) -> str:
     return datatype.name if isinstance(datatype, DataType) else f"datatype {datatype!r}"
 
 
-def encode(payload: Payload, *, strip_datatypes: bool = False) -> bytes:
+def encode(payload: Payload, *, strip_datatypes: bool = False, uint32_field: Uint32Field = "int_value") -> bytes:
     """Return the Sparkplug B wire bytes of `payload`.
 
     With `strip_datatypes`, each metric's datatype still chooses how its value is written but is
@@ -662,16 +692,20 @@ def encode(payload: Payload, *, strip_datatypes: bool = False) -> bytes:
     (tck-id-payloads-metric-datatype-not-req); receivers then need the birth to read values.
     Births must keep them (tck-id-payloads-metric-datatype-req).
 
+    `uint32_field` says where UInt32 scalars go: "int_value" (the specification) or "long_value"
+    (for hosts that read them only from there, such as Eclipse Tahu's JavaScript library).
+
     Raises ValueError naming the metric and field when a value does not fit its datatype, a
     metric with a value has no datatype, or a number does not fit its protobuf field.
     """
+    setters = _setters(uint32_field)
     message = pb.Payload()
     timestamp = payload.timestamp
     if timestamp is not None:
         if type(timestamp) is not int or not 0 <= timestamp <= _U64:
             raise ValueError(f"payload timestamp {timestamp!r} is not a uint64 (ms since the epoch)")
         message.timestamp = timestamp
-    _encode_metrics(message.metrics, payload.metrics, strip_datatypes=strip_datatypes)
+    _encode_metrics(message.metrics, payload.metrics, setters, strip_datatypes=strip_datatypes)
     seq = payload.seq
     if seq is not None:
         if type(seq) is not int or not 0 <= seq <= 255:
@@ -695,10 +729,12 @@ def encode_ddata(  # noqa: PLR0912 -- one flat loop: the hot path of an edge nod
     *,
     strip_datatypes: bool = False,
     historical: bool = False,
+    uint32_field: Uint32Field = "int_value",
 ) -> bytes:
     """Return the wire bytes of a data message (NDATA or DDATA) of aliased metrics.
 
-    `historical` flags every metric `is_historical` (store-and-forward replay).
+    `historical` flags every metric `is_historical` (store-and-forward replay); `uint32_field` is
+    as for `encode`.
 
     The fast path of an edge node: each metric is (alias, timestamp, datatype, value,
     properties or None), value None meaning null; no Metric objects are built. The bytes equal
@@ -709,10 +745,10 @@ def encode_ddata(  # noqa: PLR0912 -- one flat loop: the hot path of an edge nod
         raise ValueError(f"payload seq {seq!r} is not in 0..255")
     if type(timestamp) is not int or not 0 <= timestamp <= _U64:
         raise ValueError(f"payload timestamp {timestamp!r} is not a uint64 (ms since the epoch)")
+    setters = _setters(uint32_field)
     message = pb.Payload()
     message.timestamp = timestamp
     add = message.metrics.add
-    setters = _BASIC_SETTERS
     for index, (alias, metric_ts, given_type, value, properties) in enumerate(metrics):
         metric = add()
         try:
@@ -736,9 +772,9 @@ def encode_ddata(  # noqa: PLR0912 -- one flat loop: the hot path of an edge nod
                 elif datatype is DataType.Unknown:
                     raise _BadValue("a datatype is needed to encode a value")
                 else:
-                    _set_metric_value(metric, datatype, value)
+                    _set_metric_value(metric, datatype, value, setters)
             if properties:
-                _encode_properties(metric.properties, properties)
+                _encode_properties(metric.properties, properties, setters)
         except (_BadValue, ValueError, TypeError) as exc:
             raise ValueError(f"{_metric_label('metric', index, None, alias)}: {exc}") from None
     message.seq = seq
