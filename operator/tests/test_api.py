@@ -57,6 +57,15 @@ def test_sparkplug_ids_override_the_defaults(demo_data: DemoData) -> None:
     assert (spec.sparkplug_group, spec.sparkplug_edge_node, spec.primary_host_id) == ("plant-a", "packaging-1", "scada")
 
 
+def test_uint32_field_defaults_to_the_spec_and_is_checked(demo: PlantLine, demo_data: DemoData) -> None:
+    assert demo.spec.uint32_field == "int_value"
+    data = demo_data()
+    data["spec"]["uint32Field"] = "long_value"
+    assert parse_plantline(data).spec.uint32_field == "long_value"
+    data["spec"]["uint32Field"] = "longValue"
+    assert _problems(data) == {"spec.uint32Field: Input should be 'int_value' or 'long_value'"}
+
+
 @pytest.mark.parametrize("path", sorted(INVALID.glob("*.yaml")), ids=lambda p: p.stem)
 def test_invalid_documents_name_each_problem_by_path(path: Path) -> None:
     expected = _expected(path)

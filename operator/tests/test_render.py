@@ -63,6 +63,16 @@ def test_per_line_grouping_makes_the_line_one_edge_node(demo_data: DemoData) -> 
     assert "line1-filler" not in acl
 
 
+def test_every_connector_of_the_line_gets_its_uint32_field(demo: PlantLine, demo_data: DemoData) -> None:
+    default = render_connector_configs(demo, tls_dir=TLS, data_dir=DATA)
+    assert {c.sparkplug.uint32_field for c in default.values()} == {"int_value"}
+    data = demo_data()
+    data["spec"]["uint32Field"] = "long_value"
+    configs = render_connector_configs(parse_plantline(data), tls_dir=TLS, data_dir=DATA)
+    assert len(configs) == 3
+    assert all(connector_config_data(c)["sparkplug"]["uint32_field"] == "long_value" for c in configs.values())
+
+
 def test_per_protocol_grouping(demo_data: DemoData) -> None:
     data = demo_data()
     data["spec"]["machines"].append(

@@ -20,7 +20,7 @@ from pydantic.alias_generators import to_camel
 
 from plantline.connectors.addressing.endpoints import PlcProtocol
 from plantline.connectors.addressing.mqtt import TLS_PORT
-from plantline.connectors.config import DataTypeName, Device, ShiftCalendarSettings
+from plantline.connectors.config import DataTypeName, Device, ShiftCalendarSettings, Uint32Field
 from plantline.pki.errors import InvalidInput
 from plantline.pki.names import validate_identity
 from plantline.pki.profiles import builtin_profiles
@@ -163,6 +163,13 @@ class PlantLineSpec(_Spec):
     group_id: SparkplugId | None = None  # default: the site
     edge_node_id: SparkplugId | None = None  # default: the line
     primary_host_id: SparkplugId | None = None
+    uint32_field: Annotated[
+        Uint32Field,
+        Field(
+            description="Where UInt32 values travel: int_value, as the Sparkplug specification says, or"
+            " long_value, for hosts that read UInt32 only from there (Eclipse Tahu JavaScript)."
+        ),
+    ] = "int_value"
     machines: Annotated[list[MachineSpec], Field(min_length=1, max_length=MAX_MACHINES)]
     connectors: ConnectorsSpec = ConnectorsSpec()
     broker: BrokerSpec

@@ -206,6 +206,7 @@ def render_connector_configs(
                 group_id=spec.sparkplug_group,
                 edge_node_id=connector.edge_node_id,
                 primary_host_id=spec.primary_host_id,
+                uint32_field=spec.uint32_field,
             ),
             brokers=[BrokerEndpoint(host=spec.broker.host, port=spec.broker.port, tls=tls)],
             outbox=OutboxSettings(directory=data_dir / connector.group / "outbox"),
