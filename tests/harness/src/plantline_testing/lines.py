@@ -133,6 +133,34 @@ class UpRun:
         self._remember_pids()
         return done
 
+    def up_attached(self, log: Path, *, timeout: float = 60) -> subprocess.Popen[bytes]:
+        """Start `plantline up` in the foreground (own session, output to `log`); return once its broker listens.
+
+        A reader that connects then sees the connectors' first births: they are QoS 0, so a broker
+        keeps none for later, and the reader's read-only ACL cannot ask for a rebirth.
+        """
+        args = ["up", str(self.line_file), "--state-dir", str(self.state_dir)]
+        args += ["--metrics-base-port", str(self.metrics_base)]
+        args += ["--simulate"] if self.simulate else []
+        with log.open("ab") as out:
+            argv = [sys.executable, "-m", "plantline.operator.cli", *args]
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pids.add(proc.pid)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"plantline up exited {proc.returncode}:\n{log.read_text(errors='replace')}")
+            if (self.state_dir / "pids.json").exists() and not _free(self.port):
+                self._remember_pids()
+                return proc
+            time.sleep(0.2)
+        raise TimeoutError(f"the broker did not come up:\n{log.read_text(errors='replace')}")
+
+    def stop_attached(self, proc: subprocess.Popen[bytes], *, timeout: float = 30) -> int:
+        """Stop an attached `up` as Ctrl-C does (connectors first, so they publish NDEATH); return its exit code."""
+        proc.send_signal(signal.SIGINT)
+        return proc.wait(timeout=timeout)
+
     def status(self) -> dict[str, Any]:
         done = self.cli("status", "--state-dir", str(self.state_dir), "--format", "json", timeout=30)
         data: dict[str, Any] = json.loads(done.stdout)

@@ -45,6 +45,7 @@ class Received:
     qos: int
     retain: bool
     at: float
+    data: bytes  # the payload as it came off the wire, for other decoders
 
 
 @dataclass(frozen=True)
@@ -133,14 +134,17 @@ class SparkplugReader:
         self._subscribed.set()
 
     def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        data = bytes(message.payload)
         try:
             topic = parse_topic(message.topic)
-            payload = decode(bytes(message.payload))
+            payload = decode(data)
         except ValueError as exc:
             with self._lock:
                 self.errors.append(f"{message.topic}: {exc}")
             return
-        received = Received(topic.message_type, topic.device_id, payload, message.qos, message.retain, time.time())
+        received = Received(
+            topic.message_type, topic.device_id, payload, message.qos, message.retain, time.time(), data
+        )
         with self._lock:
             self.messages.append(received)
             if topic.message_type is MessageType.DBIRTH and topic.device_id is not None:
