@@ -75,14 +75,12 @@ class Tally:
     """What comparing Tahu's decoding with ours found."""
 
     problems: list[str] = field(default_factory=list)
-    compared: int = 0
     uint32_nulls: int = 0  # UInt32 values Tahu read as null where ours read a number
     uint32_read: int = 0  # UInt32 values Tahu read as a number
     values: dict[tuple[str, str], list[object]] = field(default_factory=lambda: defaultdict(list))
 
     def value(self, where: str, ours: object, theirs_raw: object, datatype: DataType | None) -> None:
         theirs = _plain(theirs_raw, datatype)
-        self.compared += 1
         if datatype is DataType.UInt32 and ours is not None:
             if theirs is None:
                 self.uint32_nulls += 1
