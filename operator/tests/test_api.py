@@ -15,6 +15,7 @@ from plantline.operator.api import (
     PlantLine,
     PlantLineInvalid,
     PlantLineStatus,
+    identities,
     parse_plantline,
 )
 
@@ -101,6 +102,38 @@ def test_opcua_security_must_be_consistent(demo_data: DemoData) -> None:
     assert _problems(data) == {
         "spec.machines[0].opcua: securityPolicy and securityMode must both be None or both be set"
     }
+
+
+def test_a_primary_host_is_an_identity_of_the_line(demo_data: DemoData) -> None:
+    data = demo_data()
+    assert "site1-line1-host" not in identities(parse_plantline(data).spec)
+    data["spec"]["primaryHostId"] = "scada"
+    assert identities(parse_plantline(data).spec)["site1-line1-host"] == "spec.primaryHostId"
+
+
+def test_a_connector_named_like_a_role_would_take_its_identity(demo_data: DemoData) -> None:
+    data = demo_data()  # perMachine: a connector per machine, named after it
+    data["spec"]["machines"][1]["id"] = "host"
+    assert _problems(data) == {
+        "spec.machines[1].id: 'host' is reserved with grouping perMachine: its connector's certificate "
+        "identity would be the line's host identity site1-line1-host"
+    }
+    data = demo_data()
+    data["spec"]["connectors"] = {"grouping": "perLine"}  # one connector, named after the line
+    data["spec"]["line"] = "broker"
+    assert _problems(data) == {
+        "spec.line: 'broker' is reserved with grouping perLine: its connector's certificate "
+        "identity would be the line's broker identity site1-broker-broker"
+    }
+    data["spec"]["connectors"] = {"grouping": "perProtocol"}
+    assert parse_plantline(data).spec.line == "broker"
+
+
+@pytest.mark.parametrize("address", ["1.2.3", "0.0.0.0.0", "fe80::1::2", "256.0.0.1"])
+def test_listen_address_is_an_ip_address(demo_data: DemoData, address: str) -> None:
+    data = demo_data()
+    data["spec"]["broker"]["listenAddress"] = address
+    assert _problems(data) == {f"spec.broker.listenAddress: {address!r} is not an IPv4 or IPv6 address"}
 
 
 def test_not_a_mapping_and_wrong_kind(demo_data: DemoData) -> None:

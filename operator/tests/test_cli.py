@@ -82,6 +82,21 @@ def test_render_writes_data_files_and_refuses_to_overwrite(tmp_path: Path, capsy
     assert main(["render", str(DEMO), "--out", str(out), "--force"]) == 0
 
 
+def test_render_with_a_primary_host_plans_its_certificate_and_grants_it(tmp_path: Path) -> None:
+    data = yaml.safe_load(DEMO.read_text())
+    data["spec"]["primaryHostId"] = "scada"
+    line_file, out = tmp_path / "line.yaml", tmp_path / "out"
+    line_file.write_text(yaml.safe_dump(data))
+    assert main(["render", str(line_file), "--out", str(out)]) == 0
+    plan = json.loads((out / "certificates.json").read_text())["certificates"]
+    assert [(c["identity"], c["role"]) for c in plan if c["role"] == "host"] == [("site1-line1-host", "host")]
+    assert {c["role"] for c in plan} == {"connector", "broker", "reader", "host"}
+    acl = (out / "mosquitto" / "acl").read_text()
+    assert "user site1-line1-host\ntopic write spBv1.0/STATE/scada\n" in acl
+    conf = (out / "mosquitto" / "mosquitto.conf").read_text()
+    assert "listener 8883 127.0.0.1\n" in conf  # the line's broker.host
+
+
 def test_render_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["render", str(INVALID / "unknown-protocol.yaml"), "--out", str(tmp_path)]) == 2
     assert "spec.machines[0].protocol" in capsys.readouterr().err

@@ -89,7 +89,13 @@ def test_defaults_enums_and_camel_case() -> None:
     machine = spec["properties"]["machines"]["items"]
     assert machine["properties"]["protocol"]["enum"] == ["opcua", "s7", "cip"]
     assert machine["properties"]["samplingInterval"]["default"] == 1.0
-    assert machine["properties"]["idealCycleTime"] == {"exclusiveMinimum": True, "minimum": 0, "type": "number"}
+    ideal = machine["properties"]["idealCycleTime"]
+    assert {k: v for k, v in ideal.items() if k != "description"} == {
+        "exclusiveMinimum": True,
+        "minimum": 0,
+        "type": "number",
+    }
+    assert ideal["description"].startswith("Seconds per part")  # the field's description reaches kubectl explain
     assert spec["properties"]["connectors"]["default"] == {"grouping": "perLine"}
     assert spec["properties"]["broker"]["properties"]["kind"]["enum"] == ["mosquitto", "emqx"]
     assert spec["required"] == ["site", "area", "line", "machines", "broker"]

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from plantline.operator.api import PlantLine
+from plantline.operator.api import PlantLine, parse_plantline
 from plantline.operator.render import BrokerFiles, render_acl, render_certificate_requests, render_mosquitto_conf
 from plantline.pki.authority import Authority
 from plantline.pki.exports import CertFormat
@@ -35,6 +37,7 @@ class Client:
         context.load_cert_chain(str(tls / f"{identity}.crt"), str(tls / f"{identity}.key"))
         self._client.tls_set_context(context)
         self.received: list[str] = []
+        self.retained: list[str] = []  # topics that arrived with the retain flag
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self._client.on_message = self._on_message
@@ -45,6 +48,8 @@ class Client:
     def _on_message(self, _c: object, _u: object, message: paho.MQTTMessage) -> None:
         with self._cond:
             self.received.append(message.topic)
+            if message.retain:
+                self.retained.append(message.topic)
             self._cond.notify_all()
 
     def subscribe(self, topic: str) -> None:
@@ -52,8 +57,8 @@ class Client:
         self._client.subscribe(topic, qos=1)
         assert self._subscribed.wait(5)
 
-    def publish(self, topic: str) -> None:
-        self._client.publish(topic, b"x", qos=1).wait_for_publish(5)
+    def publish(self, topic: str, *, retain: bool = False) -> None:
+        self._client.publish(topic, b"x", qos=1, retain=retain).wait_for_publish(5)
 
     def wait_for(self, topic: str) -> list[str]:
         """Wait until `topic` arrived; return everything received up to then."""
@@ -88,14 +93,15 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None
             time.sleep(0.02)
 
 
-@pytest.fixture
-def broker(demo: PlantLine, tmp_path: Path) -> Iterator[RunningBroker]:
+@contextlib.contextmanager
+def _running(line: PlantLine, tmp_path: Path) -> Iterator[RunningBroker]:
+    """Run mosquitto with the line's rendered configuration and ACL, and a certificate per identity."""
     ca = Authority.init(tmp_path / "ca", name="Operator test CA", passphrase=None, encrypt=False)
     tls, broker_dir = tmp_path / "tls", tmp_path / "broker"
     tls.mkdir()
     (broker_dir / "data").mkdir(parents=True)
     (tls / "ca.crt").write_bytes(ca.trust_bundle())
-    for request in render_certificate_requests(demo):
+    for request in render_certificate_requests(line):
         ca.issue(request.identity, profile=request.profile, sans=request.sans)
     ca.issue(OBSERVER, profile="mqtt-client")
     (tls / "crl.pem").write_bytes(ca.crl_pem())
@@ -104,12 +110,12 @@ def broker(demo: PlantLine, tmp_path: Path) -> Iterator[RunningBroker]:
         key = tls / f"{cert.identity}.key"
         key.write_bytes(ca.export(cert.identity, CertFormat.KEY))
         key.chmod(0o600)
-    files = BrokerFiles.under(demo.spec, tls_dir=tls, broker_dir=broker_dir)
-    files.acl_file.write_text(render_acl(demo) + f"\nuser {OBSERVER}\ntopic read #\n")
+    files = BrokerFiles.under(line.spec, tls_dir=tls, broker_dir=broker_dir)
+    files.acl_file.write_text(render_acl(line) + f"\nuser {OBSERVER}\ntopic read #\n")
     port = free_port()
     conf = broker_dir / "mosquitto.conf"
     run_as = "root" if os.geteuid() == 0 else None  # as root, mosquitto would drop to a user that cannot read tmp
-    conf.write_text(render_mosquitto_conf(demo, files=files, listen_address="127.0.0.1", port=port, run_as=run_as))
+    conf.write_text(render_mosquitto_conf(line, files=files, listen_address="127.0.0.1", port=port, run_as=run_as))
     log = broker_dir / "mosquitto.log"
     with log.open("ab") as out:
         proc = subprocess.Popen([find_program("mosquitto"), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
@@ -119,6 +125,21 @@ def broker(demo: PlantLine, tmp_path: Path) -> Iterator[RunningBroker]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def broker(demo: PlantLine, tmp_path: Path) -> Iterator[RunningBroker]:
+    with _running(demo, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def host_broker(demo_data: Callable[[], dict[str, Any]], tmp_path: Path) -> Iterator[RunningBroker]:
+    """The demo line (an edge node per machine) with the primary host `scada`."""
+    data = demo_data()
+    data["spec"]["primaryHostId"] = "scada"
+    with _running(parse_plantline(data), tmp_path) as running:
+        yield running
 
 
 def test_connector_publishes_only_into_its_own_edge_node(broker: RunningBroker) -> None:
@@ -149,4 +170,54 @@ def test_reader_reads_the_group_but_cannot_publish(broker: RunningBroker) -> Non
         assert reader.wait_for("spBv1.0/site1/NBIRTH/line1-capper") == ["spBv1.0/site1/NBIRTH/line1-capper"]
     finally:
         for client in (observer, reader, capper):
+            client.close()
+
+
+STATE = "spBv1.0/STATE/scada"
+HOST = "site1-line1-host"
+
+
+def test_host_publishes_its_state_retained_and_commands_and_reads_the_line(host_broker: RunningBroker) -> None:
+    observer, host, filler = (host_broker.client(i) for i in (OBSERVER, HOST, "site1-line1-filler"))
+    late = None
+    try:
+        observer.subscribe("#")
+        host.subscribe("spBv1.0/site1/#")
+        host.publish(STATE, retain=True)
+        host.publish("spBv1.0/site1/NCMD/line1-filler")
+        host.publish("spBv1.0/site1/DCMD/line1-capper/capper")
+        filler.publish("spBv1.0/site1/DDATA/line1-filler/filler")
+        assert observer.wait_for("spBv1.0/site1/DDATA/line1-filler/filler") == [
+            STATE,
+            "spBv1.0/site1/NCMD/line1-filler",
+            "spBv1.0/site1/DCMD/line1-capper/capper",
+            "spBv1.0/site1/DDATA/line1-filler/filler",
+        ]
+        assert "spBv1.0/site1/DDATA/line1-filler/filler" in host.wait_for("spBv1.0/site1/DDATA/line1-filler/filler")
+        # An edge node that connects later finds the host's STATE retained.
+        late = host_broker.client("site1-line1-labeler")
+        late.subscribe(STATE)
+        assert late.wait_for(STATE) == [STATE]
+        assert late.retained == [STATE]
+        host.subscribe(STATE)  # a Sparkplug host reads its own STATE back
+        host.wait_for(STATE)
+        assert host.retained == [STATE]
+    finally:
+        for client in (observer, host, filler, *([late] if late else [])):
+            client.close()
+
+
+def test_host_publishes_no_other_state_and_no_data_and_edge_nodes_no_state(host_broker: RunningBroker) -> None:
+    observer, host, filler = (host_broker.client(i) for i in (OBSERVER, HOST, "site1-line1-filler"))
+    try:
+        observer.subscribe("#")
+        filler.publish(STATE, retain=True)  # an edge node cannot pose as the host
+        host.publish("spBv1.0/STATE/other-host", retain=True)  # nor the host as another host
+        host.publish("spBv1.0/site1/NBIRTH/line1-filler")
+        host.publish("spBv1.0/site1/DDATA/line1-filler/filler")
+        host.publish("spBv1.0/site2/NCMD/line1-filler")  # another group's edge node
+        host.publish("spBv1.0/site1/NCMD/line1-filler")  # its own right: delivered after the others
+        assert observer.wait_for("spBv1.0/site1/NCMD/line1-filler") == ["spBv1.0/site1/NCMD/line1-filler"]
+    finally:
+        for client in (observer, host, filler):
             client.close()

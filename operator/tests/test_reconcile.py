@@ -512,6 +512,40 @@ def test_removing_a_machine_deletes_its_deployment_and_secret_and_revokes_it(
     assert outcome.status["machineCount"] == 2
 
 
+def test_a_primary_host_gets_a_certificate_secret_no_connector_mounts_and_loses_it_when_unset(
+    cluster: RecordingCluster, authority: MemoryAuthority
+) -> None:
+    body = demo_body()
+    body["spec"]["primaryHostId"] = "scada"
+    _run(body, cluster, authority)
+    secret = cluster.stored("Secret")["site1-line1-host-tls"]
+    assert secret["type"] == "kubernetes.io/tls"
+    assert secret["metadata"]["annotations"] == {
+        "plantline.dev/identity": "site1-line1-host",
+        "plantline.dev/profile": "mqtt-client",
+    }
+    host = _certificate(cluster, "site1-line1-host")
+    host.verify_directly_issued_by(authority.ca.signer.certificate)
+    assert host.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "site1-line1-host"
+    assert "site1-line1-host-tls" in {c["secret"] for c in body["status"]["certificates"]}
+    mounted = {
+        source["secret"]["name"]
+        for deployment in cluster.stored("Deployment").values()
+        for volume in deployment["spec"]["template"]["spec"]["volumes"]
+        for source in volume.get("projected", {}).get("sources", [])
+    }
+    assert mounted == {"site1-line1-line1-tls"}  # the host's key is for the host application only
+    cluster.make_available()
+    serial = host.serial_number
+    del body["spec"]["primaryHostId"]
+    _run(_edit(body), cluster, authority, NOW + timedelta(hours=1))
+    assert cluster.deleted() == [("Secret", "site1-line1-host-tls")]
+    entry = authority.entry(serial)
+    assert entry is not None
+    assert entry.reason == "cessation-of-operation"
+    assert serial in _crl_serials(cluster)
+
+
 def test_changing_one_tag_address_rolls_only_that_group(cluster: RecordingCluster, authority: MemoryAuthority) -> None:
     body = demo_body(grouping="perMachine")
     _run(body, cluster, authority)

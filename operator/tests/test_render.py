@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from plantline.connectors.config import ConnectorConfig, parse_config
@@ -95,12 +96,28 @@ def test_tag_sampling_interval_narrows_the_device(demo_data: DemoData) -> None:
 
 def test_certificate_requests(demo: PlantLine) -> None:
     assert render_certificate_requests(demo) == [
-        CertificateRequest("site1-line1-capper", "mqtt-client", (), 90, 30),
-        CertificateRequest("site1-line1-filler", "mqtt-client", (), 90, 30),
-        CertificateRequest("site1-line1-labeler", "mqtt-client", (), 90, 30),
-        CertificateRequest("site1-line1-broker", "mqtt-server", ("ip:127.0.0.1",), None, 30),
-        CertificateRequest("site1-line1-reader", "mqtt-client", (), 90, 30),
+        CertificateRequest("site1-line1-capper", "mqtt-client", (), 90, 30, "connector"),
+        CertificateRequest("site1-line1-filler", "mqtt-client", (), 90, 30, "connector"),
+        CertificateRequest("site1-line1-labeler", "mqtt-client", (), 90, 30, "connector"),
+        CertificateRequest("site1-line1-broker", "mqtt-server", ("ip:127.0.0.1",), None, 30, "broker"),
+        CertificateRequest("site1-line1-reader", "mqtt-client", (), 90, 30, "reader"),
     ]
+
+
+def test_a_primary_host_gets_a_client_certificate(demo_data: DemoData) -> None:
+    data = demo_data()
+    data["spec"]["primaryHostId"] = "scada"
+    data["spec"]["broker"]["bridge"] = {"host": "core.example.com"}
+    requests = render_certificate_requests(parse_plantline(data))
+    assert [(r.identity, r.role) for r in requests[3:]] == [
+        ("site1-line1-broker", "broker"),
+        ("site1-line1-reader", "reader"),
+        ("site1-line1-host", "host"),
+        ("site1-line1-bridge", "bridge"),
+    ]
+    host = requests[5]
+    assert (host.profile, host.sans, host.validity_days, host.renew_before_days) == ("mqtt-client", (), 90, 30)
+    assert host.to_json()["role"] == "host"
 
 
 def test_secured_opcua_machine_gets_an_application_certificate(demo_data: DemoData) -> None:
@@ -139,7 +156,21 @@ def test_acl_is_exact(demo_data: DemoData) -> None:
         "user site1-line1-reader\n"
         "topic read spBv1.0/site1/#\n"
         "topic read spBv1.0/STATE/+\n"
+        "\n"
+        "user site1-line1-host\n"
+        "topic write spBv1.0/STATE/scada\n"
+        "topic read spBv1.0/STATE/scada\n"
+        "topic write spBv1.0/site1/NCMD/line1-capper\n"
+        "topic write spBv1.0/site1/DCMD/line1-capper/capper\n"
+        "topic read spBv1.0/site1/#\n"
     )
+
+
+def test_acl_without_a_primary_host_grants_no_state_and_no_commands(demo: PlantLine) -> None:
+    acl = render_acl(demo)
+    assert "STATE/scada" not in acl
+    assert "site1-line1-host" not in acl
+    assert not [line for line in acl.splitlines() if line.startswith("topic write") and "CMD/" in line]
 
 
 def test_acl_has_no_rule_for_everyone(demo: PlantLine) -> None:
@@ -155,7 +186,7 @@ def test_mosquitto_conf(demo: PlantLine) -> None:
     conf = render_mosquitto_conf(demo, files=files).splitlines()
     for line in (
         "allow_anonymous false",
-        "listener 8883 0.0.0.0",
+        "listener 8883 127.0.0.1",  # the demo's broker.host
         "cafile /etc/plantline/tls/ca.crt",
         "certfile /etc/plantline/tls/site1-line1-broker.crt",
         "keyfile /etc/plantline/tls/site1-line1-broker.key",
@@ -172,6 +203,25 @@ def test_mosquitto_conf(demo: PlantLine) -> None:
     ):
         assert line in conf
     assert not any(line.startswith("connection ") for line in conf)
+
+
+@pytest.mark.parametrize(
+    ("broker", "listener"),
+    [
+        ({"host": "127.0.0.1"}, "listener 8883 127.0.0.1"),
+        ({"host": "10.0.0.5", "port": 8884}, "listener 8884 10.0.0.5"),
+        ({"host": "fd00::5"}, "listener 8883 fd00::5"),
+        ({"host": "broker.site1.local"}, "listener 8883 0.0.0.0"),  # a DNS name: every interface
+        ({"host": "127.0.0.1", "listenAddress": "0.0.0.0"}, "listener 8883 0.0.0.0"),  # noqa: S104 - asked for
+        ({"host": "broker.site1.local", "listenAddress": "10.0.0.5"}, "listener 8883 10.0.0.5"),
+    ],
+)
+def test_the_broker_listens_where_the_line_says(demo_data: DemoData, broker: dict[str, Any], listener: str) -> None:
+    data = demo_data()
+    data["spec"]["broker"] = broker
+    line = parse_plantline(data)
+    conf = render_mosquitto_conf(line, files=BrokerFiles.under(line.spec, tls_dir=TLS, broker_dir=DATA))
+    assert [row for row in conf.splitlines() if row.startswith("listener ")] == [listener]
 
 
 def test_mosquitto_conf_queue_and_autosave_from_the_spec(demo_data: DemoData) -> None:

@@ -155,9 +155,11 @@ def _time_of_day(value: str) -> str:
 
 
 class BreakSettings(_Strict):
-    start: str
-    end: str
-    name: str = "break"
+    """A break inside a shift: not planned production time."""
+
+    start: str = Field(description="When it starts, HH:MM in the calendar's time zone.")
+    end: str = Field(description="When it ends, HH:MM.")
+    name: str = Field(default="break", description="Its name.")
 
     _clock = field_validator("start", "end")(_time_of_day)
 
@@ -165,11 +167,11 @@ class BreakSettings(_Strict):
 class ShiftSettings(_Strict):
     """One shift of the line's calendar; an end at or before the start crosses midnight."""
 
-    name: Annotated[str, Field(min_length=1, max_length=32)]
-    start: str
-    end: str
-    days: list[Weekday] = Field(default_factory=lambda: list(ALL_WEEKDAYS))
-    breaks: list[BreakSettings] = Field(default_factory=list)
+    name: Annotated[str, Field(min_length=1, max_length=32)] = Field(description="The shift's name in the KPIs.")
+    start: str = Field(description="When it starts, HH:MM in the calendar's time zone.")
+    end: str = Field(description="When it ends, HH:MM; at or before `start`: the next day.")
+    days: list[Weekday] = Field(default_factory=lambda: list(ALL_WEEKDAYS), description="The weekdays it starts on.")
+    breaks: list[BreakSettings] = Field(default_factory=list, description="Its breaks.")
 
     _clock = field_validator("start", "end")(_time_of_day)
 
@@ -177,8 +179,8 @@ class ShiftSettings(_Strict):
 class ShiftCalendarSettings(_Strict):
     """The line's shifts: KPIs are also reported per shift, and time outside shifts is not planned."""
 
-    timezone: str = "UTC"
-    shifts: Annotated[list[ShiftSettings], Field(min_length=1)]
+    timezone: str = Field(default="UTC", description="The IANA time zone of the shift times, e.g. `Europe/Berlin`.")
+    shifts: Annotated[list[ShiftSettings], Field(min_length=1)] = Field(description="The shifts.")
 
 
 class KpiSettings(_Strict):

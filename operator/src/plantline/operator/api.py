@@ -9,13 +9,14 @@ in spec terms, e.g. `spec.machines[2].tags[0].address: ...`.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from plantline.connectors.addressing.endpoints import PlcProtocol
@@ -58,30 +59,49 @@ class _Spec(BaseModel):
 class DeadbandSpec(_Spec):
     """Publish a value only when it moved by more than this since the last published one."""
 
-    kind: Literal["absolute", "percent"]
-    value: Annotated[float, Field(gt=0)]
+    kind: Literal["absolute", "percent"] = Field(
+        description="`absolute`: in the tag's (scaled) unit; `percent`: of the OPC UA node's EURange "
+        "(PLCs read by polling give none: ignored there, with a warning)."
+    )
+    value: Annotated[float, Field(gt=0)] = Field(description="How far the value must move to be published again.")
 
 
 class TagSpec(_Spec):
     """One PLC tag and the canonical signal it becomes: value = raw * scale + offset."""
 
-    signal: Annotated[str, Field(min_length=1, max_length=80)]
-    address: Annotated[str, Field(min_length=1, max_length=128)]
-    datatype: DataTypeName
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: Annotated[str, Field(max_length=32)] | None = None
-    deadband: DeadbandSpec | None = None
-    sampling_interval: Annotated[float, Field(ge=0.01, le=3600)] | None = None  # seconds; narrows the machine's
+    signal: Annotated[str, Field(min_length=1, max_length=80)] = Field(
+        description="The canonical signal (e.g. `state.run`, `counter.good`, `process.<name>`); once per machine."
+    )
+    address: Annotated[str, Field(min_length=1, max_length=128)] = Field(
+        description="Where the PLC holds it, in the machine's protocol: an OPC UA NodeId, an S7 or a Logix address."
+    )
+    datatype: DataTypeName = Field(description="The PLC's datatype of the raw value.")
+    scale: float = Field(default=1.0, description="Factor applied to the raw value.")
+    offset: float = Field(default=0.0, description="Added to the scaled value.")
+    unit: Annotated[str, Field(max_length=32)] | None = Field(
+        default=None, description="Engineering unit, e.g. `degC`."
+    )
+    deadband: DeadbandSpec | None = Field(default=None, description="Publish only changes larger than this.")
+    sampling_interval: Annotated[float, Field(ge=0.01, le=3600)] | None = Field(
+        default=None, description="Seconds; the machine is read at the shortest interval of its own and its tags'."
+    )
 
 
 class OpcUaSpec(_Spec):
     """OPC UA session security; when on, the machine gets an opcua-application certificate."""
 
-    security_policy: Literal["None", "Basic256Sha256"] = "None"
-    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
-    publishing_interval: Annotated[float, Field(ge=0.01, le=3600)] = 0.1  # seconds
-    queue_size: Annotated[int, Field(ge=1, le=10000)] = 10
+    security_policy: Literal["None", "Basic256Sha256"] = Field(
+        default="None", description="The session's security policy; set together with `securityMode`."
+    )
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = Field(
+        default="None", description="The session's message security; set together with `securityPolicy`."
+    )
+    publishing_interval: Annotated[float, Field(ge=0.01, le=3600)] = Field(
+        default=0.1, description="Seconds between the server's publish cycles of the subscription."
+    )
+    queue_size: Annotated[int, Field(ge=1, le=10000)] = Field(
+        default=10, description="Values the server queues per monitored item between publish cycles."
+    )
 
     @property
     def secured(self) -> bool:
@@ -91,13 +111,21 @@ class OpcUaSpec(_Spec):
 class MachineSpec(_Spec):
     """One machine of the line (a Sparkplug device) read over one protocol."""
 
-    id: PlaceName
-    protocol: PlcProtocol
-    endpoint: Annotated[str, Field(min_length=1, max_length=256)]
-    opcua: OpcUaSpec | None = None
-    ideal_cycle_time: Annotated[float, Field(gt=0)] | None = None  # seconds; else the PLC's cycle.ideal
-    sampling_interval: Annotated[float, Field(ge=0.01, le=3600)] = 1.0  # seconds
-    tags: Annotated[list[TagSpec], Field(min_length=1, max_length=MAX_TAGS)]
+    id: PlaceName = Field(description="The machine's name: its Sparkplug device id; unique in the line.")
+    protocol: PlcProtocol = Field(description="How its PLC is read.")
+    endpoint: Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        description="The PLC: `opc.tcp://HOST:PORT/PATH`, `s7://HOST[:PORT]?rack=R&slot=S` or `cip://HOST[:PORT]`."
+    )
+    opcua: OpcUaSpec | None = Field(default=None, description="OPC UA session options (protocol `opcua` only).")
+    ideal_cycle_time: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Seconds per part at rated speed, for OEE performance; else the PLC's `cycle.ideal`."
+    )
+    sampling_interval: Annotated[float, Field(ge=0.01, le=3600)] = Field(
+        default=1.0, description="Seconds between reads of the machine's tags."
+    )
+    tags: Annotated[list[TagSpec], Field(min_length=1, max_length=MAX_TAGS)] = Field(
+        description="The PLC tags read, each becoming one canonical signal."
+    )
 
 
 class ConnectorsSpec(_Spec):
@@ -108,15 +136,21 @@ class ConnectorsSpec(_Spec):
     `<edgeNodeId>-<group>` (each process owns its bdSeq and NDEATH, so they cannot share one).
     """
 
-    grouping: Literal["perLine", "perMachine", "perProtocol"] = "perLine"
+    grouping: Literal["perLine", "perMachine", "perProtocol"] = Field(
+        default="perLine",
+        description="`perLine`: one connector, the edge node `<edgeNodeId>`; `perMachine`, `perProtocol`: "
+        "one connector per machine or protocol, each the edge node `<edgeNodeId>-<group>`.",
+    )
 
 
 class BridgeSpec(_Spec):
     """The site broker's bridge to a core broker: the line's topics out, commands and STATE in."""
 
-    host: Host
-    port: Port = TLS_PORT
-    remote_prefix: Annotated[str, Field(max_length=64, pattern=r"^([^+#\s]*/)?$")] = ""
+    host: Host = Field(description="The core broker's host name or address.")
+    port: Port = Field(default=TLS_PORT, description="The core broker's MQTT over TLS port.")
+    remote_prefix: Annotated[str, Field(max_length=64, pattern=r"^([^+#\s]*/)?$")] = Field(
+        default="", description="Put before every topic on the core broker (ends with `/`); empty: the same topics."
+    )
 
 
 class BrokerSpec(_Spec):
@@ -128,54 +162,99 @@ class BrokerSpec(_Spec):
     writes it to disk every `autosaveSeconds`, the most a crash of the broker can lose.
     """
 
-    kind: Literal["mosquitto", "emqx"] = "mosquitto"
-    host: Host
-    port: Port = TLS_PORT
-    bridge: BridgeSpec | None = None
-    queue_limit_mib: Annotated[int, Field(ge=1, le=65536)] = 256
-    autosave_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
+    kind: Literal["mosquitto", "emqx"] = Field(
+        default="mosquitto", description="The broker software; only `mosquitto` is rendered."
+    )
+    host: Host = Field(
+        description="Where the connectors reach the broker, and its certificate's subject alternative name."
+    )
+    port: Port = Field(default=TLS_PORT, description="The MQTT over TLS port the broker listens on.")
+    listen_address: Annotated[str, Field(max_length=45, pattern=r"^[0-9A-Fa-f:.]+$")] | None = Field(
+        default=None,
+        description="The IP address the broker binds; default: `host` when it is an IP address, else `0.0.0.0` "
+        "(every interface).",
+    )
+    bridge: BridgeSpec | None = Field(default=None, description="Bridge the line's topics to a core broker.")
+    queue_limit_mib: Annotated[int, Field(ge=1, le=65536)] = Field(
+        default=256, description="MiB the broker queues per absent client (the bridge while the core is away)."
+    )
+    autosave_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=5, description="Seconds between the broker's writes of its queues to disk."
+    )
+
+    @field_validator("listen_address")
+    @classmethod
+    def _ip_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+        return value
 
 
 class PkiSpec(_Spec):
     """Certificate policy of the line: validity per signing profile, renewal margin, window."""
 
     validity_days: Annotated[dict[str, Annotated[int, Field(ge=1, le=3650)]], Field(max_length=16)] = Field(
-        default_factory=dict
+        default_factory=dict,
+        description="Days a new certificate is valid, by signing profile (`mqtt-client`, `mqtt-server`, "
+        "`opcua-application`, `operator`); else the profile's.",
     )
-    renew_before: Annotated[int, Field(ge=1, le=365)] | None = None  # days; else the profile's
-    maintenance_window: Annotated[str, Field(max_length=64)] | None = None  # e.g. 'sat 02:00-06:00'
+    renew_before: Annotated[int, Field(ge=1, le=365)] | None = Field(
+        default=None, description="Days before expiry a certificate is renewed; else the profile's margin."
+    )
+    maintenance_window: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None,
+        description="When renewals may happen, e.g. `sat 02:00-06:00`, in the shift calendar's time zone; "
+        "a certificate that would expire first is renewed at once.",
+    )
 
 
 class KpiSpec(_Spec):
-    shift_calendar: ShiftCalendarSettings | None = None
+    """How the edge computes KPIs."""
+
+    shift_calendar: ShiftCalendarSettings | None = Field(
+        default=None, description="The line's shifts: KPIs per shift, and time outside shifts is not planned."
+    )
 
 
 class DashboardsSpec(_Spec):
-    enabled: bool = True
+    """The line's dashboards."""
+
+    enabled: bool = Field(default=True, description="Whether the line gets dashboards (not rendered yet).")
 
 
 class PlantLineSpec(_Spec):
     """The desired state of one production line."""
 
-    site: PlaceName
-    area: PlaceName
-    line: PlaceName
-    group_id: SparkplugId | None = None  # default: the site
-    edge_node_id: SparkplugId | None = None  # default: the line
-    primary_host_id: SparkplugId | None = None
-    uint32_field: Annotated[
-        Uint32Field,
-        Field(
-            description="Where UInt32 values travel: int_value, as the Sparkplug specification says, or"
-            " long_value, for hosts that read UInt32 only from there (Eclipse Tahu JavaScript)."
-        ),
-    ] = "int_value"
-    machines: Annotated[list[MachineSpec], Field(min_length=1, max_length=MAX_MACHINES)]
-    connectors: ConnectorsSpec = ConnectorsSpec()
-    broker: BrokerSpec
-    pki: PkiSpec = PkiSpec()
-    kpi: KpiSpec = KpiSpec()
-    dashboards: DashboardsSpec = DashboardsSpec()
+    site: PlaceName = Field(description="The ISA-95 site; the default Sparkplug group id.")
+    area: PlaceName = Field(description="The ISA-95 area.")
+    line: PlaceName = Field(description="The ISA-95 line; the default Sparkplug edge node id.")
+    group_id: SparkplugId | None = Field(default=None, description="The Sparkplug group id; default: `site`.")
+    edge_node_id: SparkplugId | None = Field(
+        default=None, description="The Sparkplug edge node id (or its prefix, when grouped); default: `line`."
+    )
+    primary_host_id: SparkplugId | None = Field(
+        default=None,
+        description="The Sparkplug primary host application: edge nodes publish births only while its STATE "
+        "is online, and the line gets a host certificate allowed to publish that STATE and commands.",
+    )
+    uint32_field: Uint32Field = Field(
+        default="int_value",
+        description="Where UInt32 values travel: int_value, as the Sparkplug specification says, or"
+        " long_value, for hosts that read UInt32 only from there (Eclipse Tahu JavaScript).",
+    )
+    machines: Annotated[list[MachineSpec], Field(min_length=1, max_length=MAX_MACHINES)] = Field(
+        description="The line's machines, each a Sparkplug device."
+    )
+    connectors: ConnectorsSpec = Field(
+        default=ConnectorsSpec(), description="How machines are grouped into connectors."
+    )
+    broker: BrokerSpec = Field(description="The line's (site) MQTT broker.")
+    pki: PkiSpec = Field(default=PkiSpec(), description="Certificate validity, renewal and maintenance window.")
+    kpi: KpiSpec = Field(default=KpiSpec(), description="Edge KPI settings.")
+    dashboards: DashboardsSpec = Field(default=DashboardsSpec(), description="The line's dashboards.")
 
     @property
     def sparkplug_group(self) -> str:
@@ -198,16 +277,20 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
-    namespace: str | None = None
-    generation: int | None = None
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")] = Field(
+        description="The PlantLine's name; its Kubernetes children are named after it."
+    )
+    namespace: str | None = Field(default=None, description="The namespace of the PlantLine and its children.")
+    generation: int | None = Field(default=None, description="Set by the API server: the spec's revision.")
 
 
 class PlantLine(_Spec):
-    api_version: ApiVersion
-    kind: Kind
-    metadata: ObjectMeta
-    spec: PlantLineSpec
+    """One production line: its machines, broker, certificates, KPIs and dashboards."""
+
+    api_version: ApiVersion = Field(description="The API version.")
+    kind: Kind = Field(description="The kind.")
+    metadata: ObjectMeta = Field(description="Kubernetes metadata: the line's name (and namespace).")
+    spec: PlantLineSpec = Field(description="The desired state of the line.")
 
 
 ConditionType = Literal["Ready", "CertificatesReady", "ConnectorsReady", "BrokerReady", "DashboardsReady"]
@@ -223,30 +306,41 @@ CONDITION_TYPES: tuple[ConditionType, ...] = (
 class Condition(_Spec):
     """One Kubernetes-style condition; `Ready` summarises the others."""
 
-    type: ConditionType
-    status: Literal["True", "False", "Unknown"]
-    reason: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=1024)]
-    message: Annotated[str, Field(max_length=32768)] = ""
-    last_transition_time: datetime
-    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    type: ConditionType = Field(description="What the condition is about.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether it holds.")
+    reason: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=1024)] = Field(
+        description="Why, in one CamelCase word."
+    )
+    message: Annotated[str, Field(max_length=32768)] = Field(default="", description="Why, for people.")
+    last_transition_time: datetime = Field(description="When `status` last changed.")
+    observed_generation: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="The generation of the spec the condition was found for."
+    )
 
 
 class StoredCertificate(_Spec):
     """A certificate Secret and the serial last stored in it; kept so a lost Secret's certificate is revoked."""
 
-    secret: Annotated[str, Field(min_length=1, max_length=253)]
-    serial: Annotated[str, Field(pattern=r"^[0-9a-f]{1,40}$")]
+    secret: Annotated[str, Field(min_length=1, max_length=253)] = Field(description="The Secret's name.")
+    serial: Annotated[str, Field(pattern=r"^[0-9a-f]{1,40}$")] = Field(
+        description="The serial number of the certificate it holds, in hexadecimal."
+    )
 
 
 class PlantLineStatus(_Spec):
     """What the operator observed; written through the status subresource."""
 
-    observed_generation: Annotated[int, Field(ge=0)] | None = None
-    machine_count: Annotated[int, Field(ge=0)] | None = None
-    conditions: Annotated[list[Condition], Field(max_length=16)] = Field(default_factory=list)
-    # One per identity: a connector per machine at most, plus broker, reader, bridge and OPC UA apps.
+    observed_generation: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="The generation of the spec last reconciled."
+    )
+    machine_count: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Machines in that spec.")
+    conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
+        default_factory=list, description="`Ready`, `CertificatesReady`, `ConnectorsReady`."
+    )
+    # One per identity: a connector and an OPC UA app per machine at most, plus broker, reader,
+    # bridge and host.
     certificates: Annotated[list[StoredCertificate], Field(max_length=2 * MAX_MACHINES + 8)] = Field(
-        default_factory=list
+        default_factory=list, description="Every certificate Secret of the line and the serial it holds."
     )
 
 
@@ -358,10 +452,16 @@ def connector_groups(spec: PlantLineSpec) -> dict[str, list[MachineSpec]]:
     return dict(sorted(groups.items()))
 
 
+# The identities of the line's roles, `<site>-<line>-<role>`; a connector group of that name would clash.
+ROLE_IDENTITIES = ("broker", "reader", "bridge", "host")
+
+
 def identities(spec: PlantLineSpec) -> dict[str, str]:
     """Return every certificate identity of the line, mapped to the spec path that names it."""
     prefix = f"{spec.site}-{spec.line}"
     names = {f"{prefix}-broker": "spec.broker", f"{prefix}-reader": "spec.line"}
+    if spec.primary_host_id is not None:
+        names[f"{prefix}-host"] = "spec.primaryHostId"
     if spec.broker.bridge is not None:
         names[f"{prefix}-bridge"] = "spec.broker.bridge"
     for group in connector_groups(spec):
@@ -370,6 +470,25 @@ def identities(spec: PlantLineSpec) -> dict[str, str]:
         if machine.opcua is not None and machine.opcua.secured:
             names[f"{prefix}-{machine.id}-ua"] = f"spec.machines[{index}].id"
     return names
+
+
+def _role_clashes(spec: PlantLineSpec) -> list[Problem]:
+    """Return a problem for each connector group named like a role, whose identity would be the role's."""
+    if spec.connectors.grouping == "perLine":
+        named = [("spec.line", spec.line)]
+    elif spec.connectors.grouping == "perMachine":
+        named = [(f"spec.machines[{i}].id", m.id) for i, m in enumerate(spec.machines)]
+    else:
+        return []  # groups are protocol names
+    return [
+        Problem(
+            path,
+            f"{name!r} is reserved with grouping {spec.connectors.grouping}: its connector's certificate "
+            f"identity would be the line's {name} identity {spec.site}-{spec.line}-{name}",
+        )
+        for path, name in named
+        if name in ROLE_IDENTITIES
+    ]
 
 
 def _pki_problems(spec: PlantLineSpec) -> list[Problem]:
@@ -415,6 +534,7 @@ def spec_problems(spec: PlantLineSpec) -> list[Problem]:
             ZoneInfo(spec.kpi.shift_calendar.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(Problem("spec.kpi.shiftCalendar.timezone", "not an IANA time zone (e.g. Europe/Berlin)"))
+    problems.extend(_role_clashes(spec))
     problems.extend(_pki_problems(spec))
     return problems
 

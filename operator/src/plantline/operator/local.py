@@ -54,6 +54,7 @@ from plantline.operator.render import (
     BrokerFiles,
     CertificateRequest,
     connector_config_data,
+    host_identity,
     reader_identity,
     render_acl,
     render_certificate_requests,
@@ -478,7 +479,7 @@ class LocalLine:
         files = BrokerFiles.under(spec, tls_dir=self.layout.tls.resolve(), broker_dir=self.layout.broker.resolve())
         files.persistence_dir.mkdir(parents=True, exist_ok=True)
         run_as = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
-        conf = render_mosquitto_conf(self.line, files=files, listen_address=spec.broker.host, run_as=run_as)
+        conf = render_mosquitto_conf(self.line, files=files, run_as=run_as)
         _write(self.layout.broker / "mosquitto.conf", conf.encode())
         _write(files.acl_file, render_acl(self.line).encode())
         configs = render_connector_configs(
@@ -835,7 +836,7 @@ def _supervise(app: LocalLine, stop: threading.Event, reload: threading.Event) -
 
 
 def announce(line: PlantLine, layout: Layout) -> None:
-    """Print (stdout) where the broker is and the reader identity to subscribe with."""
+    """Print (stdout) where the broker is, the reader identity to subscribe with and the host identity."""
     spec = line.spec
     tls = layout.tls.resolve()
     reader = reader_identity(spec)
@@ -845,10 +846,39 @@ def announce(line: PlantLine, layout: Layout) -> None:
     print(f"reader key: {tls / f'{reader}.key'}", flush=True)
     print(f"ca: {tls / TRUST_BUNDLE}", flush=True)
     print(
-        f"subscribe: mosquitto_sub -h {spec.broker.host} -p {spec.broker.port} --cafile {tls / TRUST_BUNDLE} "
-        f"--cert {tls / f'{reader}.crt'} --key {tls / f'{reader}.key'} -t '{topics}' -v",
+        f"subscribe: mosquitto_sub {_client_args(line, tls, reader)} -t '{topics}' -v",
         flush=True,
     )
+    if spec.primary_host_id is not None:
+        _announce_host(line, tls, spec.primary_host_id)
+
+
+def _client_args(line: PlantLine, tls: Path, identity: str) -> str:
+    broker = line.spec.broker
+    key = tls / f"{identity}.key"
+    return (
+        f"-h {broker.host} -p {broker.port} --cafile {tls / TRUST_BUNDLE} --cert {tls / f'{identity}.crt'} --key {key}"
+    )
+
+
+def _announce_host(line: PlantLine, tls: Path, host_id: str) -> None:
+    """Print how to be the line's primary host: its identity, the STATE payload, a ready command."""
+    host = host_identity(line.spec)
+    topic = f"spBv1.0/STATE/{host_id}"
+    print(f"primary host {host_id}: the edge nodes publish births once {topic} says online", flush=True)
+    print(f"host certificate: {tls / f'{host}.crt'}", flush=True)
+    print(f"host key: {tls / f'{host}.key'}", flush=True)
+    print(
+        f'STATE payload (Sparkplug 3.0): JSON {{"online": true|false, "timestamp": <ms since the epoch>}}, '
+        f"QoS 1, retained, on {topic}; set the offline one as the host's MQTT Will",
+        flush=True,
+    )
+    for state in ("online", "offline"):
+        payload = f'"{{\\"online\\":{str(state == "online").lower()},\\"timestamp\\":$(date +%s%3N)}}"'
+        print(
+            f"host {state}: mosquitto_pub {_client_args(line, tls, host)} -q 1 -r -t {topic} -m {payload}",
+            flush=True,
+        )
 
 
 # -- a line in the background: --detach, status, reload, down ---------------------------------------

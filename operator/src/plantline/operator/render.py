@@ -9,6 +9,7 @@ each owns its own bdSeq and NDEATH will.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,11 @@ def bridge_identity(spec: PlantLineSpec) -> str:
     return f"{_prefix(spec)}-bridge"
 
 
+def host_identity(spec: PlantLineSpec) -> str:
+    """Return the identity of the line's primary host application (used when `primaryHostId` is set)."""
+    return f"{_prefix(spec)}-host"
+
+
 def opcua_identity(spec: PlantLineSpec, machine: MachineSpec) -> str:
     return f"{_prefix(spec)}-{machine.id}-ua"
 
@@ -100,6 +106,8 @@ class CertificateRequest:
     sans: tuple[str, ...] = ()
     validity_days: int | None = None  # None: the profile's
     renew_before_days: int | None = None  # None: the profile's
+    # What the identity is in the line: connector | broker | reader | host | bridge | opcua-application.
+    role: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +116,7 @@ class CertificateRequest:
             "sans": list(self.sans),
             "validityDays": self.validity_days,
             "renewBeforeDays": self.renew_before_days,
+            "role": self.role,
         }
 
 
@@ -117,27 +126,30 @@ def _san(host: str) -> str:
 
 
 def render_certificate_requests(line: PlantLine) -> list[CertificateRequest]:
-    """Return every certificate the line needs: connectors, broker, reader, bridge, OPC UA apps."""
+    """Return every certificate the line needs: connectors, broker, reader, host, bridge, OPC UA apps."""
     spec = line.spec
 
-    def request(identity: str, profile: str, sans: tuple[str, ...] = ()) -> CertificateRequest:
+    def request(identity: str, profile: str, role: str, sans: tuple[str, ...] = ()) -> CertificateRequest:
         return CertificateRequest(
             identity=identity,
             profile=profile,
             sans=sans,
             validity_days=spec.pki.validity_days.get(profile),
             renew_before_days=spec.pki.renew_before,
+            role=role,
         )
 
-    requests = [request(c.identity, "mqtt-client") for c in topology(spec)]
-    requests.append(request(broker_identity(spec), "mqtt-server", (_san(spec.broker.host),)))
-    requests.append(request(reader_identity(spec), "mqtt-client"))
+    requests = [request(c.identity, "mqtt-client", "connector") for c in topology(spec)]
+    requests.append(request(broker_identity(spec), "mqtt-server", "broker", (_san(spec.broker.host),)))
+    requests.append(request(reader_identity(spec), "mqtt-client", "reader"))
+    if spec.primary_host_id is not None:
+        requests.append(request(host_identity(spec), "mqtt-client", "host"))
     if spec.broker.bridge is not None:
-        requests.append(request(bridge_identity(spec), "mqtt-client"))
+        requests.append(request(bridge_identity(spec), "mqtt-client", "bridge"))
     for machine in spec.machines:
         if _secured(machine):
             uri = f"uri:{opcua_application_uri(spec, machine)}"
-            requests.append(request(opcua_identity(spec, machine), "opcua-application", (uri,)))
+            requests.append(request(opcua_identity(spec, machine), "opcua-application", "opcua-application", (uri,)))
     return requests
 
 
@@ -253,16 +265,34 @@ class BrokerFiles:
         )
 
 
+def broker_listen_address(spec: PlantLineSpec) -> str:
+    """Return the address the broker binds: `listenAddress`, else `host` when it is an IP address, else all.
+
+    A DNS name is not bound: on the broker's own machine it may resolve elsewhere than for its
+    clients (Debian maps the host's own name to 127.0.1.1), so the broker listens on every interface.
+    """
+    if spec.broker.listen_address is not None:
+        return spec.broker.listen_address
+    try:
+        return str(ipaddress.ip_address(spec.broker.host))
+    except ValueError:
+        return "0.0.0.0"  # noqa: S104 - a broker named by DNS serves every interface of its machine
+
+
 def render_mosquitto_conf(
     line: PlantLine,
     *,
     files: BrokerFiles,
-    listen_address: str = "0.0.0.0",  # noqa: S104 - the broker serves the line's network
+    listen_address: str | None = None,
     port: int | None = None,
     run_as: str | None = None,
 ) -> str:
-    """Return mosquitto.conf: one mutual-TLS listener, ACL from the topology, optional bridge."""
+    """Return mosquitto.conf: one mutual-TLS listener, ACL from the topology, optional bridge.
+
+    The listener binds `listen_address`, by default the line's (`broker_listen_address`).
+    """
     spec = line.spec
+    address = listen_address if listen_address is not None else broker_listen_address(spec)
     lines = [
         f"# Rendered by plantline-operator for PlantLine {spec.site}/{spec.area}/{spec.line}; do not edit.",
         *([f"user {run_as}"] if run_as else []),
@@ -282,7 +312,7 @@ def render_mosquitto_conf(
         "connection_messages true",
         "set_tcp_nodelay true",
         "",
-        f"listener {port if port is not None else spec.broker.port} {listen_address}",
+        f"listener {port if port is not None else spec.broker.port} {address}",
         f"cafile {files.cafile}",
         f"certfile {files.certfile}",
         f"keyfile {files.keyfile}",
@@ -353,4 +383,19 @@ def render_acl(line: PlantLine) -> str:
         if spec.primary_host_id is not None:
             out.append(f"topic read {NAMESPACE}/STATE/{spec.primary_host_id}")
     out += ["", f"user {reader_identity(spec)}", f"topic read {base}/#", f"topic read {NAMESPACE}/STATE/+"]
+    if spec.primary_host_id is not None:
+        out += ["", *_host_acl(spec, spec.primary_host_id)]
     return "\n".join(out) + "\n"
+
+
+def _host_acl(spec: PlantLineSpec, host_id: str) -> list[str]:
+    """Return the primary host's ACL: its own STATE (birth, will, and reading it back), commands, the group."""
+    base = f"{NAMESPACE}/{spec.sparkplug_group}"
+    state = f"{NAMESPACE}/STATE/{host_id}"
+    out = [f"user {host_identity(spec)}", f"topic write {state}", f"topic read {state}"]
+    for connector in topology(spec):
+        node = connector.edge_node_id
+        out.append(f"topic write {base}/NCMD/{node}")
+        out += [f"topic write {base}/DCMD/{node}/{machine.id}" for machine in connector.machines]
+    out.append(f"topic read {base}/#")
+    return out
