@@ -25,6 +25,7 @@ from plantline.connectors.extras import MissingExtra
 from plantline.operator import extras
 from plantline.operator.api import PlantLine, PlantLineInvalid, Problem, parse_plantline
 from plantline.operator.crd import crd_yaml
+from plantline.operator.reference import reference_markdown
 from plantline.operator.render import (
     BrokerFiles,
     connector_config_data,
@@ -48,6 +49,7 @@ EPILOG = """examples:
   plantline validate examples/demo-line.yaml
   plantline validate --format json line.yaml
   plantline crd > operator/crds/plantline.dev_plantlines.yaml
+  plantline api-reference > docs/plantline-api-reference.md
   plantline render examples/demo-line.yaml --out build/line1
   plantline up examples/demo-line.yaml --simulate
   plantline up examples/demo-line.yaml --simulate --detach
@@ -117,6 +119,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_crd(_args: argparse.Namespace) -> int:
     sys.stdout.write(crd_yaml())
+    return EXIT_OK
+
+
+def cmd_api_reference(_args: argparse.Namespace) -> int:
+    sys.stdout.write(reference_markdown())
     return EXIT_OK
 
 
@@ -300,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     crd = commands.add_parser("crd", help="print the PlantLine CustomResourceDefinition YAML")
     crd.set_defaults(run=cmd_crd)
+
+    reference = commands.add_parser("api-reference", help="print the Markdown reference of every PlantLine field")
+    reference.set_defaults(run=cmd_api_reference)
 
     render = commands.add_parser("render", help="write connector configs, mosquitto.conf, acl and a certificate plan")
     render.add_argument("file", type=Path)
