@@ -68,6 +68,15 @@ def test_molecule_line_file_is_a_valid_plantline() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_molecule_edge_broker_listens_on_every_interface(tmp_path: Path) -> None:
+    # Its connectors reach it on 127.0.0.1, the core network (edge_core's firewall test) on its address.
+    out = tmp_path / "rendered"
+    result = _run([str(BIN / "plantline"), "render", "molecule/files/molecule-line.yaml", "--out", str(out)])
+    assert result.returncode == 0, result.stderr
+    conf = (out / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+    assert [line for line in conf if line.startswith("listener ")] == ["listener 8883 0.0.0.0"]
+
+
 def _failure_excerpt(output: str) -> str:
     """Return the part of a failed run's log a reviewer reads first: from the first failure on, and the end."""
     first = min((i for i in (output.find(m) for m in FAILURE_MARKERS) if i >= 0), default=-1)
