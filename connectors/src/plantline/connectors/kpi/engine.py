@@ -353,20 +353,21 @@ class KpiEngine:
             return
         value = None if sample.quality is Quality.BAD else sample.value
         cursor = self._cursor
+        late = cursor is not None and ts < cursor
         if cursor is None:
             self._begin(ts)
-        elif ts < cursor:
-            self._counts["late"] += 1
+        elif late:
             ts = cursor
         elif ts > cursor:
             self._advance(cursor, ts)
         try:
             handler(sample.signal, ts, value)
         except _InvalidValue:
-            self._counts["invalid"] += 1
+            self._counts["invalid"] += 1  # an invalid sample is not also counted late: late <= accepted
             return
         self._last_ts[sample.signal] = sample.source_ts_ms
         self._counts["accepted"] += 1
+        self._counts["late"] += late
 
     def _on_state(self, signal: str, ts: int, value: Value | None) -> None:
         bits = self._bits
