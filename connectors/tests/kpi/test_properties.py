@@ -119,8 +119,9 @@ def check_snapshot(snap: KpiSnapshot, updates: int) -> None:
 # Found by this test: an invalid sample older than the engine's clock was counted late, so late > accepted.
 @example(
     config=KpiConfig(window_s=60.0, resolution_s=1.0, counters=CounterRules(bits=16, reset_max=1000)),
-    stream=[(0, "counter.good", 0, Quality.GOOD), (-1, "counter.good", 0, Quality.GOOD)]
-    + [
+    stream=[
+        (0, "counter.good", 0, Quality.GOOD),
+        (-1, "counter.good", 0, Quality.GOOD),
         (0, "counter.good", 0, Quality.GOOD),
         (0, "cycle.ideal", -1.0, Quality.GOOD),
         (0, "cycle.ideal", -1.0, Quality.GOOD),
