@@ -1,37 +1,110 @@
-"""What every source shares: its device, an explicit state with waits, counters, a slowdown factor."""
+"""What every source shares: `SourceBase`, the connection task and the Source protocol's plumbing.
+
+    class OpcUaSource(SourceBase):   # implements _connect, _serve and _disconnect
+        ...
+
+    async with OpcUaSource(device) as source:
+        async for sample in source.samples():
+            ...
+
+Connection. Entering starts one task (`<protocol>-source:<id>`) that connects, serves the
+connection until it is lost, and after any failure or loss backs off with capped jittered
+exponential backoff and starts over (`SourceState`: DISCONNECTED -> CONNECTING -> CONNECTED,
+BACKOFF between attempts, CLOSED at exit); a device that is down at startup is retried the same
+way. A protocol says how to connect (`_connect`, which raises on failure), what to do while
+connected (`_serve`, which returns or raises once the connection is lost) and how to let go of
+a connection (`_disconnect`, called after every attempt that failed, every loss, and at exit).
+
+Samples. A protocol hands samples to `_emit`, which waits while the bounded queue that
+`samples()` reads is full (`counters.backpressure_waits`) rather than dropping any. A problem
+of one tag is logged once at WARNING and then at DEBUG (`_log_once`), so a tag that stays
+broken does not flood the log across polls and reconnections.
+"""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Self, TypedDict
 
-from plantline.connectors.config import Device
-from plantline.connectors.samples import Sample
+from plantline.connectors.backoff import Backoff
+from plantline.connectors.samples import Quality, Sample
 from plantline.connectors.sources import SourceCounters, SourceState
 
 _log = logging.getLogger(__name__)
 
+DEFAULT_MAX_BUFFERED = 10_000
 
-class SourceBase:
-    """The Source protocol's plumbing; a concrete source adds its connection task and samples()."""
 
-    def __init__(self, device: Device, *, max_buffered: int) -> None:
+class SourceOptions(TypedDict, total=False):
+    """What every source takes besides its device: a clock, a backoff and the size of its queue."""
+
+    clock: Callable[[], float]  # the samples' timestamps where the device gives none
+    backoff: Backoff | None  # between connection attempts (default: 0.5 s doubling up to 30 s)
+    max_buffered: int  # samples held for samples() before the device's data waits
+
+
+class SourceBase(abc.ABC):
+    """The Source protocol's plumbing; a protocol implements `_connect`, `_serve` and `_disconnect`."""
+
+    def __init__(
+        self,
+        protocol: str,
+        device_id: str,
+        endpoint: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        backoff: Backoff | None = None,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+    ) -> None:
         if max_buffered < 1:
             raise ValueError(f"max_buffered must be >= 1, got {max_buffered!r}")
-        self._device = device
+        self._protocol = protocol
+        self._device_id = device_id
+        self._where = endpoint
+        self._clock = clock
+        self._backoff = backoff if backoff is not None else Backoff(initial=0.5, cap=30.0)
         self._queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=max_buffered)
+        self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._state = SourceState.DISCONNECTED
         self._state_changed = asyncio.Event()
         self._slowdown = 1.0
         self._counters = SourceCounters()
+        self._warned: set[tuple[str, str]] = set()
+
+    # -- what a protocol implements -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _connect(self) -> None:
+        """Open the connection; raise anything on failure (it is counted, logged and retried)."""
+
+    @abc.abstractmethod
+    async def _serve(self) -> str:
+        """Keep the connection's data flowing; return (or raise) why it was lost."""
+
+    @abc.abstractmethod
+    async def _disconnect(self) -> None:
+        """Close the connection, if any; safe to call when it is already gone."""
+
+    def _release(self) -> None:  # noqa: B027  # optional: most sources hold nothing beyond the connection
+        """Free what the source holds for its whole life; called once, at exit."""
+
+    def _slowdown_changed(self) -> None:  # noqa: B027  # optional: most sources apply it at their next read
+        """Apply a new slowdown factor now, if waiting for the next read is not enough."""
+
+    # -- the Source protocol ----------------------------------------------------------------------------
 
     @property
     def device_id(self) -> str:
-        return self._device.id
+        """The device (Sparkplug device_id) every sample of this source belongs to."""
+        return self._device_id
 
     @property
     def state(self) -> SourceState:
@@ -41,10 +114,23 @@ class SourceBase:
     def counters(self) -> SourceCounters:
         return self._counters
 
-    @property
-    def slowdown(self) -> float:
-        """The factor the source's sampling intervals are currently multiplied by."""
-        return self._slowdown
+    async def __aenter__(self) -> Self:
+        if self._task is not None or self._closed:
+            raise RuntimeError(f"{type(self).__name__}: a source can be entered once")
+        self._task = asyncio.create_task(self._run(), name=f"{self._protocol}-source:{self.device_id}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._disconnect_quietly()
+        self._release()
+        self._mark_closed()
 
     async def wait_for_state(self, *states: SourceState) -> SourceState:
         """Return once the source is in one of `states` (at once if it already is).
@@ -65,11 +151,87 @@ class SourceBase:
                 return
             yield sample
 
-    def _mark_closed(self) -> None:
-        """Enter CLOSED and wake a consumer waiting on an empty queue (a full one drains first, then ends)."""
-        self._set_state(SourceState.CLOSED)
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
+    @property
+    def slowdown(self) -> float:
+        """The factor the source's sampling intervals are currently multiplied by."""
+        return self._slowdown
+
+    def set_slowdown(self, factor: float) -> None:
+        """Multiply the sampling intervals by `factor` (>= 1; 1 is full rate); the same factor again does nothing."""
+        if not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"slowdown factor must be a positive number, got {factor!r}")
+        factor = max(1.0, factor)
+        if factor == self._slowdown:
+            return
+        _log.info("device %s: sampling slowed down x%g (was x%g)", self.device_id, factor, self._slowdown)
+        self._slowdown = factor
+        self._slowdown_changed()
+
+    # -- the connection task ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """Connect, serve, and after any failure or loss back off and start over, until cancelled."""
+        connected_before = False
+        while True:
+            self._set_state(SourceState.CONNECTING)
+            try:
+                await self._connect()
+            except Exception as exc:  # noqa: BLE001  # whatever failed, the attempt failed: back off and retry
+                self._counters.connect_failures += 1
+                _log.warning("device %s: cannot connect to %s: %s", self.device_id, self._where, describe(exc))
+                self._set_state(SourceState.BACKOFF)
+                await self._disconnect_quietly()
+                await self._back_off()
+                continue
+            self._set_state(SourceState.CONNECTED)
+            self._backoff.reset()
+            if connected_before:
+                self._counters.reconnects += 1
+            connected_before = True
+            _log.info("device %s: connected to %s", self.device_id, self._where)
+            try:
+                reason = await self._serve()
+            except Exception as exc:  # noqa: BLE001  # any failure while connected: the connection is lost
+                reason = describe(exc)
+            finally:
+                self._set_state(SourceState.BACKOFF)
+                await self._disconnect_quietly()
+            _log.warning("device %s: connection lost (%s)", self.device_id, reason)
+            await self._back_off()
+
+    async def _back_off(self) -> None:
+        delay = self._backoff.next_delay()
+        _log.info("device %s: next attempt in %.1f s", self.device_id, delay)
+        await asyncio.sleep(delay)
+
+    async def _disconnect_quietly(self) -> None:
+        try:
+            await self._disconnect()
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001  # tearing down a dead connection: nothing to do about it
+            _log.debug("device %s: disconnect: %s", self.device_id, describe(exc))
+
+    # -- for protocols ----------------------------------------------------------------------------------
+
+    async def _emit(self, sample: Sample) -> None:
+        """Queue `sample` for `samples()`, waiting for room rather than dropping anything."""
+        if self._queue.full():
+            self._counters.backpressure_waits += 1
+        await self._queue.put(sample)
+        self._counters.samples += 1
+        if sample.quality is Quality.BAD:
+            self._counters.bad_samples += 1
+
+    def _log_once(self, signal: str, problem: str, message: str, *args: object) -> None:
+        """Warn the first time `signal` has `problem` (a kind of trouble); after that only at debug."""
+        key = (signal, problem)
+        level = logging.DEBUG if key in self._warned else logging.WARNING
+        self._warned.add(key)
+        _log.log(level, message, *args)
+
+    def _now_ms(self) -> int:
+        return math.floor(self._clock() * 1000)
 
     def _set_state(self, state: SourceState) -> None:
         if state is self._state:
@@ -79,13 +241,14 @@ class SourceBase:
         self._state_changed.set()
         self._state_changed = asyncio.Event()
 
-    def _change_slowdown(self, factor: float) -> bool:
-        """Validate and record a new slowdown factor (>= 1); return whether it changed."""
-        if not math.isfinite(factor) or factor <= 0:
-            raise ValueError(f"slowdown factor must be a positive number, got {factor!r}")
-        factor = max(1.0, factor)
-        if factor == self._slowdown:
-            return False
-        _log.info("device %s: sampling slowed down x%g (was x%g)", self.device_id, factor, self._slowdown)
-        self._slowdown = factor
-        return True
+    def _mark_closed(self) -> None:
+        """Enter CLOSED and wake a consumer waiting on an empty queue (a full one drains first, then ends)."""
+        self._set_state(SourceState.CLOSED)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+
+def describe(exc: BaseException) -> str:
+    """Return `Type: message` for an exception (just the type when it has no message)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -48,12 +48,10 @@ Threads, reconnection with backoff, report by exception: see `polling` (`Polling
 
 from __future__ import annotations
 
-import logging
 import re
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
 from pycomm3 import LogixDriver
 from pycomm3.cip import Array
@@ -67,13 +65,11 @@ from plantline.connectors.addressing.cip import (
     parse_cip_endpoint,
     parse_logix_address,
 )
-from plantline.connectors.backoff import Backoff
 from plantline.connectors.config import Device, Tag
 from plantline.connectors.quality import CIP_SUCCESS, cip_describe, cip_quality
 from plantline.connectors.samples import Quality
-from plantline.connectors.sources.polling import DEFAULT_MAX_BUFFERED, PollGroup, PollingSource, Reading
-
-_log = logging.getLogger(__name__)
+from plantline.connectors.sources.base import SourceOptions
+from plantline.connectors.sources.polling import PollGroup, PollingSource, Reading
 
 DEFAULT_MAX_GAP = 8  # array elements read in between two wanted ones, rather than another request
 _PYTHON_TYPES: Final[dict[str, type]] = {"BOOL": bool, "REAL": float, "LREAL": float, "STRING": str}
@@ -161,7 +157,7 @@ def plan_cip_reads(
     tags: Sequence[int],
     *,
     max_gap: int | None = DEFAULT_MAX_GAP,
-    isolated: frozenset[int] | set[int] = frozenset(),
+    isolated: Collection[int] = frozenset(),
 ) -> list[CipRead]:
     """Return the requests that read `tags` (indexes into `addresses`), in a stable order.
 
@@ -245,21 +241,19 @@ def reading_of(tag: int, datatype: str, reply: Pycomm3Tag, offset: int) -> Readi
     return Reading(tag, raw, cip_quality(code), code, cip_describe(code) if code != CIP_SUCCESS else None)
 
 
-class CipSource(PollingSource):
+class CipSource(PollingSource[list[CipRead], list[Pycomm3Tag]]):
     """Samples of one Logix controller, polled, kept flowing across restarts; use as `async with`."""
 
     def __init__(
         self,
         device: Device,
         *,
-        clock: Callable[[], float] = time.time,
-        backoff: Backoff | None = None,
-        max_buffered: int = DEFAULT_MAX_BUFFERED,
         max_gap: int | None = DEFAULT_MAX_GAP,
         batch: bool = True,
         socket_timeout_s: float = 5.0,
+        **options: Unpack[SourceOptions],
     ) -> None:
-        super().__init__(device, protocol="cip", clock=clock, backoff=backoff, max_buffered=max_buffered)
+        super().__init__(device, protocol="cip", **options)
         self._endpoint = parse_cip_endpoint(device.endpoint)
         self._addresses = cip_addresses(device)
         self._definitions = logix_tag_definitions(device.tags)
@@ -268,20 +262,8 @@ class CipSource(PollingSource):
         self._socket_timeout_s = socket_timeout_s
         self._driver: LogixDriver | None = None
         self._broken = False  # the last exchange failed: the peer cannot answer a Forward Close
-        self._plans: dict[PollGroup, list[CipRead]] = {}
-        self._isolated: set[int] = set()
-
-    def plan(self, group: PollGroup) -> list[CipRead]:
-        """Return the requests of one poll of `group` (built once per connection)."""
-        plan = self._plans.get(group)
-        if plan is None:
-            plan = plan_cip_reads(self._addresses, group.tags, max_gap=self._max_gap, isolated=self._isolated)
-            self._plans[group] = plan
-        return plan
 
     async def _connect(self) -> None:
-        self._plans.clear()
-        self._isolated.clear()
         self._driver = await self._call(self._open)
 
     def _open(self) -> LogixDriver:
@@ -313,33 +295,27 @@ class CipSource(PollingSource):
             return
         driver.close()  # type: ignore[no-untyped-call]
 
-    async def _poll(self, group: PollGroup) -> Sequence[Reading]:
-        plan = self.plan(group)
-        replies = await self._call(self._read, plan)
-        failed = {
+    def _plan_reads(self, group: PollGroup, isolated: Collection[int]) -> list[CipRead]:
+        return plan_cip_reads(self._addresses, group.tags, max_gap=self._max_gap, isolated=isolated)
+
+    def _failed_merged(self, group: PollGroup, plan: list[CipRead], answers: list[Pycomm3Tag]) -> set[int]:
+        return {
             tag
-            for read, reply in zip(plan, replies, strict=True)
+            for read, reply in zip(plan, answers, strict=True)
             if reply.error and len(read.members) > 1 and read.request.endswith("}")
             for tag, _ in read.members
-        } - self._isolated
-        if failed:
-            _log.warning(
-                "device %s: an array read failed; reading %s one by one",
-                self.device_id,
-                ", ".join(str(self._addresses[t]) for t in sorted(failed)),
-            )
-            self._isolated |= failed
-            self._plans.pop(group, None)
-            plan = self.plan(group)
-            replies = await self._call(self._read, plan)
-        readings = []
-        for read, reply in zip(plan, replies, strict=True):
-            for tag, offset in read.members:
-                readings.append(reading_of(tag, self._device.tags[tag].datatype, reply, offset))
+        }
+
+    def _readings(self, group: PollGroup, plan: list[CipRead], answers: list[Pycomm3Tag]) -> list[Reading]:
+        readings = [
+            reading_of(tag, self._device.tags[tag].datatype, reply, offset)
+            for read, reply in zip(plan, answers, strict=True)
+            for tag, offset in read.members
+        ]
         readings.sort(key=lambda reading: reading.tag)
         return readings
 
-    def _read(self, plan: Sequence[CipRead]) -> list[Pycomm3Tag]:
+    def _exchange(self, plan: list[CipRead]) -> list[Pycomm3Tag]:
         """Read every request of `plan` (worker thread), batched or one per request."""
         driver = self._driver
         if driver is None:

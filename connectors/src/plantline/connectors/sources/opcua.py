@@ -4,16 +4,17 @@
         async for sample in source.samples():
             ...
 
-Connection. The source owns one asyncua `Client` at a time and one task (`opcua-source:<id>`)
-that connects, subscribes, watches for loss and reconnects, with capped jittered exponential
-backoff (`SourceState`: DISCONNECTED -> CONNECTING -> CONNECTED, BACKOFF between attempts,
-CLOSED at exit). A server that is down at startup is retried the same way. After any loss
-the client is thrown away and a new session is opened, and the subscriptions are created
-again from the config: a restarted server has forgotten them, and the fresh initial values
-the server sends for new monitored items are real reads, not replays. asyncua's own
-auto-reconnect is not used (it has no jitter, does not retry the first connect, and would be
-a second supervisor fighting this one). Its watchdog runs with `watchdog_interval_s` (10 s by
-default, not asyncua's 1 s; see FIELD-NOTES: the 1 s watchdog declares a busy server lost).
+Connection. The source owns one asyncua `Client` at a time, and `SourceBase`'s task
+(`opcua-source:<id>`) connects and subscribes (`_connect`), watches for loss (`_serve`) and
+reconnects, with capped jittered exponential backoff (`SourceState`: DISCONNECTED -> CONNECTING
+-> CONNECTED, BACKOFF between attempts, CLOSED at exit). A server that is down at startup is
+retried the same way. After any loss the client is thrown away and a new session is opened,
+and the subscriptions are created again from the config: a restarted server has forgotten them,
+and the fresh initial values the server sends for new monitored items are real reads, not
+replays. asyncua's own auto-reconnect is not used (it has no jitter, does not retry the first
+connect, and would be a second supervisor fighting this one). Its watchdog runs with
+`watchdog_interval_s` (10 s by default, not asyncua's 1 s; see FIELD-NOTES: the 1 s watchdog
+declares a busy server lost).
 
 No fabricated values. While the server is unreachable nothing is yielded and `state` is not
 CONNECTED; the runtime turns that into DDEATH. A node the server reports with a Bad status
@@ -48,12 +49,10 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any, Unpack
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -63,20 +62,17 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
 
-from plantline.connectors.backoff import Backoff
 from plantline.connectors.certificates import application_uri, is_pem
 from plantline.connectors.config import Deadband, Device, Tag
 from plantline.connectors.quality import opcua_quality
 from plantline.connectors.samples import Quality, Sample, Value
-from plantline.connectors.sources import SourceState
-from plantline.connectors.sources.base import SourceBase
+from plantline.connectors.sources.base import SourceBase, SourceOptions, describe
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_WATCHDOG_INTERVAL_S = 10.0
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
 DEFAULT_CONNECT_TIMEOUT_S = 15.0
-DEFAULT_MAX_BUFFERED = 10_000
 SESSION_TIMEOUT_MS = 60_000  # a session we lost is dropped by the server after a minute
 KEEPALIVE_EVERY_MS = 10_000  # an idle subscription still hears from the server this often
 LIFETIME_MS = 600_000  # the server keeps a subscription this long without PublishRequests
@@ -219,130 +215,59 @@ class OpcUaSource(SourceBase):
         self,
         device: Device,
         *,
-        clock: Callable[[], float] = time.time,
-        backoff: Backoff | None = None,
-        max_buffered: int = DEFAULT_MAX_BUFFERED,
         watchdog_interval_s: float = DEFAULT_WATCHDOG_INTERVAL_S,
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        **options: Unpack[SourceOptions],
     ) -> None:
         if device.protocol != "opcua":
             raise ValueError(f"device {device.id!r} speaks {device.protocol}, not opcua")
-        super().__init__(device, max_buffered=max_buffered)
+        super().__init__("opcua", device.id, device.endpoint, **options)
+        self._device = device
         self._tags = monitored_tags(device)
         self._by_handle = {item.handle: item.tag for item in self._tags}
-        self._clock = clock
-        self._backoff = backoff if backoff is not None else Backoff(initial=0.5, cap=30.0)
         self._watchdog_interval_s = watchdog_interval_s
         self._request_timeout_s = request_timeout_s
         self._connect_timeout_s = connect_timeout_s
-        self._task: asyncio.Task[None] | None = None
+        self._client: Client | None = None
         self._resubscribe_pending = False
         self._generation = 0  # one per client, so a late callback of an old client is ignored
         self._lost_reason: str | None = None
         self._wake = asyncio.Event()
         self._subscription_ids: list[int] = []
-        self._warned: set[tuple[str, str]] = set()
 
-    # -- the Source protocol ------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        if self._task is not None or self._closed:
-            raise RuntimeError("an OpcUaSource can be entered once")
-        self._task = asyncio.create_task(self._run(), name=f"opcua-source:{self.device_id}")
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._mark_closed()
-
-    # -- for the runtime and tests ------------------------------------------------------------------
-
-    def set_slowdown(self, factor: float) -> None:
-        """Multiply sampling and publishing intervals by `factor` (>= 1; 1 is full rate).
-
-        Takes effect by re-creating the subscriptions on the current session (or at the next
-        connection); setting the factor in force again does nothing.
-        """
-        if not self._change_slowdown(factor):
-            return
+    def _slowdown_changed(self) -> None:
+        # Re-create the subscriptions on the current session (or at the next connection).
         self._resubscribe_pending = True
         self._wake.set()
 
-    # -- the connection task ------------------------------------------------------------------------
+    # -- the connection -------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        """Connect, serve, and after any failure or loss back off and start over, until cancelled."""
-        connected_before = False
-        while True:
-            client = await self._establish()
-            if client is None:
-                await self._back_off()
-                continue
-            self._set_state(SourceState.CONNECTED)
-            self._backoff.reset()
-            if connected_before:
-                self._counters.reconnects += 1
-            connected_before = True
-            _log.info("device %s: connected to %s", self.device_id, self._device.endpoint)
-            try:
-                reason = await self._hold(client)
-            except Exception as exc:  # noqa: BLE001  # e.g. re-subscribing failed: start over
-                reason = _describe(exc)
-            finally:
-                self._set_state(SourceState.BACKOFF)
-                await self._close_client(client)
-            _log.warning("device %s: connection lost (%s)", self.device_id, reason)
-            await self._back_off()
-
-    async def _establish(self) -> Client | None:
-        """Return a connected, subscribed client, or None (logged and counted) if that failed."""
-        self._set_state(SourceState.CONNECTING)
+    async def _connect(self) -> None:
+        """Open a session and create the subscriptions; a failure leaves the client to `_disconnect`."""
         self._generation += 1
         self._lost_reason = None
         self._wake.clear()
-        client: Client | None = None
-        try:
-            client = await asyncio.wait_for(self._connect(self._generation), self._connect_timeout_s)
-            await self._subscribe(client, self._generation)
-        except Exception as exc:  # noqa: BLE001  # whatever failed, the attempt failed: back off and retry
-            self._counters.connect_failures += 1
-            _log.warning("device %s: cannot connect to %s: %s", self.device_id, self._device.endpoint, _describe(exc))
-            self._set_state(SourceState.BACKOFF)
-            await self._close_client(client)
-            return None
-        except BaseException:
-            await self._close_client(client)
-            raise
-        return client
+        self._client = await asyncio.wait_for(self._new_client(self._generation), self._connect_timeout_s)
+        await self._subscribe(self._client, self._generation)
 
-    async def _back_off(self) -> None:
-        delay = self._backoff.next_delay()
-        _log.info("device %s: next attempt in %.1f s", self.device_id, delay)
-        await asyncio.sleep(delay)
-
-    async def _hold(self, client: Client) -> str:
+    async def _serve(self) -> str:
         """Serve slowdown requests until the connection is lost; return why it was."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             if self._lost_reason is not None:
                 return self._lost_reason
-            if self._resubscribe_pending:
-                await self._resubscribe(client)
+            if self._resubscribe_pending and self._client is not None:
+                await self._resubscribe(self._client)
 
     def _lost(self, generation: int, reason: str) -> None:
         if generation == self._generation and self._lost_reason is None:
             self._lost_reason = reason
             self._wake.set()
 
-    async def _connect(self, generation: int) -> Client:
+    async def _new_client(self, generation: int) -> Client:
+        """Return a client connected (and signed in) to the server, reporting its loss to `_lost`."""
         device, options = self._device, self._device.opcua
         client = Client(device.endpoint, timeout=self._request_timeout_s, watchdog_intervall=self._watchdog_interval_s)
         client.session_timeout = SESSION_TIMEOUT_MS
@@ -356,7 +281,7 @@ class OpcUaSource(SourceBase):
             client.set_password(options.password_file.read_text(encoding="utf-8").rstrip("\r\n"))
 
         async def on_connection_lost(exc: Exception) -> None:
-            self._lost(generation, _describe(exc))
+            self._lost(generation, describe(exc))
 
         client.connection_lost_callback = on_connection_lost
         try:
@@ -366,6 +291,18 @@ class OpcUaSource(SourceBase):
                 client.disconnect_socket()
             raise
         return client
+
+    async def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        self._subscription_ids = []
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(client.disconnect(), self._request_timeout_s)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.disconnect_socket()
+            raise
 
     async def _secure(self, client: Client) -> None:
         options = self._device.opcua
@@ -382,6 +319,7 @@ class OpcUaSource(SourceBase):
         else:
             self._log_once(
                 "",
+                "unverified server",
                 "device %s: opcua.server_certificate_file is not set: the server's certificate is taken "
                 "unverified from its endpoint list",
                 self.device_id,
@@ -394,19 +332,6 @@ class OpcUaSource(SourceBase):
             server_certificate=server_certificate,
             mode=mode,
         )
-
-    async def _close_client(self, client: Client | None) -> None:
-        if client is None:
-            return
-        self._subscription_ids = []
-        try:
-            await asyncio.wait_for(client.disconnect(), self._request_timeout_s)
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001  # tearing down a dead connection: nothing to do about it
-            _log.debug("device %s: disconnect: %s", self.device_id, _describe(exc))
-            with contextlib.suppress(Exception):
-                client.disconnect_socket()
 
     # -- subscriptions --------------------------------------------------------------------------------
 
@@ -443,6 +368,7 @@ class OpcUaSource(SourceBase):
                 self._counters.deadband_fallbacks += 1
                 self._log_once(
                     item.tag.signal,
+                    "deadband refused",
                     "device %s: %s (%s): the server refused the %s deadband (%s%s); subscribing without a deadband",
                     self.device_id,
                     item.tag.signal,
@@ -505,6 +431,7 @@ class OpcUaSource(SourceBase):
         self._counters.read_errors += 1
         self._log_once(
             item.tag.signal,
+            "monitoring refused",
             "device %s: %s (%s): the server refused to monitor it: %s",
             self.device_id,
             item.tag.signal,
@@ -538,30 +465,13 @@ class OpcUaSource(SourceBase):
         except UnsupportedValue as exc:
             self._counters.read_errors += 1
             self._log_once(
-                tag.signal, "device %s: %s (%s): cannot use %s", self.device_id, tag.signal, tag.address, exc
+                tag.signal,
+                "unsupported value",
+                "device %s: %s (%s): cannot use %s",
+                self.device_id,
+                tag.signal,
+                tag.address,
+                exc,
             )
             sample = Sample(self.device_id, tag.signal, None, Quality.BAD, self._now_ms(), None)
         await self._emit(sample)
-
-    async def _emit(self, sample: Sample) -> None:
-        if self._queue.full():
-            self._counters.backpressure_waits += 1
-        await self._queue.put(sample)
-        self._counters.samples += 1
-        if sample.quality is Quality.BAD:
-            self._counters.bad_samples += 1
-
-    def _log_once(self, signal: str, message: str, *args: object) -> None:
-        """Warn the first time a tag has this kind of problem; after a reconnect, only at debug."""
-        key = (signal, message)
-        level = logging.DEBUG if key in self._warned else logging.WARNING
-        self._warned.add(key)
-        _log.log(level, message, *args)
-
-    def _now_ms(self) -> int:
-        return math.floor(self._clock() * 1000)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,24 +1,27 @@
 """What the polled sources (S7, CIP) share: `PollingSource`, poll groups and report by exception.
 
-    class S7Source(PollingSource):   # implements _connect, _poll and _disconnect
-        ...
+    class S7Source(PollingSource[ReadPlan, list[list[ItemResult]]]):
+        ...   # _connect, _disconnect, and _plan_reads, _exchange, _failed_merged, _readings
 
     async with S7Source(device) as source:
         async for sample in source.samples():
             ...
 
-Connection. One task (`<protocol>-source:<id>`) connects, polls, and after any failure or loss
-backs off with capped jittered exponential backoff and starts over (`SourceState`: DISCONNECTED
--> CONNECTING -> CONNECTED, BACKOFF between attempts, CLOSED at exit); a PLC that is down at
-startup is retried the same way. The protocol libraries (python-snap7, pycomm3) block, so every
-call into them runs on one worker thread per source (`_call`): the event loop never blocks, and
-calls on one connection never overlap. An exception from `_poll` is a lost connection; a tag
-the PLC refuses is not: it comes back as a bad `Reading` with the protocol's code.
+Connection. `SourceBase`'s task connects, polls while connected, and backs off and starts over
+after any failure or loss. The protocol libraries (python-snap7, pycomm3) block, so every call
+into them runs on one worker thread per source (`_call`): the event loop never blocks, and calls
+on one connection never overlap. An exception from a poll is a lost connection; a tag the PLC
+refuses is not: it comes back as a bad `Reading` with the protocol's code.
 
 Polling. Tags are polled in groups by sampling interval (the device's `sampling_interval_ms`
 today, so one group), at a fixed rate: a poll that overruns its interval is followed by the
 next one at once, never by a burst of catch-up polls. `set_slowdown(factor)` stretches every
 interval from the next poll on.
+
+Merged reads. A protocol reads neighbouring tags with one request where it can (an S7 range, a
+CIP array run); the plan is built once per group and connection (`plan`). When such a request
+fails as a whole (one tag past the end of a DB or an array, say), its tags are read on their
+own from then on, until the next connection, so the others read good again.
 
 Report by exception. PLCs give no timestamps and polls repeat unchanged values, so a sample is
 yielded for a tag when its value, quality or code changed since the last sample, like an OPC UA
@@ -38,27 +41,22 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import functools
 import logging
-import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import Generic, TypeVar, Unpack
 
-from plantline.connectors.backoff import Backoff
 from plantline.connectors.config import Device, Tag
 from plantline.connectors.samples import Quality, Sample, Value
-from plantline.connectors.sources import SourceState
-from plantline.connectors.sources.base import SourceBase
+from plantline.connectors.sources.base import SourceBase, SourceOptions
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BUFFERED = 10_000
 T = TypeVar("T")
+PlanT = TypeVar("PlanT")  # what a protocol sends for one poll of a group
+AnswersT = TypeVar("AnswersT")  # what comes back
 
 
 @dataclass(frozen=True)
@@ -135,28 +133,23 @@ class ChangeFilter:
         return old == new
 
 
-class PollingSource(SourceBase, abc.ABC):
-    """A device polled over a blocking protocol library; implement `_connect`, `_poll`, `_disconnect`."""
+class PollingSource(SourceBase, Generic[PlanT, AnswersT]):
+    """A device polled over a blocking protocol library.
 
-    def __init__(
-        self,
-        device: Device,
-        *,
-        protocol: str,
-        clock: Callable[[], float] = time.time,
-        backoff: Backoff | None = None,
-        max_buffered: int = DEFAULT_MAX_BUFFERED,
-    ) -> None:
+    A protocol implements `_connect` and `_disconnect` (see `SourceBase`) and the four steps of a
+    poll: `_plan_reads` (the requests that read a group), `_exchange` (send them; on the worker
+    thread), `_failed_merged` (the tags of failed requests that read several tags) and `_readings`.
+    """
+
+    def __init__(self, device: Device, *, protocol: str, **options: Unpack[SourceOptions]) -> None:
         if device.protocol != protocol:
             raise ValueError(f"device {device.id!r} speaks {device.protocol}, not {protocol}")
-        super().__init__(device, max_buffered=max_buffered)
-        self._protocol = protocol
-        self._clock = clock
-        self._backoff = backoff if backoff is not None else Backoff(initial=0.5, cap=30.0)
+        super().__init__(protocol, device.id, device.endpoint, **options)
+        self._device = device
         self._groups = poll_groups(device)
         self._filter = ChangeFilter(device.tags)
-        self._task: asyncio.Task[None] | None = None
-        self._warned: set[tuple[str, str]] = set()
+        self._plans: dict[PollGroup, PlanT] = {}
+        self._isolated: set[int] = set()  # tag indexes read on their own
         # One worker thread: the protocol library blocks, and one connection is not shared.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{protocol}-source-{device.id}")
         for tag in device.tags:
@@ -170,99 +163,67 @@ class PollingSource(SourceBase, abc.ABC):
                     protocol,
                 )
 
-    # -- what a protocol implements (on the event loop; blocking work goes through `_call`) ---------
+    # -- what a protocol implements besides connecting (blocking work goes through `_call`) ----------
 
     @abc.abstractmethod
-    async def _connect(self) -> None:
-        """Open the connection; raise anything on failure (it is counted, logged and retried)."""
+    def _plan_reads(self, group: PollGroup, isolated: Collection[int]) -> PlanT:
+        """Return the requests that read `group`; the tags in `isolated` get requests of their own."""
 
     @abc.abstractmethod
-    async def _poll(self, group: PollGroup) -> Sequence[Reading]:
-        """Read one group's tags; raise only when the connection itself failed."""
+    def _exchange(self, plan: PlanT) -> AnswersT:
+        """Send the requests of `plan` and return the answers (worker thread); raise on a lost link."""
 
     @abc.abstractmethod
-    async def _disconnect(self) -> None:
-        """Close the connection, if any; safe to call when it is already gone."""
+    def _failed_merged(self, group: PollGroup, plan: PlanT, answers: AnswersT) -> set[int]:
+        """Return the tags of the failed requests that read more than one tag."""
+
+    @abc.abstractmethod
+    def _readings(self, group: PollGroup, plan: PlanT, answers: AnswersT) -> Sequence[Reading]:
+        """Return one Reading per tag of `group` from the answers to `plan`."""
 
     async def _call(self, function: Callable[..., T], *args: object) -> T:
         """Run a blocking library call on this source's worker thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(function, *args))
 
-    # -- the Source protocol ------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        if self._task is not None or self._closed:
-            raise RuntimeError(f"a {type(self).__name__} can be entered once")
-        self._task = asyncio.create_task(self._run(), name=f"{self._protocol}-source:{self.device_id}")
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._disconnect_quietly()
+    def _release(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._mark_closed()
 
-    def set_slowdown(self, factor: float) -> None:
-        """Multiply the polling intervals by `factor` (>= 1; 1 is full rate), from the next poll on."""
-        self._change_slowdown(factor)
+    # -- polling --------------------------------------------------------------------------------------
 
-    # -- the connection task ------------------------------------------------------------------------
+    def plan(self, group: PollGroup) -> PlanT:
+        """Return the read plan of `group` for the current connection (built once per connection)."""
+        plan = self._plans.get(group)
+        if plan is None:
+            plan = self._plans[group] = self._plan_reads(group, frozenset(self._isolated))
+        return plan
 
-    async def _run(self) -> None:
-        """Connect, poll, and after any failure or loss back off and start over, until cancelled."""
-        connected_before = False
-        while True:
-            self._set_state(SourceState.CONNECTING)
-            try:
-                await self._connect()
-            except Exception as exc:  # noqa: BLE001  # whatever failed, the attempt failed: back off and retry
-                self._counters.connect_failures += 1
-                endpoint = self._device.endpoint
-                _log.warning("device %s: cannot connect to %s: %s", self.device_id, endpoint, describe(exc))
-                self._set_state(SourceState.BACKOFF)
-                await self._disconnect_quietly()
-                await self._back_off()
-                continue
-            self._set_state(SourceState.CONNECTED)
-            self._backoff.reset()
-            if connected_before:
-                self._counters.reconnects += 1
-            connected_before = True
-            _log.info("device %s: connected to %s", self.device_id, self._device.endpoint)
-            self._filter.reset()  # a new connection reports every tag afresh
-            reason = "polling stopped"
-            try:
-                await self._poll_forever()
-            except Exception as exc:  # noqa: BLE001  # any failure of a poll: the connection is lost
-                reason = describe(exc)
-            finally:
-                self._set_state(SourceState.BACKOFF)
-                await self._disconnect_quietly()
-            _log.warning("device %s: connection lost (%s)", self.device_id, reason)
-            await self._back_off()
+    async def _poll(self, group: PollGroup) -> Sequence[Reading]:
+        """Read one group's tags; raise only when the connection itself failed.
 
-    async def _back_off(self) -> None:
-        delay = self._backoff.next_delay()
-        _log.info("device %s: next attempt in %.1f s", self.device_id, delay)
-        await asyncio.sleep(delay)
+        A request that read several tags and failed is split: its tags are read on their own from
+        then on (until the next connection), so one misconfigured tag does not turn its neighbours bad.
+        """
+        plan = self.plan(group)
+        answers = await self._call(self._exchange, plan)
+        split = self._failed_merged(group, plan, answers) - self._isolated
+        if split:
+            _log.warning(
+                "device %s: a merged read failed; reading %s one by one",
+                self.device_id,
+                ", ".join(self._device.tags[t].address for t in sorted(split)),
+            )
+            self._isolated |= split
+            del self._plans[group]
+            plan = self.plan(group)
+            answers = await self._call(self._exchange, plan)
+        return self._readings(group, plan, answers)
 
-    async def _disconnect_quietly(self) -> None:
-        try:
-            await self._disconnect()
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001  # tearing down a dead connection: nothing to do about it
-            _log.debug("device %s: disconnect: %s", self.device_id, describe(exc))
-
-    async def _poll_forever(self) -> None:
+    async def _serve(self) -> str:
         """Poll every group on its schedule until a poll raises (the connection is lost)."""
+        self._filter.reset()  # a new connection reports every tag afresh, and is planned afresh
+        self._plans.clear()
+        self._isolated.clear()
         loop = asyncio.get_running_loop()
         due = [loop.time()] * len(self._groups)
         while True:
@@ -283,36 +244,8 @@ class PollingSource(SourceBase, abc.ABC):
                 continue
             if reading.quality is not Quality.GOOD:
                 self._counters.read_errors += reading.quality is Quality.BAD
+                problem = reading.problem or reading.quality.value
                 self._log_once(
-                    tag.signal,
-                    "device %s: %s (%s): %s",
-                    self.device_id,
-                    tag.signal,
-                    tag.address,
-                    reading.problem or reading.quality.value,
+                    tag.signal, problem, "device %s: %s (%s): %s", self.device_id, tag.signal, tag.address, problem
                 )
             await self._emit(Sample(self.device_id, tag.signal, value, reading.quality, now_ms, reading.code))
-
-    async def _emit(self, sample: Sample) -> None:
-        if self._queue.full():
-            self._counters.backpressure_waits += 1
-        await self._queue.put(sample)
-        self._counters.samples += 1
-        if sample.quality is Quality.BAD:
-            self._counters.bad_samples += 1
-
-    def _log_once(self, signal: str, message: str, *args: object) -> None:
-        """Warn the first time a tag has this kind of problem; after that only at debug."""
-        key = (signal, message % args)
-        level = logging.DEBUG if key in self._warned else logging.WARNING
-        self._warned.add(key)
-        _log.log(level, message, *args)
-
-    def _now_ms(self) -> int:
-        return math.floor(self._clock() * 1000)
-
-
-def describe(exc: BaseException) -> str:
-    """Return `Type: message` for an exception (just the type when it has no message)."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -19,8 +19,8 @@ C snap7 server's answer for a DB that does not exist as "Data item is truncated"
 item failed yields a bad sample whose `protocol_code` is the S7 return code (0x0A: the DB does
 not exist, 0x05: out of range...), or `(error class << 8) | code` for a job the CPU refused as a
 whole; the other tags of the poll are unaffected. A range that merged several tags and failed
-is split: its tags are read one by one from then on (until the next connection), so one
-misconfigured tag does not turn its neighbours bad.
+is split: its tags are read one by one from then on (until the next connection; see `polling`),
+so one misconfigured tag does not turn its neighbours bad.
 
 Threads. python-snap7 blocks; its calls run on the source's worker thread (`PollingSource._call`).
 Its own auto-reconnect and heartbeat stay off: this source's task is the one supervisor. The
@@ -31,18 +31,18 @@ and backpressure are `PollingSource`'s (see `polling`).
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Collection
+from typing import Unpack
 
 from snap7.client import Client
 from snap7.type import Parameter
 
 from plantline.connectors.addressing.s7 import DEFAULT_PDU, S7Area, S7Location, parse_s7_address, parse_s7_endpoint
-from plantline.connectors.backoff import Backoff
 from plantline.connectors.config import Device
 from plantline.connectors.quality import S7_ITEM_OK, s7_describe, s7_quality
 from plantline.connectors.samples import Quality
-from plantline.connectors.sources.polling import DEFAULT_MAX_BUFFERED, PollGroup, PollingSource, Reading
+from plantline.connectors.sources.base import SourceOptions
+from plantline.connectors.sources.polling import PollGroup, PollingSource, Reading
 from plantline.connectors.sources.s7_plan import (
     DEFAULT_MAX_GAP,
     MAX_ITEMS,
@@ -84,20 +84,18 @@ def reading_of(tag: int, location: S7Location, result: TagResult) -> Reading:
     return Reading(tag, None, s7_quality(result.code), result.code, problem)
 
 
-class S7Source(PollingSource):
+class S7Source(PollingSource[ReadPlan, list[list[ItemResult]]]):
     """Samples of one S7 PLC, polled, kept flowing across PLC restarts; use as `async with`."""
 
     def __init__(
         self,
         device: Device,
         *,
-        clock: Callable[[], float] = time.time,
-        backoff: Backoff | None = None,
-        max_buffered: int = DEFAULT_MAX_BUFFERED,
         max_gap: int | None = DEFAULT_MAX_GAP,
         max_items: int = MAX_ITEMS,
+        **options: Unpack[SourceOptions],
     ) -> None:
-        super().__init__(device, protocol="s7", clock=clock, backoff=backoff, max_buffered=max_buffered)
+        super().__init__(device, protocol="s7", **options)
         self._endpoint = parse_s7_endpoint(device.endpoint)
         self._locations = s7_locations(device)
         self._max_gap = max_gap
@@ -106,8 +104,6 @@ class S7Source(PollingSource):
         self._client = Client()  # one per source: re-connected after a loss, so retries allocate nothing new
         self._connected = False
         self._pdu_size: int | None = None
-        self._plans: dict[PollGroup, ReadPlan] = {}
-        self._isolated: set[int] = set()  # tag indexes read on their own
         self._pdu_ref = 0
 
     @property
@@ -115,25 +111,7 @@ class S7Source(PollingSource):
         """The PDU size the PLC granted on the current connection (None while not connected)."""
         return self._pdu_size
 
-    def plan(self, group: PollGroup) -> ReadPlan:
-        """Return the read plan of `group` for the current connection (built once per connection)."""
-        plan = self._plans.get(group)
-        if plan is None:
-            if self._pdu_size is None:
-                raise RuntimeError("not connected: the plan depends on the negotiated PDU size")
-            plan = plan_reads(
-                [self._locations[t] for t in group.tags],
-                pdu_size=self._pdu_size,
-                max_gap=self._max_gap,
-                max_items=self._max_items,
-                isolated={position for position, t in enumerate(group.tags) if t in self._isolated},
-            )
-            self._plans[group] = plan
-        return plan
-
     async def _connect(self) -> None:
-        self._plans.clear()
-        self._isolated.clear()
         self._pdu_size = await self._call(self._open)
         _log.info("device %s: PDU size %d granted", self.device_id, self._pdu_size)
 
@@ -151,20 +129,21 @@ class S7Source(PollingSource):
             self._connected = False
             await self._call(self._client.disconnect)
 
-    async def _poll(self, group: PollGroup) -> Sequence[Reading]:
-        plan = self.plan(group)
-        answers = await self._call(self._exchange, plan)
-        split = {group.tags[position] for position in failed_members(plan, answers)} - self._isolated
-        if split:
-            _log.warning(
-                "device %s: a merged read failed; reading %s one by one",
-                self.device_id,
-                ", ".join(self._device.tags[t].address for t in sorted(split)),
-            )
-            self._isolated |= split
-            self._plans.pop(group, None)
-            plan = self.plan(group)
-            answers = await self._call(self._exchange, plan)
+    def _plan_reads(self, group: PollGroup, isolated: Collection[int]) -> ReadPlan:
+        if self._pdu_size is None:
+            raise RuntimeError("not connected: the plan depends on the negotiated PDU size")
+        return plan_reads(
+            [self._locations[t] for t in group.tags],
+            pdu_size=self._pdu_size,
+            max_gap=self._max_gap,
+            max_items=self._max_items,
+            isolated={position for position, t in enumerate(group.tags) if t in isolated},
+        )
+
+    def _failed_merged(self, group: PollGroup, plan: ReadPlan, answers: list[list[ItemResult]]) -> set[int]:
+        return {group.tags[position] for position in failed_members(plan, answers)}
+
+    def _readings(self, group: PollGroup, plan: ReadPlan, answers: list[list[ItemResult]]) -> list[Reading]:
         results = take_values(plan, answers)
         return [reading_of(tag, self._locations[tag], result) for tag, result in zip(group.tags, results, strict=True)]
 
