@@ -20,8 +20,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import Self
+
+from plantline.connectors.sim.hosting import end_process
 
 SNAP7_C_REQUIREMENT = "python-snap7<3"
 INSTALL_TIMEOUT_S = 600.0
@@ -156,27 +157,19 @@ class CSnap7Server:
 
     def kill(self) -> None:
         """End the server with SIGKILL (a PLC that dies)."""
-        if self._process is not None:
-            process, self._process = self._process, None
-            process.kill()
-            process.communicate(timeout=10)
+        process, self._process = self._process, None
+        if process is not None:
+            end_process(process, kill=True)
 
     def stop(self) -> None:
         """End the server with SIGTERM (SIGKILL if it does not end in 10 s)."""
-        if self._process is not None:
-            process, self._process = self._process, None
-            process.terminate()
-            try:
-                process.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate(timeout=10)
+        process, self._process = self._process, None
+        if process is not None:
+            end_process(process)
 
     def __enter__(self) -> Self:
         self.start()
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()

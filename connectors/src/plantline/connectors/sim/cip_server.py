@@ -28,9 +28,16 @@ Writes. pycomm3 1.2.16 sends a single-tag write twice in one packet, which cpppo
 writes of several tags work. So every write of this simulator carries the heartbeat tag as well
 and is never a single-tag write. STRING writes fail in pycomm3 with definitions of our own
 (it encodes the CIP STRING only from an uploaded template), so `poke_string` runs cpppo's own
-client once, as a separate program. The writer's pycomm3 tag definitions are the simulator's
-own (it is the controller and knows its tags, like a controller's tag database); the connector's
-come from the config, in `sources.cip.logix_tag_definitions`.
+client once, as a separate program.
+
+An oracle for the CIP source. The simulator states its tags' controller types itself
+(`CIP_LAYOUT`, as a controller's tag database holds them), and its writer gets its pycomm3 tag
+definitions the way pycomm3 builds them from a real controller's tag upload: from Symbol Object
+records (`_symbol`), with pycomm3's own code. It shares neither with the connector, whose
+definitions come from the config's datatypes (`sources.cip.logix_tag_definitions`); so a test
+that reads the simulator through the CIP source checks the connector's type mapping and
+definitions against an independent statement of them, and cpppo checks every write's type.
+Only the hosting (model clock, update thread, command line) is shared, in `hosting`.
 
 `kill()` ends the simulator with SIGKILL (a controller that dies); `start()` again brings it
 back on the same port, and writes the model's full state before it returns.
@@ -41,52 +48,40 @@ Run it alone with `python -m plantline.connectors.sim.cip_server --port 44818 --
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any, Unpack
 
 from pycomm3 import LogixDriver
-from pycomm3.cip import Array
 from pycomm3.cip.data_types import DataTypes
+from pycomm3.const import BASE_TAG_BIT
 
 from plantline.connectors.samples import Value
-from plantline.connectors.sim.machine import SIGNALS, MachineModel
-from plantline.connectors.sim.standalone import add_common_arguments, serve_until_signalled
+from plantline.connectors.sim import hosting
+from plantline.connectors.sim.hosting import HostOptions, ThreadedMachineHost, config_tag, end_process
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_MACHINE = "Filler"
 STARTUP_TIMEOUT_S = 30.0
-_CIP_TYPE_OF: Mapping[str, str] = {
-    "bool": "BOOL",
-    "int8": "SINT",
-    "int16": "INT",
-    "int32": "DINT",
-    "int64": "LINT",
-    "uint8": "USINT",
-    "uint16": "UINT",
-    "uint32": "UDINT",
-    "float": "REAL",
-    "double": "LREAL",
-}
 _ARRAY_SIGNALS = ("counter.good", "counter.reject", "counter.total")
 
 
 @dataclass(frozen=True)
 class CipSlot:
-    """One signal's tag: its config datatype, scale and unit (the name follows the naming rule)."""
+    """One signal's tag: the controller's type of it, the config's datatype, scale and unit.
+
+    The name follows the naming rule. The types are the simulator's own statement of its tags,
+    as a controller's tag database holds them, not derived from the connector's type mapping.
+    """
 
     signal: str
+    cip_type: str
     datatype: str
     scale: float = 1.0
     unit: str | None = None
@@ -94,28 +89,24 @@ class CipSlot:
     def tag_name(self, machine: str) -> str:
         return tag_name(machine, self.signal)
 
-    @property
-    def cip_type(self) -> str:
-        return _CIP_TYPE_OF[self.datatype]
-
 
 CIP_LAYOUT: tuple[CipSlot, ...] = (
-    CipSlot("state.run", "bool"),
-    CipSlot("state.idle", "bool"),
-    CipSlot("state.blocked", "bool"),
-    CipSlot("state.starved", "bool"),
-    CipSlot("state.planned_stop", "bool"),
-    CipSlot("fault.active", "bool"),
-    CipSlot("fault.code", "int16"),
-    CipSlot("counter.good", "int32"),
-    CipSlot("counter.reject", "int32"),
-    CipSlot("counter.total", "int64"),
-    CipSlot("cycle.time", "float", unit="s"),
-    CipSlot("cycle.ideal", "float", unit="s"),
-    CipSlot("rate.actual", "float", unit="1/min"),
-    CipSlot("process.temperature", "float", unit="degC"),
-    CipSlot("process.pressure", "double", unit="bar"),
-    CipSlot("process.fill_level", "int16", scale=0.1, unit="%"),
+    CipSlot("state.run", "BOOL", "bool"),
+    CipSlot("state.idle", "BOOL", "bool"),
+    CipSlot("state.blocked", "BOOL", "bool"),
+    CipSlot("state.starved", "BOOL", "bool"),
+    CipSlot("state.planned_stop", "BOOL", "bool"),
+    CipSlot("fault.active", "BOOL", "bool"),
+    CipSlot("fault.code", "INT", "int16"),
+    CipSlot("counter.good", "DINT", "int32"),
+    CipSlot("counter.reject", "DINT", "int32"),
+    CipSlot("counter.total", "LINT", "int64"),
+    CipSlot("cycle.time", "REAL", "float", unit="s"),
+    CipSlot("cycle.ideal", "REAL", "float", unit="s"),
+    CipSlot("rate.actual", "REAL", "float", unit="1/min"),
+    CipSlot("process.temperature", "REAL", "float", unit="degC"),
+    CipSlot("process.pressure", "LREAL", "double", unit="bar"),
+    CipSlot("process.fill_level", "INT", "int16", scale=0.1, unit="%"),
 )
 
 
@@ -132,17 +123,12 @@ def counters_tag(machine: str) -> str:
     return f"{machine}_counters"
 
 
-def layout_tags(machine: str = DEFAULT_MACHINE) -> list[dict[str, Any]]:
+def layout_tags(machine: str = hosting.DEFAULT_MACHINE) -> list[dict[str, Any]]:
     """Return the `tags:` of a connector config that reads the simulated machine `machine`."""
-    tags: list[dict[str, Any]] = []
-    for slot in CIP_LAYOUT:
-        tag: dict[str, Any] = {"signal": slot.signal, "address": slot.tag_name(machine), "datatype": slot.datatype}
-        if slot.scale != 1.0:
-            tag["scale"] = slot.scale
-        if slot.unit is not None:
-            tag["unit"] = slot.unit
-        tags.append(tag)
-    return tags
+    return [
+        config_tag(slot.signal, slot.tag_name(machine), slot.datatype, scale=slot.scale, unit=slot.unit)
+        for slot in CIP_LAYOUT
+    ]
 
 
 def simulator_tags(machine: str, extra: Mapping[str, str] = {}) -> dict[str, str]:
@@ -163,29 +149,24 @@ def raw_value(slot: CipSlot, value: Value) -> Value:
     return float(value) if slot.cip_type in ("REAL", "LREAL") else int(value)
 
 
-def _definition(name: str, spec: str) -> dict[str, Any]:
-    """The simulator's own pycomm3 definition of one of its tags (see the module docstring)."""
+def _symbol(spec: str) -> dict[str, Any]:
+    """Return the Symbol Object record a Logix controller uploads for a tag of cpppo type `spec`.
+
+    The simulator's writer turns these into pycomm3 definitions with pycomm3's own code for a
+    tag upload (see the module docstring), not with the connector's `logix_tag_definitions`.
+    """
     cip_type, _, rest = spec.partition("[")
     elements = int(rest.rstrip("]")) if rest else 0
-    type_class = DataTypes.get(cip_type)  # type: ignore[no-untyped-call]
+    code = DataTypes.get(cip_type).code  # type: ignore[no-untyped-call]
     return {
-        "tag_name": name,
-        "instance_id": None,
-        "alias": False,
-        "tag_type": "atomic",
-        "external_access": "Read/Write",
-        "data_type": cip_type,
-        "data_type_name": cip_type,
-        "dim": 1 if elements else 0,
+        "instance_id": None,  # cpppo gives none: requests use the symbolic name
+        "symbol_type": code | (1 << 13 if elements else 0),  # bits 13-14: the number of dimensions
         "dimensions": [elements, 0, 0],
-        "type_class": Array(length_=elements, element_type_=type_class) if elements else type_class,
+        "software_control": BASE_TAG_BIT,  # a tag of its own, not an alias
+        "external_access": "Read/Write",
+        "symbol_address": None,
+        "symbol_object_address": None,
     }
-
-
-def _ensure_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
 
 
 def _listening(host: str, port: int) -> bool:
@@ -194,50 +175,26 @@ def _listening(host: str, port: int) -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
-class CipMachineServer:
+class CipMachineServer(ThreadedMachineHost):
     """A simulated machine served by cpppo's EtherNet/IP simulator; start/stop or use as `with`."""
 
     def __init__(
         self,
         port: int,
         *,
-        seed: int = 0,
-        update_interval_s: float = 0.1,
-        machine: str = DEFAULT_MACHINE,
-        host: str = "127.0.0.1",
-        ideal_cycle_s: float = 2.0,
-        speed: float = 1.0,
-        model: MachineModel | None = None,
         extra_tags: Mapping[str, str] | None = None,
-        clock: Callable[[], float] = time.time,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
+        **options: Unpack[HostOptions],
     ) -> None:
-        if update_interval_s <= 0:
-            raise ValueError(f"update_interval_s must be > 0, got {update_interval_s!r}")
-        if speed <= 0:
-            raise ValueError(f"speed must be > 0, got {speed!r}")
-        self.port = port
-        self.host = host
-        self.machine = machine
-        self.update_interval_s = update_interval_s
-        self.speed = speed
+        super().__init__(port, **options)
         self.startup_timeout_s = startup_timeout_s
-        self._clock = clock
-        self._wall_start = clock()
-        self.model = model if model is not None else MachineModel(seed, ideal_cycle_s, self._wall_start)
-        self._model_start = self.model.now
-        self._tags = simulator_tags(machine, extra_tags or {})
-        self._definitions = {name: _definition(name, spec) for name, spec in self._tags.items()}
+        self.addressing = tag_name(self.machine, "<signal>")  # how its signals are addressed, for the ready line
+        self._tags = simulator_tags(self.machine, extra_tags or {})
         self._slots = {slot.signal: slot for slot in CIP_LAYOUT}
-        self._lock = threading.Lock()  # the model, the writer and what was written
-        self._held: dict[str, Value] = {}
         self._written: dict[str, Value] = {}  # tag -> raw value last written
         self._heartbeat = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._writer: LogixDriver | None = None
-        self._stop = threading.Event()
-        self._updater: threading.Thread | None = None
-        self.updates = 0
 
     @property
     def url(self) -> str:
@@ -256,20 +213,11 @@ class CipMachineServer:
     def tag_name(self, signal: str) -> str:
         return tag_name(self.machine, signal)
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Start cpppo, write the machine's full state, and keep it updated; OSError if the port is taken."""
         if self._process is not None:
             raise RuntimeError("the simulator is already running")
-        _ensure_port_free(self.host, self.port)
+        hosting.ensure_port_free(self.host, self.port)
         specs = [f"{name}={spec}" for name, spec in self._tags.items()]
         command = [sys.executable, "-m", "cpppo.server.enip", "--no-config", "-U", "-a", f"{self.host}:{self.port}"]
         self._process = subprocess.Popen(
@@ -280,54 +228,26 @@ class CipMachineServer:
             with self._lock:
                 self._written.clear()
                 self._open_writer()
-                self._step_and_write()
+                self._step()
         except BaseException:
             self.stop()
             raise
-        self._stop.clear()
-        name = f"sim-cip:{self.machine}:{self.port}"
-        self._updater = threading.Thread(target=self._update_loop, name=name, daemon=True)
-        self._updater.start()
+        self._start_updates("cip")
         _log.info("simulated %s serving on %s (pid %s)", self.machine, self.url, self.pid)
 
     def stop(self) -> None:
         """Stop updating and end the simulator (SIGTERM, then SIGKILL); the model is kept."""
         self._halt_updates()
-        if self._process is not None:
-            process, self._process = self._process, None
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        process, self._process = self._process, None
+        if process is not None:
+            end_process(process)
 
     def kill(self) -> None:
         """End the simulator with SIGKILL, as a controller that dies; `start()` brings it back."""
-        if self._process is not None:
-            process, self._process = self._process, None
-            process.kill()
-            process.wait(timeout=10)
+        process, self._process = self._process, None
+        if process is not None:
+            end_process(process, kill=True)
         self._halt_updates()
-
-    def write(self, signal: str, value: Value) -> None:
-        """Hold `signal` at `value`, bypassing the model until `release(signal)`."""
-        if signal not in SIGNALS:
-            raise KeyError(f"unknown signal {signal!r}")
-        with self._lock:
-            self._held[signal] = value
-            self._write_values({signal: value})
-
-    def release(self, signal: str) -> None:
-        """Report `signal` from the model again."""
-        with self._lock:
-            self._held.pop(signal, None)
-            self._write_values(self.model.values())
-
-    def values(self) -> dict[str, Value]:
-        """Return what the simulator holds for every signal (the model's, or the held ones)."""
-        with self._lock:
-            return {**self.model.values(), **self._held}
 
     def poke(self, values: Mapping[str, Value]) -> None:
         """Write raw values to any of the simulator's tags (`{"Spare": 5, "Arr[2]": 7}`) in one write."""
@@ -342,10 +262,7 @@ class CipMachineServer:
     # -- internals --------------------------------------------------------------------------------
 
     def _halt_updates(self) -> None:
-        self._stop.set()
-        if self._updater is not None:
-            self._updater.join(timeout=10)
-            self._updater = None
+        super()._halt_updates()
         with self._lock:
             self._close_writer()
 
@@ -361,7 +278,7 @@ class CipMachineServer:
     def _open_writer(self) -> None:
         writer = LogixDriver(f"{self.host}:{self.port}", init_tags=False)
         writer.open()  # type: ignore[no-untyped-call]
-        writer._tags = dict(self._definitions)
+        writer._tags = {name: writer._create_tag(name, _symbol(spec)) for name, spec in self._tags.items()}  # type: ignore[no-untyped-call]
         self._writer = writer
 
     def _close_writer(self) -> None:
@@ -370,15 +287,7 @@ class CipMachineServer:
             with contextlib.suppress(Exception):
                 writer.close()  # type: ignore[no-untyped-call]
 
-    def _model_now(self) -> float:
-        return self._model_start + (self._clock() - self._wall_start) * self.speed
-
-    def _step_and_write(self) -> None:
-        values = self.model.step(max(self.model.now, self._model_now()))
-        self._write_values({s: v for s, v in values.items() if s not in self._held})
-        self.updates += 1
-
-    def _write_values(self, values: Mapping[str, Value]) -> None:
+    def _show(self, values: Mapping[str, Value]) -> None:
         """Write the tags of `values` that changed since the last write (lock held)."""
         raw: dict[str, Value] = {}
         for signal, value in values.items():
@@ -404,51 +313,32 @@ class CipMachineServer:
             raise RuntimeError(f"cpppo refused writes: {', '.join(f'{r.tag}: {r.error}' for r in refused)}")
         self._written.update(values)
 
-    def _update_loop(self) -> None:
-        while not self._stop.wait(self.update_interval_s):
-            try:
-                with self._lock:
-                    if self._writer is None:
-                        self._written.clear()  # the simulator restarted empty: write everything
-                        self._open_writer()
-                    self._step_and_write()
-            except Exception as exc:  # noqa: BLE001  # cpppo went away: retry at the next tick
-                _log.warning("simulated %s: cannot write to cpppo: %s", self.machine, exc)
-                with self._lock:
-                    self._close_writer()
+    def _tick(self) -> None:
+        try:
+            with self._lock:
+                if self._writer is None:
+                    self._written.clear()  # the simulator restarted empty: write everything
+                    self._open_writer()
+                self._step()
+        except Exception as exc:  # noqa: BLE001  # cpppo went away: retry at the next tick
+            _log.warning("simulated %s: cannot write to cpppo: %s", self.machine, exc)
+            with self._lock:
+                self._close_writer()
 
 
 # -- standalone ------------------------------------------------------------------------------------
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m plantline.connectors.sim.cip_server",
-        description="Serve a simulated machine over EtherNet/IP (cpppo's simulator) until interrupted.",
-        epilog="Example: python -m plantline.connectors.sim.cip_server --port 44818 --seed 1 --machine Filler",
-    )
-    add_common_arguments(parser, machine=DEFAULT_MACHINE, machine_help="tag name prefix")
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the simulator until SIGINT or SIGTERM."""
-    args = _parse(argv)
-    if args.layout:
-        print(json.dumps(layout_tags(args.machine), indent=2))
-        return
-    serve_until_signalled(
-        args.log_level,
-        lambda: CipMachineServer(
-            args.port,
-            seed=args.seed,
-            update_interval_s=args.update_interval,
-            machine=args.machine,
-            host=args.host,
-            ideal_cycle_s=args.ideal_cycle,
-            speed=args.speed,
-        ),
-        lambda server: f"serving {args.machine} on {server.url} ({args.machine}_<signal>)",
+    """Run the simulator until SIGINT or SIGTERM (or print its config tags with --layout)."""
+    parser = hosting.simulator_parser(
+        "cip_server", "EtherNet/IP (cpppo's simulator)", "--port 44818 --seed 1 --machine Filler", "tag name prefix"
+    )
+    hosting.serve_until_signalled(
+        parser,
+        argv,
+        lambda args: CipMachineServer(args.port, **hosting.host_options(args)),
+        layout=lambda args: layout_tags(args.machine),
     )
 
 

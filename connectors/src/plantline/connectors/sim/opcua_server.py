@@ -18,26 +18,26 @@ does them: the requested sampling interval is ignored (nodes notify on every wri
 deadband compares with the previous value, not the last one reported; under a deadband a
 status change that keeps the value is not reported, and a Bad status not at all.
 
+An oracle for the OPC UA source: the server is asyncua's own, an implementation independent of
+the source's subscription handling; this module only writes the model into it. Only the hosting
+(model clock, command line) is shared with the other simulators, in `hosting`.
+
 Run it alone with `python -m plantline.connectors.sim.opcua_server --port 4840 --seed 1`; it binds
 127.0.0.1 unless told otherwise with --host.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hmac
 import logging
-import signal as signals
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 from asyncua import ua
 from asyncua.crypto.permission_rules import User, UserRole
@@ -50,18 +50,25 @@ from asyncua.ua.uaprotocol_auto import DataChangeFilter as DecodedDataChangeFilt
 
 from plantline.connectors.certificates import application_uri, is_pem
 from plantline.connectors.samples import Value
-from plantline.connectors.sim.machine import EU_RANGES, SIGNAL_TYPES, SIGNALS, UNITS, MachineModel
+from plantline.connectors.sim import hosting
+from plantline.connectors.sim.hosting import HostOptions, MachineHost, config_tag
+from plantline.connectors.sim.machine import EU_RANGES, SIGNAL_TYPES, SIGNALS, UNITS
 
 _log = logging.getLogger(__name__)
 
 NAMESPACE_URI = "urn:plantline:sim"
-DEFAULT_MACHINE = "Filler"
 _VARIANT_TYPES: Mapping[str, ua.VariantType] = {
     signal: ua.VariantType.Boolean
     if kind is bool
     else (ua.VariantType.Double if kind is float else ua.VariantType.UInt32)
     for signal, kind in SIGNAL_TYPES.items()
 } | {"fault.code": ua.VariantType.Int32}
+_DATATYPES: Mapping[ua.VariantType, str] = {
+    ua.VariantType.Boolean: "bool",
+    ua.VariantType.Double: "double",
+    ua.VariantType.UInt32: "uint32",
+    ua.VariantType.Int32: "int32",
+}
 # What a conforming server answers when a percent deadband has no EURange to refer to.
 _PERCENT_WITHOUT_EURANGE = StatusCodes.BadDeadbandFilterInvalid
 _UNSET = object()
@@ -70,6 +77,14 @@ _UNSET = object()
 def node_id(machine: str, signal: str) -> str:
     """Return the NodeId string of a machine's signal, e.g. `ns=2;s=Filler.state.run`."""
     return f"ns=2;s={machine}.{signal}"
+
+
+def layout_tags(machine: str = hosting.DEFAULT_MACHINE) -> list[dict[str, Any]]:
+    """Return the `tags:` of a connector config that reads every signal of the machine `machine`."""
+    return [
+        config_tag(signal, node_id(machine, signal), _DATATYPES[_VARIANT_TYPES[signal]], unit=UNITS.get(signal))
+        for signal in SIGNALS
+    ]
 
 
 class _UserTable(UserManager):
@@ -89,7 +104,7 @@ class _UserTable(UserManager):
         return User(role=UserRole.User, name=username)
 
 
-class OpcUaMachineServer:
+class OpcUaMachineServer(MachineHost):
     """An asyncua server serving one simulated machine; use as `async with`.
 
     `security=False` offers only the None policy; `security=True` offers only Basic256Sha256
@@ -108,13 +123,6 @@ class OpcUaMachineServer:
         self,
         port: int,
         *,
-        seed: int = 0,
-        update_interval_s: float = 0.1,
-        machine: str = DEFAULT_MACHINE,
-        host: str = "127.0.0.1",
-        ideal_cycle_s: float = 2.0,
-        speed: float = 1.0,
-        model: MachineModel | None = None,
         security: bool = False,
         certificate: Path | None = None,
         private_key: Path | None = None,
@@ -122,37 +130,25 @@ class OpcUaMachineServer:
         trust_dir: Path | None = None,
         crl_dir: Path | None = None,
         users: Mapping[str, str] | None = None,
-        clock: Callable[[], float] = time.time,
+        **options: Unpack[HostOptions],
     ) -> None:
-        if update_interval_s <= 0:
-            raise ValueError(f"update_interval_s must be > 0, got {update_interval_s!r}")
-        if speed <= 0:
-            raise ValueError(f"speed must be > 0, got {speed!r}")
+        super().__init__(port, **options)
         if security and (certificate is None or private_key is None):
             raise ValueError("security=True needs certificate and private_key")
-        self.port = port
-        self.host = host
-        self.machine = machine
-        self.update_interval_s = update_interval_s
-        self.speed = speed
         self.security = security
+        self.addressing = node_id(self.machine, "<signal>")  # how its signals are addressed, for the ready line
         self.certificate = certificate
         self.private_key = private_key
         self.application_uri = application_uri
         self.trust_dir = trust_dir
         self.crl_dir = crl_dir
         self.users = dict(users) if users else None
-        self._clock = clock
-        self._wall_start = clock()
-        self.model = model if model is not None else MachineModel(seed, ideal_cycle_s, self._wall_start)
-        self._model_start = self.model.now
         self._server: Server | None = None
         self._nodes: dict[str, ua.NodeId] = {}
         self._eu_ranges: dict[ua.NodeId, tuple[float, float]] = {}
         self._last: dict[str, Value] = {}
         self._held: dict[str, int] = {}  # signal -> status, while a test holds it
         self._updater: asyncio.Task[None] | None = None
-        self.updates = 0  # model steps written so far
 
     @property
     def url(self) -> str:
@@ -162,6 +158,10 @@ class OpcUaMachineServer:
     def node_id(self, signal: str) -> str:
         """Return the NodeId string of one of this machine's signals."""
         return node_id(self.machine, signal)
+
+    def tags(self) -> list[dict[str, Any]]:
+        """Return the config tags reading every signal of this machine (see `layout_tags`)."""
+        return layout_tags(self.machine)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -247,9 +247,6 @@ class OpcUaMachineServer:
         return sorted(float(sub.data.RevisedPublishingInterval) for sub in subscriptions)
 
     # -- internals --------------------------------------------------------------------------------
-
-    def _model_now(self) -> float:
-        return self._model_start + (self._clock() - self._wall_start) * self.speed
 
     def _timestamp(self) -> ua.DateTime:
         return ua.DateTime.fromtimestamp(self._clock(), UTC)
@@ -354,62 +351,27 @@ class OpcUaMachineServer:
 # -- standalone ------------------------------------------------------------------------------------
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m plantline.connectors.sim.opcua_server",
-        description="Serve a simulated machine over OPC UA (asyncua) until interrupted.",
-        epilog="Example: python -m plantline.connectors.sim.opcua_server --port 4840 --seed 1 --machine Filler",
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the simulator until SIGINT or SIGTERM."""
+    parser = hosting.simulator_parser(
+        "opcua_server", "OPC UA (asyncua)", "--port 4840 --seed 1 --machine Filler", "object and NodeId prefix"
     )
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--machine", default=DEFAULT_MACHINE, help="object and NodeId prefix (default: Filler)")
-    parser.add_argument("--update-interval", type=float, default=0.1, help="seconds between model steps")
-    parser.add_argument("--ideal-cycle", type=float, default=2.0, help="ideal cycle time in seconds")
-    parser.add_argument("--speed", type=float, default=1.0, help="model seconds per wall-clock second")
     parser.add_argument("--security", action="store_true", help="offer only Basic256Sha256 Sign/SignAndEncrypt")
     parser.add_argument("--certificate", type=Path, help="server certificate (DER or PEM)")
     parser.add_argument("--private-key", type=Path, help="server private key (DER or PEM, unencrypted)")
     parser.add_argument("--trust-dir", type=Path, help="directory of trusted client CA certificates")
-    parser.add_argument("--log-level", default="WARNING")
-    return parser.parse_args(argv)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signals.SIGINT, signals.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    server = OpcUaMachineServer(
-        args.port,
-        seed=args.seed,
-        update_interval_s=args.update_interval,
-        machine=args.machine,
-        host=args.host,
-        ideal_cycle_s=args.ideal_cycle,
-        speed=args.speed,
-        security=args.security,
-        certificate=args.certificate,
-        private_key=args.private_key,
-        trust_dir=args.trust_dir,
+    hosting.serve_until_signalled(
+        parser,
+        argv,
+        lambda args: OpcUaMachineServer(
+            args.port,
+            security=args.security,
+            certificate=args.certificate,
+            private_key=args.private_key,
+            trust_dir=args.trust_dir,
+            **hosting.host_options(args),
+        ),
     )
-    async with server:
-        print(f"serving {args.machine} on {server.url} (ns=2;s={args.machine}.<signal>)", file=sys.stderr, flush=True)
-        await stop.wait()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the simulator until SIGINT or SIGTERM."""
-    args = _parse(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        asyncio.run(_serve(args))
-    except ValueError as exc:  # bad arguments
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as exc:  # e.g. the port is taken, a certificate file is missing
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

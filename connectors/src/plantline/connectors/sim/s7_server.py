@@ -24,11 +24,14 @@ flags MW10 and MD12 hold fault.code and counter.total. M, I and Q are 256 bytes 
 
 For tests: `write(signal, value)` holds a signal at a value, `release(signal)` gives it back
 to the model, and `poke(area, start, data)` writes raw bytes anywhere (the model only writes its
-own slots). The simulator encodes values with its own small big-endian encoder (`encode_slot`),
-not with the S7 source's decoder: the layers keep `sim` and `sources` apart, and tests that read
-through the source then check two independent implementations against each other. `stop()`
-and `start()` again on the same port keep the memory and the model, as a PLC keeps its
-retentive data across a restart.
+own slots). `stop()` and `start()` again on the same port keep the memory and the model, as a
+PLC keeps its retentive data across a restart.
+
+An oracle for the S7 source. The simulator encodes values with its own small big-endian encoder
+(`encode_slot`), not with the S7 source's decoder, and states its layout as data: the layers
+keep `sim` and `sources` apart, and tests that read through the source then check two
+independent implementations against each other. Only the hosting (model clock, update thread,
+command line) is shared with the other simulators, in `hosting`.
 
 Binding. The server listens on `host` (127.0.0.1 by default) with `start_to`; python-snap7's
 `start(port)` would bind every interface. python-snap7 3.x sets SO_REUSEPORT on its listening
@@ -42,33 +45,26 @@ Run it alone with `python -m plantline.connectors.sim.s7_server --port 1102 --se
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import enum
-import json
 import logging
-import socket
 import struct
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any, Unpack
 
 from snap7.server import Server
 from snap7.type import SrvArea
 
 from plantline.connectors.samples import Value
-from plantline.connectors.sim.machine import SIGNALS, MachineModel
-from plantline.connectors.sim.standalone import add_common_arguments, serve_until_signalled
+from plantline.connectors.sim import hosting
+from plantline.connectors.sim.hosting import HostOptions, ThreadedMachineHost, config_tag
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_DB = 10
 DB_SIZE = 1024
 IO_SIZE = 256
-DEFAULT_MACHINE = "Filler"
 
 
 class Area(enum.Enum):
@@ -113,12 +109,10 @@ class S7Slot:
         return f"{prefix}{letter}{self.byte}" + (f".{self.bit}" if self.bit is not None else "")
 
 
+# The five state bits, in the order of their bits in DB byte 0 and of the stack-light outputs QX0.x.
+_STATE_BITS = ("state.run", "state.idle", "state.blocked", "state.starved", "state.planned_stop")
 S7_LAYOUT: tuple[S7Slot, ...] = (
-    S7Slot("state.run", Area.DB, 0, "bool", bit=0),
-    S7Slot("state.idle", Area.DB, 0, "bool", bit=1),
-    S7Slot("state.blocked", Area.DB, 0, "bool", bit=2),
-    S7Slot("state.starved", Area.DB, 0, "bool", bit=3),
-    S7Slot("state.planned_stop", Area.DB, 0, "bool", bit=4),
+    *(S7Slot(signal, Area.DB, 0, "bool", bit=bit) for bit, signal in enumerate(_STATE_BITS)),
     S7Slot("fault.active", Area.DB, 0, "bool", bit=5),
     S7Slot("fault.code", Area.DB, 2, "int16"),
     S7Slot("counter.good", Area.DB, 4, "uint32"),
@@ -132,11 +126,7 @@ S7_LAYOUT: tuple[S7Slot, ...] = (
     S7Slot("process.pressure", Area.DB, 32, "double", unit="bar"),
 )
 S7_IO_LAYOUT: tuple[S7Slot, ...] = (
-    S7Slot("state.run", Area.Q, 0, "bool", bit=0),
-    S7Slot("state.idle", Area.Q, 0, "bool", bit=1),
-    S7Slot("state.blocked", Area.Q, 0, "bool", bit=2),
-    S7Slot("state.starved", Area.Q, 0, "bool", bit=3),
-    S7Slot("state.planned_stop", Area.Q, 0, "bool", bit=4),
+    *(S7Slot(signal, Area.Q, 0, "bool", bit=bit) for bit, signal in enumerate(_STATE_BITS)),
     S7Slot("fault.active", Area.I, 0, "bool", bit=0),
     S7Slot("fault.code", Area.M, 10, "int16"),
     S7Slot("counter.total", Area.M, 12, "int32"),
@@ -146,15 +136,9 @@ _SRV_AREAS: Mapping[Area, SrvArea] = {Area.DB: SrvArea.DB, Area.M: SrvArea.MK, A
 
 def layout_tags(db: int = DEFAULT_DB, layout: Sequence[S7Slot] = S7_LAYOUT) -> list[dict[str, Any]]:
     """Return the `tags:` of a connector config that reads the simulator's data block `db`."""
-    tags: list[dict[str, Any]] = []
-    for slot in layout:
-        tag: dict[str, Any] = {"signal": slot.signal, "address": slot.address(db), "datatype": slot.datatype}
-        if slot.scale != 1.0:
-            tag["scale"] = slot.scale
-        if slot.unit is not None:
-            tag["unit"] = slot.unit
-        tags.append(tag)
-    return tags
+    return [
+        config_tag(slot.signal, slot.address(db), slot.datatype, scale=slot.scale, unit=slot.unit) for slot in layout
+    ]
 
 
 def raw_value(slot: S7Slot, value: Value) -> Value:
@@ -187,49 +171,19 @@ def encode_machine(
     return block
 
 
-def _ensure_port_free(host: str, port: int) -> None:
-    """Raise OSError if something listens on host:port already (even with SO_REUSEPORT)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server: TIME_WAIT is fine
-        probe.bind((host, port))
-
-
-class S7MachineServer:
+class S7MachineServer(ThreadedMachineHost):
     """A simulated machine served by a python-snap7 3.x server; start/stop or use as `with`."""
 
     def __init__(
-        self,
-        port: int,
-        *,
-        seed: int = 0,
-        update_interval_s: float = 0.1,
-        machine: str = DEFAULT_MACHINE,
-        host: str = "127.0.0.1",
-        db: int = DEFAULT_DB,
-        db_size: int = DB_SIZE,
-        ideal_cycle_s: float = 2.0,
-        speed: float = 1.0,
-        model: MachineModel | None = None,
-        clock: Callable[[], float] = time.time,
+        self, port: int, *, db: int = DEFAULT_DB, db_size: int = DB_SIZE, **options: Unpack[HostOptions]
     ) -> None:
-        if update_interval_s <= 0:
-            raise ValueError(f"update_interval_s must be > 0, got {update_interval_s!r}")
-        if speed <= 0:
-            raise ValueError(f"speed must be > 0, got {speed!r}")
+        super().__init__(port, **options)
         if not 1 <= db <= 65535:
             raise ValueError(f"db must be within 1..65535, got {db!r}")
         if db_size < 40:
             raise ValueError(f"db_size must be >= 40 bytes (the layout's), got {db_size!r}")
-        self.port = port
-        self.host = host
-        self.machine = machine
         self.db = db
-        self.update_interval_s = update_interval_s
-        self.speed = speed
-        self._clock = clock
-        self._wall_start = clock()
-        self.model = model if model is not None else MachineModel(seed, ideal_cycle_s, self._wall_start)
-        self._model_start = self.model.now
+        self.addressing = f"DB{db}"  # how its signals are addressed, for the ready line
         self._memory: dict[Area, bytearray] = {
             Area.DB: bytearray(db_size),
             Area.M: bytearray(IO_SIZE),
@@ -237,12 +191,7 @@ class S7MachineServer:
             Area.Q: bytearray(IO_SIZE),
         }
         self._slots = (*S7_LAYOUT, *S7_IO_LAYOUT)
-        self._lock = threading.Lock()  # the model, the held values and the memory
-        self._held: dict[str, Value] = {}
         self._server: Server | None = None
-        self._stop = threading.Event()
-        self._updater: threading.Thread | None = None
-        self.updates = 0
 
     @property
     def url(self) -> str:
@@ -253,55 +202,26 @@ class S7MachineServer:
         """Return the config tags reading this server's data block (see `layout_tags`)."""
         return layout_tags(self.db)
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Write the model's current values and listen; raises OSError if the port is taken."""
         if self._server is not None:
             raise RuntimeError("the server is already running")
-        _ensure_port_free(self.host, self.port)
+        hosting.ensure_port_free(self.host, self.port)
         server = Server(log=False)
         for area, memory in self._memory.items():
             server.register_area(_SRV_AREAS[area], self.db if area is Area.DB else 0, memory)
-        self._step()
+        self._tick()
         server.start_to(self.host, self.port)
         self._server = server
-        self._stop.clear()
-        name = f"sim-s7:{self.machine}:{self.port}"
-        self._updater = threading.Thread(target=self._update_loop, name=name, daemon=True)
-        self._updater.start()
+        self._start_updates("s7")
         _log.info("simulated %s serving on %s (DB%d)", self.machine, self.url, self.db)
 
     def stop(self) -> None:
         """Stop updating and listening and drop every client connection; memory and model are kept."""
-        self._stop.set()
-        if self._updater is not None:
-            self._updater.join(timeout=10)
-            self._updater = None
+        self._halt_updates()
         if self._server is not None:
             server, self._server = self._server, None
             server.stop()
-
-    def write(self, signal: str, value: Value) -> None:
-        """Hold `signal` at `value`, bypassing the model until `release(signal)`."""
-        if signal not in SIGNALS:
-            raise KeyError(f"unknown signal {signal!r}")
-        with self._lock:
-            self._held[signal] = value
-            self._encode({signal: value})
-
-    def release(self, signal: str) -> None:
-        """Report `signal` from the model again."""
-        with self._lock:
-            self._held.pop(signal, None)
-            self._encode(self.model.values())
 
     def poke(self, area: Area, start: int, data: bytes) -> None:
         """Write raw bytes into an area from `start` (e.g. the DB's spare bytes from 40 on)."""
@@ -316,23 +236,9 @@ class S7MachineServer:
         with self._lock, self._locked(area):
             return bytes(self._memory[area][start : start + size])
 
-    def values(self) -> dict[str, Value]:
-        """Return what the server holds for every signal now (the model's, or the held ones)."""
-        with self._lock:
-            return {**self.model.values(), **self._held}
-
     # -- internals --------------------------------------------------------------------------------
 
-    def _model_now(self) -> float:
-        return self._model_start + (self._clock() - self._wall_start) * self.speed
-
-    def _step(self) -> None:
-        with self._lock:
-            values = self.model.step(max(self.model.now, self._model_now()))
-            self._encode({s: v for s, v in values.items() if s not in self._held})
-            self.updates += 1
-
-    def _encode(self, values: Mapping[str, Value]) -> None:
+    def _show(self, values: Mapping[str, Value]) -> None:
         for slot in self._slots:
             if slot.signal in values:
                 with self._locked(slot.area):
@@ -352,44 +258,21 @@ class S7MachineServer:
         finally:
             server.unlock_area(_SRV_AREAS[area], index)
 
-    def _update_loop(self) -> None:
-        while not self._stop.wait(self.update_interval_s):
-            self._step()
-
 
 # -- standalone ------------------------------------------------------------------------------------
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m plantline.connectors.sim.s7_server",
-        description="Serve a simulated machine over S7 (python-snap7 3.x server) until interrupted.",
-        epilog="Example: python -m plantline.connectors.sim.s7_server --port 1102 --seed 1 --db 10",
-    )
-    add_common_arguments(parser, machine=DEFAULT_MACHINE, machine_help="name used in messages")
-    parser.add_argument("--db", type=int, default=DEFAULT_DB, help="the data block number (default: 10)")
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the simulator until SIGINT or SIGTERM."""
-    args = _parse(argv)
-    if args.layout:
-        print(json.dumps(layout_tags(args.db), indent=2))
-        return
-    serve_until_signalled(
-        args.log_level,
-        lambda: S7MachineServer(
-            args.port,
-            seed=args.seed,
-            update_interval_s=args.update_interval,
-            machine=args.machine,
-            host=args.host,
-            db=args.db,
-            ideal_cycle_s=args.ideal_cycle,
-            speed=args.speed,
-        ),
-        lambda server: f"serving {args.machine} on {server.url} (DB{args.db})",
+    """Run the simulator until SIGINT or SIGTERM (or print its config tags with --layout)."""
+    parser = hosting.simulator_parser(
+        "s7_server", "S7 (python-snap7 3.x server)", "--port 1102 --seed 1 --db 10", "name used in messages"
+    )
+    parser.add_argument("--db", type=int, default=DEFAULT_DB, help="the data block number (default: 10)")
+    hosting.serve_until_signalled(
+        parser,
+        argv,
+        lambda args: S7MachineServer(args.port, db=args.db, **hosting.host_options(args)),
+        layout=lambda args: layout_tags(args.db),
     )
 
 
