@@ -1,7 +1,9 @@
 """A synthetic source: samples at a chosen rate with no PLC behind it (for benchmarks and tests).
 
-It implements the connector's Source protocol; every sample of signal i carries a running
-counter as its value, so a receiver can tell exactly which ones arrived.
+It is a `SourceBase` whose connection always succeeds and is never lost; every sample of
+signal i carries a running counter as its value, so a receiver can tell exactly which ones
+arrived. Unlike a protocol source it does not queue: `samples()` makes each sample when the
+consumer asks for it, so `produced` counts exactly what was handed over.
 """
 
 from __future__ import annotations
@@ -9,68 +11,44 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
-from typing import Self
 
 from plantline.connectors.samples import Quality, Sample
-from plantline.connectors.sources import SourceCounters, SourceState
+from plantline.connectors.sources import SourceState
+from plantline.connectors.sources.base import SourceBase
 
 
-class SyntheticSource:
+class SyntheticSource(SourceBase):
     """Yields `rate` samples per second (0: as fast as the consumer takes them), `limit` in all."""
 
     def __init__(self, device_id: str, signals: Sequence[str], *, rate: float, limit: int, chunk: int = 100) -> None:
-        self._device_id = device_id
+        super().__init__("synthetic", device_id, "(synthetic)")
         self.signals = list(signals)
         self.rate = rate
         self.limit = limit
         self.chunk = chunk
         self.produced = 0
-        self.slowdowns: list[float] = []
-        self._state = SourceState.DISCONNECTED
-        self._changed = asyncio.Event()
-        self._counters = SourceCounters()
+        self.slowdowns: list[float] = []  # every factor the source was asked to slow down by, in order
 
-    @property
-    def device_id(self) -> str:
-        return self._device_id
+    async def _connect(self) -> None:
+        """Nothing to connect to: it succeeds at once."""
 
-    @property
-    def state(self) -> SourceState:
-        return self._state
+    async def _serve(self) -> str:
+        await asyncio.Event().wait()  # never lost: only leaving the `async with` ends it
+        return "closed"
 
-    @property
-    def counters(self) -> SourceCounters:
-        return self._counters
+    async def _disconnect(self) -> None:
+        """Nothing to let go of."""
 
-    def _set(self, state: SourceState) -> None:
-        self._state = state
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def __aenter__(self) -> Self:
-        self._set(SourceState.CONNECTED)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._set(SourceState.CLOSED)
-
-    async def wait_for_state(self, *states: SourceState) -> SourceState:
-        while self._state not in states:
-            await self._changed.wait()
-        return self._state
-
-    def set_slowdown(self, factor: float) -> None:
-        if not self.slowdowns or self.slowdowns[-1] != factor:
-            self.slowdowns.append(factor)
+    def _slowdown_changed(self) -> None:
+        self.slowdowns.append(self.slowdown)  # recorded for tests; the rate stays what it is
 
     async def samples(self) -> AsyncIterator[Sample]:
         """Yield samples at `rate` (read again after every chunk, so it may change) up to `limit`."""
+        if await self.wait_for_state(SourceState.CONNECTED, SourceState.CLOSED) is SourceState.CLOSED:
+            return
         n_signals = len(self.signals)
         due = time.monotonic()
-        while self._state is SourceState.CONNECTED:
+        while self.state is SourceState.CONNECTED:
             if self.produced >= self.limit:
                 await asyncio.sleep(0.01)  # `limit` may be raised later
                 due = time.monotonic()
@@ -80,7 +58,7 @@ class SyntheticSource:
                 n = self.produced
                 self.produced += 1
                 self._counters.samples += 1
-                yield Sample(self._device_id, self.signals[n % n_signals], n, Quality.GOOD, int(time.time() * 1000))
+                yield Sample(self.device_id, self.signals[n % n_signals], n, Quality.GOOD, int(time.time() * 1000))
             if self.rate > 0:
                 due = max(due + chunk / self.rate, time.monotonic() - 1.0)
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
