@@ -1,4 +1,4 @@
-"""Fixtures for the OPC UA tests: free loopback ports, a module event loop, a shared simulator.
+"""Fixtures for the OPC UA tests: free loopback ports and a shared simulator on the module's loop.
 
 An asyncua server takes seconds to build its standard address space, so the tests of one
 module share one simulator, running on one event loop that each test drives with
@@ -30,15 +30,6 @@ def _free_port() -> int:
 def free_port() -> Callable[[], int]:
     """A function returning a TCP port on 127.0.0.1 that nothing listens on right now."""
     return _free_port
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """One event loop for the module, so a simulator can outlive a single test."""
-    event_loop = asyncio.new_event_loop()
-    yield event_loop
-    event_loop.run_until_complete(event_loop.shutdown_asyncgens())
-    event_loop.close()
 
 
 @pytest.fixture(scope="module")
