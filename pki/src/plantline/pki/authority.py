@@ -2,198 +2,61 @@
 
 Every operation validates its input before any key is touched or any cryptography runs, then
 makes its change in one transaction under the directory lock, then publishes the derived files.
+The records are read and changed through the store's `Inventory`.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 
 from plantline.pki import exports
-from plantline.pki.errors import Conflict, CorruptState, InvalidInput, NotFound, PassphraseError, PolicyViolation
+from plantline.pki.errors import Conflict, InvalidInput, NotFound, PassphraseError, PolicyViolation
 from plantline.pki.exports import CertFormat
-from plantline.pki.keys import KeySpec, PublicKey, generate_key, load_private_key, private_key_pem, spec_of
-from plantline.pki.names import San, parse_sans, validate_identity
+from plantline.pki.issuer import Issuer
+from plantline.pki.keys import KeySpec, PrivateKey, PublicKey, generate_key, load_private_key, private_key_pem, spec_of
+from plantline.pki.names import ca_identity, parse_sans, validate_identity
 from plantline.pki.profiles import Profile, builtin_profiles, parse_profiles, select
-from plantline.pki.renewal import CertFacts, Decision, RenewalPolicy, decide
-from plantline.pki.store import CaStore, Published, audit_record, kill_point
-from plantline.pki.window import MaintenanceWindow, parse_window
-from plantline.pki.x509build import (
-    RevokedEntry,
-    Signer,
-    build_ca_certificate,
-    build_crl,
-    build_leaf_certificate,
-    fingerprint,
-    parse_reason,
+from plantline.pki.publishing import crl_pem, publish, published, trust_bundle
+from plantline.pki.records import (
+    INTERMEDIATE_PROFILE,
+    CaGeneration,
+    CaSettings,
+    CertRecord,
+    CrlInfo,
+    IssuedCertificate,
+    StoredCertificate,
+    serial_hex,
 )
+from plantline.pki.renewal import CertFacts, Decision, RenewalPolicy, decide
+from plantline.pki.store import CaStore, Inventory
+from plantline.pki.window import MaintenanceWindow, parse_window
+from plantline.pki.x509build import Signer, build_ca_certificate, fingerprint, parse_reason
+
+__all__ = [
+    "INTERMEDIATE_PROFILE",
+    "Authority",
+    "CaGeneration",
+    "CrlInfo",
+    "IssuedCertificate",
+    "PassphraseSource",
+    "load_csr",
+    "utcnow",
+]
 
 PassphraseSource = Callable[[], bytes]
-INTERMEDIATE_PROFILE = "intermediate-ca"
 _SERIAL = re.compile(r"(?:0x)?[0-9a-f]{1,40}")
 
 
 def utcnow() -> datetime:
     """Return the current time in UTC (the default clock)."""
     return datetime.now(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def _parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def _serial_hex(serial: int) -> str:
-    return format(serial, "x")
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:64] or "ca"
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedCertificate:
-    """One certificate of the inventory."""
-
-    serial: str
-    identity: str
-    profile: str
-    generation: int
-    subject: str
-    sans: tuple[str, ...]
-    key_type: str
-    not_before: datetime
-    not_after: datetime
-    fingerprint: str
-    status: str  # active | superseded | revoked
-    issued_at: datetime
-    revoked_at: datetime | None
-    revocation_reason: str | None
-    replaces: str | None
-    has_private_key: bool
-
-    def status_at(self, now: datetime) -> str:
-        """Return the status, reporting a lapsed certificate as `expired`."""
-        if self.status != "revoked" and now >= self.not_after:
-            return "expired"
-        return self.status
-
-    def to_json(self, now: datetime) -> dict[str, Any]:
-        return {
-            "serial": self.serial,
-            "identity": self.identity,
-            "profile": self.profile,
-            "ca_generation": self.generation,
-            "subject": self.subject,
-            "sans": list(self.sans),
-            "key_type": self.key_type,
-            "not_before": _iso(self.not_before),
-            "not_after": _iso(self.not_after),
-            "sha256_fingerprint": self.fingerprint,
-            "status": self.status_at(now),
-            "issued_at": _iso(self.issued_at),
-            "revoked_at": _iso(self.revoked_at) if self.revoked_at else None,
-            "revocation_reason": self.revocation_reason,
-            "replaces": self.replaces,
-            "key_held_by_ca": self.has_private_key,
-        }
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> IssuedCertificate:
-        return cls(
-            serial=row["serial"],
-            identity=row["identity"],
-            profile=row["profile"],
-            generation=row["generation"],
-            subject=row["subject"],
-            sans=tuple(json.loads(row["sans"])),
-            key_type=row["key_type"],
-            not_before=_parse_iso(row["not_before"]),
-            not_after=_parse_iso(row["not_after"]),
-            fingerprint=row["fingerprint"],
-            status=row["status"],
-            issued_at=_parse_iso(row["issued_at"]),
-            revoked_at=_parse_iso(row["revoked_at"]) if row["revoked_at"] else None,
-            revocation_reason=row["revocation_reason"],
-            replaces=row["replaces"],
-            has_private_key=row["private_key"] is not None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class CaGeneration:
-    """One key and certificate of the CA; rotation adds a generation."""
-
-    generation: int
-    state: str  # active | previous | retired
-    certificate: x509.Certificate
-    parents: tuple[x509.Certificate, ...]  # the chain above this CA, up to the root
-
-    @property
-    def key_type(self) -> KeySpec:
-        return spec_of(self.certificate.public_key())  # type: ignore[arg-type]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "generation": self.generation,
-            "state": self.state,
-            "subject": self.certificate.subject.rfc4514_string(),
-            "issuer": self.certificate.issuer.rfc4514_string(),
-            "serial": _serial_hex(self.certificate.serial_number),
-            "key_type": str(self.key_type),
-            "not_after": _iso(self.certificate.not_valid_after_utc),
-            "sha256_fingerprint": fingerprint(self.certificate),
-            "root": not self.parents,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class CrlInfo:
-    """A CRL the CA published."""
-
-    generation: int
-    number: int
-    this_update: datetime
-    next_update: datetime
-    revoked: int
-    pem: bytes
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ca_generation": self.generation,
-            "number": self.number,
-            "this_update": _iso(self.this_update),
-            "next_update": _iso(self.next_update),
-            "revoked": self.revoked,
-        }
-
-
-def _load_pems(data: bytes) -> tuple[x509.Certificate, ...]:
-    return tuple(x509.load_pem_x509_certificates(data)) if data.strip() else ()
-
-
-def _san_strings(certificate: x509.Certificate) -> list[str]:
-    try:
-        ext = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    out = [f"dns:{v}" for v in ext.get_values_for_type(x509.DNSName)]
-    out += [f"ip:{v}" for v in ext.get_values_for_type(x509.IPAddress)]
-    out += [f"uri:{v}" for v in ext.get_values_for_type(x509.UniformResourceIdentifier)]
-    return out
 
 
 def load_csr(pem: bytes, *, field: str = "csr") -> x509.CertificateSigningRequest:
@@ -289,22 +152,21 @@ class Authority:
             certificate, parents = parent.sign_subordinate(
                 name=name, organization=organization, key=key, path_length=path_length, validity_days=days
             )
-        with CaStore.creating(directory, force=force) as conn:
-            meta = {
-                "name": name,
-                "organization": organization or "",
-                "encrypted": "1" if encrypt else "0",
-                "rotation": "idle",
-                "crl_days": str(crl_days),
-                "maintenance_windows": json.dumps(list(maintenance_windows)),
-                "timezone": timezone,
-            }
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-            authority._insert_generation(conn, 1, "active", certificate, key, parents, now, encrypt, passphrase)
-            signer = Signer(certificate, key)
-            authority._write_crl(conn, 1, signer, now)
-            authority._audit(
-                conn,
+        settings = CaSettings(
+            name=name,
+            organization=organization or "",
+            encrypted=encrypt,
+            rotation="idle",
+            crl_days=crl_days,
+            maintenance_windows=tuple(maintenance_windows),
+            timezone=timezone,
+        )
+        with CaStore.creating(directory, force=force) as inventory:
+            inventory.create_settings(settings)
+            issuer = authority._issuer(inventory)
+            issuer.add_generation(1, certificate, key, parents, now, key_passphrase=passphrase if encrypt else None)
+            issuer.write_crl(1, Signer(certificate, key), now)
+            issuer.audit(
                 now,
                 "ca.init",
                 {
@@ -314,7 +176,7 @@ class Authority:
                     "sha256_fingerprint": fingerprint(certificate),
                 },
             )
-        authority._after_write()
+        publish(authority.store)
         return authority
 
     def sign_subordinate(
@@ -332,45 +194,40 @@ class Authority:
         The certificate is recorded in this CA's inventory (profile `intermediate-ca`), so this
         CA can revoke it later.
         """
-        identity = record_as or _slug(name)
+        identity = record_as or ca_identity(name)
         passphrase = self._unlock()
-        with self.store.lock(), self.store.transaction() as conn:
+        with self.store.lock(), self.store.transaction() as inventory:
             now = self.clock()
-            active = self._active(conn)
-            signer = self._signer(conn, active, passphrase)
+            issuer = self._issuer(inventory)
+            active = inventory.active_generation()
             certificate = build_ca_certificate(
                 common_name=name,
                 organization=organization,
                 key=key,
-                parent=signer,
+                parent=issuer.signer(active, passphrase),
                 path_length=path_length,
-                serial=self._new_serial(conn),
+                serial=issuer.new_serial(),
                 now=now,
                 validity=timedelta(days=validity_days),
             )
-            previous = conn.execute(
-                "SELECT serial FROM certs WHERE identity = ? AND status = 'active'", (identity,)
-            ).fetchone()
-            if previous:
-                conn.execute("UPDATE certs SET status = 'superseded' WHERE serial = ?", (previous[0],))
-            self._insert_cert(
-                conn,
+            previous = inventory.current(identity)
+            replaces = previous.issued.serial if previous is not None else None
+            if replaces is not None:
+                inventory.supersede(replaces)
+            inventory.add_certificate(
                 certificate,
                 identity=identity,
                 profile=INTERMEDIATE_PROFILE,
                 generation=active.generation,
                 private_key=None,
-                now=now,
-                replaces=previous[0] if previous else None,
+                issued_at=now,
+                replaces=replaces,
             )
-            self._audit(
-                conn,
-                now,
-                "ca.sign-subordinate",
-                {"identity": identity, "serial": _serial_hex(certificate.serial_number)},
+            issuer.audit(
+                now, "ca.sign-subordinate", {"identity": identity, "serial": serial_hex(certificate.serial_number)}
             )
             parents = (active.certificate, *active.parents)
-        self._after_write()
+        publish(self.store)
         return certificate, parents
 
     # -- reading --------------------------------------------------------------------------------
@@ -384,41 +241,36 @@ class Authority:
         return profiles
 
     def meta(self) -> dict[str, str]:
-        with self.store.reading() as conn:
-            return self._meta(conn)
+        with self.store.reading() as inventory:
+            return inventory.meta()
 
     def generations(self) -> list[CaGeneration]:
         """Return every CA generation, newest first."""
-        with self.store.reading() as conn:
-            return self._generations(conn)
+        with self.store.reading() as inventory:
+            return inventory.generations()
 
     def info(self) -> dict[str, Any]:
         """Return a summary of the CA: name, generations, rotation phase, inventory counts."""
-        with self.store.reading() as conn:
-            meta = self._meta(conn)
-            counts = dict(conn.execute("SELECT status, COUNT(*) FROM certs GROUP BY status").fetchall())
-            return {
-                "directory": str(self.directory),
-                "name": meta["name"],
-                "key_encrypted": meta["encrypted"] == "1",
-                "rotation": meta["rotation"],
-                "crl_days": int(meta["crl_days"]),
-                "maintenance_windows": json.loads(meta["maintenance_windows"]),
-                "timezone": meta["timezone"],
-                "generations": [g.to_json() for g in self._generations(conn)],
-                "certificates": {k: counts.get(k, 0) for k in ("active", "superseded", "revoked")},
-            }
+        with self.store.reading() as inventory:
+            settings = inventory.settings()
+            counts = inventory.status_counts()
+            generations = inventory.generations()
+        return {
+            "directory": str(self.directory),
+            "name": settings.name,
+            "key_encrypted": settings.encrypted,
+            "rotation": settings.rotation,
+            "crl_days": settings.crl_days,
+            "maintenance_windows": list(settings.maintenance_windows),
+            "timezone": settings.timezone,
+            "generations": [g.to_json() for g in generations],
+            "certificates": {k: counts.get(k, 0) for k in ("active", "superseded", "revoked")},
+        }
 
     def certificates(self, *, identity: str | None = None, status: str | None = None) -> list[IssuedCertificate]:
         """Return the inventory, oldest first, optionally filtered."""
-        query, args = "SELECT * FROM certs WHERE 1 = 1", list[str]()
-        if identity is not None:
-            query, args = query + " AND identity = ?", [*args, identity]
-        if status in ("active", "superseded", "revoked"):
-            query, args = query + " AND status = ?", [*args, status]
-        with self.store.reading() as conn:
-            rows = conn.execute(query + " ORDER BY issued_at, rowid", args).fetchall()
-        found = [IssuedCertificate.from_row(r) for r in rows]
+        with self.store.reading() as inventory:
+            found = [r.issued for r in inventory.certificates(identity=identity, status=status)]
         if status == "expired":
             now = self.clock()
             found = [c for c in found if c.status_at(now) == "expired"]
@@ -426,51 +278,49 @@ class Authority:
 
     def find(self, target: str) -> IssuedCertificate:
         """Return the certificate with serial `target`, or the current one of identity `target`."""
-        with self.store.reading() as conn:
-            return IssuedCertificate.from_row(self._find_row(conn, target))
+        with self.store.reading() as inventory:
+            return self._find(inventory, target).issued
 
     def certificate_pem(self, target: str) -> bytes:
-        with self.store.reading() as conn:
-            return bytes(self._find_row(conn, target)["certificate"])
+        with self.store.reading() as inventory:
+            return self._find(inventory, target).pem
 
     def needs_renewal(self, identity: str, *, policy: RenewalPolicy | None = None) -> Decision:
         """Return the renewal decision for the identity's current certificate."""
         validate_identity(identity)
         now = self.clock()
-        with self.store.reading() as conn:
-            rows = conn.execute(
-                "SELECT * FROM certs WHERE identity = ? ORDER BY issued_at DESC, rowid DESC", (identity,)
-            ).fetchall()
+        with self.store.reading() as inventory:
+            history = [r.issued for r in inventory.history(identity)]
             if policy is None:
-                profile = select(self.profiles(), rows[0]["profile"]) if rows else None
-                policy = self.default_policy(conn, profile)
-            active_generation = self._active(conn).generation
-        if not rows:
+                profile = select(self.profiles(), history[0].profile) if history else None
+                policy = self.default_policy(inventory, profile)
+            active_generation = inventory.active_generation().generation
+        if not history:
             return decide(now, None, policy)
-        row = next((r for r in rows if r["status"] == "active"), rows[0])
+        current = next((c for c in history if c.status == "active"), history[0])
         facts = CertFacts(
-            not_after=_parse_iso(row["not_after"]),
-            key=KeySpec(row["key_type"]),
-            revoked=row["status"] == "revoked",
-            issued_by_current_ca=row["generation"] == active_generation,
+            not_after=current.not_after,
+            key=KeySpec(current.key_type),
+            revoked=current.status == "revoked",
+            issued_by_current_ca=current.generation == active_generation,
         )
         return decide(now, facts, policy)
 
     def needs_renewal_policy(self, identity: str) -> RenewalPolicy:
         """Return the policy `needs_renewal` applies by default: the profile's window, the CA's hours."""
-        with self.store.reading() as conn:
-            row = conn.execute("SELECT profile FROM certs WHERE identity = ? LIMIT 1", (identity,)).fetchone()
-            return self.default_policy(conn, select(self.profiles(), row[0]) if row else None)
+        with self.store.reading() as inventory:
+            profile = inventory.first_profile(identity)
+            return self.default_policy(inventory, select(self.profiles(), profile) if profile is not None else None)
 
-    def default_policy(self, conn: sqlite3.Connection, profile: Profile | None) -> RenewalPolicy:
-        meta = self._meta(conn)
+    def default_policy(self, inventory: Inventory, profile: Profile | None) -> RenewalPolicy:
         return RenewalPolicy(
-            renew_before=timedelta(days=profile.renew_before_days if profile else 30), windows=self._windows(meta)
+            renew_before=timedelta(days=profile.renew_before_days if profile else 30),
+            windows=self._windows(inventory.settings()),
         )
 
     def maintenance_windows(self) -> tuple[MaintenanceWindow, ...]:
-        with self.store.reading() as conn:
-            return self._windows(self._meta(conn))
+        with self.store.reading() as inventory:
+            return self._windows(inventory.settings())
 
     # -- issuing --------------------------------------------------------------------------------
 
@@ -499,14 +349,13 @@ class Authority:
         )
         if validity_days is not None and validity_days < 1:
             raise InvalidInput("validity_days: expected at least 1")
-        with self.store.reading() as conn:
-            chosen.check_request(key=spec, issuer_key=self._active(conn).key_type, sans=parsed_sans)
-            self._refuse_duplicate(conn, identity)
+        with self.store.reading() as inventory:
+            chosen.check_request(key=spec, issuer_key=inventory.active_generation().key_type, sans=parsed_sans)
+            self._refuse_duplicate(inventory, identity)
         passphrase = self._unlock()
-        with self.store.lock(), self.store.transaction() as conn:
-            self._refuse_duplicate(conn, identity)
-            issued = self._issue_in(
-                conn,
+        with self.store.lock(), self.store.transaction() as inventory:
+            self._refuse_duplicate(inventory, identity)
+            issued = self._issuer(inventory).issue(
                 passphrase,
                 identity=identity,
                 profile=chosen,
@@ -517,7 +366,7 @@ class Authority:
                 replaces=None,
                 action="cert.issue",
             )
-        self._after_write()
+        publish(self.store)
         return issued
 
     def renew(
@@ -534,35 +383,33 @@ class Authority:
         if csr is not None and new_key:
             raise InvalidInput("new_key: cannot be combined with a CSR, which brings its own key")
         passphrase = self._unlock()
-        with self.store.lock(), self.store.transaction() as conn:
-            current = self._current_row(conn, identity)
-            issued = self._reissue(
-                conn, passphrase, current, new_key=new_key, csr=csr, validity_days=validity_days, action="cert.renew"
+        with self.store.lock(), self.store.transaction() as inventory:
+            current = self._current(inventory, identity)
+            issued = self._issuer(inventory).reissue(
+                passphrase, current, new_key=new_key, csr=csr, validity_days=validity_days, action="cert.renew"
             )
-        self._after_write()
+        publish(self.store)
         return issued
 
     def revoke(self, target: str, *, reason: str = "unspecified") -> list[IssuedCertificate]:
         """Revoke one certificate (by serial) or every unexpired one of an identity, and publish CRLs."""
         canonical_reason = parse_reason(reason)
-        with self.store.reading() as conn:
-            self._revocation_targets(conn, target)
+        with self.store.reading() as inventory:
+            self._revocation_targets(inventory, target)
         passphrase = self._unlock()
-        with self.store.lock(), self.store.transaction() as conn:
+        with self.store.lock(), self.store.transaction() as inventory:
             now = self.clock()
-            rows = self._revocation_targets(conn, target)
-            serials = [r["serial"] for r in rows]
-            conn.executemany(
-                "UPDATE certs SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ?",
-                [(_iso(now), canonical_reason, s) for s in serials],
-            )
-            for generation in {r["generation"] for r in rows}:
-                gen = self._generation(conn, generation)
+            issuer = self._issuer(inventory)
+            targets = self._revocation_targets(inventory, target)
+            serials = [t.issued.serial for t in targets]
+            inventory.revoke(serials, at=now, reason=canonical_reason)
+            for generation in {t.issued.generation for t in targets}:
+                gen = inventory.generation(generation)
                 if gen.state != "retired":
-                    self._write_crl(conn, generation, self._signer(conn, gen, passphrase), now)
-            self._audit(conn, now, "cert.revoke", {"target": target, "serials": serials, "reason": canonical_reason})
-            revoked = [IssuedCertificate.from_row(self._find_row(conn, s)) for s in serials]
-        self._after_write()
+                    issuer.write_crl(generation, issuer.signer(gen, passphrase), now)
+            issuer.audit(now, "cert.revoke", {"target": target, "serials": serials, "reason": canonical_reason})
+            revoked = [self._find(inventory, s).issued for s in serials]
+        publish(self.store)
         return revoked
 
     def generate_crl(self, *, next_update_days: int | None = None) -> list[CrlInfo]:
@@ -570,22 +417,23 @@ class Authority:
         if next_update_days is not None and next_update_days < 1:
             raise InvalidInput("next_update_days: expected at least 1")
         passphrase = self._unlock()
-        with self.store.lock(), self.store.transaction() as conn:
+        with self.store.lock(), self.store.transaction() as inventory:
             now = self.clock()
+            issuer = self._issuer(inventory)
             if next_update_days is not None:
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'crl_days'", (str(next_update_days),))
+                inventory.set_crl_days(next_update_days)
             infos = [
-                self._write_crl(conn, gen.generation, self._signer(conn, gen, passphrase), now)
-                for gen in self._generations(conn)
+                issuer.write_crl(gen.generation, issuer.signer(gen, passphrase), now)
+                for gen in inventory.generations()
                 if gen.state != "retired"
             ]
-            self._audit(conn, now, "crl.generate", {"crls": [i.to_json() for i in infos]})
-        self._after_write()
+            issuer.audit(now, "crl.generate", {"crls": [i.to_json() for i in infos]})
+        publish(self.store)
         return infos
 
     def crls(self) -> list[CrlInfo]:
-        with self.store.reading() as conn:
-            return self._crls(conn)
+        with self.store.reading() as inventory:
+            return inventory.crls()
 
     # -- rotation -------------------------------------------------------------------------------
 
@@ -593,12 +441,12 @@ class Authority:
         self, *, key_type: str | None = None, parent: Authority | None = None, validity_days: int | None = None
     ) -> CaGeneration:
         """Phase 1: make a new CA generation that signs from now on; trust both old and new."""
-        with self.store.reading() as conn:
-            meta = self._meta(conn)
-            active = self._active(conn)
-        if meta["rotation"] != "idle":
+        with self.store.reading() as inventory:
+            settings = inventory.settings()
+            active = inventory.active_generation()
+        if settings.rotation != "idle":
             raise PolicyViolation(
-                f"rotation: already in phase {meta['rotation']}; continue with --reissue or --finalize"
+                f"rotation: already in phase {settings.rotation}; continue with --reissue or --finalize"
             )
         spec = KeySpec.parse(key_type, field="key_type") if key_type else active.key_type
         if active.parents and parent is None:
@@ -607,94 +455,105 @@ class Authority:
             raise InvalidInput("validity_days: expected at least 1")
         old_days = (active.certificate.not_valid_after_utc - active.certificate.not_valid_before_utc).days
         days = validity_days or max(old_days, 1)
-        name = f"{meta['name']} G{active.generation + 1}"
-        organization = meta["organization"] or None
         passphrase = self._unlock()
-        with self.store.reading() as conn:  # a wrong passphrase must fail before the parent signs
-            self._signer(conn, active, passphrase)
+        with self.store.reading() as inventory:  # a wrong passphrase must fail before the parent signs
+            self._issuer(inventory).signer(active, passphrase)
         key = generate_key(spec)
+        certificate, parents = self._new_certificate(settings, active, key, parent, days)
+        with self.store.lock(), self.store.transaction() as inventory:
+            created = self._install(self._issuer(inventory), active, passphrase, Signer(certificate, key), parents)
+        publish(self.store)
+        return created
+
+    def _new_certificate(
+        self, settings: CaSettings, active: CaGeneration, key: PrivateKey, parent: Authority | None, days: int
+    ) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+        """Return the certificate of the next generation, signed by the parent or, for a root, by `key`."""
+        name = f"{settings.name} G{active.generation + 1}"
+        organization = settings.organization or None
         constraints = active.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
         if parent is not None:
-            certificate, parents = parent.sign_subordinate(
+            return parent.sign_subordinate(
                 name=name,
                 organization=organization,
                 key=key,
                 path_length=constraints.path_length,
                 validity_days=days,
-                record_as=_slug(meta["name"]),
+                record_as=ca_identity(settings.name),
             )
-        else:
-            certificate = build_ca_certificate(
-                common_name=name,
-                organization=organization,
-                key=key,
-                parent=None,
-                path_length=constraints.path_length,
-                serial=x509.random_serial_number(),
-                now=self.clock(),
-                validity=timedelta(days=days),
-            )
-            parents = ()
-        with self.store.lock(), self.store.transaction() as conn:
-            now = self.clock()
-            current = self._active(conn)
-            if self._meta(conn)["rotation"] != "idle" or current.generation != active.generation:
-                raise Conflict("rotation: the CA changed while the new generation was made; run again")
-            # The new key is stored under the same passphrase: prove it opens the current key first.
-            self._signer(conn, current, passphrase)
-            new_generation = current.generation + 1
-            conn.execute("UPDATE ca SET state = 'previous' WHERE generation = ?", (current.generation,))
-            self._insert_generation(
-                conn, new_generation, "active", certificate, key, parents, now, self._encrypted(conn), passphrase
-            )
-            self._write_crl(conn, new_generation, Signer(certificate, key), now)
-            conn.execute("UPDATE meta SET value = 'started' WHERE key = 'rotation'")
-            self._audit(
-                conn,
-                now,
-                "ca.rotate.start",
-                {"generation": new_generation, "sha256_fingerprint": fingerprint(certificate)},
-            )
-            created = self._generation(conn, new_generation)
-        self._after_write()
-        return created
+        certificate = build_ca_certificate(
+            common_name=name,
+            organization=organization,
+            key=key,
+            parent=None,
+            path_length=constraints.path_length,
+            serial=x509.random_serial_number(),
+            now=self.clock(),
+            validity=timedelta(days=days),
+        )
+        return certificate, ()
+
+    @staticmethod
+    def _install(
+        issuer: Issuer,
+        active: CaGeneration,
+        passphrase: bytes | None,
+        new: Signer,
+        parents: tuple[x509.Certificate, ...],
+    ) -> CaGeneration:
+        """Make `new` the active generation and `active` the previous one; return the new generation."""
+        inventory = issuer.inventory
+        now = issuer.clock()
+        current = inventory.active_generation()
+        if inventory.settings().rotation != "idle" or current.generation != active.generation:
+            raise Conflict("rotation: the CA changed while the new generation was made; run again")
+        # The new key is stored under the same passphrase: prove it opens the current key first.
+        issuer.signer(current, passphrase)
+        generation = current.generation + 1
+        inventory.set_generation_state(current.generation, "previous")
+        issuer.add_generation(generation, new.certificate, new.key, parents, now, key_passphrase=passphrase)
+        issuer.write_crl(generation, new, now)
+        inventory.set_rotation("started")
+        issuer.audit(
+            now, "ca.rotate.start", {"generation": generation, "sha256_fingerprint": fingerprint(new.certificate)}
+        )
+        return inventory.generation(generation)
 
     def rotate_reissue(self, *, new_key: bool = False) -> list[IssuedCertificate]:
         """Phase 2: re-issue every active leaf of the previous generation under the new one."""
-        with self.store.reading() as conn:
-            self._require_rotation(conn, "reissue")
+        with self.store.reading() as inventory:
+            self._require_rotation(inventory, "reissue")
         passphrase = self._unlock()
-        with self.store.lock(), self.store.transaction() as conn:
-            self._require_rotation(conn, "reissue")
-            self._signer(conn, self._active(conn), passphrase)  # a wrong passphrase changes nothing
-            active = self._active(conn).generation
-            rows = conn.execute(
-                "SELECT * FROM certs WHERE status = 'active' AND generation != ? AND profile != ? ORDER BY rowid",
-                (active, INTERMEDIATE_PROFILE),
-            ).fetchall()
+        with self.store.lock(), self.store.transaction() as inventory:
+            self._require_rotation(inventory, "reissue")
+            issuer = self._issuer(inventory)
+            issuer.signer(inventory.active_generation(), passphrase)  # a wrong passphrase changes nothing
+            active = inventory.active_generation().generation
+            leaves = inventory.active_outside(active, except_profile=INTERMEDIATE_PROFILE)
             # A key the CA never held (issued from a CSR) stays with its owner: re-certify it.
             issued = [
-                self._reissue(
-                    conn,
+                issuer.reissue(
                     passphrase,
-                    row,
-                    new_key=new_key and row["private_key"] is not None,
+                    leaf,
+                    new_key=new_key and leaf.private_key is not None,
                     csr=None,
                     validity_days=None,
                     action="ca.rotate.reissue",
                 )
-                for row in rows
+                for leaf in leaves
             ]
-            conn.execute("UPDATE meta SET value = 'reissued' WHERE key = 'rotation'")
-        self._after_write()
+            inventory.set_rotation("reissued")
+        publish(self.store)
         return issued
 
     def rotate_finalize(self, *, force: bool = False, parent: Authority | None = None) -> CaGeneration:
         """Phase 3: stop trusting the previous generation; its leaves are refused from now on."""
-        with self.store.reading() as conn:
-            self._require_rotation(conn, "finalize")
-            previous = next(g for g in self._generations(conn) if g.state == "previous")
-            left = self._leftovers(conn, previous.generation)
+        with self.store.reading() as inventory:
+            self._require_rotation(inventory, "finalize")
+            previous = next(g for g in inventory.generations() if g.state == "previous")
+            left = inventory.active_identities(
+                previous.generation, valid_at=self.clock(), except_profile=INTERMEDIATE_PROFILE
+            )
         if left and not force:
             raise PolicyViolation(
                 f"rotation: {len(left)} active certificate(s) still come from the previous CA "
@@ -705,20 +564,25 @@ class Authority:
                 raise InvalidInput(
                     "parent: this CA is an intermediate; give --parent DIR so the parent revokes its old generation"
                 )
-            old_serial = _serial_hex(previous.certificate.serial_number)
+            old_serial = serial_hex(previous.certificate.serial_number)
             if parent.find(old_serial).status != "revoked":  # a finalize interrupted after this step runs again
                 parent.revoke(old_serial, reason="superseded")
-        with self.store.lock(), self.store.transaction() as conn:
+        with self.store.lock(), self.store.transaction() as inventory:
             now = self.clock()
-            self._require_rotation(conn, "finalize")
-            conn.execute("UPDATE ca SET state = 'retired' WHERE state = 'previous'")
-            conn.execute("UPDATE meta SET value = 'idle' WHERE key = 'rotation'")
-            self._audit(
-                conn, now, "ca.rotate.finalize", {"retired_generation": previous.generation, "forced_over": left}
+            self._require_rotation(inventory, "finalize")
+            inventory.retire_previous()
+            inventory.set_rotation("idle")
+            self._issuer(inventory).audit(
+                now, "ca.rotate.finalize", {"retired_generation": previous.generation, "forced_over": left}
             )
-            retired = self._generation(conn, previous.generation)
-        self._after_write()
+            retired = inventory.generation(previous.generation)
+        publish(self.store)
         return retired
+
+    @staticmethod
+    def _require_rotation(inventory: Inventory, step: str) -> None:
+        if inventory.settings().rotation not in ("started", "reissued"):
+            raise PolicyViolation(f"rotation: no rotation in progress; start one with `ca rotate` before --{step}")
 
     # -- export ---------------------------------------------------------------------------------
 
@@ -737,13 +601,13 @@ class Authority:
         `key_passphrase` encrypts an exported key; None writes it in plaintext (the CLI demands
         an explicit unsafe flag for that).
         """
-        with self.store.reading() as conn:
-            row = self._find_row(conn, target)
-            leaf = x509.load_pem_x509_certificate(row["certificate"])
-            gen = self._generation(conn, row["generation"])
+        with self.store.reading() as inventory:
+            record = self._find(inventory, target)
+            leaf = record.certificate()
+            gen = inventory.generation(record.issued.generation)
             above = (gen.certificate, *gen.parents)
             chain = [c for c in above if c.issuer != c.subject]
-            trust = self._trust_bundle(conn)
+            trust = trust_bundle(inventory)
         if fmt is CertFormat.PEM:
             return exports.pem([leaf])
         if fmt is CertFormat.CHAIN:
@@ -752,19 +616,20 @@ class Authority:
             return exports.pem([leaf, *above])
         if fmt is CertFormat.DER:
             return exports.der(leaf)
-        if row["private_key"] is None:
-            raise PolicyViolation(f"{row['identity']}: the CA does not hold this key (issued from a CSR)")
+        identity = record.issued.identity
+        if record.private_key is None:
+            raise PolicyViolation(f"{identity}: the CA does not hold this key (issued from a CSR)")
         if fmt is CertFormat.PKCS12 and not key_passphrase:
             raise InvalidInput("export passphrase: PKCS#12 files are always encrypted; give a passphrase")
-        key = load_private_key(bytes(row["private_key"]), self._unlock(), what=f"key of {row['identity']}")
+        key = load_private_key(record.private_key, self._unlock(), what=f"key of {identity}")
         if fmt is CertFormat.KEY:
             return private_key_pem(key, key_passphrase)
         if fmt is CertFormat.PKCS12:
             return exports.pkcs12_bundle(
-                name=row["identity"], key=key, certificate=leaf, chain=chain, passphrase=key_passphrase or b""
+                name=identity, key=key, certificate=leaf, chain=chain, passphrase=key_passphrase or b""
             )
         return exports.k8s_tls_secret(
-            name=secret_name or f"{row['identity']}-tls",
+            name=secret_name or f"{identity}-tls",
             namespace=namespace,
             chain_pem=exports.pem([leaf, *chain]),
             key=key,
@@ -774,13 +639,13 @@ class Authority:
 
     def trust_bundle(self) -> bytes:
         """Return every CA certificate peers should trust now (both generations while rotating)."""
-        with self.store.reading() as conn:
-            return self._trust_bundle(conn)
+        with self.store.reading() as inventory:
+            return trust_bundle(inventory)
 
     def crl_pem(self) -> bytes:
         """Return the current CRLs of every trusted CA generation, concatenated as PEM."""
-        with self.store.reading() as conn:
-            return b"".join(i.pem for i in self._crls(conn))
+        with self.store.reading() as inventory:
+            return crl_pem(inventory)
 
     # -- integrity ------------------------------------------------------------------------------
 
@@ -789,28 +654,14 @@ class Authority:
         problems = self.store.integrity_problems()
         if problems:
             return problems
-        with self.store.reading() as conn:
-            generations = {g.generation: g for g in self._generations(conn)}
+        with self.store.reading() as inventory:
+            generations = {g.generation: g for g in inventory.generations()}
             if sum(g.state == "active" for g in generations.values()) != 1:
                 problems.append("ca: expected exactly one active generation")
-            for row in conn.execute("SELECT * FROM certs"):
-                try:
-                    cert = x509.load_pem_x509_certificate(row["certificate"])
-                except ValueError:
-                    problems.append(f"cert {row['serial']}: stored certificate does not parse")
-                    continue
-                if fingerprint(cert) != row["fingerprint"] or _serial_hex(cert.serial_number) != row["serial"]:
-                    problems.append(f"cert {row['serial']}: fingerprint or serial does not match the certificate")
-                gen = generations.get(row["generation"])
-                if gen is None:
-                    problems.append(f"cert {row['serial']}: unknown CA generation {row['generation']}")
-                    continue
-                try:
-                    cert.verify_directly_issued_by(gen.certificate)
-                except (ValueError, TypeError, InvalidSignature):
-                    problems.append(f"cert {row['serial']}: not signed by CA generation {gen.generation}")
-            expected = self._published(conn).files
-            audit_rows = conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+            for stored in inventory.stored_certificates():
+                problems += _certificate_problems(stored, generations)
+            expected = published(inventory).files
+            audit_rows = inventory.audit_count()
         for name, data in expected.items():
             path = self.directory / name
             if not path.is_file() or path.read_bytes() != data:
@@ -822,15 +673,15 @@ class Authority:
         return problems
 
     def audit_log(self) -> list[dict[str, Any]]:
-        with self.store.reading() as conn:
-            return [audit_record(r) for r in conn.execute("SELECT * FROM audit ORDER BY id")]
+        with self.store.reading() as inventory:
+            return inventory.audit_records()
 
     # -- internals ------------------------------------------------------------------------------
 
     def _unlock(self) -> bytes | None:
         """Return the passphrase of this CA's keys, asking its source once (None: not encrypted)."""
-        with self.store.reading() as conn:
-            encrypted = self._encrypted(conn)
+        with self.store.reading() as inventory:
+            encrypted = inventory.settings().encrypted
         if not encrypted:
             return None
         if self._passphrase is None:
@@ -841,329 +692,66 @@ class Authority:
                 raise PassphraseError("passphrase: empty passphrase for an encrypted CA key")
         return self._passphrase
 
-    @staticmethod
-    def _encrypted(conn: sqlite3.Connection) -> bool:
-        return Authority._meta(conn)["encrypted"] == "1"
+    def _issuer(self, inventory: Inventory) -> Issuer:
+        return Issuer(inventory, actor=self.actor, clock=self.clock, profiles=self.profiles)
 
     @staticmethod
-    def _meta(conn: sqlite3.Connection) -> dict[str, str]:
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        for key in ("name", "encrypted", "rotation", "crl_days", "maintenance_windows", "timezone"):
-            if key not in meta:
-                raise CorruptState(f"pki.db: meta record {key!r} is missing")
-        return meta
+    def _windows(settings: CaSettings) -> tuple[MaintenanceWindow, ...]:
+        return tuple(parse_window(w, timezone=settings.timezone) for w in settings.maintenance_windows)
 
     @staticmethod
-    def _windows(meta: dict[str, str]) -> tuple[MaintenanceWindow, ...]:
-        return tuple(parse_window(w, timezone=meta["timezone"]) for w in json.loads(meta["maintenance_windows"]))
-
-    @staticmethod
-    def _gen_from_row(row: sqlite3.Row) -> CaGeneration:
-        return CaGeneration(
-            generation=row["generation"],
-            state=row["state"],
-            certificate=x509.load_pem_x509_certificate(row["certificate"]),
-            parents=_load_pems(bytes(row["parents"])),
-        )
-
-    def _generations(self, conn: sqlite3.Connection) -> list[CaGeneration]:
-        rows = conn.execute("SELECT * FROM ca ORDER BY generation DESC").fetchall()
-        return [self._gen_from_row(r) for r in rows]
-
-    def _generation(self, conn: sqlite3.Connection, generation: int) -> CaGeneration:
-        row = conn.execute("SELECT * FROM ca WHERE generation = ?", (generation,)).fetchone()
-        if row is None:
-            raise CorruptState(f"pki.db: CA generation {generation} is missing")
-        return self._gen_from_row(row)
-
-    def _active(self, conn: sqlite3.Connection) -> CaGeneration:
-        row = conn.execute("SELECT * FROM ca WHERE state = 'active'").fetchone()
-        if row is None:
-            raise CorruptState("pki.db: no active CA generation")
-        return self._gen_from_row(row)
-
-    def _signer(self, conn: sqlite3.Connection, gen: CaGeneration, passphrase: bytes | None) -> Signer:
-        row = conn.execute("SELECT private_key FROM ca WHERE generation = ?", (gen.generation,)).fetchone()
-        key = load_private_key(bytes(row[0]), passphrase, what=f"CA key (generation {gen.generation})")
-        return Signer(gen.certificate, key)
-
-    def _insert_generation(
-        self,
-        conn: sqlite3.Connection,
-        generation: int,
-        state: str,
-        certificate: x509.Certificate,
-        key: Any,
-        parents: Sequence[x509.Certificate],
-        now: datetime,
-        encrypt: bool,
-        passphrase: bytes | None = None,
-    ) -> None:
-        secret = (passphrase or self._unlock()) if encrypt else None
-        conn.execute(
-            "INSERT INTO ca VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                generation,
-                state,
-                certificate.public_bytes(serialization.Encoding.PEM),
-                private_key_pem(key, secret),
-                exports.pem(parents),
-                fingerprint(certificate),
-                _iso(now),
-            ),
-        )
-
-    def _new_serial(self, conn: sqlite3.Connection) -> int:
-        while True:
-            serial = x509.random_serial_number()
-            if conn.execute("SELECT 1 FROM certs WHERE serial = ?", (_serial_hex(serial),)).fetchone() is None:
-                return serial
-
-    def _insert_cert(
-        self,
-        conn: sqlite3.Connection,
-        certificate: x509.Certificate,
-        *,
-        identity: str,
-        profile: str,
-        generation: int,
-        private_key: bytes | None,
-        now: datetime,
-        replaces: str | None,
-    ) -> IssuedCertificate:
-        serial = _serial_hex(certificate.serial_number)
-        conn.execute(
-            "INSERT INTO certs (serial, identity, profile, generation, subject, sans, key_type, not_before,"
-            " not_after, certificate, private_key, fingerprint, status, issued_at, replaces)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)",
-            (
-                serial,
-                identity,
-                profile,
-                generation,
-                certificate.subject.rfc4514_string(),
-                json.dumps(_san_strings(certificate)),
-                str(spec_of(certificate.public_key())),  # type: ignore[arg-type]
-                _iso(certificate.not_valid_before_utc),
-                _iso(certificate.not_valid_after_utc),
-                certificate.public_bytes(serialization.Encoding.PEM),
-                private_key,
-                fingerprint(certificate),
-                _iso(now),
-                replaces,
-            ),
-        )
-        return IssuedCertificate.from_row(self._find_row(conn, serial))
-
-    def _issue_in(
-        self,
-        conn: sqlite3.Connection,
-        passphrase: bytes | None,
-        *,
-        identity: str,
-        profile: Profile,
-        sans: Sequence[San],
-        key_type: KeySpec,
-        public_key: PublicKey | None,
-        validity_days: int | None,
-        replaces: str | None,
-        action: str,
-        private_key: bytes | None = None,
-    ) -> IssuedCertificate:
-        now = self.clock()
-        active = self._active(conn)
-        signer = self._signer(conn, active, passphrase)
-        if public_key is None:
-            key = generate_key(key_type)
-            public_key = key.public_key()
-            private_key = private_key_pem(key, passphrase)
-        certificate = build_leaf_certificate(
-            identity=identity,
-            profile=profile,
-            public_key=public_key,
-            sans=sans,
-            issuer=signer,
-            serial=self._new_serial(conn),
-            now=now,
-            validity=timedelta(days=validity_days) if validity_days else None,
-        )
-        issued = self._insert_cert(
-            conn,
-            certificate,
-            identity=identity,
-            profile=profile.name,
-            generation=active.generation,
-            private_key=private_key,
-            now=now,
-            replaces=replaces,
-        )
-        self._audit(
-            conn,
-            now,
-            action,
-            {"identity": identity, "serial": issued.serial, "profile": profile.name, "replaces": replaces},
-        )
-        return issued
-
-    def _reissue(
-        self,
-        conn: sqlite3.Connection,
-        passphrase: bytes | None,
-        current: sqlite3.Row,
-        *,
-        new_key: bool,
-        csr: x509.CertificateSigningRequest | None,
-        validity_days: int | None,
-        action: str,
-    ) -> IssuedCertificate:
-        profile = select(self.profiles(), current["profile"])
-        old = x509.load_pem_x509_certificate(current["certificate"])
-        sans = parse_sans(_san_strings(old))
-        if new_key:
-            public_key: PublicKey | None = None
-            private_key = None
-        elif csr is not None:
-            public_key = csr.public_key()  # type: ignore[assignment]
-            private_key = None
-        else:
-            public_key = old.public_key()  # type: ignore[assignment]
-            private_key = bytes(current["private_key"]) if current["private_key"] is not None else None
-        spec = KeySpec(current["key_type"]) if public_key is None else spec_of(public_key)
-        profile.check_request(key=spec, issuer_key=self._active(conn).key_type, sans=sans)
-        conn.execute("UPDATE certs SET status = 'superseded' WHERE serial = ?", (current["serial"],))
-        return self._issue_in(
-            conn,
-            passphrase,
-            identity=current["identity"],
-            profile=profile,
-            sans=sans,
-            key_type=spec,
-            public_key=public_key,
-            validity_days=validity_days,
-            replaces=current["serial"],
-            action=action,
-            private_key=private_key,
-        )
-
-    def _refuse_duplicate(self, conn: sqlite3.Connection, identity: str) -> None:
-        row = conn.execute("SELECT serial FROM certs WHERE identity = ? AND status = 'active'", (identity,)).fetchone()
-        if row is not None:
+    def _refuse_duplicate(inventory: Inventory, identity: str) -> None:
+        current = inventory.current(identity)
+        if current is not None:
             raise Conflict(
-                f"identity: {identity!r} already has an active certificate (serial {row[0]}); "
+                f"identity: {identity!r} already has an active certificate (serial {current.issued.serial}); "
                 "use `cert renew` or revoke it first"
             )
 
-    def _current_row(self, conn: sqlite3.Connection, identity: str) -> sqlite3.Row:
-        row = conn.execute("SELECT * FROM certs WHERE identity = ? AND status = 'active'", (identity,)).fetchone()
-        if row is None:
+    @staticmethod
+    def _current(inventory: Inventory, identity: str) -> CertRecord:
+        current = inventory.current(identity)
+        if current is None:
             raise NotFound(f"identity: no active certificate for {identity!r}; issue one with `cert issue`")
-        return row  # type: ignore[no-any-return]
+        return current
 
-    def _find_row(self, conn: sqlite3.Connection, target: str) -> sqlite3.Row:
+    @staticmethod
+    def _find(inventory: Inventory, target: str) -> CertRecord:
         text = target.strip().lower().replace(":", "")
         if _SERIAL.fullmatch(text):
-            serial = format(int(text.removeprefix("0x"), 16), "x")
-            row = conn.execute("SELECT * FROM certs WHERE serial = ?", (serial,)).fetchone()
-            if row is not None:
-                return row  # type: ignore[no-any-return]
-        row = conn.execute(
-            "SELECT * FROM certs WHERE identity = ? ORDER BY status = 'active' DESC, issued_at DESC, rowid DESC",
-            (target,),
-        ).fetchone()
-        if row is None:
+            found = inventory.by_serial(format(int(text.removeprefix("0x"), 16), "x"))
+            if found is not None:
+                return found
+        found = inventory.latest(target)
+        if found is None:
             raise NotFound(f"{target!r}: no certificate with this serial or identity")
-        return row  # type: ignore[no-any-return]
+        return found
 
-    def _revocation_targets(self, conn: sqlite3.Connection, target: str) -> list[sqlite3.Row]:
-        row = self._find_row(conn, target)
-        if row["identity"] == target:
-            now = _iso(self.clock())
-            rows = conn.execute(
-                "SELECT * FROM certs WHERE identity = ? AND status != 'revoked' AND not_after > ?", (target, now)
-            ).fetchall()
+    def _revocation_targets(self, inventory: Inventory, target: str) -> list[CertRecord]:
+        found = self._find(inventory, target)
+        if found.issued.identity == target:
+            targets = inventory.unrevoked(target, valid_at=self.clock())
         else:
-            rows = [row] if row["status"] != "revoked" else []
-        if not rows:
+            targets = [found] if found.issued.status != "revoked" else []
+        if not targets:
             raise Conflict(f"{target!r}: nothing left to revoke (already revoked or expired)")
-        return rows
+        return targets
 
-    def _write_crl(self, conn: sqlite3.Connection, generation: int, signer: Signer, now: datetime) -> CrlInfo:
-        rows = conn.execute(
-            "SELECT serial, revoked_at, revocation_reason FROM certs WHERE generation = ? AND status = 'revoked'"
-            " ORDER BY serial",
-            (generation,),
-        ).fetchall()
-        entries = [RevokedEntry(int(r[0], 16), _parse_iso(r[1]), r[2]) for r in rows]
-        last = conn.execute("SELECT number FROM crls WHERE generation = ?", (generation,)).fetchone()
-        number = (last[0] + 1) if last else 1
-        days = int(self._meta(conn)["crl_days"])
-        crl = build_crl(issuer=signer, revoked=entries, number=number, now=now, next_update=timedelta(days=days))
-        pem = crl.public_bytes(serialization.Encoding.PEM)
-        conn.execute(
-            "INSERT OR REPLACE INTO crls VALUES (?, ?, ?, ?, ?)",
-            (generation, number, pem, _iso(now), _iso(now + timedelta(days=days))),
-        )
-        return CrlInfo(generation, number, now, now + timedelta(days=days), len(entries), pem)
 
-    def _crls(self, conn: sqlite3.Connection) -> list[CrlInfo]:
-        rows = conn.execute(
-            "SELECT crls.* FROM crls JOIN ca USING (generation) WHERE ca.state != 'retired' ORDER BY generation DESC"
-        ).fetchall()
-        infos = []
-        for row in rows:
-            crl = x509.load_pem_x509_crl(row["crl"])
-            infos.append(
-                CrlInfo(
-                    row["generation"],
-                    row["number"],
-                    _parse_iso(row["this_update"]),
-                    _parse_iso(row["next_update"]),
-                    len(crl),
-                    bytes(row["crl"]),
-                )
-            )
-        return infos
-
-    def _trust_bundle(self, conn: sqlite3.Connection) -> bytes:
-        seen: dict[str, x509.Certificate] = {}
-        for gen in self._generations(conn):
-            if gen.state != "retired":
-                for cert in (gen.certificate, *gen.parents):
-                    seen.setdefault(fingerprint(cert), cert)
-        return exports.pem(list(seen.values()))
-
-    def _published(self, conn: sqlite3.Connection) -> Published:
-        active = self._active(conn)
-        return Published(
-            {
-                "ca.crt": exports.pem([active.certificate]),
-                "ca-chain.pem": exports.pem([active.certificate, *active.parents]),
-                "trust-bundle.pem": self._trust_bundle(conn),
-                "crl.pem": b"".join(i.pem for i in self._crls(conn)),
-            }
-        )
-
-    def _after_write(self) -> None:
-        """Publish the derived files and the audit mirror from the committed state."""
-        with self.store.lock(), self.store.reading() as conn:
-            self.store.publish(self._published(conn))
-            kill_point("before-audit-sync")
-            self.store.sync_audit(conn)
-
-    def _audit(self, conn: sqlite3.Connection, now: datetime, action: str, detail: dict[str, Any]) -> None:
-        conn.execute(
-            "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
-            (_iso(now), self.actor, action, json.dumps(detail, sort_keys=True)),
-        )
-
-    def _require_rotation(self, conn: sqlite3.Connection, step: str) -> None:
-        phase = self._meta(conn)["rotation"]
-        if phase not in ("started", "reissued"):
-            raise PolicyViolation(f"rotation: no rotation in progress; start one with `ca rotate` before --{step}")
-
-    def _leftovers(self, conn: sqlite3.Connection, generation: int) -> list[str]:
-        rows = conn.execute(
-            "SELECT identity FROM certs WHERE generation = ? AND status = 'active' AND profile != ? AND not_after > ?",
-            (generation, INTERMEDIATE_PROFILE, _iso(self.clock())),
-        ).fetchall()
-        return [r[0] for r in rows]
+def _certificate_problems(stored: StoredCertificate, generations: dict[int, CaGeneration]) -> list[str]:
+    """Return what is wrong with one inventory row: an unreadable certificate, facts that disagree with it."""
+    try:
+        cert = x509.load_pem_x509_certificate(stored.pem)
+    except ValueError:
+        return [f"cert {stored.serial}: stored certificate does not parse"]
+    problems = []
+    if fingerprint(cert) != stored.fingerprint or serial_hex(cert.serial_number) != stored.serial:
+        problems.append(f"cert {stored.serial}: fingerprint or serial does not match the certificate")
+    gen = generations.get(stored.generation)
+    if gen is None:
+        return [*problems, f"cert {stored.serial}: unknown CA generation {stored.generation}"]
+    try:
+        cert.verify_directly_issued_by(gen.certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        problems.append(f"cert {stored.serial}: not signed by CA generation {gen.generation}")
+    return problems

@@ -41,6 +41,11 @@ def validate_identity(identity: str, *, field: str = "identity") -> str:
     return identity
 
 
+def ca_identity(name: str) -> str:
+    """Return the identity under which a parent CA records the certificate of a CA named `name`."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:64] or "ca"
+
+
 def _dns(value: str, field: str) -> San:
     name = value[:-1] if value.endswith(".") else value
     labels = name.split(".")

@@ -65,6 +65,18 @@ def fingerprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex()
 
 
+def san_strings(certificate: x509.Certificate) -> list[str]:
+    """Return the certificate's subject alternative names as `dns:`, `ip:` and `uri:` strings."""
+    try:
+        ext = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    out = [f"dns:{v}" for v in ext.get_values_for_type(x509.DNSName)]
+    out += [f"ip:{v}" for v in ext.get_values_for_type(x509.IPAddress)]
+    out += [f"uri:{v}" for v in ext.get_values_for_type(x509.UniformResourceIdentifier)]
+    return out
+
+
 def _name(common_name: str, organization: str | None) -> x509.Name:
     parts = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:

@@ -1,10 +1,4 @@
-"""A CA directory on disk: one SQLite database holds the whole state, published files derive from it.
-
-Every change is one SQLite transaction taken under the directory's lock, so a kill at any point
-leaves either the old state or the new one. The files other programs read (`ca.crt`,
-`trust-bundle.pem`, `crl.pem`, `audit.jsonl`) are derived from the database, replaced atomically
-after each commit, and brought up to date again by the next write if a kill interrupted that.
-"""
+"""A CA directory on disk: its lock, its database's connections and transactions, its published files."""
 
 from __future__ import annotations
 
@@ -19,64 +13,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from plantline.pki.errors import Busy, Conflict, CorruptState, NotFound
+from plantline.pki.store.inventory import SCHEMA_VERSION, Inventory
 
 DB_NAME = "pki.db"
 LOCK_NAME = ".lock"
-SCHEMA_VERSION = 1
 PUBLIC_MODE = 0o644
 SECRET_MODE = 0o600
 
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE ca (
-    generation INTEGER PRIMARY KEY,
-    state TEXT NOT NULL CHECK (state IN ('active', 'previous', 'retired')),
-    certificate BLOB NOT NULL,
-    private_key BLOB NOT NULL,
-    parents BLOB NOT NULL,
-    fingerprint TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL
-);
-CREATE UNIQUE INDEX ca_one_active ON ca (state) WHERE state = 'active';
-CREATE TABLE certs (
-    serial TEXT PRIMARY KEY,
-    identity TEXT NOT NULL,
-    profile TEXT NOT NULL,
-    generation INTEGER NOT NULL REFERENCES ca (generation),
-    subject TEXT NOT NULL,
-    sans TEXT NOT NULL,
-    key_type TEXT NOT NULL,
-    not_before TEXT NOT NULL,
-    not_after TEXT NOT NULL,
-    certificate BLOB NOT NULL,
-    private_key BLOB,
-    fingerprint TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL CHECK (status IN ('active', 'superseded', 'revoked')),
-    issued_at TEXT NOT NULL,
-    revoked_at TEXT,
-    revocation_reason TEXT,
-    replaces TEXT
-);
-CREATE INDEX certs_identity ON certs (identity);
-CREATE UNIQUE INDEX certs_one_active_per_identity ON certs (identity) WHERE status = 'active';
-CREATE TABLE crls (
-    generation INTEGER PRIMARY KEY REFERENCES ca (generation),
-    number INTEGER NOT NULL,
-    crl BLOB NOT NULL,
-    this_update TEXT NOT NULL,
-    next_update TEXT NOT NULL
-);
-CREATE TABLE audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-"""
 
 KILL_POINT_ENV = "PLANTLINE_PKI_KILL_AT"
 
@@ -147,8 +92,8 @@ class CaStore:
 
     @classmethod
     @contextlib.contextmanager
-    def creating(cls, directory: Path, *, force: bool) -> Iterator[sqlite3.Connection]:
-        """Yield a connection to a new, empty database that replaces the directory's on success.
+    def creating(cls, directory: Path, *, force: bool) -> Iterator[Inventory]:
+        """Yield the inventory of a new, empty database that replaces the directory's on success.
 
         The database is built under a temporary name and renamed into place only after it is
         complete, so a kill leaves either no CA or a whole one.
@@ -162,7 +107,7 @@ class CaStore:
         with store.lock(require_ca=False):
             yield from store._build_new(force=force)
 
-    def _build_new(self, *, force: bool) -> Iterator[sqlite3.Connection]:
+    def _build_new(self, *, force: bool) -> Iterator[Inventory]:
         directory = self.directory
         if self.db_path.exists() and not force:  # another init won the race for the lock
             raise Conflict(f"{directory}: already holds a CA; pass --force to replace it")
@@ -172,11 +117,12 @@ class CaStore:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_MODE))
         conn = sqlite3.connect(tmp, isolation_level=None)
         conn.row_factory = sqlite3.Row
+        inventory = Inventory(conn)
         try:
-            conn.executescript(_SCHEMA)
+            inventory.create_tables()
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            yield conn
+            inventory.record_schema_version()
+            yield inventory
             conn.execute("COMMIT")
         except BaseException:
             conn.close()
@@ -199,12 +145,12 @@ class CaStore:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA foreign_keys = ON")
-            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = Inventory(conn).schema_version()
         except sqlite3.DatabaseError as exc:
             raise CorruptState(f"{self.db_path}: the CA inventory cannot be read: {exc}") from None
-        if version is None or version[0] != str(SCHEMA_VERSION):
+        if version != str(SCHEMA_VERSION):
             conn.close()
-            raise CorruptState(f"{self.db_path}: unknown inventory schema version {version and version[0]}")
+            raise CorruptState(f"{self.db_path}: unknown inventory schema version {version}")
         return conn
 
     def integrity_problems(self) -> list[str]:
@@ -213,19 +159,19 @@ class CaStore:
         It reads every page, so it runs for `ca check` rather than on every open; damage met by
         an ordinary query is reported as CorruptState there.
         """
-        with self.reading() as conn:
+        with self.reading() as inventory:
             try:
-                rows = conn.execute("PRAGMA integrity_check").fetchall()
+                reports = inventory.integrity_check()
             except sqlite3.DatabaseError as exc:
                 return [f"{DB_NAME}: {exc}"]
-        return [f"{DB_NAME}: {row[0]}" for row in rows if row[0] != "ok"]
+        return [f"{DB_NAME}: {report}" for report in reports if report != "ok"]
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
-        """Yield a read-only connection; nothing in the directory is touched."""
+    def reading(self) -> Iterator[Inventory]:
+        """Yield the inventory through a read-only connection; nothing in the directory is touched."""
         conn = self._connect(readonly=True)
         try:
-            yield conn
+            yield Inventory(conn)
         finally:
             conn.close()
 
@@ -250,8 +196,8 @@ class CaStore:
             os.close(fd)  # closing releases the flock
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Yield a connection inside one write transaction; commit on success, else roll back.
+    def transaction(self) -> Iterator[Inventory]:
+        """Yield the inventory inside one write transaction; commit on success, else roll back.
 
         Call inside `lock()`; publish the derived files after it returns.
         """
@@ -259,7 +205,7 @@ class CaStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
+                yield Inventory(conn)
                 kill_point("before-commit")
                 conn.execute("COMMIT")
             except BaseException:
@@ -283,7 +229,7 @@ class CaStore:
                 atomic_write(path, data, mode=PUBLIC_MODE)
                 kill_point(f"published:{name}")
 
-    def sync_audit(self, conn: sqlite3.Connection) -> None:
+    def sync_audit(self, inventory: Inventory) -> None:
         """Append to audit.jsonl the audit rows it lacks, mending a line cut short by a kill.
 
         Only the file's tail is read, so the cost does not grow with the log.
@@ -305,21 +251,10 @@ class CaStore:
                     last_id = int(json.loads(line)["id"])
                 except (ValueError, KeyError, TypeError) as exc:
                     raise CorruptState(f"{path}: last line is not an audit record: {exc}") from None
-            rows = conn.execute("SELECT * FROM audit WHERE id > ? ORDER BY id", (last_id,)).fetchall()
-            if rows:
-                text = "".join(json.dumps(audit_record(row), sort_keys=True) + "\n" for row in rows)
+            records = inventory.audit_records(after=last_id)
+            if records:
+                text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
                 os.write(fd, text.encode())
                 os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def audit_record(row: sqlite3.Row) -> dict[str, Any]:
-    """Return one audit row as the JSON object written to audit.jsonl."""
-    return {
-        "id": row["id"],
-        "at": row["at"],
-        "actor": row["actor"],
-        "action": row["action"],
-        **json.loads(row["detail"]),
-    }
