@@ -2,7 +2,7 @@
 
 Every operation validates its input before any key is touched or any cryptography runs, then
 makes its change in one transaction under the directory lock, then publishes the derived files.
-The records are read and changed through the store's `Inventory`.
+The records are read and changed through the store's `Inventory`; rotation lives in `rotation`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from plantline.pki import exports
 from plantline.pki.errors import Conflict, InvalidInput, NotFound, PassphraseError, PolicyViolation
 from plantline.pki.exports import CertFormat
 from plantline.pki.issuer import Issuer
-from plantline.pki.keys import KeySpec, PrivateKey, PublicKey, generate_key, load_private_key, private_key_pem, spec_of
+from plantline.pki.keys import KeySpec, PublicKey, generate_key, load_private_key, private_key_pem, spec_of
 from plantline.pki.names import ca_identity, parse_sans, validate_identity
 from plantline.pki.profiles import Profile, builtin_profiles, parse_profiles, select
 from plantline.pki.publishing import crl_pem, publish, published, trust_bundle
@@ -35,6 +35,7 @@ from plantline.pki.records import (
     serial_hex,
 )
 from plantline.pki.renewal import CertFacts, Decision, RenewalPolicy, decide
+from plantline.pki.rotation import Rotation
 from plantline.pki.store import CaStore, Inventory
 from plantline.pki.window import MaintenanceWindow, parse_window
 from plantline.pki.x509build import Signer, build_ca_certificate, fingerprint, parse_reason
@@ -441,148 +442,15 @@ class Authority:
         self, *, key_type: str | None = None, parent: Authority | None = None, validity_days: int | None = None
     ) -> CaGeneration:
         """Phase 1: make a new CA generation that signs from now on; trust both old and new."""
-        with self.store.reading() as inventory:
-            settings = inventory.settings()
-            active = inventory.active_generation()
-        if settings.rotation != "idle":
-            raise PolicyViolation(
-                f"rotation: already in phase {settings.rotation}; continue with --reissue or --finalize"
-            )
-        spec = KeySpec.parse(key_type, field="key_type") if key_type else active.key_type
-        if active.parents and parent is None:
-            raise InvalidInput("parent: this CA is an intermediate; give --parent DIR to sign its new generation")
-        if validity_days is not None and validity_days < 1:
-            raise InvalidInput("validity_days: expected at least 1")
-        old_days = (active.certificate.not_valid_after_utc - active.certificate.not_valid_before_utc).days
-        days = validity_days or max(old_days, 1)
-        passphrase = self._unlock()
-        with self.store.reading() as inventory:  # a wrong passphrase must fail before the parent signs
-            self._issuer(inventory).signer(active, passphrase)
-        key = generate_key(spec)
-        certificate, parents = self._new_certificate(settings, active, key, parent, days)
-        with self.store.lock(), self.store.transaction() as inventory:
-            created = self._install(self._issuer(inventory), active, passphrase, Signer(certificate, key), parents)
-        publish(self.store)
-        return created
-
-    def _new_certificate(
-        self, settings: CaSettings, active: CaGeneration, key: PrivateKey, parent: Authority | None, days: int
-    ) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
-        """Return the certificate of the next generation, signed by the parent or, for a root, by `key`."""
-        name = f"{settings.name} G{active.generation + 1}"
-        organization = settings.organization or None
-        constraints = active.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if parent is not None:
-            return parent.sign_subordinate(
-                name=name,
-                organization=organization,
-                key=key,
-                path_length=constraints.path_length,
-                validity_days=days,
-                record_as=ca_identity(settings.name),
-            )
-        certificate = build_ca_certificate(
-            common_name=name,
-            organization=organization,
-            key=key,
-            parent=None,
-            path_length=constraints.path_length,
-            serial=x509.random_serial_number(),
-            now=self.clock(),
-            validity=timedelta(days=days),
-        )
-        return certificate, ()
-
-    @staticmethod
-    def _install(
-        issuer: Issuer,
-        active: CaGeneration,
-        passphrase: bytes | None,
-        new: Signer,
-        parents: tuple[x509.Certificate, ...],
-    ) -> CaGeneration:
-        """Make `new` the active generation and `active` the previous one; return the new generation."""
-        inventory = issuer.inventory
-        now = issuer.clock()
-        current = inventory.active_generation()
-        if inventory.settings().rotation != "idle" or current.generation != active.generation:
-            raise Conflict("rotation: the CA changed while the new generation was made; run again")
-        # The new key is stored under the same passphrase: prove it opens the current key first.
-        issuer.signer(current, passphrase)
-        generation = current.generation + 1
-        inventory.set_generation_state(current.generation, "previous")
-        issuer.add_generation(generation, new.certificate, new.key, parents, now, key_passphrase=passphrase)
-        issuer.write_crl(generation, new, now)
-        inventory.set_rotation("started")
-        issuer.audit(
-            now, "ca.rotate.start", {"generation": generation, "sha256_fingerprint": fingerprint(new.certificate)}
-        )
-        return inventory.generation(generation)
+        return self._rotation().start(key_type=key_type, parent=parent, validity_days=validity_days)
 
     def rotate_reissue(self, *, new_key: bool = False) -> list[IssuedCertificate]:
         """Phase 2: re-issue every active leaf of the previous generation under the new one."""
-        with self.store.reading() as inventory:
-            self._require_rotation(inventory, "reissue")
-        passphrase = self._unlock()
-        with self.store.lock(), self.store.transaction() as inventory:
-            self._require_rotation(inventory, "reissue")
-            issuer = self._issuer(inventory)
-            issuer.signer(inventory.active_generation(), passphrase)  # a wrong passphrase changes nothing
-            active = inventory.active_generation().generation
-            leaves = inventory.active_outside(active, except_profile=INTERMEDIATE_PROFILE)
-            # A key the CA never held (issued from a CSR) stays with its owner: re-certify it.
-            issued = [
-                issuer.reissue(
-                    passphrase,
-                    leaf,
-                    new_key=new_key and leaf.private_key is not None,
-                    csr=None,
-                    validity_days=None,
-                    action="ca.rotate.reissue",
-                )
-                for leaf in leaves
-            ]
-            inventory.set_rotation("reissued")
-        publish(self.store)
-        return issued
+        return self._rotation().reissue(new_key=new_key)
 
     def rotate_finalize(self, *, force: bool = False, parent: Authority | None = None) -> CaGeneration:
         """Phase 3: stop trusting the previous generation; its leaves are refused from now on."""
-        with self.store.reading() as inventory:
-            self._require_rotation(inventory, "finalize")
-            previous = next(g for g in inventory.generations() if g.state == "previous")
-            left = inventory.active_identities(
-                previous.generation, valid_at=self.clock(), except_profile=INTERMEDIATE_PROFILE
-            )
-        if left and not force:
-            raise PolicyViolation(
-                f"rotation: {len(left)} active certificate(s) still come from the previous CA "
-                f"({', '.join(left[:5])}); run `ca rotate --reissue` first or pass --force"
-            )
-        if previous.parents:
-            if parent is None:
-                raise InvalidInput(
-                    "parent: this CA is an intermediate; give --parent DIR so the parent revokes its old generation"
-                )
-            old_serial = serial_hex(previous.certificate.serial_number)
-            if parent.find(old_serial).status != "revoked":  # a finalize interrupted after this step runs again
-                parent.revoke(old_serial, reason="superseded")
-        with self.store.lock(), self.store.transaction() as inventory:
-            now = self.clock()
-            self._require_rotation(inventory, "finalize")
-            inventory.retire_previous()
-            inventory.set_rotation("idle")
-            self._issuer(inventory).audit(
-                now, "ca.rotate.finalize", {"retired_generation": previous.generation, "forced_over": left}
-            )
-            retired = inventory.generation(previous.generation)
-        publish(self.store)
-        return retired
-
-    @staticmethod
-    def _require_rotation(inventory: Inventory, step: str) -> None:
-        if inventory.settings().rotation not in ("started", "reissued"):
-            raise PolicyViolation(f"rotation: no rotation in progress; start one with `ca rotate` before --{step}")
+        return self._rotation().finalize(force=force, parent=parent)
 
     # -- export ---------------------------------------------------------------------------------
 
@@ -694,6 +562,9 @@ class Authority:
 
     def _issuer(self, inventory: Inventory) -> Issuer:
         return Issuer(inventory, actor=self.actor, clock=self.clock, profiles=self.profiles)
+
+    def _rotation(self) -> Rotation:
+        return Rotation(self.store, clock=self.clock, unlock=self._unlock, issuer=self._issuer)
 
     @staticmethod
     def _windows(settings: CaSettings) -> tuple[MaintenanceWindow, ...]:
