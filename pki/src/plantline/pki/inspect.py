@@ -8,7 +8,7 @@ from cryptography import x509
 
 from plantline.pki.errors import InvalidInput
 from plantline.pki.keys import spec_of
-from plantline.pki.x509build import fingerprint
+from plantline.pki.x509build import fingerprint, san_strings
 
 
 def _extension(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> Any:
@@ -26,7 +26,6 @@ def describe(pem: bytes, *, source: str) -> dict[str, Any]:
         raise InvalidInput(f"{source}: not a PEM certificate") from None
     usage = _extension(certificate, x509.KeyUsage)
     eku = _extension(certificate, x509.ExtendedKeyUsage)
-    san = _extension(certificate, x509.SubjectAlternativeName)
     basic = _extension(certificate, x509.BasicConstraints)
     usages = []
     if usage is not None:
@@ -41,11 +40,6 @@ def describe(pem: bytes, *, source: str) -> dict[str, Any]:
         ):
             if getattr(usage, name):
                 usages.append(name)
-    sans: list[str] = []
-    if san is not None:
-        sans += [f"dns:{v}" for v in san.get_values_for_type(x509.DNSName)]
-        sans += [f"ip:{v}" for v in san.get_values_for_type(x509.IPAddress)]
-        sans += [f"uri:{v}" for v in san.get_values_for_type(x509.UniformResourceIdentifier)]
     return {
         "subject": certificate.subject.rfc4514_string(),
         "issuer": certificate.issuer.rfc4514_string(),
@@ -58,6 +52,6 @@ def describe(pem: bytes, *, source: str) -> dict[str, Any]:
         "path_length": basic.path_length if basic else None,
         "key_usage": usages,
         "extended_key_usage": [oid._name for oid in eku] if eku is not None else [],
-        "sans": sans,
+        "sans": san_strings(certificate),
         "sha256_fingerprint": fingerprint(certificate),
     }
