@@ -13,8 +13,8 @@ and the subscriptions are created again from the config: a restarted server has 
 and the fresh initial values the server sends for new monitored items are real reads, not
 replays. asyncua's own auto-reconnect is not used (it has no jitter, does not retry the first
 connect, and would be a second supervisor fighting this one). Its watchdog runs with
-`watchdog_interval_s` (10 s by default, not asyncua's 1 s; see FIELD-NOTES: the 1 s watchdog
-declares a busy server lost).
+`watchdog_interval_s` (10 s by default, not asyncua's 1 s: with 1 s the watchdog declared a busy
+but healthy server lost, and the subscription then received nothing).
 
 No fabricated values. While the server is unreachable nothing is yielded and `state` is not
 CONNECTED; the runtime turns that into DDEATH. A node the server reports with a Bad status
