@@ -212,6 +212,13 @@ def _address_problem(protocol: str, tag: Tag) -> str | None:
     return None
 
 
+def _add_once(seen: set[str], value: str, where: str) -> None:
+    """Add `value` to `seen`; raise ValueError naming `where` when it is there already."""
+    if value in seen:
+        raise ValueError(f"{where}: {value!r} appears twice")
+    seen.add(value)
+
+
 def _endpoint_problem(protocol: PlcProtocol, endpoint: str) -> str | None:
     try:
         parse_endpoint(protocol, endpoint)
@@ -244,9 +251,7 @@ class Device(_Strict):
     def _tags_fit_protocol(self) -> Device:
         seen: set[str] = set()
         for index, tag in enumerate(self.tags):
-            if tag.signal in seen:
-                raise ValueError(f"tags[{index}].signal: {tag.signal!r} appears twice")
-            seen.add(tag.signal)
+            _add_once(seen, tag.signal, f"tags[{index}].signal")
             problem = _address_problem(self.protocol, tag)
             if problem:
                 raise ValueError(f"tags[{index}].address: {problem}")
@@ -278,9 +283,7 @@ class ConnectorConfig(_Strict):
     def _unique_devices(self) -> ConnectorConfig:
         seen: set[str] = set()
         for index, device in enumerate(self.devices):
-            if device.id in seen:
-                raise ValueError(f"devices[{index}].id: {device.id!r} appears twice")
-            seen.add(device.id)
+            _add_once(seen, device.id, f"devices[{index}].id")
         return self
 
 
