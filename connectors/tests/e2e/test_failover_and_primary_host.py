@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from plantline.connectors.config import load_config
-from plantline.connectors.runtime import Connector
 from plantline.connectors.session import Phase
 from plantline.connectors.sparkplug import MessageType
 from plantline_testing import free_port
+from plantline_testing.connector import running_connector
 from plantline_testing.synthetic import SyntheticSource
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -28,17 +28,11 @@ def test_the_first_broker_that_answers_in_priority_order_is_used(line: Any) -> N
     source = SyntheticSource("filler", ["process.temperature"], rate=200, limit=10_000)
 
     async def scenario(reader: Any) -> str:
-        connector = Connector(config, source_factory=lambda _device: source)
-        stop = asyncio.Event()
-        task = asyncio.create_task(connector.run(stop))
-        try:
+        async with running_connector(config, source) as connector:
             async with asyncio.timeout(60):
                 while len(reader.values) < 50:
                     await asyncio.sleep(0.05)
             return generate_latest(connector.metrics.registry).decode()
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
 
     with line.reader() as reader:
         metrics = asyncio.run(scenario(reader))
@@ -54,10 +48,7 @@ def test_births_wait_for_the_primary_host_state(line: Any) -> None:
     source = SyntheticSource("filler", ["process.temperature"], rate=200, limit=10_000)
 
     async def scenario(reader: Any) -> tuple[int, int]:
-        connector = Connector(config, source_factory=lambda _device: source)
-        stop = asyncio.Event()
-        task = asyncio.create_task(connector.run(stop))
-        try:
+        async with running_connector(config, source) as connector:
             async with asyncio.timeout(60):
                 while connector.session.phase is not Phase.WAITING_FOR_HOST:
                     await asyncio.sleep(0.05)
@@ -68,9 +59,6 @@ def test_births_wait_for_the_primary_host_state(line: Any) -> None:
                 while len(reader.values) < 20:
                     await asyncio.sleep(0.05)
                 return before, len(reader.of(MessageType.NBIRTH))
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
 
     with line.reader() as reader:
         before, births = asyncio.run(scenario(reader))
