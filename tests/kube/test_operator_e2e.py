@@ -62,12 +62,6 @@ CA_TRUST = f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/configmaps/plantline-ca-tru
 
 
 @pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with ControlPlane(tmp_path_factory.mktemp("controlplane")) as control_plane:
-        yield control_plane
-
-
-@pytest.fixture(scope="module")
 def operator_kubeconfig(plane: ControlPlane) -> Path:
     kubeconfig = install_operator(plane)
     namespace(plane, NS)

@@ -54,12 +54,6 @@ SHAPES: tuple[tuple[str, ...], ...] = (
 )
 
 
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with ControlPlane(tmp_path_factory.mktemp("controlplane")) as control_plane:
-        yield control_plane
-
-
 class OperatorProcess:
     """`plantline operator run` as a child process, its output appended to one log file."""
 
