@@ -94,16 +94,15 @@ class Outage:
     lost_ms: int
     back_ms: int
 
-    async def until_caught_up(
-        self, source: Source, recorder: Recorder, signals: set[str], counter: str, n: int
-    ) -> None:
-        """Return once the source is back and has reported, since the outage, every signal and `n` of `counter`."""
+    async def check_followed(self, source: Source, recorder: Recorder, signals: set[str], counter: str, n: int) -> None:
+        """Assert the source came back: every signal and `n` of `counter` reported since, none made up.
+
+        It waits for the source to be CONNECTED and to report, then asserts one reconnect, no sample
+        read while the peer was away, and GOOD samples only.
+        """
         await asyncio.wait_for(source.wait_for_state(SourceState.CONNECTED), STEP_S)
         await until(lambda: recorder.signals(self.before) >= signals)
         await until(lambda: sum(r.sample.signal == counter for r in recorder.received[self.before :]) >= n)
-
-    def check_no_fabricated_samples(self, source: Source, recorder: Recorder) -> None:
-        """Assert one reconnect, no sample read while the peer was away, and GOOD samples only."""
         assert source.counters.reconnects == 1
         # A poll that completed in the millisecond the loss was seen is older than the loss.
         assert not [r for r in recorder.received if self.lost_ms < r.sample.source_ts_ms < self.back_ms]
