@@ -10,7 +10,7 @@ each owns its own bdSeq and NDEATH will.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,9 @@ from plantline.connectors.config import (
     Tag,
     TlsFiles,
 )
+from plantline.dashboards import ConnectorView, LineView, MachineView
 from plantline.operator.api import MachineSpec, PlantLine, PlantLineSpec, connector_groups
+from plantline.pki.profiles import builtin_profiles
 
 TRUST_BUNDLE = "ca.crt"
 CRL = "crl.pem"
@@ -399,3 +401,25 @@ def _host_acl(spec: PlantLineSpec, host_id: str) -> list[str]:
         out += [f"topic write {base}/DCMD/{node}/{machine.id}" for machine in connector.machines]
     out.append(f"topic read {base}/#")
     return out
+
+
+# -- dashboards -----------------------------------------------------------------------------------
+
+
+def line_view(line: PlantLine, *, runbook_base: str | None = None) -> LineView:
+    """Return the line as the dashboards and rules see it (plain data; the dashboards import no operator)."""
+    spec = line.spec
+    renew_before = spec.pki.renew_before or builtin_profiles()["mqtt-client"].renew_before_days
+    view = LineView(
+        name=line.metadata.name,
+        namespace=line.metadata.namespace or "default",
+        site=spec.site,
+        area=spec.area,
+        line=spec.line,
+        machines=tuple(MachineView(m.id, m.protocol, tuple(t.signal for t in m.tags)) for m in spec.machines),
+        connectors=tuple(ConnectorView(c.group, tuple(m.id for m in c.machines)) for c in topology(spec)),
+        bridge=bridge_identity(spec) if spec.broker.bridge is not None else None,
+        renew_before_days=float(renew_before),
+        maintenance_window=spec.pki.maintenance_window is not None,
+    )
+    return view if runbook_base is None else replace(view, runbook_base=runbook_base)
