@@ -29,6 +29,7 @@ from plantline.connectors.config import (
     TlsFiles,
 )
 from plantline.dashboards import ConnectorView, LineView, MachineView
+from plantline.dashboards.broker import SYS_TOPICS
 from plantline.operator.api import MachineSpec, PlantLine, PlantLineSpec, connector_groups
 from plantline.pki.profiles import builtin_profiles
 
@@ -350,7 +351,10 @@ def render_bridge(line: PlantLine, *, tls_dir: Path) -> str:
         # Keep the bridge's session on both sides: QoS 1 messages queued during a WAN outage survive.
         "cleansession false",
         "local_cleansession false",
-        "notifications false",
+        # The bridge's state (1 connected, 0 not) on $SYS/broker/connection/<name>/state, for the
+        # broker exporter and the bridge-down alert; on this broker only, not the core's.
+        "notifications true",
+        "notifications_local_only true",
         "restart_timeout 2 60",
     ]
     for connector in topology(spec):
@@ -384,7 +388,9 @@ def render_acl(line: PlantLine) -> str:
         out += [f"topic read {base}/NCMD/{node}", f"topic read {base}/DCMD/{node}/+"]
         if spec.primary_host_id is not None:
             out.append(f"topic read {NAMESPACE}/STATE/{spec.primary_host_id}")
+    # The reader also reads the broker's own $SYS counters: the broker exporter connects as it.
     out += ["", f"user {reader_identity(spec)}", f"topic read {base}/#", f"topic read {NAMESPACE}/STATE/+"]
+    out.append(f"topic read {SYS_TOPICS}")
     if spec.primary_host_id is not None:
         out += ["", *_host_acl(spec, spec.primary_host_id)]
     return "\n".join(out) + "\n"
