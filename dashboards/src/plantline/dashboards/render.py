@@ -28,6 +28,9 @@ from plantline.dashboards.line import (
 )
 from plantline.dashboards.rules import rule_file
 
+# libyaml's emitter when PyYAML has it (a line of 200 connectors has over a thousand alerts).
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 GRAFANA_DIR = "grafana"
 PROMETHEUS_DIR = "prometheus"
 
@@ -42,7 +45,7 @@ def dashboard_path(view: LineView, kind: str) -> str:
 
 def rules_yaml(view: LineView) -> str:
     """Return the line's Prometheus rule file as YAML."""
-    return yaml.safe_dump(rule_file(view), sort_keys=False, width=1000)
+    return yaml.dump(rule_file(view), Dumper=_DUMPER, sort_keys=False, width=1000)
 
 
 def dashboard_json(board: Mapping[str, Any]) -> str:
