@@ -10,11 +10,13 @@ import pytest
 import yaml
 
 from plantline.connectors import metric_names as m
-from plantline.dashboards import LineView
 from plantline.dashboards import broker as b
 from plantline.dashboards.render import rules_yaml
 from plantline.dashboards.rules import alert_names
 from plantline_testing import find_program
+from plantline_testing.lines import demo_line_view
+
+DEMO_VIEW = demo_line_view()  # the demo line with a bridge: every alert is generated
 
 pytestmark = pytest.mark.peer
 
@@ -97,8 +99,8 @@ def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def rules_dir(tmp_path: Path, demo_view: LineView) -> Path:
-    (tmp_path / "rules.yml").write_text(rules_yaml(demo_view))
+def rules_dir(tmp_path: Path) -> Path:
+    (tmp_path / "rules.yml").write_text(rules_yaml(DEMO_VIEW))
     return tmp_path
 
 
@@ -108,8 +110,8 @@ def test_promtool_checks_the_rule_file(rules_dir: Path) -> None:
     assert "SUCCESS" in done.stdout
 
 
-def test_every_alert_has_a_case_here(demo_view: LineView) -> None:
-    assert sorted(alert_names(demo_view)) == sorted(CASES)
+def test_every_alert_has_a_case_here() -> None:
+    assert sorted(alert_names(DEMO_VIEW)) == sorted(CASES)
 
 
 @pytest.mark.parametrize("alert", sorted(CASES))

@@ -33,6 +33,7 @@ from plantline_testing.kube import (
     demo_line,
     install_operator,
     items,
+    line_config_maps,
     namespace,
     ready,
     wait_for,
@@ -153,7 +154,7 @@ def test_sigkill_mid_reconcile_converges_without_orphans_or_duplicates(
     )
     wanted_secrets = sorted([f"{NAME}-{m}-tls" for m in final_shape] + [f"{NAME}-broker-tls", f"{NAME}-reader-tls"])
     assert made["Secret"] == wanted_secrets
-    assert made["ConfigMap"] == [f"{NAME}-connectors", f"{NAME}-trust"]
+    assert made["ConfigMap"] == line_config_maps(NAME)
     assert made["NetworkPolicy"] == [f"{NAME}-connectors"]
     config = plane.request("GET", f"/api/v1/namespaces/{NS}/configmaps/{NAME}-connectors")["data"]
     assert sorted(config) == sorted(f"{m}.yaml" for m in final_shape)

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from plantline.dashboards import LineView
 from plantline.dashboards.line import DEFAULT_RUNBOOK_BASE
 from plantline.dashboards.rules import alert_names, rule_file
 from plantline_testing.broker_exporter import broker_exporter
-from plantline_testing.lines import REPO, UpRun, free_run, line_copy
+from plantline_testing.lines import REPO, UpRun, demo_line_view, free_run, line_copy
 from plantline_testing.prometheus import PrometheusApi, wait_for
+
+DEMO_VIEW = demo_line_view()  # the demo line with a bridge: every alert is generated
 
 RUNBOOKS = REPO / "runbooks"
 SECTIONS = ("**Meaning.**", "**Impact.**", "## Diagnosis", "## Mitigation", "## Escalation")
@@ -40,13 +41,13 @@ def _blocks() -> list[tuple[str, str]]:
     return found
 
 
-def test_every_alert_has_a_runbook_and_every_runbook_an_alert(demo_view: LineView) -> None:
-    assert sorted(_alert_runbooks()) == sorted(alert_names(demo_view))
+def test_every_alert_has_a_runbook_and_every_runbook_an_alert() -> None:
+    assert sorted(_alert_runbooks()) == sorted(alert_names(DEMO_VIEW))
 
 
-def test_each_runbook_url_resolves_to_its_file(demo_view: LineView) -> None:
-    assert demo_view.runbook_base == DEFAULT_RUNBOOK_BASE
-    for group in rule_file(demo_view)["groups"]:
+def test_each_runbook_url_resolves_to_its_file() -> None:
+    assert DEMO_VIEW.runbook_base == DEFAULT_RUNBOOK_BASE
+    for group in rule_file(DEMO_VIEW)["groups"]:
         for rule in group["rules"]:
             if "alert" in rule:
                 relative = rule["annotations"]["runbook_url"].removeprefix(f"{DEFAULT_RUNBOOK_BASE}/")

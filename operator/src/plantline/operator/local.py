@@ -21,7 +21,6 @@ import json
 import os
 import pwd
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -53,6 +52,7 @@ from plantline.operator.monitoring import (
     MonitoringUnavailable,
     exporter_environment,
     find_prometheus,
+    installed,
     prometheus_argv,
     write_configuration,
 )
@@ -257,7 +257,7 @@ def wait_listening(host: str, port: int, alive: Callable[[], bool], timeout: flo
 
 
 def find_mosquitto() -> str:
-    path = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    path = installed("mosquitto")
     if path is None:
         raise UpError("mosquitto is not installed (looked in PATH and /usr/sbin); run: sudo apt-get install mosquitto")
     return path

@@ -61,9 +61,14 @@ class Monitoring:
         return found
 
 
+def installed(program: str) -> str | None:
+    """Return where `program` is, looking in /usr/sbin too (Debian puts daemons there), or None."""
+    return shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/local/sbin:/usr/bin")
+
+
 def find_prometheus() -> str:
     """Return the prometheus program; raise MonitoringUnavailable naming the package when it is missing."""
-    path = shutil.which("prometheus") or shutil.which("prometheus", path="/usr/bin:/usr/sbin")
+    path = installed("prometheus")
     if path is None:
         raise MonitoringUnavailable("prometheus is not installed; run: sudo apt-get install prometheus")
     return path

@@ -20,16 +20,9 @@ from plantline.connectors import metric_names as names
 from plantline.connectors.metric_names import MetricDefinition
 
 
-def _counter(metric: MetricDefinition, registry: CollectorRegistry) -> Counter:
-    return Counter(metric.family, metric.help, metric.labels, registry=registry)
-
-
-def _gauge(metric: MetricDefinition, registry: CollectorRegistry) -> Gauge:
-    return Gauge(metric.family, metric.help, metric.labels, registry=registry)
-
-
-def _histogram(metric: MetricDefinition, registry: CollectorRegistry) -> Histogram:
-    return Histogram(metric.family, metric.help, metric.labels, buckets=metric.buckets, registry=registry)
+def _described(metric: MetricDefinition) -> tuple[str, str, tuple[str, ...]]:
+    """Return what a collector is made from: the family's name, the help text and the labels."""
+    return metric.family, metric.help, metric.labels
 
 
 def crl_times(crl_pem: bytes) -> tuple[datetime, datetime | None]:
@@ -52,9 +45,9 @@ class PkiMetrics:
         r = registry if registry is not None else CollectorRegistry()
         return cls(
             r,
-            _gauge(names.PKI_CERTIFICATE_NOT_AFTER, r),
-            _gauge(names.PKI_CRL_LAST_UPDATE, r),
-            _gauge(names.PKI_CRL_NEXT_UPDATE, r),
+            Gauge(*_described(names.PKI_CERTIFICATE_NOT_AFTER), registry=r),
+            Gauge(*_described(names.PKI_CRL_LAST_UPDATE), registry=r),
+            Gauge(*_described(names.PKI_CRL_NEXT_UPDATE), registry=r),
         )
 
     def set_crl(self, crl_pem: bytes) -> None:
@@ -89,14 +82,23 @@ class OperatorMetrics:
         r = CollectorRegistry()
         return cls(
             registry=r,
-            reconciles=_counter(names.OPERATOR_RECONCILES, r),
-            errors=_counter(names.OPERATOR_RECONCILE_ERRORS, r),
-            duration=_histogram(names.OPERATOR_RECONCILE_DURATION, r),
-            time_to_ready=_histogram(names.OPERATOR_TIME_TO_READY, r),
+            reconciles=Counter(*_described(names.OPERATOR_RECONCILES), registry=r),
+            errors=Counter(*_described(names.OPERATOR_RECONCILE_ERRORS), registry=r),
+            duration=Histogram(
+                *_described(names.OPERATOR_RECONCILE_DURATION),
+                buckets=names.OPERATOR_RECONCILE_DURATION.buckets,
+                registry=r,
+            ),
+            time_to_ready=Histogram(
+                *_described(names.OPERATOR_TIME_TO_READY), buckets=names.OPERATOR_TIME_TO_READY.buckets, registry=r
+            ),
             certificates={
-                "issued": _counter(names.OPERATOR_CERTIFICATES_ISSUED, r),
-                "renewed": _counter(names.OPERATOR_CERTIFICATES_RENEWED, r),
-                "revoked": _counter(names.OPERATOR_CERTIFICATES_REVOKED, r),
+                kind: Counter(*_described(metric), registry=r)
+                for kind, metric in (
+                    ("issued", names.OPERATOR_CERTIFICATES_ISSUED),
+                    ("renewed", names.OPERATOR_CERTIFICATES_RENEWED),
+                    ("revoked", names.OPERATOR_CERTIFICATES_REVOKED),
+                )
             },
             pki=PkiMetrics.create(r),
         )

@@ -21,6 +21,9 @@ from typing import Any
 
 import yaml
 
+from plantline.dashboards import LineView
+from plantline.operator.api import parse_plantline
+from plantline.operator.render import line_view
 from plantline.pki.authority import Authority
 from plantline.pki.exports import CertFormat
 from plantline_testing import free_port
@@ -29,6 +32,13 @@ from plantline_testing.sparkplug_reader import SparkplugReader
 
 REPO = Path(__file__).resolve().parents[4]
 DEMO = REPO / "examples" / "demo-line.yaml"
+
+
+def demo_line_view() -> LineView:
+    """Return the demo line as the dashboards see it, with a bridge added so that every alert is made."""
+    data = yaml.safe_load(DEMO.read_text())
+    data["spec"]["broker"]["bridge"] = {"host": "core.example", "port": 8883}
+    return line_view(parse_plantline(data))
 
 
 def _free(port: int) -> bool:
