@@ -24,7 +24,8 @@ from plantline.connectors.metrics import ConnectorMetrics
 from plantline.connectors.mqtt import ConnectFailed, Inbound, LinkState, MqttLink, Will
 from plantline.connectors.outbox import Batch, CorruptionReport, Outbox
 from plantline.connectors.samples import Quality, Sample
-from plantline.connectors.session import REBIRTH_METRIC, EdgeNodeSession, Outgoing
+from plantline.connectors.scheduler import Plan, PublishScheduler, Send, SetAside
+from plantline.connectors.session import REBIRTH_METRIC, EdgeNodeSession
 from plantline.connectors.sources import Source, SourceState
 from plantline.connectors.sparkplug import MessageType, SparkplugDecodeError, decode, parse_state_payload, parse_topic
 
@@ -57,8 +58,7 @@ class _DeviceFlow:
     kpi_published: float = 0.0
     linger: asyncio.TimerHandle | None = None  # flushes the buffer when its first sample is linger_ms old
     buffer: list[Sample] = field(default_factory=list)
-    first_values: asyncio.Event = field(default_factory=asyncio.Event)
-    deferred: list[Batch] = field(default_factory=list)  # waiting for the device's DBIRTH
+    read: bool = False  # samples were read from the device since the connector started
     seen: dict[str, int] = field(default_factory=dict)  # counters already exported
 
 
@@ -77,16 +77,20 @@ class Connector:
         self.clock = clock
         self.metrics = ConnectorMetrics.create()
         self.session = EdgeNodeSession.from_config(config)
+        self.schedule = PublishScheduler(
+            self.session,
+            window=MAX_INFLIGHT_BATCHES,
+            replay_share=config.outbox.replay_share,
+            birth_wait_ms=int(BIRTH_WAIT_S * 1000),
+        )
         self._source_factory = source_factory
         self._client_id = client_id or f"{config.sparkplug.group_id}-{config.sparkplug.edge_node_id}"
         self._flows: dict[str, _DeviceFlow] = {}
-        self._inflight: dict[int, Batch] = {}  # MQTT mid -> the batch its DDATA carries
-        self._replay_inflight = 0  # of which historical
-        self._replaying = False  # the outbox still hands out data older than this session
-        self._live_ids: set[int] = set()  # batches published on the live lane, not yet acknowledged
-        self._wake = asyncio.Event()
+        self._inflight: dict[int, Send] = {}  # MQTT mid -> the data message it is
+        self._replay = asyncio.Event()  # the replay lane may have room
         self._disconnected = asyncio.Event()
-        self._online_since = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due: int | None = None
         self._heartbeat = time.monotonic()
         self._seen_drops: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -122,9 +126,10 @@ class Connector:
                 source = await stack.enter_async_context(self._source_factory(device))
                 engine = KpiEngine(device.id, kpi_config(device, self.config.shifts)) if device.computes_kpis else None
                 self._flows[device.id] = _DeviceFlow(source, engine)
+            stack.callback(self._cancel_timer)
             async with asyncio.TaskGroup() as tasks:
                 workers = [tasks.create_task(self._supervise_mqtt(stop), name="mqtt")]
-                workers.append(tasks.create_task(self._publish_loop(stop), name="publisher"))
+                workers.append(tasks.create_task(self._replay_loop(stop), name="replay"))
                 workers.append(tasks.create_task(self._housekeeping(stop), name="housekeeping"))
                 for device_id, flow in self._flows.items():
                     workers.append(tasks.create_task(self._pump(device_id, flow), name=f"pump:{device_id}"))
@@ -146,7 +151,7 @@ class Connector:
             self._flush(device_id)
         link = self._link
         if link is not None and link.state is LinkState.CONNECTED:
-            for message in self.session.shutdown(self._now_ms()):
+            for message in self.schedule.shutdown(self._now_ms()):
                 with contextlib.suppress(ConnectionError):
                     link.publish(message.topic, message.payload, message.qos, message.retain)
             await asyncio.sleep(0.2)  # let paho's thread write the NDEATH before the DISCONNECT
@@ -174,43 +179,34 @@ class Connector:
         if not flow.buffer or self._outbox is None:
             return
         batch, flow.buffer = flow.buffer, []
-        batch_id = self._outbox.append(batch)
-        self.session.remember(batch)
+        flow.read = True
+        stored = Batch(self._outbox.append(batch), tuple(batch), self.clock(), False)
         if flow.kpi is not None:
             for sample in batch:
                 flow.kpi.update(sample)
-        stored = Batch(batch_id, tuple(batch), self.clock(), False)
-        if self._replaying:
-            self._publish_live(device_id, flow, stored)
-        else:
-            self._publish_fresh(device_id, flow, stored)
+        self._execute(self.schedule.stored(stored, self._now_ms()))
         self.metrics.samples.labels(device_id).inc(len(batch))
         self.metrics.source_last_sample.labels(device_id).set_to_current_time()
         for sample in batch:
             if sample.quality is not Quality.GOOD:
                 self.metrics.samples_bad_quality.labels(device_id, str(sample.quality)).inc()
-        flow.first_values.set()
-        self._wake.set()
 
     # -- device lifecycle: DBIRTH / DDEATH --------------------------------------------------------
 
     async def _watch_device(self, device_id: str, flow: _DeviceFlow) -> None:
         source = flow.source
         while True:
-            await source.wait_for_state(SourceState.CONNECTED)
-            self.metrics.source_connected.labels(device_id).set(1)
-            flow.first_values.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(flow.first_values.wait(), BIRTH_WAIT_S)
-            self._flush(device_id)
-            self._send(self.session.device_online(device_id, self._now_ms()))
-            self._wake.set()
-            await source.wait_for_state(SourceState.BACKOFF, SourceState.DISCONNECTED, SourceState.CLOSED)
+            state = await source.wait_for_state(SourceState.CONNECTED, SourceState.BACKOFF, SourceState.CLOSED)
+            if state is SourceState.CONNECTED:
+                self.metrics.source_connected.labels(device_id).set(1)
+                self._execute(self.schedule.device_up(device_id, self._now_ms()))
+                state = await source.wait_for_state(SourceState.BACKOFF, SourceState.DISCONNECTED, SourceState.CLOSED)
             self.metrics.source_connected.labels(device_id).set(0)
-            self._flush(device_id)
-            self._send(self.session.device_offline(device_id, self._now_ms()))
-            if source.state is SourceState.CLOSED:
+            self._flush(device_id)  # what was read before the loss goes before the DDEATH
+            self._execute(self.schedule.device_down(device_id, self._now_ms()))
+            if state is SourceState.CLOSED:
                 return
+            await source.wait_for_state(SourceState.CONNECTED, SourceState.CLOSED)
 
     # -- MQTT session -----------------------------------------------------------------------------
 
@@ -234,10 +230,8 @@ class Connector:
             self.metrics.mqtt_connected.labels(label).set(1)
             self._disconnected.clear()
             link.subscribe(self.session.subscriptions())
-            self._online_since = self.clock()
-            self._replaying = True  # until the outbox shows it holds nothing older than this session
-            self._send(self.session.on_connected(self._now_ms()))
-            self._wake.set()
+            self._execute(self.schedule.connected(self._now_ms()))
+            self._replay.set()
             stopped = asyncio.ensure_future(stop.wait())
             lost = asyncio.ensure_future(self._disconnected.wait())
             await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -246,12 +240,8 @@ class Connector:
             self.metrics.mqtt_connected.labels(label).set(0)
 
     def _on_disconnect(self, reason: str) -> None:
-        self.session.on_disconnected()
+        self.schedule.lost()
         self._inflight.clear()
-        self._replay_inflight = 0
-        self._live_ids.clear()
-        for flow in self._flows.values():
-            flow.deferred.clear()
         if self._outbox is not None:
             self._outbox.requeue_in_flight()
         self._disconnected.set()
@@ -269,8 +259,7 @@ class Connector:
             except ValueError as exc:
                 log.warning("ignored a malformed STATE from %s: %s", topic.host_id, exc)
                 return
-            self._send(self.session.on_host_state(state.online, now))
-            self._wake.set()
+            self._execute(self.schedule.host_state(state.online, now))
         elif topic.message_type is MessageType.NCMD:
             try:
                 payload = decode(message.payload)
@@ -278,127 +267,97 @@ class Connector:
                 log.warning("ignored a malformed NCMD: %s", exc)
                 return
             if any(m.name == REBIRTH_METRIC and m.value is True for m in payload.metrics):
-                births = self.session.on_rebirth_request(now)
-                log.info("rebirth requested: %s", "births sent" if births else "deferred to the end of the debounce")
-                self._send(births)
+                plan = self.schedule.rebirth_requested(now)
+                outcome = "births sent" if plan.sends else "deferred to the end of the debounce"
+                log.info("rebirth requested: %s", outcome)
+                self._execute(plan)
         elif topic.message_type is MessageType.DCMD:
             log.info("DCMD for %s ignored: writes to devices are not supported", topic.device_id)
 
-    def _send(self, messages: list[Outgoing]) -> None:
-        link = self._link
-        for message in messages:
-            if link is None or link.state is not LinkState.CONNECTED:
-                return
-            try:
-                link.publish(message.topic, message.payload, message.qos, message.retain)
-            except ConnectionError:
-                return
-            self.metrics.sparkplug_messages.labels(str(message.kind)).inc()
+    # -- carrying out the schedule's plans --------------------------------------------------------
 
-    # -- from the outbox to the broker ------------------------------------------------------------
+    def _execute(self, plan: Plan) -> None:
+        """Do what the schedule planned: claim, set aside, publish (in its order)."""
+        outbox = self._require_outbox()
+        if plan.claim is not None and not outbox.claim(plan.claim):
+            self.schedule.unclaimed()
+        for aside in plan.set_aside:
+            self._set_aside(aside)
+        for send in plan.sends:
+            if not self._publish(send):
+                break  # the session is lost; its requeue hands the batches out again
+        self._replay.set()
+        self._arm_timer()
 
-    async def _publish_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self._wake.wait()
-            self._wake.clear()
-            while self._publish_some():
-                # Between replay rounds, let sources, linger flushes and the live lane run.
-                await asyncio.sleep(0.001 if self._replaying else 0)
-
-    def _publish_some(self) -> bool:
-        """Publish what the outbox holds, within the in-flight window; return whether to go on."""
-        outbox, link = self._outbox, self._link
-        if outbox is None or link is None or link.state is not LinkState.CONNECTED:
+    def _publish(self, send: Send) -> bool:
+        link, message = self._require_link(), send.message
+        if link.state is not LinkState.CONNECTED:
             return False
-        if not self.session.can_publish_data:
+        try:
+            mid = link.publish(message.topic, message.payload, message.qos, message.retain)
+        except ConnectionError:
             return False
-        room = MAX_INFLIGHT_BATCHES - len(self._inflight)
-        if self._replaying:
-            # Live data has its own lane meanwhile; replay may use only its share of the window.
-            share = int(MAX_INFLIGHT_BATCHES * self.config.outbox.replay_share)
-            room = min(room, share - self._replay_inflight)
-        if room <= 0:
-            return False
-        self._release_deferred()
-        # Every batch pending() returns is in flight from now on, so every one is published (the
-        # window is a soft limit): dropping some here would strand them until the next session.
-        batches = outbox.pending(max_samples=room * self.config.batching.max_metrics)
-        self._replaying = any(self._historical(b) for b in batches)
-        if not batches:
-            return False
-        for batch in batches:
-            if batch.id in self._live_ids:
-                continue  # already published on the live lane; its PUBACK acks it
-            device_id = batch.samples[0].device
-            flow = self._flows.get(device_id)
-            if flow is None:
-                # A device removed from the config: its samples cannot be born any more.
-                log.warning("dropping outbox batch %d of unknown device %s", batch.id, device_id)
-                outbox.ack([batch.id])
-                continue
-            if flow.deferred or not self.session.device_is_online(device_id):
-                flow.deferred.append(batch)  # stays in the outbox; published after its DBIRTH
-                continue
-            if not self._publish_batch(batch):
-                return False
-        return True
-
-    def _release_deferred(self) -> None:
-        for device_id, flow in self._flows.items():
-            if flow.deferred and self.session.device_is_online(device_id):
-                waiting, flow.deferred = flow.deferred, []
-                for batch in waiting:
-                    if not self._publish_batch(batch):
-                        return
-
-    def _historical(self, batch: Batch) -> bool:
-        return batch.recovered or batch.appended_at < self._online_since
-
-    def _publish_fresh(self, device_id: str, flow: _DeviceFlow, batch: Batch) -> None:
-        """Without a backlog, publish a batch as it is stored instead of reading it back later."""
-        if flow.deferred or not self.session.can_publish_data or not self.session.device_is_online(device_id):
-            return
-        if len(self._inflight) >= MAX_INFLIGHT_BATCHES or not self._require_outbox().claim(batch.id):
-            return
-        self._publish_batch(batch)  # on failure the session is lost; its requeue hands the batch out again
-
-    def _publish_live(self, device_id: str, flow: _DeviceFlow, batch: Batch) -> None:
-        """Publish a batch as soon as it is stored, ahead of an older backlog still replaying."""
-        if flow.deferred or not self.session.can_publish_data or not self.session.device_is_online(device_id):
-            return
-        if len(self._inflight) >= MAX_INFLIGHT_BATCHES:
-            return
-        if self._publish_batch(batch):
-            self._live_ids.add(batch.id)
-
-    def _publish_batch(self, batch: Batch) -> bool:
-        link, outbox = self._require_link(), self._require_outbox()
-        historical = self._historical(batch)
-        messages = self.session.data(batch.samples, self._now_ms(), historical=historical)
-        for message in messages:
-            try:
-                mid = link.publish(message.topic, message.payload, message.qos, message.retain)
-            except ConnectionError:
-                return False
-            self.metrics.sparkplug_messages.labels(str(message.kind)).inc()
+        self.metrics.sparkplug_messages.labels(str(message.kind)).inc()
+        if send.batch_id is not None:
             if message.qos == 0:
-                outbox.ack([batch.id])  # QoS 0: no PUBACK will come
+                self._delivered(send)  # QoS 0: no PUBACK will come
             else:
-                self._inflight[mid] = batch
-                self._replay_inflight += historical
+                self._inflight[mid] = send
         return True
+
+    def _set_aside(self, aside: SetAside) -> None:
+        for reason, samples in aside.rejected.items():
+            log.warning(
+                "outbox batch %d: %d samples no longer fit the configuration (%s)", aside.batch_id, len(samples), reason
+            )
+        if aside.whole:
+            self._require_outbox().ack([aside.batch_id])
 
     def _on_puback(self, mid: int) -> None:
-        batch = self._inflight.pop(mid, None)
-        if batch is None or self._outbox is None:
+        send = self._inflight.pop(mid, None)
+        if send is not None:
+            self._delivered(send)
+
+    def _delivered(self, send: Send) -> None:
+        done = self.schedule.acked(send)
+        if done is None or self._outbox is None:
             return
-        self._outbox.ack([batch.id])
-        self._live_ids.discard(batch.id)
-        if self._historical(batch):
-            self._replay_inflight -= 1
-        oldest = min(s.source_ts_ms for s in batch.samples)
-        self.metrics.ingest_lag.observe(max(0.0, self.clock() - oldest / 1000))
-        self._wake.set()
+        self._outbox.ack([done.batch_id])
+        self.metrics.ingest_lag.observe(max(0.0, self.clock() - done.oldest_ts_ms / 1000))
+        self._replay.set()
+
+    async def _replay_loop(self, stop: asyncio.Event) -> None:
+        """Publish what the outbox holds from before, within the replay lane's share of the window."""
+        outbox = self._require_outbox()
+        limit = self.config.batching.max_metrics
+        while not stop.is_set():
+            await self._replay.wait()
+            self._replay.clear()
+            while (room := self.schedule.replay_room()) > 0:
+                batches = outbox.pending(max_samples=room * limit)
+                self._execute(self.schedule.replayed(batches, self._now_ms()))
+                if not batches:
+                    break
+                # Between replay rounds, let sources, flushes and the live lane run.
+                await asyncio.sleep(0.001)
+
+    def _arm_timer(self) -> None:
+        due = self.schedule.next_deadline_ms()
+        if due == self._timer_due:
+            return
+        self._cancel_timer()
+        if due is not None and self._loop is not None:
+            self._timer_due = due
+            self._timer = self._loop.call_later(max(0.0, due / 1000 - self.clock()), self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_due = None, None
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_due = None, None
+        self._execute(self.schedule.tick(self._now_ms()))
 
     # -- every second -----------------------------------------------------------------------------
 
@@ -407,7 +366,6 @@ class Connector:
         while not stop.is_set():
             now = self._heartbeat = time.monotonic()
             self._export_stats()
-            self._send(self.session.due_rebirth(self._now_ms()))
             self._publish_kpis(now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
@@ -440,11 +398,14 @@ class Connector:
             self._seen_drops[str(reason)] = dropped.samples
 
     def _publish_kpis(self, now: float) -> None:
-        """Snapshot each device's KPIs into the outbox (as its kpi/* metrics) and the gauges."""
+        """Snapshot each device's KPIs into the outbox (as its kpi/* metrics) and the gauges.
+
+        Not before the device was read once: KPIs of a machine nothing is known of are noise.
+        """
         outbox = self._require_outbox()
         interval = {d.id: d.kpi.publish_interval_s for d in self.config.devices}
         for device_id, flow in self._flows.items():
-            if flow.kpi is None or now - flow.kpi_published < interval[device_id]:
+            if flow.kpi is None or not flow.read or now - flow.kpi_published < interval[device_id]:
                 continue
             flow.kpi_published = now
             now_ms = self._now_ms()
@@ -453,11 +414,8 @@ class Connector:
                 Sample(device_id, name, value, Quality.GOOD, now_ms)
                 for name, (value, _datatype) in sparkplug_metrics(snapshot).items()
             ]
-            batch_id = outbox.append(samples)
-            self.session.remember(samples)
-            if self._replaying:
-                self._publish_live(device_id, flow, Batch(batch_id, tuple(samples), self.clock(), False))
-            self._wake.set()
+            stored = Batch(outbox.append(samples), tuple(samples), self.clock(), False)
+            self._execute(self.schedule.stored(stored, now_ms, readings=False))
             for name, scope, value in gauge_values(snapshot):
                 self.metrics.kpi[name].labels(device_id, scope).set(value)
 
