@@ -15,7 +15,7 @@ from plantline.connectors.config import Tag
 from plantline.connectors.samples import Quality, Sample
 from plantline.connectors.scheduler import Plan, PublishScheduler, Send
 from plantline.connectors.session import BdSeqStore, EdgeNodeSession, Rejected
-from plantline.connectors.sparkplug import MessageType, decode, parse_topic
+from plantline.connectors.sparkplug import HostState, MessageType, decode, parse_topic
 
 T0 = 1_763_800_000_000
 WAIT = 2000
@@ -221,9 +221,61 @@ def test_message_flow_edge_node_birth_publish_phid_wait_births_follow_the_host_o
     shell.run(shell.schedule.connected(T0))
     assert shell.schedule.next_deadline_ms() is None
     assert shell.run(shell.schedule.tick(T0 + 10 * WAIT)).sends == []
-    shell.run(shell.schedule.host_state(True, T0 + 10 * WAIT))
+    shell.run(shell.schedule.host_state(HostState(True, T0), T0 + 10 * WAIT))
     shell.run(shell.schedule.tick(T0 + 11 * WAIT))
     assert shell.kinds() == births_block()
+
+
+def bdseq(send: Send) -> object:
+    return next(m.value for m in decode(send.message.payload).metrics if m.name == "bdSeq")
+
+
+def test_operational_behavior_primary_application_state_with_multiple_servers_walk(tmp_path: Path) -> None:
+    shell = make(tmp_path, primary_host_id="scada")
+    schedule = shell.schedule
+    shell.run(schedule.connected(T0))
+    shell.run(schedule.host_state(HostState(True, T0), T0))
+    shell.run(schedule.tick(T0 + WAIT))
+    born_with = bdseq(shell.published[0])
+    shell.published.clear()
+    walk = shell.run(schedule.host_state(HostState(False, T0 + 5000), T0 + 5000))
+    # message-flow-edge-node-birth-publish-phid-offline: the NDEATH, then the DISCONNECT
+    assert [s.message.kind for s in walk.sends] == [MessageType.NDEATH]
+    assert walk.sends[0].message.qos == 1
+    assert bdseq(walk.sends[0]) == born_with
+    assert walk.disconnect
+    shell.store("filler", [1], T0 + 5001)
+    assert shell.values() == []  # nothing more on the session that ends
+    shell.lose_session()
+    schedule.session.prepare_connect()  # the next broker: a new session, bdSeq + 1
+    shell.run(schedule.connected(T0 + 6000))
+    again = shell.run(schedule.host_state(HostState(False, T0 + 5000), T0 + 6000))  # retained there
+    assert (again.sends, again.disconnect) == ([], False)  # already known: wait for the host here
+    shell.run(schedule.tick(T0 + 6000 + WAIT))
+    assert [s.message.kind for s in shell.published] == [MessageType.NDEATH]
+    shell.run(schedule.host_state(HostState(True, T0 + 7000), T0 + 7000))
+    shell.run(schedule.tick(T0 + 7000 + WAIT))
+    shell.replay(T0 + 7000 + WAIT)
+    assert shell.kinds()[1:] == [*births_block(), (MessageType.DDATA, "filler")]
+    assert bdseq(shell.published[1]) == born_with + 1  # type: ignore[operator]
+
+
+def test_a_primary_host_offline_holds_data_on_the_session_when_asked_to(tmp_path: Path) -> None:
+    shell = make(tmp_path, primary_host_id="scada")
+    shell.schedule.host_offline = "hold"
+    shell.run(shell.schedule.connected(T0))
+    shell.run(shell.schedule.host_state(HostState(True, T0), T0))
+    shell.run(shell.schedule.tick(T0 + WAIT))
+    held = shell.run(shell.schedule.host_state(HostState(False, T0 + 5000), T0 + 5000))
+    assert (held.sends, held.disconnect) == ([], False)
+    shell.store("filler", [1], T0 + 5001)
+    shell.replay(T0 + 5001)
+    assert shell.values() == []
+    shell.run(shell.schedule.host_state(HostState(True, T0 + 6000), T0 + 6000))
+    shell.run(shell.schedule.tick(T0 + 6000 + WAIT))
+    shell.replay(T0 + 6000 + WAIT)
+    assert shell.kinds() == [*births_block(), *births_block(), (MessageType.DDATA, "filler")]
+    assert bdseq(shell.published[0]) == bdseq(shell.published[4])  # the same session
 
 
 # -- lanes, window, batching ----------------------------------------------------------------------

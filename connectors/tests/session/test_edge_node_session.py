@@ -9,8 +9,16 @@ import pytest
 
 from plantline.connectors.config import Tag
 from plantline.connectors.samples import Quality, Sample
-from plantline.connectors.session import BdSeqStore, EdgeNodeSession, Outgoing, Phase, Rejected
-from plantline.connectors.sparkplug import DataType, MessageType, Payload, apply_datatype, decode, parse_topic
+from plantline.connectors.session import BdSeqStore, EdgeNodeSession, HostNews, Outgoing, Phase, Rejected
+from plantline.connectors.sparkplug import (
+    DataType,
+    HostState,
+    MessageType,
+    Payload,
+    apply_datatype,
+    decode,
+    parse_topic,
+)
 
 T0 = 1_763_800_000_000
 
@@ -243,13 +251,31 @@ def test_message_flow_edge_node_birth_publish_subscribe_waits_for_primary_host(t
     assert ("spBv1.0/STATE/scada", 1) in s.subscriptions()
     assert s.on_connected(T0) == []  # no births before the host is ONLINE
     assert s.phase is Phase.WAITING_FOR_HOST
-    s.on_host_state(True)
+    assert s.on_host_state(HostState(True, T0)) is HostNews.ONLINE
     assert s.births_allowed  # the host is ONLINE: births may go
     births = s.births(T0 + 1)
     assert [b.kind for b in births] == [MessageType.NBIRTH, MessageType.DBIRTH, MessageType.DBIRTH]
     assert s.can_publish_data
-    s.on_host_state(False)
+    assert s.on_host_state(HostState(False, T0 + 5)) is HostNews.WENT_OFFLINE
     assert not s.can_publish_data  # data stays in the outbox while the host is OFFLINE
+
+
+def test_message_flow_edge_node_birth_publish_phid_wait_timestamp_older_states_change_nothing(
+    tmp_path: Path,
+) -> None:
+    s = session(tmp_path, primary_host_id="scada")
+    s.prepare_connect()
+    s.on_connected(T0)
+    assert s.on_host_state(HostState(False, T0 + 10)) is HostNews.WENT_OFFLINE
+    assert s.on_host_state(HostState(True, T0 + 5)) is HostNews.STALE  # a retained STATE of a past session
+    assert not s.births_allowed
+    assert s.on_host_state(HostState(False, T0 + 10)) is HostNews.STILL_OFFLINE  # the same, delivered again
+    s.on_disconnected()  # what was seen outlives the MQTT session
+    s.prepare_connect()
+    s.on_connected(T0 + 20)
+    assert s.on_host_state(HostState(False, T0 + 10)) is HostNews.STILL_OFFLINE
+    assert s.on_host_state(HostState(True, T0 + 30)) is HostNews.ONLINE
+    assert s.births_allowed
 
 
 def test_clean_shutdown_publishes_ndeath_with_the_session_bdseq(tmp_path: Path) -> None:

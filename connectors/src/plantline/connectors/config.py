@@ -54,6 +54,10 @@ class SparkplugIdentity(_Strict):
     group_id: str
     edge_node_id: str
     primary_host_id: str | None = None  # wait for its STATE ONLINE before births
+    # When the primary host goes OFFLINE: `disconnect` (the specification: NDEATH, disconnect,
+    # move to the next broker, births there once the host is ONLINE) or `hold` (keep the session,
+    # hold data until the host is back, then births again with the same bdSeq).
+    primary_host_offline: Literal["disconnect", "hold"] = "disconnect"
 
     @field_validator("group_id", "edge_node_id", "primary_host_id")
     @classmethod
@@ -61,6 +65,12 @@ class SparkplugIdentity(_Strict):
         if value is not None and not _SPARKPLUG_ID.fullmatch(value):
             raise ValueError("expected 1-64 characters without '+', '#', '/' or spaces")
         return value
+
+    @model_validator(mode="after")
+    def _offline_needs_a_host(self) -> SparkplugIdentity:
+        if "primary_host_offline" in self.model_fields_set and self.primary_host_id is None:
+            raise ValueError("primary_host_offline: applies only with a primary_host_id")
+        return self
 
 
 class OutboxSettings(_Strict):
@@ -286,7 +296,7 @@ def _problems(error: ValidationError) -> list[str]:
         where = _path(tuple(p for p in item["loc"] if p not in ("function-after",)))
         message = item["msg"].removeprefix("Value error, ")
         # a model validator reports its own sub-path at the start of the message
-        if message.startswith(("tags[", "devices[", "endpoint:")) and where:
+        if message.startswith(("tags[", "devices[", "endpoint:", "primary_host_offline:")) and where:
             problems.append(f"{where}.{message}")
         elif message.startswith("devices["):
             problems.append(message)

@@ -143,11 +143,11 @@ class MqttLink:
 
     # -- session ----------------------------------------------------------------------------------
 
-    async def connect(self, will: Will, timeout_s: float = 10.0) -> BrokerEndpoint:
-        """Open a session on the first broker, in priority order, that accepts; raise if none does."""
+    async def connect(self, will: Will, timeout_s: float = 10.0, *, start: int = 0) -> BrokerEndpoint:
+        """Open a session on the first broker, in list order from `start`, that accepts; raise if none does."""
         self._drop_client()
         errors: list[ConnectFailed] = []
-        for broker in self.brokers:
+        for broker in self.brokers[start:] + self.brokers[:start]:
             try:
                 await self._connect_one(broker, will, timeout_s)
             except ConnectFailed as exc:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from plantline.connectors.backoff import Backoff
 from plantline.connectors.config import ConnectorConfig, Device
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 SLOWDOWN_UNDER_PRESSURE = 4.0
 MAX_INFLIGHT_BATCHES = 500
 BIRTH_WAIT_S = 2.0  # how long a DBIRTH waits for the device's first values after it connects
+GOODBYE_TIMEOUT_S = 5.0  # how long an NDEATH waits for its PUBACK before the DISCONNECT
 
 
 def default_source(device: Device) -> Source:
@@ -82,6 +84,7 @@ class Connector:
             window=MAX_INFLIGHT_BATCHES,
             replay_share=config.outbox.replay_share,
             birth_wait_ms=int(BIRTH_WAIT_S * 1000),
+            host_offline=config.sparkplug.primary_host_offline,
         )
         self._source_factory = source_factory
         self._client_id = client_id or f"{config.sparkplug.group_id}-{config.sparkplug.edge_node_id}"
@@ -89,6 +92,9 @@ class Connector:
         self._inflight: dict[int, Send] = {}  # MQTT mid -> the data message it is
         self._replay = asyncio.Event()  # the replay lane may have room
         self._disconnected = asyncio.Event()
+        self._walk = asyncio.Event()  # the primary host went offline: on to the next broker
+        self._goodbye: list[int] = []  # the NDEATH of such a walk, to be acknowledged first
+        self._acks: dict[int, asyncio.Future[object]] = {}  # PUBACKs waited for
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: int | None = None
         self._heartbeat = time.monotonic()
@@ -146,17 +152,27 @@ class Connector:
                     worker.cancel()
 
     async def _shutdown(self) -> None:
-        """Flush buffers to the outbox, publish NDEATH, wait briefly for its PUBACK, disconnect."""
+        """Flush buffers to the outbox, publish NDEATH, wait for its PUBACK, disconnect."""
         for device_id in self._flows:
             self._flush(device_id)
         link = self._link
         if link is not None and link.state is LinkState.CONNECTED:
-            for message in self.schedule.shutdown(self._now_ms()):
-                with contextlib.suppress(ConnectionError):
-                    link.publish(message.topic, message.payload, message.qos, message.retain)
-            await asyncio.sleep(0.2)  # let paho's thread write the NDEATH before the DISCONNECT
+            goodbye = [self._publish(Send(m)) for m in self.schedule.shutdown(self._now_ms())]
+            await self._delivered_or_lost([mid for mid in goodbye if mid is not None])
             await link.disconnect()
         log.info("connector stopped")
+
+    async def _delivered_or_lost(self, mids: list[int], timeout_s: float = GOODBYE_TIMEOUT_S) -> None:
+        """Wait until the broker acknowledged these messages (or the session is lost, or time is up)."""
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[object]] = [self._acks.setdefault(mid, loop.create_future()) for mid in mids]
+        if waits:
+            lost = asyncio.ensure_future(self._disconnected.wait())
+            either: set[asyncio.Future[Any]] = {*waits, lost}
+            await asyncio.wait(either, timeout=timeout_s)
+            lost.cancel()
+        for mid in mids:
+            self._acks.pop(mid, None)
 
     # -- from sources to the outbox ---------------------------------------------------------------
 
@@ -213,10 +229,11 @@ class Connector:
     async def _supervise_mqtt(self, stop: asyncio.Event) -> None:
         link = self._require_link()
         backoff = Backoff(initial=0.2, cap=30.0)
+        start = 0  # the broker to try first: the list's first, or the next after a walk
         while not stop.is_set():
             death = self.session.prepare_connect()
             try:
-                broker = await link.connect(Will(death.topic, death.payload, death.qos, death.retain))
+                broker = await link.connect(Will(death.topic, death.payload, death.qos, death.retain), start=start)
             except ConnectFailed as exc:
                 self.metrics.mqtt_refused.set(1 if exc.refused else 0)
                 delay = backoff.next_delay()
@@ -229,22 +246,47 @@ class Connector:
             label = f"{broker.host}:{broker.port}"
             self.metrics.mqtt_connected.labels(label).set(1)
             self._disconnected.clear()
+            self._walk.clear()
             link.subscribe(self.session.subscriptions())
             self._execute(self.schedule.connected(self._now_ms()))
             self._replay.set()
-            stopped = asyncio.ensure_future(stop.wait())
-            lost = asyncio.ensure_future(self._disconnected.wait())
-            await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            lost.cancel()
+            start = await self._session_lasts(stop, link.brokers.index(broker))
             self.metrics.mqtt_connected.labels(label).set(0)
 
+    async def _session_lasts(self, stop: asyncio.Event, index: int) -> int:
+        """Wait until the MQTT session ends; return the broker to try first next time."""
+        waits = {asyncio.ensure_future(e.wait()) for e in (stop, self._disconnected, self._walk)}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        if stop.is_set() or self._disconnected.is_set():
+            return 0
+        # The primary host went offline: the NDEATH is out; disconnect, and try the next broker.
+        link = self._require_link()
+        await self._delivered_or_lost(self._goodbye)
+        self._goodbye = []
+        where = f"{link.brokers[index].host}:{link.brokers[index].port}"
+        await link.disconnect()
+        self._lost()
+        following = (index + 1) % len(link.brokers)
+        log.warning(
+            "the primary host %s is offline: NDEATH sent, disconnected from %s; next: %s:%d",
+            self.session.primary_host_id,
+            where,
+            link.brokers[following].host,
+            link.brokers[following].port,
+        )
+        return following
+
     def _on_disconnect(self, reason: str) -> None:
+        self._lost()
+        self._disconnected.set()
+
+    def _lost(self) -> None:
         self.schedule.lost()
         self._inflight.clear()
         if self._outbox is not None:
             self._outbox.requeue_in_flight()
-        self._disconnected.set()
 
     def _on_message(self, message: Inbound) -> None:
         try:
@@ -259,7 +301,7 @@ class Connector:
             except ValueError as exc:
                 log.warning("ignored a malformed STATE from %s: %s", topic.host_id, exc)
                 return
-            self._execute(self.schedule.host_state(state.online, now))
+            self._execute(self.schedule.host_state(state, now))
         elif topic.message_type is MessageType.NCMD:
             try:
                 payload = decode(message.payload)
@@ -284,26 +326,32 @@ class Connector:
         for aside in plan.set_aside:
             self._set_aside(aside)
         for send in plan.sends:
-            if not self._publish(send):
+            mid = self._publish(send)
+            if mid is None:
                 break  # the session is lost; its requeue hands the batches out again
+            if plan.disconnect:
+                self._goodbye.append(mid)
+        if plan.disconnect:
+            self._walk.set()
         self._replay.set()
         self._arm_timer()
 
-    def _publish(self, send: Send) -> bool:
+    def _publish(self, send: Send) -> int | None:
+        """Publish a message; return its MQTT message id, None when there is no session."""
         link, message = self._require_link(), send.message
         if link.state is not LinkState.CONNECTED:
-            return False
+            return None
         try:
             mid = link.publish(message.topic, message.payload, message.qos, message.retain)
         except ConnectionError:
-            return False
+            return None
         self.metrics.sparkplug_messages.labels(str(message.kind)).inc()
         if send.batch_id is not None:
             if message.qos == 0:
                 self._delivered(send)  # QoS 0: no PUBACK will come
             else:
                 self._inflight[mid] = send
-        return True
+        return mid
 
     def _set_aside(self, aside: SetAside) -> None:
         for reason, samples in aside.rejected.items():
@@ -317,6 +365,9 @@ class Connector:
         send = self._inflight.pop(mid, None)
         if send is not None:
             self._delivered(send)
+        waiting = self._acks.get(mid)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
 
     def _delivered(self, send: Send) -> None:
         done = self.schedule.acked(send)

@@ -25,6 +25,9 @@ What it decides:
   the outbox handed out is published).
 - Batching (`idle`): a device's buffered samples are flushed at once when nothing of the device
   is in flight; while acknowledgements are outstanding they accumulate into larger batches.
+- The primary host going offline: by default the session ends (NDEATH, DISCONNECT) and the
+  next broker of the list is tried (operational-behavior-primary-application-state-with-
+  multiple-servers-walk); optionally the session is kept and data held (`host_offline="hold"`).
 - What no longer fits the configuration (a removed device or signal, a retyped value) is set
   aside (`SetAside`) instead of published; the rest of its batch goes out.
 """
@@ -35,10 +38,11 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Protocol
+from typing import Literal, Protocol
 
 from plantline.connectors.samples import Sample
-from plantline.connectors.session import EdgeNodeSession, Outgoing, Rejected
+from plantline.connectors.session import EdgeNodeSession, HostNews, Outgoing, Rejected
+from plantline.connectors.sparkplug import HostState
 
 DEFAULT_WINDOW = 500  # data messages awaiting PUBACK
 DEFAULT_BIRTH_WAIT_MS = 2000  # how long births wait for a connecting PLC's first values
@@ -98,7 +102,7 @@ class SetAside:
 
 @dataclass(slots=True)
 class Plan:
-    """What to do now, in order: publish `sends`, set aside `set_aside`.
+    """What to do now, in order: set aside `set_aside`, publish `sends`.
 
     `claim`: the id of a batch published on the fresh lane; the shell marks it handed out in the
     outbox (nothing older waits there), so the outbox does not hand it out again.
@@ -107,12 +111,14 @@ class Plan:
     sends: list[Send] = field(default_factory=list)
     set_aside: list[SetAside] = field(default_factory=list)
     claim: int | None = None
+    disconnect: bool = False  # after `sends` (the NDEATH): end the MQTT session, go to the next broker
 
     def extend(self, other: Plan) -> None:
         self.sends += other.sends
         self.set_aside += other.set_aside
         if other.claim is not None:
             self.claim = other.claim
+        self.disconnect = self.disconnect or other.disconnect
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +155,7 @@ class PublishScheduler:
         window: int = DEFAULT_WINDOW,
         replay_share: float = 0.5,
         birth_wait_ms: int = DEFAULT_BIRTH_WAIT_MS,
+        host_offline: Literal["disconnect", "hold"] = "disconnect",
     ) -> None:
         if window < 1 or not 0 < replay_share <= 1 or birth_wait_ms < 0:
             raise ValueError("window >= 1, 0 < replay_share <= 1 and birth_wait_ms >= 0 are required")
@@ -156,6 +163,7 @@ class PublishScheduler:
         self.window = window
         self.replay_share = replay_share
         self.birth_wait_ms = birth_wait_ms
+        self.host_offline = host_offline
         self._devices = {device_id: _Device() for device_id in session.devices}
         self._flights: dict[int, _Flight] = {}  # by batch id
         self._in_flight = 0  # data messages awaiting PUBACK
@@ -187,12 +195,22 @@ class PublishScheduler:
         self._backlog = True
         self._births_due_ms = None
 
-    def host_state(self, online: bool, now_ms: int) -> Plan:
-        """The primary host's STATE: births may go once it is online; data is held while offline."""
+    def host_state(self, state: HostState, now_ms: int) -> Plan:
+        """The primary host's STATE: births may go once it is online; data is held while it is not.
+
+        When it goes offline (a STATE newer than any seen), and `host_offline` is "disconnect",
+        the plan ends the MQTT session: the NDEATH, then `disconnect` (to the next broker; births
+        there wait for the host's online STATE). With "hold" the session stays, data waits, and
+        the births are published again (same bdSeq) once the host is back.
+        """
         allowed = self.session.births_allowed
-        self.session.on_host_state(online)
-        if online and not allowed:
+        news = self.session.on_host_state(state)
+        if news is HostNews.ONLINE and not allowed and self.session.births_allowed:
             return self._births_allowed(now_ms)
+        if news is HostNews.WENT_OFFLINE and self.host_offline == "disconnect":
+            plan = Plan([Send(m) for m in self.session.shutdown(now_ms)])
+            plan.disconnect = bool(plan.sends)
+            return plan
         return Plan()
 
     def rebirth_requested(self, now_ms: int) -> Plan:

@@ -30,6 +30,7 @@ from plantline.connectors.kpi import SPARKPLUG_METRICS as KPI_METRICS
 from plantline.connectors.samples import Quality, Sample, Value
 from plantline.connectors.sparkplug import (
     DataType,
+    HostState,
     MessageType,
     Metric,
     Payload,
@@ -112,6 +113,15 @@ class _DeviceState:
     reachable: bool = False  # its PLC is connected (births of an unreachable device carry no values)
     # signal -> (alias, datatype), for the data path
     table: dict[str, tuple[int, DataType]] = field(default_factory=dict)
+
+
+class HostNews(enum.Enum):
+    """What a primary host STATE tells the edge node."""
+
+    ONLINE = "online"  # births may go (and data flow once they did)
+    WENT_OFFLINE = "went_offline"  # newer than any STATE seen: the host went away just now
+    STILL_OFFLINE = "still_offline"  # the offline STATE seen already (e.g. retained, on a reconnect)
+    STALE = "stale"  # older than the latest STATE seen: ignored
 
 
 class Rejected(enum.StrEnum):
@@ -205,6 +215,7 @@ class EdgeNodeSession:
         self._seq = 0
         self._last_birth_ms: int | None = None
         self._rebirth_due_ms: int | None = None
+        self._host_timestamp: int | None = None  # of the latest primary host STATE, across MQTT sessions
         self._devices: dict[str, _DeviceState] = {}
         alias = FIRST_DEVICE_ALIAS
         for device_id, tags in devices.items():
@@ -298,12 +309,23 @@ class EdgeNodeSession:
         for device in self._devices.values():
             device.born = False
 
-    def on_host_state(self, online: bool) -> None:
-        """The primary host's STATE arrived: births may go once it is ONLINE; data is held while OFFLINE."""
-        if online and self.phase is Phase.WAITING_FOR_HOST:
-            self.phase = Phase.BIRTHS_PENDING
-        elif not online and self.phase in (Phase.ONLINE, Phase.BIRTHS_PENDING):
+    def on_host_state(self, state: HostState) -> HostNews:
+        """The primary host's STATE arrived: births may go while it is ONLINE; data waits while it is not.
+
+        A STATE older than the latest one seen is stale (a retained message of a past session on
+        another broker) and changes nothing (message-flow-edge-node-birth-publish-phid-wait-timestamp).
+        """
+        if self._host_timestamp is not None and state.timestamp < self._host_timestamp:
+            return HostNews.STALE
+        newer = self._host_timestamp is None or state.timestamp > self._host_timestamp
+        self._host_timestamp = state.timestamp
+        if state.online:
+            if self.phase is Phase.WAITING_FOR_HOST:
+                self.phase = Phase.BIRTHS_PENDING
+            return HostNews.ONLINE
+        if self.phase in (Phase.ONLINE, Phase.BIRTHS_PENDING):
             self.phase = Phase.WAITING_FOR_HOST
+        return HostNews.WENT_OFFLINE if newer else HostNews.STILL_OFFLINE
 
     def on_rebirth_request(self, now_ms: int) -> list[Outgoing]:
         """NCMD Node Control/Rebirth: births again with the same bdSeq, at most once per debounce.
