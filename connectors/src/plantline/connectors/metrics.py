@@ -23,6 +23,7 @@ OUTBOX_BYTES = "plantline_outbox_bytes"
 OUTBOX_OLDEST_AGE = "plantline_outbox_oldest_age_seconds"
 OUTBOX_DROPPED = "plantline_outbox_dropped_samples_total"
 OUTBOX_CORRUPT = "plantline_outbox_corrupt_batches_total"
+OUTBOX_QUARANTINED = "plantline_outbox_quarantined_samples_total"
 INGEST_LAG = "plantline_ingest_lag_seconds"
 SAMPLING_SLOWDOWN = "plantline_sampling_slowdown_factor"
 
@@ -50,6 +51,7 @@ class ConnectorMetrics:
     outbox_oldest_age: Gauge
     outbox_dropped: Counter
     outbox_corrupt: Counter
+    outbox_quarantined: Counter
     ingest_lag: Histogram
     sampling_slowdown: Gauge
     kpi: dict[str, Gauge]  # plantline_kpi_* (names in plantline.connectors.kpi), by device and scope
@@ -91,6 +93,12 @@ class ConnectorMetrics:
                 _base(OUTBOX_DROPPED, "_total"), "Samples dropped by the outbox's bounds", ["reason"], registry=r
             ),
             outbox_corrupt=Counter(_base(OUTBOX_CORRUPT, "_total"), "Damaged outbox batches set aside", registry=r),
+            outbox_quarantined=Counter(
+                _base(OUTBOX_QUARANTINED, "_total"),
+                "Samples set aside unpublished: damaged (corrupt), or no longer fitting the configuration",
+                ["reason"],
+                registry=r,
+            ),
             ingest_lag=Histogram(
                 INGEST_LAG,
                 "Source timestamp to broker acknowledgement",

@@ -21,6 +21,10 @@ Design decisions, and why:
   encoding made with `struct` (below) and its CRC-32. A row whose CRC or encoding does not check
   out is moved to the `quarantine` table (the last `QUARANTINE_KEEP` are kept for forensics),
   counted, logged and passed to the `on_corrupt` callback; the other batches are still delivered.
+- Samples that no longer fit the connector's configuration (a removed device or signal, a value
+  of a retyped tag) are not damage: `set_aside` moves them, by reason, to the `unfit` table (the
+  newest `UNFIT_KEEP` rows are kept) in the same encoding, so they can be read back with
+  `decode_batch`; the rest of their batch is published as usual.
 - A database file SQLite cannot read at open (not a database, or `PRAGMA quick_check` fails) is
   moved aside, with its WAL, to `outbox.db.corrupt-<UTC timestamp>`, reported the same way, and a
   fresh outbox starts. Losing that backlog is the price of keeping the connector running; the
@@ -92,6 +96,7 @@ __all__ = [
     "LOCK_NAME",
     "QUARANTINE_KEEP",
     "ROW_OVERHEAD_BYTES",
+    "UNFIT_KEEP",
     "Batch",
     "CorruptBatchError",
     "CorruptionReport",
@@ -111,6 +116,7 @@ DB_NAME = "outbox.db"
 LOCK_NAME = "outbox.lock"
 ROW_OVERHEAD_BYTES = 40  # per stored batch: id, appended_at, samples, crc and SQLite's cell header
 QUARANTINE_KEEP = 100  # damaged rows kept for forensics; older ones are deleted
+UNFIT_KEEP = 1000  # rows of samples set aside (a batch and a reason each); older ones are deleted
 SCHEMA_VERSION = 1
 _WAL_SIZE_LIMIT = 16 << 20  # truncate the WAL back to this after a checkpoint
 _CHUNK = 500  # ids per DELETE statement (SQLite's variable limit is far above)
@@ -134,6 +140,20 @@ CREATE TABLE IF NOT EXISTS quarantine (
     body           BLOB,
     quarantined_at REAL NOT NULL,
     reason         TEXT NOT NULL
+);
+"""
+# Samples set aside because they no longer fit the configuration: one row per batch and reason,
+# in the batch encoding. Created on every open, so that files made before it get it too.
+_UNFIT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS unfit (
+    batch_id    INTEGER NOT NULL,
+    reason      TEXT    NOT NULL,
+    appended_at REAL    NOT NULL,
+    samples     INTEGER NOT NULL,
+    crc         INTEGER NOT NULL,
+    body        BLOB    NOT NULL,
+    set_aside_at REAL   NOT NULL,
+    PRIMARY KEY (batch_id, reason)
 );
 """
 
@@ -183,6 +203,7 @@ class CorruptionReport:
     detail: str
     batch_id: int | None = None
     moved_to: Path | None = None
+    samples: int = 0  # the samples a quarantined batch said it held (unknown for a moved file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +476,7 @@ def _connect(path: Path, *, full_sync: bool) -> sqlite3.Connection:
             _fsync_directory(path.parent)  # the new file's name must survive a power loss too
         elif version != SCHEMA_VERSION:
             raise OutboxError(f"{path}: outbox schema version {version}; this version reads {SCHEMA_VERSION}")
+        db.execute(_UNFIT_SCHEMA)
     except BaseException:
         db.close()
         raise
@@ -760,6 +782,44 @@ class Outbox:
             self._in_flight.add(batch_id)
             return True
 
+    def set_aside(self, batch_id: int, unfit: Mapping[str, Sequence[Sample]], *, remove: bool) -> None:
+        """Move samples that no longer fit the configuration to the `unfit` table, by reason.
+
+        `remove`: nothing else of the batch is left to publish, so the stored batch goes in the
+        same transaction; otherwise it stays until its other samples are acknowledged. Setting
+        aside the same batch and reason again (after a restart) replaces the earlier row. The
+        newest `UNFIT_KEEP` rows are kept.
+        """
+        with self._mutex:
+            self._check_open()
+            now = self._clock()
+            row = self._db.execute("SELECT appended_at FROM batch WHERE id = ?", (batch_id,)).fetchone()
+            appended_at = now if row is None else float(row[0])
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for reason, samples in unfit.items():
+                    body = encode_batch(samples)
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO unfit VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (batch_id, str(reason), appended_at, len(samples), zlib.crc32(body), body, now),
+                    )
+                self._db.execute(
+                    "DELETE FROM unfit WHERE rowid NOT IN (SELECT rowid FROM unfit ORDER BY set_aside_at DESC,"
+                    " rowid DESC LIMIT ?)",
+                    (UNFIT_KEEP,),
+                )
+                removed = _Totals()
+                if remove:
+                    for samples, size in self._db.execute(_DELETE_IDS.format(marks="?"), (batch_id,)).fetchall():
+                        removed = _Totals(1, samples, size + ROW_OVERHEAD_BYTES)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            if remove:
+                self._in_flight.discard(batch_id)
+                self._remove(removed)
+
     def requeue_in_flight(self) -> None:
         """Hand out the in-flight batches again, first and in order (the session dropped)."""
         with self._mutex:
@@ -947,7 +1007,7 @@ class Outbox:
         self._corrupt_batches += len(damaged)
         self._remove(removed)
         return (
-            CorruptionReport("batch", f"batch {row[0]}: {reason}; moved to quarantine", row[0])
+            CorruptionReport("batch", f"batch {row[0]}: {reason}; moved to quarantine", row[0], samples=row[2])
             for row, reason in damaged
         )
 

@@ -26,7 +26,7 @@ from plantline.connectors.mqtt import ConnectFailed, Inbound, LinkState, MqttLin
 from plantline.connectors.outbox import Batch, CorruptionReport, Outbox
 from plantline.connectors.samples import Quality, Sample
 from plantline.connectors.scheduler import Plan, PublishScheduler, Send, SetAside
-from plantline.connectors.session import REBIRTH_METRIC, EdgeNodeSession
+from plantline.connectors.session import REBIRTH_METRIC, EdgeNodeSession, Rejected
 from plantline.connectors.sources import Source, SourceState
 from plantline.connectors.sparkplug import MessageType, SparkplugDecodeError, decode, parse_state_payload, parse_topic
 
@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 SLOWDOWN_UNDER_PRESSURE = 4.0
 MAX_INFLIGHT_BATCHES = 500
 BIRTH_WAIT_S = 2.0  # how long a DBIRTH waits for the device's first values after it connects
+UNFIT_CAUSES = {
+    Rejected.UNKNOWN_DEVICE: "the device is not configured any more",
+    Rejected.UNKNOWN_SIGNAL: "the signal is not configured for the device any more (or its KPIs were turned off)",
+    Rejected.TYPE_MISMATCH: "the value does not fit the tag's datatype any more",
+}
 GOODBYE_TIMEOUT_S = 5.0  # how long an NDEATH waits for its PUBACK before the DISCONNECT
 
 
@@ -95,6 +100,7 @@ class Connector:
         self._walk = asyncio.Event()  # the primary host went offline: on to the next broker
         self._goodbye: list[int] = []  # the NDEATH of such a walk, to be acknowledged first
         self._acks: dict[int, asyncio.Future[object]] = {}  # PUBACKs waited for
+        self._unfit_logged: dict[Rejected, set[tuple[str, str | None]]] = {}  # one log line per cause
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: int | None = None
         self._heartbeat = time.monotonic()
@@ -354,12 +360,25 @@ class Connector:
         return mid
 
     def _set_aside(self, aside: SetAside) -> None:
+        """Keep samples that no longer fit the configuration in the outbox's unfit table, counted."""
+        unfit = {str(reason): samples for reason, samples in aside.rejected.items()}
+        self._require_outbox().set_aside(aside.batch_id, unfit, remove=aside.whole)
         for reason, samples in aside.rejected.items():
-            log.warning(
-                "outbox batch %d: %d samples no longer fit the configuration (%s)", aside.batch_id, len(samples), reason
-            )
-        if aside.whole:
-            self._require_outbox().ack([aside.batch_id])
+            self.metrics.outbox_quarantined.labels(str(reason)).inc(len(samples))
+            causes: set[tuple[str, str | None]]
+            if reason is Rejected.UNKNOWN_DEVICE:
+                causes = {(sample.device, None) for sample in samples}
+            else:
+                causes = {(sample.device, sample.signal) for sample in samples}
+            for device, signal in causes - self._unfit_logged.setdefault(reason, set()):
+                self._unfit_logged[reason].add((device, signal))
+                log.warning(
+                    "buffered samples of %s no longer fit the configuration (%s: %s); they are set aside in the "
+                    "outbox's unfit table, the rest is published",
+                    device if signal is None else f"{device} {signal}",
+                    reason,
+                    UNFIT_CAUSES[reason],
+                )
 
     def _on_puback(self, mid: int) -> None:
         send = self._inflight.pop(mid, None)
@@ -473,6 +492,7 @@ class Connector:
     def _on_corrupt(self, report: CorruptionReport) -> None:
         log.error("outbox damage set aside: %s", report.detail)
         self.metrics.outbox_corrupt.inc()
+        self.metrics.outbox_quarantined.labels("corrupt").inc(report.samples)
 
     # -- helpers ----------------------------------------------------------------------------------
 
