@@ -67,9 +67,10 @@ class SparkplugIdentity(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _offline_needs_a_host(self) -> SparkplugIdentity:
-        if "primary_host_offline" in self.model_fields_set and self.primary_host_id is None:
-            raise ValueError("primary_host_offline: applies only with a primary_host_id")
+    def _hold_needs_a_host(self) -> SparkplugIdentity:
+        # `disconnect`, the default, may be written out for any edge node (renderers do).
+        if self.primary_host_offline == "hold" and self.primary_host_id is None:
+            raise ValueError("primary_host_offline: hold applies only with a primary_host_id")
         return self
 
 
