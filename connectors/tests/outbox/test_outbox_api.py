@@ -6,7 +6,6 @@ import contextlib
 import enum
 import math
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -153,27 +152,6 @@ def test_batches_stored_before_a_restart_come_back_recovered_in_order(tmp_path: 
         new = outbox.append(numbered(3))
         batches = outbox.pending(100)
         assert [(b.id, b.recovered) for b in batches] == [(old[0], True), (old[2], True), (new, False)]
-
-
-def test_ack_is_safe_from_another_thread(tmp_path: Path) -> None:
-    with open_outbox(tmp_path, max_bytes=64 << 20) as outbox:
-        ids = [outbox.append(numbered(i, 5)) for i in range(400)]
-        outbox.pending(10_000)
-
-        def paho_network_thread() -> None:
-            for batch_id in ids[::2]:
-                outbox.ack([batch_id])
-
-        acker = threading.Thread(target=paho_network_thread)
-        acker.start()
-        for i in range(400, 600):  # the source keeps appending meanwhile
-            outbox.append(numbered(i))
-        acker.join()
-        outbox.requeue_in_flight()
-        remaining = [b.id for b in outbox.pending(100_000)]
-        assert remaining[:200] == ids[1::2]
-        assert len(remaining) == 400
-        assert outbox.stats().samples == 200 * 5 + 200
 
 
 # -- bounds -------------------------------------------------------------------------------------
@@ -485,6 +463,12 @@ def test_claim_hands_out_a_fresh_batch_only_when_nothing_older_waits(tmp_path: P
         assert [b.id for b in outbox.pending(10)] == [first, second, third]
         outbox.ack([first, second, third])
         assert not outbox.claim(999)  # unknown ids are not claimed
+        fourth = outbox.append(batch(4))
+        assert outbox.claim(fourth)
+        outbox.requeue_in_flight()  # the fourth waits again ...
+        fifth = outbox.append(batch(5))
+        assert not outbox.claim(fifth)  # ... so the fifth may not overtake it
+        assert [b.id for b in outbox.pending(10)] == [fourth, fifth]
 
 
 # -- samples that no longer fit the configuration -------------------------------------------------

@@ -330,6 +330,20 @@ def test_live_data_goes_ahead_of_a_replaying_backlog_within_its_share_of_the_win
     assert shell.outbox.cursor == max(shell.outbox.batches)  # the backlog is over: fresh lane again
 
 
+def test_a_live_batch_delivered_but_not_yet_removed_is_not_published_again(tmp_path: Path) -> None:
+    shell = born(tmp_path)
+    shell.lose_session()
+    shell.store("filler", [100], T0 + 100)  # a backlog
+    shell.run(shell.schedule.connected(T0 + 1000))
+    shell.run(shell.schedule.tick(T0 + 1000 + WAIT))
+    live = shell.store("capper", [1], T0 + 3000)  # live, ahead of the backlog
+    (send,) = [s for s in shell.in_flight if s.batch_id == live.id]
+    shell.in_flight.remove(send)
+    assert shell.schedule.acked(send) is not None  # delivered; the outbox removes it a moment later
+    shell.replay(T0 + 3001)  # meanwhile the outbox hands it out with the backlog
+    assert sorted(shell.values()) == [1, 100]  # once
+
+
 def test_a_full_window_holds_new_batches_in_the_outbox(tmp_path: Path) -> None:
     shell = born(tmp_path, window=2)
     shell.store("filler", [1], T0 + 1)

@@ -1,9 +1,17 @@
 """One connector process: sources -> outbox -> Sparkplug session -> MQTT, and back for PUBACKs.
 
-Every sample a source yields is appended to the durable outbox (in batches of one device, by
-count or after a short linger) before anything is published; a batch leaves the outbox only
-when the broker acknowledged the DDATA that carried it. Losing the broker, the network or the
-process loses nothing: unacknowledged batches are published again, flagged historical.
+An asyncio shell around the publish schedule (`plantline.connectors.scheduler`), which decides
+what goes to the broker and when; this module does the I/O. Every sample a source yields is
+appended to the durable outbox, in batches of one device, before anything is published; a batch
+leaves the outbox only when the broker acknowledged the DDATA that carried it. Losing the
+broker, the network or the process loses nothing: unacknowledged batches are published again,
+flagged historical.
+
+Batching follows what is waiting, not a timer: a device's samples are stored and published at
+once when nothing of the device is in flight; while acknowledgements are outstanding they
+accumulate, up to `batching.max_metrics`, and at most `batching.linger_ms` (which bounds how long
+a sample stays in memory before it is on disk). PUBACKs arrive on this event loop (the MQTT link
+has no thread of its own) and are acknowledged in the outbox once per turn of the loop.
 """
 
 from __future__ import annotations
@@ -16,13 +24,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter, Gauge
+
 from plantline.connectors.backoff import Backoff
 from plantline.connectors.config import ConnectorConfig, Device
 from plantline.connectors.health import HealthServer
 from plantline.connectors.kpi import KpiEngine, gauge_values, sparkplug_metrics
 from plantline.connectors.kpi.settings import kpi_config
 from plantline.connectors.metrics import ConnectorMetrics
-from plantline.connectors.mqtt import ConnectFailed, Inbound, LinkState, MqttLink, Will
+from plantline.connectors.mqtt import ConnectFailed, Inbound, MqttLink, MqttSession, Will
 from plantline.connectors.outbox import Batch, CorruptionReport, Outbox
 from plantline.connectors.samples import Quality, Sample
 from plantline.connectors.scheduler import Plan, PublishScheduler, Send, SetAside
@@ -33,14 +43,19 @@ from plantline.connectors.sparkplug import MessageType, SparkplugDecodeError, de
 log = logging.getLogger(__name__)
 
 SLOWDOWN_UNDER_PRESSURE = 4.0
-MAX_INFLIGHT_BATCHES = 500
-BIRTH_WAIT_S = 2.0  # how long a DBIRTH waits for the device's first values after it connects
+MAX_INFLIGHT_BATCHES = 500  # data messages awaiting PUBACK
+REPLAY_ROUND_BATCHES = 4  # batches read back per round of a replay, between which the loop runs
+BIRTH_WAIT_S = 2.0  # how long births wait for the first values of a PLC that is connecting
+GOODBYE_TIMEOUT_S = 5.0  # how long an NDEATH waits for its PUBACK before the DISCONNECT
 UNFIT_CAUSES = {
     Rejected.UNKNOWN_DEVICE: "the device is not configured any more",
     Rejected.UNKNOWN_SIGNAL: "the signal is not configured for the device any more (or its KPIs were turned off)",
     Rejected.TYPE_MISMATCH: "the value does not fit the tag's datatype any more",
 }
-GOODBYE_TIMEOUT_S = 5.0  # how long an NDEATH waits for its PUBACK before the DISCONNECT
+
+
+class SourceFailed(RuntimeError):
+    """A source's own task ended while the connector ran: a bug, not a PLC problem."""
 
 
 def default_source(device: Device) -> Source:
@@ -61,11 +76,14 @@ def default_source(device: Device) -> Source:
 @dataclass
 class _DeviceFlow:
     source: Source
+    samples: Counter  # plantline_samples_total of the device
+    last_sample: Gauge
     kpi: KpiEngine | None = None
     kpi_published: float = 0.0
-    linger: asyncio.TimerHandle | None = None  # flushes the buffer when its first sample is linger_ms old
     buffer: list[Sample] = field(default_factory=list)
+    flush: asyncio.Handle | None = None  # the flush the buffer's first sample scheduled
     read: bool = False  # samples were read from the device since the connector started
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # the source's own tasks
     seen: dict[str, int] = field(default_factory=dict)  # counters already exported
 
 
@@ -91,40 +109,32 @@ class Connector:
             birth_wait_ms=int(BIRTH_WAIT_S * 1000),
             host_offline=config.sparkplug.primary_host_offline,
         )
+        self.link = MqttLink(
+            client_id=client_id or f"{config.sparkplug.group_id}-{config.sparkplug.edge_node_id}",
+            brokers=config.brokers,
+        )
         self._source_factory = source_factory
-        self._client_id = client_id or f"{config.sparkplug.group_id}-{config.sparkplug.edge_node_id}"
         self._flows: dict[str, _DeviceFlow] = {}
+        self._mqtt: MqttSession | None = None
         self._inflight: dict[int, Send] = {}  # MQTT mid -> the data message it is
+        self._acked: list[int] = []  # delivered batches, acknowledged in the outbox once per turn
         self._replay = asyncio.Event()  # the replay lane may have room
-        self._disconnected = asyncio.Event()
         self._walk = asyncio.Event()  # the primary host went offline: on to the next broker
         self._goodbye: list[int] = []  # the NDEATH of such a walk, to be acknowledged first
-        self._acks: dict[int, asyncio.Future[object]] = {}  # PUBACKs waited for
-        self._unfit_logged: dict[Rejected, set[tuple[str, str | None]]] = {}  # one log line per cause
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: int | None = None
         self._heartbeat = time.monotonic()
         self._seen_drops: dict[str, int] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._link: MqttLink | None = None
+        self._unfit_logged: dict[Rejected, set[tuple[str, str | None]]] = {}  # one log line per cause
         self._outbox: Outbox | None = None
         self.health: HealthServer | None = None
 
     # -- the whole process ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._loop = asyncio.get_running_loop()
         self.config.state_directory.mkdir(parents=True, exist_ok=True)
         async with contextlib.AsyncExitStack() as stack:
             self._outbox = stack.enter_context(Outbox.from_settings(self.config.outbox, on_corrupt=self._on_corrupt))
-            self._link = MqttLink(
-                client_id=self._client_id,
-                brokers=self.config.brokers,
-                loop=self._loop,
-                on_message=self._on_message,
-                on_puback=self._on_puback,
-                on_disconnect=self._on_disconnect,
-            )
             if self.config.metrics_port:
                 self.health = HealthServer(
                     address=self.config.metrics_address,
@@ -135,83 +145,90 @@ class Connector:
                 self.health.start()
                 stack.callback(self.health.stop)
             for device in self.config.devices:
-                source = await stack.enter_async_context(self._source_factory(device))
-                engine = KpiEngine(device.id, kpi_config(device, self.config.shifts)) if device.computes_kpis else None
-                self._flows[device.id] = _DeviceFlow(source, engine)
+                await self._open_source(device, stack)
             stack.callback(self._cancel_timer)
             async with asyncio.TaskGroup() as tasks:
-                workers = [tasks.create_task(self._supervise_mqtt(stop), name="mqtt")]
-                workers.append(tasks.create_task(self._replay_loop(stop), name="replay"))
-                workers.append(tasks.create_task(self._housekeeping(stop), name="housekeeping"))
+                closing = asyncio.Event()
+                mqtt = tasks.create_task(self._supervise_mqtt(closing), name="mqtt")
+                workers = [
+                    tasks.create_task(self._replay_loop(), name="replay"),
+                    tasks.create_task(self._housekeeping(), name="housekeeping"),
+                ]
+                pumps = []
                 for device_id, flow in self._flows.items():
-                    workers.append(tasks.create_task(self._pump(device_id, flow), name=f"pump:{device_id}"))
+                    pumps.append(tasks.create_task(self._pump(device_id, flow), name=f"pump:{device_id}"))
                     workers.append(tasks.create_task(self._watch_device(device_id, flow), name=f"watch:{device_id}"))
+                    workers += [tasks.create_task(self._watch_task(device_id, t)) for t in flow.tasks]
                 await stop.wait()
-                # Stop reading first: a sample a pump takes while NDEATH goes out would land in a
-                # buffer that is never flushed again.
-                pumps = [worker for worker in workers if worker.get_name().startswith("pump:")]
+                # Stop reading first: a sample a pump took after the last flush would be lost.
                 for pump in pumps:
                     pump.cancel()
                 await asyncio.gather(*pumps, return_exceptions=True)
-                await self._shutdown()
+                for device_id in self._flows:
+                    self._flush(device_id)
+                closing.set()
+                await mqtt  # the NDEATH, its PUBACK, the DISCONNECT
                 for worker in workers:
                     worker.cancel()
-
-    async def _shutdown(self) -> None:
-        """Flush buffers to the outbox, publish NDEATH, wait for its PUBACK, disconnect."""
-        for device_id in self._flows:
-            self._flush(device_id)
-        link = self._link
-        if link is not None and link.state is LinkState.CONNECTED:
-            goodbye = [self._publish(Send(m)) for m in self.schedule.shutdown(self._now_ms())]
-            await self._delivered_or_lost([mid for mid in goodbye if mid is not None])
-            await link.disconnect()
         log.info("connector stopped")
 
-    async def _delivered_or_lost(self, mids: list[int], timeout_s: float = GOODBYE_TIMEOUT_S) -> None:
-        """Wait until the broker acknowledged these messages (or the session is lost, or time is up)."""
-        loop = asyncio.get_running_loop()
-        waits: list[asyncio.Future[object]] = [self._acks.setdefault(mid, loop.create_future()) for mid in mids]
-        if waits:
-            lost = asyncio.ensure_future(self._disconnected.wait())
-            either: set[asyncio.Future[Any]] = {*waits, lost}
-            await asyncio.wait(either, timeout=timeout_s)
-            lost.cancel()
-        for mid in mids:
-            self._acks.pop(mid, None)
+    async def _open_source(self, device: Device, stack: contextlib.AsyncExitStack) -> None:
+        """Enter the device's source; the tasks it starts are watched like the connector's own."""
+        before = asyncio.all_tasks()
+        source = await stack.enter_async_context(self._source_factory(device))
+        engine = KpiEngine(device.id, kpi_config(device, self.config.shifts)) if device.computes_kpis else None
+        samples, last = self.metrics.samples.labels(device.id), self.metrics.source_last_sample.labels(device.id)
+        flow = _DeviceFlow(source, samples, last, engine)
+        flow.tasks = asyncio.all_tasks() - before
+        self._flows[device.id] = flow
+
+    async def _watch_task(self, device_id: str, task: asyncio.Task[Any]) -> None:
+        """Fail the connector (its supervisor restarts it) when a source's own task ends."""
+        await asyncio.wait({task})
+        cause = None if task.cancelled() else task.exception()
+        log.error("the source of device %s stopped working (its task %s ended: %r)", device_id, task.get_name(), cause)
+        raise SourceFailed(f"device {device_id}: the source's task {task.get_name()} ended") from cause
 
     # -- from sources to the outbox ---------------------------------------------------------------
 
     async def _pump(self, device_id: str, flow: _DeviceFlow) -> None:
         limit = self.config.batching.max_metrics
-        linger = self.config.batching.linger_ms / 1000
-        loop = asyncio.get_running_loop()
         async for sample in flow.source.samples():
-            if not flow.buffer:
-                flow.linger = loop.call_later(linger, self._flush, device_id)
-            flow.buffer.append(sample)
-            if len(flow.buffer) >= limit:
+            buffer = flow.buffer
+            buffer.append(sample)
+            if len(buffer) == 1:
+                self._schedule_flush(device_id, flow)
+            elif len(buffer) >= limit:
                 self._flush(device_id)
+
+    def _schedule_flush(self, device_id: str, flow: _DeviceFlow) -> None:
+        """A first sample is buffered: flush what is waiting now, or at the latest after linger_ms."""
+        loop = asyncio.get_running_loop()
+        if self.schedule.idle(device_id):
+            # Nothing of the device in flight: go once the samples available now are taken.
+            flow.flush = loop.call_soon(self._flush, device_id)
+        else:
+            flow.flush = loop.call_later(self.config.batching.linger_ms / 1000, self._flush, device_id)
 
     def _flush(self, device_id: str) -> None:
         flow = self._flows[device_id]
-        if flow.linger is not None:
-            flow.linger.cancel()
-            flow.linger = None
+        if flow.flush is not None:
+            flow.flush.cancel()
+            flow.flush = None
         if not flow.buffer or self._outbox is None:
             return
         batch, flow.buffer = flow.buffer, []
         flow.read = True
         stored = Batch(self._outbox.append(batch), tuple(batch), self.clock(), False)
+        self._execute(self.schedule.stored(stored, self._now_ms()))
+        flow.samples.inc(len(batch))
+        flow.last_sample.set_to_current_time()
+        bad = [sample for sample in batch if sample.quality is not Quality.GOOD]
+        for sample in bad:
+            self.metrics.samples_bad_quality.labels(device_id, str(sample.quality)).inc()
         if flow.kpi is not None:
             for sample in batch:
                 flow.kpi.update(sample)
-        self._execute(self.schedule.stored(stored, self._now_ms()))
-        self.metrics.samples.labels(device_id).inc(len(batch))
-        self.metrics.source_last_sample.labels(device_id).set_to_current_time()
-        for sample in batch:
-            if sample.quality is not Quality.GOOD:
-                self.metrics.samples_bad_quality.labels(device_id, str(sample.quality)).inc()
 
     # -- device lifecycle: DBIRTH / DDEATH --------------------------------------------------------
 
@@ -230,69 +247,74 @@ class Connector:
                 return
             await source.wait_for_state(SourceState.CONNECTED, SourceState.CLOSED)
 
-    # -- MQTT session -----------------------------------------------------------------------------
+    # -- MQTT sessions ----------------------------------------------------------------------------
 
-    async def _supervise_mqtt(self, stop: asyncio.Event) -> None:
-        link = self._require_link()
+    async def _supervise_mqtt(self, closing: asyncio.Event) -> None:
+        """Keep an MQTT session open until `closing`; then say goodbye (NDEATH, DISCONNECT)."""
         backoff = Backoff(initial=0.2, cap=30.0)
-        start = 0  # the broker to try first: the list's first, or the next after a walk
-        while not stop.is_set():
+        start = 0  # the broker to try first: the list's first, or the next one after a walk
+        while not closing.is_set():
             death = self.session.prepare_connect()
+            will = Will(death.topic, death.payload, death.qos, death.retain)
             try:
-                broker = await link.connect(Will(death.topic, death.payload, death.qos, death.retain), start=start)
+                async with self.link.session(
+                    will, on_message=self._on_message, on_puback=self._on_puback, start=start
+                ) as mqtt:
+                    backoff.reset()
+                    start = await self._serve(mqtt, closing)
             except ConnectFailed as exc:
                 self.metrics.mqtt_refused.set(1 if exc.refused else 0)
                 delay = backoff.next_delay()
                 log.warning("no broker accepted the connection (%s); retrying in %.1f s", exc.reason, delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                continue
-            backoff.reset()
-            self.metrics.mqtt_refused.set(0)
-            label = f"{broker.host}:{broker.port}"
-            self.metrics.mqtt_connected.labels(label).set(1)
-            self._disconnected.clear()
-            self._walk.clear()
-            link.subscribe(self.session.subscriptions())
+                    await asyncio.wait_for(closing.wait(), delay)
+
+    async def _serve(self, mqtt: MqttSession, closing: asyncio.Event) -> int:
+        """Run one MQTT session until it ends; return the broker to try first next time."""
+        connected = self.metrics.mqtt_connected.labels(mqtt.where)
+        self.metrics.mqtt_refused.set(0)
+        connected.set(1)
+        self._mqtt = mqtt
+        self._walk.clear()
+        try:
+            mqtt.subscribe(self.session.subscriptions())
             self._execute(self.schedule.connected(self._now_ms()))
-            self._replay.set()
-            start = await self._session_lasts(stop, link.brokers.index(broker))
-            self.metrics.mqtt_connected.labels(label).set(0)
+            waits = {asyncio.ensure_future(e.wait()) for e in (closing, mqtt.lost, self._walk)}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
+            if mqtt.lost.is_set():
+                return 0
+            if closing.is_set():
+                goodbye = [self._publish(Send(m)) for m in self.schedule.shutdown(self._now_ms())]
+                await self._acknowledged(mqtt, [mid for mid in goodbye if mid is not None])
+                return 0
+            # The primary host went offline: the NDEATH is out; DISCONNECT, then the next broker.
+            await self._acknowledged(mqtt, self._goodbye)
+            following = (mqtt.index + 1) % len(self.link.brokers)
+            log.warning(
+                "the primary host %s is offline: NDEATH sent, disconnecting from %s; next: %s:%d",
+                self.session.primary_host_id,
+                mqtt.where,
+                self.link.brokers[following].host,
+                self.link.brokers[following].port,
+            )
+            return following
+        finally:
+            self._mqtt = None
+            self._goodbye = []
+            self._ack_delivered()  # what was delivered leaves now, not again after the requeue
+            self.schedule.lost()
+            self._inflight.clear()
+            self._require_outbox().requeue_in_flight()
+            connected.set(0)
 
-    async def _session_lasts(self, stop: asyncio.Event, index: int) -> int:
-        """Wait until the MQTT session ends; return the broker to try first next time."""
-        waits = {asyncio.ensure_future(e.wait()) for e in (stop, self._disconnected, self._walk)}
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for wait in waits:
-            wait.cancel()
-        if stop.is_set() or self._disconnected.is_set():
-            return 0
-        # The primary host went offline: the NDEATH is out; disconnect, and try the next broker.
-        link = self._require_link()
-        await self._delivered_or_lost(self._goodbye)
-        self._goodbye = []
-        where = f"{link.brokers[index].host}:{link.brokers[index].port}"
-        await link.disconnect()
-        self._lost()
-        following = (index + 1) % len(link.brokers)
-        log.warning(
-            "the primary host %s is offline: NDEATH sent, disconnected from %s; next: %s:%d",
-            self.session.primary_host_id,
-            where,
-            link.brokers[following].host,
-            link.brokers[following].port,
-        )
-        return following
-
-    def _on_disconnect(self, reason: str) -> None:
-        self._lost()
-        self._disconnected.set()
-
-    def _lost(self) -> None:
-        self.schedule.lost()
-        self._inflight.clear()
-        if self._outbox is not None:
-            self._outbox.requeue_in_flight()
+    @staticmethod
+    async def _acknowledged(mqtt: MqttSession, mids: list[int]) -> None:
+        """Wait for the PUBACKs of these messages (at most GOODBYE_TIMEOUT_S; not past the session)."""
+        if mids:
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(asyncio.gather(*(mqtt.delivered(mid) for mid in mids)), GOODBYE_TIMEOUT_S)
 
     def _on_message(self, message: Inbound) -> None:
         try:
@@ -326,8 +348,7 @@ class Connector:
 
     def _execute(self, plan: Plan) -> None:
         """Do what the schedule planned: claim, set aside, publish (in its order)."""
-        outbox = self._require_outbox()
-        if plan.claim is not None and not outbox.claim(plan.claim):
+        if plan.claim is not None and not self._require_outbox().claim(plan.claim):
             self.schedule.unclaimed()
         for aside in plan.set_aside:
             self._set_aside(aside)
@@ -339,19 +360,20 @@ class Connector:
                 self._goodbye.append(mid)
         if plan.disconnect:
             self._walk.set()
-        self._replay.set()
+        if plan.sends:
+            self._replay.set()
         self._arm_timer()
 
     def _publish(self, send: Send) -> int | None:
         """Publish a message; return its MQTT message id, None when there is no session."""
-        link, message = self._require_link(), send.message
-        if link.state is not LinkState.CONNECTED:
+        mqtt, message = self._mqtt, send.message
+        if mqtt is None:
             return None
         try:
-            mid = link.publish(message.topic, message.payload, message.qos, message.retain)
+            mid = mqtt.publish(message.topic, message.payload, message.qos, message.retain)
         except ConnectionError:
             return None
-        self.metrics.sparkplug_messages.labels(str(message.kind)).inc()
+        self.metrics.sparkplug_messages.labels(message.kind).inc()
         if send.batch_id is not None:
             if message.qos == 0:
                 self._delivered(send)  # QoS 0: no PUBACK will come
@@ -384,41 +406,52 @@ class Connector:
         send = self._inflight.pop(mid, None)
         if send is not None:
             self._delivered(send)
-        waiting = self._acks.get(mid)
-        if waiting is not None and not waiting.done():
-            waiting.set_result(None)
 
     def _delivered(self, send: Send) -> None:
         done = self.schedule.acked(send)
-        if done is None or self._outbox is None:
+        if done is None:
             return
-        self._outbox.ack([done.batch_id])
+        if not self._acked:
+            asyncio.get_running_loop().call_soon(self._acknowledge)
+        self._acked.append(done.batch_id)
         self.metrics.ingest_lag.observe(max(0.0, self.clock() - done.oldest_ts_ms / 1000))
+
+    def _acknowledge(self) -> None:
+        """Remove this turn's delivered batches from the outbox; flush buffers that were waiting."""
+        self._ack_delivered()
+        for device_id, flow in self._flows.items():
+            if flow.buffer and self.schedule.idle(device_id):
+                self._flush(device_id)
         self._replay.set()
 
-    async def _replay_loop(self, stop: asyncio.Event) -> None:
+    def _ack_delivered(self) -> None:
+        delivered, self._acked = self._acked, []
+        if self._outbox is not None and delivered:
+            self._outbox.ack(delivered)
+
+    async def _replay_loop(self) -> None:
         """Publish what the outbox holds from before, within the replay lane's share of the window."""
         outbox = self._require_outbox()
         limit = self.config.batching.max_metrics
-        while not stop.is_set():
+        while True:
             await self._replay.wait()
             self._replay.clear()
             while (room := self.schedule.replay_room()) > 0:
-                batches = outbox.pending(max_samples=room * limit)
+                batches = outbox.pending(max_samples=min(room, REPLAY_ROUND_BATCHES) * limit)
                 self._execute(self.schedule.replayed(batches, self._now_ms()))
                 if not batches:
                     break
-                # Between replay rounds, let sources, flushes and the live lane run.
-                await asyncio.sleep(0.001)
+                await asyncio.sleep(0)  # between rounds, PUBACKs, sources and the live lane run
 
     def _arm_timer(self) -> None:
         due = self.schedule.next_deadline_ms()
         if due == self._timer_due:
             return
         self._cancel_timer()
-        if due is not None and self._loop is not None:
+        if due is not None:
             self._timer_due = due
-            self._timer = self._loop.call_later(max(0.0, due / 1000 - self.clock()), self._on_timer)
+            delay = max(0.0, due / 1000 - self.clock())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -431,14 +464,13 @@ class Connector:
 
     # -- every second -----------------------------------------------------------------------------
 
-    async def _housekeeping(self, stop: asyncio.Event) -> None:
-        """Each second: export stats, adapt sampling, publish KPIs (buffers flush on their own timers)."""
-        while not stop.is_set():
+    async def _housekeeping(self) -> None:
+        """Each second: export stats, adapt sampling, publish KPIs (buffers flush on their own)."""
+        while True:
             now = self._heartbeat = time.monotonic()
             self._export_stats()
             self._publish_kpis(now)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+            await asyncio.sleep(1.0)
 
     def _export_stats(self) -> None:
         outbox = self._outbox
@@ -495,11 +527,6 @@ class Connector:
         self.metrics.outbox_quarantined.labels("corrupt").inc(report.samples)
 
     # -- helpers ----------------------------------------------------------------------------------
-
-    def _require_link(self) -> MqttLink:
-        if self._link is None:
-            raise RuntimeError("the connector is not running")
-        return self._link
 
     def _require_outbox(self) -> Outbox:
         if self._outbox is None:

@@ -168,7 +168,7 @@ class PublishScheduler:
         self._flights: dict[int, _Flight] = {}  # by batch id
         self._in_flight = 0  # data messages awaiting PUBACK
         self._replay_in_flight = 0  # of which on the replay lane
-        self._live: set[int] = set()  # published on the live lane; the outbox hands them out again
+        self._live: set[int] = set()  # published on the live lane; the outbox may hand them out again
         self._backlog = True  # the outbox may hold batches it has not handed out
         self._session_start_s = 0.0  # batches stored before this are historical
         self._births_due_ms: int | None = None  # the births wait for first values until then
@@ -323,10 +323,11 @@ class PublishScheduler:
         plan = Plan()
         if not batches:
             self._backlog = False
+            self._live.clear()  # each was handed out again or has left the outbox
             return plan
         for batch in batches:
             if batch.id in self._live:
-                self._live.discard(batch.id)  # in flight on the live lane already
+                self._live.discard(batch.id)  # published on the live lane already
                 continue
             waiting = self._unborn_device(batch)
             if waiting is not None:
@@ -351,8 +352,8 @@ class PublishScheduler:
         flight.messages -= 1
         if flight.messages:
             return None
+        # A live batch stays in `_live`: until the outbox removed it, it may be handed out again.
         del self._flights[batch_id]
-        self._live.discard(batch_id)
         return Delivered(batch_id, flight.oldest_ts_ms)
 
     @property
