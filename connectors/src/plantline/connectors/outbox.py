@@ -279,12 +279,9 @@ def _kind_of(value: Value | None) -> tuple[int, int | float | bytes | None]:
 
 def _header_and_names(samples: Sequence[Sample]) -> tuple[list[bytes], dict[str, int], bool]:
     """Return the encoded header and name table, each name's index, and whether indices are wide."""
-    names: dict[str, int] = {}
-    for sample in samples:
-        if sample.device not in names:
-            names[sample.device] = len(names)
-        if sample.signal not in names:
-            names[sample.signal] = len(names)
+    # each distinct device and signal in order of first appearance (a device before its signal)
+    ordered = dict.fromkeys(name for sample in samples for name in (sample.device, sample.signal))
+    names = {name: index for index, name in enumerate(ordered)}
     wide = len(names) > 0xFFFF
     parts = [_HEADER.pack(_FORMAT, _WIDE if wide else 0, len(samples), len(names))]
     for name in names:
@@ -299,39 +296,58 @@ def _encode(samples: Sequence[Sample]) -> bytes:
     layouts = _WIDE_LAYOUTS if wide else _NARROW_LAYOUTS
     quality_bits = _QUALITY_BITS
     append = parts.append
-    # the hot loop of `append`: exact-type checks first, everything else through _kind_of
-    packed: int | float | bytes | None
+    pack_float, pack_int = layouts[_FLOAT].pack, layouts[_INT].pack
+    # the hot loop of `append`: a number without a protocol code is packed at once (most
+    # samples); everything else by _pack_sample
     for sample in samples:
         value = sample.value
-        if type(value) is float:
-            kind, packed = _FLOAT, value
-        elif type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
-            kind, packed = _INT, value
-        elif type(value) is bool:
-            kind, packed = (_TRUE if value else _FALSE), None
-        else:
-            kind, packed = _kind_of(value)
-        head: tuple[int, ...]
         if sample.protocol_code is None:
-            layout = layouts[kind]
-            head = (
-                names[sample.device],
-                names[sample.signal],
-                kind | quality_bits[sample.quality],
-                sample.source_ts_ms,
-            )
-        else:
-            layout = layouts[kind | _HAS_CODE]
-            tag = kind | quality_bits[sample.quality] | _HAS_CODE
-            head = (names[sample.device], names[sample.signal], tag, sample.source_ts_ms, sample.protocol_code)
-        if packed is None:
-            append(layout.pack(*head))
-        elif type(packed) is bytes:
-            append(layout.pack(*head, len(packed)))
-            append(packed)
-        else:
-            append(layout.pack(*head, packed))
+            if type(value) is float:
+                append(
+                    pack_float(
+                        names[sample.device],
+                        names[sample.signal],
+                        _FLOAT | quality_bits[sample.quality],
+                        sample.source_ts_ms,
+                        value,
+                    )
+                )
+                continue
+            if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+                append(
+                    pack_int(
+                        names[sample.device],
+                        names[sample.signal],
+                        _INT | quality_bits[sample.quality],
+                        sample.source_ts_ms,
+                        value,
+                    )
+                )
+                continue
+        _pack_sample(sample, names, layouts, append)
     return b"".join(parts)
+
+
+def _pack_sample(
+    sample: Sample, names: dict[str, int], layouts: dict[int, struct.Struct], append: Callable[[bytes], None]
+) -> None:
+    """Append the encoding of any sample (the general path of `_encode`)."""
+    kind, packed = _kind_of(sample.value)
+    head: tuple[int, ...]
+    if sample.protocol_code is None:
+        layout = layouts[kind]
+        head = (names[sample.device], names[sample.signal], kind | _QUALITY_BITS[sample.quality], sample.source_ts_ms)
+    else:
+        layout = layouts[kind | _HAS_CODE]
+        tag = kind | _QUALITY_BITS[sample.quality] | _HAS_CODE
+        head = (names[sample.device], names[sample.signal], tag, sample.source_ts_ms, sample.protocol_code)
+    if packed is None:
+        append(layout.pack(*head))
+    elif type(packed) is bytes:
+        append(layout.pack(*head, len(packed)))
+        append(packed)
+    else:
+        append(layout.pack(*head, packed))
 
 
 def _utf8_problem(text: object) -> str | None:

@@ -11,7 +11,8 @@ Batching follows what is waiting, not a timer: a device's samples are stored and
 once when nothing of the device is in flight; while acknowledgements are outstanding they
 accumulate, up to `batching.max_metrics`, and at most `batching.linger_ms` (which bounds how long
 a sample stays in memory before it is on disk). PUBACKs arrive on this event loop (the MQTT link
-has no thread of its own) and are acknowledged in the outbox once per turn of the loop.
+has no thread of its own); the batches they deliver leave the outbox together, a few
+milliseconds later, in one transaction.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ MAX_INFLIGHT_BATCHES = 500  # data messages awaiting PUBACK
 REPLAY_ROUND_BATCHES = 4  # batches read back per round of a replay, between which the loop runs
 BIRTH_WAIT_S = 2.0  # how long births wait for the first values of a PLC that is connecting
 GOODBYE_TIMEOUT_S = 5.0  # how long an NDEATH waits for its PUBACK before the DISCONNECT
+ACK_DELAY_S = 0.005  # delivered batches leave the outbox together, at most this long after their PUBACK
 UNFIT_CAUSES = {
     Rejected.UNKNOWN_DEVICE: "the device is not configured any more",
     Rejected.UNKNOWN_SIGNAL: "the signal is not configured for the device any more (or its KPIs were turned off)",
@@ -117,7 +119,10 @@ class Connector:
         self._flows: dict[str, _DeviceFlow] = {}
         self._mqtt: MqttSession | None = None
         self._inflight: dict[int, Send] = {}  # MQTT mid -> the data message it is
-        self._acked: list[int] = []  # delivered batches, acknowledged in the outbox once per turn
+        self._acked: list[int] = []  # delivered batches, to leave the outbox within ACK_DELAY_S
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._unblocking = False  # _unblock is due in this turn of the loop
+        self._messages: dict[str, Counter] = {}  # plantline_sparkplug_messages_total by type
         self._replay = asyncio.Event()  # the replay lane may have room
         self._walk = asyncio.Event()  # the primary host went offline: on to the next broker
         self._goodbye: list[int] = []  # the NDEATH of such a walk, to be acknowledged first
@@ -170,6 +175,7 @@ class Connector:
                 await mqtt  # the NDEATH, its PUBACK, the DISCONNECT
                 for worker in workers:
                     worker.cancel()
+            self._ack_delivered()
         log.info("connector stopped")
 
     async def _open_source(self, device: Device, stack: contextlib.AsyncExitStack) -> None:
@@ -373,7 +379,10 @@ class Connector:
             mid = mqtt.publish(message.topic, message.payload, message.qos, message.retain)
         except ConnectionError:
             return None
-        self.metrics.sparkplug_messages.labels(message.kind).inc()
+        counter = self._messages.get(message.kind)
+        if counter is None:
+            counter = self._messages[message.kind] = self.metrics.sparkplug_messages.labels(message.kind)
+        counter.inc()
         if send.batch_id is not None:
             if message.qos == 0:
                 self._delivered(send)  # QoS 0: no PUBACK will come
@@ -411,20 +420,29 @@ class Connector:
         done = self.schedule.acked(send)
         if done is None:
             return
+        loop = asyncio.get_running_loop()
         if not self._acked:
-            asyncio.get_running_loop().call_soon(self._acknowledge)
+            # Deleting from the outbox can wait a moment, to take several batches per transaction.
+            self._ack_timer = loop.call_later(ACK_DELAY_S, self._ack_delivered)
         self._acked.append(done.batch_id)
+        if not self._unblocking:
+            self._unblocking = True
+            loop.call_soon(self._unblock)
         self.metrics.ingest_lag.observe(max(0.0, self.clock() - done.oldest_ts_ms / 1000))
 
-    def _acknowledge(self) -> None:
-        """Remove this turn's delivered batches from the outbox; flush buffers that were waiting."""
-        self._ack_delivered()
+    def _unblock(self) -> None:
+        """After this turn's PUBACKs: flush the buffers that waited for them, let the replay go on."""
+        self._unblocking = False
         for device_id, flow in self._flows.items():
             if flow.buffer and self.schedule.idle(device_id):
                 self._flush(device_id)
         self._replay.set()
 
     def _ack_delivered(self) -> None:
+        """Remove the delivered batches from the outbox, in one transaction."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         delivered, self._acked = self._acked, []
         if self._outbox is not None and delivered:
             self._outbox.ack(delivered)
