@@ -22,7 +22,12 @@ them: the synthetic values are a running counter, so duplicates and losses show.
    received, and from the broker's start (which adds the connector's reconnect backoff).
 
 With --profile, a further throughput run under cProfile prints the connector's hotspots (its
-asyncio thread and paho's network thread) after the table.
+asyncio thread, and paho's network thread where there is one) after the table.
+
+With --against REF, the connector code of commit REF (its `connectors/src`, taken with `git
+archive`) is measured too, in the same run: each phase (throughput with the baseline, latency,
+drain) runs in a child process for REF and for this tree, alternating, and a table gives both
+figures and their ratio. The bench, the broker and the synthetic source are this tree's for both.
 
 The machine is shared by the broker, the subscriber and the connector (and, on a workstation or
 CI runner, by anything else): the CPU that other programs took during each measurement is
@@ -31,7 +36,7 @@ flagged as disturbed. Compare runs only where that share is low.
 
 Run: uv run --all-packages python bench/connector_pipeline_bench.py [--seconds S] [--count N]
      [--drain-count N] [--latency-rate R] [--latency-seconds S] [--latency-linger-ms MS]
-     [--profile] [--format table|json]
+     [--profile] [--against REF] [--only PHASES] [--format table|json]
 Progress goes to stderr, the results table (or JSON) to stdout. Linux only (reads /proc).
 """
 
@@ -70,6 +75,7 @@ import paho.mqtt.client as paho
 from google.protobuf.internal import api_implementation
 from paho.mqtt.enums import CallbackAPIVersion
 
+from plantline.connectors import runtime as connector_runtime
 from plantline.connectors.config import Batching, ConnectorConfig
 from plantline.connectors.metrics import SAMPLES
 from plantline.connectors.runtime import Connector
@@ -90,9 +96,16 @@ BROKER_EXTRA = (
     # must show up as a slow rate here, never as silent loss.
     "max_queued_messages 1000000",
 )
-TARGETS = {"throughput": 100_000.0, "latency_p99_ms": 50.0, "drain": 50_000.0}
+TARGETS = {
+    "samples_per_cpu_second": 400_000.0,
+    "share_of_baseline": 0.8,
+    "latency_p50_ms": 5.0,
+    "latency_p99_ms": 25.0,
+    "drain": 400_000.0,
+}
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
+PHASES = ("throughput", "latency", "drain")  # throughput includes the raw paho baseline
 PROFILE_COUNT = 100_000
 PROFILE_LINES = 30
 DISTURBED = 0.05  # other programs' share of the machine above which a figure is flagged
@@ -937,6 +950,7 @@ class Results:
     profile: str | None = None
     footer: list[str] = field(default_factory=list)
     foreign: dict[str, float] = field(default_factory=dict)  # phase -> other programs' share of the CPUs
+    figures: dict[str, float | None] = field(default_factory=dict)  # the key figures, for --against
 
     def add(self, measurement: str, figure: float | None, unit: str, notes: str) -> None:
         self.rows.append(Row(measurement, figure, unit, notes))
@@ -945,9 +959,10 @@ class Results:
 
     def target(self, name: str, measured: float | None, wanted: float, *, at_most: bool = False) -> None:
         met = measured is not None and (measured <= wanted if at_most else measured >= wanted)
+        shown = f"{wanted:,.0f}" if wanted >= 10 else f"{wanted:g}"
         self.targets.append(
             {
-                "target": f"{name} {'<=' if at_most else '>='} {wanted:,.0f}",
+                "target": f"{name} {'<=' if at_most else '>='} {shown}",
                 "measured": measured,
                 "met": met,
                 "share_of_target": None if measured is None or not wanted else measured / wanted,
@@ -988,7 +1003,7 @@ def environment() -> dict[str, Any]:
         return (out.stdout or out.stderr).rstrip() if out.returncode == 0 or any_status else "?"
 
     mosquitto = run(find_program("mosquitto"), "-h", any_status=True).splitlines()  # -h exits 3
-    changed = run("git", "status", "--porcelain", "--", "connectors/src", "testing/src").splitlines()
+    changed = run("git", "status", "--porcelain", "--", "connectors/src", "tests/harness/src").splitlines()
     return {
         "python": platform.python_version(),
         "paho_mqtt": version("paho-mqtt"),
@@ -997,6 +1012,7 @@ def environment() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
         "commit": run("git", "rev-parse", "--short", "HEAD").strip(),
+        "connectors_from": str(Path(connector_runtime.__file__).resolve().parents[2]),
         "uncommitted_in_src": [line[3:] for line in changed],
     }
 
@@ -1014,6 +1030,7 @@ class Settings:
     latency_seconds: float
     latency_batching: Batching
     profile: bool
+    phases: tuple[str, ...] = PHASES
 
 
 def measure_throughput(results: Results, root: Path, pki: Pki, broker: Broker, s: Settings) -> float | None:
@@ -1050,8 +1067,8 @@ def measure_throughput(results: Results, root: Path, pki: Pki, broker: Broker, s
         f"no connector behind it; {source_cpu:.3f} CPU-s per 100k, included in the connector CPU above",
     )
     results.details["throughput"] = {"cpu": asdict(run.cpu), "report": asdict(report), "produced": run.produced}
-    results.target("pipeline samples/s", figure, TARGETS["throughput"])
-    results.target("samples per connector CPU-second", per_cpu_second, TARGETS["throughput"])
+    results.target("samples per connector CPU-second", per_cpu_second, TARGETS["samples_per_cpu_second"])
+    results.figures.update(throughput=figure, samples_per_cpu_second=per_cpu_second)
     return figure
 
 
@@ -1066,12 +1083,13 @@ def measure_latency(results: Results, root: Path, pki: Pki, broker: Broker, s: S
     setting = f"at {s.latency_rate:,}/s, batching max_metrics={b.max_metrics} linger_ms={b.linger_ms}"
     if summary is None:
         results.add("latency source -> subscriber", None, "ms", f"no live metric received; {setting}")
+        results.target("latency p50 ms", None, TARGETS["latency_p50_ms"], at_most=True)
         results.target("latency p99 ms", None, TARGETS["latency_p99_ms"], at_most=True)
         return
     notes = {
         "p50": setting,
         "p90": "source timestamps are whole ms (truncated): figures read 0-1 ms high",
-        "p99": f"a batch waits up to ~2 x linger_ms ({b.linger_ms} ms) when max_metrics is not reached first",
+        "p99": f"a batch waits for the acknowledgement of the one before, at most linger_ms ({b.linger_ms} ms)",
     }
     for name, value in (("p50", summary.p50_ms), ("p90", summary.p90_ms), ("p99", summary.p99_ms)):
         results.add(f"latency {name}", value, "ms", notes[name])
@@ -1089,7 +1107,9 @@ def measure_latency(results: Results, root: Path, pki: Pki, broker: Broker, s: S
         run.cpu.describe(),
     )
     results.details["latency"] = {"summary": asdict(summary), "cpu": asdict(run.cpu), "batching": b.model_dump()}
+    results.target("latency p50 ms", summary.p50_ms, TARGETS["latency_p50_ms"], at_most=True)
     results.target("latency p99 ms", summary.p99_ms, TARGETS["latency_p99_ms"], at_most=True)
+    results.figures.update(latency_p50_ms=summary.p50_ms, latency_p99_ms=summary.p99_ms)
 
 
 def measure_baseline(results: Results, pki: Pki, broker: Broker, s: Settings, pipeline: float | None) -> None:
@@ -1106,8 +1126,11 @@ def measure_baseline(results: Results, pki: Pki, broker: Broker, s: Settings, pi
         f"= {messages or 0:,.0f} DDATA/s; {delivered(report, s.count)}; {avg_payload(report)}; "
         f"{run.pubacks:,} PUBACKs; {run.cpu.describe()}; {subscriber_load(report)}",
     )
-    results.ratios["pipeline / baseline"] = pipeline / figure if pipeline and figure else None
+    share = pipeline / figure if pipeline and figure else None
+    results.ratios["pipeline / baseline"] = share
     results.details["baseline"] = {"cpu": asdict(run.cpu), "report": asdict(report)}
+    results.target("pipeline / raw paho baseline", share, TARGETS["share_of_baseline"])
+    results.figures.update(baseline=figure, share_of_baseline=share)
 
 
 def measure_drain(results: Results, root: Path, pki: Pki, s: Settings) -> None:
@@ -1140,6 +1163,7 @@ def measure_drain(results: Results, root: Path, pki: Pki, s: Settings) -> None:
         "report": asdict(report),
     }
     results.target("drain samples/s", figure, TARGETS["drain"])
+    results.figures.update(drain=figure, fill=fill)
 
 
 def run_all(s: Settings) -> Results:
@@ -1151,12 +1175,14 @@ def run_all(s: Settings) -> Results:
         broker = make_broker(root, pki, "broker")
         broker.start()
         try:
-            with watching_load(results, "throughput", broker):
-                pipeline = measure_throughput(results, root, pki, broker, s)
-            with watching_load(results, "latency", broker):
-                measure_latency(results, root, pki, broker, s)
-            with watching_load(results, "baseline", broker):
-                measure_baseline(results, pki, broker, s, pipeline)
+            if "throughput" in s.phases:
+                with watching_load(results, "throughput", broker):
+                    pipeline = measure_throughput(results, root, pki, broker, s)
+                with watching_load(results, "baseline", broker):
+                    measure_baseline(results, pki, broker, s, pipeline)
+            if "latency" in s.phases:
+                with watching_load(results, "latency", broker):
+                    measure_latency(results, root, pki, broker, s)
             if s.profile:
                 progress(f"profile: {PROFILE_COUNT:,} samples through the pipeline under cProfile")
                 run, results.profile = profiled_throughput(root, pki, broker, PROFILE_COUNT, s.seconds)
@@ -1164,12 +1190,113 @@ def run_all(s: Settings) -> Results:
                 progress(f"profiled run: {profiled or 0:,.0f} samples/s (slowed by the profiler)")
         finally:
             broker.stop()
-        with watching_load(results, "drain"):
-            measure_drain(results, root, pki, s)
+        if "drain" in s.phases:
+            with watching_load(results, "drain"):
+                measure_drain(results, root, pki, s)
     return results
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str]:
+# ---------------------------------------------------------------------------------------------
+# Against another commit: the same measurements of its connector code, in the same run
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+
+
+FIGURES = (
+    Figure("throughput", "pipeline throughput", "samples/s", True),
+    Figure("samples_per_cpu_second", "samples per connector CPU-second", "samples/CPU-s", True),
+    Figure("baseline", "raw paho baseline", "samples/s", True),
+    Figure("share_of_baseline", "pipeline / raw paho baseline", "ratio", True),
+    Figure("latency_p50_ms", "latency p50", "ms", False),
+    Figure("latency_p99_ms", "latency p99", "ms", False),
+    Figure("fill", "outbox fill, broker down", "samples/s", True),
+    Figure("drain", "outbox drain", "samples/s", True),
+)
+
+
+def connectors_at(ref: str, into: Path) -> Path:
+    """Return the `connectors/src` of commit `ref`, extracted into `into` (git archive)."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "connectors/src"], cwd=REPO, capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        raise SystemExit(f"--against {ref}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "connectors" / "src"
+
+
+def measure_in_child(source: Path, phase: str, argv: Sequence[str]) -> dict[str, Any]:
+    """Run one phase of this bench in a process that imports the connectors from `source`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--only", phase, "--format", "json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"the {phase} measurement of {source} failed (exit {done.returncode})")
+    document: dict[str, Any] = json.loads(done.stdout)
+    if Path(document["environment"]["connectors_from"]) != source.resolve():
+        raise SystemExit(f"the child measured {document['environment']['connectors_from']}, not {source}")
+    return document
+
+
+def compare(ref: str, argv: Sequence[str], output: str) -> int:
+    """Measure the connectors of `ref` and of this tree, phase by phase, alternating; print both."""
+    here = REPO / "connectors" / "src"
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-against-") as tmp:
+        versions = {ref: connectors_at(ref, Path(tmp)), "this tree": here}
+        figures: dict[str, dict[str, float | None]] = {name: {} for name in versions}
+        foreign: dict[str, dict[str, float]] = {name: {} for name in versions}
+        for phase in PHASES:
+            for name, source in versions.items():  # alternating: the machine's load drifts for both
+                progress(f"--against: {phase} of {name}")
+                document = measure_in_child(source, phase, argv)
+                figures[name].update(document["figures"])
+                foreign[name].update(document["environment"]["foreign_cpu_share_by_measurement"])
+    if output == "json":
+        print(json.dumps({"against": ref, "figures": figures, "foreign_cpu_share": foreign}, indent=2))
+        return 0
+    old, new = figures[ref], figures["this tree"]
+    width = max(len(f.label) for f in FIGURES)
+    header = f"{'measurement':<{width}}  {ref[:12]:>14}  {'this tree':>14}  {'new / old':>9}  unit"
+    lines = [header, "-" * len(header)]
+    for f in FIGURES:
+        a, b = old.get(f.key), new.get(f.key)
+        ratio = f"{b / a:.2f}" if a and b is not None else "n/a"
+        lines.append(f"{f.label:<{width}}  {_shown(a):>14}  {_shown(b):>14}  {ratio:>9}  {f.unit}")
+    lines += ["", "targets (this tree):"]
+    for f, wanted in (
+        (FIGURES[1], TARGETS["samples_per_cpu_second"]),
+        (FIGURES[3], TARGETS["share_of_baseline"]),
+        (FIGURES[4], TARGETS["latency_p50_ms"]),
+        (FIGURES[5], TARGETS["latency_p99_ms"]),
+        (FIGURES[7], TARGETS["drain"]),
+    ):
+        value = new.get(f.key)
+        met = value is not None and (value >= wanted if f.higher_is_better else value <= wanted)
+        relation = ">=" if f.higher_is_better else "<="
+        lines.append(f"  {f.label} {relation} {_shown(wanted)}: {_shown(value)} -> {'MET' if met else 'NOT MET'}")
+    shares = "; ".join(
+        f"{name}: " + ", ".join(f"{phase} {share:.0%}" for phase, share in by_phase.items())
+        for name, by_phase in foreign.items()
+    )
+    lines += ["", f"other programs' share of the CPUs per measurement (flagged above {DISTURBED:.0%}): {shares}"]
+    print("\n".join(lines))
+    return 0
+
+
+def _shown(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str, str | None]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=20.0, help="time budget per measurement (default 20)")
     parser.add_argument("--count", type=int, default=300_000, help="samples for throughput and baseline")
@@ -1180,6 +1307,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str]:
     parser.add_argument("--profile", action="store_true", help="profile the connector in a further throughput run")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--verbose", action="store_true", help="show the connector's own log warnings")
+    parser.add_argument(
+        "--against",
+        metavar="REF",
+        help="also measure the connectors of this commit (e.g. HEAD~3), phase by phase, and print both with ratios",
+    )
+    parser.add_argument("--only", help=f"run only these phases, comma-separated ({', '.join(PHASES)})")
     args = parser.parse_args(argv)
     if min(args.seconds, args.count, args.drain_count, args.latency_rate, args.latency_seconds) <= 0:
         parser.error("--seconds, --count, --drain-count, --latency-rate and --latency-seconds must be positive")
@@ -1197,12 +1330,18 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str]:
         latency_seconds=args.latency_seconds,
         latency_batching=batching,
         profile=args.profile,
+        phases=tuple(args.only.split(",")) if args.only else PHASES,
     )
-    return settings, str(args.format)
+    if set(settings.phases) - set(PHASES):
+        parser.error(f"--only: choose from {', '.join(PHASES)}")
+    return settings, str(args.format), args.against
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings, output = parse_args(argv)
+    settings, output, against = parse_args(argv)
+    if against is not None:
+        given = list(sys.argv[1:] if argv is None else argv)
+        return compare(against, _without(given, "--against", "--format", "--profile"), output)
     env = environment()
     progress(
         f"python {env['python']}, paho {env['paho_mqtt']}, protobuf {env['protobuf']}, {env['mosquitto']}, "
@@ -1228,11 +1367,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             "targets": results.targets,
             "details": results.details,
             "profile": results.profile,
+            "figures": results.figures,
         }
         print(json.dumps(document, indent=2, default=str))
     else:
         print(table(results))
     return 0
+
+
+def _without(argv: list[str], *options: str) -> list[str]:
+    """Return the command line without these options (and their values)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in options:
+            skip = "=" not in arg and name != "--profile"
+            continue
+        out.append(arg)
+    return out
 
 
 if __name__ == "__main__":
