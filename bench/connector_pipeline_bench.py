@@ -27,7 +27,8 @@ asyncio thread, and paho's network thread where there is one) after the table.
 With --against REF, the connector code of commit REF (its `connectors/src`, taken with `git
 archive`) is measured too, in the same run: each phase (throughput with the baseline, latency,
 drain) runs in a child process for REF and for this tree, alternating, and a table gives both
-figures and their ratio. The bench, the broker and the synthetic source are this tree's for both.
+figures and their ratio (with --repeat N, the medians of N runs each). The bench, the broker and
+the synthetic source are this tree's for both.
 
 The machine is shared by the broker, the subscriber and the connector (and, on a workstation or
 CI runner, by anything else): the CPU that other programs took during each measurement is
@@ -36,7 +37,7 @@ flagged as disturbed. Compare runs only where that share is low.
 
 Run: uv run --all-packages python bench/connector_pipeline_bench.py [--seconds S] [--count N]
      [--drain-count N] [--latency-rate R] [--latency-seconds S] [--latency-linger-ms MS]
-     [--profile] [--against REF] [--only PHASES] [--format table|json]
+     [--profile] [--against REF [--repeat N]] [--only PHASES] [--format table|json]
 Progress goes to stderr, the results table (or JSON) to stdout. Linux only (reads /proc).
 """
 
@@ -56,6 +57,7 @@ import pstats
 import resource
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -1245,21 +1247,32 @@ def measure_in_child(source: Path, phase: str, argv: Sequence[str]) -> dict[str,
     return document
 
 
-def compare(ref: str, argv: Sequence[str], output: str) -> int:
-    """Measure the connectors of `ref` and of this tree, phase by phase, alternating; print both."""
+def compare(ref: str, argv: Sequence[str], output: str, phases: Sequence[str], repeat: int) -> int:
+    """Measure the connectors of `ref` and of this tree, phase by phase, alternating; print both.
+
+    With `repeat` > 1 every phase runs that many times for each, alternating, and the medians
+    are shown: on a shared machine single figures move a lot.
+    """
     here = REPO / "connectors" / "src"
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-against-") as tmp:
         versions = {ref: connectors_at(ref, Path(tmp)), "this tree": here}
-        figures: dict[str, dict[str, float | None]] = {name: {} for name in versions}
-        foreign: dict[str, dict[str, float]] = {name: {} for name in versions}
-        for phase in PHASES:
-            for name, source in versions.items():  # alternating: the machine's load drifts for both
-                progress(f"--against: {phase} of {name}")
-                document = measure_in_child(source, phase, argv)
-                figures[name].update(document["figures"])
-                foreign[name].update(document["environment"]["foreign_cpu_share_by_measurement"])
+        runs: dict[str, dict[str, list[float]]] = {name: {} for name in versions}
+        foreign: dict[str, dict[str, list[float]]] = {name: {} for name in versions}
+        for phase in phases:
+            for turn in range(repeat):
+                for name, source in versions.items():  # alternating: the machine's load drifts for both
+                    progress(f"--against: {phase} of {name} ({turn + 1}/{repeat})")
+                    document = measure_in_child(source, phase, argv)
+                    for key, value in document["figures"].items():
+                        if value is not None:
+                            runs[name].setdefault(key, []).append(value)
+                    for key, share in document["environment"]["foreign_cpu_share_by_measurement"].items():
+                        foreign[name].setdefault(key, []).append(share)
+    figures = {name: {key: statistics.median(values) for key, values in by.items()} for name, by in runs.items()}
+    shares = {name: {key: statistics.median(values) for key, values in by.items()} for name, by in foreign.items()}
     if output == "json":
-        print(json.dumps({"against": ref, "figures": figures, "foreign_cpu_share": foreign}, indent=2))
+        document = {"against": ref, "repeat": repeat, "figures": figures, "runs": runs, "foreign_cpu_share": shares}
+        print(json.dumps(document, indent=2))
         return 0
     old, new = figures[ref], figures["this tree"]
     width = max(len(f.label) for f in FIGURES)
@@ -1269,6 +1282,8 @@ def compare(ref: str, argv: Sequence[str], output: str) -> int:
         a, b = old.get(f.key), new.get(f.key)
         ratio = f"{b / a:.2f}" if a and b is not None else "n/a"
         lines.append(f"{f.label:<{width}}  {_shown(a):>14}  {_shown(b):>14}  {ratio:>9}  {f.unit}")
+    if repeat > 1:
+        lines.insert(0, f"medians of {repeat} runs each, alternating between the two")
     lines += ["", "targets (this tree):"]
     for f, wanted in (
         (FIGURES[1], TARGETS["samples_per_cpu_second"]),
@@ -1281,11 +1296,11 @@ def compare(ref: str, argv: Sequence[str], output: str) -> int:
         met = value is not None and (value >= wanted if f.higher_is_better else value <= wanted)
         relation = ">=" if f.higher_is_better else "<="
         lines.append(f"  {f.label} {relation} {_shown(wanted)}: {_shown(value)} -> {'MET' if met else 'NOT MET'}")
-    shares = "; ".join(
+    summary = "; ".join(
         f"{name}: " + ", ".join(f"{phase} {share:.0%}" for phase, share in by_phase.items())
-        for name, by_phase in foreign.items()
+        for name, by_phase in shares.items()
     )
-    lines += ["", f"other programs' share of the CPUs per measurement (flagged above {DISTURBED:.0%}): {shares}"]
+    lines += ["", f"other programs' share of the CPUs per measurement (flagged above {DISTURBED:.0%}): {summary}"]
     print("\n".join(lines))
     return 0
 
@@ -1296,7 +1311,7 @@ def _shown(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str, str | None]:
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str, str | None, int]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=20.0, help="time budget per measurement (default 20)")
     parser.add_argument("--count", type=int, default=300_000, help="samples for throughput and baseline")
@@ -1313,6 +1328,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str, str | None]:
         help="also measure the connectors of this commit (e.g. HEAD~3), phase by phase, and print both with ratios",
     )
     parser.add_argument("--only", help=f"run only these phases, comma-separated ({', '.join(PHASES)})")
+    parser.add_argument("--repeat", type=int, default=1, help="with --against: runs per phase and version (medians)")
     args = parser.parse_args(argv)
     if min(args.seconds, args.count, args.drain_count, args.latency_rate, args.latency_seconds) <= 0:
         parser.error("--seconds, --count, --drain-count, --latency-rate and --latency-seconds must be positive")
@@ -1334,14 +1350,17 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str, str | None]:
     )
     if set(settings.phases) - set(PHASES):
         parser.error(f"--only: choose from {', '.join(PHASES)}")
-    return settings, str(args.format), args.against
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return settings, str(args.format), args.against, args.repeat
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings, output, against = parse_args(argv)
+    settings, output, against, repeat = parse_args(argv)
     if against is not None:
         given = list(sys.argv[1:] if argv is None else argv)
-        return compare(against, _without(given, "--against", "--format", "--profile"), output)
+        child = _without(given, "--against", "--format", "--profile", "--only", "--repeat")
+        return compare(against, child, output, settings.phases, repeat)
     env = environment()
     progress(
         f"python {env['python']}, paho {env['paho_mqtt']}, protobuf {env['protobuf']}, {env['mosquitto']}, "
