@@ -153,6 +153,10 @@ def edge_connectors(view: LineView) -> dict[str, Any]:
     drops = [
         Query(f"sum by (connector, reason) (increase({S.of(m.OUTBOX_DROPPED)}[{RATE}]))", "{{connector}} {{reason}}"),
         Query(S.of(m.OUTBOX_CORRUPT), "{{connector}} quarantined batches"),
+        Query(
+            f"sum by (connector, reason) (increase({S.of(m.OUTBOX_QUARANTINED)}[{RATE}]))",
+            "{{connector}} set aside: {{reason}}",
+        ),
     ]
     layout.add(Panel("timeseries", "Outbox drops and quarantine", drops, thresholds=ZERO_IS_GOOD))
     waiting = [
