@@ -303,26 +303,14 @@ def _encode(samples: Sequence[Sample]) -> bytes:
         value = sample.value
         if sample.protocol_code is None:
             if type(value) is float:
-                append(
-                    pack_float(
-                        names[sample.device],
-                        names[sample.signal],
-                        _FLOAT | quality_bits[sample.quality],
-                        sample.source_ts_ms,
-                        value,
-                    )
-                )
-                continue
-            if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
-                append(
-                    pack_int(
-                        names[sample.device],
-                        names[sample.signal],
-                        _INT | quality_bits[sample.quality],
-                        sample.source_ts_ms,
-                        value,
-                    )
-                )
+                pack, kind = pack_float, _FLOAT
+            elif type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+                pack, kind = pack_int, _INT
+            else:
+                pack = None
+            if pack is not None:
+                tag = kind | quality_bits[sample.quality]
+                append(pack(names[sample.device], names[sample.signal], tag, sample.source_ts_ms, value))
                 continue
         _pack_sample(sample, names, layouts, append)
     return b"".join(parts)

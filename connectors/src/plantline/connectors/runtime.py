@@ -267,6 +267,8 @@ class Connector:
                     will, on_message=self._on_message, on_puback=self._on_puback, start=start
                 ) as mqtt:
                     backoff.reset()
+                    if closing.is_set():  # stopped while connecting: nothing was born, nothing to say
+                        return
                     start = await self._serve(mqtt, closing)
             except ConnectFailed as exc:
                 self.metrics.mqtt_refused.set(1 if exc.refused else 0)

@@ -160,10 +160,8 @@ class PublishScheduler:
         if window < 1 or not 0 < replay_share <= 1 or birth_wait_ms < 0:
             raise ValueError("window >= 1, 0 < replay_share <= 1 and birth_wait_ms >= 0 are required")
         self.session = session
-        self.window = window
-        self.replay_share = replay_share
-        self.birth_wait_ms = birth_wait_ms
-        self.host_offline = host_offline
+        self.window, self.replay_share = window, replay_share
+        self.birth_wait_ms, self.host_offline = birth_wait_ms, host_offline
         self._devices = {device_id: _Device() for device_id in session.devices}
         self._flights: dict[int, _Flight] = {}  # by batch id
         self._in_flight = 0  # data messages awaiting PUBACK
