@@ -58,6 +58,17 @@ def test_sparkplug_ids_override_the_defaults(demo_data: DemoData) -> None:
     assert (spec.sparkplug_group, spec.sparkplug_edge_node, spec.primary_host_id) == ("plant-a", "packaging-1", "scada")
 
 
+def test_primary_host_offline_defaults_to_the_spec_and_hold_needs_a_host(demo_data: DemoData) -> None:
+    data = demo_data()
+    assert parse_plantline(data).spec.primary_host_offline == "disconnect"
+    data["spec"]["primaryHostOffline"] = "hold"
+    assert _problems(data) == {"spec.primaryHostOffline: hold applies only to a line with a primaryHostId"}
+    data["spec"]["primaryHostId"] = "scada"
+    assert parse_plantline(data).spec.primary_host_offline == "hold"
+    data["spec"]["primaryHostOffline"] = "wait"
+    assert _problems(data) == {"spec.primaryHostOffline: Input should be 'disconnect' or 'hold'"}
+
+
 def test_uint32_field_defaults_to_the_spec_and_is_checked(demo: PlantLine, demo_data: DemoData) -> None:
     assert demo.spec.uint32_field == "int_value"
     data = demo_data()

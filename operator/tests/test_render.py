@@ -74,6 +74,14 @@ def test_every_connector_of_the_line_gets_its_uint32_field(demo: PlantLine, demo
     assert all(connector_config_data(c)["sparkplug"]["uint32_field"] == "long_value" for c in configs.values())
 
 
+def test_every_connector_of_the_line_gets_what_to_do_when_its_host_goes_offline(demo_data: DemoData) -> None:
+    data = demo_data()
+    data["spec"] |= {"primaryHostId": "scada", "primaryHostOffline": "hold"}
+    configs = render_connector_configs(parse_plantline(data), tls_dir=TLS, data_dir=DATA)
+    assert len(configs) == 3
+    assert all(connector_config_data(c)["sparkplug"]["primary_host_offline"] == "hold" for c in configs.values())
+
+
 def test_per_protocol_grouping(demo_data: DemoData) -> None:
     data = demo_data()
     data["spec"]["machines"].append(

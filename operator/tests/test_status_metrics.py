@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from plantline.connectors.health import HealthServer
 from plantline.connectors.metric_names import KPI_OEE
 from plantline.connectors.metrics import ConnectorMetrics
-from plantline.operator.local import MachineMetrics, scrape
+from plantline.operator.local import HEADERS, MachineMetrics, scrape, status_rows
 from plantline_testing import free_port
 
 
@@ -31,6 +31,8 @@ def test_a_machine_row_reads_the_connectors_own_metrics() -> None:
     metrics.kpi[KPI_OEE.name].labels("filler", "window").set(0.75)
     metrics.kpi[KPI_OEE.name].labels("filler", "shift").set(0.5)
     metrics.outbox_samples.set(7)
+    metrics.outbox_quarantined.labels("corrupt").inc(2)
+    metrics.outbox_quarantined.labels("unfit").inc(3)
     metrics.mqtt_connected.labels("127.0.0.1:8883").set(1)
     with _served(metrics) as port:
         scraped = scrape(port)
@@ -43,9 +45,16 @@ def test_a_machine_row_reads_the_connectors_own_metrics() -> None:
         samples_total=42.0,
         outbox_samples=7,
         oee=0.75,
+        outbox_set_aside=5,
     )
     assert MachineMetrics.of(scraped, "capper") == MachineMetrics(
-        plc_connected=False, mqtt="connected", last_sample_at=None, samples_total=None, outbox_samples=7, oee=None
+        plc_connected=False,
+        mqtt="connected",
+        last_sample_at=None,
+        samples_total=None,
+        outbox_samples=7,
+        oee=None,
+        outbox_set_aside=5,
     )
 
 
@@ -63,3 +72,14 @@ def test_a_refused_identity_shows_as_refused() -> None:
 def test_a_connector_that_does_not_answer_says_nothing() -> None:
     assert scrape(free_port()) == {}
     assert MachineMetrics.of({}, "filler") == MachineMetrics(None, None, None, None, None, None)
+
+
+def test_the_outbox_column_says_what_was_set_aside() -> None:
+    machine = {
+        "machine": "filler", "protocol": "opcua", "connector_state": "running", "plc_connected": True,
+        "mqtt": "connected", "last_value_age_s": 0.5, "samples_per_s": 10.0, "outbox_samples": 7, "oee": None,
+    }  # fmt: skip
+    outbox = HEADERS.index("outbox")
+    assert status_rows({"machines": [machine | {"outbox_set_aside": 0}]})[0][outbox] == "7"
+    assert status_rows({"machines": [machine | {"outbox_set_aside": 5}]})[0][outbox] == "7 (5 set aside)"
+    assert status_rows({"machines": [machine]})[0][outbox] == "7"  # a status.json written by an older up

@@ -50,6 +50,7 @@ APISERVER_NAMES = {
     # Machine ids and tag signals are list-map keys: the error names the duplicate item.
     "duplicate-machine-id.yaml": ['spec.machines[1]: Duplicate value: {"id":"filler"}'],
     "duplicate-signal.yaml": ["Duplicate value", '"signal":"state.run"'],
+    "hold-without-primary-host.yaml": ["spec", "primaryHostOffline: hold applies only to a line with a primaryHostId"],
     "s7-address-on-opcua.yaml": ["spec.machines[0]", "every address of a opcua machine must be a opcua address"],
     "missing-endpoint.yaml": ["spec.machines[0].endpoint"],
     "no-tags.yaml": ["spec.machines[0].tags"],

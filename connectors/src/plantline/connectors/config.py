@@ -58,16 +58,18 @@ class BrokerEndpoint(_Strict):
 # them only from there (Eclipse Tahu's JavaScript sparkplug-payload). The codec's Uint32Field.
 Uint32Field = Literal["int_value", "long_value"]
 
+# When the primary host goes OFFLINE: `disconnect` (the specification: NDEATH, disconnect, move to
+# the next broker, births there once the host is ONLINE) or `hold` (keep the session, hold data
+# until the host is back, then births again with the same bdSeq).
+PrimaryHostOffline = Literal["disconnect", "hold"]
+
 
 class SparkplugIdentity(_Strict):
     group_id: str
     edge_node_id: str
     primary_host_id: str | None = None  # wait for its STATE ONLINE before births
     uint32_field: Uint32Field = "int_value"
-    # When the primary host goes OFFLINE: `disconnect` (the specification: NDEATH, disconnect,
-    # move to the next broker, births there once the host is ONLINE) or `hold` (keep the session,
-    # hold data until the host is back, then births again with the same bdSeq).
-    primary_host_offline: Literal["disconnect", "hold"] = "disconnect"
+    primary_host_offline: PrimaryHostOffline = "disconnect"
 
     @field_validator("group_id", "edge_node_id", "primary_host_id")
     @classmethod

@@ -21,7 +21,13 @@ from pydantic.alias_generators import to_camel
 
 from plantline.connectors.addressing.endpoints import PlcProtocol
 from plantline.connectors.addressing.mqtt import TLS_PORT
-from plantline.connectors.config import DataTypeName, Device, ShiftCalendarSettings, Uint32Field
+from plantline.connectors.config import (
+    DataTypeName,
+    Device,
+    PrimaryHostOffline,
+    ShiftCalendarSettings,
+    Uint32Field,
+)
 from plantline.pki.errors import InvalidInput
 from plantline.pki.names import validate_identity
 from plantline.pki.profiles import builtin_profiles
@@ -243,6 +249,13 @@ class PlantLineSpec(_Spec):
         default=None,
         description="The Sparkplug primary host application: edge nodes publish births only while its STATE "
         "is online, and the line gets a host certificate allowed to publish that STATE and commands.",
+    )
+    primary_host_offline: PrimaryHostOffline = Field(
+        default="disconnect",
+        description="What edge nodes do when the primary host's STATE goes offline: disconnect (Sparkplug 3.0:"
+        " NDEATH, then a new session with the next bdSeq once the host is back online) or hold (keep the"
+        " session and its bdSeq, keep data in the outbox, publish again with fresh births once the host is"
+        " back; outside the specification). hold needs primaryHostId.",
     )
     uint32_field: Uint32Field = Field(
         default="int_value",
@@ -538,6 +551,8 @@ def spec_problems(spec: PlantLineSpec) -> list[Problem]:
             ZoneInfo(spec.kpi.shift_calendar.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(Problem("spec.kpi.shiftCalendar.timezone", "not an IANA time zone (e.g. Europe/Berlin)"))
+    if spec.primary_host_offline == "hold" and spec.primary_host_id is None:
+        problems.append(Problem("spec.primaryHostOffline", "hold applies only to a line with a primaryHostId"))
     problems.extend(_role_clashes(spec))
     problems.extend(_pki_problems(spec))
     return problems

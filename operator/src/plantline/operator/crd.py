@@ -133,6 +133,12 @@ def _spec_schema(spec: dict[str, Any]) -> dict[str, Any]:
     tags["x-kubernetes-list-type"] = "map"
     tags["x-kubernetes-list-map-keys"] = ["signal"]
     machines["items"]["x-kubernetes-validations"] = _machine_rules()
+    spec["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.primaryHostOffline) || self.primaryHostOffline != 'hold' || has(self.primaryHostId)",
+            "message": "primaryHostOffline: hold applies only to a line with a primaryHostId",
+        }
+    ]
     return spec
 
 

@@ -437,11 +437,15 @@ class MachineMetrics:
     samples_total: float | None
     outbox_samples: int | None  # the connector's, shared by its machines
     oee: float | None  # over the rolling window
+    # Samples the connector's outbox set aside unpublished (damaged, or no longer fitting the
+    # configuration), since the connector started; the connector's, shared by its machines.
+    outbox_set_aside: int | None = None
 
     @classmethod
     def of(cls, scraped: Scrape, machine_id: str) -> MachineMetrics:
         connected = _value(scraped, metric_names.SOURCE_CONNECTED, device=machine_id)
         outbox = _values(scraped, metric_names.OUTBOX_SAMPLES)
+        set_aside = _values(scraped, metric_names.OUTBOX_QUARANTINED)
         return cls(
             plc_connected=None if connected is None else connected >= 1,
             mqtt=_mqtt_state(scraped) if scraped else None,
@@ -449,6 +453,7 @@ class MachineMetrics:
             samples_total=_value(scraped, metric_names.SAMPLES, device=machine_id),
             outbox_samples=int(sum(outbox)) if outbox else None,
             oee=_value(scraped, metric_names.KPI_OEE, device=machine_id, scope="window"),
+            outbox_set_aside=int(sum(set_aside)) if outbox else None,
         )
 
 
@@ -665,6 +670,7 @@ class LocalLine:
                     "last_value_age_s": None if not last else round(max(0.0, now - last), 1),
                     "samples_per_s": self._rate(machine.id, metrics.samples_total, now),
                     "outbox_samples": metrics.outbox_samples,
+                    "outbox_set_aside": metrics.outbox_set_aside,
                     "oee": metrics.oee,
                 }
             )
@@ -746,11 +752,18 @@ def status_rows(snapshot: dict[str, Any]) -> list[list[str]]:
             _cell(m["mqtt"]),
             _cell(m["last_value_age_s"], "{:.1f}s"),
             _cell(m["samples_per_s"], "{:.1f}"),
-            _cell(m["outbox_samples"]),
+            _outbox_cell(m),
             _cell(m["oee"], "{:.3f}"),
         ]
         for m in snapshot["machines"]
     ]
+
+
+def _outbox_cell(machine: dict[str, Any]) -> str:
+    """Return the outbox depth, and what it set aside when it set anything aside."""
+    depth = _cell(machine["outbox_samples"])
+    set_aside = machine.get("outbox_set_aside")  # absent from a status.json of an older up
+    return f"{depth} ({set_aside} set aside)" if set_aside else depth
 
 
 def status_title(snapshot: dict[str, Any]) -> str:

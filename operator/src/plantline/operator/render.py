@@ -221,6 +221,7 @@ def render_connector_configs(
                 group_id=spec.sparkplug_group,
                 edge_node_id=connector.edge_node_id,
                 primary_host_id=spec.primary_host_id,
+                primary_host_offline=spec.primary_host_offline,
                 uint32_field=spec.uint32_field,
             ),
             brokers=[BrokerEndpoint(host=spec.broker.host, port=spec.broker.port, tls=tls)],
