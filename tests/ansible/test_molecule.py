@@ -77,14 +77,21 @@ def test_molecule_edge_broker_listens_on_every_interface(tmp_path: Path) -> None
     assert [line for line in conf if line.startswith("listener ")] == ["listener 8883 0.0.0.0"]
 
 
+# pytest's lines for a failed verifier test: "tests/test_x.py::test_y FAILED" and the summary's "FAILED ...".
+VERIFIER_FAILED = re.compile(r"::\S+ (FAILED|ERROR)\b|^\W*(FAILED|ERROR) \S+::")
+
+
 def _failure_excerpt(output: str) -> str:
     """Return the part of a failed run's log a reviewer reads first: from the first failure on, and the end."""
+    # The verifier's failed tests first: a CI report that keeps only the start of this still names them.
+    failed = [line.strip(" │") for line in output.splitlines() if VERIFIER_FAILED.search(line)]
+    summary = "failed in the verifier:\n" + "\n".join(dict.fromkeys(failed)) + "\n\n" if failed else ""
     first = min((i for i in (output.find(m) for m in FAILURE_MARKERS) if i >= 0), default=-1)
     if first < 0:
-        return output[-40000:]
+        return summary + output[-40000:]
     start = output.rfind("\n", 0, max(output.rfind("TASK [", 0, first), 0)) + 1  # the failed task's header line
     head, rest = output[start : start + 15000], output[start + 15000 :]
-    return head + ("\n[...]\n" + rest[-25000:] if len(rest) > 25000 else rest)
+    return summary + head + ("\n[...]\n" + rest[-25000:] if len(rest) > 25000 else rest)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -115,6 +122,25 @@ def _run_scenario(scenario: str, log: Path) -> int | None:
         finally:
             if process.poll() is None:  # timed out, or pytest itself was interrupted
                 _stop(process)
+
+
+def test_a_failure_excerpt_names_the_failed_verifier_tests_first() -> None:
+    log = (
+        "TASK [Converge]\nok: [edge]\n"
+        "    │ tests/test_edge_core.py::test_ports PASSED    [ 9%]\n"
+        "    │ tests/test_edge_core.py::test_upgrade FAILED  [ 95%]\n"
+        + "x" * 50_000
+        + "\n    │ FAILED tests/test_edge_core.py::test_upgrade - AssertionError: 2 restarts\n"
+        "ERROR    Verifier tests failed\n"
+    )
+    excerpt = _failure_excerpt(log)
+    summary = excerpt.split("\n\n", 1)[0].splitlines()
+    assert summary == [
+        "failed in the verifier:",
+        "tests/test_edge_core.py::test_upgrade FAILED  [ 95%]",
+        "FAILED tests/test_edge_core.py::test_upgrade - AssertionError: 2 restarts",
+    ]
+    assert excerpt.endswith("Verifier tests failed\n")
 
 
 @pytest.mark.slow
