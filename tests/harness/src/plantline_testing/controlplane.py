@@ -36,10 +36,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from plantline_testing import free_port
+from plantline_testing import free_port, run_build
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "controlplane" / "build.sh"
 PROGRAMS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+NODE_PROGRAMS = ("kubelet",)  # built by build.sh --node, for a real node (plantline_testing.node)
 KWOK_STAGES = "kwok-stages.yaml"  # kwok's default Stages, which build.sh puts next to the programs
 BUILD_TIMEOUT_S = 3600.0
 START_TIMEOUT_S = 90.0
@@ -84,40 +85,28 @@ def cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "plantline") / "controlplane"
 
 
-def ensure_binaries() -> Path:
+def ensure_binaries(*, node: bool = False) -> Path:
     """Return the directory holding all the control plane's programs, building the missing ones.
 
     Runs tests/harness/controlplane/build.sh, which returns at once when the binaries for its pinned
     versions are cached and otherwise builds them from the Go module proxy (tens of minutes
-    the first time on two cores). `$KUBEBUILDER_ASSETS` binaries are used where present.
+    the first time on two cores). `$KUBEBUILDER_ASSETS` binaries are used where present. With
+    `node`, the kubelet of the same release too (build.sh --node).
     """
     if not BUILD_SCRIPT.is_file():
         raise ControlPlaneError(f"{BUILD_SCRIPT} is missing; plantline_testing must run from a PlantLine checkout")
-    # Progress (one line per step) goes straight to our stderr, live: a cold build is long. Its own
-    # session, so that a timeout stops the go commands too, not only bash.
-    with subprocess.Popen(
-        ["bash", str(BUILD_SCRIPT)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    ) as build:
-        try:
-            stdout, _ = build.communicate(timeout=BUILD_TIMEOUT_S)
-        except subprocess.TimeoutExpired as exc:
-            os.killpg(build.pid, signal.SIGKILL)
-            build.wait()
-            raise ControlPlaneError(f"{BUILD_SCRIPT} took more than {BUILD_TIMEOUT_S:.0f} s") from exc
-        except BaseException:  # e.g. KeyboardInterrupt: leave no go build behind
-            os.killpg(build.pid, signal.SIGTERM)
-            raise
+    argv = ["bash", str(BUILD_SCRIPT), *(["--node"] if node else [])]
+    try:
+        build = run_build(argv, BUILD_TIMEOUT_S)  # progress, one line per step, live on our stderr
+    except subprocess.TimeoutExpired as exc:
+        raise ControlPlaneError(f"{BUILD_SCRIPT} took more than {BUILD_TIMEOUT_S:.0f} s") from exc
     if build.returncode != 0:
         raise ControlPlaneError(
             f"{BUILD_SCRIPT} failed ({build.returncode}); its messages are on stderr above, "
             f"the go commands' output in {cache_dir() / 'build.log'}"
         )
-    bin_dir = Path(stdout.strip().splitlines()[-1])
-    missing = [name for name in PROGRAMS if not os.access(bin_dir / name, os.X_OK)]
+    bin_dir = Path(build.stdout.strip().splitlines()[-1])
+    missing = [name for name in (*PROGRAMS, *(NODE_PROGRAMS if node else ())) if not os.access(bin_dir / name, os.X_OK)]
     missing += [] if (bin_dir / KWOK_STAGES).is_file() else [KWOK_STAGES]
     if missing:
         raise ControlPlaneError(f"{BUILD_SCRIPT} returned {bin_dir}, which lacks {', '.join(missing)}")
