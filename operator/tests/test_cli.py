@@ -136,8 +136,10 @@ def test_operator_run_takes_the_connector_image_from_the_environment(monkeypatch
     monkeypatch.setenv("PLANTLINE_CONNECTOR_IMAGE", "registry.example/plantline-connectors:2")
     args = build_parser().parse_args(["operator", "run"])
     assert args.connector_image == "registry.example/plantline-connectors:2"
-    args = build_parser().parse_args(["operator", "run", "--connector-image", "img:1"])
+    args = build_parser().parse_args(["operator", "run", "--connector-image", "img:1", "--storage-class", "fast"])
     assert args.connector_image == "img:1"  # the flag wins
+    assert args.storage_class == "fast"
+    assert build_parser().parse_args(["operator", "run"]).storage_class is None  # the cluster's default class
 
 
 @pytest.fixture

@@ -255,8 +255,8 @@ CONNECTOR_IMAGE_ENV = "PLANTLINE_CONNECTOR_IMAGE"
 
 OPERATOR_HELP = """Run the PlantLine operator against the cluster of the current kubeconfig (or, inside a pod, its
 ServiceAccount): it reconciles every PlantLine into certificate Secrets, a ConfigMap, connector
-Deployments and a NetworkPolicy, renews certificates, and revokes them when a line is deleted.
-The operator's CA lives in the Secret --ca-secret (created on first start when absent). Stop it
+Deployments with their outbox volumes and a NetworkPolicy, renews certificates, and revokes them
+when a line is deleted. The operator's CA lives in the Secret --ca-secret (created on first start when absent). Stop it
 with Ctrl-C or SIGTERM."""
 
 
@@ -275,7 +275,7 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
         print(f"--resync-seconds: expected a positive number, got {args.resync_seconds}", file=sys.stderr)
         return EXIT_INVALID
     options = Options(
-        connector=ConnectorSettings(image=args.connector_image),
+        connector=ConnectorSettings(image=args.connector_image, storage_class=args.storage_class),
         ca_namespace=namespace,
         ca_secret=name,
         resync_seconds=args.resync_seconds,
@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=not os.environ.get(CONNECTOR_IMAGE_ENV),
         default=os.environ.get(CONNECTOR_IMAGE_ENV),
         help=f"the image of plantline-connectors the pods run (default: ${CONNECTOR_IMAGE_ENV})",
+    )
+    operator_run.add_argument(
+        "--storage-class", default=None, help="StorageClass of the connectors' outbox volumes (default: the cluster's)"
     )
     operator_run.add_argument("--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
     operator_run.add_argument(

@@ -57,12 +57,13 @@ KINDS: dict[str, Kind] = {
         Kind("v1", "Secret", "secrets"),
         Kind("v1", "ConfigMap", "configmaps"),
         Kind("v1", "ServiceAccount", "serviceaccounts"),
+        Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
         Kind("apps/v1", "Deployment", "deployments"),
         Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     )
 }
 # The kinds the operator creates per line, in the order they are pruned (dependents first).
-CHILD_KINDS = ("Deployment", "NetworkPolicy", "ConfigMap", "Secret", "ServiceAccount")
+CHILD_KINDS = ("Deployment", "PersistentVolumeClaim", "NetworkPolicy", "ConfigMap", "Secret", "ServiceAccount")
 
 
 class ApiFailure(Exception):

@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
 
 
 def free_port() -> int:
@@ -44,3 +46,22 @@ def run_build(argv: Sequence[str], timeout: float) -> subprocess.CompletedProces
             os.killpg(build.pid, signal.SIGTERM)
             raise
     return subprocess.CompletedProcess(build.args, build.returncode, stdout, None)
+
+
+class Started:
+    """A harness used as a context manager: `start()` on entry, `stop()` on exit (stop undoes a failed start)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
