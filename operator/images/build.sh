@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (or reuse) the PlantLine container images with podman, from this checkout's wheels.
 #
-#   operator/images/build.sh [--base IMAGE] [TARGET]...      TARGET: connectors, operator (default: both)
+#   operator/images/build.sh [--base IMAGE] [--rebuild] [TARGET]...   TARGET: connectors, operator (default: both)
 #
 # Prints `TARGET IMAGE` per target on stdout, e.g. `connectors localhost/plantline-connectors:0.1.0-<hash>`;
 # progress goes to stderr. BASE_IMAGE defaults to python:3.11-slim (--base, or $PLANTLINE_BASE_IMAGE).
@@ -9,7 +9,8 @@
 # Each target's wheels come from scripts/build-wheelhouse.sh (the workspace's own wheels, built
 # with uv build, and every dependency uv.lock pins). The tag ends in a hash of the Containerfile,
 # the base image's ID, the requirement and every wheel, so a warm run with nothing changed finds
-# the image and builds nothing; podman runs with runc (crun refuses hybrid cgroup layouts).
+# the image and builds nothing (--rebuild builds it again all the same, from scratch: no layer is
+# cached); podman runs with runc (crun refuses hybrid cgroup layouts).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -19,11 +20,13 @@ PIP_VERSION=25.3  # installs the wheels in the builder stage; never part of an i
 say() { printf '[images %4ds] %s\n' "$SECONDS" "$*" >&2; }
 
 targets=()
+rebuild=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --base) [ $# -ge 2 ] || { say "--base needs an image"; exit 2; }; base="$2"; shift 2 ;;
+    --rebuild) rebuild=true; shift ;;
     connectors | operator) targets+=("$1"); shift ;;
-    *) printf 'usage: %s [--base IMAGE] [connectors|operator]...\n' "$0" >&2; exit 2 ;;
+    *) printf 'usage: %s [--base IMAGE] [--rebuild] [connectors|operator]...\n' "$0" >&2; exit 2 ;;
   esac
 done
 [ ${#targets[@]} -gt 0 ] || targets=(connectors operator)
@@ -60,11 +63,12 @@ for target in "${targets[@]}"; do
   hash="$( (printf '%s\n' "$target" "$base_id" "$requirement" "${PRUNE[$target]}"; cat "$here/Containerfile";
     cd "$wheels" && sha256sum ./*.whl) | sha256sum | cut -c1-12)"
   image="localhost/${PACKAGE[$target]}:$version-$hash"
-  if podman image exists "$image"; then
+  if ! $rebuild && podman image exists "$image"; then
     say "$target: reusing $image"
     printf '%s %s\n' "$target" "$image"
     continue
   fi
+  replaced="$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
   context="$(mktemp -d "${TMPDIR:-/tmp}/plantline-image.XXXXXX")"
   mkdir -p "$context/wheels" "$context/pip"
   cp "$wheels"/*.whl "$context/wheels/"
@@ -79,6 +83,10 @@ for target in "${targets[@]}"; do
     exit 1
   fi
   rm -rf "$context"
+  # A rebuild leaves the image it replaced untagged: remove it, unless a container still uses it.
+  if [ -n "$replaced" ] && [ "$replaced" != "$(podman image inspect --format '{{.Id}}' "$image")" ]; then
+    podman rmi "$replaced" >/dev/null 2>&1 || true
+  fi
   say "$target: built $image ($(podman image inspect --format '{{.Size}}' "$image") bytes)"
   printf '%s %s\n' "$target" "$image"
 done

@@ -57,10 +57,14 @@ def debian_base() -> str:
     return out.strip().splitlines()[-1]
 
 
-def ensure_images() -> Images:
-    """Return the connector and operator images built from this checkout, building what changed."""
+def ensure_images(*, rebuild: bool = False) -> Images:
+    """Return the connector and operator images built from this checkout, building what changed.
+
+    `rebuild` builds both again from scratch even when nothing changed (a cold build's time).
+    """
     base = debian_base()
-    out = _script(["bash", str(BUILD_SCRIPT), "--base", base, "connectors", "operator"])
+    flags = ["--rebuild"] if rebuild else []
+    out = _script(["bash", str(BUILD_SCRIPT), "--base", base, *flags, "connectors", "operator"])
     built = dict(line.split(" ", 1) for line in out.strip().splitlines())
     return Images(base=base, connectors=built["connectors"], operator=built["operator"])
 
