@@ -32,7 +32,7 @@ from plantline_testing.controlplane import ControlPlane
 from plantline_testing.images import Images, ensure_images, size_bytes
 from plantline_testing.kube import apply, bare_deployment, namespace, wait_for
 from plantline_testing.node import Node
-from plantline_testing.nodeline import NodeLine, install_operator
+from plantline_testing.nodeline import NodeLine, install_operator_overlay
 from plantline_testing.sparkplug_reader import SparkplugReader
 
 say = harness.progress("node-bench")
@@ -118,7 +118,7 @@ def measure(images: Images, work: Path, runs: int) -> tuple[list[float], list[fl
         for image in (images.operator, images.connectors):
             node.load_image(image)
         node.add_local_volumes(STORAGE_CLASS, runs + 1)
-        install_operator(
+        install_operator_overlay(
             plane,
             work / "overlay",
             operator_image=images.operator,

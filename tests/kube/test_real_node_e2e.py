@@ -32,7 +32,7 @@ from plantline_testing.controlplane import BUILD_TIMEOUT_S, ControlPlane
 from plantline_testing.images import Images, ensure_images
 from plantline_testing.kube import OPERATOR_NAMESPACE, apply, namespace, ready, wait_for
 from plantline_testing.node import Node
-from plantline_testing.nodeline import NodeLine, install_operator
+from plantline_testing.nodeline import NodeLine, install_operator_overlay
 from plantline_testing.sparkplug_reader import SparkplugReader
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.timeout(BUILD_TIMEOUT_S + 1800)]
@@ -68,7 +68,7 @@ def node(plane: ControlPlane, images: Images, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="module")
 def operator(plane: ControlPlane, node: Node, images: Images, tmp_path_factory: pytest.TempPathFactory) -> None:
-    install_operator(
+    install_operator_overlay(
         plane,
         tmp_path_factory.mktemp("overlay"),
         operator_image=images.operator,

@@ -1,6 +1,6 @@
 """A PlantLine run by the operator on a real node, with its broker and PLCs on the node's address.
 
-`install_operator` applies an overlay of operator/deploy, as a platform team would: it names the
+`install_operator_overlay` applies an overlay of operator/deploy, as a platform team would: it names the
 two images once (`images:`) and may add flags to `plantline operator run`; the operator then runs
 as its own pod. `NodeLine` is one demo line pointed at the node (`node.address`, the host's
 address on the pod network): its three PLC simulators and its mosquitto (mutual TLS, the ACL,
@@ -31,7 +31,7 @@ from plantline_testing.sparkplug_reader import SparkplugReader
 START_TIMEOUT_S = 60.0
 
 
-def install_operator(
+def install_operator_overlay(
     plane: ControlPlane, overlay: Path, *, operator_image: str, connector_image: str, args: tuple[str, ...] = ()
 ) -> None:
     """Apply an overlay of operator/deploy naming both images (and adding `args`); wait until it runs."""
@@ -176,4 +176,4 @@ class NodeLine:
         self._children.clear()
 
 
-__all__ = ["NodeLine", "install_operator"]
+__all__ = ["NodeLine", "install_operator_overlay"]
