@@ -52,12 +52,6 @@ def images() -> Images:
 
 
 @pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with ControlPlane(tmp_path_factory.mktemp("controlplane")) as control_plane:
-        yield control_plane
-
-
-@pytest.fixture(scope="module")
 def node(plane: ControlPlane, images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     with Node(plane, tmp_path_factory.mktemp("node")) as started:
         started.load_image(images.operator)
