@@ -147,10 +147,10 @@ def measure(images: Images, work: Path, runs: int) -> tuple[list[float], list[fl
 
 def main() -> None:
     parser = harness.arguments(__doc__)
-    parser.add_argument("--runs", type=int, default=5, help="rounds of apply -> Ready -> first DDATA (default 5)")
+    parser.add_argument(
+        "--runs", type=harness.positive, default=5, help="rounds of apply -> Ready -> first DDATA (default 5)"
+    )
     args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be positive")
     env = harness.environment(
         podman=harness.command_output("podman", "--version"),
         containerd=harness.command_output("containerd", "--version"),

@@ -179,10 +179,8 @@ def measure(plane: ControlPlane, operator: int, lines: int, build_s: float) -> F
 
 def main() -> None:
     parser = harness.arguments(__doc__)
-    parser.add_argument("--lines", type=int, default=100, help="PlantLines applied at once (default 100)")
+    parser.add_argument("--lines", type=harness.positive, default=100, help="PlantLines applied at once (default 100)")
     args = parser.parse_args()
-    if args.lines < 1:
-        parser.error("--lines must be positive")
     env = harness.environment()
     say(harness.environment_line(env))
 
