@@ -97,9 +97,10 @@ def run(plane: ControlPlane, node: Node, operator: None, tmp_path_factory: pytes
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _pods(plane: ControlPlane) -> list[dict[str, Any]]:
+def _pods(plane: ControlPlane, *, terminating: bool = False) -> list[dict[str, Any]]:
+    """Return the line's connector pods; with `terminating`, also those being deleted (still running)."""
     found = plane.request("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector=plantline.dev/line={LINE}")
-    return [p for p in found.get("items", []) if not p["metadata"].get("deletionTimestamp")]
+    return [p for p in found.get("items", []) if terminating or not p["metadata"].get("deletionTimestamp")]
 
 
 def _condition(obj: dict[str, Any], type_: str) -> bool:
@@ -170,9 +171,11 @@ def _replace_pod(plane: ControlPlane, run: Run, replace: Callable[[], None]) -> 
         with counting.frozen(line.simulator_groups):
             final = counting.settled_samples_total(_metrics(old))
             replace()
+            # Gone, not only marked for deletion: a terminating pod still runs, and would get its
+            # PUBACKs (and empty its outbox) if the broker woke up now.
             wait_for(
                 "the old pod gone",
-                lambda: all(p["metadata"]["name"] != old["metadata"]["name"] for p in _pods(plane)),
+                lambda: all(p["metadata"]["name"] != old["metadata"]["name"] for p in _pods(plane, terminating=True)),
                 READY_S,
             )
     # The PLCs run again: the new pod reads them (its sources cannot connect to frozen ones), births
