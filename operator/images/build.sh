@@ -34,7 +34,13 @@ done
 # target -> the workspace package, its extras, and the pip requirement the image installs
 declare -A PACKAGE=([connectors]=plantline-connectors [operator]=plantline-operator)
 declare -A EXTRAS=([connectors]=runtime,opcua,s7,cip [operator]=kube)
-declare -A PRUNE=([connectors]="" [operator]="kubernetes/aio")
+# Site-packages paths the image's program never imports: asyncua's server address space (the
+# connector is an OPC UA client; the simulator, its one user, runs outside the image), the
+# kubernetes client's asyncio twin, and dependencies' own tests.
+declare -A PRUNE=(
+  [connectors]="asyncua/server/standard_address_space aiosqlite/tests"
+  [operator]="kubernetes/aio websocket/tests certifi/tests"
+)
 
 pip_wheel() {
   local dir="$cache/images/pip-$PIP_VERSION"
