@@ -70,7 +70,8 @@ class RecordingCluster:
         self.served = set(served)  # custom kinds whose CRD is installed, e.g. "PrometheusRule"
 
     def serves(self, kind: str) -> bool:
-        return kind in self.served or kind in ("Secret", "ConfigMap", "ServiceAccount", "Deployment", "NetworkPolicy")
+        built_in = ("Secret", "ConfigMap", "ServiceAccount", "PersistentVolumeClaim", "Deployment", "NetworkPolicy")
+        return kind in self.served or kind in built_in
 
     def apply(self, kind: str, namespace: str, name: str, desired: Mapping[str, Any] | None) -> None:
         if not self.serves(kind):

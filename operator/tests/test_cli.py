@@ -11,7 +11,7 @@ import yaml
 
 from plantline.connectors.config import load_config
 from plantline.connectors.extras import MissingExtra
-from plantline.operator.cli import main
+from plantline.operator.cli import build_parser, main
 from plantline.operator.crd import crd_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,11 +121,25 @@ def test_operator_run_refuses_bad_flags_before_connecting(
     assert message in capsys.readouterr().err
 
 
-def test_operator_run_needs_the_connector_image(capsys: pytest.CaptureFixture[str]) -> None:
+def test_operator_run_needs_the_connector_image(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PLANTLINE_CONNECTOR_IMAGE", raising=False)
     with pytest.raises(SystemExit) as exit_:
         main(["operator", "run"])
     assert exit_.value.code == 2
     assert "--connector-image" in capsys.readouterr().err
+
+
+def test_operator_run_takes_the_connector_image_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Deployment sets it (kustomize rewrites it with the images), so the flag is not needed there.
+    monkeypatch.setenv("PLANTLINE_CONNECTOR_IMAGE", "registry.example/plantline-connectors:2")
+    args = build_parser().parse_args(["operator", "run"])
+    assert args.connector_image == "registry.example/plantline-connectors:2"
+    args = build_parser().parse_args(["operator", "run", "--connector-image", "img:1", "--storage-class", "fast"])
+    assert args.connector_image == "img:1"  # the flag wins
+    assert args.storage_class == "fast"
+    assert build_parser().parse_args(["operator", "run"]).storage_class is None  # the cluster's default class
 
 
 @pytest.fixture

@@ -25,7 +25,10 @@ from plantline.operator.model import (
     Endpoint,
     Owner,
     certificate_secret,
+    claim_name,
+    claim_size,
     config_map,
+    connector_claims,
     connector_configs,
     connector_deployments,
     endpoint_of,
@@ -94,6 +97,7 @@ def _children(body: dict[str, Any]) -> list[dict[str, Any]]:
         config_map(owner, configs),
         trust_config_map(owner, b"ca bundle", b"crl"),
         network_policy(owner, line),
+        *connector_claims(owner, line, SETTINGS),
         *connector_deployments(owner, line, SETTINGS, configs, certificates),
     ]
 
@@ -122,7 +126,14 @@ def _loaded_configs(body: dict[str, Any]) -> dict[str, ConnectorConfig]:
 def test_every_child_carries_the_design_labels_and_a_controller_reference(grouping: str) -> None:
     body = _body(grouping, secured_filler=True)
     children = _children(body)
-    assert {c["kind"] for c in children} == {"Secret", "ServiceAccount", "ConfigMap", "NetworkPolicy", "Deployment"}
+    assert {c["kind"] for c in children} == {
+        "Secret",
+        "ServiceAccount",
+        "ConfigMap",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
+        "Deployment",
+    }
     for child in children:
         meta = child["metadata"]
         where = f"{child['kind']} {meta['name']}"
@@ -237,6 +248,48 @@ def test_every_directory_the_connector_writes_is_a_writable_volume() -> None:
             assert mount is not None, f"{group}: {path} is on the read-only root filesystem"
             assert "emptyDir" in volumes[mount["name"]] or "persistentVolumeClaim" in volumes[mount["name"]]
         assert configs[group].outbox.directory.is_relative_to(DATA_DIR)
+
+
+def test_the_outbox_and_the_session_state_live_on_the_group_s_own_claim() -> None:
+    # A rescheduled pod finds the outbox and bdSeq where its predecessor left them.
+    body = _body("perMachine")
+    configs = _loaded_configs(body)
+    owner = Owner.of(body)
+    for group, deployment in _deployments(body).items():
+        (mount,) = (m for m in _container(deployment)["volumeMounts"] if m["mountPath"] == str(DATA_DIR))
+        volume = next(v for v in _pod(deployment)["volumes"] if v["name"] == mount["name"])
+        assert volume == {"name": mount["name"], "persistentVolumeClaim": {"claimName": claim_name(owner, group)}}
+        for directory in (configs[group].outbox.directory, configs[group].state_directory):
+            assert directory.is_relative_to(DATA_DIR)
+    assert _pod(deployment)["securityContext"]["fsGroup"] == 65532  # the volume is the connector's to write
+
+
+@pytest.mark.parametrize("grouping", ["perLine", "perMachine"])
+def test_one_claim_per_group_sized_from_its_outbox_bound(grouping: str) -> None:
+    body = _body(grouping)
+    line, owner = parse_plantline(body), Owner.of(body)
+    claims = {c["metadata"]["labels"][CONNECTOR_LABEL]: c for c in connector_claims(owner, line, SETTINGS)}
+    assert set(claims) == set(_deployments(body))
+    bound = next(iter(_loaded_configs(body).values())).outbox.max_bytes
+    for group, claim in claims.items():
+        assert claim["metadata"]["name"] == f"site1-line1-{group}-data"
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]  # one pod at a time: Recreate
+        assert claim["spec"]["resources"]["requests"]["storage"] == claim_size(bound)
+        assert "storageClassName" not in claim["spec"]  # the cluster's default class
+
+
+def test_the_claim_size_holds_the_outbox_bound_with_headroom() -> None:
+    assert claim_size(256 << 20) == "384Mi"  # 256 MiB, a quarter more, 64 MiB
+    assert claim_size(1 << 20) == "66Mi"  # rounded up to whole MiB
+    assert claim_size((1 << 30) + 1) == "1345Mi"
+
+
+def test_the_storage_class_comes_from_the_operator_settings() -> None:
+    body = _body()
+    line, owner = parse_plantline(body), Owner.of(body)
+    settings = ConnectorSettings(image="x", storage_class="local-nvme")
+    (claim,) = connector_claims(owner, line, settings)
+    assert claim["spec"]["storageClassName"] == "local-nvme"
 
 
 def _tls_items(deployment: dict[str, Any]) -> dict[str, tuple[str, str]]:

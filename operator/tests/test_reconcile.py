@@ -153,6 +153,7 @@ def test_first_reconcile_creates_every_child_and_waits_for_the_connectors(
         ("ConfigMap", "site1-line1-trust"),
         ("ServiceAccount", "site1-line1-connector"),
         ("NetworkPolicy", "site1-line1-connectors"),
+        ("PersistentVolumeClaim", "site1-line1-line1-data"),
         ("Deployment", "site1-line1-line1"),
         *(("ConfigMap", f"site1-line1-dashboard-{kind}") for kind in ("oee", "edge", "broker", "core")),
         ("ConfigMap", "site1-line1-rules"),
@@ -166,6 +167,7 @@ def test_first_reconcile_creates_every_child_and_waits_for_the_connectors(
     assert cluster.deleted() == []
     kinds = [c.kind for c in cluster.calls]
     assert max(i for i, k in enumerate(kinds) if k == "Secret") < kinds.index("Deployment")  # mounts exist first
+    assert kinds.index("PersistentVolumeClaim") < kinds.index("Deployment")
     for identity in _secrets(cluster):
         certificate = _certificate(cluster, identity)
         certificate.verify_directly_issued_by(authority.ca.signer.certificate)
@@ -218,7 +220,9 @@ def test_second_reconcile_changes_nothing(cluster: RecordingCluster, authority: 
     calls = len(cluster.calls)
     outcome = _run(body, cluster, authority, NOW + timedelta(hours=1))
     second = {(c.kind, c.name): c.desired for c in cluster.calls[calls:]}
-    assert second == first  # the same desired objects: server-side apply changes nothing
+    # The same desired objects (server-side apply changes nothing), and the volume claim, which
+    # exists, is not applied again.
+    assert second == {key: desired for key, desired in first.items() if key[0] != "PersistentVolumeClaim"}
     assert _serials(cluster) == serials
     assert _generations(cluster) == generations  # no pod rolled
     assert _events(outcome, "CertificateIssued") == []
@@ -237,6 +241,28 @@ def test_a_child_deleted_by_hand_comes_back(cluster: RecordingCluster, authority
     assert ("Deployment", NAMESPACE, "site1-line1-line1") in cluster.objects
     assert ("NetworkPolicy", NAMESPACE, "site1-line1-connectors") in cluster.objects
     assert _serials(cluster) == serials
+
+
+def test_each_group_gets_a_volume_claim_created_once_and_kept(
+    cluster: RecordingCluster, authority: MemoryAuthority
+) -> None:
+    body = demo_body(grouping="perMachine")
+    _run(body, cluster, authority)
+    claims = cluster.stored("PersistentVolumeClaim")
+    assert set(claims) == {f"site1-line1-{m}-data" for m in ("capper", "filler", "labeler")}
+    assert {c["spec"]["resources"]["requests"]["storage"] for c in claims.values()} == {"384Mi"}
+    # The operator's StorageClass setting changes: the bound claims (and the outboxes on them) stay
+    # as they are; a claim deleted by hand comes back with the new class.
+    del cluster.objects[("PersistentVolumeClaim", NAMESPACE, "site1-line1-filler-data")]
+    calls = len(cluster.calls)
+    settings = ConnectorSettings(image=SETTINGS.image, storage_class="local-nvme")
+    reconcile(body, Context(cluster, authority, settings, NOW + timedelta(minutes=5)))
+    touched = [(c.kind, c.name) for c in cluster.calls[calls:] if c.kind == "PersistentVolumeClaim"]
+    assert touched == [("PersistentVolumeClaim", "site1-line1-filler-data")]
+    stored = cluster.stored("PersistentVolumeClaim")
+    assert stored["site1-line1-filler-data"]["spec"]["storageClassName"] == "local-nvme"
+    assert "storageClassName" not in stored["site1-line1-capper-data"]["spec"]
+    assert cluster.deleted() == []
 
 
 def test_the_status_records_each_secret_s_serial(cluster: RecordingCluster, authority: MemoryAuthority) -> None:
@@ -500,7 +526,11 @@ def test_removing_a_machine_deletes_its_deployment_and_secret_and_revokes_it(
     serials = _serials(cluster)
     body["spec"]["machines"] = [m for m in body["spec"]["machines"] if m["id"] != "labeler"]
     outcome = _run(_edit(body), cluster, authority, NOW + timedelta(hours=1))
-    assert set(cluster.deleted()) == {("Secret", "site1-line1-labeler-tls"), ("Deployment", "site1-line1-labeler")}
+    assert set(cluster.deleted()) == {
+        ("Secret", "site1-line1-labeler-tls"),
+        ("Deployment", "site1-line1-labeler"),
+        ("PersistentVolumeClaim", "site1-line1-labeler-data"),
+    }
     assert ("Deployment", NAMESPACE, "site1-line1-labeler") not in cluster.objects
     assert "site1-line1-labeler" not in _serials(cluster)
     entry = authority.entry(serials["site1-line1-labeler"])
@@ -509,7 +539,10 @@ def test_removing_a_machine_deletes_its_deployment_and_secret_and_revokes_it(
     assert authority.ca.revoked_serials == {serials["site1-line1-labeler"]}
     assert "labeler.yaml" not in cluster.stored("ConfigMap")["site1-line1-connectors"]["data"]
     assert len(_events(outcome, "CertificateRevoked")) == 1
-    assert _events(outcome, "Removed") == ["Deployment site1-line1-labeler is no longer part of the line"]
+    assert _events(outcome, "Removed") == [
+        "Deployment site1-line1-labeler is no longer part of the line",
+        "PersistentVolumeClaim site1-line1-labeler-data is no longer part of the line",
+    ]
     assert _reason(outcome, "Ready") == ("True", "Reconciled")
     assert outcome.status["machineCount"] == 2
 

@@ -245,6 +245,14 @@ def arguments(
     return parser
 
 
+def positive(text: str) -> int:
+    """Return the argument as a positive int: an argparse `type` that refuses 0, negatives and non-numbers."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return value
+
+
 def budget(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Budget:
     """Return the budget of `--seconds` (and `--count`), or exit through the parser if they are not positive."""
     count: int | None = getattr(args, "count", None)

@@ -36,7 +36,16 @@ import harness
 from plantline.operator.api import PLURAL
 from plantline_testing import free_port
 from plantline_testing.controlplane import ControlPlane, ensure_binaries
-from plantline_testing.kube import PLANTLINES, demo_line, install_operator, namespace, plantline, ready, wait_for
+from plantline_testing.kube import (
+    PLANTLINES,
+    bare_deployment,
+    demo_line,
+    install_operator,
+    namespace,
+    plantline,
+    ready,
+    wait_for,
+)
 
 say = harness.progress("operator-bench")
 
@@ -62,39 +71,10 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def _bare(name: str, ns: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "bare"}},
-            "template": {
-                "metadata": {"labels": {"app": "bare"}},
-                "spec": {
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 65532,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [
-                        {
-                            "name": "c",
-                            "image": "bare:0",
-                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
 def baseline_deployments(plane: ControlPlane, count: int) -> float:
     """Seconds from applying `count` bare one-pod Deployments at once until all are Available."""
     ns = namespace(plane, f"baseline-{count}")
-    listing = {"apiVersion": "v1", "kind": "List", "items": [_bare(f"bare-{i}", ns) for i in range(count)]}
+    listing = {"apiVersion": "v1", "kind": "List", "items": [bare_deployment(f"bare-{i}", ns) for i in range(count)]}
     start = time.monotonic()
     plane.kubectl("apply", "-f", "-", stdin=json.dumps(listing))
 
@@ -199,10 +179,8 @@ def measure(plane: ControlPlane, operator: int, lines: int, build_s: float) -> F
 
 def main() -> None:
     parser = harness.arguments(__doc__)
-    parser.add_argument("--lines", type=int, default=100, help="PlantLines applied at once (default 100)")
+    parser.add_argument("--lines", type=harness.positive, default=100, help="PlantLines applied at once (default 100)")
     args = parser.parse_args()
-    if args.lines < 1:
-        parser.error("--lines must be positive")
     env = harness.environment()
     say(harness.environment_line(env))
 

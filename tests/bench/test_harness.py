@@ -155,6 +155,16 @@ def test_budget_refuses_a_budget_that_is_not_positive(capsys: pytest.CaptureFixt
     assert "must be positive" in capsys.readouterr().err
 
 
+def test_positive_takes_a_count_and_refuses_zero_and_below(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = harness.arguments("A bench.")
+    parser.add_argument("--runs", type=harness.positive, default=5)
+    assert parser.parse_args(["--runs", "3"]).runs == 3
+    for value in ("0", "-2", "many"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--runs", value])
+    assert "is not positive" in capsys.readouterr().err
+
+
 def test_cpu_seconds_reads_user_and_system_time_from_a_stat_file(tmp_path: Path) -> None:
     ticks = os.sysconf("SC_CLK_TCK")
     fields = ["S", *["0"] * 10, str(3 * ticks), str(ticks), "0", "0"]

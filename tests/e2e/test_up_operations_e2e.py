@@ -24,6 +24,7 @@ import pytest
 
 from plantline.connectors.kpi import SPARKPLUG_METRICS as KPI_METRICS
 from plantline.connectors.sparkplug import MessageType
+from plantline_testing.counting import frozen
 from plantline_testing.lines import UpRun, alive, line_copy
 from plantline_testing.sparkplug_reader import SparkplugReader, Value
 
@@ -133,7 +134,7 @@ def test_zero_loss_across_a_ten_second_broker_outage(make_run: Any) -> None:
     # yields no sample while they stand still. The reader subscribes while they are frozen.
     # Every assertion on counts is exact equality: duplicates are removed by (signal, timestamp).
     with contextlib.ExitStack() as stack:
-        with _frozen(sims):
+        with frozen(sims):
             before = _settled_samples_total(run)
             run.wait_status(lambda s: all(m["outbox_samples"] == 0 for m in s["machines"]), 60, "outbox drained")
             reader = stack.enter_context(run.reader("outage-reader", persistent=True))
@@ -157,12 +158,12 @@ def test_zero_loss_across_a_ten_second_broker_outage(make_run: Any) -> None:
         # reader is back: it then sees their births live, as a host that never left would.
         connectors = [run.child_pid(f"connector/{group}") for group in {m["connector"] for m in during["machines"]}]
         subscribed = reader.subscriptions
-        with _frozen(connectors):
+        with frozen(connectors):
             holder.close()
             run.wait_status(lambda s: s["broker"]["state"] == "running", 60, "the broker restarted")
             reader.wait_for(lambda: reader.subscriptions > subscribed, 60, "the reader subscribed again")
         run.wait_status(_flowing, 120, "data flowing again")
-        with _frozen(sims):
+        with frozen(sims):
             after = _settled_samples_total(run)
             run.wait_status(lambda s: all(m["outbox_samples"] == 0 for m in s["machines"]), 120, "outbox drained")
             produced = {m: after[m] - before[m] for m in MACHINES}
@@ -192,18 +193,6 @@ def _diagnose(reader: SparkplugReader, killed_at: float) -> str:
         lines.append(f"{machine}: first {stamps[0] / 1000 - killed_at:+.1f}s, largest gaps {where}")
     births = [f"{m.kind.value}@{m.at - killed_at:+.1f}s" for m in reader.messages if "BIRTH" in m.kind.value]
     return "\n".join([*lines, "births: " + " ".join(births[:20])])
-
-
-@contextlib.contextmanager
-def _frozen(pids: list[int]) -> Iterator[None]:
-    """Stop the process groups of `pids` (SIGSTOP) for the block's duration."""
-    for pid in pids:
-        os.killpg(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            os.killpg(pid, signal.SIGCONT)
 
 
 def _settled_samples_total(run: UpRun) -> dict[str, int]:

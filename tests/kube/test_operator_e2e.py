@@ -177,6 +177,10 @@ def test_demo_line_becomes_ready(plane: ControlPlane, operator: KopfRunner) -> N
     assert made["Deployment"] == ["demo-line1"]
     assert made["NetworkPolicy"] == ["demo-connectors"]
     assert made["ServiceAccount"] == ["demo-connector"]
+    # The outbox's claim, bound by the cluster's default StorageClass (the hostPath provisioner here).
+    assert made["PersistentVolumeClaim"] == ["demo-line1-data"]
+    claim = plane.request("GET", f"/api/v1/namespaces/{NS}/persistentvolumeclaims/demo-line1-data")
+    assert claim["status"]["phase"] == "Bound"
 
     # Every certificate was signed by the operator's CA, which is published beside it.
     ca = x509.load_pem_x509_certificate(plane.request("GET", CA_TRUST)["data"]["ca.crt"].encode())

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Build a real Kubernetes control plane from source, once: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubectl and kwok, all from the Go module proxy.
+# With --node, also the kubelet of the same release, for a real node beside kwok's fake one.
+#
+#   build.sh [--node]
 #
 # Prints the directory holding the binaries on stdout; progress goes to stderr.
 # The binaries land in $PLANTLINE_CACHE/controlplane/bin-<k8s>-<etcd>-<kwok>/ (PLANTLINE_CACHE
@@ -25,6 +28,12 @@ KWOK_VERSION="${PLANTLINE_KWOK_VERSION:-v0.8.0}"
 GO_MINIMUM="1.26"  # etcd 3.6.16 says `go 1.26.0` in its go.mod; k8s 1.35 needs 1.25
 
 PROGRAMS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+case "${1:-}" in
+    "") ;;
+    --node) PROGRAMS+=(kubelet) ;;
+    *) printf 'usage: build.sh [--node]\n' >&2; exit 2 ;;
+esac
+KUBE_PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 
 CACHE="${PLANTLINE_CACHE:-$HOME/.cache/plantline}"
 ROOT="$CACHE/controlplane"
@@ -183,7 +192,11 @@ module_dir() {
     printf '%s\n' "$dir"
 }
 
-if wanted kube-apiserver || wanted kube-controller-manager || wanted kube-scheduler || wanted kubectl; then
+kube_wanted=()
+for program in "${KUBE_PROGRAMS[@]}"; do
+    if wanted "$program"; then kube_wanted+=("$program"); fi
+done
+if [[ ${#kube_wanted[@]} -gt 0 ]]; then
     step "k8s.io/kubernetes $K8S_VERSION: reading its go.mod from the module proxy"
     kube_gomod="$(cd "$ROOT" && "$GO" mod download -json "k8s.io/kubernetes@$K8S_VERSION" 2>>"$LOG" |
         sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')"
@@ -197,7 +210,7 @@ if wanted kube-apiserver || wanted kube-controller-manager || wanted kube-schedu
     step "k8s.io/kubernetes $K8S_VERSION: $(printf '%s\n' "$replaces" | wc -l) staging modules, each at $staging_version"
     kube_src="$ROOT/src/kubernetes-$K8S_VERSION"
     kube_packages=()
-    for program in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for program in "${kube_wanted[@]}"; do
         kube_packages+=("k8s.io/kubernetes/cmd/$program")
     done
     wrapper_module "$kube_src" "$kube_go_line" "k8s.io/kubernetes $K8S_VERSION" "$replaces" "${kube_packages[@]}"
@@ -212,12 +225,8 @@ if wanted kube-apiserver || wanted kube-controller-manager || wanted kube-schedu
         ldflags+=" -X $package.gitVersion=$K8S_VERSION -X $package.gitMajor=1 -X $package.gitMinor=$minor"
         ldflags+=" -X $package.gitTreeState=clean -X $package.buildDate=1970-01-01T00:00:00Z"
     done
-    targets=()
-    for program in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
-        if wanted "$program"; then targets+=("k8s.io/kubernetes/cmd/$program"); fi
-    done
-    step "k8s.io/kubernetes $K8S_VERSION: go build ${targets[*]##*/} (the long step: ~8 min on 2 cores)"
-    go_in "$kube_src" build -trimpath -ldflags "$ldflags" -o "$STAGE/" "${targets[@]}"
+    step "k8s.io/kubernetes $K8S_VERSION: go build ${kube_wanted[*]} (the long step: ~8 min on 2 cores)"
+    go_in "$kube_src" build -trimpath -ldflags "$ldflags" -o "$STAGE/" "${kube_packages[@]}"
 fi
 
 if wanted etcd; then

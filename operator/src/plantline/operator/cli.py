@@ -283,10 +283,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+CONNECTOR_IMAGE_ENV = "PLANTLINE_CONNECTOR_IMAGE"
+
 OPERATOR_HELP = """Run the PlantLine operator against the cluster of the current kubeconfig (or, inside a pod, its
 ServiceAccount): it reconciles every PlantLine into certificate Secrets, a ConfigMap, connector
-Deployments and a NetworkPolicy, renews certificates, and revokes them when a line is deleted.
-The operator's CA lives in the Secret --ca-secret (created on first start when absent). Stop it
+Deployments with their outbox volumes and a NetworkPolicy, renews certificates, and revokes them
+when a line is deleted. The operator's CA lives in the Secret --ca-secret (created on first start when absent). Stop it
 with Ctrl-C or SIGTERM."""
 
 
@@ -315,7 +317,7 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
         metrics = OperatorMetrics.create()
         serve(metrics.registry, address or "0.0.0.0", int(port))  # noqa: S104 - the operator's pod address
     options = Options(
-        connector=ConnectorSettings(image=args.connector_image),
+        connector=ConnectorSettings(image=args.connector_image, storage_class=args.storage_class),
         ca_namespace=namespace,
         ca_secret=name,
         resync_seconds=args.resync_seconds,
@@ -419,7 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run the operator outside (or inside) a cluster", description=OPERATOR_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    operator_run.add_argument("--connector-image", required=True, help="the image of plantline-connectors the pods run")
+    # In a cluster the image comes from the environment, which the kustomize install's `images:` sets
+    # together with the operator's own image (operator/deploy/kustomizeconfig.yaml): one place.
+    operator_run.add_argument(
+        "--connector-image",
+        required=not os.environ.get(CONNECTOR_IMAGE_ENV),
+        default=os.environ.get(CONNECTOR_IMAGE_ENV),
+        help=f"the image of plantline-connectors the pods run (default: ${CONNECTOR_IMAGE_ENV})",
+    )
+    operator_run.add_argument(
+        "--storage-class", default=None, help="StorageClass of the connectors' outbox volumes (default: the cluster's)"
+    )
     operator_run.add_argument("--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
     operator_run.add_argument(
         "--ca-secret", default="plantline-system/plantline-ca", help="NAMESPACE/NAME of the CA Secret"

@@ -88,6 +88,7 @@ class ConnectorSettings:
     cpu_request: str = "50m"
     memory_request: str = "64Mi"
     memory_limit: str = "256Mi"
+    storage_class: str | None = None  # of the outbox volumes; None: the cluster's default StorageClass
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,11 @@ def service_account_name(owner: Owner) -> str:
 
 def network_policy_name(owner: Owner) -> str:
     return f"{owner.name}-connectors"
+
+
+def claim_name(owner: Owner, group: str) -> str:
+    """Return the name of the PersistentVolumeClaim holding one connector group's outbox and state."""
+    return f"{owner.name}-{group}-data"
 
 
 def dashboard_config_map_name(owner: Owner, kind: str) -> str:
@@ -364,6 +370,8 @@ def deployment(
                         "runAsUser": RUN_AS,
                         "runAsGroup": RUN_AS,
                         "fsGroup": RUN_AS,
+                        # The volume's files are chowned once, not at every start of a pod with a full outbox.
+                        "fsGroupChangePolicy": "OnRootMismatch",
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "terminationGracePeriodSeconds": 30,
@@ -407,14 +415,51 @@ def deployment(
                             },
                         },
                         {"name": "tls", "projected": {"defaultMode": 0o440, "sources": tls_sources}},
-                        # The outbox and bdSeq survive container restarts; see docs for durable volumes.
-                        {"name": "data", "emptyDir": {}},
+                        # The outbox and bdSeq survive the pod: a rescheduled pod resumes from them.
+                        {"name": "data", "persistentVolumeClaim": {"claimName": claim_name(owner, connector.group)}},
                         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
                     ],
                 },
             },
         },
     }
+
+
+MIB = 1 << 20
+# SQLite's write-ahead log and the session state beside the outbox: a quarter more, and 64 MiB.
+CLAIM_HEADROOM_SHARE = 0.25
+CLAIM_HEADROOM_FIXED = 64 * MIB
+
+
+def claim_size(outbox_max_bytes: int) -> str:
+    """Return the storage request for an outbox bounded at `outbox_max_bytes`, in whole MiB."""
+    wanted = outbox_max_bytes * (1 + CLAIM_HEADROOM_SHARE) + CLAIM_HEADROOM_FIXED
+    return f"{-(-int(wanted) // MIB)}Mi"
+
+
+def data_claim(owner: Owner, group: str, settings: ConnectorSettings, outbox_max_bytes: int) -> dict[str, Any]:
+    """Return one connector group's PersistentVolumeClaim: ReadWriteOnce, sized from its outbox bound."""
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": claim_size(outbox_max_bytes)}},
+    }
+    if settings.storage_class is not None:
+        spec["storageClassName"] = settings.storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(owner, claim_name(owner, group), "connector", group),
+        "spec": spec,
+    }
+
+
+def connector_claims(owner: Owner, line: PlantLine, settings: ConnectorSettings) -> list[dict[str, Any]]:
+    """Return the durable volume of every connector group, each sized from that group's outbox bound."""
+    configs = render_connector_configs(line, tls_dir=TLS_DIR, data_dir=DATA_DIR)
+    return [
+        data_claim(owner, connector.group, settings, configs[connector.group].outbox.max_bytes)
+        for connector in topology(line.spec)
+    ]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -500,10 +545,14 @@ __all__ = [
     "Endpoint",
     "Owner",
     "certificate_secret",
+    "claim_name",
+    "claim_size",
     "config_map",
+    "connector_claims",
     "connector_configs",
     "connector_deployments",
     "dashboard_config_maps",
+    "data_claim",
     "deployment",
     "digest",
     "endpoint_of",

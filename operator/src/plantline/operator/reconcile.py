@@ -6,9 +6,9 @@ the status to write with the events worth telling. It never imports Kopf: the ha
 an `Outcome` into Kopf's status patch and errors.
 
 Steps, in order: `certificates` (issue, renew, revoke and delete), `config` (connector configs),
-`connectors` (ServiceAccount, NetworkPolicy, one Deployment per connector group), `trust` (CA
-bundle and CRL for the broker), `dashboards` (Grafana dashboards, alert rules), `prune` (children
-no longer wanted), then the status.
+`connectors` (ServiceAccount, NetworkPolicy, per connector group a PersistentVolumeClaim and a
+Deployment), `trust` (CA bundle and CRL for the broker), `dashboards` (Grafana dashboards, alert
+rules), `prune` (children no longer wanted), then the status.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from plantline.operator.model import (
     Owner,
     certificate_secret,
     config_map,
+    connector_claims,
     connector_configs,
     connector_deployments,
     dashboard_config_maps,
@@ -276,11 +277,28 @@ def step_config(state: _State, ctx: Context) -> None:
 
 
 def step_connectors(state: _State, ctx: Context) -> None:
-    """Apply the connectors' ServiceAccount, NetworkPolicy and one Deployment per group."""
+    """Apply the connectors' ServiceAccount, NetworkPolicy, and per group a volume and a Deployment."""
     _apply(state, ctx, service_account(state.owner))
     _apply(state, ctx, network_policy(state.owner, state.line))
+    _apply_claims(state, ctx)
     for desired in connector_deployments(state.owner, state.line, ctx.settings, state.configs, state.certificates):
         _apply(state, ctx, desired)
+
+
+def _apply_claims(state: _State, ctx: Context) -> None:
+    """Create each group's volume claim once; an existing one is kept as it is.
+
+    A bound claim's class and size cannot change, so a later change of the StorageClass setting
+    or the outbox bound applies to new claims only, and the outbox on an existing one stays.
+    """
+    kind = "PersistentVolumeClaim"
+    existing = {c["metadata"]["name"] for c in ctx.cluster.list(kind, state.owner.namespace, selector(state.owner))}
+    for desired in connector_claims(state.owner, state.line, ctx.settings):
+        name = desired["metadata"]["name"]
+        if name in existing:
+            state.applied.add((kind, name))
+        else:
+            _apply(state, ctx, desired)
 
 
 def step_trust(state: _State, ctx: Context) -> None:

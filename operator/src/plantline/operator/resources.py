@@ -57,6 +57,7 @@ KINDS: dict[str, Kind] = {
         Kind("v1", "Secret", "secrets"),
         Kind("v1", "ConfigMap", "configmaps"),
         Kind("v1", "ServiceAccount", "serviceaccounts"),
+        Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
         Kind("apps/v1", "Deployment", "deployments"),
         Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
         Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
@@ -64,7 +65,15 @@ KINDS: dict[str, Kind] = {
 }
 # The kinds the operator creates per line, in the order they are pruned (dependents first). Listing
 # a kind whose API is not served finds nothing (404), so PrometheusRule is pruned only where it exists.
-CHILD_KINDS = ("Deployment", "NetworkPolicy", "ConfigMap", "Secret", "ServiceAccount", "PrometheusRule")
+CHILD_KINDS = (
+    "Deployment",
+    "PersistentVolumeClaim",
+    "NetworkPolicy",
+    "ConfigMap",
+    "Secret",
+    "ServiceAccount",
+    "PrometheusRule",
+)
 
 
 class ApiFailure(Exception):

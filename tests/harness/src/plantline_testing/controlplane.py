@@ -5,7 +5,9 @@ built from source once by tests/harness/controlplane/build.sh into `$PLANTLINE_C
 (or taken from `$KUBEBUILDER_ASSETS`, the envtest convention). `ControlPlane` generates a PKI
 for them, starts them on free 127.0.0.1 ports with their data and logs in a work directory, and
 registers one fake Node that kwok keeps Ready and whose pods kwok runs, so Deployments become
-Available without a container runtime. Everything is stopped by PID, last started first.
+Available without a container runtime. Its default StorageClass, `standard`, is served by the
+controller-manager's hostPath provisioner, so claims bind (plantline_testing.node adds a real
+node, with local volumes). Everything is stopped by PID, last started first.
 """
 
 from __future__ import annotations
@@ -28,18 +30,18 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from plantline_testing import free_port
+from plantline_testing import Started, free_port, run_build
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "controlplane" / "build.sh"
 PROGRAMS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+NODE_PROGRAMS = ("kubelet",)  # built by build.sh --node, for a real node (plantline_testing.node)
 KWOK_STAGES = "kwok-stages.yaml"  # kwok's default Stages, which build.sh puts next to the programs
 BUILD_TIMEOUT_S = 3600.0
 START_TIMEOUT_S = 90.0
@@ -63,6 +65,16 @@ ADMISSION_PLUGINS = (
     "ResourceQuota",
 )
 _PR_SET_PDEATHSIG = 1
+HOSTPATH_PROVISIONER_DIR = Path("/tmp/hostpath_pv")
+# The cluster's default StorageClass: the controller-manager's hostPath provisioner (for tests only).
+DEFAULT_STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": "kubernetes.io/host-path",
+    "reclaimPolicy": "Delete",
+    "volumeBindingMode": "Immediate",
+}
 
 
 class ControlPlaneError(RuntimeError):
@@ -84,40 +96,28 @@ def cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "plantline") / "controlplane"
 
 
-def ensure_binaries() -> Path:
+def ensure_binaries(*, node: bool = False) -> Path:
     """Return the directory holding all the control plane's programs, building the missing ones.
 
     Runs tests/harness/controlplane/build.sh, which returns at once when the binaries for its pinned
     versions are cached and otherwise builds them from the Go module proxy (tens of minutes
-    the first time on two cores). `$KUBEBUILDER_ASSETS` binaries are used where present.
+    the first time on two cores). `$KUBEBUILDER_ASSETS` binaries are used where present. With
+    `node`, the kubelet of the same release too (build.sh --node).
     """
     if not BUILD_SCRIPT.is_file():
         raise ControlPlaneError(f"{BUILD_SCRIPT} is missing; plantline_testing must run from a PlantLine checkout")
-    # Progress (one line per step) goes straight to our stderr, live: a cold build is long. Its own
-    # session, so that a timeout stops the go commands too, not only bash.
-    with subprocess.Popen(
-        ["bash", str(BUILD_SCRIPT)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    ) as build:
-        try:
-            stdout, _ = build.communicate(timeout=BUILD_TIMEOUT_S)
-        except subprocess.TimeoutExpired as exc:
-            os.killpg(build.pid, signal.SIGKILL)
-            build.wait()
-            raise ControlPlaneError(f"{BUILD_SCRIPT} took more than {BUILD_TIMEOUT_S:.0f} s") from exc
-        except BaseException:  # e.g. KeyboardInterrupt: leave no go build behind
-            os.killpg(build.pid, signal.SIGTERM)
-            raise
+    argv = ["bash", str(BUILD_SCRIPT), *(["--node"] if node else [])]
+    try:
+        build = run_build(argv, BUILD_TIMEOUT_S)  # progress, one line per step, live on our stderr
+    except subprocess.TimeoutExpired as exc:
+        raise ControlPlaneError(f"{BUILD_SCRIPT} took more than {BUILD_TIMEOUT_S:.0f} s") from exc
     if build.returncode != 0:
         raise ControlPlaneError(
             f"{BUILD_SCRIPT} failed ({build.returncode}); its messages are on stderr above, "
             f"the go commands' output in {cache_dir() / 'build.log'}"
         )
-    bin_dir = Path(stdout.strip().splitlines()[-1])
-    missing = [name for name in PROGRAMS if not os.access(bin_dir / name, os.X_OK)]
+    bin_dir = Path(build.stdout.strip().splitlines()[-1])
+    missing = [name for name in (*PROGRAMS, *(NODE_PROGRAMS if node else ())) if not os.access(bin_dir / name, os.X_OK)]
     missing += [] if (bin_dir / KWOK_STAGES).is_file() else [KWOK_STAGES]
     if missing:
         raise ControlPlaneError(f"{BUILD_SCRIPT} returned {bin_dir}, which lacks {', '.join(missing)}")
@@ -271,7 +271,9 @@ def _die_with_parent() -> None:
 
 
 @dataclass
-class _Process:
+class Program:
+    """One program a harness started, in the foreground of its own log; stopped by its PID."""
+
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
@@ -289,7 +291,22 @@ class _Process:
                 self.popen.wait(timeout=STOP_TIMEOUT_S)
 
 
-class ControlPlane:
+def spawn(name: str, argv: Sequence[str], work_dir: Path) -> Program:
+    """Start `argv` in `work_dir`, its output in `<work_dir>/<name>.log`; it dies with this process."""
+    log = work_dir / f"{name}.log"
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=work_dir,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl, no locks taken
+        )
+    return Program(name, popen, log)
+
+
+class ControlPlane(Started):
     """etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on 127.0.0.1.
 
     Use it as a context manager; `kubeconfig` is an admin (system:masters) kubeconfig. With no
@@ -304,9 +321,10 @@ class ControlPlane:
         self.kubeconfig = self.work_dir / "admin.kubeconfig"
         self.apiserver_port = 0
         self.etcd_port = 0
-        self._processes: list[_Process] = []
+        self._processes: list[Program] = []
         self._ssl: ssl.SSLContext | None = None
         self._ca_pem = b""
+        self._ca: _TestCA | None = None
         self._clients: dict[str, _KeyPair] = {}
 
     @property
@@ -329,15 +347,6 @@ class ControlPlane:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Start every program and return once the API is ready, with a Ready fake node."""
         try:
@@ -350,6 +359,7 @@ class ControlPlane:
             self._start_controller_manager(bin_dir)
             self._start_scheduler(bin_dir)
             self._wait_for("the default ServiceAccount", self._has_default_service_account)
+            self.request("POST", "/apis/storage.k8s.io/v1/storageclasses", DEFAULT_STORAGE_CLASS)
             self._start_kwok(bin_dir)
             self._register_fake_node()
             self._wait_for(f"node {FAKE_NODE} Ready (kwok)", self._fake_node_ready, self._processes[-1])
@@ -359,27 +369,28 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Stop every program by its PID, last started first: SIGTERM, then SIGKILL."""
+        self._remove_provisioned_directories()
         while self._processes:
             self._processes.pop().stop()
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
-    def _spawn(self, name: str, argv: Sequence[str]) -> _Process:
-        log = self.work_dir / f"{name}.log"
-        with log.open("ab") as out:
-            popen = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.work_dir,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl, no locks taken
-            )
-        process = _Process(name, popen, log)
+    def _remove_provisioned_directories(self) -> None:
+        """Remove the directories the hostPath provisioner made for volumes still bound (empty on kwok)."""
+        if self._ssl is None or not self._processes:
+            return
+        with contextlib.suppress(OSError, ControlPlaneError, http.client.HTTPException):
+            for volume in self.request("GET", "/api/v1/persistentvolumes").get("items", []):
+                path = Path((volume["spec"].get("hostPath") or {}).get("path", "/"))
+                if path.parent == HOSTPATH_PROVISIONER_DIR:
+                    shutil.rmtree(path, ignore_errors=True)
+
+    def _spawn(self, name: str, argv: Sequence[str]) -> Program:
+        process = spawn(name, argv, self.work_dir)
         self._processes.append(process)
         return process
 
-    def _wait_for(self, what: str, ready: Callable[[], bool], process: _Process | None = None) -> None:
+    def _wait_for(self, what: str, ready: Callable[[], bool], process: Program | None = None) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             for running in self._processes:
@@ -404,6 +415,7 @@ class ControlPlane:
         pki = self.pki_dir
         pki.mkdir(mode=0o700, exist_ok=True)
         ca = _TestCA()
+        self._ca = ca
         self._ca_pem = ca.pair.cert_pem
         (pki / "ca.crt").write_bytes(ca.pair.cert_pem)
         _write_private(pki / "ca.key", ca.pair.key_pem)
@@ -556,6 +568,10 @@ class ControlPlane:
                 f"--cluster-signing-cert-file={pki / 'ca.crt'}",
                 f"--cluster-signing-key-file={pki / 'ca.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # Dynamic volumes for the default StorageClass (`standard`): directories under
+                # /tmp/hostpath_pv, made and removed by the controller-manager itself. Pods on
+                # the fake node never mount them; a real node's tests bring local volumes.
+                "--enable-hostpath-provisioner=true",
             ],
         )
         self._wait_for("kube-controller-manager /healthz", lambda: self._healthz(port), process)
@@ -665,6 +681,16 @@ class ControlPlane:
             raise ControlPlaneError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
+    def node_kubeconfig(self, node: str) -> Path:
+        """Return a kubeconfig (mode 0600) for the kubelet of `node`: `system:node:<node>` in `system:nodes`."""
+        if self._ca is None:
+            raise ControlPlaneError("the control plane is not started")
+        pair = self._ca.issue(f"system:node:{node}", organization="system:nodes")
+        credentials = {"client-certificate-data": _b64(pair.cert_pem), "client-key-data": _b64(pair.key_pem)}
+        path = self.work_dir / f"node-{node}.kubeconfig"
+        _write_private(path, kubeconfig_text(self.server, self._ca_pem, f"system:node:{node}", credentials).encode())
+        return path
+
     def service_account_kubeconfig(self, namespace: str, name: str, *, expiration_s: int = 3600) -> Path:
         """Return a kubeconfig (mode 0600) that authenticates as a ServiceAccount with a fresh token.
 
@@ -685,11 +711,14 @@ class ControlPlane:
 
 __all__ = [
     "KWOK_STAGES",
+    "NODE_PROGRAMS",
     "PROGRAMS",
     "ApiError",
     "ControlPlane",
     "ControlPlaneError",
+    "Program",
     "cache_dir",
     "ensure_binaries",
     "kubeconfig_text",
+    "spawn",
 ]

@@ -12,7 +12,7 @@ import json
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,6 +89,38 @@ def demo_machine(machine_id: str) -> dict[str, Any]:
     return copy.deepcopy(next(m for m in data["spec"]["machines"] if m["id"] == machine_id))
 
 
+def bare_deployment(name: str, ns: str, *, image: str = "bare:0", command: Sequence[str] = ()) -> dict[str, Any]:
+    """Return a one-pod Deployment that the restricted pod security standard admits: a baseline to time against."""
+    container: dict[str, Any] = {
+        "name": "c",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    if command:
+        container["command"] = list(command)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                },
+            },
+        },
+    }
+
+
 def apply(plane: ControlPlane, obj: dict[str, Any]) -> None:
     plane.kubectl("apply", "--server-side", "--field-manager=e2e", "-f", "-", stdin=json.dumps(obj))
 
@@ -135,6 +167,7 @@ def children(plane: ControlPlane, ns: str, line: str) -> dict[str, list[str]]:
         "ConfigMap": f"/api/v1/namespaces/{ns}/configmaps",
         "ServiceAccount": f"/api/v1/namespaces/{ns}/serviceaccounts",
         "Deployment": f"/apis/apps/v1/namespaces/{ns}/deployments",
+        "PersistentVolumeClaim": f"/api/v1/namespaces/{ns}/persistentvolumeclaims",
         "NetworkPolicy": f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
     }
     return {kind: sorted(i["metadata"]["name"] for i in items(plane, path, selector)) for kind, path in paths.items()}
@@ -179,6 +212,7 @@ __all__ = [
     "OPERATOR_NAMESPACE",
     "PROMETHEUS_RULE_CRD",
     "apply",
+    "bare_deployment",
     "children",
     "condition",
     "demo_line",

@@ -83,8 +83,10 @@ class SparkplugReader:
         key: Path,
         client_id: str = "reader",
         persistent: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
         """`persistent` keeps the subscription in the broker across disconnects (clean session off)."""
+        self.host = host
         self.port = port
         self.group_id = group_id
         self.messages: list[Received] = []
@@ -109,7 +111,7 @@ class SparkplugReader:
         self._client.reconnect_delay_set(1, 2)
 
     def __enter__(self) -> SparkplugReader:
-        self._client.connect("127.0.0.1", self.port, keepalive=10)
+        self._client.connect(self.host, self.port, keepalive=10)
         self._client.loop_start()
         if not self._subscribed.wait(10):
             raise TimeoutError("the reader did not get its subscription")
