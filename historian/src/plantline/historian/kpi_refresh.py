@@ -1,0 +1,116 @@
+"""KPI minutes, machine states and faults, refreshed from the spans ingest batches added (a watermark).
+
+For each machine whose KPI signals a batch touched, the KPI engine replays its samples from the
+minute holding the earliest new one (after a lead-in of each signal's last reading), and the
+minutes, state changes and faults from there on are replaced. Live data dirties the last minute
+or two; a replay of old data re-computes from its own time on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from plantline.connectors.kpi import KpiConfig
+from plantline.historian.config import LineSettings
+from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, Replay, replay_minutes
+from plantline.historian.readings import lead_in, span
+from plantline.historian.refresh import RefreshResult
+from plantline.historian.store import Connection
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _ts(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else _EPOCH + dt.timedelta(milliseconds=ms)
+
+
+def kpi_config_of(lines: Sequence[LineSettings], group_id: str, edge_node_id: str, device_id: str) -> KpiConfig:
+    """Return a machine's KPI engine configuration from the line it belongs to (defaults otherwise)."""
+    for line in lines:
+        if line.group_id == group_id and edge_node_id in line.edge_node_ids:
+            return line.kpi_config(device_id)
+    return KpiConfig()
+
+
+def refresh_kpis(conn: Connection, lines: Sequence[LineSettings], *, max_batches: int = 1000) -> RefreshResult:
+    """Absorb up to `max_batches` ingest batches after the KPI watermark; return the new watermark."""
+    with conn.transaction():
+        row = conn.execute("SELECT batch_id FROM rollup_watermarks WHERE name = 'kpi_minutes' FOR UPDATE").fetchone()
+        after = int(row[0]) if row else 0
+        row = conn.execute(
+            "SELECT coalesce(max(id), %(a)s)"
+            " FROM (SELECT id FROM ingest_batches WHERE id > %(a)s ORDER BY id LIMIT %(n)s) b",
+            {"a": after, "n": max_batches},
+        ).fetchone()
+        upto = int(row[0]) if row else after
+        if upto == after:
+            return RefreshResult(after, 0)
+        machines = conn.execute(
+            "SELECT m.id, m.group_id, m.edge_node_id, m.device_id, (extract(epoch FROM min(d.from_ts)) * 1000)::bigint"
+            " FROM dirty_spans d JOIN series s ON s.id = d.series_id JOIN machines m ON m.id = s.machine_id"
+            " WHERE d.batch_id > %s AND d.batch_id <= %s AND s.signal = ANY(%s) GROUP BY m.id",
+            (after, upto, sorted(KPI_SIGNALS)),
+        ).fetchall()
+        for machine_id, group_id, node_id, device_id, earliest in machines:
+            config = kpi_config_of(lines, str(group_id), str(node_id), str(device_id))
+            start = int(earliest) - int(earliest) % MINUTE_MS
+            before = lead_in(conn, int(machine_id), str(device_id), KPI_SIGNALS, start)
+            after_samples = span(conn, int(machine_id), str(device_id), KPI_SIGNALS, start)
+            replay = replay_minutes(str(device_id), config, before, after_samples, start_ms=start)
+            _replace(conn, int(machine_id), start, replay)
+        conn.execute(
+            "UPDATE rollup_watermarks SET batch_id = %s, refreshed_at = now() WHERE name = 'kpi_minutes'", (upto,)
+        )
+        conn.execute("DELETE FROM dirty_spans WHERE batch_id <= (SELECT min(batch_id) FROM rollup_watermarks)")
+        return RefreshResult(upto, len(machines))
+
+
+def _replace(conn: Connection, machine_id: int, start_ms: int, replay: Replay) -> None:
+    start = _ts(start_ms)
+    conn.execute("DELETE FROM kpi_minutes WHERE machine_id = %s AND bucket >= %s", (machine_id, start))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO kpi_minutes (machine_id, bucket, run_ms, idle_ms, blocked_ms, starved_ms, planned_stop_ms,"
+            " calendar_stop_ms, unknown_ms, good, reject, total, ideal_work_us, unvalued)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    machine_id,
+                    _ts(m.start_ms),
+                    m.run_ms,
+                    m.idle_ms,
+                    m.blocked_ms,
+                    m.starved_ms,
+                    m.planned_stop_ms,
+                    m.calendar_stop_ms,
+                    m.unknown_ms,
+                    m.good,
+                    m.reject,
+                    m.total,
+                    m.ideal_work_us,
+                    m.unvalued,
+                )
+                for m in replay.minutes
+            ],
+        )
+        conn.execute("DELETE FROM machine_states WHERE machine_id = %s AND ts >= %s", (machine_id, start))
+        cur.executemany(
+            "INSERT INTO machine_states (machine_id, ts, state) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            [(machine_id, _ts(ts), state) for ts, state in replay.states],
+        )
+    conn.execute("DELETE FROM faults WHERE machine_id = %s AND started_at >= %s", (machine_id, start))
+    for fault in replay.faults:
+        if fault.started_ms < start_ms:
+            # Active when the replay began (its true start is stored already): only its end is news.
+            conn.execute(
+                "UPDATE faults SET ended_at = %s WHERE machine_id = %s AND started_at < %s"
+                " AND (ended_at IS NULL OR ended_at >= %s)",
+                (_ts(fault.ended_ms), machine_id, start, start),
+            )
+            continue
+        conn.execute(
+            "INSERT INTO faults (machine_id, started_at, ended_at, code) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (machine_id, started_at) DO UPDATE SET ended_at = EXCLUDED.ended_at, code = EXCLUDED.code",
+            (machine_id, _ts(fault.started_ms), _ts(fault.ended_ms), fault.code),
+        )
