@@ -8,23 +8,12 @@ from plantline.connectors.config import KpiSettings, ShiftCalendarSettings, Shif
 from plantline.connectors.kpi import KpiEngine
 from plantline.connectors.kpi.settings import engine_config
 from plantline.connectors.samples import Quality, Sample
-from plantline.connectors.sim.machine import MachineModel
 from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, combine, replay_minutes, replay_window, window_start
+from plantline_testing.machines import T0, simulated_samples
 
-T0 = 1_763_769_600_000  # a Saturday, 00:00 UTC
 
-
-def simulate(seconds: int, *, seed: int = 3, step_s: float = 0.5) -> list[Sample]:
-    model = MachineModel(seed, 0.5, T0 / 1000)
-    samples: list[Sample] = []
-    last: dict[str, object] = {}
-    for i in range(1, int(seconds / step_s) + 1):
-        ts = T0 + round(i * step_s * 1000)
-        for signal, value in model.step(ts / 1000).items():
-            if signal in KPI_SIGNALS and last.get(signal) != value:  # changes only, as a deadband would
-                samples.append(Sample("filler", signal, value, Quality.GOOD, ts))
-                last[signal] = value
-    return samples
+def simulate(seconds: int, *, seed: int = 3) -> list[Sample]:
+    return list(simulated_samples("filler", seconds, seed=seed, signals=KPI_SIGNALS))
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""plantline-historian: `run` the Sparkplug host into PostgreSQL, `migrate` the schema.
+"""plantline-historian: `run` the Sparkplug host into PostgreSQL, `migrate` the schema, serve the KPI `api`.
 
 Exit codes: 0 stopped cleanly, 1 a runtime failure, 2 bad configuration or usage.
 """
@@ -43,16 +43,23 @@ def _migrate(config: HistorianConfig) -> int:
     return 0
 
 
+def _api(config: HistorianConfig) -> int:
+    from plantline.historian.api.server import serve  # noqa: PLC0415 -- the [api] extra
+
+    serve(config)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plantline-historian", description=__doc__)
-    parser.add_argument("command", choices=("run", "migrate"))
+    parser.add_argument("command", choices=("run", "migrate", "api"))
     parser.add_argument("--config", type=Path, required=True, help="the historian's YAML configuration")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(args.config)
     if config is None:
         return 2
-    commands = {"run": _run, "migrate": _migrate}
+    commands = {"run": _run, "migrate": _migrate, "api": _api}
     try:
         return commands[args.command](config)
     except Exception as exc:  # noqa: BLE001 -- the last word of the process: say why, exit 1

@@ -136,6 +136,11 @@ class HistorianConfig(_Strict):
                 return line
         return None
 
+    def kpi_config(self, group_id: str, edge_node_id: str, device_id: str) -> KpiConfig:
+        """Return a machine's KPI engine configuration from its line (the engine's defaults for others)."""
+        line = self.line_of(group_id, edge_node_id)
+        return KpiConfig() if line is None else line.kpi_config(device_id)
+
 
 class ConfigError(Exception):
     """The configuration is missing, unreadable or invalid; `problems` names each by path."""

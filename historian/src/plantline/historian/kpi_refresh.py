@@ -9,10 +9,8 @@ or two; a replay of old data re-computes from its own time on.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 
-from plantline.connectors.kpi import KpiConfig
-from plantline.historian.config import LineSettings
+from plantline.historian.config import HistorianConfig
 from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, Replay, replay_minutes
 from plantline.historian.readings import lead_in, span
 from plantline.historian.refresh import RefreshResult
@@ -25,15 +23,7 @@ def _ts(ms: int | None) -> dt.datetime | None:
     return None if ms is None else _EPOCH + dt.timedelta(milliseconds=ms)
 
 
-def kpi_config_of(lines: Sequence[LineSettings], group_id: str, edge_node_id: str, device_id: str) -> KpiConfig:
-    """Return a machine's KPI engine configuration from the line it belongs to (defaults otherwise)."""
-    for line in lines:
-        if line.group_id == group_id and edge_node_id in line.edge_node_ids:
-            return line.kpi_config(device_id)
-    return KpiConfig()
-
-
-def refresh_kpis(conn: Connection, lines: Sequence[LineSettings], *, max_batches: int = 1000) -> RefreshResult:
+def refresh_kpis(conn: Connection, config: HistorianConfig, *, max_batches: int = 1000) -> RefreshResult:
     """Absorb up to `max_batches` ingest batches after the KPI watermark; return the new watermark."""
     with conn.transaction():
         row = conn.execute("SELECT batch_id FROM rollup_watermarks WHERE name = 'kpi_minutes' FOR UPDATE").fetchone()
@@ -53,11 +43,11 @@ def refresh_kpis(conn: Connection, lines: Sequence[LineSettings], *, max_batches
             (after, upto, sorted(KPI_SIGNALS)),
         ).fetchall()
         for machine_id, group_id, node_id, device_id, earliest in machines:
-            config = kpi_config_of(lines, str(group_id), str(node_id), str(device_id))
+            kpis = config.kpi_config(str(group_id), str(node_id), str(device_id))
             start = int(earliest) - int(earliest) % MINUTE_MS
             before = lead_in(conn, int(machine_id), str(device_id), KPI_SIGNALS, start)
             after_samples = span(conn, int(machine_id), str(device_id), KPI_SIGNALS, start)
-            replay = replay_minutes(str(device_id), config, before, after_samples, start_ms=start)
+            replay = replay_minutes(str(device_id), kpis, before, after_samples, start_ms=start)
             _replace(conn, int(machine_id), start, replay)
         conn.execute(
             "UPDATE rollup_watermarks SET batch_id = %s, refreshed_at = now() WHERE name = 'kpi_minutes'", (upto,)

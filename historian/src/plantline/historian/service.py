@@ -235,7 +235,7 @@ class Historian:
                 if conn is None or conn.closed:
                     conn = connect(self._conninfo)
                 refresh_rollups(conn)
-                refresh_kpis(conn, self.config.lines)
+                refresh_kpis(conn, self.config)
                 row = conn.execute(
                     "SELECT coalesce((SELECT max(id) FROM ingest_batches), 0)"
                     " - (SELECT min(batch_id) FROM rollup_watermarks)"

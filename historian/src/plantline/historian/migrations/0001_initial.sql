@@ -155,3 +155,9 @@ RETURN CASE
     WHEN cur <= 1000 AND 2 * cur < prev THEN cur
     ELSE 0
 END;
+
+-- Times cross the API boundary as milliseconds since the epoch.
+CREATE FUNCTION ms(t timestamptz) RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (extract(epoch FROM t) * 1000)::bigint;
+CREATE FUNCTION at_ms(ms bigint) RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN timestamptz 'epoch' + ms * interval '1 millisecond';
