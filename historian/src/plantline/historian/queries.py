@@ -90,17 +90,29 @@ def minutes(conn: Connection, machine_id: int, from_ms: int, to_ms: int) -> list
     return [Minute(*row) for row in rows]
 
 
+_EDGE_KEYS = [
+    "at_ms",
+    "oee",
+    "availability",
+    "performance",
+    "quality",
+    "mttr_s",
+    "mtbf_s",
+    "active_fault_code",
+    "data_until_ms",
+]
+
+
 def edge_snapshot(conn: Connection, machine_id: int, at_ms: int) -> dict[str, Any] | None:
     """Return the KPIs the edge published last at or before `at_ms`."""
     row = conn.execute(
-        "SELECT ms(ts), oee, availability, performance, quality, mttr_s, mtbf_s, active_fault_code"
+        "SELECT ms(ts), oee, availability, performance, quality, mttr_s, mtbf_s, active_fault_code, ms(data_until)"
         " FROM kpi_snapshots WHERE machine_id = %(m)s AND ts <= at_ms(%(t)s) ORDER BY ts DESC LIMIT 1",
         {"m": machine_id, "t": at_ms},
     ).fetchone()
     if row is None:
         return None
-    keys = ("at_ms", "oee", "availability", "performance", "quality", "mttr_s", "mtbf_s", "active_fault_code")
-    return dict(zip(keys, row, strict=True))
+    return dict(zip(_EDGE_KEYS, row, strict=True))
 
 
 _FAULTS = """

@@ -53,6 +53,9 @@ class Rows:
     kpis: dict[tuple[MachineKey, int], dict[str, float | int | None]] = field(default_factory=dict)
     status: dict[MachineKey, tuple[bool, int]] = field(default_factory=dict)  # online, since (ms)
     skipped: int = 0  # metrics whose values are not storable
+    # Per machine, the newest source timestamp received so far (kept across batches by the caller):
+    # a KPI snapshot records it as `data_until`, the data its edge had computed it from.
+    horizons: dict[MachineKey, int] = field(default_factory=dict)
 
     def add(self, release: Release[Any], now_ms: int) -> None:
         """Add what one released message carries."""
@@ -80,7 +83,10 @@ class Rows:
             if column is not None:
                 snapshot = self.kpis.setdefault((machine, metric.timestamp_ms), {})
                 snapshot[column] = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+                snapshot["data_until"] = self.horizons.get(machine)
                 continue
+            if metric.timestamp_ms > self.horizons.get(machine, -1):
+                self.horizons[machine] = metric.timestamp_ms
             if value is None or isinstance(value, bool | int | float):
                 number = None if value is None else float(value)
                 samples.append((machine, metric.name, metric.datatype, metric.timestamp_ms, number, None, quality))

@@ -29,7 +29,7 @@ from plantline.historian.config import HistorianConfig
 from plantline.historian.kpi_refresh import refresh_kpis
 from plantline.historian.mqtt import AckToken, HostLink, Inbound
 from plantline.historian.refresh import refresh_rollups
-from plantline.historian.rows import Rows
+from plantline.historian.rows import MachineKey, Rows
 from plantline.historian.schema import migrate
 from plantline.historian.store import Store, connect, timescaledb_available
 
@@ -87,6 +87,7 @@ class Historian:
         self.counters = Counters()
         self._conninfo = config.database.conninfo()
         self._store: Store | None = None
+        self._horizons: dict[MachineKey, int] = {}  # newest source time received per machine
         self._housekeeping_at = 0.0
         self._status_at = 0.0
 
@@ -134,7 +135,7 @@ class Historian:
 
     def _collect(self) -> _Batch:
         """Take inbound messages until the batch is full or the first one has lingered long enough."""
-        batch = _Batch()
+        batch = _Batch(Rows(horizons=self._horizons))
         settings = self.config.ingest
         inbox = self.link.inbox
         try:

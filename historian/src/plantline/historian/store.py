@@ -217,15 +217,24 @@ class Store:
     def _write_kpis(self, kpis: Mapping[tuple[MachineKey, int], Mapping[str, float | int | None]]) -> None:
         if not kpis:
             return
-        columns = ("oee", "availability", "performance", "quality", "mttr_s", "mtbf_s", "active_fault_code")
+        columns = (
+            "oee",
+            "availability",
+            "performance",
+            "quality",
+            "mttr_s",
+            "mtbf_s",
+            "active_fault_code",
+            "data_until",
+        )
         params = [
             (self.machine_id(machine), ts, *(values.get(c) for c in columns)) for (machine, ts), values in kpis.items()
         ]
         with self.conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO kpi_snapshots (machine_id, ts, oee, availability, performance, quality, mttr_s, mtbf_s,"
-                " active_fault_code)"
-                " VALUES (%s, timestamptz 'epoch' + %s * interval '1 ms', %s, %s, %s, %s, %s, %s, %s)"
+                " active_fault_code, data_until)"
+                " VALUES (%s, at_ms(%s), %s, %s, %s, %s, %s, %s, %s, at_ms(%s))"
                 " ON CONFLICT DO NOTHING",
                 params,
             )

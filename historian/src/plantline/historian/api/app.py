@@ -172,11 +172,19 @@ def kpi_current(
     machine: MachineId = None,
     at: Annotated[dt.datetime | None, Query(description="The window's end (default now).")] = None,
     window_s: Annotated[float | None, Query(ge=60, le=86_400, description="Default: the machine's own.")] = None,
+    until: Annotated[
+        dt.datetime | None,
+        Query(
+            description="Use samples up to this time only (default `at`): to recompute a snapshot the edge "
+            "published (`edge.data_until_ms`) from the data it had then."
+        ),
+    ] = None,
 ) -> list[CurrentKpis]:
     """OEE, A, P, Q over each machine's rolling window, from stored samples, by the edge's KPI engine."""
     at_ms = _ms(at, ctx.clock())
+    until_ms = min(at_ms, _ms(until, at_ms / 1000))
     with ctx.db() as conn:
-        return [_current(conn, ctx.config, m, at_ms, window_s) for m in _select(conn, site, line, machine)]
+        return [_current(conn, ctx.config, m, (at_ms, until_ms), window_s) for m in _select(conn, site, line, machine)]
 
 
 @router.get("/kpi/trend", response_model=list[Trend])
@@ -339,14 +347,15 @@ def _statuses(found: list[queries.MachineRow], status: dict[int, dict[str, Any]]
 
 
 def _current(
-    conn: Connection, config: HistorianConfig, m: queries.MachineRow, at_ms: int, window_s: float | None
+    conn: Connection, config: HistorianConfig, m: queries.MachineRow, at: tuple[int, int], window_s: float | None
 ) -> CurrentKpis:
+    at_ms, until_ms = at
     kpis = config.kpi_config(m.group_id, m.edge_node_id, m.machine)
     if window_s is not None:
         kpis = dataclasses.replace(kpis, window_s=window_s, resolution_s=min(kpis.resolution_s, window_s))
     start = window_start(kpis, at_ms) - LEAD_MS
     before = lead_in(conn, m.id, m.machine, KPI_SIGNALS, start)
-    samples = span(conn, m.id, m.machine, KPI_SIGNALS, start, at_ms)
+    samples = span(conn, m.id, m.machine, KPI_SIGNALS, start, until_ms)
     snap = replay_window(m.machine, kpis, before, samples, at_ms=at_ms)
     w = snap.window
     figures = KpiFigures(

@@ -87,7 +87,9 @@ class CurrentKpis(Machine):
     mtbf_s: float | None
     fault_count: int
     warnings: list[str]
-    edge: dict[str, float | int | None] | None = Field(description="What the edge published last before `at`.")
+    edge: dict[str, float | int | None] | None = Field(
+        description="What the edge published last before `at`; `data_until_ms`: the newest sample it had then."
+    )
 
 
 class Trend(Machine):

@@ -109,6 +109,8 @@ CREATE TABLE kpi_snapshots (
     mttr_s double precision,
     mtbf_s double precision,
     active_fault_code integer,
+    -- the newest sample of the machine the historian had received before this snapshot: what the edge had
+    data_until timestamptz,
     PRIMARY KEY (machine_id, ts)
 );
 
