@@ -75,25 +75,28 @@ class Rows:
         self.status[MachineKey(node.group_id, node.edge_node_id, "")] = (False, now_ms)
 
     def _add_metrics(self, machine: MachineKey, release: Release[Any]) -> None:
-        samples = self.samples
+        append = self.samples.append
+        newest = self.horizons.get(machine, -1)
         for metric in release.metrics:
-            value = metric.value
-            quality = QUALITY_CODES[metric.quality]
+            value, ts = metric.value, metric.timestamp_ms
             column = KPI_COLUMNS.get(metric.name)
             if column is not None:
-                snapshot = self.kpis.setdefault((machine, metric.timestamp_ms), {})
+                snapshot = self.kpis.setdefault((machine, ts), {})
                 snapshot[column] = value if isinstance(value, int | float) and not isinstance(value, bool) else None
-                snapshot["data_until"] = self.horizons.get(machine)
+                snapshot["data_until"] = None if newest < 0 else newest
                 continue
-            if metric.timestamp_ms > self.horizons.get(machine, -1):
-                self.horizons[machine] = metric.timestamp_ms
-            if value is None or isinstance(value, bool | int | float):
-                number = None if value is None else float(value)
-                samples.append((machine, metric.name, metric.datatype, metric.timestamp_ms, number, None, quality))
+            newest = max(newest, ts)
+            quality = QUALITY_CODES[metric.quality]
+            if value is None or isinstance(value, float):
+                append((machine, metric.name, metric.datatype, ts, value, None, quality))
+            elif isinstance(value, int):  # and bool
+                append((machine, metric.name, metric.datatype, ts, float(value), None, quality))
             elif isinstance(value, str):
-                samples.append((machine, metric.name, metric.datatype, metric.timestamp_ms, None, value, quality))
+                append((machine, metric.name, metric.datatype, ts, None, value, quality))
             else:
                 self.skipped += 1
+        if newest >= 0:
+            self.horizons[machine] = newest
 
     def extend(self, releases: Iterable[Release[Any]], now_ms: int) -> None:
         for release in releases:

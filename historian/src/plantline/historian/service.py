@@ -1,8 +1,9 @@
 """The historian process: MQTT in, the Sparkplug host session, batches into PostgreSQL, PUBACKs out.
 
-One ingest thread takes inbound messages in arrival order, lets the host session resolve them,
-collects their rows until `max_rows` or `linger_ms`, writes the batch in one transaction and only
-then acknowledges its messages. A failed write is retried (with back-off) with the same rows,
+One ingest thread takes inbound messages in arrival order, lets the host session resolve them and
+collects their rows until `max_rows` or `linger_ms`; a writer thread writes each batch in one
+transaction and only then acknowledges its messages, in order (two batches in hand at most, so
+PostgreSQL works on one while Python decodes the next). A failed write is retried (with back-off) with the same rows,
 unacknowledged meanwhile. A second thread refreshes the rollups and KPI minutes every
 `refresh_interval_s`, on its own connection. Every second the historian writes its status (lag,
 counters) to `status_file` for `plantline status`.
@@ -88,6 +89,8 @@ class Historian:
         self._conninfo = config.database.conninfo()
         self._store: Store | None = None
         self._horizons: dict[MachineKey, int] = {}  # newest source time received per machine
+        # Batches from the ingest thread to the writer: the database works on one while the next is decoded.
+        self._writes: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
         self._housekeeping_at = 0.0
         self._status_at = 0.0
 
@@ -103,33 +106,47 @@ class Historian:
             self._store = Store(conn, self.config.lines)
             refresher = threading.Thread(target=self._refresh_loop, args=(stop,), name="refresh", daemon=True)
             refresher.start()
+            writer = threading.Thread(target=self._write_loop, args=(stop,), name="writer")
+            writer.start()
             will = self.host.will(_now_ms())  # before on_connected: the STATE birth repeats its timestamp
             self.link.on_connect = self.host.on_connected()
             self.link.start(will)
             try:
                 while not stop.is_set():
-                    self._step(stop)
+                    self._step()
             finally:
+                self._writes.put(None)  # after the batches already handed over
+                writer.join()
                 self.link.stop(self.host.shutdown())
                 refresher.join(timeout=10)
                 self._write_status()
 
-    def _step(self, stop: threading.Event) -> None:
+    def _step(self) -> None:
+        """Collect a batch and hand it to the writer (which holds at most two: back-pressure)."""
         batch = self._collect()
         if batch.messages or batch.releases:
-            self._commit(batch, stop)
+            self._writes.put(batch)
         now = time.monotonic()
-        if now >= self._housekeeping_at:
-            self._housekeeping_at = now + HOUSEKEEPING_S
-            self._housekeeping()
         if now >= self._status_at:
             self._status_at = now + 1.0
             ticked = self.host.tick(_now_ms())
             if ticked.released or ticked.commands:
-                tick_batch = _Batch()
+                tick_batch = _Batch(Rows(horizons=self._horizons))
                 self._absorb(tick_batch, ticked)
-                self._commit(tick_batch, stop)
+                self._writes.put(tick_batch)
             self._write_status()
+
+    def _write_loop(self, stop: threading.Event) -> None:
+        """Write and acknowledge batches in order, while the ingest thread decodes the next one."""
+        while True:
+            batch = self._writes.get()
+            if batch is None:
+                return
+            self._commit(batch, stop)
+            now = time.monotonic()
+            if now >= self._housekeeping_at:
+                self._housekeeping_at = now + HOUSEKEEPING_S
+                self._housekeeping()
 
     # -- batches ----------------------------------------------------------------------------------
 

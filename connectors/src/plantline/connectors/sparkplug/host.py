@@ -186,28 +186,30 @@ def _learn(target: _Device, metrics: Iterable[Metric]) -> None:
     target.born = True
 
 
+# The Python types the codec gives a value whose datatype it did not know, when that is already the
+# value of the birth's datatype: the common floats and booleans need no apply_datatype.
+_AS_DECODED = {DataType.Double: float, DataType.Float: float, DataType.Boolean: bool, DataType.String: str}
+
+
 def _resolve(target: _Device, payload: Payload) -> tuple[HostMetric, ...] | None:
     """Return the payload's metrics named and typed by `target`'s birth, None if one is unknown."""
     out = []
     default_ts = payload.timestamp or 0
+    aliases, types = target.aliases, target.types
     for metric in payload.metrics:
-        if metric.alias is not None and metric.alias in target.aliases:
-            name, datatype = target.aliases[metric.alias]
-        elif metric.name is not None and metric.name in target.types:
-            name, datatype = metric.name, target.types[metric.name]
+        found = aliases.get(metric.alias) if metric.alias is not None else None
+        if found is not None:
+            name, datatype = found
+        elif metric.name is not None and metric.name in types:
+            name, datatype = metric.name, types[metric.name]
         else:
             return None
-        value = metric.value if metric.datatype is not None else apply_datatype(metric.value, datatype)
-        out.append(
-            HostMetric(
-                name,
-                datatype,
-                value,
-                metric.timestamp if metric.timestamp is not None else default_ts,
-                quality_of(metric.properties),
-                metric.is_historical,
-            )
-        )
+        value = metric.value
+        if metric.datatype is None and value is not None and type(value) is not _AS_DECODED.get(datatype):
+            value = apply_datatype(value, datatype)
+        quality = quality_of(metric.properties) if metric.properties else Quality.GOOD
+        timestamp = metric.timestamp if metric.timestamp is not None else default_ts
+        out.append(HostMetric(name, datatype, value, timestamp, quality, metric.is_historical))
     return tuple(out)
 
 
