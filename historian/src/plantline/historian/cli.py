@@ -43,10 +43,10 @@ def _migrate(config: HistorianConfig) -> int:
     return 0
 
 
-def _api(config: HistorianConfig) -> int:
+def _api(config: HistorianConfig, path: Path) -> int:
     from plantline.historian.api.server import serve  # noqa: PLC0415 -- the [api] extra
 
-    serve(config)
+    serve(config, path)
     return 0
 
 
@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     config = _config(args.config)
     if config is None:
         return 2
-    commands = {"run": _run, "migrate": _migrate, "api": _api}
+    commands = {"run": _run, "migrate": _migrate}
     try:
+        if args.command == "api":
+            return _api(config, args.config)
         return commands[args.command](config)
     except Exception as exc:  # noqa: BLE001 -- the last word of the process: say why, exit 1
         logging.getLogger("plantline.historian").error("%s failed: %s", args.command, exc)

@@ -94,6 +94,8 @@ class ApiSettings(_Strict):
     cert_file: Path | None = None
     key_file: Path | None = None
     client_ca_file: Path | None = None
+    # Worker processes: the KPI engine's replays are Python, so one process uses one core.
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
     max_raw_range_s: Annotated[int, Field(ge=60)] = 6 * 3600
     max_points: Annotated[int, Field(ge=10)] = 10_000
     page_size: Annotated[int, Field(ge=1, le=10_000)] = 500

@@ -17,7 +17,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -296,12 +296,19 @@ async def live(
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
-def create_app(config: HistorianConfig, pool: ConnectionPool[Connection], *, clock: Clock = time.time) -> FastAPI:
+def create_app(
+    config: HistorianConfig,
+    pool: ConnectionPool[Connection],
+    *,
+    clock: Clock = time.time,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
     """Return the KPI API over `pool`, accepting the bearer tokens of `config.api.token_file` (none: mTLS)."""
     app = FastAPI(
         title="PlantLine KPI API",
         version="1",
         description="OEE, machine status and faults from the historian. Read-only; a bearer token or mutual TLS.",
+        lifespan=lifespan,
     )
     app.state.context = Context(config, pool, clock, tuple(_tokens(config)))
     app.add_exception_handler(ProblemError, _on_problem)  # type: ignore[arg-type]  # Starlette types handlers loosely
