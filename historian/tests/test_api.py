@@ -9,7 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from plantline.connectors.kpi import KpiEngine
-from plantline.historian.kpi import MINUTE_MS
+from plantline.historian import queries
+from plantline.historian.kpi import MINUTE_MS, combine
+from plantline.historian.store import connect
 from plantline_testing.machines import T0
 
 pytestmark = pytest.mark.peer
@@ -37,11 +39,17 @@ def test_current_kpis_are_the_edge_engines_on_the_same_samples(client: TestClien
         assert got["window"][name] == getattr(expected, name), name
 
 
-def test_trend_points_add_up_the_minutes(client: TestClient) -> None:
+def test_trend_points_add_up_the_minutes(client: TestClient, line: Any) -> None:
     response = client.get("/kpi/trend", params={"machine": "capper", "from": iso(T0), "to": iso(END), "bucket": "5m"})
     assert response.status_code == 200, response.text
     (trend,) = response.json()
     assert len(trend["points"]) == 12
+    with connect(line[0].database.conninfo()) as conn:
+        (capper,) = queries.machines(conn, site=None, line=None, machine="capper")
+        minutes = queries.minutes(conn, capper.id, T0, END)
+    for point in trend["points"]:
+        inside = [m for m in minutes if point["start_ms"] <= m.start_ms < point["start_ms"] + 5 * MINUTE_MS]
+        assert point["oee"] == combine(inside).figures().oee
     hourly = client.get("/kpi/trend", params={"machine": "capper", "from": iso(T0), "to": iso(END), "bucket": "1h"})
     (point,) = hourly.json()[0]["points"]
     assert point["total"] == sum(p["total"] for p in trend["points"])

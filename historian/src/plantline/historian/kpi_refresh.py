@@ -13,7 +13,7 @@ import datetime as dt
 from plantline.historian.config import HistorianConfig
 from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, Replay, replay_minutes
 from plantline.historian.readings import lead_in, span
-from plantline.historian.refresh import RefreshResult
+from plantline.historian.refresh import RefreshResult, batches_after, forget_absorbed
 from plantline.historian.store import Connection
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -26,14 +26,7 @@ def _ts(ms: int | None) -> dt.datetime | None:
 def refresh_kpis(conn: Connection, config: HistorianConfig, *, max_batches: int = 1000) -> RefreshResult:
     """Absorb up to `max_batches` ingest batches after the KPI watermark; return the new watermark."""
     with conn.transaction():
-        row = conn.execute("SELECT batch_id FROM rollup_watermarks WHERE name = 'kpi_minutes' FOR UPDATE").fetchone()
-        after = int(row[0]) if row else 0
-        row = conn.execute(
-            "SELECT coalesce(max(id), %(a)s)"
-            " FROM (SELECT id FROM ingest_batches WHERE id > %(a)s ORDER BY id LIMIT %(n)s) b",
-            {"a": after, "n": max_batches},
-        ).fetchone()
-        upto = int(row[0]) if row else after
+        after, upto = batches_after(conn, "kpi_minutes", max_batches)
         if upto == after:
             return RefreshResult(after, 0)
         machines = conn.execute(
@@ -52,7 +45,7 @@ def refresh_kpis(conn: Connection, config: HistorianConfig, *, max_batches: int 
         conn.execute(
             "UPDATE rollup_watermarks SET batch_id = %s, refreshed_at = now() WHERE name = 'kpi_minutes'", (upto,)
         )
-        conn.execute("DELETE FROM dirty_spans WHERE batch_id <= (SELECT min(batch_id) FROM rollup_watermarks)")
+        forget_absorbed(conn)
         return RefreshResult(upto, len(machines))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg import sql
 
-from plantline.historian.kpi import Minute
+from plantline.historian.kpi import Minute, Totals
 from plantline.historian.store import Connection
 
 ROLLUP_TABLES = {"1m": "rollup_1m", "5m": "rollup_5m", "1h": "rollup_1h"}
@@ -101,6 +101,39 @@ _EDGE_KEYS = [
     "active_fault_code",
     "data_until_ms",
 ]
+
+
+_BUCKET_TOTALS = """
+SELECT ms(date_bin(%(w)s * interval '1 ms', bucket, timestamptz 'epoch')) AS b, max(ms(bucket)) + 60000,
+       sum(run_ms), sum(run_ms + idle_ms + blocked_ms + starved_ms), sum(total), sum(good), sum(reject),
+       sum(ideal_work_us), sum(unvalued)
+FROM kpi_minutes WHERE machine_id = %(m)s AND bucket >= at_ms(%(f)s) AND bucket < at_ms(%(t)s)
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def bucket_totals(conn: Connection, machine_id: int, from_ms: int, to_ms: int, width_ms: int) -> list[BucketTotals]:
+    """Return the machine's KPI minutes added up per bucket of `width_ms` (as `kpi.combine` adds them)."""
+    rows = conn.execute(_BUCKET_TOTALS, {"m": machine_id, "f": from_ms, "t": to_ms, "w": width_ms}).fetchall()
+    return [
+        BucketTotals(
+            int(b),
+            int(last),
+            Totals(int(run), int(planned), int(total), _int(good), _int(reject), int(ideal), int(unvalued)),
+        )
+        for b, last, run, planned, total, good, reject, ideal, unvalued in rows
+    ]
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketTotals:
+    start_ms: int
+    end_ms: int  # the end of its last minute
+    totals: Totals
 
 
 def edge_snapshot(conn: Connection, machine_id: int, at_ms: int) -> dict[str, Any] | None:

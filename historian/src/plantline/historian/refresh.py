@@ -86,21 +86,31 @@ class RefreshResult:
     spans: int  # series whose buckets were recomputed
 
 
-def _watermark(conn: Connection, name: str) -> int:
-    row = conn.execute("SELECT batch_id FROM rollup_watermarks WHERE name = %s", (name,)).fetchone()
-    return int(row[0]) if row else 0
+def batches_after(conn: Connection, watermark: str, max_batches: int) -> tuple[int, int]:
+    """Return (after, upto): the watermark's batch, locked for this transaction, and up to which to absorb.
+
+    `upto == after` when no batch is new. Call inside a transaction; set the watermark to `upto`
+    when the work is done.
+    """
+    row = conn.execute("SELECT batch_id FROM rollup_watermarks WHERE name = %s FOR UPDATE", (watermark,)).fetchone()
+    after = int(row[0]) if row else 0
+    row = conn.execute(
+        "SELECT coalesce(max(id), %(after)s)"
+        " FROM (SELECT id FROM ingest_batches WHERE id > %(after)s ORDER BY id LIMIT %(n)s) b",
+        {"after": after, "n": max_batches},
+    ).fetchone()
+    return after, int(row[0]) if row else after
+
+
+def forget_absorbed(conn: Connection) -> None:
+    """Delete the spans every refresh has absorbed."""
+    conn.execute("DELETE FROM dirty_spans WHERE batch_id <= (SELECT min(batch_id) FROM rollup_watermarks)")
 
 
 def refresh_rollups(conn: Connection, *, max_batches: int = 1000) -> RefreshResult:
     """Absorb up to `max_batches` ingest batches after the rollups' watermark; return the new watermark."""
     with conn.transaction():
-        after = _watermark(conn, "rollup_1m")
-        row = conn.execute(
-            "SELECT coalesce(max(id), %(after)s) FROM (SELECT id FROM ingest_batches WHERE id > %(after)s"
-            " ORDER BY id LIMIT %(n)s) b",
-            {"after": after, "n": max_batches},
-        ).fetchone()
-        upto = int(row[0]) if row else after
+        after, upto = batches_after(conn, "rollup_1m", max_batches)
         if upto == after:
             return RefreshResult(after, 0)
         conn.execute(_SPANS, {"after": after, "upto": upto})
@@ -112,8 +122,5 @@ def refresh_rollups(conn: Connection, *, max_batches: int = 1000) -> RefreshResu
             conn.execute(
                 "UPDATE rollup_watermarks SET batch_id = %s, refreshed_at = now() WHERE name = %s", (upto, table)
             )
-        # Spans every consumer has absorbed are not needed any more.
-        conn.execute(
-            "DELETE FROM dirty_spans WHERE batch_id <= (SELECT min(batch_id) FROM rollup_watermarks)",
-        )
+        forget_absorbed(conn)
         return RefreshResult(upto, int(spans_row[0]) if spans_row else 0)

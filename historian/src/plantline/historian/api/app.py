@@ -41,7 +41,7 @@ from plantline.historian.api.models import (
     Trend,
 )
 from plantline.historian.config import HistorianConfig
-from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, combine, replay_window, window_start
+from plantline.historian.kpi import KPI_SIGNALS, replay_window, window_start
 from plantline.historian.readings import lead_in, span
 from plantline.historian.store import Connection
 
@@ -385,18 +385,13 @@ def _current(
 def _trend(conn: Connection, m: queries.MachineRow, start: int, end: int, bucket: str) -> Trend:
     width = queries.BUCKET_MS[bucket]
     first = start - start % width
-    minutes = queries.minutes(conn, m.id, first, end)
     points = []
-    for bucket_start in range(first, end, width):
-        inside = [x for x in minutes if bucket_start <= x.start_ms < bucket_start + width]
-        if not inside:
-            continue
-        totals = combine(inside)
-        figures = totals.figures()
+    for found in queries.bucket_totals(conn, m.id, first, end, width):
+        totals, figures = found.totals, found.totals.figures()
         points.append(
             KpiFigures(
-                start_ms=bucket_start,
-                end_ms=min(bucket_start + width, inside[-1].start_ms + MINUTE_MS),
+                start_ms=found.start_ms,
+                end_ms=min(found.start_ms + width, found.end_ms),
                 oee=figures.oee,
                 availability=figures.availability,
                 performance=figures.performance,
