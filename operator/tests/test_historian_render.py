@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from plantline.connectors.kpi.settings import kpi_config
 from plantline.historian.config import HistorianConfig
@@ -37,3 +40,18 @@ def test_the_historian_gets_the_host_identity_and_its_rights_without_a_primary_h
     assert "topic read spBv1.0/site1/#" in host
     assert "STATE" not in host, "no primary host: no STATE to publish"
     assert "site1-line1-host" not in render_acl(demo)
+
+
+def test_up_runs_the_line_without_the_historian_when_postgresql_cannot_start(
+    demo: PlantLine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from plantline.operator import local
+
+    def refused(*_: object, **__: object) -> None:
+        raise subprocess.CalledProcessError(1, ["initdb"], stderr=b"unshare: Operation not permitted")
+
+    monkeypatch.setattr(local, "plan_historian", refused)
+    line = local.LocalLine(demo, local.Layout(tmp_path), simulate=True, metrics_base_port=9400)
+    line._prepare_historian()
+    assert (line.historian, line.database, line.hosts) == (None, None, [])
+    assert "Operation not permitted): running without the historian" in capsys.readouterr().err

@@ -539,8 +539,12 @@ class LocalLine:
             plan = plan_historian(
                 self.line, self.layout.root, tls_dir=self.layout.tls.resolve(), api_port=self.api_port
             )
-        except subprocess.CalledProcessError as exc:
-            raise UpError(f"initdb failed: {exc.stderr.decode(errors='replace') if exc.stderr else exc}") from None
+        except (subprocess.CalledProcessError, OSError) as exc:
+            # e.g. no user namespaces for a root `up`: the line itself does not need the historian
+            stderr = exc.stderr if isinstance(exc, subprocess.CalledProcessError) else None
+            detail = stderr.decode(errors="replace").strip() if stderr else str(exc)
+            say(f"PostgreSQL could not be initialised ({detail}): running without the historian")
+            return
         if plan is None:
             say("PostgreSQL is not installed: running without the historian (apt-get install postgresql)")
             return
