@@ -1,7 +1,8 @@
 """The wheels as a user installs them: a fresh virtual environment outside the workspace.
 
 The wheels of plantline-pki, plantline-connectors, plantline-historian (which `up` runs) and
-plantline-operator are built from this tree; every other dependency comes from the package index (fast once uv's cache holds them).
+plantline-operator are built from this tree; every other dependency comes from the package index
+(fast once uv's cache holds them).
 With the base install `validate`, `crd` and `render` work and `up` names the extra it needs;
 with [local] `up --simulate` names [simulate]; with [simulate] the demo line runs from that
 environment until its first DDATA, and `down` stops it.
