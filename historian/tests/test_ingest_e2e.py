@@ -92,7 +92,7 @@ class Edge:
         ts = 1_763_800_000_000 + round_
         samples = [Sample(m, s, float(round_), Quality.GOOD, ts) for m in MACHINES for s in SIGNALS]
         with self.lock:
-            messages = self.session.data(samples, ts, historical=False)
+            messages = self.session.data(samples, ts, historical=False).messages
         self._send(messages)
         with self.lock:
             self.published.update((m, s, ts) for m in MACHINES for s in SIGNALS)

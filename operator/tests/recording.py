@@ -2,7 +2,8 @@
 
 `RecordingCluster` stands in for the apiserver behind `resources.Cluster`: `apply` stores or
 deletes whole objects keyed by (kind, namespace, name) and records every call, `list` filters by
-labels, and `make_available` plays the deployment controller. `MemoryAuthority` keeps the
+labels, `serves` answers for the built-in kinds and the custom ones it was given (a CRD
+installed), and `make_available` plays the deployment controller. `MemoryAuthority` keeps the
 operator's CA the way `resources.SecretAuthority` keeps it in its Secret (the same `issuer`
 functions, the same data keys), without the compare-and-swap. `demo_body` is the PlantLine of
 `examples/demo-line.yaml` as the apiserver returns it. Nothing here opens a socket or sleeps.
@@ -62,12 +63,18 @@ class RecordingCluster:
     `metadata.generation` only when the `spec` changes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, served: tuple[str, ...] = ()) -> None:
         self.objects: dict[Key, dict[str, Any]] = {}
         self.calls: builtins.list[Call] = []
         self._version = 0
+        self.served = set(served)  # custom kinds whose CRD is installed, e.g. "PrometheusRule"
+
+    def serves(self, kind: str) -> bool:
+        return kind in self.served or kind in ("Secret", "ConfigMap", "ServiceAccount", "Deployment", "NetworkPolicy")
 
     def apply(self, kind: str, namespace: str, name: str, desired: Mapping[str, Any] | None) -> None:
+        if not self.serves(kind):
+            raise ValueError(f"apply {kind} {name}: the apiserver serves no {kind}")  # as the apiserver's 404
         self.calls.append(Call(kind, namespace, name, copy.deepcopy(dict(desired)) if desired is not None else None))
         key = (kind, namespace, name)
         if desired is None:

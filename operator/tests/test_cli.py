@@ -216,3 +216,28 @@ def test_validate_crd_and_render_need_no_extra(
     assert main(["crd"]) == 0
     assert main(["render", str(DEMO), "--out", str(tmp_path / "out")]) == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_dashboards_writes_grafana_and_prometheus_files_and_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "monitoring"
+    assert main(["dashboards", str(DEMO), "--out", str(out), "--runbook-base", "https://runbooks.example/rb"]) == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == [
+        "grafana/plantline-site1-line1-broker.json",
+        "grafana/plantline-site1-line1-core.json",
+        "grafana/plantline-site1-line1-edge.json",
+        "grafana/plantline-site1-line1-oee.json",
+        "prometheus/plantline-site1-line1.rules.yml",
+    ]
+    rules = yaml.safe_load((out / "prometheus/plantline-site1-line1.rules.yml").read_text())
+    alerts = [r for group in rules["groups"] for r in group["rules"] if "alert" in r]
+    assert alerts
+    assert all(r["annotations"]["runbook_url"].startswith("https://runbooks.example/rb/") for r in alerts)
+    oee = json.loads((out / "grafana/plantline-site1-line1-oee.json").read_text())
+    assert oee["title"] == "PlantLine site1/packaging/line1: Line / OEE"
+    capsys.readouterr()
+    assert main(["dashboards", str(DEMO), "--out", str(out)]) == 1
+    assert "pass --force" in capsys.readouterr().err
+    assert main(["dashboards", str(DEMO), "--out", str(out), "--force"]) == 0

@@ -154,6 +154,8 @@ def test_first_reconcile_creates_every_child_and_waits_for_the_connectors(
         ("ServiceAccount", "site1-line1-connector"),
         ("NetworkPolicy", "site1-line1-connectors"),
         ("Deployment", "site1-line1-line1"),
+        *(("ConfigMap", f"site1-line1-dashboard-{kind}") for kind in ("oee", "edge", "broker", "core")),
+        ("ConfigMap", "site1-line1-rules"),
     }
     assert set(secret_names(line, owner)) == {
         "site1-line1-line1-tls",
@@ -700,6 +702,7 @@ def test_status_keeps_last_transition_time_while_a_condition_holds(
         "Ready": "2026-11-18T12:00:00Z",
         "CertificatesReady": "2026-11-18T12:00:00Z",
         "ConnectorsReady": "2026-11-18T12:00:00Z",
+        "DashboardsReady": "2026-11-18T12:00:00Z",
     }
     cluster.make_available()
     ready = _run(body, cluster, authority, t2)
@@ -707,6 +710,7 @@ def test_status_keeps_last_transition_time_while_a_condition_holds(
         "Ready": ("True", "2026-11-18T14:00:00Z"),
         "CertificatesReady": ("True", "2026-11-18T12:00:00Z"),
         "ConnectorsReady": ("True", "2026-11-18T14:00:00Z"),
+        "DashboardsReady": ("True", "2026-11-18T12:00:00Z"),
     }
 
 

@@ -1,10 +1,8 @@
-"""Fixtures shared by the PKI tests: the CLI as a real subprocess, CA directories, free ports."""
+"""Fixtures shared by the PKI tests: the CLI as a real subprocess, CA directories, required programs."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from plantline_testing import find_program
 
 PASSPHRASE = "correct horse battery staple"
 CLI = [sys.executable, "-c", "from plantline.pki.cli import main; main()"]
@@ -56,19 +56,12 @@ def root_ca(tmp_path: Path) -> Path:
     return directory
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def require_program(name: str) -> str:
     """Return the path of a program the test needs; fail (never skip) when it is missing."""
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-    if path is None:
-        pytest.fail(f"{name} is not installed; run ./dev test, which installs it")
-    return path
+    try:
+        return find_program(name)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

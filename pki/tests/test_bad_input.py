@@ -17,6 +17,9 @@ from plantline.pki.exports import CertFormat
 from plantline.pki.names import parse_san
 
 Snapshot = dict[str, bytes]
+# A plaintext Kubernetes Secret export of the broker, short of the option under test.
+K8S_EXPORT = ["cert", "export", "broker", "--format", "k8s-secret", "--out", "/tmp/never.yaml",
+              "--unsafe-plaintext-key"]  # fmt: skip
 
 
 def snapshot(directory: Path) -> Snapshot:
@@ -165,40 +168,8 @@ def test_corrupted_inventory_is_reported_and_left_alone(
         (["cert", "export", "broker", "--format", "key"], 3, "PKI_INVALID_INPUT", "--out"),
         (["ca", "rotate", "--finalize"], 9, "PKI_POLICY", "no rotation in progress"),
         (["cert", "list", "--bogus"], 3, "PKI_USAGE", "--bogus"),
-        (
-            [
-                "cert",
-                "export",
-                "broker",
-                "--format",
-                "k8s-secret",
-                "--out",
-                "/tmp/never.yaml",
-                "--unsafe-plaintext-key",
-                "--namespace",
-                "line1\n  labels:\n    x: y",
-            ],
-            3,
-            "PKI_INVALID_INPUT",
-            "namespace: ",
-        ),
-        (
-            [
-                "cert",
-                "export",
-                "broker",
-                "--format",
-                "k8s-secret",
-                "--out",
-                "/tmp/never.yaml",
-                "--unsafe-plaintext-key",
-                "--secret-name",
-                "Bad Name: x",
-            ],
-            3,
-            "PKI_INVALID_INPUT",
-            "secret name: ",
-        ),
+        ([*K8S_EXPORT, "--namespace", "line1\n  labels:\n    x: y"], 3, "PKI_INVALID_INPUT", "namespace: "),
+        ([*K8S_EXPORT, "--secret-name", "Bad Name: x"], 3, "PKI_INVALID_INPUT", "secret name: "),
     ],
 )
 def test_cli_errors_have_stable_codes(

@@ -29,8 +29,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from conftest import PASSPHRASE, PkiCli, free_port
+from conftest import PASSPHRASE, PkiCli
 from plantline.pki.authority import Authority
+from plantline_testing import free_port
 from plantline_testing.mosquitto import Broker
 
 CONNECT_TIMEOUT = 5.0

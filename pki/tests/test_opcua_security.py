@@ -33,7 +33,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
-from conftest import PkiCli, free_port, run_cli
+from conftest import PkiCli, run_cli
+from plantline_testing import free_port
 
 pytestmark = pytest.mark.peer
 

@@ -152,7 +152,7 @@ class Publisher:
             samples = [
                 Sample(device, signals[k % len(signals)], float(n), Quality.GOOD, first + k) for k in range(per_message)
             ]
-            out += [(m.topic, m.payload) for m in self.session.data(samples, first, historical=False)]
+            out += [(m.topic, m.payload) for m in self.session.data(samples, first, historical=False).messages]
         return out
 
     def publish(self, messages: list[tuple[str, bytes]]) -> None:

@@ -27,25 +27,15 @@ from datetime import time as clock
 
 import harness
 from harness import Budget, Rate
-from plantline.connectors.kpi import KpiConfig, KpiEngine, Shift, ShiftCalendar
+from plantline.connectors.kpi import STATE_PRECEDENCE, KpiConfig, KpiEngine, Shift, ShiftCalendar
+from plantline.connectors.kpi.engine import COUNTER_SIGNALS
 from plantline.connectors.samples import Quality, Sample
 from plantline.connectors.sim.machine import MachineModel
 
 MACHINE = "filler-1"
 START_S = 1_700_000_000
-KPI_SIGNALS = (
-    "state.run",
-    "state.idle",
-    "state.blocked",
-    "state.starved",
-    "state.planned_stop",
-    "counter.good",
-    "counter.reject",
-    "counter.total",
-    "cycle.ideal",
-    "fault.active",
-    "fault.code",
-)
+# What the KPI engine reads of a machine's signals.
+KPI_SIGNALS = (*STATE_PRECEDENCE, *COUNTER_SIGNALS, "cycle.ideal", "fault.active", "fault.code")
 CALENDAR = ShiftCalendar(
     "Europe/Berlin",
     (

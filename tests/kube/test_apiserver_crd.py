@@ -22,7 +22,6 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,18 +82,12 @@ class InstalledCrd:
 
 
 @pytest.fixture(scope="module")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with ControlPlane(tmp_path_factory.mktemp("controlplane")) as plane:
-        yield plane
-
-
-@pytest.fixture(scope="module")
-def crd(control_plane: ControlPlane) -> InstalledCrd:
+def crd(plane: ControlPlane) -> InstalledCrd:
     """Install the checked-in CRD as it is (an ApiError here means the apiserver refuses it)."""
     manifest = yaml.safe_load(CRD.read_text())
-    control_plane.request("POST", CRDS, manifest)
+    plane.request("POST", CRDS, manifest)
     name = manifest["metadata"]["name"]
-    control_plane.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    plane.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
     return InstalledCrd(name)
 
 
@@ -120,10 +113,10 @@ def _lost_or_changed(given: Any, stored: Any, path: str = "spec") -> list[str]:
     return [] if given == stored else [f"{path}: {given!r} became {stored!r}"]
 
 
-def test_version_is_the_one_built(control_plane: ControlPlane) -> None:
-    version = control_plane.request("GET", "/version")
+def test_version_is_the_one_built(plane: ControlPlane) -> None:
+    version = plane.request("GET", "/version")
     binary = subprocess.run(
-        [str(control_plane.bin_dir / "kube-apiserver"), "--version"],
+        [str(plane.bin_dir / "kube-apiserver"), "--version"],
         capture_output=True,
         text=True,
         check=True,
@@ -136,32 +129,32 @@ def test_version_is_the_one_built(control_plane: ControlPlane) -> None:
         assert version["minor"] == "35"
 
 
-def test_checked_in_crd_is_served_with_its_rules(control_plane: ControlPlane, crd: InstalledCrd) -> None:
-    served = control_plane.request("GET", f"{CRDS}/{crd.name}")
+def test_checked_in_crd_is_served_with_its_rules(plane: ControlPlane, crd: InstalledCrd) -> None:
+    served = plane.request("GET", f"{CRDS}/{crd.name}")
     assert served["spec"]["versions"][0]["schema"] == yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]
 
 
-def test_crd_is_established(control_plane: ControlPlane, crd: InstalledCrd) -> None:
-    stored = control_plane.request("GET", f"{CRDS}/{crd.name}")
+def test_crd_is_established(plane: ControlPlane, crd: InstalledCrd) -> None:
+    stored = plane.request("GET", f"{CRDS}/{crd.name}")
     conditions = {c["type"]: c["status"] for c in stored["status"]["conditions"]}
     assert conditions["Established"] == "True"
     assert conditions["NamesAccepted"] == "True"
     assert stored["status"]["acceptedNames"]["shortNames"] == ["pl"]
 
 
-def test_demo_line_is_accepted_whole(control_plane: ControlPlane, crd: InstalledCrd) -> None:
-    _namespace(control_plane, "plantline")
-    applied = control_plane.kubectl("apply", "-f", str(DEMO))
+def test_demo_line_is_accepted_whole(plane: ControlPlane, crd: InstalledCrd) -> None:
+    _namespace(plane, "plantline")
+    applied = plane.kubectl("apply", "-f", str(DEMO))
     assert "plantline.plantline.dev/site1-line1 created" in applied.stdout
-    stored = control_plane.request("GET", "/apis/plantline.dev/v1alpha1/namespaces/plantline/plantlines/site1-line1")
+    stored = plane.request("GET", "/apis/plantline.dev/v1alpha1/namespaces/plantline/plantlines/site1-line1")
     # Nothing of the demo was pruned or changed by the structural schema (defaults only add).
     assert _lost_or_changed(yaml.safe_load(DEMO.read_text())["spec"], stored["spec"]) == []
     assert stored["spec"]["machines"][2]["samplingInterval"] == 1.0  # a default the CRD filled in
 
 
-def test_printer_columns(control_plane: ControlPlane, crd: InstalledCrd) -> None:
-    _namespace(control_plane, "plantline")
-    control_plane.kubectl("apply", "-f", str(DEMO))
+def test_printer_columns(plane: ControlPlane, crd: InstalledCrd) -> None:
+    _namespace(plane, "plantline")
+    plane.kubectl("apply", "-f", str(DEMO))
     status = {
         "status": {
             "observedGeneration": 1,
@@ -177,7 +170,7 @@ def test_printer_columns(control_plane: ControlPlane, crd: InstalledCrd) -> None
             ],
         }
     }
-    control_plane.kubectl(
+    plane.kubectl(
         "patch",
         "-n",
         "plantline",
@@ -188,18 +181,18 @@ def test_printer_columns(control_plane: ControlPlane, crd: InstalledCrd) -> None
         "-p",
         json.dumps(status),
     )
-    table = control_plane.kubectl("get", "-n", "plantline", "pl").stdout.splitlines()
+    table = plane.kubectl("get", "-n", "plantline", "pl").stdout.splitlines()
     assert table[0].split() == ["NAME", "READY", "MACHINES", "AGE"]
     assert table[1].split()[:3] == ["site1-line1", "True", "3"]
 
 
 @pytest.mark.parametrize("path", [INVALID / name for name in sorted(APISERVER_NAMES)], ids=lambda p: p.stem)
-def test_apiserver_rejects_invalid_file(control_plane: ControlPlane, crd: str, path: Path) -> None:
-    namespace = _namespace(control_plane, "invalid")
+def test_apiserver_rejects_invalid_file(plane: ControlPlane, crd: str, path: Path) -> None:
+    namespace = _namespace(plane, "invalid")
     # kubectl asks for strict server-side field validation (its default), as a user's apply does.
-    result = control_plane.kubectl("create", "-n", namespace, "-f", str(path), check=False)
+    result = plane.kubectl("create", "-n", namespace, "-f", str(path), check=False)
     if result.returncode == 0:
-        control_plane.kubectl("delete", "-n", namespace, "-f", str(path), "--wait=false", check=False)
+        plane.kubectl("delete", "-n", namespace, "-f", str(path), "--wait=false", check=False)
     assert result.returncode != 0, f"the apiserver accepted {path.name}: {result.stdout}"
     expected = APISERVER_NAMES.get(path.name) or [
         line.removeprefix("# expect: ").split(": ")[0]
@@ -254,33 +247,31 @@ def test_single_errors_are_errors_for_pydantic_only() -> None:
 
 
 @pytest.mark.parametrize("name", list(SINGLE_ERRORS))
-def test_the_apiserver_leaves_these_to_the_operator(control_plane: ControlPlane, crd: InstalledCrd, name: str) -> None:
-    namespace = _namespace(control_plane, "gaps")
+def test_the_apiserver_leaves_these_to_the_operator(plane: ControlPlane, crd: InstalledCrd, name: str) -> None:
+    namespace = _namespace(plane, "gaps")
     line = _single_error_line(name)
-    result = control_plane.kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(line), check=False)
-    control_plane.kubectl("delete", "-n", namespace, "plantline", name, "--wait=false", check=False)
+    result = plane.kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(line), check=False)
+    plane.kubectl("delete", "-n", namespace, "plantline", name, "--wait=false", check=False)
     assert result.returncode == 0, f"the CRD now rejects {name}; move it out of SINGLE_ERRORS:\n{result.stderr}"
 
 
 @pytest.mark.parametrize("name", sorted(ACCEPTED_BY_APISERVER))
-def test_invalid_files_the_apiserver_leaves_to_the_operator(
-    control_plane: ControlPlane, crd: InstalledCrd, name: str
-) -> None:
-    namespace = _namespace(control_plane, "gaps")
-    result = control_plane.kubectl("create", "-n", namespace, "-f", str(INVALID / name), check=False)
-    control_plane.kubectl("delete", "-n", namespace, "-f", str(INVALID / name), "--wait=false", check=False)
+def test_invalid_files_the_apiserver_leaves_to_the_operator(plane: ControlPlane, crd: InstalledCrd, name: str) -> None:
+    namespace = _namespace(plane, "gaps")
+    result = plane.kubectl("create", "-n", namespace, "-f", str(INVALID / name), check=False)
+    plane.kubectl("delete", "-n", namespace, "-f", str(INVALID / name), "--wait=false", check=False)
     assert result.returncode == 0, f"the CRD now rejects {name}; move it to APISERVER_NAMES:\n{result.stderr}"
     with pytest.raises(PlantLineInvalid):
         parse_plantline(yaml.safe_load((INVALID / name).read_text()))
 
 
 def test_without_strict_validation_unknown_fields_are_pruned_and_the_schema_still_applies(
-    control_plane: ControlPlane, crd: InstalledCrd
+    plane: ControlPlane, crd: InstalledCrd
 ) -> None:
-    namespace = _namespace(control_plane, "invalid")
+    namespace = _namespace(plane, "invalid")
     path = INVALID / "bad-endpoint-and-unknown-field.yaml"
     # --validate=false is fieldValidation=Ignore: what clients that do not ask for Strict get.
-    result = control_plane.kubectl("create", "--validate=false", "-n", namespace, "-f", str(path), check=False)
+    result = plane.kubectl("create", "--validate=false", "-n", namespace, "-f", str(path), check=False)
     assert result.returncode != 0
     assert 'spec.broker.kind: Unsupported value: "hivemq"' in result.stderr
     assert "samplingRate" not in result.stderr
@@ -291,10 +282,10 @@ def test_every_invalid_file_is_accounted_for() -> None:
     assert set(APISERVER_NAMES) | set(ACCEPTED_BY_APISERVER) == names
 
 
-def test_deployment_becomes_available_on_the_kwok_node(control_plane: ControlPlane) -> None:
-    control_plane.kubectl("create", "deployment", "web", "--image=registry.invalid/web:1", "--replicas=2")
-    control_plane.kubectl("wait", "--for=condition=Available", "deployment/web", "--timeout=90s")
-    pods = json.loads(control_plane.kubectl("get", "pods", "-l", "app=web", "-o", "json").stdout)["items"]
+def test_deployment_becomes_available_on_the_kwok_node(plane: ControlPlane) -> None:
+    plane.kubectl("create", "deployment", "web", "--image=registry.invalid/web:1", "--replicas=2")
+    plane.kubectl("wait", "--for=condition=Available", "deployment/web", "--timeout=90s")
+    pods = json.loads(plane.kubectl("get", "pods", "-l", "app=web", "-o", "json").stdout)["items"]
     assert len(pods) == 2
     assert {pod["spec"]["nodeName"] for pod in pods} == {"kwok-node-0"}
     assert {pod["status"]["phase"] for pod in pods} == {"Running"}
@@ -305,26 +296,26 @@ def _kubectl_as(plane: ControlPlane, kubeconfig: Path, *args: str) -> subprocess
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_service_account_kubeconfig_authenticates_with_rbac(control_plane: ControlPlane) -> None:
-    namespace = _namespace(control_plane, "sa-check")
-    control_plane.kubectl("create", "serviceaccount", "-n", namespace, "reader")
-    kubeconfig = control_plane.service_account_kubeconfig(namespace, "reader")
+def test_service_account_kubeconfig_authenticates_with_rbac(plane: ControlPlane) -> None:
+    namespace = _namespace(plane, "sa-check")
+    plane.kubectl("create", "serviceaccount", "-n", namespace, "reader")
+    kubeconfig = plane.service_account_kubeconfig(namespace, "reader")
     assert kubeconfig.stat().st_mode & 0o777 == 0o600
-    whoami = json.loads(_kubectl_as(control_plane, kubeconfig, "auth", "whoami", "-o", "json").stdout)
+    whoami = json.loads(_kubectl_as(plane, kubeconfig, "auth", "whoami", "-o", "json").stdout)
     assert whoami["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:reader"
-    denied = _kubectl_as(control_plane, kubeconfig, "get", "pods", "-n", namespace)
+    denied = _kubectl_as(plane, kubeconfig, "get", "pods", "-n", namespace)
     assert denied.returncode != 0
     assert "forbidden" in denied.stderr
-    control_plane.kubectl(
+    plane.kubectl(
         "create", "rolebinding", "-n", namespace, "reader", "--clusterrole=view", f"--serviceaccount={namespace}:reader"
     )
     deadline = time.monotonic() + 30
-    while (allowed := _kubectl_as(control_plane, kubeconfig, "get", "pods", "-n", namespace)).returncode:
+    while (allowed := _kubectl_as(plane, kubeconfig, "get", "pods", "-n", namespace)).returncode:
         assert time.monotonic() < deadline, allowed.stderr  # RBAC's cache takes a moment
         time.sleep(0.2)
 
 
-def test_api_errors_carry_the_status(control_plane: ControlPlane) -> None:
+def test_api_errors_carry_the_status(plane: ControlPlane) -> None:
     with pytest.raises(ApiError) as caught:
-        control_plane.request("GET", "/api/v1/namespaces/no-such-namespace")
+        plane.request("GET", "/api/v1/namespaces/no-such-namespace")
     assert caught.value.status == 404

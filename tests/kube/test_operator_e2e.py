@@ -35,6 +35,7 @@ from plantline.operator.resources import KubeCluster, SecretAuthority, connect
 from plantline_testing.controlplane import BUILD_TIMEOUT_S, ControlPlane
 from plantline_testing.kube import (
     OPERATOR_NAMESPACE,
+    PROMETHEUS_RULE_CRD,
     apply,
     children,
     condition,
@@ -43,8 +44,11 @@ from plantline_testing.kube import (
     events,
     install_operator,
     items,
+    line_config_maps,
     namespace,
     plantline,
+    prometheus_rule_crd,
+    prometheus_rules,
     ready,
     wait_for,
 )
@@ -59,12 +63,6 @@ READY_S = 60.0
 GC_S = 120.0  # the garbage collector discovers a new CRD's resources on its own schedule
 T = TypeVar("T")
 CA_TRUST = f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/configmaps/plantline-ca-trust"
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with ControlPlane(tmp_path_factory.mktemp("controlplane")) as control_plane:
-        yield control_plane
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +170,10 @@ def test_demo_line_becomes_ready(plane: ControlPlane, operator: KopfRunner) -> N
 
     made = children(plane, NS, "demo")
     assert made["Secret"] == ["demo-broker-tls", "demo-line1-tls", "demo-reader-tls"]
-    assert made["ConfigMap"] == ["demo-connectors", "demo-trust"]
+    assert made["ConfigMap"] == line_config_maps("demo")  # dashboards and rules: no PrometheusRule CRD yet
+    assert condition(line, "DashboardsReady")["reason"] == "RulesInConfigMap"
+    board = plane.request("GET", f"/api/v1/namespaces/{NS}/configmaps/demo-dashboard-oee")
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert made["Deployment"] == ["demo-line1"]
     assert made["NetworkPolicy"] == ["demo-connectors"]
     assert made["ServiceAccount"] == ["demo-connector"]
@@ -191,6 +192,52 @@ def test_demo_line_becomes_ready(plane: ControlPlane, operator: KopfRunner) -> N
     assert printed[4:7] == ["demo", "True", "3"]
     reasons = {e["reason"] for e in events(plane, NS, "demo")}
     assert "CertificateIssued" in reasons
+
+
+def _dashboards_reason(plane: ControlPlane, reason: str) -> dict[str, Any] | None:
+    line = plantline(plane, NS, "demo")
+    return line if condition(line, "DashboardsReady").get("reason") == reason else None
+
+
+def test_the_rules_become_a_prometheus_rule_once_its_crd_is_installed(
+    plane: ControlPlane, operator: KopfRunner, operator_kubeconfig: Path
+) -> None:
+    plane.kubectl("apply", "--server-side", "-f", str(prometheus_rule_crd()))
+    plane.kubectl("wait", "--for=condition=Established", f"crd/{PROMETHEUS_RULE_CRD}", "--timeout=60s")
+    wait_for("the demo's PrometheusRule", lambda: prometheus_rules(plane, NS, "demo") == ["demo-rules"], READY_S)
+    rule = plane.request("GET", f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/prometheusrules/demo-rules")
+    alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r}
+    assert {"PlantLinePlcDisconnected", "PlantLineConnectorDown", "PlantLineCrlStale"} <= alerts
+    assert rule["metadata"]["ownerReferences"][0]["name"] == "demo"  # removed with the line
+    wait_for(
+        "the rules ConfigMap pruned", lambda: "demo-rules" not in children(plane, NS, "demo")["ConfigMap"], READY_S
+    )
+    wait_for(
+        "DashboardsReady PrometheusRuleApplied", lambda: _dashboards_reason(plane, "PrometheusRuleApplied"), READY_S
+    )
+    code, out = _kubectl_as(plane, operator_kubeconfig, "auth", "can-i", "patch", PROMETHEUS_RULE_CRD, "-n", NS)
+    assert (code, out) == (0, "yes")
+
+
+def test_disabling_dashboards_removes_them_and_enabling_brings_them_back(
+    plane: ControlPlane, operator: KopfRunner
+) -> None:
+    disabled = demo_line("demo", NS, line="line1")
+    disabled["spec"]["dashboards"] = {"enabled": False}
+    apply(plane, disabled)
+    wait_for("DashboardsReady DashboardsDisabled", lambda: _dashboards_reason(plane, "DashboardsDisabled"), READY_S)
+    wait_for(
+        "the dashboards and rules removed",
+        lambda: (
+            children(plane, NS, "demo")["ConfigMap"] == ["demo-connectors", "demo-trust"]
+            and prometheus_rules(plane, NS, "demo") == []
+        ),
+        READY_S,
+    )
+    assert wait_for("the demo Ready", lambda: ready(plane, NS, "demo"), READY_S)
+    apply(plane, demo_line("demo", NS, line="line1"))
+    wait_for("the demo's PrometheusRule back", lambda: prometheus_rules(plane, NS, "demo") == ["demo-rules"], READY_S)
+    assert wait_for("the demo Ready again", lambda: ready(plane, NS, "demo"), READY_S)
 
 
 def test_a_pod_breaking_the_restricted_standard_is_refused_in_the_lines_namespace(plane: ControlPlane) -> None:
@@ -396,8 +443,8 @@ def test_deleting_a_line_revokes_its_certificates_and_releases_it(plane: Control
     wait_for("the PlantLine gone (finalizer released)", lambda: plantline(plane, NS, "pm") is None, READY_S)
     assert serials <= _crl_serials(plane)
     wait_for(
-        "the children garbage-collected",
-        lambda: not any(children(plane, NS, "pm").values()),
+        "the children garbage-collected, the PrometheusRule too",
+        lambda: not any(children(plane, NS, "pm").values()) and prometheus_rules(plane, NS, "pm") == [],
         GC_S,
     )
     # The other line is untouched.

@@ -33,6 +33,7 @@ from plantline_testing.kube import (
     demo_line,
     install_operator,
     items,
+    line_config_maps,
     namespace,
     ready,
     wait_for,
@@ -52,12 +53,6 @@ SHAPES: tuple[tuple[str, ...], ...] = (
     ("capper", "labeler"),
     ("filler", "labeler"),
 )
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with ControlPlane(tmp_path_factory.mktemp("controlplane")) as control_plane:
-        yield control_plane
 
 
 class OperatorProcess:
@@ -159,7 +154,7 @@ def test_sigkill_mid_reconcile_converges_without_orphans_or_duplicates(
     )
     wanted_secrets = sorted([f"{NAME}-{m}-tls" for m in final_shape] + [f"{NAME}-broker-tls", f"{NAME}-reader-tls"])
     assert made["Secret"] == wanted_secrets
-    assert made["ConfigMap"] == [f"{NAME}-connectors", f"{NAME}-trust"]
+    assert made["ConfigMap"] == line_config_maps(NAME)
     assert made["NetworkPolicy"] == [f"{NAME}-connectors"]
     config = plane.request("GET", f"/api/v1/namespaces/{NS}/configmaps/{NAME}-connectors")["data"]
     assert sorted(config) == sorted(f"{m}.yaml" for m in final_shape)

@@ -1,4 +1,4 @@
-"""Endpoints of every protocol parse in one place, with the protocol's default port."""
+"""Endpoints of every protocol parse in one place, with the protocol's default port, or say what is wrong."""
 
 from __future__ import annotations
 
@@ -32,16 +32,33 @@ def test_the_default_ports_are_the_protocols_registered_ones() -> None:
 
 
 @pytest.mark.parametrize(
-    ("endpoint", "message"),
+    ("protocol", "endpoint", "message"),
     [
-        ("http://x", "'http://x': expected opc.tcp://HOST:PORT/..."),
-        ("opc.tcp:///path", "expected opc.tcp://"),
-        ("opc.tcp://h:99999/", "the port is not a number within 1..65535"),
+        ("opcua", "http://x", "'http://x': expected opc.tcp://HOST:PORT/..."),
+        ("opcua", "opc.tcp:///path", "expected opc.tcp://"),
+        ("opcua", "opc.tcp://h:99999/", "the port is not a number within 1..65535"),
+        ("s7", "opc.tcp://127.0.0.1:4840", "expected s7://HOST[:PORT]"),
+        ("s7", "s7://", "expected s7://HOST[:PORT]"),
+        ("s7", "127.0.0.1:102", "expected s7://HOST[:PORT]"),
+        ("s7", "s7://h:99999", "the port is not a number within 1..65535"),
+        ("s7", "s7://h/db10", "unexpected path"),
+        ("s7", "s7://h?rack=8", "rack must be a whole number within 0..7"),
+        ("s7", "s7://h?slot=-1", "slot must be a whole number within 0..31"),
+        ("s7", "s7://h?pdu=1000", "pdu must be a whole number within 240..960"),
+        ("s7", "s7://h?slot=1&slot=2", "slot is given twice"),
+        ("s7", "s7://h?timeout=5", "unknown option 'timeout' (rack, slot, pdu)"),
+        ("s7", "s7://h?rack", "the query does not parse"),
+        ("cip", "s7://plc", "expected cip://HOST[:PORT][/SLOT]"),
+        ("cip", "plc:44818/1", "expected cip://HOST[:PORT][/SLOT]"),
+        ("cip", "cip://plc:0x10", "the port is not a number"),
+        ("cip", "cip://plc/bp/2", "the slot must be a whole number within 0..255"),
+        ("cip", "cip://plc/256", "the slot must be a whole number"),
+        ("cip", "cip://plc?slot=1", "unexpected query"),
     ],
 )
-def test_a_bad_opcua_endpoint_says_what_is_wrong(endpoint: str, message: str) -> None:
+def test_a_bad_endpoint_says_what_is_wrong(protocol: PlcProtocol, endpoint: str, message: str) -> None:
     with pytest.raises(ValueError, match=r"^endpoint: ") as caught:
-        parse_endpoint("opcua", endpoint)
+        parse_endpoint(protocol, endpoint)
     assert message in str(caught.value)
 
 

@@ -5,20 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from plantline.connectors.backoff import Backoff
-from plantline.connectors.config import Device, Tag
+from plantline.connectors.config import Device
 from plantline.connectors.samples import Quality, Sample, Value
 from plantline.connectors.sim.cip_server import CipMachineServer
 from plantline.connectors.sources import SourceState
 from plantline.connectors.sources.cip import CipSource
 from plantline_testing import free_port
-from plantline_testing.sources import Recorder, until
+from plantline_testing.sources import Recorder, plc_device, sit_out_outage, until
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -50,17 +48,6 @@ HELD: dict[str, Value] = {
     "process.pressure": 3.141592653589793,  # LREAL
     "process.fill_level": 42.5,  # INT x 0.1 [425]
 }
-
-
-def cip_device(endpoint: str, tags: list[dict[str, Any]], *, interval_ms: int = 50) -> Device:
-    # config.Device accepts only protocol "opcua" today: build it without validation.
-    return Device.model_construct(
-        id="filler-1",
-        protocol="cip",
-        endpoint=endpoint,
-        sampling_interval_ms=interval_ms,
-        tags=[Tag.model_validate(t) for t in tags],
-    )
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +86,7 @@ def test_values_and_types_match_what_the_simulator_holds(sim: CipMachineServer) 
         {"signal": "process.total_low", "address": "Filler_counters[2]", "datatype": "int32"},
     ]
     try:
-        latest, source = asyncio.run(read_all(cip_device(sim.url, sim.tags() + extra)))
+        latest, source = asyncio.run(read_all(plc_device("cip", sim.url, sim.tags() + extra)))
     finally:
         for signal in HELD:
             sim.release(signal)
@@ -134,7 +121,7 @@ def test_unknown_tags_and_elements_are_bad_with_the_cip_status(
         {"signal": "process.c9", "address": "Filler_counters[9]", "datatype": "int32"},  # the array has 3
         {"signal": "cycle.ideal", "address": "Filler_cycle_ideal", "datatype": "float"},
     ]
-    latest, source = asyncio.run(read_all(cip_device(sim.url, tags)))
+    latest, source = asyncio.run(read_all(plc_device("cip", sim.url, tags)))
     assert (latest["process.nope"].value, latest["process.nope"].quality) == (None, Quality.BAD)
     assert latest["process.nope"].protocol_code == 0x05
     assert (latest["process.c9"].quality, latest["process.c9"].protocol_code) == (Quality.BAD, 0xFF)
@@ -149,7 +136,7 @@ def test_unknown_tags_and_elements_are_bad_with_the_cip_status(
 def test_a_controller_down_at_startup_then_killed_is_followed_without_fabricated_values() -> None:
     port = free_port()
     sim = CipMachineServer(port, seed=6, update_interval_s=0.05, speed=20.0)
-    device = cip_device(f"cip://127.0.0.1:{port}", sim.tags(), interval_ms=50)
+    device = plc_device("cip", f"cip://127.0.0.1:{port}", sim.tags(), interval_ms=50)
 
     async def scenario() -> None:
         async with CipSource(device, backoff=QUICK) as source, Recorder(source) as recorder:
@@ -159,18 +146,9 @@ def test_a_controller_down_at_startup_then_killed_is_followed_without_fabricated
             await asyncio.wait_for(source.wait_for_state(SourceState.CONNECTED), 20)
             await until(lambda: sum(r.sample.signal == "counter.total" for r in recorder.received) >= 2)
             sim.kill()  # SIGKILL: the controller dies
-            await asyncio.wait_for(source.wait_for_state(SourceState.BACKOFF), 20)
-            lost_ms = int(time.time() * 1000)
-            before = len(recorder.received)
-            await until(lambda: source.counters.connect_failures >= 4)
-            back_ms = int(time.time() * 1000)
+            outage = await sit_out_outage(source, recorder)
             await asyncio.to_thread(sim.start)
-            await asyncio.wait_for(source.wait_for_state(SourceState.CONNECTED), 20)
-            await until(lambda: recorder.signals(before) >= {t.signal for t in device.tags})
-            await until(lambda: sum(r.sample.signal == "counter.total" for r in recorder.received[before:]) >= 2)
-            assert source.counters.reconnects == 1
-            assert not [r for r in recorder.received if lost_ms < r.sample.source_ts_ms < back_ms]
-            assert all(r.sample.quality is Quality.GOOD for r in recorder.received)
+            await outage.check_followed(source, recorder, {t.signal for t in device.tags}, "counter.total", 2)
 
     try:
         asyncio.run(scenario())

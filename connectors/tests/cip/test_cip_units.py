@@ -58,23 +58,6 @@ def test_cip_endpoints_parse(endpoint: str, expected: CipEndpoint, path: str) ->
 
 
 @pytest.mark.parametrize(
-    ("endpoint", "message"),
-    [
-        ("s7://plc", "expected cip://HOST[:PORT][/SLOT]"),
-        ("plc:44818/1", "expected cip://HOST[:PORT][/SLOT]"),
-        ("cip://plc:0x10", "the port is not a number"),
-        ("cip://plc/bp/2", "the slot must be a whole number within 0..255"),
-        ("cip://plc/256", "the slot must be a whole number"),
-        ("cip://plc?slot=1", "unexpected query"),
-    ],
-)
-def test_bad_cip_endpoints_say_why(endpoint: str, message: str) -> None:
-    with pytest.raises(ValueError, match=r"^endpoint: ") as caught:
-        parse_cip_endpoint(endpoint)
-    assert message in str(caught.value)
-
-
-@pytest.mark.parametrize(
     ("address", "expected"),
     [
         ("Filler_state_run", LogixAddress("Filler_state_run")),

@@ -9,7 +9,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from plantline.connectors.config import load_config
-from plantline.connectors.runtime import SLOWDOWN_UNDER_PRESSURE, Connector
+from plantline.connectors.runtime import SLOWDOWN_UNDER_PRESSURE
+from plantline_testing.connector import running_connector
 from plantline_testing.synthetic import SyntheticSource
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -25,10 +26,7 @@ def test_pressure_slows_sources_and_draining_restores_them(line: Any) -> None:
     line.broker.stop()
 
     async def scenario() -> tuple[list[float], str, str]:
-        connector = Connector(config, source_factory=lambda _device: source)
-        stop = asyncio.Event()
-        task = asyncio.create_task(connector.run(stop))
-        try:
+        async with running_connector(config, source) as connector:
             async with asyncio.timeout(90):
                 while SLOWDOWN_UNDER_PRESSURE not in source.slowdowns:
                     await asyncio.sleep(0.1)
@@ -38,9 +36,6 @@ def test_pressure_slows_sources_and_draining_restores_them(line: Any) -> None:
                 while source.slowdowns[-1] != 1.0:
                     await asyncio.sleep(0.1)
                 drained = generate_latest(connector.metrics.registry).decode()
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
         return source.slowdowns, under_pressure, drained
 
     slowdowns, under_pressure, drained = asyncio.run(scenario())

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from plantline.connectors.config import load_config
-from plantline.connectors.runtime import Connector
+from plantline_testing.connector import running_connector
 from plantline_testing.synthetic import SyntheticSource
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -21,10 +21,7 @@ def test_live_data_is_not_starved_by_replay(line: Any) -> None:
     source = SyntheticSource("filler", ["process.temperature", "process.pressure"], rate=0, limit=BACKLOG)
 
     async def scenario() -> None:
-        connector = Connector(config, source_factory=lambda _device: source)
-        stop = asyncio.Event()
-        task = asyncio.create_task(connector.run(stop))
-        try:
+        async with running_connector(config, source):
             async with asyncio.timeout(180):
                 while source.produced < BACKLOG:  # all of it into the outbox: the broker is down
                     await asyncio.sleep(0.05)
@@ -33,9 +30,6 @@ def test_live_data_is_not_starved_by_replay(line: Any) -> None:
                 await asyncio.to_thread(line.broker.start)
                 while len(reader.values) < BACKLOG + 3_000:
                     await asyncio.sleep(0.1)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
 
     with line.reader(persistent=True) as reader:
         line.broker.stop()  # a clean stop: mosquitto keeps the reader's session in its persistence file

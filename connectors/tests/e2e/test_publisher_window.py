@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from plantline.connectors.config import load_config
-from plantline.connectors.runtime import MAX_INFLIGHT_BATCHES, Connector
+from plantline.connectors.runtime import MAX_INFLIGHT_BATCHES
+from plantline_testing.connector import running_connector
 from plantline_testing.synthetic import SyntheticSource
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -24,16 +25,10 @@ def test_many_small_batches_all_arrive_without_a_reconnect(line: Any) -> None:
     source = SyntheticSource("filler", ["process.temperature"], rate=0, limit=total, chunk=2)
 
     async def scenario(reader: Any) -> int:
-        connector = Connector(config, source_factory=lambda _device: source)
-        stop = asyncio.Event()
-        task = asyncio.create_task(connector.run(stop))
-        try:
+        async with running_connector(config, source):
             async with asyncio.timeout(120):
                 while len({v.value for v in reader.values}) < total:
                     await asyncio.sleep(0.1)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
         return len(line.broker.log_text().split("New client connected")) - 1
 
     with line.reader() as reader:

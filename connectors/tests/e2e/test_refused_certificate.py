@@ -10,7 +10,7 @@ import pytest
 
 from plantline.connectors.config import load_config
 from plantline.connectors.metric_names import MQTT_REFUSED
-from plantline.connectors.runtime import Connector
+from plantline_testing.connector import running_connector
 from plantline_testing.synthetic import SyntheticSource
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -24,18 +24,12 @@ def test_a_revoked_connector_is_refused_and_says_why(line: Any, caplog: pytest.L
     source = SyntheticSource("filler", ["process.temperature"], rate=100, limit=1_000)
 
     async def scenario() -> tuple[int, float | None]:
-        connector = Connector(config, source_factory=lambda _device: source)
-        stop = asyncio.Event()
-        task = asyncio.create_task(connector.run(stop))
-        try:
+        async with running_connector(config, source) as connector:
             async with asyncio.timeout(30):
                 while sum("no broker accepted the connection" in r.getMessage() for r in caplog.records) < 2:
                     await asyncio.sleep(0.1)
             refused = connector.metrics.registry.get_sample_value(MQTT_REFUSED.name)
             return connector._require_outbox().stats().samples, refused
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
 
     with caplog.at_level(logging.WARNING, logger="plantline.connectors"):
         stored, refused = asyncio.run(scenario())

@@ -16,7 +16,7 @@ import pytest
 
 from plantline.connectors.config import load_config
 from plantline.connectors.outbox import Outbox
-from plantline.connectors.runtime import Connector
+from plantline_testing.connector import running_connector
 from plantline_testing.synthetic import SyntheticSource
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -29,15 +29,11 @@ def test_every_sample_read_before_the_stop_is_delivered_or_kept(line: Any) -> No
     source = SyntheticSource("filler", ["process.temperature"], rate=RATE, limit=10**9, chunk=10)
 
     async def scenario(reader: Any) -> None:
-        connector = Connector(config, source_factory=lambda _device: source)
-        stop = asyncio.Event()
-        task = asyncio.create_task(connector.run(stop))
-        async with asyncio.timeout(60):
-            while not reader.values:  # connected and publishing
-                await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)
-        stop.set()
-        await asyncio.wait_for(task, 30)
+        async with running_connector(config, source):
+            async with asyncio.timeout(60):
+                while not reader.values:  # connected and publishing
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
 
     with line.reader() as reader:
         asyncio.run(scenario(reader))

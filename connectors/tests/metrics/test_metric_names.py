@@ -8,7 +8,14 @@ import math
 from prometheus_client import Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from plantline.connectors.metric_names import CONNECTOR_METRICS, KPI_GAUGES, SAMPLES, MetricDefinition
+from plantline.connectors.metric_names import (
+    CONNECTOR_METRICS,
+    KPI_GAUGES,
+    OPERATOR_METRICS,
+    PKI_METRICS,
+    SAMPLES,
+    MetricDefinition,
+)
 from plantline.connectors.metrics import ConnectorMetrics
 
 
@@ -58,11 +65,13 @@ def test_the_histogram_buckets_are_the_described_ones() -> None:
 
 
 def test_names_follow_the_prometheus_conventions() -> None:
-    names = [m.name for m in CONNECTOR_METRICS]
+    every = (*CONNECTOR_METRICS, *PKI_METRICS, *OPERATOR_METRICS)
+    names = [m.name for m in every]
     assert len(set(names)) == len(names)
     assert all(name.startswith("plantline_") for name in names)
-    assert all(m.name.endswith("_total") == (m.type == "counter") for m in CONNECTOR_METRICS)
-    assert all(m.buckets == () for m in CONNECTOR_METRICS if m.type != "histogram")
+    assert all(m.name.endswith("_total") == (m.type == "counter") for m in every)
+    assert all(m.buckets == () for m in every if m.type != "histogram")
+    assert all(m.buckets for m in every if m.type == "histogram")
     assert all(m.type == "gauge" and m.labels == ("device", "scope") for m in KPI_GAUGES)
 
 

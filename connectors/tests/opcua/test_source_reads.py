@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import pytest
@@ -325,20 +326,12 @@ def test_a_full_queue_holds_back_the_server_without_losing_samples(
     written = [3.0 + i / 100 for i in range(50)]
 
     async def scenario() -> None:
-        released.append("cycle.ideal")
-        await sim.write("cycle.ideal", 2.5)
-        dev = device(sim.url, [tag("process.ideal", "cycle.ideal")], queue_size=100)
-        async with OpcUaSource(dev, max_buffered=5) as source:
-            await within(_until(lambda: source.counters.samples == 1))  # the initial value, not consumed
+        async with _ideal_source(sim, device, released, queue_size=100, max_buffered=5) as source:
             for value in written:
                 await sim.write("cycle.ideal", value)
             await within(_until(lambda: source.counters.backpressure_waits >= 1))
             assert source.counters.samples == 5  # the queue is full and nothing was dropped
-            received = []
-            async for sample in source.samples():
-                received.append(sample.value)
-                if sample.value == written[-1]:
-                    break
+            received = await _values_until(source, written[-1])
         assert received == [2.5, *written]  # everything, in order
         assert source.counters.samples == 51
 
@@ -351,19 +344,11 @@ def test_queue_size_discards_the_oldest_at_the_server_when_the_consumer_lags(
     written = [4.0 + i / 100 for i in range(10)]
 
     async def scenario() -> None:
-        released.append("cycle.ideal")
-        await sim.write("cycle.ideal", 2.5)
-        dev = device(sim.url, [tag("process.ideal", "cycle.ideal")], queue_size=2)
-        async with OpcUaSource(dev, max_buffered=1) as source:
-            await within(_until(lambda: source.counters.samples == 1))  # the queue is full
+        async with _ideal_source(sim, device, released, queue_size=2, max_buffered=1) as source:  # the queue is full
             for value in written:
                 await sim.write("cycle.ideal", value)
             await asyncio.sleep(0.5)  # several publishing intervals
-            received = []
-            async for sample in source.samples():
-                received.append(sample.value)
-                if sample.value == written[-1]:
-                    break
+            received = await _values_until(source, written[-1])
         assert received[0] == 2.5
         later = [value for value in received[1:] if isinstance(value, float)]
         assert later == received[1:]
@@ -373,6 +358,29 @@ def test_queue_size_discards_the_oldest_at_the_server_when_the_consumer_lags(
         assert len(later) <= 4  # ... the oldest were discarded at the server (2 per item queue)
 
     run(scenario())
+
+
+@asynccontextmanager
+async def _ideal_source(
+    sim: OpcUaMachineServer, device: MakeDevice, released: list[str], *, queue_size: int, max_buffered: int
+) -> AsyncIterator[OpcUaSource]:
+    """Yield a source of the held `cycle.ideal` (2.5) once its first sample waits, not consumed."""
+    released.append("cycle.ideal")
+    await sim.write("cycle.ideal", 2.5)
+    dev = device(sim.url, [tag("process.ideal", "cycle.ideal")], queue_size=queue_size)
+    async with OpcUaSource(dev, max_buffered=max_buffered) as source:
+        await within(_until(lambda: source.counters.samples == 1))
+        yield source
+
+
+async def _values_until(source: OpcUaSource, last: object) -> list[object]:
+    """Return the values the source yields from now on, up to and with `last`."""
+    received: list[object] = []
+    async for sample in source.samples():
+        received.append(sample.value)
+        if sample.value == last:
+            break
+    return received
 
 
 async def _until(condition: Callable[[], bool]) -> None:

@@ -63,28 +63,6 @@ def test_s7_endpoints_parse(endpoint: str, expected: S7Endpoint) -> None:
     assert parse_s7_endpoint(endpoint) == expected
 
 
-@pytest.mark.parametrize(
-    ("endpoint", "message"),
-    [
-        ("opc.tcp://127.0.0.1:4840", "expected s7://HOST[:PORT]"),
-        ("s7://", "expected s7://HOST[:PORT]"),
-        ("127.0.0.1:102", "expected s7://HOST[:PORT]"),
-        ("s7://h:99999", "the port is not a number within 1..65535"),
-        ("s7://h/db10", "unexpected path"),
-        ("s7://h?rack=8", "rack must be a whole number within 0..7"),
-        ("s7://h?slot=-1", "slot must be a whole number within 0..31"),
-        ("s7://h?pdu=1000", "pdu must be a whole number within 240..960"),
-        ("s7://h?slot=1&slot=2", "slot is given twice"),
-        ("s7://h?timeout=5", "unknown option 'timeout' (rack, slot, pdu)"),
-        ("s7://h?rack", "the query does not parse"),
-    ],
-)
-def test_bad_s7_endpoints_say_why(endpoint: str, message: str) -> None:
-    with pytest.raises(ValueError, match=r"^endpoint: ") as caught:
-        parse_s7_endpoint(endpoint)
-    assert message in str(caught.value)
-
-
 def test_a_bad_tag_address_is_named_by_its_position() -> None:
     device = s7_device(
         "s7://127.0.0.1:1102",

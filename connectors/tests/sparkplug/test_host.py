@@ -42,7 +42,7 @@ def data(session: EdgeNodeSession, ts: int = T0 + 1) -> list[Outgoing]:
         Sample("filler", "fault.code", -3, Quality.UNCERTAIN, ts),
         Sample("filler", "process.temperature", 21.5, Quality.BAD, ts),
     ]
-    return session.data(samples, ts, historical=False)
+    return session.data(samples, ts, historical=False).messages
 
 
 def feed(host: HostSession[int], messages: list[Outgoing], first_token: int = 0, now: int = T0) -> Outcome[int]:

@@ -1,8 +1,11 @@
-"""The Prometheus metrics a connector exposes, described once: name, type, help text and labels.
+"""Every Prometheus metric PlantLine exposes, described once: name, type, help text and labels.
 
 Pure data without prometheus_client, so that whatever reads a connector's /metrics imports its
 names from here: the connector's own registry (`plantline.connectors.metrics`), `plantline
-status`, dashboards and alert rules.
+status`, dashboards and alert rules. The certificate facts (`PKI_METRICS`, served by the operator
+and by `plantline up --monitoring`) and the operator's own metrics (`OPERATOR_METRICS`) are
+described here too, below the connector's: the dashboards import no operator module, and this
+module is the one place every PlantLine metric name is spelled.
 """
 
 from __future__ import annotations
@@ -74,6 +77,12 @@ OUTBOX_DROPPED: Final = MetricDefinition(
 OUTBOX_CORRUPT: Final = MetricDefinition(
     "plantline_outbox_corrupt_batches_total", "counter", "Damaged outbox batches set aside"
 )
+OUTBOX_QUARANTINED: Final = MetricDefinition(
+    "plantline_outbox_quarantined_samples_total",
+    "counter",
+    "Samples set aside unpublished: damaged (corrupt), or no longer fitting the configuration",
+    ("reason",),
+)
 INGEST_LAG: Final = MetricDefinition(
     "plantline_ingest_lag_seconds",
     "histogram",
@@ -140,8 +149,71 @@ CONNECTOR_METRICS: Final = (
     OUTBOX_OLDEST_AGE,
     OUTBOX_DROPPED,
     OUTBOX_CORRUPT,
+    OUTBOX_QUARANTINED,
     INGEST_LAG,
     SAMPLING_SLOWDOWN,
     *KPI_GAUGES,
 )
 """Every metric a connector's /metrics exposes, in a stable order."""
+
+
+# Certificate facts, served by whatever holds the line's CA: the operator, and `plantline up
+# --monitoring` for its local CA. Alert rules compare them with time().
+PKI_CERTIFICATE_NOT_AFTER: Final = MetricDefinition(
+    "plantline_certificate_not_after_timestamp_seconds",
+    "gauge",
+    "Unix time the identity's current certificate expires",
+    ("identity",),
+)
+PKI_CRL_LAST_UPDATE: Final = MetricDefinition(
+    "plantline_crl_last_update_timestamp_seconds", "gauge", "Unix time the CA's current CRL was issued"
+)
+PKI_CRL_NEXT_UPDATE: Final = MetricDefinition(
+    "plantline_crl_next_update_timestamp_seconds", "gauge", "Unix time the CA's current CRL stops being valid"
+)
+PKI_METRICS: Final = (PKI_CERTIFICATE_NOT_AFTER, PKI_CRL_LAST_UPDATE, PKI_CRL_NEXT_UPDATE)
+"""The certificate facts of one line (identity) and its CA."""
+
+# The operator's own metrics (plantline.operator.telemetry), per PlantLine where a line is meant.
+_LINE = ("namespace", "plantline")
+
+OPERATOR_RECONCILES: Final = MetricDefinition(
+    "plantline_operator_reconciles_total",
+    "counter",
+    "Reconciles of a PlantLine, by outcome (ready, progressing, failed, invalid, paused)",
+    (*_LINE, "result"),
+)
+OPERATOR_RECONCILE_ERRORS: Final = MetricDefinition(
+    "plantline_operator_reconcile_errors_total", "counter", "Reconcile steps that failed, by step", (*_LINE, "step")
+)
+OPERATOR_RECONCILE_DURATION: Final = MetricDefinition(
+    "plantline_operator_reconcile_duration_seconds",
+    "histogram",
+    "Time one reconcile of a PlantLine took",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+OPERATOR_TIME_TO_READY: Final = MetricDefinition(
+    "plantline_operator_time_to_ready_seconds",
+    "histogram",
+    "Time from the operator first seeing a PlantLine generation to its Ready condition",
+    buckets=(1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600),
+)
+OPERATOR_CERTIFICATES_ISSUED: Final = MetricDefinition(
+    "plantline_operator_certificates_issued_total", "counter", "Certificates issued for a new identity", _LINE
+)
+OPERATOR_CERTIFICATES_RENEWED: Final = MetricDefinition(
+    "plantline_operator_certificates_renewed_total", "counter", "Certificates renewed or re-keyed", _LINE
+)
+OPERATOR_CERTIFICATES_REVOKED: Final = MetricDefinition(
+    "plantline_operator_certificates_revoked_total", "counter", "Certificate serials revoked", _LINE
+)
+OPERATOR_METRICS: Final = (
+    OPERATOR_RECONCILES,
+    OPERATOR_RECONCILE_ERRORS,
+    OPERATOR_RECONCILE_DURATION,
+    OPERATOR_TIME_TO_READY,
+    OPERATOR_CERTIFICATES_ISSUED,
+    OPERATOR_CERTIFICATES_RENEWED,
+    OPERATOR_CERTIFICATES_REVOKED,
+)
+"""Every metric the operator's /metrics exposes besides `PKI_METRICS`, in a stable order."""

@@ -220,9 +220,13 @@ class KpiSpec(_Spec):
 
 
 class DashboardsSpec(_Spec):
-    """The line's dashboards."""
+    """The line's Grafana dashboards and Prometheus alert rules."""
 
-    enabled: bool = Field(default=True, description="Whether the line gets dashboards (not rendered yet).")
+    enabled: bool = Field(
+        default=True,
+        description="Whether the line gets its dashboards (ConfigMaps for Grafana's sidecar) and alert rules "
+        "(a PrometheusRule, or a ConfigMap without the prometheus-operator); false removes them.",
+    )
 
 
 class PlantLineSpec(_Spec):
@@ -335,7 +339,7 @@ class PlantLineStatus(_Spec):
     )
     machine_count: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Machines in that spec.")
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
-        default_factory=list, description="`Ready`, `CertificatesReady`, `ConnectorsReady`."
+        default_factory=list, description="`Ready`, `CertificatesReady`, `ConnectorsReady`, `DashboardsReady`."
     )
     # One per identity: a connector and an OPC UA app per machine at most, plus broker, reader,
     # bridge and host.

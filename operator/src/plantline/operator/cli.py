@@ -1,10 +1,10 @@
-"""The `plantline` command: validate a PlantLine, print its CRD, render its files, run it locally.
+"""The `plantline` command: validate a PlantLine, print its CRD, render its files and dashboards, run it locally.
 
 Exit codes: 0 success; 1 unreadable input, refused write or `up` failed; 2 invalid PlantLine, or an
 extra the command needs is not installed; 3 (`status`, `reload`) no `plantline up` runs on the state
 directory. Human messages go to stderr, data to stdout.
 
-The base install runs `validate`, `crd` and `render`; `up`, `status`, `reload` and `down` need the
+The base install runs `validate`, `crd`, `render` and `dashboards`; `up`, `status`, `reload` and `down` need the
 `local` extra (`up --simulate` with an EtherNet/IP machine `simulate`), `operator run` needs `kube`.
 """
 
@@ -22,6 +22,7 @@ import yaml
 
 from plantline.connectors.config import DEFAULT_METRICS_PORT
 from plantline.connectors.extras import MissingExtra
+from plantline.dashboards import render_files
 from plantline.operator import extras
 from plantline.operator.api import PlantLine, PlantLineInvalid, Problem, parse_plantline
 from plantline.operator.crd import crd_yaml
@@ -30,6 +31,7 @@ from plantline.operator.reference import reference_markdown
 from plantline.operator.render import (
     BrokerFiles,
     connector_config_data,
+    line_view,
     render_acl,
     render_certificate_requests,
     render_connector_configs,
@@ -52,6 +54,8 @@ EPILOG = """examples:
   plantline crd > operator/crds/plantline.dev_plantlines.yaml
   plantline api-reference > docs/plantline-api-reference.md
   plantline render examples/demo-line.yaml --out build/line1
+  plantline dashboards examples/demo-line.yaml --out build/monitoring
+  plantline up examples/demo-line.yaml --simulate --monitoring
   plantline up examples/demo-line.yaml --simulate
   plantline up examples/demo-line.yaml --simulate --detach
   plantline status examples/demo-line.yaml --format json
@@ -151,6 +155,19 @@ def cmd_render(args: argparse.Namespace) -> int:
     except PlantLineInvalid as exc:
         return _report_invalid(args.file, exc.problems, "text")
     files = rendered_files(line, tls_dir=args.tls_dir, data_dir=args.data_dir, metrics_base_port=args.metrics_base_port)
+    return _write_files(files, args)
+
+
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    try:
+        line = _parse(args.file)
+    except PlantLineInvalid as exc:
+        return _report_invalid(args.file, exc.problems, "text")
+    return _write_files(render_files(line_view(line, runbook_base=args.runbook_base)), args)
+
+
+def _write_files(files: dict[str, str], args: argparse.Namespace) -> int:
+    """Write `files` under `args.out`, refusing to replace any unless `args.force`."""
     existing = [name for name in files if (args.out / name).exists()]
     if existing and not args.force:
         print(f"{args.out}: would overwrite {', '.join(existing)}; pass --force to replace them", file=sys.stderr)
@@ -171,7 +188,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _report_invalid(args.file, exc.problems, "text")
     extras.require_up((m.protocol for m in line.spec.machines), simulate=args.simulate)
     from plantline.operator import local  # noqa: PLC0415 - the applier needs the local extra
+    from plantline.operator.monitoring import Monitoring, MonitoringUnavailable, find_exporter  # noqa: PLC0415
 
+    monitoring = None
+    if args.monitoring:
+        try:
+            monitoring = Monitoring(args.prometheus_port, find_exporter(args.broker_exporter))
+        except MonitoringUnavailable as exc:
+            local.say(f"error: {exc}")
+            return EXIT_UNREADABLE
     if not args.detach:
         return local.run_up(
             line,
@@ -179,6 +204,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             simulate=args.simulate,
             metrics_base_port=args.metrics_base_port,
             api_port=args.api_port,
+            monitoring=monitoring,
         )
     layout = local.Layout(args.state_dir if args.state_dir is not None else local.default_state_dir(line))
     if local.running_pid(layout) is not None:
@@ -188,12 +214,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     argv += ["--state-dir", str(layout.root.resolve()), "--metrics-base-port", str(args.metrics_base_port)]
     argv += ["--api-port", str(args.api_port)]
     argv += ["--simulate"] if args.simulate else []
+    if monitoring is not None:
+        argv += ["--monitoring", "--prometheus-port", str(monitoring.prometheus_port)]
+        argv += ["--broker-exporter", monitoring.exporter] if monitoring.exporter else []
     try:
         local.detach(argv, layout)
     except local.UpError as exc:
         local.say(f"error: {exc}")
         return EXIT_UNREADABLE
-    local.announce(line, layout, api_port=args.api_port)
+    local.announce(line, layout, monitoring, api_port=args.api_port)
     return EXIT_OK
 
 
@@ -281,11 +310,22 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
     if args.resync_seconds <= 0:
         print(f"--resync-seconds: expected a positive number, got {args.resync_seconds}", file=sys.stderr)
         return EXIT_INVALID
+    metrics = None
+    if args.metrics is not None:
+        from plantline.operator.telemetry import OperatorMetrics, serve  # noqa: PLC0415
+
+        address, _, port = args.metrics.rpartition(":")
+        if not port.isdigit():
+            print(f"--metrics: expected ADDRESS:PORT, got {args.metrics!r}", file=sys.stderr)
+            return EXIT_INVALID
+        metrics = OperatorMetrics.create()
+        serve(metrics.registry, address or "0.0.0.0", int(port))  # noqa: S104 - the operator's pod address
     options = Options(
         connector=ConnectorSettings(image=args.connector_image),
         ca_namespace=namespace,
         ca_secret=name,
         resync_seconds=args.resync_seconds,
+        metrics=metrics,
     )
     if args.kubeconfig is not None:  # read by Kopf's login and by the operator's own client
         os.environ["KUBECONFIG"] = str(args.kubeconfig)
@@ -301,6 +341,30 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
         liveness_endpoint=args.liveness,
     )
     return EXIT_OK
+
+
+def _add_up(commands: Any) -> None:
+    up = commands.add_parser(
+        "up", help="run the line locally: CA, mosquitto (mTLS), connectors", description=UP_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    up.add_argument("file", type=Path)
+    up.add_argument("--simulate", action="store_true", help="start a simulated PLC for every machine")
+    up.add_argument("--state-dir", type=Path, default=None, help="default: .plantline/<site>-<line>")
+    up.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=DEFAULT_METRICS_PORT,
+        help="connectors' /metrics ports count up from it",
+    )
+    up.add_argument("--api-port", type=int, default=API_PORT, help="the historian's KPI API (127.0.0.1)")
+    up.add_argument("--detach", action="store_true", help="run in the background; return once the line runs")
+    up.add_argument(
+        "--monitoring", action="store_true", help="also run Prometheus with the line's rules (and the broker exporter)"
+    )
+    up.add_argument("--prometheus-port", type=int, default=9090, help="with --monitoring; the exporter uses +1, +2")
+    up.add_argument("--broker-exporter", default=None, help="the mqtt-exporter program (default: from PATH)")
+    up.set_defaults(run=cmd_up)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,22 +393,16 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--metrics-base-port", type=int, default=DEFAULT_METRICS_PORT)
     render.set_defaults(run=cmd_render)
 
-    up = commands.add_parser(
-        "up", help="run the line locally: CA, mosquitto (mTLS), connectors", description=UP_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    up.add_argument("file", type=Path)
-    up.add_argument("--simulate", action="store_true", help="start a simulated PLC for every machine")
-    up.add_argument("--state-dir", type=Path, default=None, help="default: .plantline/<site>-<line>")
-    up.add_argument(
-        "--metrics-base-port",
-        type=int,
-        default=DEFAULT_METRICS_PORT,
-        help="connectors' /metrics ports count up from it",
+    boards = commands.add_parser(
+        "dashboards", help="write the line's Grafana dashboards and Prometheus rules for file provisioning"
     )
-    up.add_argument("--api-port", type=int, default=API_PORT, help="the historian's KPI API (127.0.0.1)")
-    up.add_argument("--detach", action="store_true", help="run in the background; return once the line runs")
-    up.set_defaults(run=cmd_up)
+    boards.add_argument("file", type=Path)
+    boards.add_argument("--out", type=Path, required=True, help="output directory (grafana/, prometheus/)")
+    boards.add_argument("--force", action="store_true", help="replace files that exist")
+    boards.add_argument("--runbook-base", default=None, help="the URL under which runbooks/<Alert>.md are served")
+    boards.set_defaults(run=cmd_dashboards)
+
+    _add_up(commands)
 
     for name, run, text in (
         ("status", cmd_status, "show the table of a line started with `up --detach` (exit 3: not running)"),
@@ -381,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator_run.add_argument(
         "--liveness", default=None, help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz"
+    )
+    operator_run.add_argument(
+        "--metrics", default=None, help="serve Prometheus metrics on ADDRESS:PORT/metrics, e.g. 0.0.0.0:9402"
     )
     operator_run.set_defaults(run=cmd_operator_run)
     return parser

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from plantline.operator.issuer import CaInvalid
 from plantline.operator.model import FINALIZER, ConnectorSettings
 from plantline.operator.reconcile import Context, Event, Outcome, finalize, reconcile, retry_delay
 from plantline.operator.resources import ApiFailure, KubeCluster, SecretAuthority, connect
+from plantline.operator.telemetry import OperatorMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class Options:
     ca_namespace: str = "plantline-system"
     ca_secret: str = "plantline-ca"
     resync_seconds: float = 60.0
+    metrics: OperatorMetrics | None = None  # counted when given (`plantline operator run` serves them)
 
 
 class _Runtime:
@@ -54,6 +57,27 @@ class _Runtime:
 
     def context(self) -> Context:
         return Context(self.cluster, self.authority, self.options.connector, datetime.now(UTC))
+
+    def reconcile(self, body: kopf.Body, uid: str) -> Outcome:
+        """Reconcile one line under its lock, and count it."""
+        started = time.monotonic()
+        with self.lock(uid):
+            outcome = reconcile(body, self.context())
+        metrics = self.options.metrics
+        if metrics is not None:
+            meta = body["metadata"]
+            metrics.reconciled(
+                namespace=str(meta.get("namespace")),
+                name=str(meta.get("name")),
+                result=outcome.result,
+                seconds=time.monotonic() - started,
+                failed_step=outcome.failed_step,
+                certificates=outcome.certificates,
+            )
+            metrics.generation_seen(uid, int(meta.get("generation") or 0), now=time.time(), ready=outcome.ready)
+            if outcome.crl_pem is not None:
+                metrics.pki.set_crl(outcome.crl_pem)
+        return outcome
 
 
 def _post(body: kopf.Body, events: list[Event]) -> None:
@@ -113,9 +137,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     @kopf.on.update(*resource, registry=registry)
     def reconcile_line(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, uid: str, retry: int, **_: Any) -> None:
         runtime: _Runtime = memo["runtime"]
-        with runtime.lock(uid):
-            outcome = reconcile(body, runtime.context())
-        _finish(outcome, body=body, patch=patch, retry=retry)
+        _finish(runtime.reconcile(body, uid), body=body, patch=patch, retry=retry)
 
     @kopf.timer(*resource, registry=registry, interval=options.resync_seconds, initial_delay=options.resync_seconds)
     def resync(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, uid: str, **kwargs: Any) -> None:
@@ -123,9 +145,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         if body["metadata"].get("deletionTimestamp"):
             return
         runtime: _Runtime = memo["runtime"]
-        with runtime.lock(uid):
-            outcome = reconcile(body, runtime.context())
-        _finish(outcome, body=body, patch=patch, retry=int(kwargs.get("retry", 0)))
+        _finish(runtime.reconcile(body, uid), body=body, patch=patch, retry=int(kwargs.get("retry", 0)))
 
     @kopf.on.delete(*resource, registry=registry)
     def release(*, body: kopf.Body, memo: kopf.Memo, uid: str, **_: Any) -> None:
@@ -138,6 +158,8 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             raise kopf.TemporaryError(f"revoking the line's certificates: {exc}", delay=5.0) from None
         _post(body, events)
         runtime.forget(uid)
+        if runtime.options.metrics is not None:
+            runtime.options.metrics.forget(uid)
 
 
 __all__ = ["Options", "register"]

@@ -21,7 +21,6 @@ import json
 import os
 import pwd
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -50,6 +49,15 @@ from plantline.connectors.metric_names import MetricDefinition
 from plantline.operator.api import MachineSpec, PlantLine
 from plantline.operator.historian import API_PORT
 from plantline.operator.local_historian import HistorianPlan, plan_historian, postgres_bin
+from plantline.operator.monitoring import (
+    Monitoring,
+    MonitoringUnavailable,
+    exporter_environment,
+    find_prometheus,
+    installed,
+    prometheus_argv,
+    write_configuration,
+)
 from plantline.operator.render import (
     CRL,
     TRUST_BUNDLE,
@@ -64,6 +72,7 @@ from plantline.operator.render import (
     render_mosquitto_conf,
     topology,
 )
+from plantline.operator.telemetry import PkiMetrics, serve
 from plantline.pki.authority import Authority
 from plantline.pki.errors import PassphraseError
 from plantline.pki.exports import CertFormat
@@ -156,6 +165,10 @@ class Layout:
     def up_log(self) -> Path:
         return self.logs / "up.log"
 
+    @property
+    def monitoring(self) -> Path:
+        return self.root / "monitoring"
+
 
 def _passphrase(layout: Layout) -> bytes:
     from_env = os.environ.get(PASSPHRASE_ENV)
@@ -246,7 +259,7 @@ def wait_listening(host: str, port: int, alive: Callable[[], bool], timeout: flo
 
 
 def find_mosquitto() -> str:
-    path = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    path = installed("mosquitto")
     if path is None:
         raise UpError("mosquitto is not installed (looked in PATH and /usr/sbin); run: sudo apt-get install mosquitto")
     return path
@@ -301,9 +314,10 @@ class Child:
     """One supervised program in its own process group."""
 
     name: str
-    kind: str  # connector | simulator | broker
+    kind: str  # connector | simulator | broker | monitoring
     argv: list[str]
     log_path: Path
+    env: dict[str, str] | None = None  # added to this process's environment
     listen: tuple[str, int] | None = None
     metrics_port: int | None = None
     proc: subprocess.Popen[bytes] | None = None
@@ -323,6 +337,7 @@ class Child:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=None if self.env is None else {**os.environ, **self.env},
             preexec_fn=_deathsig(),  # noqa: PLW1509 - prctl only; `up` starts children from one thread
         )
         self.started_at = time.monotonic()
@@ -467,10 +482,14 @@ class LocalLine:
     sample_totals: dict[str, tuple[float, float]] = field(default_factory=dict)
     revoked_at_broker_start: set[str] = field(default_factory=set)
     reload: dict[str, Any] = field(default_factory=lambda: {"count": 0})  # the last reload's outcome
+    monitoring: Monitoring | None = None
+    monitors: list[Child] = field(default_factory=list)  # Prometheus and the broker exporter
+    certificate_facts: PkiMetrics | None = None
 
     def children(self) -> list[Child]:
         database = [self.database] if self.database else []
-        return [*([self.broker] if self.broker else []), *database, *self.hosts, *self.simulators, *self.connectors]
+        broker = [self.broker] if self.broker else []
+        return [*broker, *database, *self.hosts, *self.simulators, *self.connectors, *self.monitors]
 
     def prepare(self) -> None:
         """Create the state directory, the CA and TLS files, and render every file."""
@@ -533,6 +552,39 @@ class LocalLine:
             )
             for machine in connector.machines:
                 self.machine_group[machine.id] = connector.group
+        if self.monitoring is not None:
+            self._prepare_monitoring(self.monitoring, authority)
+
+    def _prepare_monitoring(self, monitoring: Monitoring, authority: Authority) -> None:
+        """Write Prometheus's configuration and the line's rules; make Prometheus and the exporter children."""
+        try:
+            prometheus = find_prometheus()
+        except MonitoringUnavailable as exc:
+            raise UpError(str(exc)) from None
+        ports = {c.name.split("/", 1)[1]: c.metrics_port for c in self.connectors if c.metrics_port}
+        config = write_configuration(self.line, self.layout.monitoring, monitoring, ports)
+        argv = prometheus_argv(prometheus, config, self.layout.monitoring / "data", monitoring)
+        self.monitors.append(
+            Child("prometheus", "monitoring", argv, self.layout.logs / "prometheus.log",
+                  listen=("127.0.0.1", monitoring.prometheus_port))
+        )  # fmt: skip
+        if monitoring.exporter is None:
+            say("no broker exporter (pipx install 'mqtt-exporter==1.12.1'): the broker's metrics stay empty")
+        else:
+            env = exporter_environment(self.line, self.layout.tls.resolve(), monitoring)
+            self.monitors.append(
+                Child("broker-exporter", "monitoring", [monitoring.exporter], self.layout.logs / "broker-exporter.log",
+                      listen=("127.0.0.1", monitoring.exporter_port), env=env)
+            )  # fmt: skip
+        self.certificate_facts = PkiMetrics.create()
+        self._refresh_certificate_facts(authority)
+
+    def _refresh_certificate_facts(self, authority: Authority) -> None:
+        if self.certificate_facts is None:
+            return
+        active = authority.certificates(status="active")
+        self.certificate_facts.set_certificates({c.identity: c.not_after for c in active})
+        self.certificate_facts.set_crl(authority.crl_pem())
 
     def _prepare_historian(self) -> None:
         try:
@@ -566,6 +618,12 @@ class LocalLine:
             for c in self.connectors
             if c.metrics_port and port_taken("127.0.0.1", c.metrics_port)
         ]
+        if self.monitoring is not None:
+            taken += [
+                f"{name} port 127.0.0.1:{port}"
+                for name, port in self.monitoring.ports().items()
+                if port_taken("127.0.0.1", port)
+            ]
         if taken:
             raise UpError(
                 "ports already in use: "
@@ -583,6 +641,10 @@ class LocalLine:
             child.start()
         for child in self.simulators:
             self._wait_listening(child)
+        if self.monitoring is not None and self.certificate_facts is not None:
+            serve(self.certificate_facts.registry, "127.0.0.1", self.monitoring.pki_port)
+            for child in self.monitors:
+                self._start_listening(child)
         self.write_pids()
 
     def _start_database(self) -> None:
@@ -616,9 +678,10 @@ class LocalLine:
         _write(self.layout.pids, (json.dumps({"up": os.getpid(), "children": data}, indent=2) + "\n").encode())
 
     def stop(self) -> None:
-        """Connectors first (SIGTERM: they publish NDEATH), the historian and its API, simulators, broker, database."""
+        """Stop monitoring, connectors (SIGTERM: NDEATH), historian and API, simulators, broker, database."""
         database = [self.database] if self.database else []
-        for group in (self.connectors, self.hosts, self.simulators, [self.broker] if self.broker else [], database):
+        broker = [self.broker] if self.broker else []
+        for group in (self.monitors, self.connectors, self.hosts, self.simulators, broker, database):
             threads = [threading.Thread(target=c.stop) for c in group]
             for thread in threads:
                 thread.start()
@@ -694,6 +757,7 @@ class LocalLine:
         _write(self.layout.tls / TRUST_BUNDLE, authority.trust_bundle())
         _write(self.layout.tls / CRL, authority.crl_pem())
         revoked = {c.serial for c in authority.certificates(status="revoked")}
+        self._refresh_certificate_facts(authority)
         newly = revoked - self.revoked_at_broker_start
         broker = self.broker
         if broker is None or broker.proc is None or not broker.alive():
@@ -826,6 +890,7 @@ def run_up(
     simulate: bool,
     metrics_base_port: int = DEFAULT_METRICS_PORT,
     api_port: int = API_PORT,
+    monitoring: Monitoring | None = None,
 ) -> int:
     """Prepare, start and supervise the line until SIGINT/SIGTERM; return the exit status.
 
@@ -843,7 +908,7 @@ def run_up(
         (reload if signum == signal.SIGHUP else stop).set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    app = LocalLine(line, layout, simulate, metrics_base_port, api_port)
+    app = LocalLine(line, layout, simulate, metrics_base_port, api_port, monitoring=monitoring)
     try:
         with _state_lock(layout):
             app.prepare()
@@ -852,7 +917,7 @@ def run_up(
                 if stop.is_set():
                     return 0
                 app.start()
-                announce(line, layout, api_port=api_port)
+                announce(line, layout, monitoring, api_port=api_port)
                 say(
                     f"running {len(app.connectors)} connector(s), {len(app.simulators)} simulator(s); "
                     "Ctrl-C stops everything"
@@ -898,8 +963,10 @@ def _supervise(app: LocalLine, stop: threading.Event, reload: threading.Event) -
             stop.wait(0.25)
 
 
-def announce(line: PlantLine, layout: Layout, *, api_port: int = API_PORT) -> None:
-    """Print (stdout) where the broker is, the reader and host identities, and the historian's KPI API."""
+def announce(
+    line: PlantLine, layout: Layout, monitoring: Monitoring | None = None, *, api_port: int = API_PORT
+) -> None:
+    """Print (stdout) where the broker is, the reader and host identities, the historian's KPI API, and Prometheus."""
     spec = line.spec
     tls = layout.tls.resolve()
     reader = reader_identity(spec)
@@ -917,6 +984,9 @@ def announce(line: PlantLine, layout: Layout, *, api_port: int = API_PORT) -> No
     if postgres_bin() is not None:
         print(f"api: http://127.0.0.1:{api_port}", flush=True)
         print(f"api token: {(layout.root / 'historian' / 'api-token').resolve()}", flush=True)
+    if monitoring is not None:
+        print(f"prometheus: {monitoring.url}", flush=True)
+        print(f"rules: {(layout.monitoring / 'rules.yml').resolve()}", flush=True)
 
 
 def _client_args(line: PlantLine, tls: Path, identity: str) -> str:

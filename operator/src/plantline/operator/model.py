@@ -20,12 +20,16 @@ import yaml
 
 from plantline.connectors.addressing.endpoints import PlcProtocol, parse_endpoint
 from plantline.connectors.config import DEFAULT_METRICS_PORT
+from plantline.dashboards.boards import dashboards
+from plantline.dashboards.render import dashboard_json, rules_yaml
+from plantline.dashboards.rules import rule_file
 from plantline.operator.api import API_VERSION, GROUP, KIND, PlantLine
 from plantline.operator.render import (
     TRUST_BUNDLE,
     CertificateRequest,
     ConnectorTopology,
     connector_config_data,
+    line_view,
     opcua_identity,
     render_connector_configs,
     topology,
@@ -50,6 +54,12 @@ DATA_DIR = Path("/var/lib/plantline")
 CONFIG_FILE = CONFIG_DIR / "connector.yaml"
 METRICS_PORT = DEFAULT_METRICS_PORT  # in a pod: the Service, probes and NetworkPolicy use it
 RUN_AS = 65532  # an unprivileged uid/gid with no entry in the image: restricted pod security
+
+# Grafana's dashboard sidecar (the Grafana Helm chart's `sidecar.dashboards`) loads every ConfigMap
+# labelled `grafana_dashboard: "1"` and files it in the folder its `grafana_folder` annotation names.
+GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
+GRAFANA_FOLDER_ANNOTATION = "grafana_folder"
+PROMETHEUS_RULE_API = "monitoring.coreos.com/v1"
 
 # libyaml's emitter when PyYAML has it (about 10x faster); both write YAML the connectors load.
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -162,6 +172,14 @@ def network_policy_name(owner: Owner) -> str:
     return f"{owner.name}-connectors"
 
 
+def dashboard_config_map_name(owner: Owner, kind: str) -> str:
+    return f"{owner.name}-dashboard-{kind}"
+
+
+def rules_name(owner: Owner) -> str:
+    return f"{owner.name}-rules"
+
+
 def digest(parts: Iterable[bytes]) -> str:
     """Return a short SHA-256 over `parts`, for pod template annotations."""
     hasher = hashlib.sha256()
@@ -239,6 +257,40 @@ def trust_config_map(owner: Owner, ca_bundle: bytes, crl: bytes) -> dict[str, An
         "kind": "ConfigMap",
         "metadata": _metadata(owner, trust_config_map_name(owner), "trust"),
         "data": {TRUST_BUNDLE: ca_bundle.decode(), "crl.pem": crl.decode()},
+    }
+
+
+def dashboard_config_maps(owner: Owner, line: PlantLine) -> list[dict[str, Any]]:
+    """Return one ConfigMap per dashboard of the line, labelled and annotated for Grafana's sidecar."""
+    view = line_view(line)
+    folder = f"PlantLine {view.site}/{view.line}"
+    found = []
+    for kind, board in dashboards(view).items():
+        metadata = _metadata(owner, dashboard_config_map_name(owner, kind), "dashboards")
+        metadata["labels"][GRAFANA_DASHBOARD_LABEL] = "1"
+        metadata["annotations"] = {GRAFANA_FOLDER_ANNOTATION: folder}
+        data = {f"{owner.namespace}-{owner.name}-{kind}.json": dashboard_json(board)}
+        found.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
+    return found
+
+
+def prometheus_rule(owner: Owner, line: PlantLine) -> dict[str, Any]:
+    """Return the line's rules as a prometheus-operator PrometheusRule."""
+    return {
+        "apiVersion": PROMETHEUS_RULE_API,
+        "kind": "PrometheusRule",
+        "metadata": _metadata(owner, rules_name(owner), "rules"),
+        "spec": rule_file(line_view(line)),
+    }
+
+
+def rules_config_map(owner: Owner, line: PlantLine) -> dict[str, Any]:
+    """Return the line's rule file in a ConfigMap, for a Prometheus without the prometheus-operator."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, rules_name(owner), "rules"),
+        "data": {f"{owner.namespace}-{owner.name}.rules.yml": rules_yaml(line_view(line))},
     }
 
 
@@ -451,11 +503,14 @@ __all__ = [
     "config_map",
     "connector_configs",
     "connector_deployments",
+    "dashboard_config_maps",
     "deployment",
     "digest",
     "endpoint_of",
     "labels",
     "network_policy",
+    "prometheus_rule",
+    "rules_config_map",
     "secret_name",
     "selector",
     "service_account",

@@ -7,7 +7,8 @@ an `Outcome` into Kopf's status patch and errors.
 
 Steps, in order: `certificates` (issue, renew, revoke and delete), `config` (connector configs),
 `connectors` (ServiceAccount, NetworkPolicy, one Deployment per connector group), `trust` (CA
-bundle and CRL for the broker), `prune` (children no longer wanted), then the status.
+bundle and CRL for the broker), `dashboards` (Grafana dashboards, alert rules), `prune` (children
+no longer wanted), then the status.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from plantline.operator.model import (
     config_map,
     connector_configs,
     connector_deployments,
+    dashboard_config_maps,
     network_policy,
+    prometheus_rule,
+    rules_config_map,
     secret_name,
     selector,
     service_account,
@@ -76,6 +80,25 @@ class Outcome:
     retry_after: float | None = None  # not ready yet, or a step failed: reconcile again
     invalid: str | None = None  # the spec can never work as it is: every problem with its path
     failure: str | None = None  # a step failed (the message names it)
+    failed_step: str | None = None
+    certificates: dict[str, int] = field(default_factory=dict)  # issued, renewed, revoked: counts of this reconcile
+    crl_pem: bytes | None = None  # the CA's CRL as this reconcile published it
+
+    @property
+    def ready(self) -> bool:
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in self.status.get("conditions", []))
+
+    @property
+    def result(self) -> str:
+        """Return the outcome in one word: ready, progressing, failed, invalid or paused."""
+        if self.invalid is not None:
+            return "invalid"
+        if self.failure is not None:
+            return "failed"
+        if self.ready:
+            return "ready"
+        paused = any(c.get("reason") == "ReconciliationPaused" for c in self.status.get("conditions", []))
+        return "paused" if paused else "progressing"
 
 
 @dataclass
@@ -89,6 +112,8 @@ class _State:
     conditions: dict[str, tuple[ConditionStatus, str, str]] = field(default_factory=dict)
     recorded: dict[str, int] = field(default_factory=dict)  # secret -> serial, from the last status
     serials: dict[str, int] = field(default_factory=dict)  # secret -> serial it holds after this reconcile
+    counts: dict[str, int] = field(default_factory=lambda: {"issued": 0, "renewed": 0, "revoked": 0})
+    crl_pem: bytes | None = None
 
 
 def plain(value: Any) -> Any:
@@ -131,7 +156,6 @@ def step_certificates(state: _State, ctx: Context) -> None:
         s["metadata"]["name"]: s for s in ctx.cluster.list("Secret", namespace, selector(state.owner, "certificate"))
     }
     postponed: list[str] = []
-    issued = 0
     superseded: list[tuple[int, str]] = []
     for request in render_certificate_requests(state.line):
         existing = stored.get(secret_name(state.owner, state.line, request.identity))
@@ -145,7 +169,7 @@ def step_certificates(state: _State, ctx: Context) -> None:
             old_serial = serial_of(old.get("tls.crt", b""))
             if old_serial is not None:
                 annotations[SUPERSEDES_ANNOTATION] = f"{old_serial:x}"
-            issued += 1
+            state.counts["renewed" if existing is not None else "issued"] += 1
             state.events.append(
                 Event(
                     "Normal",
@@ -176,10 +200,11 @@ def step_certificates(state: _State, ctx: Context) -> None:
     # certificate per identity. The serial rides in the new Secret, so a crash here loses nothing.
     fresh = [s for s in superseded if s[0] not in ca.revoked_serials]
     if fresh:
-        ctx.authority.revoke(fresh, ctx.now)
+        state.counts["revoked"] += len(ctx.authority.revoke(fresh, ctx.now))
     _drop_unwanted_certificates(state, ctx, stored)
     _revoke_lost_certificates(state, ctx, ca, stored)
     message = f"{len(state.certificates)} certificates valid"
+    issued = state.counts["issued"] + state.counts["renewed"]
     if issued:
         message += f", {issued} issued now"
     if postponed:
@@ -200,7 +225,8 @@ def _drop_unwanted_certificates(state: _State, ctx: Context, stored: Mapping[str
         identity = (secret["metadata"].get("annotations") or {}).get(IDENTITY_ANNOTATION, name)
         serials = _secret_serials(secret)
         if serials:
-            ctx.authority.revoke([(s, "cessation-of-operation") for s in serials], ctx.now)
+            revoked = ctx.authority.revoke([(s, "cessation-of-operation") for s in serials], ctx.now)
+            state.counts["revoked"] += len(revoked)
         ctx.cluster.apply("Secret", state.owner.namespace, name, None)
         listed = ", ".join(f"{s:x}" for s in serials) or "none"
         state.events.append(Event("Normal", "CertificateRevoked", f"{identity}: serials {listed} revoked"))
@@ -219,7 +245,7 @@ def _revoke_lost_certificates(
     )
     if not lost:
         return
-    ctx.authority.revoke([(serial, "superseded") for _, serial in lost], ctx.now)
+    state.counts["revoked"] += len(ctx.authority.revoke([(serial, "superseded") for _, serial in lost], ctx.now))
     for name, serial in lost:
         state.events.append(
             Event("Warning", "CertificateRevoked", f"{name}: serial {serial:x} revoked: its Secret was deleted")
@@ -260,7 +286,29 @@ def step_connectors(state: _State, ctx: Context) -> None:
 def step_trust(state: _State, ctx: Context) -> None:
     """Publish the CA bundle and the current CRL for the line's broker."""
     ca = ctx.authority.load(ctx.now)  # again: this reconcile may have revoked since the first load
+    state.crl_pem = ca.crl_pem
     _apply(state, ctx, trust_config_map(state.owner, ca.certificate_pem, ca.crl_pem))
+
+
+def step_dashboards(state: _State, ctx: Context) -> None:
+    """Apply the line's dashboards (ConfigMaps for Grafana's sidecar) and rules (PrometheusRule or ConfigMap).
+
+    With `spec.dashboards.enabled: false` nothing is applied, and the prune step deletes them.
+    """
+    if not state.line.spec.dashboards.enabled:
+        state.conditions["DashboardsReady"] = ("True", "DashboardsDisabled", "spec.dashboards.enabled is false")
+        return
+    boards = dashboard_config_maps(state.owner, state.line)
+    for desired in boards:
+        _apply(state, ctx, desired)
+    if ctx.cluster.serves("PrometheusRule"):
+        _apply(state, ctx, prometheus_rule(state.owner, state.line))
+        reason, where = "PrometheusRuleApplied", "a PrometheusRule"
+    else:
+        _apply(state, ctx, rules_config_map(state.owner, state.line))
+        reason, where = "RulesInConfigMap", "a ConfigMap (the PrometheusRule CRD is not installed)"
+    message = f"{len(boards)} dashboards in ConfigMaps for Grafana's sidecar; the alert rules in {where}"
+    state.conditions["DashboardsReady"] = ("True", reason, message)
 
 
 def step_prune(state: _State, ctx: Context) -> None:
@@ -278,6 +326,7 @@ STEPS: tuple[tuple[str, Callable[[_State, Context], None]], ...] = (
     ("config", step_config),
     ("connectors", step_connectors),
     ("trust", step_trust),
+    ("dashboards", step_dashboards),
     ("prune", step_prune),
 )
 
@@ -431,6 +480,8 @@ def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
             message = f"step {name}: {exc}"
             if name == "certificates":
                 state.conditions["CertificatesReady"] = ("False", "IssuanceFailed", message)
+            elif name == "dashboards":
+                state.conditions["DashboardsReady"] = ("False", "ApplyFailed", message)
             else:
                 state.conditions["ConnectorsReady"] = ("False", "ApplyFailed", message)
             # A half-done certificates step keeps every earlier record: a replaced serial is still
@@ -441,11 +492,19 @@ def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
                 events=[*state.events, Event("Warning", "ReconcileFailed", message)],
                 retry_after=FAILURE_RETRY_S,
                 failure=message,
+                failed_step=name,
+                certificates=state.counts,
             )
     _connectors_condition(state, ctx)
     status = _status(body, state.conditions, ctx.now, machines=len(line.spec.machines), certificates=state.serials)
     ready = state.conditions["ConnectorsReady"][0] == "True"
-    return Outcome(status=status, events=state.events, retry_after=None if ready else NOT_READY_RETRY_S)
+    return Outcome(
+        status=status,
+        events=state.events,
+        retry_after=None if ready else NOT_READY_RETRY_S,
+        certificates=state.counts,
+        crl_pem=state.crl_pem,
+    )
 
 
 def retry_delay(outcome: Outcome, retries: int) -> float:

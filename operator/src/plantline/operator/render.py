@@ -10,7 +10,7 @@ each owns its own bdSeq and NDEATH will.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,10 @@ from plantline.connectors.config import (
     Tag,
     TlsFiles,
 )
+from plantline.dashboards import ConnectorView, LineView, MachineView
+from plantline.dashboards.broker import SYS_TOPICS
 from plantline.operator.api import MachineSpec, PlantLine, PlantLineSpec, connector_groups
+from plantline.pki.profiles import builtin_profiles
 
 TRUST_BUNDLE = "ca.crt"
 CRL = "crl.pem"
@@ -357,7 +360,10 @@ def render_bridge(line: PlantLine, *, tls_dir: Path) -> str:
         # Keep the bridge's session on both sides: QoS 1 messages queued during a WAN outage survive.
         "cleansession false",
         "local_cleansession false",
-        "notifications false",
+        # The bridge's state (1 connected, 0 not) on $SYS/broker/connection/<name>/state, for the
+        # broker exporter and the bridge-down alert; on this broker only, not the core's.
+        "notifications true",
+        "notifications_local_only true",
         "restart_timeout 2 60",
     ]
     for connector in topology(spec):
@@ -392,7 +398,9 @@ def render_acl(line: PlantLine, *, historian: bool = False) -> str:
         out += [f"topic read {base}/NCMD/{node}", f"topic read {base}/DCMD/{node}/+"]
         if spec.primary_host_id is not None:
             out.append(f"topic read {NAMESPACE}/STATE/{spec.primary_host_id}")
+    # The reader also reads the broker's own $SYS counters: the broker exporter connects as it.
     out += ["", f"user {reader_identity(spec)}", f"topic read {base}/#", f"topic read {NAMESPACE}/STATE/+"]
+    out.append(f"topic read {SYS_TOPICS}")
     if spec.primary_host_id is not None or historian:
         out += ["", *_host_acl(spec, spec.primary_host_id)]
     return "\n".join(out) + "\n"
@@ -411,3 +419,25 @@ def _host_acl(spec: PlantLineSpec, host_id: str | None) -> list[str]:
         out += [f"topic write {base}/DCMD/{node}/{machine.id}" for machine in connector.machines]
     out.append(f"topic read {base}/#")
     return out
+
+
+# -- dashboards -----------------------------------------------------------------------------------
+
+
+def line_view(line: PlantLine, *, runbook_base: str | None = None) -> LineView:
+    """Return the line as the dashboards and rules see it (plain data; the dashboards import no operator)."""
+    spec = line.spec
+    renew_before = spec.pki.renew_before or builtin_profiles()["mqtt-client"].renew_before_days
+    view = LineView(
+        name=line.metadata.name,
+        namespace=line.metadata.namespace or "default",
+        site=spec.site,
+        area=spec.area,
+        line=spec.line,
+        machines=tuple(MachineView(m.id, m.protocol, tuple(t.signal for t in m.tags)) for m in spec.machines),
+        connectors=tuple(ConnectorView(c.group, tuple(m.id for m in c.machines)) for c in topology(spec)),
+        bridge=bridge_identity(spec) if spec.broker.bridge is not None else None,
+        renew_before_days=float(renew_before),
+        maintenance_window=spec.pki.maintenance_window is not None,
+    )
+    return view if runbook_base is None else replace(view, runbook_base=runbook_base)

@@ -59,10 +59,12 @@ KINDS: dict[str, Kind] = {
         Kind("v1", "ServiceAccount", "serviceaccounts"),
         Kind("apps/v1", "Deployment", "deployments"),
         Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+        Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
     )
 }
-# The kinds the operator creates per line, in the order they are pruned (dependents first).
-CHILD_KINDS = ("Deployment", "NetworkPolicy", "ConfigMap", "Secret", "ServiceAccount")
+# The kinds the operator creates per line, in the order they are pruned (dependents first). Listing
+# a kind whose API is not served finds nothing (404), so PrometheusRule is pruned only where it exists.
+CHILD_KINDS = ("Deployment", "NetworkPolicy", "ConfigMap", "Secret", "ServiceAccount", "PrometheusRule")
 
 
 class ApiFailure(Exception):
@@ -81,6 +83,10 @@ class Cluster(Protocol):
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]: ...
+
+    def serves(self, kind: str) -> bool:
+        """Return whether the apiserver serves `kind` (e.g. whether a CRD of it is installed)."""
+        ...
 
 
 class Authority(Protocol):
@@ -161,6 +167,12 @@ class KubeCluster:
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.request("GET", KINDS[kind].path(namespace, name))
+
+    def serves(self, kind: str) -> bool:
+        where = KINDS[kind]
+        base = "/api/v1" if where.api_version == "v1" else f"/apis/{where.api_version}"
+        listing = self.request("GET", base) or {}  # discovery: readable by every authenticated user
+        return any(resource.get("name") == where.plural for resource in listing.get("resources", []))
 
     def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))

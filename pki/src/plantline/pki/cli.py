@@ -139,6 +139,17 @@ def _authority(ca_dir: Path, passphrase_file: Path | None = None) -> Authority:
     )
 
 
+def _parent_authority(parent: Path | None, passphrase_file: Path | None) -> Authority | None:
+    """Return the parent CA that --parent names (None without it), unlocked as --parent-passphrase-file says."""
+    if parent is None:
+        return None
+    return Authority(
+        parent,
+        passphrase=passphrase_source(passphrase_file, PARENT_PASSPHRASE_ENV, "parent CA passphrase"),
+        actor=_actor(),
+    )
+
+
 def _cert_line(cert: IssuedCertificate) -> str:
     return (
         f"{cert.serial:<42} {cert.identity:<24} {cert.profile:<18} {cert.status_at(utcnow()):<10} "
@@ -248,13 +259,8 @@ def ca_init(
     fmt: str,
 ) -> None:
     spec = KeySpec.parse(key_type, field="--key-type")
-    parent_authority = None
-    if parent is not None:
-        parent_authority = Authority(
-            parent,
-            passphrase=passphrase_source(parent_passphrase_file, PARENT_PASSPHRASE_ENV, "parent CA passphrase"),
-            actor=_actor(),
-        )
+    parent_authority = _parent_authority(parent, parent_passphrase_file)
+    if parent_authority is not None:
         parent_authority.info()  # fails early with NotFound/CorruptState, before any key is made
     passphrase = None
     if not unsafe_no_encryption:
@@ -408,13 +414,7 @@ def ca_rotate(
     fmt: str,
 ) -> None:
     authority = _authority(ca_dir, passphrase_file)
-    parent_authority = None
-    if parent is not None:
-        parent_authority = Authority(
-            parent,
-            passphrase=passphrase_source(parent_passphrase_file, PARENT_PASSPHRASE_ENV, "parent CA passphrase"),
-            actor=_actor(),
-        )
+    parent_authority = _parent_authority(parent, parent_passphrase_file)
     if phase == "reissue":
         issued = authority.rotate_reissue(new_key=new_key)
         _say(f"re-issued {len(issued)} certificate(s) under the new CA")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ import yaml
 
 from plantline.operator.api import API_VERSION, GROUP, PLURAL
 from plantline.operator.model import LINE_LABEL
+from plantline_testing import find_program
 from plantline_testing.controlplane import ApiError, ControlPlane
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -27,6 +30,12 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 OPERATOR_NAMESPACE = "plantline-system"
 OPERATOR_ACCOUNT = "plantline-operator"
 PLANTLINES = f"/apis/{API_VERSION}"
+# The prometheus-operator's CRDs ship in its Go module; the Go module proxy serves it pinned.
+PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator"
+PROMETHEUS_OPERATOR_VERSION = "v0.81.0"
+PLURAL_RULES = "prometheusrules"
+PROMETHEUS_RULE_CRD = f"{PLURAL_RULES}.monitoring.coreos.com"
+DASHBOARD_KINDS = ("broker", "core", "edge", "oee")
 
 T = TypeVar("T")
 
@@ -131,6 +140,33 @@ def children(plane: ControlPlane, ns: str, line: str) -> dict[str, list[str]]:
     return {kind: sorted(i["metadata"]["name"] for i in items(plane, path, selector)) for kind, path in paths.items()}
 
 
+def line_config_maps(name: str) -> list[str]:
+    """Return the names of the ConfigMaps a line gets without the PrometheusRule CRD, sorted."""
+    boards = [f"{name}-dashboard-{kind}" for kind in DASHBOARD_KINDS]
+    return sorted([f"{name}-connectors", f"{name}-trust", f"{name}-rules", *boards])
+
+
+def prometheus_rule_crd() -> Path:
+    """Return the PrometheusRule CRD of the pinned prometheus-operator module, downloaded once by `go`."""
+    argv = [find_program("go"), "mod", "download", "-json", f"{PROMETHEUS_OPERATOR}@{PROMETHEUS_OPERATOR_VERSION}"]
+    with tempfile.TemporaryDirectory() as outside_any_module:
+        done = subprocess.run(argv, cwd=outside_any_module, capture_output=True, text=True, timeout=600, check=True)
+    module = Path(json.loads(done.stdout)["Dir"])
+    return module / "example" / "prometheus-operator-crd" / f"monitoring.coreos.com_{PLURAL_RULES}.yaml"
+
+
+def prometheus_rules(plane: ControlPlane, ns: str, line: str) -> list[str]:
+    """Return the names of the line's PrometheusRules ([] while the CRD is not installed or not yet served)."""
+    try:
+        found = items(plane, f"/apis/monitoring.coreos.com/v1/namespaces/{ns}/{PLURAL_RULES}", f"{LINE_LABEL}={line}")
+    except ApiError as exc:
+        # 404: no CRD; 429 "storage is (re)initializing": the apiserver is still setting up a new CRD's storage.
+        if exc.status in (404, 429):
+            return []
+        raise
+    return sorted(i["metadata"]["name"] for i in found)
+
+
 def events(plane: ControlPlane, ns: str, name: str) -> list[dict[str, Any]]:
     answer = plane.request("GET", f"/api/v1/namespaces/{ns}/events?fieldSelector=involvedObject.name={name}")
     found: list[dict[str, Any]] = answer.get("items", [])
@@ -141,6 +177,7 @@ __all__ = [
     "CRD_NAME",
     "OPERATOR_ACCOUNT",
     "OPERATOR_NAMESPACE",
+    "PROMETHEUS_RULE_CRD",
     "apply",
     "children",
     "condition",
@@ -149,8 +186,11 @@ __all__ = [
     "events",
     "install_operator",
     "items",
+    "line_config_maps",
     "namespace",
     "plantline",
+    "prometheus_rule_crd",
+    "prometheus_rules",
     "ready",
     "wait_for",
 ]

@@ -23,6 +23,9 @@ from typing import Any
 
 import yaml
 
+from plantline.dashboards import LineView
+from plantline.operator.api import parse_plantline
+from plantline.operator.render import line_view
 from plantline.pki.authority import Authority
 from plantline.pki.exports import CertFormat
 from plantline_testing import free_port
@@ -31,6 +34,13 @@ from plantline_testing.sparkplug_reader import SparkplugReader
 
 REPO = Path(__file__).resolve().parents[4]
 DEMO = REPO / "examples" / "demo-line.yaml"
+
+
+def demo_line_view() -> LineView:
+    """Return the demo line as the dashboards see it, with a bridge added so that every alert is made."""
+    data = yaml.safe_load(DEMO.read_text())
+    data["spec"]["broker"]["bridge"] = {"host": "core.example", "port": 8883}
+    return line_view(parse_plantline(data))
 
 
 def _free(port: int) -> bool:
@@ -98,16 +108,24 @@ PLANTLINE = (sys.executable, "-m", "plantline.operator.cli")
 class UpRun:
     """One line run with the `plantline` CLI against its own state directory.
 
-    `command` runs the CLI: by default this environment's, or e.g. `(venv / "bin" / "plantline",)`.
+    `command` runs the CLI: by default this environment's, or e.g. `(venv / "bin" / "plantline",)`;
+    `up_args` are more options for `up` (e.g. `--monitoring`).
     """
 
     def __init__(
-        self, line_file: Path, state_dir: Path, *, simulate: bool = True, command: Sequence[str] = PLANTLINE
+        self,
+        line_file: Path,
+        state_dir: Path,
+        *,
+        simulate: bool = True,
+        command: Sequence[str] = PLANTLINE,
+        up_args: Sequence[str] = (),
     ) -> None:
         self.line_file = line_file
         self.state_dir = state_dir
         self.simulate = simulate
         self.command = tuple(command)
+        self.up_args = tuple(up_args)
         self.data: dict[str, Any] = yaml.safe_load(line_file.read_text())
         self.port: int = self.data["spec"]["broker"]["port"]
         self.group: str = self.data["spec"].get("groupId", self.data["spec"]["site"])
@@ -130,7 +148,7 @@ class UpRun:
         args = ["up", str(self.line_file), "--detach", "--state-dir", str(self.state_dir)]
         args += ["--metrics-base-port", str(self.metrics_base), "--api-port", str(self.api_port)]
         args += ["--simulate"] if self.simulate else []
-        done = self.cli(*args)
+        done = self.cli(*args, *self.up_args)
         if done.returncode != 0:
             raise RuntimeError(f"plantline up --detach exited {done.returncode}:\n{done.stderr}\n{self.log()}")
         self._remember_pids()

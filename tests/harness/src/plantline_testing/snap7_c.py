@@ -13,19 +13,16 @@ values keep changing. Stopped by its PID: SIGTERM, or SIGKILL for a PLC that die
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Self
 
 from plantline.connectors.sim.hosting import end_process
+from plantline_testing import venvs
+from plantline_testing.venvs import cached_venv
 
 SNAP7_C_REQUIREMENT = "python-snap7<3"
-INSTALL_TIMEOUT_S = 600.0
 START_TIMEOUT_S = 30.0
 
 SERVER_SCRIPT = '''\
@@ -68,8 +65,7 @@ server.destroy()
 
 def cache_dir() -> Path:
     """Return where the 2.x virtualenv lives: `$PLANTLINE_CACHE/snap7-c` or `~/.cache/plantline/snap7-c`."""
-    base = os.environ.get("PLANTLINE_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "plantline") / "snap7-c"
+    return venvs.cache_dir("snap7-c")
 
 
 def snap7_c_python(root: Path | None = None) -> Path:
@@ -79,30 +75,21 @@ def snap7_c_python(root: Path | None = None) -> Path:
     package index); a half-made virtualenv is removed and made again next time.
     """
     root = root or cache_dir()
-    python = root / "bin" / "python"
-    marker = root / ".installed"
-    if marker.exists():
-        return python
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with (root.parent / f".{root.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another test process may be creating it right now
-        if not marker.exists():
-            shutil.rmtree(root, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=INSTALL_TIMEOUT_S)
-            pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-            subprocess.run([*pip, SNAP7_C_REQUIREMENT], check=True, timeout=INSTALL_TIMEOUT_S)
-            version = subprocess.run(
-                [str(python), "-c", "import snap7; print(snap7.__version__)"],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            ).stdout.strip()
-            if not version.startswith("2."):
-                raise RuntimeError(f"expected python-snap7 2.x in {root}, got {version}")
-            (root / "server.py").write_text(SERVER_SCRIPT, encoding="utf-8")
-            marker.write_text(version + "\n", encoding="utf-8")
-    return python
+
+    def check(python: Path) -> str:
+        version = subprocess.run(
+            [str(python), "-c", "import snap7; print(snap7.__version__)"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        if not version.startswith("2."):
+            raise RuntimeError(f"expected python-snap7 2.x in {root}, got {version}")
+        (root / "server.py").write_text(SERVER_SCRIPT, encoding="utf-8")
+        return version
+
+    return cached_venv(root, SNAP7_C_REQUIREMENT, check=check)
 
 
 class CSnap7Server:

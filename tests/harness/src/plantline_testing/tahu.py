@@ -2,7 +2,7 @@
 
 The pinned `sparkplug-payload` (tests/harness/tahu/package.json and its package-lock.json) is
 installed with `npm ci` once into `$PLANTLINE_CACHE/tahu/<hash of package-lock.json>/` (or
-`~/.cache/plantline/tahu/...`); a changed lock file gets a directory of its own. `tahu_decode`
+`~/.cache/plantline/tahu/...`) by `plantline_testing.npm`. `tahu_decode`
 feeds a batch of payloads through one Node process running tests/harness/tahu/decode.js and
 returns what Tahu's `decodePayload` made of each.
 """
@@ -10,23 +10,19 @@ returns what Tahu's `decodePayload` made of each.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from plantline_testing import find_program
+from plantline_testing.npm import NpmInstallError, ensure_node_modules
 
 TAHU_DIR = Path(__file__).resolve().parents[2] / "tahu"
 DECODE_SCRIPT = TAHU_DIR / "decode.js"
 PACKAGE = "sparkplug-payload"
-INSTALL_TIMEOUT_S = 600.0
 
 
 class TahuError(RuntimeError):
@@ -41,43 +37,12 @@ class ToDecode:
     datatypes: Mapping[int, int] | None = None
 
 
-def cache_dir() -> Path:
-    """Return `$PLANTLINE_CACHE/tahu` (or ~/.cache/plantline/tahu)."""
-    base = os.environ.get("PLANTLINE_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "plantline") / "tahu"
-
-
 def ensure_tahu() -> Path:
-    """Return the node_modules directory holding the pinned sparkplug-payload, installing it once.
-
-    The install happens in a fresh directory that is renamed into place only when `npm ci`
-    succeeded, so a failed or concurrent install never leaves a half-filled cache entry.
-    """
-    lock = (TAHU_DIR / "package-lock.json").read_bytes()
-    target = cache_dir() / hashlib.sha256(lock).hexdigest()[:16]
-    modules = target / "node_modules"
-    if (modules / PACKAGE / "package.json").is_file():
-        return modules
-    if target.exists():
-        raise TahuError(f"{target} exists without {PACKAGE}; remove it to install again")
-    npm = find_program("npm")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    """Return the node_modules directory holding the pinned sparkplug-payload, installing it once."""
     try:
-        for name in ("package.json", "package-lock.json"):
-            shutil.copyfile(TAHU_DIR / name, work / name)
-        argv = [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
-        done = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False)
-        if done.returncode != 0:
-            raise TahuError(f"npm ci of {PACKAGE} failed with exit {done.returncode}:\n{done.stderr}")
-        try:
-            work.rename(target)
-        except OSError:
-            if not (modules / PACKAGE / "package.json").is_file():
-                raise  # not another process that installed the same lock meanwhile
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return modules
+        return ensure_node_modules(TAHU_DIR, "tahu", PACKAGE)
+    except NpmInstallError as exc:
+        raise TahuError(str(exc)) from exc
 
 
 def _line(item: ToDecode) -> str:

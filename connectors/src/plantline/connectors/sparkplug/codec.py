@@ -132,6 +132,9 @@ class MetaData:
     description: str | None = None
 
 
+_METADATA_FIELDS = tuple(field.name for field in fields(MetaData))
+
+
 @dataclass(frozen=True, slots=True)
 class Metric:
     """One metric of a payload.
@@ -577,22 +580,10 @@ def _encode_parameter(target: pb.Payload.Template.Parameter, parameter: Template
 
 
 def _encode_metadata(target: pb.Payload.MetaData, metadata: MetaData) -> None:
-    if metadata.is_multi_part is not None:
-        target.is_multi_part = metadata.is_multi_part
-    if metadata.content_type is not None:
-        target.content_type = metadata.content_type
-    if metadata.size is not None:
-        target.size = metadata.size
-    if metadata.seq is not None:
-        target.seq = metadata.seq
-    if metadata.file_name is not None:
-        target.file_name = metadata.file_name
-    if metadata.file_type is not None:
-        target.file_type = metadata.file_type
-    if metadata.md5 is not None:
-        target.md5 = metadata.md5
-    if metadata.description is not None:
-        target.description = metadata.description
+    for name in _METADATA_FIELDS:  # the dataclass and the protobuf message name their fields alike
+        value = getattr(metadata, name)
+        if value is not None:
+            setattr(target, name, value)
     target.SetInParent()
 
 
@@ -982,17 +973,7 @@ def _decode_property_value(source: pb.Payload.PropertyValue, key: str) -> Proper
 
 
 def _decode_metadata(source: pb.Payload.MetaData) -> MetaData:
-    has = source.HasField
-    return MetaData(
-        is_multi_part=source.is_multi_part if has("is_multi_part") else None,
-        content_type=source.content_type if has("content_type") else None,
-        size=source.size if has("size") else None,
-        seq=source.seq if has("seq") else None,
-        file_name=source.file_name if has("file_name") else None,
-        file_type=source.file_type if has("file_type") else None,
-        md5=source.md5 if has("md5") else None,
-        description=source.description if has("description") else None,
-    )
+    return MetaData(**{name: getattr(source, name) for name in _METADATA_FIELDS if source.HasField(name)})
 
 
 def _decode_dataset(source: pb.Payload.DataSet) -> DataSet:

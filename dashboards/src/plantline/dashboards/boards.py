@@ -1,0 +1,314 @@
+"""The line's four Grafana dashboards: Line / OEE, Edge / connectors, Broker, Operator / core.
+
+Every query selects the `site`, `line` and (where the metric has one) `machine` variables, whose
+defaults are the line's own; the OEE dashboard also has a period selector (the rolling window or
+the current shift, the KPI engine's `scope`). Panels link to the other dashboards of the machine
+they show.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from plantline.connectors import metric_names as m
+from plantline.dashboards import broker
+from plantline.dashboards.grafana import (
+    ONE_IS_GOOD,
+    RATIO_STEPS,
+    ZERO_IS_GOOD,
+    Layout,
+    Panel,
+    Query,
+    boolean_mappings,
+    constant_variable,
+    custom_variable,
+    dashboard,
+    dashboard_link,
+    datasource_variable,
+    query_variable,
+    uid,
+)
+from plantline.dashboards.line import BROKER, COMPONENT_LABEL, CONNECTOR, LineView
+from plantline.dashboards.promql import DASHBOARD_SCOPE as S
+from plantline.dashboards.rules import CERTIFICATE_DAYS_RECORD, INGEST_LAG_RECORD, MQTT_DROPPED_RECORD
+
+KINDS: Final = ("oee", "edge", "broker", "core")
+TAG: Final = "plantline"
+RATE: Final = "$__rate_interval"
+PERIOD = {"scope": "$scope"}
+BY_DEVICE = "{{device}}"
+
+
+def _variables(view: LineView, *, machine: bool = True) -> list[dict[str, Any]]:
+    found = [
+        datasource_variable(),
+        query_variable("site", "Site", f'label_values(up{{{COMPONENT_LABEL}="{CONNECTOR}"}}, site)', current=view.site),
+        query_variable("line", "Line", 'label_values(up{site=~"$site"}, line)', current=view.line),
+    ]
+    if machine:
+        query = f'label_values({m.SOURCE_CONNECTED.name}{{site=~"$site", line=~"$line"}}, device)'
+        found.append(query_variable("machine", "Machine", query, current="All", multi=True))
+    return found
+
+
+def _ratio(title: str, metric: m.MetricDefinition, description: str, links: list[dict[str, Any]]) -> Panel:
+    return Panel(
+        "stat", title, [Query(S.of(metric, **PERIOD), BY_DEVICE)], description=description, unit="percentunit",
+        thresholds=RATIO_STEPS, minimum=0, maximum=1, width=6, height=5, links=links,
+    )  # fmt: skip
+
+
+def line_oee(view: LineView) -> dict[str, Any]:
+    """Return the Line / OEE dashboard: A, P, Q and OEE per machine, parts, faults, MTTR and MTBF."""
+    edge = [dashboard_link("Edge / connectors of ${__field.labels.device}", uid("edge", view.namespace, view.name))]
+    layout = Layout()
+    layout.row("OEE (Availability x Performance x Quality)")
+    layout.add(_ratio("OEE", m.KPI_OEE, m.KPI_OEE.help, edge))
+    layout.add(_ratio("Availability", m.KPI_AVAILABILITY, m.KPI_AVAILABILITY.help, edge))
+    layout.add(_ratio("Performance", m.KPI_PERFORMANCE, m.KPI_PERFORMANCE.help, edge))
+    layout.add(_ratio("Quality", m.KPI_QUALITY, m.KPI_QUALITY.help, edge))
+    layout.add(
+        Panel("timeseries", "OEE over time", [Query(S.of(m.KPI_OEE, **PERIOD), BY_DEVICE)], unit="percentunit",
+              thresholds=RATIO_STEPS, minimum=0, maximum=1, width=24, links=edge)
+    )  # fmt: skip
+    layout.row("Parts")
+    parts = [
+        Query(S.of(m.KPI_GOOD, **PERIOD), "{{device}} good"),
+        Query(S.of(m.KPI_REJECT, **PERIOD), "{{device}} reject"),
+    ]
+    layout.add(Panel("timeseries", "Good and reject parts in the period", parts, width=16))
+    table = [Query(S.of(g, **PERIOD), BY_DEVICE, instant=True) for g in (m.KPI_GOOD, m.KPI_REJECT, m.KPI_TOTAL)]
+    layout.add(Panel("table", "Parts per machine", table, width=8))
+    layout.row("State and faults")
+    state = [
+        Query(S.of(m.SOURCE_CONNECTED), "{{device}} PLC"),
+        Query(f"{S.of(m.KPI_FAULT_ACTIVE_CODE)} == bool 0", "{{device}} no fault"),
+    ]
+    layout.add(
+        Panel("state-timeline", "Machine state: PLC link and fault", state, width=24, height=6,
+              mappings=boolean_mappings("down / faulted", "up / clear"), links=edge)
+    )  # fmt: skip
+    layout.add(
+        Panel("stat", "Active fault code", [Query(S.of(m.KPI_FAULT_ACTIVE_CODE), BY_DEVICE)],
+              description=m.KPI_FAULT_ACTIVE_CODE.help, thresholds=ZERO_IS_GOOD, width=6, height=6)
+    )  # fmt: skip
+    layout.add(
+        Panel("timeseries", "Fault history (active code)", [Query(S.of(m.KPI_FAULT_ACTIVE_CODE), BY_DEVICE)],
+              width=10, height=6)
+    )  # fmt: skip
+    layout.add(
+        Panel("stat", "Faults in the period", [Query(S.of(m.KPI_FAULTS, **PERIOD), BY_DEVICE)], width=8, height=6)
+    )  # fmt: skip
+    layout.row("Maintenance")
+    for metric in (m.KPI_MTTR, m.KPI_MTBF):
+        layout.add(Panel("stat", metric.help, [Query(S.of(metric, **PERIOD), BY_DEVICE)], unit="s", width=12, height=5))
+    periods = custom_variable("scope", "Period", (("Rolling window", "window"), ("Current shift", "shift")))
+    return dashboard(
+        uid_=uid("oee", view.namespace, view.name),
+        title=f"PlantLine {view.title}: Line / OEE",
+        description=f"OEE, parts, state and faults of the machines of {view.title}, as the edge computes them.",
+        tags=[TAG, "oee", view.site, view.line],
+        variables=[*_variables(view), periods],
+        layout=layout,
+    )
+
+
+def edge_connectors(view: LineView) -> dict[str, Any]:
+    """Return the Edge / connectors dashboard: PLC links, sampling, outbox, MQTT, Sparkplug, certificates."""
+    oee = [dashboard_link("Line / OEE of ${__field.labels.device}", uid("oee", view.namespace, view.name))]
+    layout = Layout()
+    layout.row("PLCs")
+    layout.add(
+        Panel("state-timeline", "PLC connected", [Query(S.of(m.SOURCE_CONNECTED), BY_DEVICE)], width=24, height=5,
+              mappings=boolean_mappings("disconnected", "connected"), links=oee)
+    )  # fmt: skip
+    samples = [Query(f"rate({S.of(m.SAMPLES)}[{RATE}])", BY_DEVICE)]
+    layout.add(Panel("timeseries", "Samples/s", samples, unit="reqps", width=8, links=oee))
+    age = [Query(f"time() - {S.of(m.SOURCE_LAST_SAMPLE)}", BY_DEVICE)]
+    layout.add(
+        Panel(
+            "stat", "Last sample age", age, unit="s", thresholds=(("green", None), ("orange", 10), ("red", 60)), width=8
+        )
+    )
+    errors = [
+        Query(f"rate({S.of(m.SOURCE_READ_ERRORS)}[{RATE}])", "{{device}} read errors"),
+        Query(f"sum by (device, quality) (rate({S.of(m.SAMPLES_BAD_QUALITY)}[{RATE}]))", "{{device}} {{quality}}"),
+    ]
+    layout.add(Panel("timeseries", "Read errors and bad-quality samples", errors, unit="reqps", width=8))
+    reconnects = [Query(f"increase({S.of(m.SOURCE_RECONNECTS)}[{RATE}])", BY_DEVICE)]
+    layout.add(Panel("timeseries", "PLC reconnects", reconnects, width=12))
+    slowdown = [Query(S.of(m.SAMPLING_SLOWDOWN), BY_DEVICE)]
+    layout.add(
+        Panel("timeseries", "Adaptive sampling factor", slowdown, description=m.SAMPLING_SLOWDOWN.help,
+              thresholds=(("green", None), ("orange", 1.01)), minimum=1, width=12)
+    )  # fmt: skip
+    layout.row("Outbox")
+    bound = view.outbox_max_bytes
+    layout.add(
+        Panel("timeseries", "Outbox bytes", [Query(S.of(m.OUTBOX_BYTES), "{{connector}}")], unit="bytes",
+              thresholds=(("green", None), ("red", bound)), maximum=bound)
+    )  # fmt: skip
+    layout.add(Panel("stat", "Oldest waiting sample", [Query(S.of(m.OUTBOX_OLDEST_AGE), "{{connector}}")], unit="s",
+                     thresholds=(("green", None), ("orange", 60), ("red", 600))))  # fmt: skip
+    drops = [
+        Query(f"sum by (connector, reason) (increase({S.of(m.OUTBOX_DROPPED)}[{RATE}]))", "{{connector}} {{reason}}"),
+        Query(S.of(m.OUTBOX_CORRUPT), "{{connector}} quarantined batches"),
+        Query(
+            f"sum by (connector, reason) (increase({S.of(m.OUTBOX_QUARANTINED)}[{RATE}]))",
+            "{{connector}} set aside: {{reason}}",
+        ),
+    ]
+    layout.add(Panel("timeseries", "Outbox drops and quarantine", drops, thresholds=ZERO_IS_GOOD))
+    waiting = [
+        Query(S.of(m.OUTBOX_SAMPLES), "{{connector}} samples"),
+        Query(S.of(m.OUTBOX_BATCHES), "{{connector}} batches"),
+    ]
+    layout.add(Panel("timeseries", "Samples and batches waiting in the outbox", waiting, width=24, height=6))
+    layout.row("MQTT and Sparkplug")
+    mqtt = [
+        Query(S.of(m.MQTT_CONNECTED), "{{connector}} {{broker}}"),
+        Query(S.of(m.MQTT_REFUSED), "{{connector}} refused"),
+    ]
+    layout.add(Panel("state-timeline", "MQTT session", mqtt, width=12, height=6))
+    lag = f"histogram_quantile(0.95, sum by (le, connector) (rate({S.of(m.INGEST_LAG, '_bucket')}[{RATE}])))"
+    layout.add(
+        Panel("timeseries", "Ingest lag p95 (PLC to broker acknowledgement)", [Query(lag, "{{connector}}")],
+              unit="s", thresholds=(("green", None), ("red", 0.5)), width=12, height=6)
+    )  # fmt: skip
+    messages = [
+        Query(f"sum by (connector, type) (rate({S.of(m.SPARKPLUG_MESSAGES)}[{RATE}]))", "{{connector}} {{type}}")
+    ]
+    layout.add(Panel("timeseries", "Sparkplug messages/s by type", messages, unit="reqps", width=12))
+    births = f"sum by (connector) (increase({S.of(m.SPARKPLUG_MESSAGES, type='NBIRTH')}[1h]))"
+    layout.add(
+        Panel(
+            "stat", "Births (bdSeq sessions and rebirths) in the last hour", [Query(births, "{{connector}}")], width=12
+        )
+    )
+    layout.row("Connectors and certificates")
+    layout.add(
+        Panel("state-timeline", "Connector scraped", [Query(S.up(CONNECTOR), "{{connector}}")], width=12, height=6,
+              mappings=boolean_mappings("down", "up"))
+    )  # fmt: skip
+    days = f"{CERTIFICATE_DAYS_RECORD}{{{S.matchers()}}}"
+    layout.add(
+        Panel("stat", "Certificate days left", [Query(days, "{{identity}}")], unit="d", width=12, height=6,
+              thresholds=(("red", None), ("orange", view.renew_before_days / 2), ("green", view.renew_before_days)))
+    )  # fmt: skip
+    return dashboard(
+        uid_=uid("edge", view.namespace, view.name),
+        title=f"PlantLine {view.title}: Edge / connectors",
+        description=f"The connectors of {view.title}: PLC links, sampling, outbox, MQTT, Sparkplug and certificates.",
+        tags=[TAG, "edge", view.site, view.line],
+        variables=_variables(view),
+        layout=layout,
+    )
+
+
+def broker_dashboard(view: LineView) -> dict[str, Any]:
+    """Return the Broker dashboard: clients, messages, drops, store (queue) and the bridge, from `$SYS`."""
+    scope = S.matchers()
+    layout = Layout()
+    layout.row(f"Broker of {view.title} (Mosquitto $SYS)")
+    layout.add(
+        Panel("stat", "Clients connected", [Query(broker.CLIENTS_CONNECTED.selector(scope), "clients")], width=6)
+    )
+    layout.add(
+        Panel("state-timeline", "Broker exporter scraped", [Query(S.up(BROKER), "exporter")], width=6,
+              mappings=boolean_mappings("down", "up"))
+    )  # fmt: skip
+    flows = [
+        Query(f"rate({broker.PUBLISH_RECEIVED.selector(scope)}[{RATE}])", "PUBLISH in"),
+        Query(f"rate({broker.PUBLISH_SENT.selector(scope)}[{RATE}])", "PUBLISH out"),
+        Query(f"rate({broker.MESSAGES_RECEIVED.selector(scope)}[{RATE}])", "all in"),
+        Query(f"rate({broker.MESSAGES_SENT.selector(scope)}[{RATE}])", "all out"),
+    ]
+    layout.add(Panel("timeseries", "Messages/s in and out", flows, unit="reqps", width=12))
+    dropped = [Query(f"rate({broker.PUBLISH_DROPPED.selector(scope)}[{RATE}])", "dropped")]
+    layout.add(Panel("timeseries", "PUBLISH dropped/s", dropped, unit="reqps", thresholds=ZERO_IS_GOOD, width=8))
+    ratio = [Query(f"{MQTT_DROPPED_RECORD}{w}{{{scope}}}", f"dropped ratio {w}") for w in ("5m", "1h")]
+    layout.add(
+        Panel("timeseries", "Dropped ratio (objective under 0.1 %)", ratio, unit="percentunit",
+              thresholds=(("green", None), ("red", 0.001)), width=8)
+    )  # fmt: skip
+    store = [
+        Query(broker.STORE_MESSAGES.selector(scope), "messages"),
+        Query(broker.STORE_BYTES.selector(scope), "bytes"),
+    ]
+    layout.add(Panel("timeseries", "Queue depth (messages and bytes held)", store, width=8))
+    if view.bridge is not None:
+        state = [Query(broker.bridge_state(view.bridge).selector(scope), view.bridge)]
+        layout.add(
+            Panel("state-timeline", "Bridge to the core broker", state, width=24, height=5,
+                  mappings=boolean_mappings("down", "connected"), thresholds=ONE_IS_GOOD)
+        )  # fmt: skip
+    lag = [Query(f"{INGEST_LAG_RECORD}{w}{{{scope}}}", f"late samples {w}") for w in ("5m", "1h")]
+    layout.add(
+        Panel("timeseries", "Samples over 500 ms to the broker (objective under 5 %)", lag, unit="percentunit",
+              thresholds=(("green", None), ("red", 0.05)), width=24)
+    )  # fmt: skip
+    return dashboard(
+        uid_=uid("broker", view.namespace, view.name),
+        title=f"PlantLine {view.title}: Broker",
+        description=f"The broker of {view.title} from its own $SYS counters, and the line's two SLOs.",
+        tags=[TAG, "broker", view.site, view.line],
+        variables=_variables(view, machine=False),
+        layout=layout,
+    )
+
+
+def operator_core(view: LineView) -> dict[str, Any]:
+    """Return the Operator / core dashboard: reconciles, errors, time to Ready, certificates, the CRL."""
+    line = '{namespace="$namespace", plantline="$plantline"}'
+    layout = Layout()
+    layout.row(f"Operator: PlantLine {view.namespace}/{view.name}")
+    reconciles = [Query(f"sum by (result) (rate({m.OPERATOR_RECONCILES.name}{line}[{RATE}]))", "{{result}}")]
+    layout.add(Panel("timeseries", "Reconciles/s by outcome", reconciles, unit="reqps"))
+    errors = [Query(f"sum by (step) (increase({m.OPERATOR_RECONCILE_ERRORS.name}{line}[{RATE}]))", "{{step}}")]
+    layout.add(Panel("timeseries", "Failed reconcile steps", errors, thresholds=ZERO_IS_GOOD))
+    quantiles = [
+        Query(f"histogram_quantile({q}, sum by (le) (rate({metric.name}_bucket[{RATE}])))", f"{label} p{q * 100:g}")
+        for metric, label in ((m.OPERATOR_RECONCILE_DURATION, "reconcile"), (m.OPERATOR_TIME_TO_READY, "to Ready"))
+        for q in (0.5, 0.95)
+    ]
+    layout.add(Panel("timeseries", "Reconcile duration and time to Ready", quantiles, unit="s"))
+    layout.row("Certificates and CRL")
+    certificates = [
+        Query(f"sum(increase({metric.name}{line}[1h]))", label, instant=True)
+        for metric, label in (
+            (m.OPERATOR_CERTIFICATES_ISSUED, "issued"),
+            (m.OPERATOR_CERTIFICATES_RENEWED, "renewed"),
+            (m.OPERATOR_CERTIFICATES_REVOKED, "revoked"),
+        )
+    ]
+    layout.add(Panel("stat", "Certificates in the last hour", certificates, width=8))
+    crl = [
+        Query(f"time() - {S.of(m.PKI_CRL_LAST_UPDATE)}", "CRL age"),
+        Query(f"{S.of(m.PKI_CRL_NEXT_UPDATE)} - time()", "CRL valid for"),
+    ]
+    layout.add(Panel("stat", "CRL age and validity left", crl, unit="s", width=8))
+    days = f"{CERTIFICATE_DAYS_RECORD}{{{S.matchers()}}}"
+    layout.add(Panel("table", "Certificate days left", [Query(days, "{{identity}}", instant=True)], unit="d", width=8))
+    variables = [
+        *_variables(view, machine=False),
+        constant_variable("namespace", view.namespace),
+        constant_variable("plantline", view.name),
+    ]
+    return dashboard(
+        uid_=uid("core", view.namespace, view.name),
+        title=f"PlantLine {view.title}: Operator / core",
+        description=f"The operator reconciling {view.namespace}/{view.name}, and the line's certificates and CRL.",
+        tags=[TAG, "core", view.site, view.line],
+        variables=variables,
+        layout=layout,
+    )
+
+
+def dashboards(view: LineView) -> dict[str, dict[str, Any]]:
+    """Return the line's dashboards by kind: oee, edge, broker, core."""
+    return {
+        "oee": line_oee(view),
+        "edge": edge_connectors(view),
+        "broker": broker_dashboard(view),
+        "core": operator_core(view),
+    }

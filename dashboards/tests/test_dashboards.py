@@ -1,0 +1,184 @@
+"""The generated dashboards and rules, as data: names from the one registry, labels, links, SLO windows."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from plantline.connectors import metric_names as m
+from plantline.dashboards import ConnectorView, LineView, MachineView, Targets, prometheus_config, render_files
+from plantline.dashboards import broker as b
+from plantline.dashboards.boards import dashboards
+from plantline.dashboards.rules import FAST_BURN, SLOW_BURN, alert_rules, recording_rules, rule_file, runbook_url
+
+VIEW = LineView(
+    name="site1-line1",
+    namespace="plantline",
+    site="site1",
+    area="packaging",
+    line="line1",
+    machines=(
+        MachineView("filler", "opcua", ("state.run", "counter.good")),
+        MachineView("capper", "s7", ("state.run",)),
+        MachineView("labeler", "cip", ("process.temperature",)),
+    ),
+    connectors=(ConnectorView("opcua", ("filler",)), ConnectorView("s7", ("capper", "labeler"))),
+    bridge="site1-line1-bridge",
+    renew_before_days=30,
+    maintenance_window=True,
+)
+
+_IDENTIFIER = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*(?=\s*\{)")
+
+
+def _exprs(board: dict[str, Any]) -> list[str]:
+    return [t["expr"] for p in board["panels"] if p["type"] != "row" for t in p["targets"]]
+
+
+def _known_names() -> set[str]:
+    defined = (*m.CONNECTOR_METRICS, *m.PKI_METRICS, *m.OPERATOR_METRICS)
+    names = {d.name for d in defined}
+    names |= {d.name + suffix for d in defined if d.type == "histogram" for suffix in ("_bucket", "_count", "_sum")}
+    names |= {metric.name for metric in b.BROKER_METRICS} | {"up", "mosquitto_state"}
+    names |= {rule.record for rule in recording_rules(VIEW)}
+    return names
+
+
+def test_every_series_a_dashboard_or_rule_reads_is_defined_once_in_the_registries() -> None:
+    exprs = [e for board in dashboards(VIEW).values() for e in _exprs(board)]
+    exprs += [r.expr for r in recording_rules(VIEW)] + [r.expr for r in alert_rules(VIEW)]
+    used = {name for expr in exprs for name in _IDENTIFIER.findall(expr)}
+    assert used - _known_names() == set()
+    # every connector metric is shown somewhere (the KPIs' run and planned time feed A, not a panel)
+    shown = {name for board in dashboards(VIEW).values() for e in _exprs(board) for name in _IDENTIFIER.findall(e)}
+    missing = {d.name for d in m.CONNECTOR_METRICS} - {n.removesuffix("_bucket") for n in shown}
+    assert missing == {m.KPI_RUN.name, m.KPI_PLANNED.name}
+
+
+def test_every_alert_has_severity_summary_description_naming_line_and_machine_and_runbook() -> None:
+    for group in rule_file(VIEW)["groups"]:
+        for rule in group["rules"]:
+            if "alert" not in rule:
+                continue
+            assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+            notes = rule["annotations"]
+            assert "line site1/packaging/line1" in notes["summary"], rule["alert"]
+            assert "line site1/packaging/line1" in notes["description"], rule["alert"]
+            names_machine = "$labels.device" in notes["description"] or "$labels.identity" in notes["description"]
+            assert names_machine or any(mid in notes["description"] for mid in VIEW.machine_ids), rule["alert"]
+            assert notes["runbook_url"] == f"{VIEW.runbook_base}/{rule['alert']}.md"
+
+
+def test_connector_alerts_are_per_connector_and_name_its_machines() -> None:
+    down = [r for r in alert_rules(VIEW) if r.name == "PlantLineConnectorDown"]
+    assert [('connector="opcua"' in r.expr, 'connector="s7"' in r.expr) for r in down] == [(True, False), (False, True)]
+    assert "machines capper, labeler" in down[1].description
+
+
+def test_slo_alerts_use_the_workbooks_windows_and_factors() -> None:
+    burns = [r for r in alert_rules(VIEW) if r.name == "PlantLineIngestLagBudgetBurn"]
+    assert [(r.severity, r.labels["burn"]) for r in burns] == [("critical", "fast"), ("warning", "slow")]
+    assert FAST_BURN == (("1h", "5m", 14.4), ("6h", "30m", 6.0))
+    assert SLOW_BURN == (("1d", "2h", 3.0), ("3d", "6h", 1.0))
+    assert "ratio_rate1h" in burns[0].expr
+    assert "14.4 * 0.05" in burns[0].expr
+    assert "ratio_rate3d" in burns[1].expr
+    assert "1 * 0.05" in burns[1].expr
+    records = {r.record for r in recording_rules(VIEW)}
+    assert {f"plantline:ingest_lag_slow:ratio_rate{w}" for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d")} <= records
+    lag = next(r for r in recording_rules(VIEW) if r.record == "plantline:ingest_lag_slow:ratio_rate5m")
+    assert 'le="0.5"' in lag.expr
+
+
+def test_a_line_without_a_bridge_gets_no_bridge_alert_or_panel() -> None:
+    plain = dataclasses.replace(VIEW, bridge=None)
+    assert "PlantLineBridgeDown" not in {r.name for r in alert_rules(plain)}
+    assert "PlantLineBridgeDown" in {r.name for r in alert_rules(VIEW)}
+    titles = [p["title"] for p in dashboards(plain)["broker"]["panels"]]
+    assert "Bridge to the core broker" not in titles
+
+
+def test_certificate_renewal_alert_leaves_the_maintenance_window_a_week() -> None:
+    (overdue,) = (r for r in alert_rules(VIEW) if r.name == "PlantLineCertificateRenewalOverdue")
+    assert overdue.expr.endswith("< 23")
+
+
+@pytest.mark.parametrize("kind", ["oee", "edge", "broker", "core"])
+def test_dashboards_have_variables_units_thresholds_and_links(kind: str) -> None:
+    board = dashboards(VIEW)[kind]
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert {"datasource", "site", "line"} <= set(variables)
+    assert variables["site"]["current"]["value"] == "site1"
+    assert variables["line"]["current"]["value"] == "line1"
+    if kind in ("oee", "edge"):
+        assert variables["machine"]["multi"]
+        assert variables["machine"]["allValue"] == ".*"
+        assert all('device=~"$machine"' in e for e in _exprs(board) if "plantline_kpi_" in e)
+    assert len(board["uid"]) <= 40
+    assert board["links"]
+    assert board["links"][0]["includeVars"]
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert all(p["fieldConfig"]["defaults"]["unit"] for p in panels)
+    assert all(p["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["value"] is None for p in panels)
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24
+
+
+def test_oee_links_to_the_machines_edge_dashboard_and_has_a_period_selector() -> None:
+    boards = dashboards(VIEW)
+    oee = boards["oee"]
+    links = [link for p in oee["panels"] if p["type"] != "row" for link in p["fieldConfig"]["defaults"]["links"]]
+    assert any(link["url"].startswith(f"/d/{boards['edge']['uid']}?") for link in links)
+    scope = next(v for v in oee["templating"]["list"] if v["name"] == "scope")
+    assert [o["value"] for o in scope["options"]] == ["window", "shift"]
+    assert all('scope="$scope"' in e for e in _exprs(oee) if m.KPI_OEE.name in e)
+
+
+def test_uids_are_stable_and_distinct_per_line() -> None:
+    again = {k: b["uid"] for k, b in dashboards(VIEW).items()}
+    other = dataclasses.replace(VIEW, name="site1-line2")
+    assert again == {k: b["uid"] for k, b in dashboards(VIEW).items()}
+    assert set(again.values()).isdisjoint(b["uid"] for b in dashboards(other).values())
+
+
+def test_render_files_gives_four_dashboards_and_a_rule_file() -> None:
+    files = render_files(VIEW)
+    assert sorted(files) == [
+        "grafana/plantline-site1-line1-broker.json",
+        "grafana/plantline-site1-line1-core.json",
+        "grafana/plantline-site1-line1-edge.json",
+        "grafana/plantline-site1-line1-oee.json",
+        "prometheus/plantline-site1-line1.rules.yml",
+    ]
+    assert json.loads(files["grafana/plantline-site1-line1-oee.json"])["schemaVersion"] == 41
+    assert yaml.safe_load(files["prometheus/plantline-site1-line1.rules.yml"]) == rule_file(VIEW)
+
+
+def test_the_scrape_configuration_labels_every_target_with_site_line_and_component() -> None:
+    config = prometheus_config(
+        VIEW, Targets({"opcua": "127.0.0.1:9400", "s7": "127.0.0.1:9401"}, broker_exporter="127.0.0.1:9500"),
+        rule_files=["rules.yml"],
+    )  # fmt: skip
+    labels = {job["job_name"]: job["static_configs"][0]["labels"] for job in config["scrape_configs"]}
+    assert labels["plantline-plantline-site1-line1-connector-s7"] == {
+        "site": "site1", "line": "line1", "component": "connector", "connector": "s7",
+    }  # fmt: skip
+    assert labels["plantline-plantline-site1-line1-broker"]["component"] == "broker"
+    assert config["rule_files"] == ["rules.yml"]
+
+
+def test_broker_metric_names_follow_the_exporters_mapping() -> None:
+    assert b.CLIENTS_CONNECTED.name == "mosquitto_connected"
+    assert b.CLIENTS_CONNECTED.topic == "$sys_broker_clients"
+    assert b.bridge_state("site1-line1-bridge").selector() == (
+        'mosquitto_state{topic="$sys_broker_connection_site1-line1-bridge"}'
+    )
+    assert runbook_url("https://x/runbooks/", "A") == "https://x/runbooks/A.md"

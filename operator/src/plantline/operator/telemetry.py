@@ -1,0 +1,141 @@
+"""The operator's Prometheus metrics, and the certificate facts of a CA, made from `metric_names`.
+
+`OperatorMetrics` counts reconciles by outcome, failed steps, certificates issued, renewed and
+revoked, and times reconciles and a spec change's way to Ready; `PkiMetrics` holds the gauges of
+each identity's certificate expiry and of the CRL, which the operator sets from its CA Secret and
+`plantline up --monitoring` from its local CA. `serve` exposes a registry on /metrics. The names,
+help texts and labels are `plantline.connectors.metric_names`', which the dashboards read too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from plantline.connectors import metric_names as names
+from plantline.connectors.metric_names import MetricDefinition
+
+
+def _described(metric: MetricDefinition) -> tuple[str, str, tuple[str, ...]]:
+    """Return what a collector is made from: the family's name, the help text and the labels."""
+    return metric.family, metric.help, metric.labels
+
+
+def crl_times(crl_pem: bytes) -> tuple[datetime, datetime | None]:
+    """Return when a PEM CRL was issued and when it stops being valid."""
+    crl = x509.load_pem_x509_crl(crl_pem)
+    return crl.last_update_utc, crl.next_update_utc
+
+
+@dataclass(frozen=True)
+class PkiMetrics:
+    """The certificate facts of one CA: each identity's expiry, and its CRL's issue and expiry times."""
+
+    registry: CollectorRegistry
+    not_after: Gauge
+    crl_last_update: Gauge
+    crl_next_update: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> PkiMetrics:
+        r = registry if registry is not None else CollectorRegistry()
+        return cls(
+            r,
+            Gauge(*_described(names.PKI_CERTIFICATE_NOT_AFTER), registry=r),
+            Gauge(*_described(names.PKI_CRL_LAST_UPDATE), registry=r),
+            Gauge(*_described(names.PKI_CRL_NEXT_UPDATE), registry=r),
+        )
+
+    def set_crl(self, crl_pem: bytes) -> None:
+        last, next_ = crl_times(crl_pem)
+        self.crl_last_update.set(last.timestamp())
+        if next_ is not None:
+            self.crl_next_update.set(next_.timestamp())
+
+    def set_certificates(self, not_after: Mapping[str, datetime]) -> None:
+        """Set each identity's expiry; identities no longer listed are dropped."""
+        self.not_after.clear()
+        for identity, when in not_after.items():
+            self.not_after.labels(identity).set(when.timestamp())
+
+
+@dataclass
+class OperatorMetrics:
+    """The operator's metrics in their own registry, with its CA's `PkiMetrics`."""
+
+    registry: CollectorRegistry
+    reconciles: Counter
+    errors: Counter
+    duration: Histogram
+    time_to_ready: Histogram
+    certificates: dict[str, Counter]  # issued, renewed, revoked
+    pki: PkiMetrics
+    # uid -> (generation, when it was first reconciled; None once it was found Ready)
+    _first_seen: dict[str, tuple[int, float | None]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls) -> OperatorMetrics:
+        r = CollectorRegistry()
+        return cls(
+            registry=r,
+            reconciles=Counter(*_described(names.OPERATOR_RECONCILES), registry=r),
+            errors=Counter(*_described(names.OPERATOR_RECONCILE_ERRORS), registry=r),
+            duration=Histogram(
+                *_described(names.OPERATOR_RECONCILE_DURATION),
+                buckets=names.OPERATOR_RECONCILE_DURATION.buckets,
+                registry=r,
+            ),
+            time_to_ready=Histogram(
+                *_described(names.OPERATOR_TIME_TO_READY), buckets=names.OPERATOR_TIME_TO_READY.buckets, registry=r
+            ),
+            certificates={
+                kind: Counter(*_described(metric), registry=r)
+                for kind, metric in (
+                    ("issued", names.OPERATOR_CERTIFICATES_ISSUED),
+                    ("renewed", names.OPERATOR_CERTIFICATES_RENEWED),
+                    ("revoked", names.OPERATOR_CERTIFICATES_REVOKED),
+                )
+            },
+            pki=PkiMetrics.create(r),
+        )
+
+    def reconciled(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        result: str,
+        seconds: float,
+        failed_step: str | None,
+        certificates: Mapping[str, int],
+    ) -> None:
+        """Count one reconcile of a PlantLine: its outcome, duration, failed step and certificates."""
+        self.reconciles.labels(namespace, name, result).inc()
+        self.duration.observe(seconds)
+        if failed_step is not None:
+            self.errors.labels(namespace, name, failed_step).inc()
+        for kind, count in certificates.items():
+            if count:
+                self.certificates[kind].labels(namespace, name).inc(count)
+
+    def generation_seen(self, uid: str, generation: int, *, now: float, ready: bool) -> None:
+        """Time a generation of a PlantLine from its first reconcile to the first that finds it Ready."""
+        seen = self._first_seen.get(uid)
+        if seen is None or seen[0] != generation:
+            seen = (generation, now)
+        if ready and seen[1] is not None:
+            self.time_to_ready.observe(max(0.0, now - seen[1]))
+            seen = (generation, None)  # observed once per generation
+        self._first_seen[uid] = seen
+
+    def forget(self, uid: str) -> None:
+        self._first_seen.pop(uid, None)
+
+
+def serve(registry: CollectorRegistry, address: str, port: int) -> None:
+    """Serve `registry` on http://address:port/metrics from a daemon thread."""
+    start_http_server(port, addr=address, registry=registry)

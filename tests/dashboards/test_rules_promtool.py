@@ -1,0 +1,132 @@
+"""The line's rule file under promtool: it checks, and every alert fires when it should and only then."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from plantline.connectors import metric_names as m
+from plantline.dashboards import broker as b
+from plantline.dashboards.render import rules_yaml
+from plantline.dashboards.rules import alert_names
+from plantline_testing import find_program
+from plantline_testing.lines import demo_line_view
+
+DEMO_VIEW = demo_line_view()  # the demo line with a bridge: every alert is generated
+
+pytestmark = pytest.mark.peer
+
+LINE = 'site="site1", line="line1"'
+CONNECTOR = f'{LINE}, component="connector", connector="line1"'
+MAX_BYTES = 256 << 20
+EVAL = "90m"  # past every rule's `for` (the longest is 1h)
+SAMPLES = 120  # one a minute
+
+
+def _series(name: str, labels: str, values: str) -> dict[str, str]:
+    return {"series": f"{name}{{{labels}}}", "values": values}
+
+
+def _flat(value: float) -> str:
+    return f"{value:g}x{SAMPLES}"
+
+
+def _rising(per_minute: float) -> str:
+    return f"0+{per_minute:g}x{SAMPLES}"
+
+
+def _gauge(name: str, labels: str, fire: float, quiet: float) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    return [_series(name, labels, _flat(fire))], [_series(name, labels, _flat(quiet))]
+
+
+def _dropped(dropped_per_minute: float) -> list[dict[str, str]]:
+    return [
+        _series(b.PUBLISH_DROPPED.name, f'topic="{b.PUBLISH_DROPPED.topic}", {LINE}', _rising(dropped_per_minute)),
+        _series(b.PUBLISH_SENT.name, f'topic="{b.PUBLISH_SENT.topic}", {LINE}', _rising(100)),
+    ]
+
+
+def _lag(fast_per_minute: float) -> list[dict[str, str]]:
+    name = m.INGEST_LAG.name
+    return [
+        _series(f"{name}_bucket", f'{CONNECTOR}, le="0.5"', _rising(fast_per_minute)),
+        _series(f"{name}_count", CONNECTOR, _rising(100)),
+    ]
+
+
+def _errors(per_minute: float) -> list[dict[str, str]]:
+    labels = 'namespace="plantline", plantline="site1-line1", step="config"'
+    return [_series(m.OPERATOR_RECONCILE_ERRORS.name, labels, _rising(per_minute))]
+
+
+DAY = 86400.0
+BRIDGE = b.bridge_state("site1-line1-bridge")
+# alert -> (input series that make it fire, input series that keep it quiet)
+CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]]]] = {
+    "PlantLinePlcDisconnected": _gauge(m.SOURCE_CONNECTED.name, f'{CONNECTOR}, device="capper"', 0, 1),
+    "PlantLineConnectorDown": _gauge("up", CONNECTOR, 0, 1),
+    "PlantLineBrokerUnreachable": _gauge(m.MQTT_CONNECTED.name, f'{CONNECTOR}, broker="127.0.0.1:8883"', 0, 1),
+    "PlantLineBrokerRefusesIdentity": _gauge(m.MQTT_REFUSED.name, CONNECTOR, 1, 0),
+    "PlantLineOutboxOld": _gauge(m.OUTBOX_OLDEST_AGE.name, CONNECTOR, 900, 5),
+    "PlantLineOutboxFilling": _gauge(m.OUTBOX_BYTES.name, CONNECTOR, 0.6 * MAX_BYTES, 0.1 * MAX_BYTES),
+    "PlantLineOutboxQuarantine": _gauge(m.OUTBOX_CORRUPT.name, CONNECTOR, 1, 0),
+    "PlantLineCertificateRenewalOverdue": _gauge(
+        m.PKI_CERTIFICATE_NOT_AFTER.name, f'{LINE}, identity="site1-line1-line1"', 10 * DAY, 60 * DAY
+    ),
+    "PlantLineCrlStale": _gauge(m.PKI_CRL_NEXT_UPDATE.name, LINE, 1800, 30 * DAY),
+    "PlantLineBridgeDown": _gauge(BRIDGE.name, f'topic="{BRIDGE.topic}", {LINE}', 0, 1),
+    "PlantLineMessagesDroppedBudgetBurn": (_dropped(10), _dropped(0)),
+    "PlantLineIngestLagBudgetBurn": (_lag(50), _lag(100)),
+    "PlantLineReconcileFailing": (_errors(1), _errors(0)),
+}
+
+
+def _case(alert: str, series: list[dict[str, str]], *, fires: bool) -> dict[str, Any]:
+    # firing: at least the critical (or only) one; quiet: not even pending
+    state = 'alertstate="firing"' if fires else 'alertstate=~".+"'
+    expr = f'count(ALERTS{{alertname="{alert}", {state}}}) > bool 0 or vector(0)'
+    test = {"expr": expr, "eval_time": EVAL, "exp_samples": [{"labels": "{}", "value": 1 if fires else 0}]}
+    return {"name": f"{alert} {'fires' if fires else 'stays quiet'}", "interval": "1m", "input_series": series,
+            "promql_expr_test": [test]}  # fmt: skip
+
+
+def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([find_program("promtool"), *args], cwd=cwd, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    (tmp_path / "rules.yml").write_text(rules_yaml(DEMO_VIEW))
+    return tmp_path
+
+
+def test_promtool_checks_the_rule_file(rules_dir: Path) -> None:
+    done = _promtool("check", "rules", "rules.yml", cwd=rules_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_every_alert_has_a_case_here() -> None:
+    assert sorted(alert_names(DEMO_VIEW)) == sorted(CASES)
+
+
+@pytest.mark.parametrize("alert", sorted(CASES))
+def test_the_alert_fires_when_it_should_and_stays_quiet_otherwise(rules_dir: Path, alert: str) -> None:
+    fire, quiet = CASES[alert]
+    tests = {"rule_files": ["rules.yml"], "evaluation_interval": "1m",
+             "tests": [_case(alert, fire, fires=True), _case(alert, quiet, fires=False)]}  # fmt: skip
+    (rules_dir / "test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    done = _promtool("test", "rules", "test.yml", cwd=rules_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_promtool_case_fails_when_the_alert_does_not_fire(rules_dir: Path) -> None:
+    quiet = CASES["PlantLinePlcDisconnected"][1]
+    case = _case("PlantLinePlcDisconnected", quiet, fires=True)
+    tests = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [case]}
+    (rules_dir / "test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    assert _promtool("test", "rules", "test.yml", cwd=rules_dir).returncode == 1
