@@ -64,6 +64,8 @@ class Edge:
         self.port = port
         self.lock = threading.Lock()
         self.published: set[tuple[str, str, int]] = set()
+        # Samples of today: older ones would fall outside the retention a restarted historian applies.
+        self.t0 = int(time.time() * 1000)
 
     def start(self) -> None:
         will = self.session.prepare_connect()
@@ -89,7 +91,7 @@ class Edge:
             ).start()
 
     def publish(self, round_: int) -> None:
-        ts = 1_763_800_000_000 + round_
+        ts = self.t0 + round_
         samples = [Sample(m, s, float(round_), Quality.GOOD, ts) for m in MACHINES for s in SIGNALS]
         with self.lock:
             messages = self.session.data(samples, ts, historical=False).messages
