@@ -33,7 +33,8 @@ def edge(tmp_path: Path) -> EdgeNodeSession:
 
 def births(session: EdgeNodeSession) -> list[Outgoing]:
     session.remember([Sample("filler", "state.run", True, Quality.GOOD, T0 - 10)])
-    return session.on_connected(T0) + session.device_online("filler", T0)
+    session.set_reachable("filler", True)  # its PLC is up: the DBIRTH carries the remembered values
+    return session.on_connected(T0)
 
 
 def data(session: EdgeNodeSession, ts: int = T0 + 1) -> list[Outgoing]:
