@@ -12,7 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from plantline.historian.config import ConfigError, HistorianConfig, load_config
+from plantline.connectors.config import ConfigError
+from plantline.historian.config import HistorianConfig, load_config
 
 
 def _config(path: Path) -> HistorianConfig | None:

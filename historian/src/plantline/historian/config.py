@@ -11,10 +11,9 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from plantline.connectors.config import BrokerEndpoint, KpiSettings, ShiftCalendarSettings
+from plantline.connectors.config import BrokerEndpoint, ConfigError, KpiSettings, ShiftCalendarSettings, read_yaml
 from plantline.connectors.kpi import KpiConfig
 from plantline.connectors.kpi.settings import engine_config
 
@@ -144,14 +143,6 @@ class HistorianConfig(_Strict):
         return KpiConfig() if line is None else line.kpi_config(device_id)
 
 
-class ConfigError(Exception):
-    """The configuration is missing, unreadable or invalid; `problems` names each by path."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        super().__init__(f"{source}: " + "; ".join(problems))
-        self.problems = problems
-
-
 def parse_config(data: Any, *, source: str) -> HistorianConfig:
     try:
         return HistorianConfig.model_validate(data)
@@ -164,10 +155,5 @@ def parse_config(data: Any, *, source: str) -> HistorianConfig:
 
 
 def load_config(path: Path) -> HistorianConfig:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
-    return parse_config(data, source=str(path))
+    """Return the validated configuration read from a YAML file, or raise ConfigError."""
+    return parse_config(read_yaml(path), source=str(path))

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import socket
-import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from plantline.connectors.config import BrokerEndpoint
 from plantline.connectors.sparkplug.host import Command
+from plantline.connectors.transport import set_nodelay, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +45,6 @@ class Inbound:
     token: AckToken
     topic: str
     payload: bytes
-
-
-def _tls_context(broker: BrokerEndpoint) -> ssl.SSLContext | None:
-    if broker.tls is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(broker.tls.ca_file))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(broker.tls.cert_file), str(broker.tls.key_file))
-    return context
-
-
-def _set_nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
-    # paho never sets TCP_NODELAY; without it Nagle holds PUBACKs and small publishes back.
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class HostLink:
@@ -99,8 +83,8 @@ class HostLink:
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_message = self._cb_message
-        client.on_socket_open = _set_nodelay
-        context = _tls_context(broker)
+        client.on_socket_open = set_nodelay
+        context = tls_context(broker)
         if context is not None:
             client.tls_set_context(context)
         self._client = client

@@ -13,6 +13,7 @@ from typing import Any
 from psycopg import sql
 
 from plantline.historian.kpi import Minute, Totals
+from plantline.historian.rows import KPI_COLUMNS
 from plantline.historian.store import Connection
 
 ROLLUP_TABLES = {"1m": "rollup_1m", "5m": "rollup_5m", "1h": "rollup_1h"}
@@ -90,17 +91,11 @@ def minutes(conn: Connection, machine_id: int, from_ms: int, to_ms: int) -> list
     return [Minute(*row) for row in rows]
 
 
-_EDGE_KEYS = [
-    "at_ms",
-    "oee",
-    "availability",
-    "performance",
-    "quality",
-    "mttr_s",
-    "mtbf_s",
-    "active_fault_code",
-    "data_until_ms",
-]
+_EDGE_KEYS = ["at_ms", *KPI_COLUMNS.values(), "data_until_ms"]
+_EDGE_SNAPSHOT = sql.SQL(
+    "SELECT ms(ts), {}, ms(data_until) FROM kpi_snapshots"
+    " WHERE machine_id = %(m)s AND ts <= at_ms(%(t)s) ORDER BY ts DESC LIMIT 1"
+).format(sql.SQL(", ").join(map(sql.Identifier, KPI_COLUMNS.values())))
 
 
 _BUCKET_TOTALS = """
@@ -138,11 +133,7 @@ class BucketTotals:
 
 def edge_snapshot(conn: Connection, machine_id: int, at_ms: int) -> dict[str, Any] | None:
     """Return the KPIs the edge published last at or before `at_ms`."""
-    row = conn.execute(
-        "SELECT ms(ts), oee, availability, performance, quality, mttr_s, mtbf_s, active_fault_code, ms(data_until)"
-        " FROM kpi_snapshots WHERE machine_id = %(m)s AND ts <= at_ms(%(t)s) ORDER BY ts DESC LIMIT 1",
-        {"m": machine_id, "t": at_ms},
-    ).fetchone()
+    row = conn.execute(_EDGE_SNAPSHOT, {"m": machine_id, "t": at_ms}).fetchone()
     if row is None:
         return None
     return dict(zip(_EDGE_KEYS, row, strict=True))

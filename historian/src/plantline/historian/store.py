@@ -19,9 +19,18 @@ import psycopg
 from psycopg import sql
 
 from plantline.historian.config import LineSettings, RetentionSettings
-from plantline.historian.rows import MachineKey, Rows
+from plantline.historian.rows import KPI_COLUMNS, MachineKey, Rows
 
 log = logging.getLogger(__name__)
+
+# A snapshot's KPI columns are the edge's KPI metrics (rows.KPI_COLUMNS), then the data it was computed from.
+_INSERT_KPI_SNAPSHOT = sql.SQL(
+    "INSERT INTO kpi_snapshots (machine_id, ts, {}, data_until) VALUES (%s, at_ms(%s), {}, at_ms(%s))"
+    " ON CONFLICT DO NOTHING"
+).format(
+    sql.SQL(", ").join(map(sql.Identifier, KPI_COLUMNS.values())),
+    sql.SQL(", ").join([sql.Placeholder()] * len(KPI_COLUMNS)),
+)
 
 DAY_MS = 86_400_000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -223,27 +232,12 @@ class Store:
     def _write_kpis(self, kpis: Mapping[tuple[MachineKey, int], Mapping[str, float | int | None]]) -> None:
         if not kpis:
             return
-        columns = (
-            "oee",
-            "availability",
-            "performance",
-            "quality",
-            "mttr_s",
-            "mtbf_s",
-            "active_fault_code",
-            "data_until",
-        )
+        columns = (*KPI_COLUMNS.values(), "data_until")
         params = [
             (self.machine_id(machine), ts, *(values.get(c) for c in columns)) for (machine, ts), values in kpis.items()
         ]
         with self.conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO kpi_snapshots (machine_id, ts, oee, availability, performance, quality, mttr_s, mtbf_s,"
-                " active_fault_code, data_until)"
-                " VALUES (%s, at_ms(%s), %s, %s, %s, %s, %s, %s, %s, at_ms(%s))"
-                " ON CONFLICT DO NOTHING",
-                params,
-            )
+            cur.executemany(_INSERT_KPI_SNAPSHOT, params)
 
     def _write_status(self, status: Mapping[MachineKey, tuple[bool, int]]) -> None:
         for machine, (online, since_ms) in status.items():
