@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from plantline.connectors.kpi import KpiEngine
 from plantline.historian import queries
-from plantline.historian.kpi import MINUTE_MS, combine
+from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, combine
 from plantline.historian.store import connect
 from plantline_testing.machines import T0
 
@@ -37,6 +37,18 @@ def test_current_kpis_are_the_edge_engines_on_the_same_samples(client: TestClien
     assert got["window"]["start_ms"] == expected.start_ms
     for name in ("oee", "availability", "performance", "quality", "total", "good"):
         assert got["window"][name] == getattr(expected, name), name
+
+
+def test_current_kpis_without_a_time_are_the_window_replayed_at_the_newest_sample(
+    client: TestClient, line: Any
+) -> None:
+    _, data = line
+    newest = max(s.source_ts_ms for s in data["capper"] if s.signal in KPI_SIGNALS)
+    kept = client.get("/kpi/current", params={"machine": "capper"})
+    replayed = client.get("/kpi/current", params={"machine": "capper", "at": iso(newest)})
+    assert kept.status_code == replayed.status_code == 200, kept.text
+    assert kept.json()[0]["window"]["end_ms"] == newest  # not the clock's END: the data's own now
+    assert kept.json() == replayed.json()
 
 
 def test_trend_points_add_up_the_minutes(client: TestClient, line: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from plantline.connectors.kpi import STATE_PRECEDENCE, KpiConfig, KpiEngine, KpiFigures, KpiSnapshot, OeeFigures
 from plantline.connectors.kpi.faults import FaultTracker
@@ -165,6 +166,19 @@ def replay_window(
         if sample.source_ts_ms <= at_ms:
             engine.update(sample)
     return engine.snapshot(at_ms)
+
+
+_CURRENT_FIELDS = (
+    "start_ms", "end_ms", "oee", "availability", "performance", "quality", "run_s", "planned_s", "good", "reject",
+    "total", "mttr_s", "mtbf_s", "fault_count",
+)  # fmt: skip
+
+
+def current_body(window: KpiFigures) -> dict[str, Any]:
+    """Return the window's figures as the KPI API's `/kpi/current` says them (JSON-ready, warnings sorted)."""
+    body: dict[str, Any] = {name: getattr(window, name) for name in _CURRENT_FIELDS}
+    body["warnings"] = sorted(str(w) for w in window.warnings)
+    return body
 
 
 def window_start(config: KpiConfig, at_ms: int) -> int:

@@ -3,16 +3,20 @@
 For each machine whose KPI signals a batch touched, the KPI engine replays its samples from the
 minute holding the earliest new one (after a lead-in of each signal's last reading), and the
 minutes, state changes and faults from there on are replaced. Live data dirties the last minute
-or two; a replay of old data re-computes from its own time on.
+or two; a replay of old data re-computes from its own time on. Each such machine's rolling window
+is then computed once more as of its newest KPI sample and kept in `kpi_current`, from which
+`/kpi/current` answers "now" without a replay per request.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
+from plantline.connectors.kpi import KpiSnapshot
 from plantline.historian.config import HistorianConfig
-from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, Replay, replay_minutes
-from plantline.historian.readings import lead_in, span
+from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, Replay, current_body, replay_minutes
+from plantline.historian.readings import lead_in, span, window_snapshot
 from plantline.historian.refresh import RefreshResult, batches_after, forget_absorbed
 from plantline.historian.store import Connection
 
@@ -42,6 +46,11 @@ def refresh_kpis(conn: Connection, config: HistorianConfig, *, max_batches: int 
             after_samples = span(conn, int(machine_id), str(device_id), KPI_SIGNALS, start)
             replay = replay_minutes(str(device_id), kpis, before, after_samples, start_ms=start)
             _replace(conn, int(machine_id), start, replay)
+            if after_samples:
+                newest = max(sample.source_ts_ms for sample in after_samples)
+                _keep_current(
+                    conn, int(machine_id), window_snapshot(conn, int(machine_id), str(device_id), kpis, newest, newest)
+                )
         conn.execute(
             "UPDATE rollup_watermarks SET batch_id = %s, refreshed_at = now() WHERE name = 'kpi_minutes'", (upto,)
         )
@@ -97,3 +106,16 @@ def _replace(conn: Connection, machine_id: int, start_ms: int, replay: Replay) -
             " ON CONFLICT (machine_id, started_at) DO UPDATE SET ended_at = EXCLUDED.ended_at, code = EXCLUDED.code",
             (machine_id, _ts(fault.started_ms), _ts(fault.ended_ms), fault.code),
         )
+
+
+def _keep_current(conn: Connection, machine_id: int, snapshot: KpiSnapshot) -> None:
+    try:
+        body = json.dumps(current_body(snapshot.window), allow_nan=False)
+    except ValueError:  # a figure JSON cannot hold: /kpi/current replays the window instead
+        conn.execute("DELETE FROM kpi_current WHERE machine_id = %s", (machine_id,))
+        return
+    conn.execute(
+        "INSERT INTO kpi_current (machine_id, at_ms, body) VALUES (%s, %s, %s::jsonb)"
+        " ON CONFLICT (machine_id) DO UPDATE SET at_ms = EXCLUDED.at_ms, body = EXCLUDED.body",
+        (machine_id, snapshot.at_ms, body),
+    )

@@ -131,6 +131,14 @@ class BucketTotals:
     totals: Totals
 
 
+def current_kpis(conn: Connection, machine_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Return the rolling-window KPIs the KPI refresh keeps per machine (`kpi.current_body`), by machine id."""
+    rows = conn.execute(
+        "SELECT machine_id, body FROM kpi_current WHERE machine_id = ANY(%(ids)s)", {"ids": list(machine_ids)}
+    ).fetchall()
+    return {int(machine_id): dict(body) for machine_id, body in rows}
+
+
 def edge_snapshot(conn: Connection, machine_id: int, at_ms: int) -> dict[str, Any] | None:
     """Return the KPIs the edge published last at or before `at_ms`."""
     row = conn.execute(_EDGE_SNAPSHOT, {"m": machine_id, "t": at_ms}).fetchone()

@@ -1,15 +1,18 @@
-"""Stored samples read back as the connectors' Samples, for the KPI engine (lead-in and a span)."""
+"""Stored samples read back as the connectors' Samples, for the KPI engine (lead-in, a span, a window)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from typing import Any
 
+from plantline.connectors.kpi import KpiConfig, KpiSnapshot
 from plantline.connectors.samples import Quality, Sample, Value
 from plantline.connectors.sparkplug import DataType
+from plantline.historian.kpi import KPI_SIGNALS, replay_window, window_start
 from plantline.historian.store import Connection
 
 _QUALITIES = (Quality.GOOD, Quality.UNCERTAIN, Quality.BAD)
+LEAD_MS = 60_000  # samples replayed before a window starts, beyond each signal's last reading
 _INTEGERS = frozenset(range(DataType.Int8, DataType.UInt64 + 1)) | {DataType.DateTime}
 
 
@@ -57,3 +60,14 @@ def span(
         {"m": machine_id, "signals": list(signals), "f": from_ms, "t": to_ms},
     ).fetchall()
     return _samples(device, rows)
+
+
+def window_snapshot(
+    conn: Connection, machine_id: int, device: str, kpis: KpiConfig, at_ms: int, until_ms: int
+) -> KpiSnapshot:
+    """Return the machine's KPI snapshot at `at_ms` from its stored samples up to `until_ms`, as the edge has it."""
+    start = window_start(kpis, at_ms) - LEAD_MS
+    before = lead_in(conn, machine_id, device, KPI_SIGNALS, start)
+    return replay_window(
+        device, kpis, before, span(conn, machine_id, device, KPI_SIGNALS, start, until_ms), at_ms=at_ms
+    )

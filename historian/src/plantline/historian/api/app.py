@@ -41,12 +41,11 @@ from plantline.historian.api.models import (
     Trend,
 )
 from plantline.historian.config import HistorianConfig
-from plantline.historian.kpi import KPI_SIGNALS, replay_window, window_start
-from plantline.historian.readings import lead_in, span
+from plantline.historian.kpi import current_body
+from plantline.historian.readings import window_snapshot
 from plantline.historian.store import Connection
 
 PROBLEM = "application/problem+json"
-LEAD_MS = 60_000  # samples replayed before a window starts, beyond each signal's last reading
 LIVE_INTERVAL_S = 1.0
 Clock = Callable[[], float]
 
@@ -180,11 +179,22 @@ def kpi_current(
         ),
     ] = None,
 ) -> list[CurrentKpis]:
-    """OEE, A, P, Q over each machine's rolling window, from stored samples, by the edge's KPI engine."""
+    """OEE, A, P, Q over each machine's rolling window, from stored samples, by the edge's KPI engine.
+
+    Without `at`, `until` and `window_s`, a machine's window ends at its newest KPI sample, as the
+    historian's KPI refresh keeps it (at most a refresh interval behind); otherwise it is replayed.
+    """
     at_ms = _ms(at, ctx.clock())
     until_ms = min(at_ms, _ms(until, at_ms / 1000))
     with ctx.db() as conn:
-        return [_current(conn, ctx.config, m, (at_ms, until_ms), window_s) for m in _select(conn, site, line, machine)]
+        found = _select(conn, site, line, machine)
+        kept = queries.current_kpis(conn, [m.id for m in found]) if (at, until, window_s) == (None, None, None) else {}
+        return [
+            _current_kpis(m, kept[m.id], queries.edge_snapshot(conn, m.id, at_ms))
+            if m.id in kept
+            else _current(conn, ctx.config, m, (at_ms, until_ms), window_s)
+            for m in found
+        ]
 
 
 @router.get("/kpi/trend", response_model=list[Trend])
@@ -360,25 +370,21 @@ def _current(
     kpis = config.kpi_config(m.group_id, m.edge_node_id, m.machine)
     if window_s is not None:
         kpis = dataclasses.replace(kpis, window_s=window_s, resolution_s=min(kpis.resolution_s, window_s))
-    start = window_start(kpis, at_ms) - LEAD_MS
-    before = lead_in(conn, m.id, m.machine, KPI_SIGNALS, start)
-    samples = span(conn, m.id, m.machine, KPI_SIGNALS, start, until_ms)
-    snap = replay_window(m.machine, kpis, before, samples, at_ms=at_ms)
-    w = snap.window
-    figures = KpiFigures(
-        start_ms=w.start_ms, end_ms=w.end_ms, oee=w.oee, availability=w.availability, performance=w.performance,
-        quality=w.quality, run_s=w.run_s, planned_s=w.planned_s, good=w.good, reject=w.reject, total=w.total,
-    )  # fmt: skip
+    snapshot = window_snapshot(conn, m.id, m.machine, kpis, at_ms, until_ms)
+    return _current_kpis(m, current_body(snapshot.window), queries.edge_snapshot(conn, m.id, at_ms))
+
+
+def _current_kpis(m: queries.MachineRow, body: dict[str, Any], edge: dict[str, Any] | None) -> CurrentKpis:
     return CurrentKpis(
         site=m.site,
         line=m.line,
         machine=m.machine,
-        window=figures,
-        mttr_s=w.mttr_s,
-        mtbf_s=w.mtbf_s,
-        fault_count=w.fault_count,
-        warnings=sorted(str(x) for x in w.warnings),
-        edge=queries.edge_snapshot(conn, m.id, at_ms),
+        window=KpiFigures.model_validate({name: body[name] for name in KpiFigures.model_fields}),
+        mttr_s=body["mttr_s"],
+        mtbf_s=body["mtbf_s"],
+        fault_count=body["fault_count"],
+        warnings=body["warnings"],
+        edge=edge,
     )
 
 
