@@ -139,8 +139,25 @@ def _authorised(ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | 
         raise ProblemError(401, "Unauthorized", "a valid bearer token is required", "Authorization")
 
 
-def _select(conn: Connection, site: str | None, line: str | None, machine: str | None) -> list[queries.MachineRow]:
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Which machines a request asks about: by site, line and machine (None: any)."""
+
+    site: str | None
+    line: str | None
+    machine: str | None
+
+
+def _where(site: Site = None, line: Line = None, machine: MachineId = None) -> Where:
+    return Where(site, line, machine)
+
+
+Selected = Annotated[Where, Depends(_where)]
+
+
+def _select(conn: Connection, where: Where) -> list[queries.MachineRow]:
     """Return the machines the filters select; a filter that selects nothing is a 404 naming it."""
+    site, line, machine = where.site, where.line, where.machine
     found = queries.machines(conn, site=site, line=line, machine=machine)
     if found:
         return found
@@ -156,19 +173,17 @@ router = APIRouter(dependencies=[Depends(_authorised)], responses=_ERRORS)
 
 
 @router.get("/machines/status", response_model=list[MachineStatus])
-def machines_status(ctx: Ctx, site: Site = None, line: Line = None, machine: MachineId = None) -> list[MachineStatus]:
+def machines_status(ctx: Ctx, where: Selected) -> list[MachineStatus]:
     """The machines' online flag, current state, active fault and the KPIs their edge published last."""
     with ctx.db() as conn:
-        found = _select(conn, site, line, machine)
+        found = _select(conn, where)
         return _statuses(found, queries.status(conn, [m.id for m in found]))
 
 
 @router.get("/kpi/current", response_model=list[CurrentKpis])
 def kpi_current(
     ctx: Ctx,
-    site: Site = None,
-    line: Line = None,
-    machine: MachineId = None,
+    where: Selected,
     at: Annotated[dt.datetime | None, Query(description="The window's end (default now).")] = None,
     window_s: Annotated[float | None, Query(ge=60, le=86_400, description="Default: the machine's own.")] = None,
     until: Annotated[
@@ -187,7 +202,7 @@ def kpi_current(
     at_ms = _ms(at, ctx.clock())
     until_ms = min(at_ms, _ms(until, at_ms / 1000))
     with ctx.db() as conn:
-        found = _select(conn, site, line, machine)
+        found = _select(conn, where)
         kept = queries.current_kpis(conn, [m.id for m in found]) if (at, until, window_s) == (None, None, None) else {}
         return [
             _current_kpis(m, kept[m.id], queries.edge_snapshot(conn, m.id, at_ms))
@@ -200,9 +215,7 @@ def kpi_current(
 @router.get("/kpi/trend", response_model=list[Trend])
 def kpi_trend(
     ctx: Ctx,
-    site: Site = None,
-    line: Line = None,
-    machine: MachineId = None,
+    where: Selected,
     from_: From = None,
     to: To = None,
     bucket: Annotated[Literal["1m", "5m", "1h"], Query(description="The width of each point.")] = "5m",
@@ -211,14 +224,14 @@ def kpi_trend(
     start, end = ctx.span(from_, to, 8 * 3600)
     ctx.points_fit(start, end, bucket)
     with ctx.db() as conn:
-        return [_trend(conn, m, start, end, bucket) for m in _select(conn, site, line, machine)]
+        return [_trend(conn, m, start, end, bucket) for m in _select(conn, where)]
 
 
 @router.get("/faults/active", response_model=list[Fault])
-def faults_active(ctx: Ctx, site: Site = None, line: Line = None, machine: MachineId = None) -> list[Fault]:
+def faults_active(ctx: Ctx, where: Selected) -> list[Fault]:
     """The faults going on now."""
     with ctx.db() as conn:
-        found = {m.id: m for m in _select(conn, site, line, machine)}
+        found = {m.id: m for m in _select(conn, where)}
         rows = queries.faults(conn, list(found), active=True, limit=10_000)
     return [_fault(found[mid], s, e, c) for mid, s, e, c in rows]
 
@@ -226,9 +239,7 @@ def faults_active(ctx: Ctx, site: Site = None, line: Line = None, machine: Machi
 @router.get("/faults/history", response_model=FaultPage)
 def faults_history(
     ctx: Ctx,
-    site: Site = None,
-    line: Line = None,
-    machine: MachineId = None,
+    where: Selected,
     from_: From = None,
     to: To = None,
     limit: Limit = None,
@@ -239,7 +250,7 @@ def faults_history(
     size = min(limit or ctx.config.api.page_size, ctx.config.api.page_size)
     after = _cursor(cursor)
     with ctx.db() as conn:
-        found = {m.id: m for m in _select(conn, site, line, machine)}
+        found = {m.id: m for m in _select(conn, where)}
         rows = queries.faults(conn, list(found), active=False, from_ms=start, to_ms=end, after=after, limit=size)
     more = _encode_cursor(rows[-1][1], rows[-1][0]) if len(rows) == size else None
     return FaultPage(faults=[_fault(found[mid], s, e, c) for mid, s, e, c in rows], next_cursor=more)
@@ -267,7 +278,7 @@ def signals_history(
         ctx.points_fit(start, end, bucket)
     size = min(limit or ctx.config.api.page_size, ctx.config.api.page_size)
     with ctx.db() as conn:
-        (found,) = _select(conn, site, line, machine)[:1]
+        (found,) = _select(conn, Where(site, line, machine))[:1]
         series = queries.series_id(conn, found.id, signal)
         if series is None:
             raise ProblemError(404, "Not Found", f"machine {machine!r} has no signal {signal!r}", "signal")
@@ -278,16 +289,14 @@ def signals_history(
 async def live(
     ctx: Ctx,
     request: Request,
-    site: Site = None,
-    line: Line = None,
-    machine: MachineId = None,
+    where: Selected,
     events: Annotated[int | None, Query(ge=1, le=100_000, description="Stop after this many events.")] = None,
 ) -> StreamingResponse:
     """Server-sent events `status`: the machines' status (as /machines/status) whenever it changes."""
 
     def snapshot() -> list[dict[str, Any]]:
         with ctx.db() as conn:
-            found = _select(conn, site, line, machine)
+            found = _select(conn, where)
             return [s.model_dump() for s in _statuses(found, queries.status(conn, [m.id for m in found]))]
 
     first = await asyncio.to_thread(snapshot)  # a bad filter fails here, as a problem, not mid-stream
