@@ -79,7 +79,7 @@ def test_up_runs_the_demo_line_stops_cleanly_and_resumes(tmp_path: Path) -> None
             reader.wait_for(oee, 90, "DDATA with kpi/oee from all three")
             assert all(reader.of(MessageType.DDATA, m) for m in MACHINES)
             children = set(json.loads((state / "pids.json").read_text())["children"].values())
-            assert len(children) == 5  # broker, 3 simulators, 1 connector
+            assert len(children) == 8  # broker, PostgreSQL, historian, KPI API, 3 simulators, 1 connector
             first_bdseqs = _bdseqs(reader)
             fingerprint = ca_fingerprint(Authority(state / "ca"))
             assert _stop(up, log) == 0

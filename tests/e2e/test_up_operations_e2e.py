@@ -71,7 +71,10 @@ def test_detached_line_reports_status_and_goes_down(make_run: Any) -> None:
         assert row["last_value_age_s"] is not None
         assert row["last_value_age_s"] < 10
         assert row["connector"] == "line1"  # the demo line is one edge node
-    assert {c["kind"] for c in status["children"]} == {"broker", "simulator", "connector"}
+    kinds = {"broker", "simulator", "connector", "database", "historian", "api"}
+    assert {c["kind"] for c in status["children"]} == kinds
+    historian = run.wait_status(lambda s: (s["historian"] or {}).get("samples_inserted", 0) > 0, 60, "samples stored")
+    assert historian["historian"]["api"] == f"http://127.0.0.1:{run.api_port}"
 
     table = run.cli("status", "--state-dir", str(run.state_dir))
     assert table.returncode == 0
@@ -79,6 +82,7 @@ def test_detached_line_reports_status_and_goes_down(make_run: Any) -> None:
     assert header[:5] == ["machine", "protocol", "connector", "plc", "mqtt"]
     assert "samples/s" in table.stdout
     assert "oee" in header
+    assert "historian: mqtt connected, lag " in table.stdout
 
     again = run.cli("up", str(run.line_file), "--detach", "--state-dir", str(run.state_dir))
     assert again.returncode == 1

@@ -1,7 +1,8 @@
 """The wheels as a user installs them: a fresh virtual environment outside the workspace.
 
-The wheels of plantline-pki, plantline-connectors, plantline-dashboards and plantline-operator are built from this
-tree; every other dependency comes from the package index (fast once uv's cache holds them).
+The wheels of plantline-pki, plantline-connectors, plantline-dashboards, plantline-historian (which
+`up` runs) and plantline-operator are built from this tree; every other dependency comes from the
+package index (fast once uv's cache holds them).
 With the base install `validate`, `crd` and `render` work and `up` names the extra it needs;
 with [local] `up --simulate` names [simulate]; with [simulate] the demo line runs from that
 environment until its first DDATA, and `down` stops it.
@@ -25,7 +26,7 @@ from plantline_testing.lines import DEMO, REPO, UpRun, line_copy
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
-WHEELS = ("plantline-pki", "plantline-connectors", "plantline-dashboards", "plantline-operator")
+WHEELS = ("plantline-pki", "plantline-connectors", "plantline-dashboards", "plantline-historian", "plantline-operator")
 # What the extras bring; none of it belongs in the base install.
 EXTRA_MODULES = (
     "kopf", "kubernetes", "rich", "cpppo",
@@ -46,7 +47,7 @@ def _uv(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProc
 
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Return a directory holding the wheels of pki, connectors, dashboards and operator, built from this tree."""
+    """Return a directory holding the wheels of pki, connectors, dashboards, historian and operator."""
     out = tmp_path_factory.mktemp("wheels")
     for package in WHEELS:
         _uv("build", "--package", package, "--wheel", "-o", str(out), cwd=REPO)

@@ -341,10 +341,14 @@ def parse_config(data: Any, *, source: str) -> ConnectorConfig:
 
 def load_config(path: Path) -> ConnectorConfig:
     """Return the validated config read from a YAML file, or raise ConfigError."""
+    return parse_config(read_yaml(path), source=str(path))
+
+
+def read_yaml(path: Path) -> Any:
+    """Return the YAML document in `path`, or raise ConfigError naming the file and what went wrong."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
-    return parse_config(data, source=str(path))

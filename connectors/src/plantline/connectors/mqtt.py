@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from plantline.connectors.config import BrokerEndpoint
+from plantline.connectors.transport import set_nodelay, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +68,6 @@ class ConnectFailed(Exception):
         self.broker = broker
         self.reason = reason
         self.refused = refused
-
-
-def _tls_context(broker: BrokerEndpoint) -> ssl.SSLContext | None:
-    if broker.tls is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(broker.tls.ca_file))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(broker.tls.cert_file), str(broker.tls.key_file))
-    return context
-
-
-def _set_nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
-    # paho never sets TCP_NODELAY; without it Nagle holds small publishes and p99 latency reaches 40 ms.
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 _CLOSED_BEFORE_CONNACK = "the broker closed the connection before CONNACK (our certificate refused or revoked?)"
@@ -377,10 +362,10 @@ class MqttLink:
         )
         client.max_inflight_messages_set(self.max_inflight)
         client.max_queued_messages_set(0)
-        client.on_socket_open = _set_nodelay
+        client.on_socket_open = set_nodelay
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         try:
-            context = _tls_context(broker)
+            context = tls_context(broker)
         except (OSError, ssl.SSLError) as exc:
             raise ConnectFailed(broker, f"TLS files unusable: {exc}") from None
         if context is not None:

@@ -26,6 +26,7 @@ from plantline.dashboards import render_files
 from plantline.operator import extras
 from plantline.operator.api import PlantLine, PlantLineInvalid, Problem, parse_plantline
 from plantline.operator.crd import crd_yaml
+from plantline.operator.historian import API_PORT
 from plantline.operator.reference import reference_markdown
 from plantline.operator.render import (
     BrokerFiles,
@@ -71,7 +72,10 @@ EtherNet/IP machine); operator run needs 'plantline-operator[kube]'"""
 
 UP_HELP = """Run the line on this machine: a CA and TLS files, a real mosquitto with mutual TLS, the
 connectors as supervised processes (and, with --simulate, a simulated PLC per machine on the port its
-endpoint names). Ctrl-C stops the connectors (NDEATH), the simulators, then the broker.
+endpoint names). Where PostgreSQL is installed, also a PostgreSQL cluster in <state-dir>/postgres,
+the historian (the line's Sparkplug host, identity <site>-<line>-host) and its KPI API on --api-port,
+with the bearer token in <state-dir>/historian/api-token. Ctrl-C stops the connectors (NDEATH), the
+historian and its API, the simulators, the broker, then PostgreSQL.
 
 The state directory (default .plantline/<site>-<line>, 0700) persists the CA, TLS files, outboxes
 and bdSeq; a second `up` reuses them. The CA key is encrypted with $PLANTLINE_PKI_PASSPHRASE or,
@@ -199,6 +203,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             simulate=args.simulate,
             metrics_base_port=args.metrics_base_port,
+            api_port=args.api_port,
             monitoring=monitoring,
         )
     layout = local.Layout(args.state_dir if args.state_dir is not None else local.default_state_dir(line))
@@ -207,6 +212,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return EXIT_UNREADABLE
     argv = [sys.executable, "-m", "plantline.operator.cli", "up", str(args.file.resolve())]
     argv += ["--state-dir", str(layout.root.resolve()), "--metrics-base-port", str(args.metrics_base_port)]
+    argv += ["--api-port", str(args.api_port)]
     argv += ["--simulate"] if args.simulate else []
     if monitoring is not None:
         argv += ["--monitoring", "--prometheus-port", str(monitoring.prometheus_port)]
@@ -216,7 +222,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except local.UpError as exc:
         local.say(f"error: {exc}")
         return EXIT_UNREADABLE
-    local.announce(line, layout, monitoring)
+    local.announce(line, layout, monitoring, api_port=args.api_port)
     return EXIT_OK
 
 
@@ -353,6 +359,7 @@ def _add_up(commands: Any) -> None:
         default=DEFAULT_METRICS_PORT,
         help="connectors' /metrics ports count up from it",
     )
+    up.add_argument("--api-port", type=int, default=API_PORT, help="the historian's KPI API (127.0.0.1)")
     up.add_argument("--detach", action="store_true", help="run in the background; return once the line runs")
     up.add_argument(
         "--monitoring", action="store_true", help="also run Prometheus with the line's rules (and the broker exporter)"

@@ -47,6 +47,8 @@ from plantline.connectors.addressing.mqtt import SPARKPLUG_NAMESPACE, broker_url
 from plantline.connectors.config import DEFAULT_METRICS_PORT
 from plantline.connectors.metric_names import MetricDefinition
 from plantline.operator.api import MachineSpec, PlantLine
+from plantline.operator.historian import API_PORT
+from plantline.operator.local_historian import HistorianPlan, plan_historian, postgres_bin
 from plantline.operator.monitoring import (
     Monitoring,
     MonitoringUnavailable,
@@ -474,7 +476,11 @@ class LocalLine:
     layout: Layout
     simulate: bool
     metrics_base_port: int
+    api_port: int = API_PORT
     broker: Child | None = None
+    database: Child | None = None  # PostgreSQL, for the historian
+    hosts: list[Child] = field(default_factory=list)  # the historian and its KPI API
+    historian: HistorianPlan | None = None
     simulators: list[Child] = field(default_factory=list)
     connectors: list[Child] = field(default_factory=list)
     machine_group: dict[str, str] = field(default_factory=dict)
@@ -486,7 +492,9 @@ class LocalLine:
     certificate_facts: PkiMetrics | None = None
 
     def children(self) -> list[Child]:
-        return [*([self.broker] if self.broker else []), *self.simulators, *self.connectors, *self.monitors]
+        database = [self.database] if self.database else []
+        broker = [self.broker] if self.broker else []
+        return [*broker, *database, *self.hosts, *self.simulators, *self.connectors, *self.monitors]
 
     def prepare(self) -> None:
         """Create the state directory, the CA and TLS files, and render every file."""
@@ -494,7 +502,9 @@ class LocalLine:
         self.layout.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.layout.root, 0o700)
         authority = open_authority(self.line, self.layout)
-        skipped = ensure_certificates(authority, render_certificate_requests(self.line), self.layout.tls)
+        with_historian = postgres_bin() is not None
+        requests = render_certificate_requests(self.line, historian=with_historian)
+        skipped = ensure_certificates(authority, requests, self.layout.tls)
         self.revoked_at_broker_start = {c.serial for c in authority.certificates(status="revoked")}
         if skipped:
             say(f"skipped OPC UA application certificates (they need an RSA CA): {', '.join(skipped)}")
@@ -504,7 +514,8 @@ class LocalLine:
         run_as = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
         conf = render_mosquitto_conf(self.line, files=files, run_as=run_as)
         _write(self.layout.broker / "mosquitto.conf", conf.encode())
-        _write(files.acl_file, render_acl(self.line).encode())
+        _write(files.acl_file, render_acl(self.line, historian=with_historian).encode())
+        self._prepare_historian()
         configs = render_connector_configs(
             self.line,
             tls_dir=self.layout.tls.resolve(),
@@ -580,10 +591,31 @@ class LocalLine:
         self.certificate_facts.set_certificates({c.identity: c.not_after for c in active})
         self.certificate_facts.set_crl(authority.crl_pem())
 
+    def _prepare_historian(self) -> None:
+        try:
+            plan = plan_historian(
+                self.line, self.layout.root, tls_dir=self.layout.tls.resolve(), api_port=self.api_port
+            )
+        except (subprocess.CalledProcessError, OSError) as exc:
+            # e.g. no user namespaces for a root `up`: the line itself does not need the historian
+            stderr = exc.stderr if isinstance(exc, subprocess.CalledProcessError) else None
+            detail = stderr.decode(errors="replace").strip() if stderr else str(exc)
+            say(f"PostgreSQL could not be initialised ({detail}): running without the historian")
+            return
+        if plan is None:
+            say("PostgreSQL is not installed: running without the historian (apt-get install postgresql)")
+            return
+        self.historian, logs = plan, self.layout.logs
+        self.database = Child("postgres", "database", plan.database_argv, logs / "postgres.log")
+        self.hosts = [
+            Child("historian", "historian", plan.historian_argv, logs / "historian.log"),
+            Child("api", "api", plan.api_argv, logs / "api.log", listen=("127.0.0.1", plan.api_port)),
+        ]
+
     def check_ports(self) -> None:
         taken = [
             f"{c.name} port {c.listen[0]}:{c.listen[1]}"
-            for c in [*([self.broker] if self.broker else []), *self.simulators]
+            for c in [*([self.broker] if self.broker else []), *self.hosts, *self.simulators]
             if c.listen and port_taken(*c.listen)
         ]
         taken += [
@@ -607,9 +639,10 @@ class LocalLine:
     def start(self) -> None:
         """Start the broker, then the simulators and connectors; raise UpError if one fails to start."""
         self.start_broker()
+        self._start_database()
         # Simulators and connectors start together: each takes seconds to import, and a connector
         # retries a PLC that does not answer yet with its short backoff.
-        for child in [*self.simulators, *self.connectors]:
+        for child in [*self.hosts, *self.simulators, *self.connectors]:
             child.start()
         for child in self.simulators:
             self._wait_listening(child)
@@ -617,6 +650,18 @@ class LocalLine:
             serve(self.certificate_facts.registry, "127.0.0.1", self.monitoring.pki_port)
             for child in self.monitors:
                 self._start_listening(child)
+        self.write_pids()
+
+    def _start_database(self) -> None:
+        if self.database is None or self.historian is None:
+            return
+        self.database.start()
+        if not self.historian.wait_ready(self.database.alive):
+            raise UpError(f"PostgreSQL did not start:\n{self.database.log_tail()}")
+        try:
+            self.historian.create_database()
+        except RuntimeError as exc:
+            raise UpError(str(exc)) from None
         self.write_pids()
 
     def start_broker(self) -> None:
@@ -638,8 +683,10 @@ class LocalLine:
         _write(self.layout.pids, (json.dumps({"up": os.getpid(), "children": data}, indent=2) + "\n").encode())
 
     def stop(self) -> None:
-        """Monitoring, then connectors (SIGTERM: they publish NDEATH), then simulators, then the broker."""
-        for group in (self.monitors, self.connectors, self.simulators, [self.broker] if self.broker else []):
+        """Stop monitoring, connectors (SIGTERM: NDEATH), historian and API, simulators, broker, database."""
+        database = [self.database] if self.database else []
+        broker = [self.broker] if self.broker else []
+        for group in (self.monitors, self.connectors, self.hosts, self.simulators, broker, database):
             threads = [threading.Thread(target=c.stop) for c in group]
             for thread in threads:
                 thread.start()
@@ -686,6 +733,7 @@ class LocalLine:
                 "restarts": self.broker.restarts if self.broker else 0,
             },
             "machines": machines,
+            "historian": self.historian.status() if self.historian else None,
             "reload": self.reload,
             "children": [
                 {"name": c.name, "kind": c.kind, "pid": c.proc.pid if c.proc else None, "state": c.state()}
@@ -777,7 +825,19 @@ def format_status(snapshot: dict[str, Any]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
     lines = [status_title(snapshot)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [HEADERS, *rows]]
+    historian = snapshot.get("historian")
+    if historian:
+        lines.append(historian_line(historian))
     return "\n".join(lines) + "\n"
+
+
+def historian_line(status: dict[str, Any]) -> str:
+    """Return the status line of the historian: MQTT, lag, samples stored, its KPI API."""
+    return (
+        f"historian: mqtt {status.get('mqtt', '-')}, lag {_cell(status.get('lag_s'), '{:.1f}s')},"
+        f" {status.get('samples_inserted', 0)} samples stored, rollups {status.get('refresh_lag_batches', 0)}"
+        f" batches behind; KPI API {status.get('api', '-')}"
+    )
 
 
 HEADERS = ["machine", "protocol", "connector", "plc", "mqtt", "last value", "samples/s", "outbox", "oee"]
@@ -842,6 +902,7 @@ def run_up(
     state_dir: Path | None,
     simulate: bool,
     metrics_base_port: int = DEFAULT_METRICS_PORT,
+    api_port: int = API_PORT,
     monitoring: Monitoring | None = None,
 ) -> int:
     """Prepare, start and supervise the line until SIGINT/SIGTERM; return the exit status.
@@ -860,7 +921,7 @@ def run_up(
         (reload if signum == signal.SIGHUP else stop).set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    app = LocalLine(line, layout, simulate, metrics_base_port, monitoring=monitoring)
+    app = LocalLine(line, layout, simulate, metrics_base_port, api_port, monitoring=monitoring)
     try:
         with _state_lock(layout):
             app.prepare()
@@ -869,7 +930,7 @@ def run_up(
                 if stop.is_set():
                     return 0
                 app.start()
-                announce(line, layout, monitoring)
+                announce(line, layout, monitoring, api_port=api_port)
                 say(
                     f"running {len(app.connectors)} connector(s), {len(app.simulators)} simulator(s); "
                     "Ctrl-C stops everything"
@@ -915,8 +976,10 @@ def _supervise(app: LocalLine, stop: threading.Event, reload: threading.Event) -
             stop.wait(0.25)
 
 
-def announce(line: PlantLine, layout: Layout, monitoring: Monitoring | None = None) -> None:
-    """Print (stdout) where the broker is, the reader identity, the host identity, and Prometheus."""
+def announce(
+    line: PlantLine, layout: Layout, monitoring: Monitoring | None = None, *, api_port: int = API_PORT
+) -> None:
+    """Print (stdout) where the broker is, the reader and host identities, the historian's KPI API, and Prometheus."""
     spec = line.spec
     tls = layout.tls.resolve()
     reader = reader_identity(spec)
@@ -931,6 +994,9 @@ def announce(line: PlantLine, layout: Layout, monitoring: Monitoring | None = No
     )
     if spec.primary_host_id is not None:
         _announce_host(line, tls, spec.primary_host_id)
+    if postgres_bin() is not None:
+        print(f"api: http://127.0.0.1:{api_port}", flush=True)
+        print(f"api token: {(layout.root / 'historian' / 'api-token').resolve()}", flush=True)
     if monitoring is not None:
         print(f"prometheus: {monitoring.url}", flush=True)
         print(f"rules: {(layout.monitoring / 'rules.yml').resolve()}", flush=True)

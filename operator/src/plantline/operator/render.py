@@ -128,8 +128,12 @@ def _san(host: str) -> str:
     return f"ip:{host}" if is_ip else f"dns:{host}"
 
 
-def render_certificate_requests(line: PlantLine) -> list[CertificateRequest]:
-    """Return every certificate the line needs: connectors, broker, reader, host, bridge, OPC UA apps."""
+def render_certificate_requests(line: PlantLine, *, historian: bool = False) -> list[CertificateRequest]:
+    """Return every certificate the line needs: connectors, broker, reader, host, bridge, OPC UA apps.
+
+    The host identity is issued for the primary host (`primaryHostId`) and, with `historian`, for
+    the historian, a Sparkplug host application whether or not it is the primary one.
+    """
     spec = line.spec
 
     def request(identity: str, profile: str, role: str, sans: tuple[str, ...] = ()) -> CertificateRequest:
@@ -145,7 +149,7 @@ def render_certificate_requests(line: PlantLine) -> list[CertificateRequest]:
     requests = [request(c.identity, "mqtt-client", "connector") for c in topology(spec)]
     requests.append(request(broker_identity(spec), "mqtt-server", "broker", (_san(spec.broker.host),)))
     requests.append(request(reader_identity(spec), "mqtt-client", "reader"))
-    if spec.primary_host_id is not None:
+    if spec.primary_host_id is not None or historian:
         requests.append(request(host_identity(spec), "mqtt-client", "host"))
     if spec.broker.bridge is not None:
         requests.append(request(bridge_identity(spec), "mqtt-client", "bridge"))
@@ -157,6 +161,11 @@ def render_certificate_requests(line: PlantLine) -> list[CertificateRequest]:
 
 
 # -- connector configs ----------------------------------------------------------------------------
+
+
+def machine_kpi_settings(machine: MachineSpec) -> KpiSettings:
+    """Return how a machine's KPIs are computed, at the edge and in the historian alike."""
+    return KpiSettings(ideal_cycle_s=machine.ideal_cycle_time)
 
 
 def _device(spec: PlantLineSpec, machine: MachineSpec, tls_dir: Path) -> Device:
@@ -178,7 +187,7 @@ def _device(spec: PlantLineSpec, machine: MachineSpec, tls_dir: Path) -> Device:
         endpoint=machine.endpoint,
         sampling_interval_ms=max(10, round(min(intervals) * 1000)),
         opcua=opcua,
-        kpi=KpiSettings(ideal_cycle_s=machine.ideal_cycle_time),
+        kpi=machine_kpi_settings(machine),
         tags=[
             Tag(
                 signal=t.signal,
@@ -370,11 +379,12 @@ def render_bridge(line: PlantLine, *, tls_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_acl(line: PlantLine) -> str:
+def render_acl(line: PlantLine, *, historian: bool = False) -> str:
     """Return the mosquitto acl_file text derived from the Sparkplug topology.
 
     With an acl_file, mosquitto denies whatever no line grants; `topic` lines below `user X` apply
-    to X only, and no `pattern` lines are used, so no rule applies to every client.
+    to X only, and no `pattern` lines are used, so no rule applies to every client. The host
+    identity is granted its rights when the line has a primary host or, with `historian`, a historian.
     """
     spec = line.spec
     group = spec.sparkplug_group
@@ -392,16 +402,18 @@ def render_acl(line: PlantLine) -> str:
     # The reader also reads the broker's own $SYS counters: the broker exporter connects as it.
     out += ["", f"user {reader_identity(spec)}", f"topic read {base}/#", f"topic read {NAMESPACE}/STATE/+"]
     out.append(f"topic read {SYS_TOPICS}")
-    if spec.primary_host_id is not None:
+    if spec.primary_host_id is not None or historian:
         out += ["", *_host_acl(spec, spec.primary_host_id)]
     return "\n".join(out) + "\n"
 
 
-def _host_acl(spec: PlantLineSpec, host_id: str) -> list[str]:
-    """Return the primary host's ACL: its own STATE (birth, will, and reading it back), commands, the group."""
+def _host_acl(spec: PlantLineSpec, host_id: str | None) -> list[str]:
+    """Return the host's ACL: a primary host's own STATE (birth, will, reading it back), commands, the group."""
     base = f"{NAMESPACE}/{spec.sparkplug_group}"
-    state = f"{NAMESPACE}/STATE/{host_id}"
-    out = [f"user {host_identity(spec)}", f"topic write {state}", f"topic read {state}"]
+    out = [f"user {host_identity(spec)}"]
+    if host_id is not None:
+        state = f"{NAMESPACE}/STATE/{host_id}"
+        out += [f"topic write {state}", f"topic read {state}"]
     for connector in topology(spec):
         node = connector.edge_node_id
         out.append(f"topic write {base}/NCMD/{node}")

@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,7 @@ class UpRun:
         self.port: int = self.data["spec"]["broker"]["port"]
         self.group: str = self.data["spec"].get("groupId", self.data["spec"]["site"])
         self.metrics_base = free_run(len(self.data["spec"]["machines"]))
+        self.api_port = free_port()  # the historian's KPI API
         self.pids: set[int] = set()
 
     @property
@@ -143,7 +146,7 @@ class UpRun:
 
     def up_detached(self) -> subprocess.CompletedProcess[str]:
         args = ["up", str(self.line_file), "--detach", "--state-dir", str(self.state_dir)]
-        args += ["--metrics-base-port", str(self.metrics_base)]
+        args += ["--metrics-base-port", str(self.metrics_base), "--api-port", str(self.api_port)]
         args += ["--simulate"] if self.simulate else []
         done = self.cli(*args, *self.up_args)
         if done.returncode != 0:
@@ -158,7 +161,7 @@ class UpRun:
         keeps none for later, and the reader's read-only ACL cannot ask for a rebirth.
         """
         args = ["up", str(self.line_file), "--state-dir", str(self.state_dir)]
-        args += ["--metrics-base-port", str(self.metrics_base)]
+        args += ["--metrics-base-port", str(self.metrics_base), "--api-port", str(self.api_port)]
         args += ["--simulate"] if self.simulate else []
         with log.open("ab") as out:
             argv = [sys.executable, "-m", "plantline.operator.cli", *args]
@@ -216,6 +219,16 @@ class UpRun:
             client_id=client_id,
             persistent=persistent,
         )
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET the historian's KPI API with the line's token; return the decoded JSON body."""
+        token = (self.state_dir / "historian" / "api-token").read_text().strip()
+        query = urllib.parse.urlencode(params)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.api_port}{path}?{query}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - http on loopback, built here
+            return json.loads(response.read())
 
     def log(self) -> str:
         path = self.state_dir / "logs" / "up.log"

@@ -170,6 +170,10 @@ class KpiFigures:
     mttr_s: float | None
     mtbf_s: float | None
     warnings: frozenset[KpiWarning]
+    # The inputs of performance, so that figures of adjacent periods add up (the historian's minutes):
+    # the ideal cycle times of the parts counted, and how many were counted with no ideal cycle time.
+    ideal_work_s: float = 0.0
+    unvalued: int = 0
 
     @property
     def down_s(self) -> float:
@@ -636,6 +640,8 @@ class KpiEngine:
             mttr_s=faults.mttr_s,
             mtbf_s=faults.mtbf_s,
             warnings=frozenset(warnings),
+            ideal_work_s=ideal_us / 1e6,
+            unvalued=unvalued,
         )
 
 

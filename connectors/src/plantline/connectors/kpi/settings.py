@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import time
 
-from plantline.connectors.config import Device, ShiftCalendarSettings
+from plantline.connectors.config import Device, KpiSettings, ShiftCalendarSettings
 from plantline.connectors.kpi.engine import KpiConfig
 from plantline.connectors.kpi.oee import CounterRules
 from plantline.connectors.kpi.shifts import Break, Shift, ShiftCalendar
@@ -36,7 +36,11 @@ def shift_calendar(settings: ShiftCalendarSettings) -> ShiftCalendar:
 
 def kpi_config(device: Device, shifts: ShiftCalendarSettings | None) -> KpiConfig:
     """Return how the device's KPIs are computed."""
-    settings = device.kpi
+    return engine_config(device.kpi, shifts)
+
+
+def engine_config(settings: KpiSettings, shifts: ShiftCalendarSettings | None) -> KpiConfig:
+    """Return the KPI engine's configuration for a machine's KPI settings (the edge's and the historian's)."""
     return KpiConfig(
         window_s=settings.window_s,
         resolution_s=min(5.0, settings.window_s),

@@ -1,0 +1,1 @@
+"""The historian: a Sparkplug B host application into PostgreSQL, and the KPI API over it."""

@@ -1,0 +1,3 @@
+from plantline.historian.cli import main
+
+raise SystemExit(main())

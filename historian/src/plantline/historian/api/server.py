@@ -1,0 +1,69 @@
+"""Serve the KPI API with uvicorn: TLS when configured, mutual TLS with a client CA, bearer tokens otherwise.
+
+Its database sessions are read-only (`default_transaction_read_only`); give its database role
+SELECT rights only, as the historian's docs describe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from psycopg_pool import ConnectionPool
+
+from plantline.historian.api.app import create_app
+from plantline.historian.config import HistorianConfig, load_config
+from plantline.historian.store import Connection
+
+READ_ONLY = "-c timezone=UTC -c default_transaction_read_only=on"
+
+
+def open_pool(config: HistorianConfig, *, max_size: int = 8) -> ConnectionPool[Connection]:
+    """Return an open pool of read-only, UTC sessions."""
+    return ConnectionPool(
+        config.database.conninfo(), min_size=1, max_size=max_size, kwargs={"options": READ_ONLY}, open=True
+    )
+
+
+CONFIG_ENV = "PLANTLINE_HISTORIAN_CONFIG"  # how each worker process finds the configuration
+
+
+def app() -> FastAPI:
+    """Return the API of the configuration $PLANTLINE_HISTORIAN_CONFIG names (uvicorn's factory, per worker)."""
+    config = load_config(Path(os.environ[CONFIG_ENV]))
+    pool = open_pool(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.close()
+
+    return create_app(config, pool, lifespan=lifespan)
+
+
+def serve(config: HistorianConfig, path: Path) -> None:
+    """Serve until interrupted, with `api.workers` processes; refuse to serve without any authentication."""
+    api = config.api
+    if api.token_file is None and api.client_ca_file is None:
+        raise ValueError(
+            "api: set token_file (bearer tokens) or client_ca_file (mutual TLS); the API never serves anonymously"
+        )
+    os.environ[CONFIG_ENV] = str(path.resolve())
+    uvicorn.run(
+        "plantline.historian.api.server:app",
+        factory=True,
+        workers=api.workers,
+        host=api.host,
+        port=api.port,
+        ssl_certfile=str(api.cert_file) if api.cert_file else None,
+        ssl_keyfile=str(api.key_file) if api.key_file else None,
+        ssl_ca_certs=str(api.client_ca_file) if api.client_ca_file else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if api.client_ca_file else ssl.CERT_NONE,
+        log_level="warning",
+        access_log=False,
+    )

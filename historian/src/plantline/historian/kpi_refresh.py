@@ -1,0 +1,121 @@
+"""KPI minutes, machine states and faults, refreshed from the spans ingest batches added (a watermark).
+
+For each machine whose KPI signals a batch touched, the KPI engine replays its samples from the
+minute holding the earliest new one (after a lead-in of each signal's last reading), and the
+minutes, state changes and faults from there on are replaced. Live data dirties the last minute
+or two; a replay of old data re-computes from its own time on. Each such machine's rolling window
+is then computed once more as of its newest KPI sample and kept in `kpi_current`, from which
+`/kpi/current` answers "now" without a replay per request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from plantline.connectors.kpi import KpiSnapshot
+from plantline.historian.config import HistorianConfig
+from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, Replay, current_body, replay_minutes
+from plantline.historian.readings import lead_in, span, window_snapshot
+from plantline.historian.refresh import RefreshResult, batches_after, forget_absorbed
+from plantline.historian.store import Connection
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _ts(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else _EPOCH + dt.timedelta(milliseconds=ms)
+
+
+def refresh_kpis(conn: Connection, config: HistorianConfig, *, max_batches: int = 1000) -> RefreshResult:
+    """Absorb up to `max_batches` ingest batches after the KPI watermark; return the new watermark."""
+    with conn.transaction():
+        after, upto = batches_after(conn, "kpi_minutes", max_batches)
+        if upto == after:
+            return RefreshResult(after, 0)
+        machines = conn.execute(
+            "SELECT m.id, m.group_id, m.edge_node_id, m.device_id, (extract(epoch FROM min(d.from_ts)) * 1000)::bigint"
+            " FROM dirty_spans d JOIN series s ON s.id = d.series_id JOIN machines m ON m.id = s.machine_id"
+            " WHERE d.batch_id > %s AND d.batch_id <= %s AND s.signal = ANY(%s) GROUP BY m.id",
+            (after, upto, sorted(KPI_SIGNALS)),
+        ).fetchall()
+        for machine_id, group_id, node_id, device_id, earliest in machines:
+            kpis = config.kpi_config(str(group_id), str(node_id), str(device_id))
+            start = int(earliest) - int(earliest) % MINUTE_MS
+            before = lead_in(conn, int(machine_id), str(device_id), KPI_SIGNALS, start)
+            after_samples = span(conn, int(machine_id), str(device_id), KPI_SIGNALS, start)
+            replay = replay_minutes(str(device_id), kpis, before, after_samples, start_ms=start)
+            _replace(conn, int(machine_id), start, replay)
+            if after_samples:
+                newest = max(sample.source_ts_ms for sample in after_samples)
+                _keep_current(
+                    conn, int(machine_id), window_snapshot(conn, int(machine_id), str(device_id), kpis, newest, newest)
+                )
+        conn.execute(
+            "UPDATE rollup_watermarks SET batch_id = %s, refreshed_at = now() WHERE name = 'kpi_minutes'", (upto,)
+        )
+        forget_absorbed(conn)
+        return RefreshResult(upto, len(machines))
+
+
+def _replace(conn: Connection, machine_id: int, start_ms: int, replay: Replay) -> None:
+    start = _ts(start_ms)
+    conn.execute("DELETE FROM kpi_minutes WHERE machine_id = %s AND bucket >= %s", (machine_id, start))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO kpi_minutes (machine_id, bucket, run_ms, idle_ms, blocked_ms, starved_ms, planned_stop_ms,"
+            " calendar_stop_ms, unknown_ms, good, reject, total, ideal_work_us, unvalued)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    machine_id,
+                    _ts(m.start_ms),
+                    m.run_ms,
+                    m.idle_ms,
+                    m.blocked_ms,
+                    m.starved_ms,
+                    m.planned_stop_ms,
+                    m.calendar_stop_ms,
+                    m.unknown_ms,
+                    m.good,
+                    m.reject,
+                    m.total,
+                    m.ideal_work_us,
+                    m.unvalued,
+                )
+                for m in replay.minutes
+            ],
+        )
+        conn.execute("DELETE FROM machine_states WHERE machine_id = %s AND ts >= %s", (machine_id, start))
+        cur.executemany(
+            "INSERT INTO machine_states (machine_id, ts, state) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            [(machine_id, _ts(ts), state) for ts, state in replay.states],
+        )
+    conn.execute("DELETE FROM faults WHERE machine_id = %s AND started_at >= %s", (machine_id, start))
+    for fault in replay.faults:
+        if fault.started_ms < start_ms:
+            # Active when the replay began (its true start is stored already): only its end is news.
+            conn.execute(
+                "UPDATE faults SET ended_at = %s WHERE machine_id = %s AND started_at < %s"
+                " AND (ended_at IS NULL OR ended_at >= %s)",
+                (_ts(fault.ended_ms), machine_id, start, start),
+            )
+            continue
+        conn.execute(
+            "INSERT INTO faults (machine_id, started_at, ended_at, code) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (machine_id, started_at) DO UPDATE SET ended_at = EXCLUDED.ended_at, code = EXCLUDED.code",
+            (machine_id, _ts(fault.started_ms), _ts(fault.ended_ms), fault.code),
+        )
+
+
+def _keep_current(conn: Connection, machine_id: int, snapshot: KpiSnapshot) -> None:
+    try:
+        body = json.dumps(current_body(snapshot.window), allow_nan=False)
+    except ValueError:  # a figure JSON cannot hold: /kpi/current replays the window instead
+        conn.execute("DELETE FROM kpi_current WHERE machine_id = %s", (machine_id,))
+        return
+    conn.execute(
+        "INSERT INTO kpi_current (machine_id, at_ms, body) VALUES (%s, %s, %s::jsonb)"
+        " ON CONFLICT (machine_id) DO UPDATE SET at_ms = EXCLUDED.at_ms, body = EXCLUDED.body",
+        (machine_id, snapshot.at_ms, body),
+    )

@@ -1,0 +1,1 @@
+"""The historian's schema migrations, numbered SQL files (see plantline.historian.schema)."""

@@ -1,0 +1,107 @@
+"""From what the Sparkplug host released to rows for the database; pure.
+
+A device metric becomes a sample of the series (machine, signal), keyed by its source timestamp;
+the edge's own KPI metrics (`kpi/*`, `fault/active_code`) become one KPI snapshot per machine and
+timestamp; births and deaths change a machine's online status. Node metrics (bdSeq, Node Control)
+are the session's, not samples. Values that are neither numbers, booleans nor text (bytes,
+arrays, data sets, templates) are counted and left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from plantline.connectors.kpi import SPARKPLUG_METRICS as KPI_METRICS
+from plantline.connectors.samples import Quality
+from plantline.connectors.sparkplug import MessageType
+from plantline.connectors.sparkplug.host import NodeKey, Release
+
+QUALITY_CODES = {Quality.GOOD: 0, Quality.UNCERTAIN: 1, Quality.BAD: 2}
+KPI_COLUMNS = {
+    "kpi/oee": "oee",
+    "kpi/availability": "availability",
+    "kpi/performance": "performance",
+    "kpi/quality": "quality",
+    "kpi/mttr_s": "mttr_s",
+    "kpi/mtbf_s": "mtbf_s",
+    "fault/active_code": "active_fault_code",
+}
+if set(KPI_COLUMNS) != set(KPI_METRICS):  # the edge's KPI metrics are defined once, in connectors.kpi
+    raise RuntimeError(f"KPI columns {sorted(KPI_COLUMNS)} do not match the edge's {sorted(KPI_METRICS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class MachineKey:
+    """A machine as Sparkplug names it: its edge node and device id."""
+
+    group_id: str
+    edge_node_id: str
+    device_id: str
+
+
+# (machine, signal, datatype code, source ts in ms, value, text value, quality code)
+SampleRow = tuple[MachineKey, str, int, int, float | None, str | None, int]
+
+
+@dataclass(slots=True)
+class Rows:
+    """The rows of a batch of released messages."""
+
+    samples: list[SampleRow] = field(default_factory=list)
+    kpis: dict[tuple[MachineKey, int], dict[str, float | int | None]] = field(default_factory=dict)
+    status: dict[MachineKey, tuple[bool, int]] = field(default_factory=dict)  # online, since (ms)
+    skipped: int = 0  # metrics whose values are not storable
+    # Per machine, the newest source timestamp received so far (kept across batches by the caller):
+    # a KPI snapshot records it as `data_until`, the data its edge had computed it from.
+    horizons: dict[MachineKey, int] = field(default_factory=dict)
+
+    def add(self, release: Release[Any], now_ms: int) -> None:
+        """Add what one released message carries."""
+        node, device = release.node, release.device_id
+        if node is None:
+            return
+        if device is None:
+            if release.kind is MessageType.NDEATH:
+                self._node_down(node, now_ms)
+            return
+        machine = MachineKey(node.group_id, node.edge_node_id, device)
+        if release.kind in (MessageType.DBIRTH, MessageType.DDEATH):
+            self.status[machine] = (release.kind is MessageType.DBIRTH, now_ms)
+        self._add_metrics(machine, release)
+
+    def _node_down(self, node: NodeKey, now_ms: int) -> None:
+        self.status[MachineKey(node.group_id, node.edge_node_id, "")] = (False, now_ms)
+
+    def _add_metrics(self, machine: MachineKey, release: Release[Any]) -> None:
+        append = self.samples.append
+        newest = self.horizons.get(machine, -1)
+        for metric in release.metrics:
+            value, ts = metric.value, metric.timestamp_ms
+            column = KPI_COLUMNS.get(metric.name)
+            if column is not None:
+                snapshot = self.kpis.setdefault((machine, ts), {})
+                snapshot[column] = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+                snapshot["data_until"] = None if newest < 0 else newest
+                continue
+            newest = max(newest, ts)
+            quality = QUALITY_CODES[metric.quality]
+            if value is None or isinstance(value, float):
+                append((machine, metric.name, metric.datatype, ts, value, None, quality))
+            elif isinstance(value, int):  # and bool
+                append((machine, metric.name, metric.datatype, ts, float(value), None, quality))
+            elif isinstance(value, str):
+                append((machine, metric.name, metric.datatype, ts, None, value, quality))
+            else:
+                self.skipped += 1
+        if newest >= 0:
+            self.horizons[machine] = newest
+
+    def extend(self, releases: Iterable[Release[Any]], now_ms: int) -> None:
+        for release in releases:
+            self.add(release, now_ms)
+
+
+def is_counter(signal: str) -> bool:
+    return signal.startswith("counter.")
