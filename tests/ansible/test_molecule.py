@@ -125,17 +125,15 @@ def _run_scenario(scenario: str, log: Path) -> int | None:
 
 
 def test_a_failure_excerpt_names_the_failed_verifier_tests_first() -> None:
-    log = (
+    verbose = (
         "TASK [Converge]\nok: [edge]\n"
         "    │ tests/test_edge_core.py::test_ports PASSED    [ 9%]\n"
         "    │ tests/test_edge_core.py::test_upgrade FAILED  [ 95%]\n"
-        + "x" * 50_000
-        + "\n    │ FAILED tests/test_edge_core.py::test_upgrade - AssertionError: 2 restarts\n"
-        "ERROR    Verifier tests failed\n"
     )
+    summary = "    │ FAILED tests/test_edge_core.py::test_upgrade - AssertionError: 2 restarts\n"
+    log = verbose + "x" * 50_000 + "\n" + summary + "ERROR    Verifier tests failed\n"
     excerpt = _failure_excerpt(log)
-    summary = excerpt.split("\n\n", 1)[0].splitlines()
-    assert summary == [
+    assert excerpt.split("\n\n", 1)[0].splitlines() == [
         "failed in the verifier:",
         "tests/test_edge_core.py::test_upgrade FAILED  [ 95%]",
         "FAILED tests/test_edge_core.py::test_upgrade - AssertionError: 2 restarts",
