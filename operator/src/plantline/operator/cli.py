@@ -61,13 +61,14 @@ EPILOG = """examples:
   plantline reload examples/demo-line.yaml
   plantline down examples/demo-line.yaml
   plantline operator run --connector-image registry.example/plantline-connectors:0.1.0
+  plantline broker plan examples/demo-line.yaml --emqx http://emqx:18083 --credentials api-key.txt
 
 exit codes: 0 ok (up: stopped cleanly), 1 unreadable input, refused overwrite, up or reload failed, 2 invalid
 PlantLine or a missing extra, 3 no `plantline up` runs on the state directory (status, reload)
 
 extras: the base install runs validate, crd and render; up, status, reload and down need
 pip install 'plantline-operator[local]' ('plantline-operator[simulate]' for up --simulate with an
-EtherNet/IP machine); operator run needs 'plantline-operator[kube]'"""
+EtherNet/IP machine); operator run needs 'plantline-operator[kube]', broker plan 'plantline-operator[emqx]'"""
 
 UP_HELP = """Run the line on this machine: a CA and TLS files, a real mosquitto with mutual TLS, the
 connectors as supervised processes (and, with --simulate, a simulated PLC per machine on the port its
@@ -337,6 +338,87 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+BROKER_PLAN_HELP = """Print what the operator would create, change and delete in EMQX for this line: the
+authorization rules of its identities, its default deny, its bridge connector and actions, and the
+cluster settings it needs. A dry run: it only reads EMQX (REST API v5).
+
+The API key and secret come from --credentials FILE (one line KEY:SECRET, as EMQX's
+api_key.bootstrap_file holds them) or $PLANTLINE_EMQX_API_KEY and $PLANTLINE_EMQX_API_SECRET; they are
+never printed. Objects are named after the line's namespace (--namespace, else metadata.namespace,
+else `default`) and name. Exit 0: the plan is printed (empty when EMQX matches the line); 1: EMQX was
+unreachable, refused the key or a request; 2: an invalid PlantLine or missing credentials."""
+
+
+def _credentials(args: argparse.Namespace) -> Any:
+    from plantline.operator.emqx import Credentials  # noqa: PLC0415 - the emqx extra
+
+    if args.credentials is not None:
+        try:
+            return Credentials.from_file(args.credentials)
+        except OSError as exc:
+            raise Unreadable(f"{args.credentials}: cannot read: {exc.strerror}") from None
+    key, secret = os.environ.get("PLANTLINE_EMQX_API_KEY"), os.environ.get("PLANTLINE_EMQX_API_SECRET")
+    if not key or not secret:
+        return None
+    return Credentials(key, secret)
+
+
+def cmd_broker_plan(args: argparse.Namespace) -> int:
+    extras.require("emqx", "this command")
+    import asyncio  # noqa: PLC0415
+
+    from plantline.operator.emqx import EmqxClient, reconcile_line  # noqa: PLC0415
+    from plantline.operator.emqx_model import BrokerError, LineRef  # noqa: PLC0415
+
+    try:
+        line = _parse(args.file)
+        credentials = _credentials(args)
+    except PlantLineInvalid as exc:
+        return _report_invalid(args.file, exc.problems, "text")
+    except ValueError as exc:
+        print(f"--credentials: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if credentials is None:
+        print("no EMQX API key: give --credentials FILE or $PLANTLINE_EMQX_API_KEY and _SECRET", file=sys.stderr)
+        return EXIT_INVALID
+    ref = LineRef(args.namespace or line.metadata.namespace or "default", line.metadata.name)
+
+    async def run() -> Any:
+        async with EmqxClient(args.emqx, credentials) as client:
+            return await reconcile_line(client, line, ref, None, dry_run=True)
+
+    try:
+        result = asyncio.run(run())
+    except BrokerError as exc:
+        print(f"{args.emqx}: {exc.reason}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.format == "json":
+        data = {"line": f"{ref.namespace}/{ref.name}", "emqx": args.emqx, "requests": result.requests}
+        print(json.dumps({**data, "changes": [c.to_json() for c in result.changes]}, indent=2))
+    else:
+        for change in result.changes:
+            print(f"{change.operation:<7} {change.kind:<13} {change.name}")
+    counts = {op: sum(c.operation == op for c in result.changes) for op in ("create", "change", "delete")}
+    summary = ", ".join(f"{n} to {op}" for op, n in counts.items())
+    print(f"{ref.namespace}/{ref.name} on {args.emqx}: {summary} ({result.requests} requests read)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_broker(commands: Any) -> None:
+    broker = commands.add_parser("broker", help="the line's objects in the core broker (EMQX)")
+    broker_commands = broker.add_subparsers(dest="broker_command", required=True)
+    plan = broker_commands.add_parser(
+        "plan", help="print what the operator would create, change and delete in EMQX (a dry run)",
+        description=BROKER_PLAN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    plan.add_argument("file", type=Path)
+    plan.add_argument("--emqx", required=True, help="EMQX's REST API, e.g. http://emqx:18083")
+    plan.add_argument("--credentials", type=Path, default=None, help="a file holding KEY:SECRET")
+    plan.add_argument("--namespace", default=None, help="the line's namespace (default: metadata.namespace)")
+    plan.add_argument("--format", choices=("text", "json"), default="text")
+    plan.set_defaults(run=cmd_broker_plan)
+
+
 def _add_up(commands: Any) -> None:
     up = commands.add_parser(
         "up", help="run the line locally: CA, mosquitto (mTLS), connectors", description=UP_HELP,
@@ -396,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     boards.set_defaults(run=cmd_dashboards)
 
     _add_up(commands)
+    _add_broker(commands)
 
     for name, run, text in (
         ("status", cmd_status, "show the table of a line started with `up --detach` (exit 3: not running)"),
@@ -448,7 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_UNREADABLE
     except MissingExtra as exc:
-        command = " ".join(filter(None, (args.command, getattr(args, "operator_command", None))))
+        sub = getattr(args, "operator_command", None) or getattr(args, "broker_command", None)
+        command = " ".join(filter(None, (args.command, sub)))
         print(f"plantline {command}: {exc}", file=sys.stderr)
         return EXIT_SETUP
     return status

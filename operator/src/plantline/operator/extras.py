@@ -3,7 +3,7 @@
 The base install validates, prints the CRD and renders. `plantline up` (and `status`, `reload`,
 `down`) needs `local`: the connectors it starts, with every protocol, and the status table.
 `up --simulate` with an EtherNet/IP machine needs `simulate` (cpppo, GPLv3, run as a separate
-program); `plantline operator run` needs `kube`.
+program); `plantline operator run` needs `kube`; `plantline broker plan` needs `emqx` (httpx).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ PACKAGE: Final = "plantline-operator"
 EXTRA_MODULES: Final[dict[str, tuple[str, ...]]] = {
     "kube": ("kopf", "kubernetes"),
     "local": ("rich",),
+    "emqx": ("httpx",),
     "simulate": tuple(sorted({m for modules in SIMULATOR_MODULES.values() for m in modules})),
 }
 
