@@ -63,10 +63,15 @@ class EmqxClient:
     """One EMQX cluster's REST API, at `url` (e.g. `http://emqx:18083`); use as an async context manager."""
 
     def __init__(
-        self, url: str, credentials: Credentials, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        url: str,
+        credentials: Credentials,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        api_path: str = API_PREFIX,
     ) -> None:
         self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/") + API_PREFIX,
+            base_url=url.rstrip("/") + api_path,
             auth=httpx.BasicAuth(credentials.key, credentials.secret),
             timeout=TIMEOUT_S,
             transport=transport,
@@ -182,10 +187,10 @@ class EmqxClient:
                 await self._call("POST", "/authorization/sources", body=change.body)
             else:
                 await self._call("PUT", "/authorization/sources/built_in_database", body=change.body)
-        else:  # the zone: read it whole, change one field, write it whole
-            zone = await self._call("GET", "/configs/global_zone")
-            zone.setdefault("mqtt", {})["peer_cert_as_username"] = PEER_CERT_AS_USERNAME
-            await self._call("PUT", "/configs/global_zone", body=zone)
+        else:  # EMQX merges a partial zone into the one it has: only the field the line needs is sent
+            await self._call(
+                "PUT", "/configs/global_zone", body={"mqtt": {"peer_cert_as_username": PEER_CERT_AS_USERNAME}}
+            )
 
 
 def _message(response: httpx.Response) -> str:
@@ -234,25 +239,29 @@ async def remove_line(client: EmqxClient, ref: LineRef, line: PlantLine | None) 
 
 
 class EmqxBroker:
-    """The reconcile pipeline's door to EMQX: synchronous calls, each on its own event loop and connection."""
+    """The reconcile pipeline's door to EMQX: synchronous calls, each on its own event loop and connection.
 
-    def __init__(
-        self, url: str, credentials: Credentials, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    `options` are EmqxClient's (`transport`, `api_path`).
+    """
+
+    def __init__(self, url: str, credentials: Credentials, **options: Any) -> None:
         self.url = url
         self._credentials = credentials
-        self._transport = transport
+        self._options = options
+
+    def _client(self) -> EmqxClient:
+        return EmqxClient(self.url, self._credentials, **self._options)
 
     def sync(self, line: PlantLine, ref: LineRef, material: BridgeMaterial | None) -> Result:
         async def run() -> Result:
-            async with EmqxClient(self.url, self._credentials, transport=self._transport) as client:
+            async with self._client() as client:
                 return await reconcile_line(client, line, ref, material)
 
         return asyncio.run(run())
 
     def remove(self, ref: LineRef, line: PlantLine | None) -> Result:
         async def run() -> Result:
-            async with EmqxClient(self.url, self._credentials, transport=self._transport) as client:
+            async with self._client() as client:
                 return await remove_line(client, ref, line)
 
         return asyncio.run(run())

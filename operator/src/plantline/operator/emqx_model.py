@@ -236,9 +236,23 @@ def merged_all_rules(
 ) -> list[dict[str, Any]]:
     """Return the all-list with the line's old rules taken out and its new ones appended, others kept in order."""
     gone = {_rule_key(r) for r in remove}
-    kept = [dict(r) for r in all_rules if _rule_key(r) not in gone]
+    kept = [_as_written(r) for r in all_rules if _rule_key(r) not in gone]
     present = {_rule_key(r) for r in kept}
     return kept + [dict(r) for r in add if _rule_key(r) not in present]
+
+
+def _as_written(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """Return another owner's rule as the API takes it back: QoS as numbers, retain as a boolean or `all`.
+
+    EMQX's own description shows rules read back with `qos: ["1"]` and `retain: "true"`, which its
+    schema for writing refuses.
+    """
+    written = dict(rule)
+    if "qos" in written:
+        written["qos"] = [int(q) for q in written["qos"]]
+    if written.get("retain") in ("true", "false"):
+        written["retain"] = written["retain"] == "true"
+    return written
 
 
 # -- the plan -------------------------------------------------------------------------------------

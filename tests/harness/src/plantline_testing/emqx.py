@@ -245,8 +245,9 @@ class FakeEmqxApi:
         return httpx.Response(204)
 
     def _zone(self, method: str, _rest: str, body: Any, _r: httpx.Request) -> httpx.Response:
-        if method == "PUT":
-            self.zone = copy.deepcopy(body)
+        if method == "PUT":  # EMQX merges the sections given into the zone it has
+            for section, values in body.items():
+                self.zone[section] = {**self.zone.get(section, {}), **values}
         return _json(200, copy.deepcopy(self.zone))
 
     # -- connectors and actions -------------------------------------------------------------------
