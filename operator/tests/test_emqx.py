@@ -13,13 +13,14 @@ import pytest
 
 from plantline.operator.api import PlantLine, parse_plantline
 from plantline.operator.cli import main
-from plantline.operator.emqx import Credentials, EmqxBroker, EmqxClient, Result, reconcile_line, remove_line
+from plantline.operator.emqx import Credentials, EmqxBroker, EmqxClient, reconcile_line, remove_line
 from plantline.operator.emqx_model import (
     BridgeMaterial,
     BrokerRejected,
     BrokerUnauthorized,
     BrokerUnreachable,
     LineRef,
+    Result,
 )
 from plantline_testing.emqx import FakeEmqxApi, serving
 

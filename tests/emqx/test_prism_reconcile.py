@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from plantline.operator.api import PlantLine, parse_plantline
-from plantline.operator.emqx import Credentials, EmqxClient, Result, reconcile_line, remove_line
-from plantline.operator.emqx_model import BridgeMaterial, BrokerRejected, LineRef
+from plantline.operator.emqx import Credentials, EmqxClient, reconcile_line, remove_line
+from plantline.operator.emqx_model import BridgeMaterial, BrokerRejected, LineRef, Result
 from plantline_testing.prism import Prism, running_prism
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]

@@ -302,6 +302,12 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
     if not namespace or not name:
         print(f"--ca-secret: expected NAMESPACE/NAME, got {args.ca_secret!r}", file=sys.stderr)
         return EXIT_INVALID
+    emqx_namespace, _, emqx_name = args.emqx_credentials_secret.rpartition("/")
+    if not emqx_namespace or not emqx_name:
+        print(
+            f"--emqx-credentials-secret: expected NAMESPACE/NAME, got {args.emqx_credentials_secret!r}", file=sys.stderr
+        )
+        return EXIT_INVALID
     if args.resync_seconds <= 0:
         print(f"--resync-seconds: expected a positive number, got {args.resync_seconds}", file=sys.stderr)
         return EXIT_INVALID
@@ -321,6 +327,8 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
         ca_secret=name,
         resync_seconds=args.resync_seconds,
         metrics=metrics,
+        emqx_url=args.emqx,
+        emqx_secret=(emqx_namespace, emqx_name),
     )
     if args.kubeconfig is not None:  # read by Kopf's login and by the operator's own client
         os.environ["KUBECONFIG"] = str(args.kubeconfig)
@@ -518,6 +526,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator_run.add_argument(
         "--metrics", default=None, help="serve Prometheus metrics on ADDRESS:PORT/metrics, e.g. 0.0.0.0:9402"
+    )
+    operator_run.add_argument(
+        "--emqx", default=None, help="EMQX's REST API for lines with broker.kind emqx, e.g. http://emqx:18083"
+    )
+    operator_run.add_argument(
+        "--emqx-credentials-secret",
+        default="plantline-system/plantline-emqx-api",
+        help="NAMESPACE/NAME of the Secret with EMQX's api-key and api-secret",
     )
     operator_run.set_defaults(run=cmd_operator_run)
     return parser

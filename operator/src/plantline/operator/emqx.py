@@ -28,6 +28,7 @@ from plantline.operator.emqx_model import (
     Change,
     EmqxState,
     LineRef,
+    Result,
     deny_filters,
     desired_state,
     merged_all_rules,
@@ -201,14 +202,6 @@ def _message(response: httpx.Response) -> str:
     if isinstance(data, Mapping):
         return f"{data.get('code', '')}: {data.get('message', '')}".strip(": ")
     return str(data)[:500]
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """What one reconcile of a line's EMQX objects did: the changes applied and the requests sent."""
-
-    changes: list[Change]
-    requests: int
 
 
 async def reconcile_line(

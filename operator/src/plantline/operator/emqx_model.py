@@ -117,6 +117,22 @@ class Change:
         return {"kind": self.kind, "name": self.name, "operation": self.operation}
 
 
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What one reconcile of a line's EMQX objects did: the changes applied and the requests sent."""
+
+    changes: list[Change]
+    requests: int
+
+    def summary(self) -> str:
+        counts = {op: [c for c in self.changes if c.operation == op] for op in ("create", "change", "delete")}
+        done = {"create": "created", "change": "changed", "delete": "deleted"}
+        parts = [
+            f"{done[op]} {', '.join(f'{c.kind} {c.name}' for c in found)}" for op, found in counts.items() if found
+        ]
+        return "; ".join(parts) or "nothing to change"
+
+
 def user_rules(grant: Grant, ref: LineRef) -> dict[str, Any]:
     """Return the `rules_for_username` body of one identity: owner rule, its allows, then deny all."""
     rules = [ref.owner_rule]
