@@ -311,16 +311,29 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
     if args.resync_seconds <= 0:
         print(f"--resync-seconds: expected a positive number, got {args.resync_seconds}", file=sys.stderr)
         return EXIT_INVALID
-    metrics = None
+    metrics, crl = None, None
+    if args.crl_url is not None:
+        from plantline.pki.errors import InvalidInput  # noqa: PLC0415
+        from plantline.pki.x509build import check_crl_url  # noqa: PLC0415
+
+        try:
+            check_crl_url(args.crl_url, field="--crl-url")
+        except InvalidInput as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_INVALID
+        if args.metrics is None:
+            print("--crl-url: the CRL is served on the --metrics port (/crl.der); give --metrics", file=sys.stderr)
+            return EXIT_INVALID
     if args.metrics is not None:
-        from plantline.operator.telemetry import OperatorMetrics, serve  # noqa: PLC0415
+        from plantline.operator.telemetry import CrlPublisher, OperatorMetrics, serve  # noqa: PLC0415
 
         address, _, port = args.metrics.rpartition(":")
         if not port.isdigit():
             print(f"--metrics: expected ADDRESS:PORT, got {args.metrics!r}", file=sys.stderr)
             return EXIT_INVALID
         metrics = OperatorMetrics.create()
-        serve(metrics.registry, address or "0.0.0.0", int(port))  # noqa: S104 - the operator's pod address
+        crl = CrlPublisher() if args.crl_url is not None else None
+        serve(metrics.registry, address or "0.0.0.0", int(port), crl=crl)  # noqa: S104 - the operator's pod address
     options = Options(
         connector=ConnectorSettings(image=args.connector_image),
         ca_namespace=namespace,
@@ -329,6 +342,8 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
         metrics=metrics,
         emqx_url=args.emqx,
         emqx_secret=(emqx_namespace, emqx_name),
+        crl_url=args.crl_url,
+        crl=crl,
     )
     if args.kubeconfig is not None:  # read by Kopf's login and by the operator's own client
         os.environ["KUBECONFIG"] = str(args.kubeconfig)
@@ -534,6 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--emqx-credentials-secret",
         default="plantline-system/plantline-emqx-api",
         help="NAMESPACE/NAME of the Secret with EMQX's api-key and api-secret",
+    )
+    operator_run.add_argument(
+        "--crl-url",
+        default=None,
+        help="put this CRL Distribution Point in every certificate, e.g. http://plantline-operator.plantline-system"
+        ":9402/crl.der; the --metrics port serves the CA's CRL at /crl.der",
     )
     operator_run.set_defaults(run=cmd_operator_run)
     return parser

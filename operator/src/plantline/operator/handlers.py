@@ -25,7 +25,7 @@ from plantline.operator.issuer import CaInvalid
 from plantline.operator.model import FINALIZER, ConnectorSettings
 from plantline.operator.reconcile import Broker, Context, Event, Outcome, finalize, reconcile, retry_delay
 from plantline.operator.resources import ApiFailure, Cluster, KubeCluster, SecretAuthority, connect, secret_bytes
-from plantline.operator.telemetry import OperatorMetrics
+from plantline.operator.telemetry import CrlPublisher, OperatorMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,8 @@ class Options:
     metrics: OperatorMetrics | None = None  # counted when given (`plantline operator run` serves them)
     emqx_url: str | None = None  # the EMQX REST API that `broker.kind: emqx` lines are reconciled in
     emqx_secret: tuple[str, str] = ("plantline-system", "plantline-emqx-api")  # namespace, name
+    crl_url: str | None = None  # the CRL Distribution Point put in every certificate
+    crl: CrlPublisher | None = None  # where the CA's latest CRL is published for that URL
 
 
 class SecretBroker:
@@ -88,7 +90,9 @@ class _Runtime:
             self._locks.pop(uid, None)
 
     def context(self) -> Context:
-        return Context(self.cluster, self.authority, self.options.connector, datetime.now(UTC), self.broker)
+        return Context(
+            self.cluster, self.authority, self.options.connector, datetime.now(UTC), self.broker, self.options.crl_url
+        )
 
     def reconcile(self, body: kopf.Body, uid: str) -> Outcome:
         """Reconcile one line under its lock, and count it."""
@@ -109,6 +113,8 @@ class _Runtime:
             metrics.generation_seen(uid, int(meta.get("generation") or 0), now=time.time(), ready=outcome.ready)
             if outcome.crl_pem is not None:
                 metrics.pki.set_crl(outcome.crl_pem)
+        if outcome.crl_pem is not None and self.options.crl is not None:
+            self.options.crl.set(outcome.crl_pem)
         return outcome
 
 
@@ -191,6 +197,8 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         except BrokerError as exc:
             raise kopf.TemporaryError(f"removing the line's objects from EMQX: {exc}", delay=5.0) from None
         _post(body, events)
+        if runtime.options.crl is not None:  # the line's certificates were just revoked
+            runtime.options.crl.set(runtime.authority.load(datetime.now(UTC)).crl_pem)
         runtime.forget(uid)
         if runtime.options.metrics is not None:
             runtime.options.metrics.forget(uid)

@@ -83,6 +83,7 @@ class Context:
     settings: ConnectorSettings
     now: datetime
     broker: Broker | None = None
+    crl_url: str | None = None  # the CRL Distribution Point put in every certificate issued
 
 
 @dataclass
@@ -181,7 +182,7 @@ def step_certificates(state: _State, ctx: Context) -> None:
         if decision.action.needs_work or existing is None:
             old = secret_bytes(existing) if existing is not None else {}
             reuse = old.get("tls.key") if decision.action is Action.RENEW else None
-            new = issue(ca, request, ctx.now, key_pem=reuse)
+            new = issue(ca, request, ctx.now, key_pem=reuse, crl_url=ctx.crl_url)
             material = CertificateMaterial(new.certificate_pem, new.key_pem, ca.certificate_pem)
             old_serial = serial_of(old.get("tls.crt", b""))
             if old_serial is not None:
