@@ -153,6 +153,7 @@ class FakeEmqxApi:
     rejects: dict[tuple[str, str], str] = field(default_factory=dict)  # (method, path) -> EMQX's message
     log: list[tuple[str, str]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)  # when served over HTTP (`serving`)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)  # held while serving
     validate: bool = True
 
     def transport(self) -> httpx.MockTransport:
@@ -314,8 +315,10 @@ class FakeEmqxApi:
 
 @contextlib.contextmanager
 def serving(fake: FakeEmqxApi) -> Iterator[str]:
-    """Serve `fake` over HTTP on a loopback port; yield its URL (for programs that take `--emqx URL`)."""
-    lock = threading.Lock()
+    """Serve `fake` over HTTP on a loopback port; yield its URL (for programs that take `--emqx URL`).
+
+    Each request is answered under `fake.lock`; a test that reads or edits the fake meanwhile holds it too.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def _any(self) -> None:
@@ -327,7 +330,7 @@ def serving(fake: FakeEmqxApi) -> Iterator[str]:
                 content=self.rfile.read(length) if length else b"",
             )
             try:
-                with lock:
+                with fake.lock:
                     response = fake.handle(request)
             except SpecViolation as exc:  # kept for the test to assert on; the client sees a 500
                 fake.violations.append(str(exc))
