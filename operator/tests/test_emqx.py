@@ -98,7 +98,8 @@ def test_a_second_reconcile_changes_nothing_and_only_reads(fake: FakeEmqxApi, li
     result = sync(fake, line)
     assert result.changes == []
     assert {method for method, _ in fake.log} == {"GET"}
-    assert result.requests == 6
+    # The settings, the line's users, the all-list, then its connector and its three actions by name.
+    assert result.requests == 8
 
 
 @pytest.mark.parametrize(
@@ -160,6 +161,22 @@ def test_a_removed_machine_loses_its_rules_and_action(
     ]
     assert "site1-line1-labeler" not in fake.users
     assert not [r for r in fake.all_rules if "labeler" in r["topic"]]
+
+
+def test_a_bridge_taken_out_of_the_spec_takes_its_connector_and_actions_along(
+    fake: FakeEmqxApi, line: PlantLine, demo_data: Callable[[], dict[str, Any]]
+) -> None:
+    sync(fake, line)
+    data = demo_data()
+    data["spec"]["primaryHostId"] = "scada"
+    changes = ops(sync(fake, parse_plantline(data), None))
+    assert [c for c in changes if c[1] in ("action", "connector")] == [
+        *(("delete", "action", f"plantline-plantline-site1-line1-up-{m}") for m in ("capper", "filler", "labeler")),
+        ("delete", "connector", "plantline-plantline-site1-line1-upstream"),
+    ]
+    assert ("delete", "user", "site1-line1-bridge") in changes
+    assert list(fake.connectors) == ["mine"]
+    assert fake.actions == {}
 
 
 def test_removing_the_line_deletes_what_it_owns_and_nothing_else(fake: FakeEmqxApi, line: PlantLine) -> None:
@@ -264,7 +281,7 @@ def test_broker_plan_prints_the_changes_as_json_and_changes_nothing(
     assert json.loads(out) == {
         "line": "plantline/site1-line1",
         "emqx": url,
-        "requests": 6,
+        "requests": 8,
         "changes": [
             {"kind": "user", "name": "site1-line1-reader", "operation": "create"},
             {"kind": "connector", "name": "plantline-plantline-site1-line1-upstream", "operation": "change"},

@@ -8,7 +8,7 @@ over to a real cluster is the load: requests and bytes read per line, for
 3. remove: the finalizer's removal.
 Each line is the demo line (3 machines, an edge node each, a primary host and a bridge) in its own
 namespace. Baseline: the same figure for one line alone; the ratio is how the cost per line grows
-with the lines EMQX holds (the connector and action lists are read whole). With --validate, every
+with the lines EMQX holds (the shared all-list is read whole). With --validate, every
 exchange is also checked against EMQX's OpenAPI (slower; the request counts are the same).
 
 Run: uv run --all-packages python tests/bench/emqx_bench.py [--lines N] [--validate] [--format table|json].

@@ -103,11 +103,14 @@ class EmqxClient:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    async def read(self, ref: LineRef, line: PlantLine | None, *, identities: Sequence[str] = ()) -> EmqxState:
-        """Return what EMQX holds of the line's: its users, default deny, connectors, actions, settings.
+    async def read(
+        self, ref: LineRef, line: PlantLine | None, *, identities: Sequence[str] = (), actions: Sequence[str] = ()
+    ) -> EmqxState:
+        """Return what EMQX holds of the line's: its users, default deny, connector, actions, settings.
 
         `identities` are the user names the line wants: one of them held by another owner is reported
-        in `foreign_users`.
+        in `foreign_users`. `actions` are the action names it wants; with those its connector lists,
+        they are read by name, so a reconcile reads the line's own objects, not every line's.
         """
         state = EmqxState()
         source = await self._call("GET", "/authorization/sources/built_in_database", missing_ok=True)
@@ -123,10 +126,15 @@ class EmqxClient:
         self._deny_filters = deny_filters(line, list(state.users.values()))
         everyone = await self._call("GET", f"{RULES}/all")
         state.default_deny = owned_default_deny(everyone.get("rules") or [], self._deny_filters)
-        for path, into in (("/connectors", state.connectors), ("/actions", state.actions)):
-            for item in await self._call("GET", path):
-                if item.get("type") == "mqtt" and owns_named(item, ref):
-                    into[str(item["name"])] = item
+        names = set(actions)
+        connector = await self._call("GET", f"/connectors/mqtt:{quote(ref.upstream, safe='')}", missing_ok=True)
+        if connector is not None and connector.get("type") == "mqtt" and owns_named(connector, ref):
+            state.connectors[ref.upstream] = connector
+            names.update(str(a).removeprefix("mqtt:") for a in connector.get("actions") or [])
+        for name in sorted(n for n in names if n.startswith(ref.prefix)):
+            action = await self._call("GET", f"/actions/mqtt:{quote(name, safe='')}", missing_ok=True)
+            if action is not None and action.get("type") == "mqtt" and owns_named(action, ref):
+                state.actions[name] = action
         return state
 
     async def _users(self, ref: LineRef, line: PlantLine | None) -> list[dict[str, Any]]:
@@ -209,7 +217,7 @@ async def reconcile_line(
 ) -> Result:
     """Read the line's objects, plan, and (unless `dry_run`) apply; return the plan."""
     desired = desired_state(line, ref, material)
-    current = await client.read(ref, line, identities=list(desired.users))
+    current = await client.read(ref, line, identities=list(desired.users), actions=list(desired.actions))
     if current.foreign_users:
         taken = ", ".join(sorted(current.foreign_users))
         raise BrokerRejected(

@@ -73,6 +73,11 @@ class LineRef:
         return f"Owned by plantline-operator: PlantLine {self.namespace}/{self.name}; edits are reverted"
 
     @property
+    def upstream(self) -> str:
+        """The name of the line's bridge connector."""
+        return f"{self.prefix}upstream"
+
+    @property
     def owner_rule(self) -> dict[str, Any]:
         return {"permission": "deny", "action": "all", "topic": f"eq plantline-owner/{self.namespace}/{self.name}"}
 
@@ -162,7 +167,7 @@ def connector_body(line: PlantLine, ref: LineRef, material: BridgeMaterial | Non
         tags.append(material.tag)
     return {
         "type": "mqtt",
-        "name": f"{ref.prefix}upstream",
+        "name": ref.upstream,
         "server": f"{bridge.host}:{bridge.port}",
         "proto_ver": "v4",
         # Keep the session upstream: QoS 1 messages queued during a WAN outage survive.
@@ -178,7 +183,7 @@ def action_bodies(line: PlantLine, ref: LineRef) -> dict[str, dict[str, Any]]:
     bridge = line.spec.broker.bridge
     if bridge is None:
         return {}
-    group, connector = line.spec.sparkplug_group, f"{ref.prefix}upstream"
+    group, connector = line.spec.sparkplug_group, ref.upstream
     actions = {}
     for topo in topology(line.spec):
         name = f"{ref.prefix}up-{topo.group}"

@@ -255,12 +255,12 @@ class FakeEmqxApi:
 
     def _connectors(self, method: str, rest: str, body: Any, _r: httpx.Request) -> httpx.Response:
         if method == "GET" and not rest:
-            return _json(200, [self._shown(c) for c in self.connectors.values()])
+            return _json(200, [self._connector_shown(c) for c in self.connectors.values()])
         if method == "POST":
             if body["name"] in self.connectors:
                 return _error(400, "ALREADY_EXISTS", "Connector already exists")
             self.connectors[body["name"]] = self._stored(body)
-            return _json(201, self._shown(self.connectors[body["name"]]))
+            return _json(201, self._connector_shown(self.connectors[body["name"]]))
         name = rest.removeprefix("mqtt:")
         if name not in self.connectors:
             return _error(404, "NOT_FOUND", "Connector not found")
@@ -272,7 +272,7 @@ class FakeEmqxApi:
             return httpx.Response(204)
         if method == "PUT":
             self.connectors[name] = self._stored({"type": "mqtt", "name": name, **body})
-        return _json(200, self._shown(self.connectors[name]))
+        return _json(200, self._connector_shown(self.connectors[name]))
 
     def _actions(self, method: str, rest: str, body: Any, _r: httpx.Request) -> httpx.Response:
         if method == "GET" and not rest:
@@ -303,6 +303,11 @@ class FakeEmqxApi:
             if str(ssl.get(key, "")).startswith("-----BEGIN"):
                 ssl[key] = f"data/certs/connectors/mqtt/{stored['name']}/{key}"
         return stored
+
+    def _connector_shown(self, connector: dict[str, Any]) -> dict[str, Any]:
+        """Return a connector as EMQX shows it: with the names of the actions that use it."""
+        using = sorted(a["name"] for a in self.actions.values() if a["connector"] == connector["name"])
+        return {**self._shown(connector), "actions": using}
 
     @staticmethod
     def _shown(item: dict[str, Any]) -> dict[str, Any]:
