@@ -92,6 +92,12 @@ def test_a_new_line_gets_its_rules_default_deny_connector_and_actions(fake: Fake
     assert len(actions) == 3
 
 
+def test_the_bridge_key_never_shows_in_a_plan(fake: FakeEmqxApi, line: PlantLine) -> None:
+    result = sync(fake, line)
+    assert b"PRIVATE KEY" in MATERIAL.key_pem
+    assert "PRIVATE KEY" not in repr(result) + result.summary()
+
+
 def test_a_second_reconcile_changes_nothing_and_only_reads(fake: FakeEmqxApi, line: PlantLine) -> None:
     sync(fake, line)
     fake.log.clear()
@@ -231,6 +237,15 @@ def test_an_unreachable_emqx_is_reported(line: PlantLine) -> None:
 
     broker = EmqxBroker("http://emqx:18083", Credentials("k", "s"), transport=httpx.MockTransport(refuse))
     with pytest.raises(BrokerUnreachable, match="ConnectError"):
+        broker.sync(line, REF, MATERIAL)
+
+
+def test_something_else_than_emqx_is_rejected(line: PlantLine) -> None:
+    def html(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="<html>a dashboard</html>")
+
+    broker = EmqxBroker("http://emqx:18083", Credentials("k", "s"), transport=httpx.MockTransport(html))
+    with pytest.raises(BrokerRejected, match="not JSON: is http://emqx:18083/api/v5/ EMQX's REST API"):
         broker.sync(line, REF, MATERIAL)
 
 

@@ -32,7 +32,7 @@ from harness import Row
 from plantline.operator.api import PlantLine, parse_plantline
 from plantline.operator.emqx import Credentials, EmqxBroker
 from plantline.operator.emqx_model import LineRef, Result
-from plantline_testing.emqx import FakeEmqxApi
+from plantline_testing.emqx import FakeEmqxApi, emqx_openapi
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-line.yaml"
 
@@ -122,6 +122,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.lines < 1:
         parser.error("--lines must be positive")
+    if args.validate:
+        emqx_openapi()  # loading the description takes seconds: not part of any reconcile
     result = rows(args.lines, args.validate, harness.progress("emqx"))
     env = harness.environment(httpx=httpx.__version__, emqx_api="5.8.1 (FakeEmqxApi)", validated=args.validate)
     harness.report("emqx: reconcile time and REST API load per line", env, result, args.format)

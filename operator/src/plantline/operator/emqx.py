@@ -99,7 +99,13 @@ class EmqxClient:
             return None
         if response.status_code >= 400:
             raise BrokerRejected(f"{method} {path}: HTTP {response.status_code}: {_message(response)}")
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise BrokerRejected(f"{method} {path}: HTTP {response.status_code}: the answer is not JSON: "
+                                 f"is {self._http.base_url} EMQX's REST API?") from None  # fmt: skip
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -117,7 +123,7 @@ class EmqxClient:
         state.source_enabled = None if source is None else bool(source.get("enable", True))
         zone = await self._call("GET", "/configs/global_zone")
         state.peer_cert_as_username = str((zone.get("mqtt") or {}).get("peer_cert_as_username", "disabled"))
-        for user in await self._users(ref, line):
+        for user in await self._users(line):
             name = str(user["username"])
             if owns_user(user, ref):
                 state.users[name] = user
@@ -126,6 +132,11 @@ class EmqxClient:
         self._deny_filters = deny_filters(line, list(state.users.values()))
         everyone = await self._call("GET", f"{RULES}/all")
         state.default_deny = owned_default_deny(everyone.get("rules") or [], self._deny_filters)
+        await self._read_bridge(state, ref, actions)
+        return state
+
+    async def _read_bridge(self, state: EmqxState, ref: LineRef, actions: Sequence[str]) -> None:
+        """Read the line's connector, then each action it wants or its connector lists, by name."""
         names = set(actions)
         connector = await self._call("GET", f"/connectors/mqtt:{quote(ref.upstream, safe='')}", missing_ok=True)
         if connector is not None and connector.get("type") == "mqtt" and owns_named(connector, ref):
@@ -135,9 +146,8 @@ class EmqxClient:
             action = await self._call("GET", f"/actions/mqtt:{quote(name, safe='')}", missing_ok=True)
             if action is not None and action.get("type") == "mqtt" and owns_named(action, ref):
                 state.actions[name] = action
-        return state
 
-    async def _users(self, ref: LineRef, line: PlantLine | None) -> list[dict[str, Any]]:
+    async def _users(self, line: PlantLine | None) -> list[dict[str, Any]]:
         """Return the users whose name contains the line's identity prefix (all users without a spec)."""
         like = f"&like_username={quote(f'{line.spec.site}-{line.spec.line}-')}" if line is not None else ""
         found: list[dict[str, Any]] = []
@@ -153,10 +163,11 @@ class EmqxClient:
 
     # -- writing ----------------------------------------------------------------------------------
 
-    async def apply(self, changes: Sequence[Change], ref: LineRef, line: PlantLine | None) -> None:
+    async def apply(self, changes: Sequence[Change]) -> None:
         """Send the changes in order, one request each but one for all new users together.
 
-        The default deny merges into the all-list that other owners share.
+        The default deny merges into the all-list that other owners share, taking out the line's
+        rules as the last `read` found them.
         """
         new_users = [c.body for c in changes if c.kind == "user" and c.operation == "create"]
         for change in changes:
@@ -165,27 +176,15 @@ class EmqxClient:
                     await self._call("POST", f"{RULES}/users", body=new_users)
                     new_users = []
                 continue
-            await self._apply_one(change, ref, line)
+            await self._apply_one(change)
 
-    async def _apply_one(self, change: Change, ref: LineRef, line: PlantLine | None) -> None:
-        kind, name, operation = change.kind, change.name, change.operation
+    async def _apply_one(self, change: Change) -> None:
+        kind, operation = change.kind, change.operation
         if kind == "user":
-            path = f"{RULES}/users/{quote(name, safe='')}"
+            path = f"{RULES}/users/{quote(change.name, safe='')}"
             await self._call("PUT" if operation == "change" else "DELETE", path, body=change.body)
         elif kind in ("connector", "action"):
-            collection = "/connectors" if kind == "connector" else "/actions"
-            path = f"{collection}/mqtt:{quote(name, safe='')}"
-            if operation == "change" and kind == "action":
-                # EMQX's description makes every MQTT action's PUT body ambiguous (it is valid under
-                # both the HTTP and the MQTT schema of a oneOf): the action is made again instead.
-                await self._call("DELETE", path)
-                await self._call("POST", collection, body=change.body)
-            elif operation == "change":
-                await self._call("PUT", path, body={k: v for k, v in change.body.items() if k not in ("type", "name")})
-            elif operation == "create":
-                await self._call("POST", collection, body=change.body)
-            else:
-                await self._call("DELETE", path)
+            await self._apply_named(change)
         elif kind == "default-deny":
             everyone = await self._call("GET", f"{RULES}/all")
             rules = everyone.get("rules") or []
@@ -200,6 +199,22 @@ class EmqxClient:
             await self._call(
                 "PUT", "/configs/global_zone", body={"mqtt": {"peer_cert_as_username": PEER_CERT_AS_USERNAME}}
             )
+
+    async def _apply_named(self, change: Change) -> None:
+        """Create, change or delete a connector or an action."""
+        collection = "/connectors" if change.kind == "connector" else "/actions"
+        path = f"{collection}/mqtt:{quote(change.name, safe='')}"
+        if change.operation == "change" and change.kind == "action":
+            # EMQX's description makes every MQTT action's PUT body ambiguous (it is valid under both
+            # the HTTP and the MQTT schema of a oneOf): the action is made again instead.
+            await self._call("DELETE", path)
+            await self._call("POST", collection, body=change.body)
+        elif change.operation == "change":
+            await self._call("PUT", path, body={k: v for k, v in change.body.items() if k not in ("type", "name")})
+        elif change.operation == "create":
+            await self._call("POST", collection, body=change.body)
+        else:
+            await self._call("DELETE", path)
 
 
 def _message(response: httpx.Response) -> str:
@@ -226,7 +241,7 @@ async def reconcile_line(
         )
     changes = plan(desired, current, certificate_known=material is not None)
     if not dry_run:
-        await client.apply(changes, ref, line)
+        await client.apply(changes)
     return Result(changes, client.requests)
 
 
@@ -235,7 +250,7 @@ async def remove_line(client: EmqxClient, ref: LineRef, line: PlantLine | None) 
     current = await client.read(ref, line)
     empty = EmqxState(source_enabled=True, peer_cert_as_username=PEER_CERT_AS_USERNAME)
     changes = plan(empty, current)
-    await client.apply(changes, ref, line)
+    await client.apply(changes)
     return Result(changes, client.requests)
 
 

@@ -111,12 +111,15 @@ class EmqxState:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One request's worth of work: create, change or delete one object (body None for a delete)."""
+    """One request's worth of work: create, change or delete one object (body None for a delete).
+
+    A connector's body holds the bridge's private key: it is left out of the repr.
+    """
 
     kind: Kind
     name: str
     operation: Operation
-    body: Any = None
+    body: Any = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "operation": self.operation}
