@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +344,21 @@ def test_broker_plan_without_credentials_or_with_a_wrong_key(
     assert "no EMQX API key" in err
     assert "Unauthorized" in err
     assert "wrong-secret" not in err
+
+
+def test_lines_reconciled_at_once_keep_each_others_default_deny(
+    fake: FakeEmqxApi, demo_data: Callable[[], dict[str, Any]]
+) -> None:
+    lines = []
+    for index in range(6):
+        data = demo_data()
+        data["spec"]["line"] = f"l{index}"
+        lines.append((LineRef("plantline", f"l{index}"), parse_plantline(data)))
+    with serving(fake) as url:
+        broker = EmqxBroker(url, Credentials(fake.key, fake.secret))
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(lambda item: broker.sync(item[1], item[0], None), lines))
+    assert fake.all_rules[0] == OTHERS_RULE
+    denied = {r["topic"] for r in fake.all_rules[1:]}
+    assert denied == {f"spBv1.0/site1/+/l{i}-{m}/#" for i in range(6) for m in ("capper", "filler", "labeler")}
+    assert fake.violations == []

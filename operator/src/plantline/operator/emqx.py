@@ -10,6 +10,7 @@ logged, printed or put into an error.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ API_PREFIX = "/api/v5"
 TIMEOUT_S = 10.0
 PAGE_LIMIT = 1000
 RULES = "/authorization/sources/built_in_database/rules"
+# Each reconcile runs its own event loop in its own worker thread: a thread lock orders them.
+ALL_LIST_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +189,13 @@ class EmqxClient:
         elif kind in ("connector", "action"):
             await self._apply_named(change)
         elif kind == "default-deny":
-            everyone = await self._call("GET", f"{RULES}/all")
-            rules = everyone.get("rules") or []
-            merged = merged_all_rules(rules, owned_default_deny(rules, self._deny_filters), change.body or [])
-            await self._call("POST", f"{RULES}/all", body={"rules": merged})
+            # The all-list is one object that every line rewrites whole: two lines of this operator
+            # must not interleave their read and write, or one line's rules would be lost.
+            with ALL_LIST_LOCK:
+                everyone = await self._call("GET", f"{RULES}/all")
+                rules = everyone.get("rules") or []
+                merged = merged_all_rules(rules, owned_default_deny(rules, self._deny_filters), change.body or [])
+                await self._call("POST", f"{RULES}/all", body={"rules": merged})
         elif kind == "source":
             if operation == "create":
                 await self._call("POST", "/authorization/sources", body=change.body)
