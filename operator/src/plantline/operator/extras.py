@@ -17,7 +17,7 @@ PACKAGE: Final = "plantline-operator"
 
 # extra -> the modules it brings that the operator imports itself (`local` brings the connectors' too)
 EXTRA_MODULES: Final[dict[str, tuple[str, ...]]] = {
-    "kube": ("kopf", "kubernetes"),
+    "kube": ("kopf", "kubernetes", "httpx"),
     "local": ("rich",),
     "emqx": ("httpx",),
     "simulate": tuple(sorted({m for modules in SIMULATOR_MODULES.values() for m in modules})),
