@@ -29,6 +29,7 @@ REF = LineRef("plantline", "site1-line1")
 MATERIAL = BridgeMaterial(
     b"-----BEGIN CERTIFICATE-----\nA\n", b"-----BEGIN PRIVATE KEY-----\nB\n", b"-----BEGIN CERTIFICATE-----\nC\n"
 )
+CA_PEM = b"-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"
 OTHERS_RULES: list[dict[str, Any]] = [{"permission": "allow", "action": "all", "topic": "x/#"}]
 OTHERS_RULE = {"permission": "deny", "action": "publish", "topic": "spBv1.0/site1/+/line9/#"}
 
@@ -50,10 +51,13 @@ def fake() -> FakeEmqxApi:
     return fake
 
 
-def sync(fake: FakeEmqxApi, line: PlantLine, material: BridgeMaterial | None = MATERIAL) -> Result:
-    return EmqxBroker("http://emqx:18083", Credentials(fake.key, fake.secret), transport=fake.transport()).sync(
-        line, REF, material
+def sync(
+    fake: FakeEmqxApi, line: PlantLine, material: BridgeMaterial | None = MATERIAL, *, listener: str | None = None
+) -> Result:
+    broker = EmqxBroker(
+        "http://emqx:18083", Credentials(fake.key, fake.secret), listener=listener, transport=fake.transport()
     )
+    return broker.sync(line, REF, material, CA_PEM)
 
 
 def ops(result: Result) -> list[tuple[str, str, str]]:
@@ -136,6 +140,21 @@ def test_drift_is_repaired_in_one_reconcile(fake: FakeEmqxApi, line: PlantLine, 
 def _snapshot(fake: FakeEmqxApi) -> str:
     state = [fake.users, fake.all_rules, fake.connectors, fake.actions, fake.zone, fake.source]
     return json.dumps(state, sort_keys=True)
+
+
+def test_the_listener_named_is_made_mutual_tls_with_the_ca_and_kept_so(fake: FakeEmqxApi, line: PlantLine) -> None:
+    assert fake.listeners["ssl:default"]["ssl_options"]["verify"] == "verify_none"
+    first = sync(fake, line, listener="ssl:default")
+    assert ("change", "listener", "ssl:default") in ops(first)
+    tls = fake.listeners["ssl:default"]["ssl_options"]
+    assert (tls["verify"], tls["fail_if_no_peer_cert"], tls["enable_crl_check"]) == ("verify_peer", True, True)
+    assert fake.ca_files["ssl:default"] == CA_PEM.decode()  # what EMQX saved behind its cacertfile path
+    assert fake.listeners["ssl:default"]["bind"] == "0.0.0.0:8883"  # the rest of the listener as it was
+    assert sync(fake, line, listener="ssl:default").changes == []
+    fake.listeners["ssl:default"]["ssl_options"]["enable_crl_check"] = False
+    assert ops(sync(fake, line, listener="ssl:default")) == [("change", "listener", "ssl:default")]
+    with pytest.raises(BrokerRejected, match="no such listener"):
+        sync(fake, line, listener="ssl:plant")
 
 
 def test_the_zone_keeps_its_other_settings(fake: FakeEmqxApi, line: PlantLine) -> None:
@@ -227,7 +246,7 @@ def test_emqx_refusing_a_request_is_rejected_with_its_message(fake: FakeEmqxApi,
 def test_a_wrong_secret_is_unauthorized_and_never_shown(fake: FakeEmqxApi, line: PlantLine) -> None:
     credentials = Credentials(fake.key, "not-the-secret")
     with pytest.raises(BrokerUnauthorized) as caught:
-        EmqxBroker("http://emqx:18083", credentials, transport=fake.transport()).sync(line, REF, MATERIAL)
+        EmqxBroker("http://emqx:18083", credentials, transport=fake.transport()).sync(line, REF, MATERIAL, CA_PEM)
     assert "not-the-secret" not in str(caught.value)
     assert "not-the-secret" not in repr(credentials)
 
@@ -238,7 +257,7 @@ def test_an_unreachable_emqx_is_reported(line: PlantLine) -> None:
 
     broker = EmqxBroker("http://emqx:18083", Credentials("k", "s"), transport=httpx.MockTransport(refuse))
     with pytest.raises(BrokerUnreachable, match="ConnectError"):
-        broker.sync(line, REF, MATERIAL)
+        broker.sync(line, REF, MATERIAL, CA_PEM)
 
 
 def test_something_else_than_emqx_is_rejected(line: PlantLine) -> None:
@@ -247,7 +266,7 @@ def test_something_else_than_emqx_is_rejected(line: PlantLine) -> None:
 
     broker = EmqxBroker("http://emqx:18083", Credentials("k", "s"), transport=httpx.MockTransport(html))
     with pytest.raises(BrokerRejected, match="not JSON: is http://emqx:18083/api/v5/ EMQX's REST API"):
-        broker.sync(line, REF, MATERIAL)
+        broker.sync(line, REF, MATERIAL, CA_PEM)
 
 
 def test_a_dry_run_only_reads(fake: FakeEmqxApi, line: PlantLine) -> None:
@@ -357,7 +376,7 @@ def test_lines_reconciled_at_once_keep_each_others_default_deny(
     with serving(fake) as url:
         broker = EmqxBroker(url, Credentials(fake.key, fake.secret))
         with ThreadPoolExecutor(max_workers=6) as pool:
-            list(pool.map(lambda item: broker.sync(item[1], item[0], None), lines))
+            list(pool.map(lambda item: broker.sync(item[1], item[0], None, CA_PEM), lines))
     assert fake.all_rules[0] == OTHERS_RULE
     denied = {r["topic"] for r in fake.all_rules[1:]}
     assert denied == {f"spBv1.0/site1/+/l{i}-{m}/#" for i in range(6) for m in ("capper", "filler", "labeler")}

@@ -90,8 +90,8 @@ def measure(count: int, *, validate: bool) -> dict[str, Phase]:
                         transport=httpx.MockTransport(counted.handle))  # fmt: skip
     work = lines(count)
     return {
-        "create": phase(counted, work, lambda ref, line: broker.sync(line, ref, None)),
-        "resync": phase(counted, work, lambda ref, line: broker.sync(line, ref, None)),
+        "create": phase(counted, work, lambda ref, line: broker.sync(line, ref, None, b"")),
+        "resync": phase(counted, work, lambda ref, line: broker.sync(line, ref, None, b"")),
         "remove": phase(counted, work, lambda ref, line: broker.remove(ref, line)),
     }
 

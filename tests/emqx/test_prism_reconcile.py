@@ -19,7 +19,7 @@ import yaml
 
 from plantline.operator.api import PlantLine, parse_plantline
 from plantline.operator.emqx import Credentials, EmqxClient, reconcile_line, remove_line
-from plantline.operator.emqx_model import BridgeMaterial, BrokerRejected, LineRef, Result
+from plantline.operator.emqx_model import BridgeMaterial, BrokerRejected, LineRef, ListenerWant, Result
 from plantline_testing.prism import Prism, running_prism
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -54,7 +54,7 @@ def test_the_whole_reconcile_and_the_removal_pass_prisms_request_validation(pris
 
     async def run() -> tuple[Result, Result]:
         async with _client(prism) as client:
-            created = await reconcile_line(client, line, REF, material)
+            created = await reconcile_line(client, line, REF, material, listener=ListenerWant("ssl:default", PEM))
         async with _client(prism) as client:
             removed = await remove_line(client, REF, line)
         return created, removed
@@ -65,6 +65,7 @@ def test_the_whole_reconcile_and_the_removal_pass_prisms_request_validation(pris
     # Prism's answers hold none of the line's objects: everything is created, settings included.
     kinds = {(c.kind, c.operation) for c in created.changes}
     assert {("user", "create"), ("default-deny", "create"), ("connector", "create"), ("action", "create")} <= kinds
+    assert ("listener", "change") in kinds
     assert "Violation: request" not in log, log
     assert "Request did not pass the validation rules" not in log, log
     assert log.count("Request received") >= created.requests

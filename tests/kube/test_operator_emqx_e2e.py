@@ -62,6 +62,7 @@ def operator(plane: ControlPlane, fake: FakeEmqxApi) -> Iterator[KopfRunner]:
             resync_seconds=RESYNC_S,
             emqx_url=url,
             emqx_secret=(OPERATOR_NAMESPACE, SECRET),
+            emqx_listener="ssl:default",
         )
         register(registry, options)
         with pytest.MonkeyPatch.context() as patch:
@@ -87,9 +88,14 @@ def test_an_emqx_line_gets_its_objects_and_is_ready(
     broker = condition(found, "BrokerReady")
     assert (broker["status"], broker["reason"]) == ("True", "Reconciled")
     assert READER in _users(fake)
+    trust = plane.request("GET", f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/configmaps/plantline-ca-trust")
     with fake.lock:
         assert f"plantline-{NS}-{NAME}-upstream" in fake.connectors
         assert len(fake.actions) == 3
+        # The clients' listener trusts the operator's CA, demands a certificate and checks CRLs.
+        assert fake.ca_files["ssl:default"] == trust["data"]["ca.crt"]
+        assert fake.listeners["ssl:default"]["ssl_options"]["verify"] == "verify_peer"
+        assert fake.listeners["ssl:default"]["ssl_options"]["enable_crl_check"] is True
 
 
 def test_a_rule_deleted_behind_its_back_is_restored_within_one_resync(

@@ -342,6 +342,7 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
         metrics=metrics,
         emqx_url=args.emqx,
         emqx_secret=(emqx_namespace, emqx_name),
+        emqx_listener=args.emqx_listener,
         crl_url=args.crl_url,
         crl=crl,
     )
@@ -465,6 +466,52 @@ def _add_up(commands: Any) -> None:
     up.set_defaults(run=cmd_up)
 
 
+def _add_operator(commands: Any) -> None:
+    operator = commands.add_parser("operator", help="the Kubernetes operator")
+    operator_commands = operator.add_subparsers(dest="operator_command", required=True)
+    operator_run = operator_commands.add_parser(
+        "run", help="run the operator outside (or inside) a cluster", description=OPERATOR_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    operator_run.add_argument("--connector-image", required=True, help="the image of plantline-connectors the pods run")
+    operator_run.add_argument("--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
+    operator_run.add_argument(
+        "--ca-secret", default="plantline-system/plantline-ca", help="NAMESPACE/NAME of the CA Secret"
+    )
+    operator_run.add_argument(
+        "--resync-seconds", type=float, default=60.0, help="drift repair and renewal check interval"
+    )
+    operator_run.add_argument(
+        "--kubeconfig", type=Path, default=None, help="default: $KUBECONFIG, ~/.kube/config, in-cluster"
+    )
+    operator_run.add_argument(
+        "--liveness", default=None, help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz"
+    )
+    operator_run.add_argument(
+        "--metrics", default=None, help="serve Prometheus metrics on ADDRESS:PORT/metrics, e.g. 0.0.0.0:9402"
+    )
+    operator_run.add_argument(
+        "--emqx", default=None, help="EMQX's REST API for lines with broker.kind emqx, e.g. http://emqx:18083"
+    )
+    operator_run.add_argument(
+        "--emqx-credentials-secret",
+        default="plantline-system/plantline-emqx-api",
+        help="NAMESPACE/NAME of the Secret with EMQX's api-key and api-secret",
+    )
+    operator_run.add_argument(
+        "--emqx-listener",
+        default=None,
+        help="ensure this EMQX listener (e.g. ssl:default) is mutual TLS with the operator's CA and CRL checks",
+    )
+    operator_run.add_argument(
+        "--crl-url",
+        default=None,
+        help="put this CRL Distribution Point in every certificate, e.g. http://plantline-operator.plantline-system"
+        ":9402/crl.der; the --metrics port serves the CA's CRL at /crl.der",
+    )
+    operator_run.set_defaults(run=cmd_operator_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plantline", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -519,44 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--timeout", type=float, default=60.0, help="seconds before killing what is left")
         command.set_defaults(run=run)
 
-    operator = commands.add_parser("operator", help="the Kubernetes operator")
-    operator_commands = operator.add_subparsers(dest="operator_command", required=True)
-    operator_run = operator_commands.add_parser(
-        "run", help="run the operator outside (or inside) a cluster", description=OPERATOR_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    operator_run.add_argument("--connector-image", required=True, help="the image of plantline-connectors the pods run")
-    operator_run.add_argument("--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
-    operator_run.add_argument(
-        "--ca-secret", default="plantline-system/plantline-ca", help="NAMESPACE/NAME of the CA Secret"
-    )
-    operator_run.add_argument(
-        "--resync-seconds", type=float, default=60.0, help="drift repair and renewal check interval"
-    )
-    operator_run.add_argument(
-        "--kubeconfig", type=Path, default=None, help="default: $KUBECONFIG, ~/.kube/config, in-cluster"
-    )
-    operator_run.add_argument(
-        "--liveness", default=None, help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz"
-    )
-    operator_run.add_argument(
-        "--metrics", default=None, help="serve Prometheus metrics on ADDRESS:PORT/metrics, e.g. 0.0.0.0:9402"
-    )
-    operator_run.add_argument(
-        "--emqx", default=None, help="EMQX's REST API for lines with broker.kind emqx, e.g. http://emqx:18083"
-    )
-    operator_run.add_argument(
-        "--emqx-credentials-secret",
-        default="plantline-system/plantline-emqx-api",
-        help="NAMESPACE/NAME of the Secret with EMQX's api-key and api-secret",
-    )
-    operator_run.add_argument(
-        "--crl-url",
-        default=None,
-        help="put this CRL Distribution Point in every certificate, e.g. http://plantline-operator.plantline-system"
-        ":9402/crl.der; the --metrics port serves the CA's CRL at /crl.der",
-    )
-    operator_run.set_defaults(run=cmd_operator_run)
+    _add_operator(commands)
     return parser
 
 

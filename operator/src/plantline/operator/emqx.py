@@ -29,6 +29,7 @@ from plantline.operator.emqx_model import (
     Change,
     EmqxState,
     LineRef,
+    ListenerWant,
     Result,
     deny_filters,
     desired_state,
@@ -113,13 +114,20 @@ class EmqxClient:
     # -- reading ----------------------------------------------------------------------------------
 
     async def read(
-        self, ref: LineRef, line: PlantLine | None, *, identities: Sequence[str] = (), actions: Sequence[str] = ()
+        self,
+        ref: LineRef,
+        line: PlantLine | None,
+        *,
+        identities: Sequence[str] = (),
+        actions: Sequence[str] = (),
+        listener: str | None = None,
     ) -> EmqxState:
         """Return what EMQX holds of the line's: its users, default deny, connector, actions, settings.
 
         `identities` are the user names the line wants: one of them held by another owner is reported
         in `foreign_users`. `actions` are the action names it wants; with those its connector lists,
-        they are read by name, so a reconcile reads the line's own objects, not every line's.
+        they are read by name, so a reconcile reads the line's own objects, not every line's. With
+        `listener`, its TLS options are read too (a listener that does not exist is Rejected).
         """
         state = EmqxState()
         source = await self._call("GET", "/authorization/sources/built_in_database", missing_ok=True)
@@ -136,6 +144,11 @@ class EmqxClient:
         everyone = await self._call("GET", f"{RULES}/all")
         state.default_deny = owned_default_deny(everyone.get("rules") or [], self._deny_filters)
         await self._read_bridge(state, ref, actions)
+        if listener is not None:
+            found = await self._call("GET", f"/listeners/{quote(listener, safe='')}", missing_ok=True)
+            if found is None:
+                raise BrokerRejected(f"GET /listeners/{listener}: EMQX has no such listener for the line's clients")
+            state.listener_tls = dict(found.get("ssl_options") or {})
         return state
 
     async def _read_bridge(self, state: EmqxState, ref: LineRef, actions: Sequence[str]) -> None:
@@ -201,6 +214,8 @@ class EmqxClient:
                 await self._call("POST", "/authorization/sources", body=change.body)
             else:
                 await self._call("PUT", "/authorization/sources/built_in_database", body=change.body)
+        elif kind == "listener":  # a partial update, merged like the zone's
+            await self._call("PUT", f"/listeners/{quote(change.name, safe='')}", body=change.body)
         else:  # EMQX merges a partial zone into the one it has: only the field the line needs is sent
             await self._call(
                 "PUT", "/configs/global_zone", body={"mqtt": {"peer_cert_as_username": PEER_CERT_AS_USERNAME}}
@@ -234,11 +249,23 @@ def _message(response: httpx.Response) -> str:
 
 
 async def reconcile_line(
-    client: EmqxClient, line: PlantLine, ref: LineRef, material: BridgeMaterial | None, *, dry_run: bool = False
+    client: EmqxClient,
+    line: PlantLine,
+    ref: LineRef,
+    material: BridgeMaterial | None,
+    *,
+    dry_run: bool = False,
+    listener: ListenerWant | None = None,
 ) -> Result:
     """Read the line's objects, plan, and (unless `dry_run`) apply; return the plan."""
-    desired = desired_state(line, ref, material)
-    current = await client.read(ref, line, identities=list(desired.users), actions=list(desired.actions))
+    desired = desired_state(line, ref, material, listener)
+    current = await client.read(
+        ref,
+        line,
+        identities=list(desired.users),
+        actions=list(desired.actions),
+        listener=listener.id if listener else None,
+    )
     if current.foreign_users:
         taken = ", ".join(sorted(current.foreign_users))
         raise BrokerRejected(
@@ -263,21 +290,25 @@ async def remove_line(client: EmqxClient, ref: LineRef, line: PlantLine | None) 
 class EmqxBroker:
     """The reconcile pipeline's door to EMQX: synchronous calls, each on its own event loop and connection.
 
-    `options` are EmqxClient's (`transport`, `api_path`).
+    With `listener` (e.g. `ssl:default`), each sync also ensures that listener is mutual TLS with
+    the CA it is given; `options` are EmqxClient's (`transport`, `api_path`).
     """
 
-    def __init__(self, url: str, credentials: Credentials, **options: Any) -> None:
+    def __init__(self, url: str, credentials: Credentials, *, listener: str | None = None, **options: Any) -> None:
         self.url = url
         self._credentials = credentials
+        self._listener = listener
         self._options = options
 
     def _client(self) -> EmqxClient:
         return EmqxClient(self.url, self._credentials, **self._options)
 
-    def sync(self, line: PlantLine, ref: LineRef, material: BridgeMaterial | None) -> Result:
+    def sync(self, line: PlantLine, ref: LineRef, material: BridgeMaterial | None, ca_pem: bytes) -> Result:
+        listener = ListenerWant(self._listener, ca_pem) if self._listener else None
+
         async def run() -> Result:
             async with self._client() as client:
-                return await reconcile_line(client, line, ref, material)
+                return await reconcile_line(client, line, ref, material, listener=listener)
 
         return asyncio.run(run())
 

@@ -15,9 +15,10 @@ What a PlantLine `<ns>/<name>` with `broker.kind: emqx` owns in EMQX:
   `local_topic` is that edge node's filter: only the line's namespace goes upstream, at QoS 1,
   with no rule.
 
-Named objects carry the description `OWNER_DESCRIPTION`; an object is the line's only when both
-its name and its description say so. The cluster-wide settings a line needs (the built-in
-database source enabled, `mqtt.peer_cert_as_username = cn`) are ensured, never deleted.
+Named objects carry the line's description (`LineRef.description`); an object is the line's only
+when both its name and its description say so. The cluster-wide settings a line needs (the
+built-in database source enabled, `mqtt.peer_cert_as_username = cn`, and, when the operator is
+given one, a listener with mutual TLS, the operator's CA and CRL checks) are ensured, never deleted.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from plantline.connectors.addressing.mqtt import SPARKPLUG_NAMESPACE as NAMESPAC
 from plantline.operator.api import PlantLine
 from plantline.operator.roles import Grant, line_grants, node_filters, topology
 
-Kind = Literal["user", "default-deny", "connector", "action", "source", "zone"]
+Kind = Literal["user", "default-deny", "connector", "action", "source", "zone", "listener"]
 Operation = Literal["create", "change", "delete"]
 ALL_TOPICS = "#"
 PEER_CERT_AS_USERNAME = "cn"
@@ -96,6 +97,26 @@ class BridgeMaterial:
         return "plantline-cert-" + hashlib.sha256(self.certificate_pem).hexdigest()[:16]
 
 
+@dataclass(frozen=True, slots=True)
+class ListenerWant:
+    """The listener the line's clients use (e.g. `ssl:default`) and the CA it must trust, as PEM."""
+
+    id: str
+    ca_pem: bytes
+
+    def body(self) -> dict[str, Any]:
+        """Return the partial update that makes it mutual TLS with this CA and CRL checks."""
+        return {
+            "id": self.id,
+            "type": self.id.partition(":")[0],
+            "ssl_options": {**LISTENER_TLS, "cacertfile": self.ca_pem.decode()},
+        }
+
+
+# What the listener's ssl_options must say (its CA file is not compared: EMQX shows a path, not the PEM).
+LISTENER_TLS: dict[str, Any] = {"verify": "verify_peer", "fail_if_no_peer_cert": True, "enable_crl_check": True}
+
+
 @dataclass
 class EmqxState:
     """A line's objects as bodies of the REST API, by name; `default_deny` are rules of the all-list."""
@@ -107,6 +128,8 @@ class EmqxState:
     source_enabled: bool | None = True  # the built-in database source: None when EMQX has none
     foreign_users: set[str] = field(default_factory=set)  # users of the line's names that it does not own
     peer_cert_as_username: str = PEER_CERT_AS_USERNAME
+    listener: ListenerWant | None = None  # desired: the listener to ensure
+    listener_tls: dict[str, Any] | None = None  # current: its ssl_options as read
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,14 +229,17 @@ def action_bodies(line: PlantLine, ref: LineRef) -> dict[str, dict[str, Any]]:
     return actions
 
 
-def desired_state(line: PlantLine, ref: LineRef, material: BridgeMaterial | None) -> EmqxState:
-    """Return everything the line should own in EMQX."""
+def desired_state(
+    line: PlantLine, ref: LineRef, material: BridgeMaterial | None, listener: ListenerWant | None = None
+) -> EmqxState:
+    """Return everything the line should own in EMQX, and the listener to ensure (if any)."""
     connector = connector_body(line, ref, material)
     return EmqxState(
         users={g.identity: user_rules(g, ref) for g in line_grants(line.spec)},
         default_deny=default_deny(line),
         connectors={connector["name"]: connector} if connector is not None else {},
         actions=action_bodies(line, ref),
+        listener=listener,
     )
 
 
@@ -338,6 +364,10 @@ def plan(desired: EmqxState, current: EmqxState, *, certificate_known: bool = Tr
         changes.append(Change("source", "built_in_database", operation, {"type": "built_in_database", "enable": True}))
     if current.peer_cert_as_username != PEER_CERT_AS_USERNAME:
         changes.append(Change("zone", "mqtt.peer_cert_as_username", "change", PEER_CERT_AS_USERNAME))
+    if desired.listener is not None:
+        tls = current.listener_tls or {}
+        if any(tls.get(key) != value for key, value in LISTENER_TLS.items()):
+            changes.append(Change("listener", desired.listener.id, "change", desired.listener.body()))
     changes += _diff("user", desired.users, current.users, lambda a, b: _rules(a) == _rules(b))
     if sorted(map(_rule_key, desired.default_deny)) != sorted(map(_rule_key, current.default_deny)):
         operation = "create" if not current.default_deny else "change" if desired.default_deny else "delete"

@@ -39,6 +39,7 @@ class Options:
     metrics: OperatorMetrics | None = None  # counted when given (`plantline operator run` serves them)
     emqx_url: str | None = None  # the EMQX REST API that `broker.kind: emqx` lines are reconciled in
     emqx_secret: tuple[str, str] = ("plantline-system", "plantline-emqx-api")  # namespace, name
+    emqx_listener: str | None = None  # the listener made mutual TLS with the operator's CA, e.g. ssl:default
     crl_url: str | None = None  # the CRL Distribution Point put in every certificate
     crl: CrlPublisher | None = None  # where the CA's latest CRL is published for that URL
 
@@ -61,8 +62,8 @@ class SecretBroker:
             raise BrokerUnauthorized(f"the Secret {namespace}/{name} holds no api-key and api-secret for EMQX")
         return EmqxBroker(self._url, Credentials(key, secret), **self._options)
 
-    def sync(self, line: PlantLine, ref: LineRef, material: BridgeMaterial | None) -> Result:
-        return self._broker().sync(line, ref, material)
+    def sync(self, line: PlantLine, ref: LineRef, material: BridgeMaterial | None, ca_pem: bytes) -> Result:
+        return self._broker().sync(line, ref, material, ca_pem)
 
     def remove(self, ref: LineRef, line: PlantLine | None) -> Result:
         return self._broker().remove(ref, line)
@@ -76,7 +77,9 @@ class _Runtime:
         self.cluster = KubeCluster(connect())
         self.authority = SecretAuthority(self.cluster, options.ca_namespace, options.ca_secret)
         self.broker: Broker | None = (
-            SecretBroker(self.cluster, options.emqx_url, options.emqx_secret) if options.emqx_url else None
+            SecretBroker(self.cluster, options.emqx_url, options.emqx_secret, listener=options.emqx_listener)
+            if options.emqx_url
+            else None
         )
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()

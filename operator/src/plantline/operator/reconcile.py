@@ -69,7 +69,7 @@ class Event:
 class Broker(Protocol):
     """The core broker's management API (EMQX): make a line's objects true, or remove them."""
 
-    def sync(self, line: PlantLine, ref: LineRef, material: BridgeMaterial | None) -> Result: ...
+    def sync(self, line: PlantLine, ref: LineRef, material: BridgeMaterial | None, ca_pem: bytes) -> Result: ...
 
     def remove(self, ref: LineRef, line: PlantLine | None) -> Result: ...
 
@@ -348,7 +348,8 @@ def step_broker(state: _State, ctx: Context) -> None:
         return
     bridge = state.certificates.get(bridge_identity(line.spec))
     material = BridgeMaterial(bridge.certificate, bridge.key, bridge.ca) if bridge is not None else None
-    result = _broker_call(state, partial(ctx.broker.sync, line, ref, material))
+    ca_pem = ctx.authority.load(ctx.now).certificate_pem
+    result = _broker_call(state, partial(ctx.broker.sync, line, ref, material, ca_pem))
     if result is not None:
         what = f"the authorization rules of {len(line_grants(line.spec))} identities and the line's default deny"
         if line.spec.broker.bridge is not None:

@@ -39,6 +39,15 @@ BASE = "/api/v5"
 RULES = f"{BASE}/authorization/sources/built_in_database/rules"
 
 
+DEFAULT_LISTENER: dict[str, Any] = {
+    "id": "ssl:default",
+    "type": "ssl",
+    "bind": "0.0.0.0:8883",
+    "running": True,
+    "ssl_options": {"verify": "verify_none", "fail_if_no_peer_cert": False, "cacertfile": "etc/certs/cacert.pem"},
+}
+
+
 def spec_path() -> Path:
     """Return the vendored EMQX OpenAPI: `$PLANTLINE_SHARED/vendor/...`, else `shared/` beside the checkout."""
     shared = os.environ.get("PLANTLINE_SHARED")
@@ -150,6 +159,10 @@ class FakeEmqxApi:
     all_rules: list[dict[str, Any]] = field(default_factory=list)
     connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     actions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    listeners: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"ssl:default": copy.deepcopy(DEFAULT_LISTENER)}
+    )
+    ca_files: dict[str, str] = field(default_factory=dict)  # listener -> the PEM saved behind its cacertfile
     rejects: dict[tuple[str, str], str] = field(default_factory=dict)  # (method, path) -> EMQX's message
     log: list[tuple[str, str]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)  # when served over HTTP (`serving`)
@@ -198,6 +211,7 @@ class FakeEmqxApi:
             (f"{BASE}/configs/global_zone", self._zone),
             (f"{BASE}/connectors", self._connectors),
             (f"{BASE}/actions", self._actions),
+            (f"{BASE}/listeners", self._listeners),
         ]
 
     # -- authorization ----------------------------------------------------------------------------
@@ -250,6 +264,22 @@ class FakeEmqxApi:
             for section, values in body.items():
                 self.zone[section] = {**self.zone.get(section, {}), **values}
         return _json(200, copy.deepcopy(self.zone))
+
+    def _listeners(self, method: str, rest: str, body: Any, _r: httpx.Request) -> httpx.Response:
+        if rest not in self.listeners:
+            return _error(404, "BAD_LISTENER_ID", "Listener not found")
+        listener = self.listeners[rest]
+        if method == "PUT":  # EMQX merges the update into the listener it has
+            tls = {**listener.get("ssl_options", {}), **body.get("ssl_options", {})}
+            if str(tls.get("cacertfile", "")).startswith("-----BEGIN"):
+                self.ca_files[rest] = tls["cacertfile"]
+                tls["cacertfile"] = f"data/certs/listeners/ssl/{rest.partition(':')[2]}/cacert"
+            self.listeners[rest] = {
+                **listener,
+                **{k: v for k, v in body.items() if k != "ssl_options"},
+                "ssl_options": tls,
+            }
+        return _json(200, copy.deepcopy(self.listeners[rest]))
 
     # -- connectors and actions -------------------------------------------------------------------
 
