@@ -217,6 +217,15 @@ def test_operator_run_names_the_kube_extra(monkeypatch: pytest.MonkeyPatch, caps
     )
 
 
+def test_broker_plan_names_the_emqx_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    assert main(["broker", "plan", str(DEMO), "--emqx", "http://127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err == (
+        "plantline broker plan: this command needs the 'emqx' extra (no module named 'httpx'): "
+        "pip install 'plantline-operator[emqx]'\n"
+    )
+
+
 def test_validate_crd_and_render_need_no_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,12 +20,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from plantline.operator.api import PlantLine, parse_plantline
 from plantline.operator.render import BrokerFiles, render_acl, render_certificate_requests, render_mosquitto_conf
+from plantline.operator.roles import line_grants
 from plantline.pki.authority import Authority
 from plantline.pki.exports import CertFormat
 from plantline_testing import find_program, free_port
 
 pytestmark = pytest.mark.peer
-OBSERVER = "test-observer"  # not part of the line: sees every topic, to check what was delivered
+OBSERVER = "test-observer"  # not part of the line: sees and may publish every topic, to check what was delivered
 
 
 class Client:
@@ -103,6 +104,10 @@ def _running(line: PlantLine, tmp_path: Path) -> Iterator[RunningBroker]:
     (tls / "ca.crt").write_bytes(ca.trust_bundle())
     for request in render_certificate_requests(line):
         ca.issue(request.identity, profile=request.profile, sans=request.sans)
+    issued = {r.identity for r in render_certificate_requests(line)}
+    # The dashboard's and the admin's certificates come from the security team, not the line.
+    for identity in sorted({g.identity for g in line_grants(line.spec)} - issued):
+        ca.issue(identity, profile="mqtt-client")
     ca.issue(OBSERVER, profile="mqtt-client")
     (tls / "crl.pem").write_bytes(ca.crl_pem())
     for cert in ca.certificates():
@@ -111,7 +116,7 @@ def _running(line: PlantLine, tmp_path: Path) -> Iterator[RunningBroker]:
         key.write_bytes(ca.export(cert.identity, CertFormat.KEY))
         key.chmod(0o600)
     files = BrokerFiles.under(line.spec, tls_dir=tls, broker_dir=broker_dir)
-    files.acl_file.write_text(render_acl(line) + f"\nuser {OBSERVER}\ntopic read #\n")
+    files.acl_file.write_text(render_acl(line) + f"\nuser {OBSERVER}\ntopic readwrite #\n")
     port = free_port()
     conf = broker_dir / "mosquitto.conf"
     run_as = "root" if os.geteuid() == 0 else None  # as root, mosquitto would drop to a user that cannot read tmp
@@ -221,3 +226,58 @@ def test_host_publishes_no_other_state_and_no_data_and_edge_nodes_no_state(host_
     finally:
         for client in (observer, host, filler):
             client.close()
+
+
+# Topics of another line of the same site (same Sparkplug group) and of another host.
+FOREIGN = [
+    "spBv1.0/site1/NBIRTH/line2",
+    "spBv1.0/site1/DDATA/line2/press",
+    "spBv1.0/site1/NCMD/line2",
+    "spBv1.0/STATE/other-host",
+]
+LINE_DATA = "spBv1.0/site1/DDATA/line1-filler/filler"
+LINE_COMMAND = "spBv1.0/site1/NCMD/line1-filler"
+
+
+@pytest.mark.parametrize(
+    ("identity", "reads_commands"),
+    [("site1-line1-reader", True), ("site1-line1-dashboard", False), ("site1-line1-admin", True), (HOST, True)],
+)
+def test_each_reading_role_receives_its_line_and_nothing_of_another(
+    host_broker: RunningBroker, identity: str, reads_commands: bool
+) -> None:
+    observer, client = host_broker.client(OBSERVER), host_broker.client(identity)
+    try:
+        client.subscribe("spBv1.0/#")  # wider than its rights: the broker delivers only what it may read
+        for topic in [*FOREIGN, LINE_COMMAND, STATE, LINE_DATA]:
+            observer.publish(topic)
+        expected = [*([LINE_COMMAND] if reads_commands else []), STATE, LINE_DATA]
+        assert client.wait_for(LINE_DATA) == expected
+    finally:
+        observer.close()
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("identity", "may_publish"),
+    [
+        ("site1-line1-reader", []),
+        ("site1-line1-dashboard", []),
+        ("site1-line1-admin", [LINE_COMMAND, STATE, LINE_DATA]),
+        ("site1-line1-filler", [LINE_DATA]),
+    ],
+)
+def test_each_role_publishes_only_what_it_may(
+    host_broker: RunningBroker, identity: str, may_publish: list[str]
+) -> None:
+    observer, client = host_broker.client(OBSERVER), host_broker.client(identity)
+    marker = "spBv1.0/site1/NDATA/line1-capper"
+    try:
+        observer.subscribe("#")
+        for topic in [*FOREIGN, LINE_COMMAND, STATE, LINE_DATA]:
+            client.publish(topic)
+        observer.publish(marker)
+        assert observer.wait_for(marker) == [*may_publish, marker]
+    finally:
+        observer.close()
+        client.close()

@@ -749,6 +749,7 @@ def test_status_keeps_last_transition_time_while_a_condition_holds(
 
 def test_status_carries_conditions_it_did_not_compute(cluster: RecordingCluster, authority: MemoryAuthority) -> None:
     body = demo_body()
+    body["metadata"]["annotations"][PAUSE_ANNOTATION] = "true"  # a paused reconcile computes none below Ready
     body["status"] = {
         "machineCount": 3,
         "conditions": [

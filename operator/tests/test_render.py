@@ -161,17 +161,30 @@ def test_acl_is_exact(demo_data: DemoData) -> None:
         "topic read spBv1.0/site1/DCMD/line1-capper/+\n"
         "topic read spBv1.0/STATE/scada\n"
         "\n"
-        "user site1-line1-reader\n"
-        "topic read spBv1.0/site1/#\n"
-        "topic read spBv1.0/STATE/+\n"
-        "topic read $SYS/broker/#\n"
-        "\n"
         "user site1-line1-host\n"
         "topic write spBv1.0/STATE/scada\n"
         "topic read spBv1.0/STATE/scada\n"
         "topic write spBv1.0/site1/NCMD/line1-capper\n"
         "topic write spBv1.0/site1/DCMD/line1-capper/capper\n"
-        "topic read spBv1.0/site1/#\n"
+        "topic read spBv1.0/site1/+/line1-capper/#\n"
+        "\n"
+        "user site1-line1-reader\n"
+        "topic read spBv1.0/site1/+/line1-capper/#\n"
+        "topic read spBv1.0/STATE/scada\n"
+        "topic read $SYS/broker/#\n"
+        "\n"
+        "user site1-line1-dashboard\n"
+        "topic read spBv1.0/site1/NBIRTH/line1-capper\n"
+        "topic read spBv1.0/site1/NDEATH/line1-capper\n"
+        "topic read spBv1.0/site1/NDATA/line1-capper\n"
+        "topic read spBv1.0/site1/DBIRTH/line1-capper/+\n"
+        "topic read spBv1.0/site1/DDEATH/line1-capper/+\n"
+        "topic read spBv1.0/site1/DDATA/line1-capper/+\n"
+        "topic read spBv1.0/STATE/scada\n"
+        "\n"
+        "user site1-line1-admin\n"
+        "topic readwrite spBv1.0/site1/+/line1-capper/#\n"
+        "topic readwrite spBv1.0/STATE/scada\n"
     )
 
 
@@ -187,7 +200,9 @@ def test_acl_has_no_rule_for_everyone(demo: PlantLine) -> None:
     first_user = next(i for i, line in enumerate(acl) if line.startswith("user "))
     assert all(line == "" or line.startswith("#") for line in acl[:first_user])
     assert not any(line.startswith("pattern") for line in acl)
-    assert not any(line.startswith("topic readwrite") for line in acl)
+    readwrite = [line for line in acl if line.startswith("topic readwrite")]
+    # Only the admin reads and writes, and only within the line's own edge nodes.
+    assert readwrite == [f"topic readwrite spBv1.0/site1/+/line1-{m}/#" for m in ("capper", "filler", "labeler")]
 
 
 def test_mosquitto_conf(demo: PlantLine) -> None:

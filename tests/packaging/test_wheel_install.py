@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.peer, pytest.mark.slow]
 WHEELS = ("plantline-pki", "plantline-connectors", "plantline-dashboards", "plantline-historian", "plantline-operator")
 # What the extras bring; none of it belongs in the base install.
 EXTRA_MODULES = (
-    "kopf", "kubernetes", "rich", "cpppo",
+    "kopf", "kubernetes", "rich", "cpppo", "httpx",
     "google", "paho", "prometheus_client", "asyncua", "snap7", "pycomm3",
 )  # fmt: skip
 

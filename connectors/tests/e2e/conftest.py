@@ -17,6 +17,7 @@ import yaml
 from plantline.pki.authority import Authority
 from plantline.pki.exports import CertFormat
 from plantline_testing import free_port
+from plantline_testing.hivemq import HiveMQ
 from plantline_testing.mosquitto import Broker
 from plantline_testing.sparkplug_reader import SparkplugReader
 
@@ -41,7 +42,7 @@ def _export(ca: Authority, identity: str, directory: Path) -> None:
 class Line:
     root: Path
     ca: Authority
-    broker: Broker
+    broker: Broker | HiveMQ
     opcua_port: int
     metrics_port: int
     config_path: Path
@@ -105,7 +106,13 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> int | None:
 
 
 @pytest.fixture
-def line(tmp_path: Path) -> Iterator[Line]:
+def broker_program() -> str:
+    """The broker the line runs on: mosquitto; a module may override it (HiveMQ CE as a second broker)."""
+    return "mosquitto"
+
+
+@pytest.fixture
+def line(tmp_path: Path, broker_program: str) -> Iterator[Line]:
     ca = Authority.init(tmp_path / "ca", name="E2E CA", passphrase=None, encrypt=False)
     ca.issue("broker", profile="mqtt-server", sans=["localhost", "127.0.0.1"])
     ca.issue("site1-line1", profile="mqtt-client")
@@ -118,7 +125,11 @@ def line(tmp_path: Path) -> Iterator[Line]:
     (broker_dir / "broker.key").write_bytes(ca.export("broker", CertFormat.KEY))
     _export(ca, "site1-line1", tmp_path / "connector")
     _export(ca, "reader", tmp_path / "reader")
-    broker = Broker(broker_dir, free_port(), persistence=True)
+    broker: Broker | HiveMQ = (
+        HiveMQ(broker_dir, free_port())
+        if broker_program == "hivemq"
+        else Broker(broker_dir, free_port(), persistence=True)
+    )
     opcua_port, metrics_port = free_port(), free_port()
     config = {
         "sparkplug": {"group_id": "site1", "edge_node_id": "line1"},

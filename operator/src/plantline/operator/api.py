@@ -169,7 +169,9 @@ class BrokerSpec(_Spec):
     """
 
     kind: Literal["mosquitto", "emqx"] = Field(
-        default="mosquitto", description="The broker software; only `mosquitto` is rendered."
+        default="mosquitto",
+        description="The broker software: `mosquitto` is rendered for the site (`plantline up`, Ansible); with "
+        "`emqx` the operator reconciles the line's authorization rules and bridge in the core EMQX.",
     )
     host: Host = Field(
         description="Where the connectors reach the broker, and its certificate's subject alternative name."
@@ -352,7 +354,8 @@ class PlantLineStatus(_Spec):
     )
     machine_count: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Machines in that spec.")
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
-        default_factory=list, description="`Ready`, `CertificatesReady`, `ConnectorsReady`, `DashboardsReady`."
+        default_factory=list,
+        description="`Ready`, `CertificatesReady`, `ConnectorsReady`, `DashboardsReady`, `BrokerReady` (EMQX lines).",
     )
     # One per identity: a connector and an OPC UA app per machine at most, plus broker, reader,
     # bridge and host.

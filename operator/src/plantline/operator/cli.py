@@ -62,13 +62,14 @@ EPILOG = """examples:
   plantline reload examples/demo-line.yaml
   plantline down examples/demo-line.yaml
   plantline operator run --connector-image registry.example/plantline-connectors:0.1.0
+  plantline broker plan examples/demo-line.yaml --emqx http://emqx:18083 --credentials api-key.txt
 
 exit codes: 0 ok (up: stopped cleanly), 1 unreadable input, refused overwrite, up or reload failed, 2 invalid
 PlantLine or a missing extra, 3 no `plantline up` runs on the state directory (status, reload)
 
 extras: the base install runs validate, crd and render; up, status, reload and down need
 pip install 'plantline-operator[local]' ('plantline-operator[simulate]' for up --simulate with an
-EtherNet/IP machine); operator run needs 'plantline-operator[kube]'"""
+EtherNet/IP machine); operator run needs 'plantline-operator[kube]', broker plan 'plantline-operator[emqx]'"""
 
 UP_HELP = """Run the line on this machine: a CA and TLS files, a real mosquitto with mutual TLS, the
 connectors as supervised processes (and, with --simulate, a simulated PLC per machine on the port its
@@ -309,25 +310,49 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
     if not namespace or not name:
         print(f"--ca-secret: expected NAMESPACE/NAME, got {args.ca_secret!r}", file=sys.stderr)
         return EXIT_INVALID
+    emqx_namespace, _, emqx_name = args.emqx_credentials_secret.rpartition("/")
+    if not emqx_namespace or not emqx_name:
+        print(
+            f"--emqx-credentials-secret: expected NAMESPACE/NAME, got {args.emqx_credentials_secret!r}", file=sys.stderr
+        )
+        return EXIT_INVALID
     if args.resync_seconds <= 0:
         print(f"--resync-seconds: expected a positive number, got {args.resync_seconds}", file=sys.stderr)
         return EXIT_INVALID
-    metrics = None
+    metrics, crl = None, None
+    if args.crl_url is not None:
+        from plantline.pki.errors import InvalidInput  # noqa: PLC0415
+        from plantline.pki.x509build import check_crl_url  # noqa: PLC0415
+
+        try:
+            check_crl_url(args.crl_url, field="--crl-url")
+        except InvalidInput as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_INVALID
+        if args.metrics is None:
+            print("--crl-url: the CRL is served on the --metrics port (/crl.der); give --metrics", file=sys.stderr)
+            return EXIT_INVALID
     if args.metrics is not None:
-        from plantline.operator.telemetry import OperatorMetrics, serve  # noqa: PLC0415
+        from plantline.operator.telemetry import CrlPublisher, OperatorMetrics, serve  # noqa: PLC0415
 
         address, _, port = args.metrics.rpartition(":")
         if not port.isdigit():
             print(f"--metrics: expected ADDRESS:PORT, got {args.metrics!r}", file=sys.stderr)
             return EXIT_INVALID
         metrics = OperatorMetrics.create()
-        serve(metrics.registry, address or "0.0.0.0", int(port))  # noqa: S104 - the operator's pod address
+        crl = CrlPublisher() if args.crl_url is not None else None
+        serve(metrics.registry, address or "0.0.0.0", int(port), crl=crl)  # noqa: S104 - the operator's pod address
     options = Options(
         connector=ConnectorSettings(image=args.connector_image, storage_class=args.storage_class),
         ca_namespace=namespace,
         ca_secret=name,
         resync_seconds=args.resync_seconds,
         metrics=metrics,
+        emqx_url=args.emqx,
+        emqx_secret=(emqx_namespace, emqx_name),
+        emqx_listener=args.emqx_listener,
+        crl_url=args.crl_url,
+        crl=crl,
     )
     if args.kubeconfig is not None:  # read by Kopf's login and by the operator's own client
         os.environ["KUBECONFIG"] = str(args.kubeconfig)
@@ -343,6 +368,87 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
         liveness_endpoint=args.liveness,
     )
     return EXIT_OK
+
+
+BROKER_PLAN_HELP = """Print what the operator would create, change and delete in EMQX for this line: the
+authorization rules of its identities, its default deny, its bridge connector and actions, and the
+cluster settings it needs. A dry run: it only reads EMQX (REST API v5).
+
+The API key and secret come from --credentials FILE (one line KEY:SECRET, as EMQX's
+api_key.bootstrap_file holds them) or $PLANTLINE_EMQX_API_KEY and $PLANTLINE_EMQX_API_SECRET; they are
+never printed. Objects are named after the line's namespace (--namespace, else metadata.namespace,
+else `default`) and name. Exit 0: the plan is printed (empty when EMQX matches the line); 1: EMQX was
+unreachable, refused the key or a request; 2: an invalid PlantLine or missing credentials."""
+
+
+def _credentials(args: argparse.Namespace) -> Any:
+    from plantline.operator.emqx import Credentials  # noqa: PLC0415 - the emqx extra
+
+    if args.credentials is not None:
+        try:
+            return Credentials.from_file(args.credentials)
+        except OSError as exc:
+            raise Unreadable(f"{args.credentials}: cannot read: {exc.strerror}") from None
+    key, secret = os.environ.get("PLANTLINE_EMQX_API_KEY"), os.environ.get("PLANTLINE_EMQX_API_SECRET")
+    if not key or not secret:
+        return None
+    return Credentials(key, secret)
+
+
+def cmd_broker_plan(args: argparse.Namespace) -> int:
+    extras.require("emqx", "this command")
+    import asyncio  # noqa: PLC0415
+
+    from plantline.operator.emqx import EmqxClient, reconcile_line  # noqa: PLC0415
+    from plantline.operator.emqx_model import BrokerError, LineRef  # noqa: PLC0415
+
+    try:
+        line = _parse(args.file)
+        credentials = _credentials(args)
+    except PlantLineInvalid as exc:
+        return _report_invalid(args.file, exc.problems, "text")
+    except ValueError as exc:
+        print(f"--credentials: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if credentials is None:
+        print("no EMQX API key: give --credentials FILE or $PLANTLINE_EMQX_API_KEY and _SECRET", file=sys.stderr)
+        return EXIT_INVALID
+    ref = LineRef(args.namespace or line.metadata.namespace or "default", line.metadata.name)
+
+    async def run() -> Any:
+        async with EmqxClient(args.emqx, credentials) as client:
+            return await reconcile_line(client, line, ref, None, dry_run=True)
+
+    try:
+        result = asyncio.run(run())
+    except BrokerError as exc:
+        print(f"{args.emqx}: {exc.reason}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.format == "json":
+        data = {"line": f"{ref.namespace}/{ref.name}", "emqx": args.emqx, "requests": result.requests}
+        print(json.dumps({**data, "changes": [c.to_json() for c in result.changes]}, indent=2))
+    else:
+        for change in result.changes:
+            print(f"{change.operation:<7} {change.kind:<13} {change.name}")
+    counts = {op: sum(c.operation == op for c in result.changes) for op in ("create", "change", "delete")}
+    summary = ", ".join(f"{n} to {op}" for op, n in counts.items())
+    print(f"{ref.namespace}/{ref.name} on {args.emqx}: {summary} ({result.requests} requests read)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_broker(commands: Any) -> None:
+    broker = commands.add_parser("broker", help="the line's objects in the core broker (EMQX)")
+    broker_commands = broker.add_subparsers(dest="broker_command", required=True)
+    plan = broker_commands.add_parser(
+        "plan", help="print what the operator would create, change and delete in EMQX (a dry run)",
+        description=BROKER_PLAN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    plan.add_argument("file", type=Path)
+    plan.add_argument("--emqx", required=True, help="EMQX's REST API, e.g. http://emqx:18083")
+    plan.add_argument("--credentials", type=Path, default=None, help="a file holding KEY:SECRET")
+    plan.add_argument("--namespace", default=None, help="the line's namespace (default: metadata.namespace)")
+    plan.add_argument("--format", choices=("text", "json"), default="text")
+    plan.set_defaults(run=cmd_broker_plan)
 
 
 def _add_up(commands: Any) -> None:
@@ -367,6 +473,62 @@ def _add_up(commands: Any) -> None:
     up.add_argument("--prometheus-port", type=int, default=9090, help="with --monitoring; the exporter uses +1, +2")
     up.add_argument("--broker-exporter", default=None, help="the mqtt-exporter program (default: from PATH)")
     up.set_defaults(run=cmd_up)
+
+
+def _add_operator(commands: Any) -> None:
+    operator = commands.add_parser("operator", help="the Kubernetes operator")
+    operator_commands = operator.add_subparsers(dest="operator_command", required=True)
+    operator_run = operator_commands.add_parser(
+        "run", help="run the operator outside (or inside) a cluster", description=OPERATOR_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    # In a cluster the image comes from the environment, which the kustomize install's `images:` sets
+    # together with the operator's own image (operator/deploy/kustomizeconfig.yaml): one place.
+    operator_run.add_argument(
+        "--connector-image",
+        required=not os.environ.get(CONNECTOR_IMAGE_ENV),
+        default=os.environ.get(CONNECTOR_IMAGE_ENV),
+        help=f"the image of plantline-connectors the pods run (default: ${CONNECTOR_IMAGE_ENV})",
+    )
+    operator_run.add_argument(
+        "--storage-class", default=None, help="StorageClass of the connectors' outbox volumes (default: the cluster's)"
+    )
+    operator_run.add_argument("--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
+    operator_run.add_argument(
+        "--ca-secret", default="plantline-system/plantline-ca", help="NAMESPACE/NAME of the CA Secret"
+    )
+    operator_run.add_argument(
+        "--resync-seconds", type=float, default=60.0, help="drift repair and renewal check interval"
+    )
+    operator_run.add_argument(
+        "--kubeconfig", type=Path, default=None, help="default: $KUBECONFIG, ~/.kube/config, in-cluster"
+    )
+    operator_run.add_argument(
+        "--liveness", default=None, help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz"
+    )
+    operator_run.add_argument(
+        "--metrics", default=None, help="serve Prometheus metrics on ADDRESS:PORT/metrics, e.g. 0.0.0.0:9402"
+    )
+    operator_run.add_argument(
+        "--emqx", default=None, help="EMQX's REST API for lines with broker.kind emqx, e.g. http://emqx:18083"
+    )
+    operator_run.add_argument(
+        "--emqx-credentials-secret",
+        default="plantline-system/plantline-emqx-api",
+        help="NAMESPACE/NAME of the Secret with EMQX's api-key and api-secret",
+    )
+    operator_run.add_argument(
+        "--emqx-listener",
+        default=None,
+        help="ensure this EMQX listener (e.g. ssl:default) is mutual TLS with the operator's CA and CRL checks",
+    )
+    operator_run.add_argument(
+        "--crl-url",
+        default=None,
+        help="put this CRL Distribution Point in every certificate, e.g. http://plantline-operator.plantline-system"
+        ":9402/crl.der; the --metrics port serves the CA's CRL at /crl.der",
+    )
+    operator_run.set_defaults(run=cmd_operator_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -405,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     boards.set_defaults(run=cmd_dashboards)
 
     _add_up(commands)
+    _add_broker(commands)
 
     for name, run, text in (
         ("status", cmd_status, "show the table of a line started with `up --detach` (exit 3: not running)"),
@@ -422,40 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--timeout", type=float, default=60.0, help="seconds before killing what is left")
         command.set_defaults(run=run)
 
-    operator = commands.add_parser("operator", help="the Kubernetes operator")
-    operator_commands = operator.add_subparsers(dest="operator_command", required=True)
-    operator_run = operator_commands.add_parser(
-        "run", help="run the operator outside (or inside) a cluster", description=OPERATOR_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    # In a cluster the image comes from the environment, which the kustomize install's `images:` sets
-    # together with the operator's own image (operator/deploy/kustomizeconfig.yaml): one place.
-    operator_run.add_argument(
-        "--connector-image",
-        required=not os.environ.get(CONNECTOR_IMAGE_ENV),
-        default=os.environ.get(CONNECTOR_IMAGE_ENV),
-        help=f"the image of plantline-connectors the pods run (default: ${CONNECTOR_IMAGE_ENV})",
-    )
-    operator_run.add_argument(
-        "--storage-class", default=None, help="StorageClass of the connectors' outbox volumes (default: the cluster's)"
-    )
-    operator_run.add_argument("--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
-    operator_run.add_argument(
-        "--ca-secret", default="plantline-system/plantline-ca", help="NAMESPACE/NAME of the CA Secret"
-    )
-    operator_run.add_argument(
-        "--resync-seconds", type=float, default=60.0, help="drift repair and renewal check interval"
-    )
-    operator_run.add_argument(
-        "--kubeconfig", type=Path, default=None, help="default: $KUBECONFIG, ~/.kube/config, in-cluster"
-    )
-    operator_run.add_argument(
-        "--liveness", default=None, help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz"
-    )
-    operator_run.add_argument(
-        "--metrics", default=None, help="serve Prometheus metrics on ADDRESS:PORT/metrics, e.g. 0.0.0.0:9402"
-    )
-    operator_run.set_defaults(run=cmd_operator_run)
+    _add_operator(commands)
     return parser
 
 
@@ -467,7 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_UNREADABLE
     except MissingExtra as exc:
-        command = " ".join(filter(None, (args.command, getattr(args, "operator_command", None))))
+        sub = getattr(args, "operator_command", None) or getattr(args, "broker_command", None)
+        command = " ".join(filter(None, (args.command, sub)))
         print(f"plantline {command}: {exc}", file=sys.stderr)
         return EXIT_SETUP
     return status

@@ -3,7 +3,7 @@
 The base install validates, prints the CRD and renders. `plantline up` (and `status`, `reload`,
 `down`) needs `local`: the connectors it starts, with every protocol, and the status table.
 `up --simulate` with an EtherNet/IP machine needs `simulate` (cpppo, GPLv3, run as a separate
-program); `plantline operator run` needs `kube`.
+program); `plantline operator run` needs `kube`; `plantline broker plan` needs `emqx` (httpx).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ PACKAGE: Final = "plantline-operator"
 
 # extra -> the modules it brings that the operator imports itself (`local` brings the connectors' too)
 EXTRA_MODULES: Final[dict[str, tuple[str, ...]]] = {
-    "kube": ("kopf", "kubernetes"),
+    "kube": ("kopf", "kubernetes", "httpx"),
     "local": ("rich",),
+    "emqx": ("httpx",),
     "simulate": tuple(sorted({m for modules in SIMULATOR_MODULES.values() for m in modules})),
 }
 

@@ -18,12 +18,14 @@ from typing import Any
 
 import kopf
 
-from plantline.operator.api import GROUP, PLURAL, VERSION
+from plantline.operator.api import GROUP, PLURAL, VERSION, PlantLine
+from plantline.operator.emqx import Credentials, EmqxBroker
+from plantline.operator.emqx_model import BridgeMaterial, BrokerError, BrokerUnauthorized, LineRef, Result
 from plantline.operator.issuer import CaInvalid
 from plantline.operator.model import FINALIZER, ConnectorSettings
-from plantline.operator.reconcile import Context, Event, Outcome, finalize, reconcile, retry_delay
-from plantline.operator.resources import ApiFailure, KubeCluster, SecretAuthority, connect
-from plantline.operator.telemetry import OperatorMetrics
+from plantline.operator.reconcile import Broker, Context, Event, Outcome, finalize, reconcile, retry_delay
+from plantline.operator.resources import ApiFailure, Cluster, KubeCluster, SecretAuthority, connect, secret_bytes
+from plantline.operator.telemetry import CrlPublisher, OperatorMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,36 @@ class Options:
     ca_secret: str = "plantline-ca"
     resync_seconds: float = 60.0
     metrics: OperatorMetrics | None = None  # counted when given (`plantline operator run` serves them)
+    emqx_url: str | None = None  # the EMQX REST API that `broker.kind: emqx` lines are reconciled in
+    emqx_secret: tuple[str, str] = ("plantline-system", "plantline-emqx-api")  # namespace, name
+    emqx_listener: str | None = None  # the listener made mutual TLS with the operator's CA, e.g. ssl:default
+    crl_url: str | None = None  # the CRL Distribution Point put in every certificate
+    crl: CrlPublisher | None = None  # where the CA's latest CRL is published for that URL
+
+
+class SecretBroker:
+    """EMQX with the API key read from a Secret (`api-key`, `api-secret`) at each call, so a rotated key is used."""
+
+    def __init__(self, cluster: Cluster, url: str, secret: tuple[str, str], **options: Any) -> None:
+        self._cluster = cluster
+        self._url = url
+        self._secret = secret
+        self._options = options  # EmqxClient's
+
+    def _broker(self) -> EmqxBroker:
+        namespace, name = self._secret
+        found = self._cluster.get("Secret", namespace, name)
+        data = secret_bytes(found) if found is not None else {}
+        key, secret = data.get("api-key", b"").decode().strip(), data.get("api-secret", b"").decode().strip()
+        if not key or not secret:
+            raise BrokerUnauthorized(f"the Secret {namespace}/{name} holds no api-key and api-secret for EMQX")
+        return EmqxBroker(self._url, Credentials(key, secret), **self._options)
+
+    def sync(self, line: PlantLine, ref: LineRef, material: BridgeMaterial | None, ca_pem: bytes) -> Result:
+        return self._broker().sync(line, ref, material, ca_pem)
+
+    def remove(self, ref: LineRef, line: PlantLine | None) -> Result:
+        return self._broker().remove(ref, line)
 
 
 class _Runtime:
@@ -44,6 +76,11 @@ class _Runtime:
         self.options = options
         self.cluster = KubeCluster(connect())
         self.authority = SecretAuthority(self.cluster, options.ca_namespace, options.ca_secret)
+        self.broker: Broker | None = (
+            SecretBroker(self.cluster, options.emqx_url, options.emqx_secret, listener=options.emqx_listener)
+            if options.emqx_url
+            else None
+        )
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -56,7 +93,9 @@ class _Runtime:
             self._locks.pop(uid, None)
 
     def context(self) -> Context:
-        return Context(self.cluster, self.authority, self.options.connector, datetime.now(UTC))
+        return Context(
+            self.cluster, self.authority, self.options.connector, datetime.now(UTC), self.broker, self.options.crl_url
+        )
 
     def reconcile(self, body: kopf.Body, uid: str) -> Outcome:
         """Reconcile one line under its lock, and count it."""
@@ -77,6 +116,8 @@ class _Runtime:
             metrics.generation_seen(uid, int(meta.get("generation") or 0), now=time.time(), ready=outcome.ready)
             if outcome.crl_pem is not None:
                 metrics.pki.set_crl(outcome.crl_pem)
+        if outcome.crl_pem is not None and self.options.crl is not None:
+            self.options.crl.set(outcome.crl_pem)
         return outcome
 
 
@@ -149,17 +190,21 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
 
     @kopf.on.delete(*resource, registry=registry)
     def release(*, body: kopf.Body, memo: kopf.Memo, uid: str, **_: Any) -> None:
-        """Revoke the line's certificates and publish the CRL; the children go by garbage collection."""
+        """Revoke the line's certificates, publish the CRL, remove its EMQX objects; the children go by GC."""
         runtime: _Runtime = memo["runtime"]
         try:
             with runtime.lock(uid):
                 events = finalize(body, runtime.context())
         except (ApiFailure, CaInvalid) as exc:
             raise kopf.TemporaryError(f"revoking the line's certificates: {exc}", delay=5.0) from None
+        except BrokerError as exc:
+            raise kopf.TemporaryError(f"removing the line's objects from EMQX: {exc}", delay=5.0) from None
         _post(body, events)
+        if runtime.options.crl is not None:  # the line's certificates were just revoked
+            runtime.options.crl.set(runtime.authority.load(datetime.now(UTC)).crl_pem)
         runtime.forget(uid)
         if runtime.options.metrics is not None:
             runtime.options.metrics.forget(uid)
 
 
-__all__ = ["Options", "register"]
+__all__ = ["Options", "SecretBroker", "register"]

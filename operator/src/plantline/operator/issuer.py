@@ -222,8 +222,13 @@ def policy(spec: PlantLineSpec, request: CertificateRequest) -> RenewalPolicy:
     return RenewalPolicy(renew_before=timedelta(days=days), windows=windows)
 
 
-def issue(ca: CaState, request: CertificateRequest, now: datetime, *, key_pem: bytes | None = None) -> Issued:
-    """Issue a leaf for `request`; with `key_pem`, for that existing key (a renewal), else a new one."""
+def issue(
+    ca: CaState, request: CertificateRequest, now: datetime, *, key_pem: bytes | None = None, crl_url: str | None = None
+) -> Issued:
+    """Issue a leaf for `request`; with `key_pem`, for that existing key (a renewal), else a new one.
+
+    With `crl_url`, the leaf names it as its CRL Distribution Point.
+    """
     profile = profile_of(request)
     key: PrivateKey = (
         load_private_key(key_pem, None, what=f"{request.identity}: tls.key")
@@ -243,6 +248,7 @@ def issue(ca: CaState, request: CertificateRequest, now: datetime, *, key_pem: b
         serial=serial,
         now=now,
         validity=validity,
+        crl_url=crl_url,
     )
     return Issued(
         certificate_pem=_pem(certificate),

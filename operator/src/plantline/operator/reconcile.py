@@ -8,7 +8,9 @@ an `Outcome` into Kopf's status patch and errors.
 Steps, in order: `certificates` (issue, renew, revoke and delete), `config` (connector configs),
 `connectors` (ServiceAccount, NetworkPolicy, per connector group a PersistentVolumeClaim and a
 Deployment), `trust` (CA bundle and CRL for the broker), `dashboards` (Grafana dashboards, alert
-rules), `prune` (children no longer wanted), then the status.
+rules), `broker` (the line's objects in EMQX, for `broker.kind: emqx`), `prune` (children no
+longer wanted), then the status. A broker that fails does not stop the steps after it:
+`BrokerReady` says why, and the line is reconciled again soon.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, Protocol
 
 from plantline.operator.api import GROUP, PlantLine, PlantLineInvalid, parse_plantline
+from plantline.operator.emqx_model import BridgeMaterial, BrokerError, LineRef, Result
 from plantline.operator.issuer import CaInvalid, CaState, issue, policy, serial_of, stored_facts
 from plantline.operator.model import (
     IDENTITY_ANNOTATION,
@@ -40,8 +44,9 @@ from plantline.operator.model import (
     service_account,
     trust_config_map,
 )
-from plantline.operator.render import CertificateRequest, render_certificate_requests
+from plantline.operator.render import CertificateRequest, bridge_identity, render_certificate_requests
 from plantline.operator.resources import CHILD_KINDS, ApiFailure, Authority, Cluster, secret_bytes
+from plantline.operator.roles import line_grants
 from plantline.pki.errors import PkiError
 from plantline.pki.renewal import Action, Decision, decide
 
@@ -62,14 +67,24 @@ class Event:
     message: str
 
 
+class Broker(Protocol):
+    """The core broker's management API (EMQX): make a line's objects true, or remove them."""
+
+    def sync(self, line: PlantLine, ref: LineRef, material: BridgeMaterial | None, ca_pem: bytes) -> Result: ...
+
+    def remove(self, ref: LineRef, line: PlantLine | None) -> Result: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What one reconcile talks to, and the time it believes it is."""
+    """What one reconcile talks to, and the time it believes it is; `broker` None: no EMQX is managed."""
 
     cluster: Cluster
     authority: Authority
     settings: ConnectorSettings
     now: datetime
+    broker: Broker | None = None
+    crl_url: str | None = None  # the CRL Distribution Point put in every certificate issued
 
 
 @dataclass
@@ -115,6 +130,9 @@ class _State:
     serials: dict[str, int] = field(default_factory=dict)  # secret -> serial it holds after this reconcile
     counts: dict[str, int] = field(default_factory=lambda: {"issued": 0, "renewed": 0, "revoked": 0})
     crl_pem: bytes | None = None
+    broker_failure: str | None = None
+    previous: set[str] = field(default_factory=set)  # the condition types of the status before
+    dropped: set[str] = field(default_factory=set)  # conditions that no longer apply to the line
 
 
 def plain(value: Any) -> Any:
@@ -165,7 +183,7 @@ def step_certificates(state: _State, ctx: Context) -> None:
         if decision.action.needs_work or existing is None:
             old = secret_bytes(existing) if existing is not None else {}
             reuse = old.get("tls.key") if decision.action is Action.RENEW else None
-            new = issue(ca, request, ctx.now, key_pem=reuse)
+            new = issue(ca, request, ctx.now, key_pem=reuse, crl_url=ctx.crl_url)
             material = CertificateMaterial(new.certificate_pem, new.key_pem, ca.certificate_pem)
             old_serial = serial_of(old.get("tls.crt", b""))
             if old_serial is not None:
@@ -329,6 +347,46 @@ def step_dashboards(state: _State, ctx: Context) -> None:
     state.conditions["DashboardsReady"] = ("True", reason, message)
 
 
+def _line_ref(owner: Owner) -> LineRef:
+    return LineRef(owner.namespace, owner.name)
+
+
+def step_broker(state: _State, ctx: Context) -> None:
+    """Make the line's objects in EMQX true (`broker.kind: emqx`), or remove them when the kind changed."""
+    line, ref = state.line, _line_ref(state.owner)
+    if line.spec.broker.kind != "emqx":
+        if "BrokerReady" in state.previous and ctx.broker is not None:
+            _broker_call(state, partial(ctx.broker.remove, ref, line))
+        if state.broker_failure is None:
+            state.dropped.add("BrokerReady")
+        return
+    if ctx.broker is None:
+        message = "the operator manages no EMQX: run it with --emqx URL and --emqx-credentials-secret"
+        state.conditions["BrokerReady"] = ("False", "BrokerNotConfigured", message)
+        return
+    bridge = state.certificates.get(bridge_identity(line.spec))
+    material = BridgeMaterial(bridge.certificate, bridge.key, bridge.ca) if bridge is not None else None
+    ca_pem = ctx.authority.load(ctx.now).certificate_pem
+    result = _broker_call(state, partial(ctx.broker.sync, line, ref, material, ca_pem))
+    if result is not None:
+        what = f"the authorization rules of {len(line_grants(line.spec))} identities and the line's default deny"
+        if line.spec.broker.bridge is not None:
+            what += ", its bridge connector and actions"
+        state.conditions["BrokerReady"] = ("True", "Reconciled", f"EMQX holds {what}; {result.summary()}")
+
+
+def _broker_call(state: _State, call: Callable[[], Result]) -> Result | None:
+    try:
+        result = call()
+    except BrokerError as exc:
+        state.broker_failure = f"step broker: {exc}"
+        state.conditions["BrokerReady"] = ("False", exc.reason, str(exc))
+        return None
+    if result.changes:
+        state.events.append(Event("Normal", "BrokerReconciled", f"EMQX: {result.summary()}"))
+    return result
+
+
 def step_prune(state: _State, ctx: Context) -> None:
     """Delete the line's children that no step wanted (a removed machine's Deployment, ...)."""
     for kind in CHILD_KINDS:
@@ -345,6 +403,7 @@ STEPS: tuple[tuple[str, Callable[[_State, Context], None]], ...] = (
     ("connectors", step_connectors),
     ("trust", step_trust),
     ("dashboards", step_dashboards),
+    ("broker", step_broker),
     ("prune", step_prune),
 )
 
@@ -416,6 +475,7 @@ def _status(
     *,
     machines: int | None,
     certificates: Mapping[str, int] | None = None,
+    dropped: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Return the full status: the given conditions, the others carried forward, Ready summarising.
 
@@ -424,7 +484,7 @@ def _status(
     generation = int(body["metadata"].get("generation", 0))
     previous = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
     merged: dict[str, tuple[ConditionStatus, str, str]] = {
-        type_: (c["status"], c["reason"], c.get("message", "")) for type_, c in previous.items()
+        type_: (c["status"], c["reason"], c.get("message", "")) for type_, c in previous.items() if type_ not in dropped
     }
     merged.update(conditions)
     if "Ready" not in conditions:
@@ -490,7 +550,8 @@ def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
             events=[Event("Warning", "InvalidSpec", message)],
             invalid=message,
         )
-    state = _State(line=line, owner=Owner.of(body), recorded=recorded_serials(body))
+    previous = {str(c["type"]) for c in (body.get("status") or {}).get("conditions", [])}
+    state = _State(line=line, owner=Owner.of(body), recorded=recorded_serials(body), previous=previous)
     for name, step in STEPS:
         try:
             step(state, ctx)
@@ -514,12 +575,18 @@ def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
                 certificates=state.counts,
             )
     _connectors_condition(state, ctx)
-    status = _status(body, state.conditions, ctx.now, machines=len(line.spec.machines), certificates=state.serials)
+    status = _status(
+        body, state.conditions, ctx.now, machines=len(line.spec.machines), certificates=state.serials,
+        dropped=state.dropped,
+    )  # fmt: skip
     ready = state.conditions["ConnectorsReady"][0] == "True"
+    failure = state.broker_failure
     return Outcome(
         status=status,
-        events=state.events,
-        retry_after=None if ready else NOT_READY_RETRY_S,
+        events=[*state.events, *([Event("Warning", "ReconcileFailed", failure)] if failure else [])],
+        retry_after=FAILURE_RETRY_S if failure else None if ready else NOT_READY_RETRY_S,
+        failure=failure,
+        failed_step="broker" if failure else None,
         certificates=state.counts,
         crl_pem=state.crl_pem,
     )
@@ -538,22 +605,36 @@ def retry_delay(outcome: Outcome, retries: int) -> float:
 
 
 def finalize(body: Mapping[str, Any], ctx: Context) -> list[Event]:
-    """Revoke every certificate of a line being deleted (current, superseded, recorded) before release."""
+    """Revoke every certificate of a line being deleted (current, superseded, recorded), remove its EMQX objects.
+
+    Raises BrokerError when EMQX cannot be cleaned: the finalizer stays and the deletion is retried.
+    """
     owner = Owner.of(body)
     serials: list[int] = []
     for secret in ctx.cluster.list("Secret", owner.namespace, selector(owner, "certificate")):
         serials.extend(_secret_serials(secret))
     serials.extend(s for s in recorded_serials(body).values() if s not in serials)
-    if not serials:
-        return []
-    added = ctx.authority.revoke([(s, "cessation-of-operation") for s in serials], ctx.now)
-    return [
-        Event(
-            "Normal",
-            "CertificatesRevoked",
-            f"{len(serials)} certificates of the line revoked ({len(added)} newly); the CRL is republished",
-        )
-    ]
+    events = []
+    if serials:
+        added = ctx.authority.revoke([(s, "cessation-of-operation") for s in serials], ctx.now)
+        message = f"{len(serials)} certificates of the line revoked ({len(added)} newly); the CRL is republished"
+        events.append(Event("Normal", "CertificatesRevoked", message))
+    if ctx.broker is not None and _on_emqx(body):
+        try:
+            line: PlantLine | None = parse(body)
+        except PlantLineInvalid:
+            line = None  # its users are still recognised by their owner rule
+        result = ctx.broker.remove(_line_ref(owner), line)
+        if result.changes:
+            events.append(Event("Normal", "BrokerReconciled", f"EMQX: {result.summary()}"))
+    return events
+
+
+def _on_emqx(body: Mapping[str, Any]) -> bool:
+    """Return whether the line is, or was last reported, on EMQX."""
+    kind = ((body.get("spec") or {}).get("broker") or {}).get("kind")
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return kind == "emqx" or any(c.get("type") == "BrokerReady" for c in conditions)
 
 
 def secret_names(line: PlantLine, owner: Owner) -> list[str]:
@@ -563,6 +644,7 @@ def secret_names(line: PlantLine, owner: Owner) -> list[str]:
 
 __all__ = [
     "STEPS",
+    "Broker",
     "Context",
     "Event",
     "Outcome",

@@ -30,59 +30,25 @@ from plantline.connectors.config import (
 )
 from plantline.dashboards import ConnectorView, LineView, MachineView
 from plantline.dashboards.broker import SYS_TOPICS
-from plantline.operator.api import MachineSpec, PlantLine, PlantLineSpec, connector_groups
+from plantline.operator.api import MachineSpec, PlantLine, PlantLineSpec
+from plantline.operator.roles import (
+    ConnectorTopology,
+    Grant,
+    bridge_identity,
+    broker_identity,
+    host_identity,
+    line_grants,
+    reader_identity,
+    topology,
+)
 from plantline.pki.profiles import builtin_profiles
 
 TRUST_BUNDLE = "ca.crt"
 CRL = "crl.pem"
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectorTopology:
-    """One connector of the line: its group, certificate identity, edge node and devices."""
-
-    group: str
-    identity: str
-    edge_node_id: str
-    machines: tuple[MachineSpec, ...]
-
-
 def _prefix(spec: PlantLineSpec) -> str:
     return f"{spec.site}-{spec.line}"
-
-
-def topology(spec: PlantLineSpec) -> list[ConnectorTopology]:
-    """Return the line's connectors in a stable order (sorted by group name)."""
-    return [
-        ConnectorTopology(
-            group=group,
-            identity=f"{_prefix(spec)}-{group}",
-            edge_node_id=(
-                spec.sparkplug_edge_node
-                if spec.connectors.grouping == "perLine"
-                else f"{spec.sparkplug_edge_node}-{group}"
-            ),
-            machines=tuple(machines),
-        )
-        for group, machines in connector_groups(spec).items()
-    ]
-
-
-def broker_identity(spec: PlantLineSpec) -> str:
-    return f"{_prefix(spec)}-broker"
-
-
-def reader_identity(spec: PlantLineSpec) -> str:
-    return f"{_prefix(spec)}-reader"
-
-
-def bridge_identity(spec: PlantLineSpec) -> str:
-    return f"{_prefix(spec)}-bridge"
-
-
-def host_identity(spec: PlantLineSpec) -> str:
-    """Return the identity of the line's primary host application (used when `primaryHostId` is set)."""
-    return f"{_prefix(spec)}-host"
 
 
 def opcua_identity(spec: PlantLineSpec, machine: MachineSpec) -> str:
@@ -379,47 +345,28 @@ def render_bridge(line: PlantLine, *, tls_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+_MOSQUITTO_ACCESS = {"publish": "write", "subscribe": "read", "all": "readwrite"}
+
+
 def render_acl(line: PlantLine, *, historian: bool = False) -> str:
-    """Return the mosquitto acl_file text derived from the Sparkplug topology.
+    """Return the mosquitto acl_file text: the line's role model (`roles.line_grants`), one user per identity.
 
     With an acl_file, mosquitto denies whatever no line grants; `topic` lines below `user X` apply
     to X only, and no `pattern` lines are used, so no rule applies to every client. The host
     identity is granted its rights when the line has a primary host or, with `historian`, a historian.
     """
     spec = line.spec
-    group = spec.sparkplug_group
-    base = f"{NAMESPACE}/{group}"
     out = [f"# Rendered by plantline-operator for PlantLine {spec.site}/{spec.area}/{spec.line}; do not edit."]
-    for connector in topology(spec):
-        node = connector.edge_node_id
-        out += ["", f"user {connector.identity}"]
-        out += [f"topic write {base}/{kind}/{node}" for kind in ("NBIRTH", "NDEATH", "NDATA")]
-        for machine in connector.machines:
-            out += [f"topic write {base}/{kind}/{node}/{machine.id}" for kind in ("DBIRTH", "DDEATH", "DDATA")]
-        out += [f"topic read {base}/NCMD/{node}", f"topic read {base}/DCMD/{node}/+"]
-        if spec.primary_host_id is not None:
-            out.append(f"topic read {NAMESPACE}/STATE/{spec.primary_host_id}")
-    # The reader also reads the broker's own $SYS counters: the broker exporter connects as it.
-    out += ["", f"user {reader_identity(spec)}", f"topic read {base}/#", f"topic read {NAMESPACE}/STATE/+"]
-    out.append(f"topic read {SYS_TOPICS}")
-    if spec.primary_host_id is not None or historian:
-        out += ["", *_host_acl(spec, spec.primary_host_id)]
+    for grant in line_grants(spec, historian=historian):
+        out += ["", *_mosquitto_user(grant)]
+        if grant.role == "analytics":
+            # The broker exporter connects as the reader and reads the broker's own $SYS counters.
+            out.append(f"topic read {SYS_TOPICS}")
     return "\n".join(out) + "\n"
 
 
-def _host_acl(spec: PlantLineSpec, host_id: str | None) -> list[str]:
-    """Return the host's ACL: a primary host's own STATE (birth, will, reading it back), commands, the group."""
-    base = f"{NAMESPACE}/{spec.sparkplug_group}"
-    out = [f"user {host_identity(spec)}"]
-    if host_id is not None:
-        state = f"{NAMESPACE}/STATE/{host_id}"
-        out += [f"topic write {state}", f"topic read {state}"]
-    for connector in topology(spec):
-        node = connector.edge_node_id
-        out.append(f"topic write {base}/NCMD/{node}")
-        out += [f"topic write {base}/DCMD/{node}/{machine.id}" for machine in connector.machines]
-    out.append(f"topic read {base}/#")
-    return out
+def _mosquitto_user(grant: Grant) -> list[str]:
+    return [f"user {grant.identity}", *(f"topic {_MOSQUITTO_ACCESS[r.action]} {r.topic}" for r in grant.rules)]
 
 
 # -- dashboards -----------------------------------------------------------------------------------
@@ -442,3 +389,28 @@ def line_view(line: PlantLine, *, runbook_base: str | None = None) -> LineView:
         maintenance_window=spec.pki.maintenance_window is not None,
     )
     return view if runbook_base is None else replace(view, runbook_base=runbook_base)
+
+
+# The identities and the topology live with the role model; they are re-exported for the renderers' callers.
+__all__ = [
+    "CRL",
+    "TRUST_BUNDLE",
+    "BrokerFiles",
+    "CertificateRequest",
+    "ConnectorTopology",
+    "bridge_identity",
+    "broker_identity",
+    "broker_listen_address",
+    "connector_config_data",
+    "host_identity",
+    "line_view",
+    "opcua_application_uri",
+    "opcua_identity",
+    "reader_identity",
+    "render_acl",
+    "render_bridge",
+    "render_certificate_requests",
+    "render_connector_configs",
+    "render_mosquitto_conf",
+    "topology",
+]

@@ -3,18 +3,24 @@
 `OperatorMetrics` counts reconciles by outcome, failed steps, certificates issued, renewed and
 revoked, and times reconciles and a spec change's way to Ready; `PkiMetrics` holds the gauges of
 each identity's certificate expiry and of the CRL, which the operator sets from its CA Secret and
-`plantline up --monitoring` from its local CA. `serve` exposes a registry on /metrics. The names,
+`plantline up --monitoring` from its local CA. `serve` exposes a registry on /metrics and, given a
+`CrlPublisher`, the CA's current CRL on /crl.der (the CRL Distribution Point of `--crl-url`). The names,
 help texts and labels are `plantline.connectors.metric_names`', which the dashboards read too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from cryptography import x509
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from cryptography.hazmat.primitives.serialization import Encoding
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from plantline.connectors import metric_names as names
 from plantline.connectors.metric_names import MetricDefinition
@@ -136,6 +142,60 @@ class OperatorMetrics:
         self._first_seen.pop(uid, None)
 
 
-def serve(registry: CollectorRegistry, address: str, port: int) -> None:
-    """Serve `registry` on http://address:port/metrics from a daemon thread."""
-    start_http_server(port, addr=address, registry=registry)
+CRL_PATH = "/crl.der"
+
+
+class CrlPublisher:
+    """The CA's latest CRL, as the operator last published it, for its CRL Distribution Point."""
+
+    def __init__(self) -> None:
+        self._der: bytes | None = None
+        self._lock = threading.Lock()
+
+    def set(self, crl_pem: bytes) -> None:
+        der = x509.load_pem_x509_crl(crl_pem).public_bytes(Encoding.DER)
+        with self._lock:
+            self._der = der
+
+    @property
+    def der(self) -> bytes | None:
+        with self._lock:
+            return self._der
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *_: Any) -> None:
+        """Say nothing per request: the operator logs its own work, not every scrape."""
+
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+def wsgi_app(
+    registry: CollectorRegistry, crl: CrlPublisher | None
+) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    """Return the operator's HTTP endpoint: the CRL at /crl.der (with a publisher), metrics elsewhere."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if crl is None or environ.get("PATH_INFO") != CRL_PATH:
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        der = crl.der
+        if der is None:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"no CRL published yet\n"]
+        start_response("200 OK", [("Content-Type", "application/pkix-crl"), ("Content-Length", str(len(der)))])
+        return [der]
+
+    return app
+
+
+def serve(registry: CollectorRegistry, address: str, port: int, *, crl: CrlPublisher | None = None) -> WSGIServer:
+    """Serve `registry` on http://address:port/metrics (and the CRL on /crl.der) from a daemon thread."""
+    server = make_server(address, port, wsgi_app(registry, crl), server_class=_Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="plantline-http").start()
+    return server

@@ -38,7 +38,7 @@ from plantline.pki.renewal import CertFacts, Decision, RenewalPolicy, decide
 from plantline.pki.rotation import Rotation
 from plantline.pki.store import CaStore, Inventory
 from plantline.pki.window import MaintenanceWindow, parse_window
-from plantline.pki.x509build import Signer, build_ca_certificate, fingerprint, parse_reason
+from plantline.pki.x509build import Signer, build_ca_certificate, check_crl_url, fingerprint, parse_reason
 
 __all__ = [
     "INTERMEDIATE_PROFILE",
@@ -110,11 +110,16 @@ class Authority:
         crl_days: int = 7,
         maintenance_windows: Sequence[str] = (),
         timezone: str = "UTC",
+        crl_url: str | None = None,
         actor: str = "plantline.pki",
         clock: Callable[[], datetime] = utcnow,
         force: bool = False,
     ) -> Authority:
-        """Create a root CA in `directory`, or an intermediate signed by `parent`."""
+        """Create a root CA in `directory`, or an intermediate signed by `parent`.
+
+        With `crl_url`, every leaf it issues names that URL as its CRL Distribution Point: serve the
+        published `crl.der` there.
+        """
         if not name.strip() or len(name) > 64:
             raise InvalidInput("name: expected 1-64 characters")
         if organization is not None and not (0 < len(organization) <= 64):
@@ -125,6 +130,8 @@ class Authority:
             raise InvalidInput("path_length: expected 0 or more")
         if crl_days < 1:
             raise InvalidInput("crl_days: expected at least 1")
+        if crl_url is not None:
+            check_crl_url(crl_url, field="crl_url")
         for index, text in enumerate(maintenance_windows):
             parse_window(text, timezone=timezone, field=f"maintenance_window[{index}]")
         if encrypt and not passphrase:
@@ -161,6 +168,7 @@ class Authority:
             crl_days=crl_days,
             maintenance_windows=tuple(maintenance_windows),
             timezone=timezone,
+            crl_url=crl_url or "",
         )
         with CaStore.creating(directory, force=force) as inventory:
             inventory.create_settings(settings)
@@ -264,6 +272,7 @@ class Authority:
             "crl_days": settings.crl_days,
             "maintenance_windows": list(settings.maintenance_windows),
             "timezone": settings.timezone,
+            "crl_url": settings.crl_url or None,
             "generations": [g.to_json() for g in generations],
             "certificates": {k: counts.get(k, 0) for k in ("active", "superseded", "revoked")},
         }

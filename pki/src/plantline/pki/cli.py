@@ -28,6 +28,7 @@ from plantline.pki.keys import KeySpec, spec_of
 from plantline.pki.renewal import Action, CertFacts, Decision, RenewalPolicy, decide
 from plantline.pki.store import PUBLIC_MODE, SECRET_MODE, atomic_write, write_new_file
 from plantline.pki.window import parse_window
+from plantline.pki.x509build import check_crl_url
 
 PASSPHRASE_ENV = "PLANTLINE_PKI_PASSPHRASE"
 PARENT_PASSPHRASE_ENV = "PLANTLINE_PKI_PARENT_PASSPHRASE"
@@ -207,6 +208,7 @@ Examples:
   plantline-pki ca init ./pki/root --name "ACME Root CA" --organization ACME
   plantline-pki ca init ./pki/site1 --name "Site 1 CA" --parent ./pki/root
   plantline-pki ca init ./pki/opcua --name "OPC UA CA" --key-type rsa-2048
+  plantline-pki ca init ./pki/site1 --name "Site 1 CA" --crl-url http://pki.site1.example/site1/crl.der
 """),
 )
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
@@ -230,6 +232,10 @@ Examples:
     help="Renewals happen only here, e.g. 'sat 02:00-06:00'. Repeatable.",
 )
 @click.option("--timezone", default="UTC", show_default=True, help="Time zone of the maintenance windows.")
+@click.option(
+    "--crl-url",
+    help="Put this CRL Distribution Point (http://...) in every certificate issued; serve the CA's crl.der there.",
+)
 @PASSPHRASE_OPTION
 @click.option(
     "--parent-passphrase-file",
@@ -252,6 +258,7 @@ def ca_init(
     crl_days: int,
     windows: tuple[str, ...],
     timezone: str,
+    crl_url: str | None,
     passphrase_file: Path | None,
     parent_passphrase_file: Path | None,
     unsafe_no_encryption: bool,
@@ -259,6 +266,8 @@ def ca_init(
     fmt: str,
 ) -> None:
     spec = KeySpec.parse(key_type, field="--key-type")
+    if crl_url is not None:
+        check_crl_url(crl_url, field="--crl-url")
     parent_authority = _parent_authority(parent, parent_passphrase_file)
     if parent_authority is not None:
         parent_authority.info()  # fails early with NotFound/CorruptState, before any key is made
@@ -280,6 +289,7 @@ def ca_init(
         crl_days=crl_days,
         maintenance_windows=windows,
         timezone=timezone,
+        crl_url=crl_url,
         actor=_actor(),
         force=force,
     )

@@ -98,6 +98,7 @@ class Issuer:
             serial=self.new_serial(),
             now=now,
             validity=timedelta(days=validity_days) if validity_days else None,
+            crl_url=self.inventory.settings().crl_url or None,
         )
         issued = self.inventory.add_certificate(
             certificate,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from plantline.pki import exports
 from plantline.pki.store import CaStore, Inventory, Published, kill_point
@@ -24,6 +25,13 @@ def crl_pem(inventory: Inventory) -> bytes:
     return b"".join(i.pem for i in inventory.crls())
 
 
+def active_crl_der(inventory: Inventory) -> bytes:
+    """Return the active generation's CRL in DER: what the CRL Distribution Point of its leaves serves."""
+    active = inventory.active_generation().generation
+    pem = next((i.pem for i in inventory.crls() if i.generation == active), b"")
+    return x509.load_pem_x509_crl(pem).public_bytes(Encoding.DER) if pem else b""
+
+
 def published(inventory: Inventory) -> Published:
     """Return the derived files as the records say they should be."""
     active = inventory.active_generation()
@@ -33,6 +41,7 @@ def published(inventory: Inventory) -> Published:
             "ca-chain.pem": exports.pem([active.certificate, *active.parents]),
             "trust-bundle.pem": trust_bundle(inventory),
             "crl.pem": crl_pem(inventory),
+            "crl.der": active_crl_der(inventory),
         }
     )
 

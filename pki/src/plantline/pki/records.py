@@ -154,3 +154,4 @@ class CaSettings:
     crl_days: int
     maintenance_windows: tuple[str, ...]
     timezone: str
+    crl_url: str = ""  # the CRL Distribution Point put in every leaf; "" for none

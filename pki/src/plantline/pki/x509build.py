@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -166,11 +167,13 @@ def build_leaf_certificate(
     serial: int,
     now: datetime,
     validity: timedelta | None = None,
+    crl_url: str | None = None,
 ) -> x509.Certificate:
     """Return a leaf certificate for `identity` (its CN) as the profile describes.
 
     Encipherment key usages are left out for EC keys, where they have no meaning (RFC 5480 3).
-    The leaf never outlives its issuer.
+    The leaf never outlives its issuer. With `crl_url`, it names where its issuer's CRL is served
+    (a CRL Distribution Point), for peers that fetch CRLs themselves.
     """
     usages = profile.key_usage
     if not spec_of(public_key).is_rsa:
@@ -201,7 +204,17 @@ def build_leaf_certificate(
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(_general_names(sans)), critical=False)
+    if crl_url:
+        point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
     return builder.sign(issuer.key, signature_hash(spec_of(issuer.key)))
+
+
+def check_crl_url(url: str, *, field: str) -> str:
+    """Return `url` if it can be a CRL Distribution Point (plain HTTP, as RFC 5280 4.2.1.13 advises), else raise."""
+    if not re.fullmatch(r"http://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?(/[!-~]*)?", url):
+        raise InvalidInput(f"{field}: expected an http:// URL where the CRL is served (not https: a CRL is signed)")
+    return url
 
 
 def build_crl(

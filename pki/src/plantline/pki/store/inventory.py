@@ -172,6 +172,7 @@ class Inventory:
             crl_days=int(meta["crl_days"]),
             maintenance_windows=tuple(json.loads(meta["maintenance_windows"])),
             timezone=meta["timezone"],
+            crl_url=meta.get("crl_url", ""),
         )
 
     def create_settings(self, settings: CaSettings) -> None:
@@ -183,6 +184,7 @@ class Inventory:
             "crl_days": str(settings.crl_days),
             "maintenance_windows": json.dumps(list(settings.maintenance_windows)),
             "timezone": settings.timezone,
+            "crl_url": settings.crl_url,
         }
         self._conn.executemany("INSERT INTO meta VALUES (?, ?)", values.items())
 
