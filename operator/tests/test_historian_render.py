@@ -37,7 +37,7 @@ def test_the_historian_gets_the_host_identity_and_its_rights_without_a_primary_h
     acl = render_acl(demo, historian=True)
     host = acl.split("user site1-line1-host\n", 1)[1]
     assert "topic write spBv1.0/site1/NCMD/" in host
-    assert "topic read spBv1.0/site1/+/line1/#" in host  # the line's edge node, nothing wider
+    assert "topic read spBv1.0/site1/+/line1-capper/#" in host  # the line's edge nodes, nothing wider
     assert "STATE" not in host, "no primary host: no STATE to publish"
     assert "site1-line1-host" not in render_acl(demo)
 
