@@ -111,6 +111,7 @@ class Tag(_Strict):
     offset: float = 0.0
     unit: str | None = None
     deadband: Deadband | None = None
+    sampling_interval_ms: Annotated[int, Field(ge=10)] | None = None  # else the device's
 
     @field_validator("signal")
     @classmethod
@@ -239,6 +240,10 @@ class Device(_Strict):
     @property
     def computes_kpis(self) -> bool:
         return self.kpi.enabled and any(tag.signal.startswith("state.") for tag in self.tags)
+
+    def interval_of(self, tag: Tag) -> int:
+        """Return how often `tag` is sampled, in milliseconds: its own interval, else the device's."""
+        return tag.sampling_interval_ms or self.sampling_interval_ms
 
     @field_validator("id")
     @classmethod
