@@ -126,7 +126,7 @@ class PollingSource(SourceBase, Generic[PlanT, AnswersT]):
     def __init__(self, device: Device, *, protocol: str, **options: Unpack[SourceOptions]) -> None:
         if device.protocol != protocol:
             raise ValueError(f"device {device.id!r} speaks {device.protocol}, not {protocol}")
-        super().__init__(protocol, device.id, device.endpoint, **options)
+        super().__init__(protocol, device.id, device.endpoint, reconnect=device.reconnect, **options)
         self._device = device
         self._groups = poll_groups(device)
         self._filter = ChangeFilter(device.tags)
