@@ -55,7 +55,12 @@ async def _run(config: ConnectorConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await Connector(config).run(stop)
+    connector = Connector(config)
+    connector.metrics.follow_sources(
+        [device.id for device in config.devices],
+        lambda: {device_id: source.refusal for device_id, source in connector.sources.items()},
+    )
+    await connector.run(stop)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
