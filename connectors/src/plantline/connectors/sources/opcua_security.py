@@ -167,7 +167,7 @@ class Identity:
     """The connector's application instance certificate and key, read for one attempt."""
 
     certificate: x509.Certificate
-    certificate_bytes: bytes
+    issuers: tuple[x509.Certificate, ...]  # the rest of the chain in the certificate file, sent along
     key_bytes: bytes
 
     @property
@@ -192,10 +192,10 @@ def read_identity(options: OpcUaOptions) -> Identity:
     """Return the connector's certificate and key (raises ServerRejected naming an unreadable file)."""
     certificate_bytes, key_bytes = _read(options, "certificate_file"), _read(options, "private_key_file")
     try:
-        certificate = load_certificates(certificate_bytes)[0]
+        chain = load_certificates(certificate_bytes)
     except ValueError as exc:
         raise ServerRejected("BadConfigurationError", f"opcua.certificate_file is not a certificate: {exc}") from None
-    return Identity(certificate, certificate_bytes, key_bytes)
+    return Identity(chain[0], tuple(chain[1:]), key_bytes)
 
 
 def _parsed(options: OpcUaOptions, field: str, load: Callable[[bytes], list[T]]) -> tuple[T, ...]:
@@ -215,6 +215,10 @@ def read_trust_list(options: OpcUaOptions) -> TrustList:
         crls=_parsed(options, "crl_file", load_crls),
         servers=_parsed(options, "server_certificate_file", load_certificates),
     )
+
+
+def _der(certificate: x509.Certificate) -> CertProperties:
+    return CertProperties(certificate.public_bytes(Encoding.DER), extension="der")
 
 
 def _properties(content: bytes) -> CertProperties:
@@ -278,10 +282,12 @@ async def secure(client: AsyncuaClient, device: Device, identity: Identity, now:
         warning = f"accepting {server} although {problem}, as opcua.accept_unknown_server allows"
     await client.set_security(
         SecurityPolicyBasic256Sha256,
-        _properties(identity.certificate_bytes),
+        _der(identity.certificate),
         _properties(identity.key_bytes),
-        server_certificate=_properties(chain[0].public_bytes(Encoding.DER)),
+        server_certificate=_der(chain[0]),
         mode=_mode(options),
+        # Sent with the certificate, so a server that trusts only the root can build the chain.
+        certificate_chain=[_der(issuer) for issuer in identity.issuers],
     )
     return warning
 
