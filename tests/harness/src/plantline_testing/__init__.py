@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -19,3 +21,9 @@ def find_program(name: str) -> str:
     if path is None:
         raise RuntimeError(f"{name} is not installed; run ./dev test, which installs it")
     return path
+
+
+def cache_dir(name: str) -> Path:
+    """Return `$PLANTLINE_CACHE/<name>` (or ~/.cache/plantline/<name>): where an installed test peer is kept."""
+    base = os.environ.get("PLANTLINE_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "plantline") / name

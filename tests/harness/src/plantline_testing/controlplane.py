@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+import plantline_testing
 from plantline_testing import free_port
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "controlplane" / "build.sh"
@@ -80,8 +81,7 @@ class ApiError(ControlPlaneError):
 
 def cache_dir() -> Path:
     """Return `$PLANTLINE_CACHE/controlplane` (or ~/.cache/plantline/controlplane)."""
-    base = os.environ.get("PLANTLINE_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "plantline") / "controlplane"
+    return plantline_testing.cache_dir("controlplane")
 
 
 def ensure_binaries() -> Path:
