@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import ipaddress
 import json
 import os
 import pwd
@@ -329,10 +330,15 @@ def _sim_machine_name(machine: MachineSpec) -> str:
     return machine.id.capitalize()
 
 
-def simulator_argv(machine: MachineSpec, seed: int) -> list[str]:
+def simulator_argv(machine: MachineSpec, seed: int, *, tls_dir: Path | None = None) -> list[str]:
+    """Return the command line of a machine's simulator; a secured OPC UA one uses its files in `tls_dir`."""
     host, port = endpoint_host_port(machine)
     argv = [sys.executable, "-m", f"plantline.connectors.sim.{machine.protocol}_server"]
     argv += ["--host", host, "--port", str(port), "--seed", str(seed), "--machine", _sim_machine_name(machine)]
+    if tls_dir is not None and machine.opcua is not None and machine.opcua.secured:
+        identity = simulator_identity(machine)
+        argv += ["--security", "--certificate", str(tls_dir / f"{identity}.crt")]
+        argv += ["--private-key", str(tls_dir / f"{identity}.key"), "--trust-dir", str(tls_dir / SIM_TRUST_DIR)]
     if machine.ideal_cycle_time is not None:
         argv += ["--ideal-cycle", str(machine.ideal_cycle_time)]
     if machine.protocol == "s7":
@@ -340,6 +346,37 @@ def simulator_argv(machine: MachineSpec, seed: int) -> list[str]:
         if db.isdigit():
             argv += ["--db", db]
     return argv
+
+
+SIM_TRUST_DIR = "simulator-trust"  # in the TLS directory: the CAs a secured simulator trusts clients by
+
+
+def simulator_identity(machine: MachineSpec) -> str:
+    return f"{machine.id}-simulator"
+
+
+def ensure_simulator_certificates(opcua_authority: Authority, machines: list[MachineSpec], tls_dir: Path) -> None:
+    """Issue each secured OPC UA simulator a server certificate from the line's OPC UA CA, and its trust list.
+
+    The simulator then is what a PLC of the line would be: its certificate from the line's OPC UA
+    CA for the endpoint's host, and the line's OPC UA CA (and the root above it) as its trust list.
+    """
+    for machine in machines:
+        host, _ = endpoint_host_port(machine)
+        uri = f"uri:urn:plantline:sim:{_sim_machine_name(machine)}"
+        request = CertificateRequest(simulator_identity(machine), "opcua-application", (uri, _host_san(host)))
+        problem = _ensure_certificate(opcua_authority, request, tls_dir)
+        if problem is not None:
+            raise UpError(problem)
+    _write(tls_dir / SIM_TRUST_DIR / "line-opcua-ca.pem", opcua_authority.trust_bundle())
+
+
+def _host_san(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return f"dns:{host}"
+    return f"ip:{host}"
 
 
 # -- supervision ------------------------------------------------------------------------------------
@@ -578,6 +615,9 @@ class LocalLine:
         self.problems = ensure_certificates(authority, requests, self.layout.tls, opcua)
         for name, pem in render_opcua_server_certificates(self.line).items():
             _write(self.layout.tls / name, pem.encode())
+        if self.simulate and opcua is not None:
+            secured_machines = [m for m in spec.machines if m.opcua is not None and m.opcua.secured]
+            ensure_simulator_certificates(opcua, secured_machines, self.layout.tls)
         self.revoked_at_broker_start = {c.serial for c in authority.certificates(status="revoked")}
         for problem in self.problems:
             say(f"problem: {problem}")
@@ -608,7 +648,7 @@ class LocalLine:
                     Child(
                         f"sim/{machine.id}",
                         "simulator",
-                        simulator_argv(machine, seed=index + 1),
+                        simulator_argv(machine, seed=index + 1, tls_dir=self.layout.tls.resolve()),
                         logs / f"sim-{machine.id}.log",
                         listen=endpoint_host_port(machine),
                     )

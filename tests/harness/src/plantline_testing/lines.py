@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +77,19 @@ def line_copy(
     sampling_interval: float | None = None,
     bridge: tuple[str, int] | None = None,
     machines: tuple[str, ...] | None = None,
+    machine_fields: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write `source` to `target` with free ports (and the given changes); return the data written."""
+    """Write `source` to `target` with free ports (and the given changes); return the data written.
+
+    `machine_fields` sets fields of machines by id, e.g. {"filler": {"opcua": {...}}}.
+    """
     data: dict[str, Any] = yaml.safe_load(source.read_text())
     spec = data["spec"]
     spec["broker"]["port"] = free_port()
     if machines is not None:
         spec["machines"] = [m for m in spec["machines"] if m["id"] in machines]
     for machine in spec["machines"]:
+        machine.update((machine_fields or {}).get(machine["id"], {}))
         scheme, rest = machine["endpoint"].split("://", 1)
         sep = "/" if scheme == "opc.tcp" else "?"
         host_port, _, tail = rest.partition(sep)
