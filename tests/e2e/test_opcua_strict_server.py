@@ -275,7 +275,7 @@ def test_the_server_refusing_the_connectors_certificate_shows_in_its_log_and_sta
         f"device filler: the OPC UA server at {line_server.url} refused the connector's certificate"
         f" (subject CN={identity}, serial {serial}): it answered OpenSecureChannel with BadSecurityChecksFailed;"
         " check the server's trust list: it must hold the CA that issued this certificate (or the certificate"
-        " itself), and that CA's current CRL must not revoke it"
+        " itself), and a current CRL of each CA of its chain, none revoking it"
     ]
     text = log.read_text()
     assert "Traceback" not in text

@@ -302,7 +302,7 @@ _TRUST_HINT = (
 
 _SERVER_HINT = (
     "check the server's trust list: it must hold the CA that issued this certificate (or the certificate"
-    " itself), and that CA's current CRL must not revoke it"
+    " itself), and a current CRL of each CA of its chain, none revoking it"
 )
 
 
