@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,9 @@ from plantline.connectors.sources.opcua import OpcUaSource
 from plantline.operator.local import MachineMetrics, scrape
 from plantline.pki.authority import Authority
 from plantline.pki.exports import CertFormat
-from plantline.pki.keys import KeySpec
 from plantline_testing import free_port
 from plantline_testing.node_opcua import NodeOpcUaServer, Variable
+from plantline_testing.opcua_pki import LinePki
 from plantline_testing.sources import Recorder, until
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -68,49 +67,36 @@ TAGS: list[dict[str, Any]] = [
 ]
 
 
-@dataclass(frozen=True)
-class LinePki:
-    directory: Path
-    root: Authority
-    opcua: Authority
-    foreign: Authority
+def files(directory: Path, authority: Authority, identity: str) -> tuple[Path, Path]:
+    """Write `identity`'s certificate chain and key; return their paths."""
+    chain, key = directory / f"{identity}.crt", directory / f"{identity}.key"
+    chain.write_bytes(authority.export(identity, CertFormat.CHAIN))
+    key.write_bytes(authority.export(identity, CertFormat.KEY))
+    return chain, key
 
-    def files(self, authority: Authority, identity: str) -> tuple[Path, Path]:
-        """Write `identity`'s certificate chain and key; return their paths."""
-        chain, key = self.directory / f"{identity}.crt", self.directory / f"{identity}.key"
-        chain.write_bytes(authority.export(identity, CertFormat.CHAIN))
-        key.write_bytes(authority.export(identity, CertFormat.KEY))
-        return chain, key
 
-    def connector_trust(self) -> dict[str, str]:
-        """The device's opcua options that trust the line's OPC UA CA (and its root) with their CRLs."""
-        ca, crl = self.directory / "opcua-ca.pem", self.directory / "opcua-crl.pem"
-        ca.write_bytes(self.opcua.trust_bundle())
-        crl.write_bytes(self.opcua.crl_pem() + self.root.crl_pem())
-        return {"trusted_ca_file": str(ca), "crl_file": str(crl)}
+def connector_trust(pki: LinePki) -> dict[str, str]:
+    """The device's opcua options that trust the line's OPC UA CA (and its root) with their CRLs."""
+    ca, crl = pki.directory / "opcua-ca.pem", pki.directory / "opcua-crl.pem"
+    ca.write_bytes(pki.opcua.trust_bundle())
+    crl.write_bytes(pki.crls())
+    return {"trusted_ca_file": str(ca), "crl_file": str(crl)}
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> LinePki:
-    base = tmp_path_factory.mktemp("line-pki")
-    root = Authority.init(base / "ca", name="Line CA", passphrase=None, encrypt=False)
-    opcua = Authority.init(
-        base / "ca-opcua", name="Line OPC UA CA", key_type=KeySpec.RSA_2048, parent=root, passphrase=None, encrypt=False
-    )
-    foreign = Authority.init(
-        base / "foreign", name="Foreign CA", key_type=KeySpec.RSA_2048, passphrase=None, encrypt=False
-    )
+    line = LinePki.create(tmp_path_factory.mktemp("line-pki"))
     server_sans = [f"uri:{SERVER_URI}", "dns:localhost", "ip:127.0.0.1", f"dns:{socket.gethostname()}"]
     for authority, identity, sans in (
-        (opcua, "plc", server_sans),
-        (foreign, "foreign-plc", server_sans),
-        (opcua, "site1-line1-filler-ua", [f"uri:{CONNECTOR_URI}"]),
-        (opcua, "revoked-filler-ua", [f"uri:{CONNECTOR_URI}"]),
-        (foreign, "foreign-filler-ua", [f"uri:{CONNECTOR_URI}"]),
+        (line.opcua, "plc", server_sans),
+        (line.foreign, "foreign-plc", server_sans),
+        (line.opcua, "site1-line1-filler-ua", [f"uri:{CONNECTOR_URI}"]),
+        (line.opcua, "revoked-filler-ua", [f"uri:{CONNECTOR_URI}"]),
+        (line.foreign, "foreign-filler-ua", [f"uri:{CONNECTOR_URI}"]),
     ):
         authority.issue(identity, profile="opcua-application", sans=sans)
-    opcua.revoke("revoked-filler-ua", reason="key-compromise")
-    return LinePki(base, root, opcua, foreign)
+    line.opcua.revoke("revoked-filler-ua", reason="key-compromise")
+    return line
 
 
 def _server(directory: Path, pki: LinePki, issuer: Authority, identity: str) -> Iterator[NodeOpcUaServer]:
@@ -142,7 +128,7 @@ def foreign_server(pki: LinePki, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def device(server: NodeOpcUaServer, pki: LinePki, identity: str, issuer: Authority) -> Device:
-    certificate, key = pki.files(issuer, identity)
+    certificate, key = files(pki.directory, issuer, identity)
     opcua = {
         "security_policy": "Basic256Sha256",
         "security_mode": "SignAndEncrypt",
@@ -150,7 +136,7 @@ def device(server: NodeOpcUaServer, pki: LinePki, identity: str, issuer: Authori
         "private_key_file": str(key),
         "application_uri": CONNECTOR_URI,
         "publishing_interval_ms": 50,
-        **pki.connector_trust(),
+        **connector_trust(pki),
     }
     return Device.model_validate(
         {

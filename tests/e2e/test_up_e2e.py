@@ -27,9 +27,9 @@ from plantline.connectors.sparkplug import MessageType
 from plantline.operator.local import ca_fingerprint, port_taken
 from plantline.pki.authority import Authority
 from plantline.pki.exports import CertFormat
-from plantline.pki.keys import KeySpec
 from plantline_testing.lines import DEMO, UpRun, alive, line_copy
 from plantline_testing.node_opcua import NodeOpcUaServer, Variable
+from plantline_testing.opcua_pki import foreign_ca
 from plantline_testing.sparkplug_reader import SparkplugReader
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -242,10 +242,7 @@ def stopped(tmp_path: Path) -> Iterator[list[UpRun]]:
     runs: list[UpRun] = []
     yield runs
     for run in runs:
-        run.down()
-        run.kill_all()
-        if os.environ.get("PLANTLINE_E2E_LOGS"):
-            print(run.log())
+        run.finish()
 
 
 def test_a_secured_opcua_line_runs_out_of_the_box_with_simulate(tmp_path: Path, stopped: list[UpRun]) -> None:
@@ -313,9 +310,7 @@ def test_up_connects_a_secured_machine_to_node_opcua_and_says_why_it_refuses_a_f
     run.wait_status(lambda s: _row(s, "filler")["plc"] == "no", 60, "the filler shown as not connected")
 
     sans = [f"uri:{SERVER_URI}", "ip:127.0.0.1", "dns:localhost", f"dns:{socket.gethostname()}"]
-    foreign = Authority.init(
-        tmp_path / "foreign", name="Foreign CA", key_type=KeySpec.RSA_2048, passphrase=None, encrypt=False
-    )
+    foreign = foreign_ca(tmp_path / "foreign")
     foreign.issue("foreign-plc", profile="opcua-application", sans=sans)
     with _opcua_server(tmp_path / "foreign-plc", port, foreign, "foreign-plc", run):
         status = run.wait_status(lambda s: _row(s, "filler")["plc"] == "refused", 60, "the foreign PLC refused")

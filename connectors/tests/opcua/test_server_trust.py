@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -24,7 +25,7 @@ from plantline.connectors.certificates import (
 )
 from plantline.pki.authority import Authority
 from plantline.pki.exports import CertFormat
-from plantline.pki.keys import KeySpec
+from plantline_testing.opcua_pki import LinePki
 
 URI = "urn:plantline:test:plc"
 SANS = [f"uri:{URI}", "dns:plc.example", "ip:127.0.0.1"]
@@ -32,74 +33,76 @@ SANS = [f"uri:{URI}", "dns:plc.example", "ip:127.0.0.1"]
 
 @dataclass(frozen=True)
 class Pki:
-    root: Authority
-    ua: Authority
-    foreign: Authority
+    line: LinePki
+
+    @property
+    def root(self) -> Authority:
+        return self.line.root
+
+    @property
+    def ua(self) -> Authority:
+        return self.line.opcua
+
+    @property
+    def foreign(self) -> Authority:
+        return self.line.foreign
 
     def chain(self, authority: Authority, identity: str) -> list[x509.Certificate]:
         return load_certificates(authority.export(identity, CertFormat.CHAIN))
 
     def trust(self, *, crls: bool = True) -> TrustList:
+        """Trust the line's root only, with both CRLs: the chain goes through the OPC UA CA."""
         return TrustList(
             authorities=tuple(load_certificates(self.root.trust_bundle())),
-            crls=tuple([*load_crls(self.root.crl_pem()), *load_crls(self.ua.crl_pem())]) if crls else (),
+            crls=tuple(load_crls(self.line.crls())) if crls else (),
         )
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    base = tmp_path_factory.mktemp("trust")
-    root = Authority.init(base / "root", name="Line root", passphrase=None, encrypt=False)
-    ua = Authority.init(
-        base / "ua", name="Line OPC UA CA", key_type=KeySpec.RSA_2048, parent=root, passphrase=None, encrypt=False
-    )
-    foreign = Authority.init(
-        base / "foreign", name="Foreign CA", key_type=KeySpec.RSA_2048, passphrase=None, encrypt=False
-    )
-    for authority, identity in ((ua, "plc"), (ua, "revoked-plc"), (foreign, "foreign-plc")):
+    line = LinePki.create(tmp_path_factory.mktemp("trust"))
+    for authority, identity in ((line.opcua, "plc"), (line.opcua, "revoked-plc"), (line.foreign, "foreign-plc")):
         authority.issue(identity, profile="opcua-application", sans=SANS)
-    root.issue("mqtt-plc", profile="mqtt-server", sans=["dns:plc.example", "ip:127.0.0.1"])
-    ua.revoke("revoked-plc", reason="key-compromise")
-    return Pki(root, ua, foreign)
+    line.root.issue("mqtt-plc", profile="mqtt-server", sans=["dns:plc.example", "ip:127.0.0.1"])
+    line.opcua.revoke("revoked-plc", reason="key-compromise")
+    return Pki(line)
 
 
 NOW = datetime.now(UTC)
 
 
-def check(
+def problem_of(
     chain: list[x509.Certificate],
     trust: TrustList,
     *,
     host: str = "127.0.0.1",
     uri: str | None = URI,
     now: datetime = NOW,
-) -> None:
-    check_server_certificate(chain, trust=trust, host=host, application_uri=uri, now=now)
+) -> CertificateRejected | None:
+    """Return why the check refuses the server's chain, None when it trusts it."""
+    try:
+        check_server_certificate(chain, trust=trust, host=host, application_uri=uri, now=now)
+    except CertificateRejected as exc:
+        return exc
+    return None
 
 
-def rejected(
-    chain: list[x509.Certificate],
-    trust: TrustList,
-    *,
-    host: str = "127.0.0.1",
-    uri: str | None = URI,
-    now: datetime = NOW,
-) -> CertificateRejected:
-    with pytest.raises(CertificateRejected) as caught:
-        check(chain, trust, host=host, uri=uri, now=now)
-    return caught.value
+def rejected(chain: list[x509.Certificate], trust: TrustList, **where: Any) -> CertificateRejected:
+    problem = problem_of(chain, trust, **where)
+    assert problem is not None, "trusted"
+    return problem
 
 
 def test_a_chain_to_the_trusted_root_with_current_crls_is_trusted(pki: Pki) -> None:
-    check(pki.chain(pki.ua, "plc"), pki.trust())
-    check(pki.chain(pki.ua, "plc"), pki.trust(), host="PLC.example")  # host names ignore case
+    assert problem_of(pki.chain(pki.ua, "plc"), pki.trust()) is None
+    assert problem_of(pki.chain(pki.ua, "plc"), pki.trust(), host="PLC.example") is None  # names ignore case
 
 
 def test_the_chain_may_come_from_the_trust_list_instead_of_the_server(pki: Pki) -> None:
     leaf_only = pki.chain(pki.ua, "plc")[:1]
     trust = pki.trust()
     with_issuer = TrustList((*trust.authorities, *load_certificates(pki.ua.trust_bundle())), trust.crls)
-    check(leaf_only, with_issuer)
+    assert problem_of(leaf_only, with_issuer) is None
     assert rejected(leaf_only, trust).code == "BadCertificateUntrusted"
 
 
@@ -122,7 +125,7 @@ def test_a_revoked_certificate_and_a_missing_or_stale_crl_are_refused(pki: Pki) 
     problem = rejected(pki.chain(pki.ua, "plc"), only_leaf_crl)
     assert (problem.code, problem.reason) == (
         "BadCertificateIssuerRevocationUnknown",
-        "the trust list holds no CRL of 'Line root'",
+        "the trust list holds no CRL of 'Line CA'",
     )
     stale = rejected(pki.chain(pki.ua, "plc"), pki.trust(), now=NOW + timedelta(days=30))
     assert stale.code == "BadCertificateRevocationUnknown"
@@ -131,7 +134,7 @@ def test_a_revoked_certificate_and_a_missing_or_stale_crl_are_refused(pki: Pki) 
 
 def test_a_certificate_trusted_as_it_is_needs_no_chain_nor_crl(pki: Pki) -> None:
     chain = pki.chain(pki.foreign, "foreign-plc")
-    check(chain[:1], TrustList(servers=(chain[0],)))
+    assert problem_of(chain[:1], TrustList(servers=(chain[0],))) is None
 
 
 def test_host_uri_time_policy_and_usage_are_checked(pki: Pki) -> None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+T = TypeVar("T")
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.DOTALL)
 # Basic256Sha256 (OPC UA Part 7): RSA keys of 2048 to 4096 bits, signed with SHA-256.
 _RSA_BITS = (2048, 4096)
@@ -33,18 +35,19 @@ def is_pem(content: bytes) -> bool:
     return content.lstrip().startswith(b"-----BEGIN")
 
 
+def _load_all(content: bytes, block: bytes, pem: Callable[[bytes], T], der: Callable[[bytes], T]) -> list[T]:
+    """Return each PEM block of type `block` loaded with `pem`, or the one DER object with `der`."""
+    if not is_pem(content):
+        return [der(content)]
+    found = [pem(match.group(0)) for match in _PEM_BLOCK.finditer(content) if match.group(1) == block]
+    if not found:
+        raise ValueError(f"no PEM {block.decode()} in it")
+    return found
+
+
 def load_certificates(content: bytes) -> list[x509.Certificate]:
     """Return the certificates of PEM bytes (every block) or of one DER certificate; ValueError if none."""
-    if is_pem(content):
-        found = [
-            x509.load_pem_x509_certificate(block.group(0))
-            for block in _PEM_BLOCK.finditer(content)
-            if block.group(1) == b"CERTIFICATE"
-        ]
-        if not found:
-            raise ValueError("no PEM certificate in it")
-        return found
-    return [x509.load_der_x509_certificate(content)]
+    return _load_all(content, b"CERTIFICATE", x509.load_pem_x509_certificate, x509.load_der_x509_certificate)
 
 
 def load_der_chain(blob: bytes) -> list[x509.Certificate]:
@@ -67,16 +70,7 @@ def load_der_chain(blob: bytes) -> list[x509.Certificate]:
 
 def load_crls(content: bytes) -> list[x509.CertificateRevocationList]:
     """Return the CRLs of PEM bytes (every block) or of one DER CRL; ValueError if none."""
-    if is_pem(content):
-        found = [
-            x509.load_pem_x509_crl(block.group(0))
-            for block in _PEM_BLOCK.finditer(content)
-            if block.group(1) == b"X509 CRL"
-        ]
-        if not found:
-            raise ValueError("no PEM CRL in it")
-        return found
-    return [x509.load_der_x509_crl(content)]
+    return _load_all(content, b"X509 CRL", x509.load_pem_x509_crl, x509.load_der_x509_crl)
 
 
 def _sans(certificate: x509.Certificate) -> x509.SubjectAlternativeName | None:

@@ -195,30 +195,27 @@ def _passphrase(layout: Layout) -> bytes:
 
 def open_authority(line: PlantLine, layout: Layout) -> Authority:
     """Return the state directory's CA, creating it (key encrypted) on first use."""
-    passphrase = _passphrase(layout)
-    if (layout.ca / "pki.db").exists():
-        return Authority(layout.ca, passphrase=lambda: passphrase, actor="plantline up")
-    say(f"creating a CA in {layout.ca}")
-    return Authority.init(
-        layout.ca,
-        name=f"PlantLine {line.spec.site}-{line.spec.line} local CA",
-        passphrase=passphrase,
-        encrypt=True,
-        actor="plantline up",
-    )
+    return _open_ca(layout, layout.ca, f"PlantLine {line.spec.site}-{line.spec.line} local CA")
 
 
 def open_opcua_authority(line: PlantLine, layout: Layout, root: Authority) -> Authority:
     """Return the RSA CA under `root` that issues OPC UA application certificates, creating it on first use."""
+    name = f"PlantLine {line.spec.site}-{line.spec.line} OPC UA CA"
+    return _open_ca(layout, layout.ca_opcua, name, key_type=KeySpec.RSA_2048, parent=root)
+
+
+def _open_ca(
+    layout: Layout, directory: Path, name: str, *, key_type: KeySpec = KeySpec.EC_P256, parent: Authority | None = None
+) -> Authority:
     passphrase = _passphrase(layout)
-    if (layout.ca_opcua / "pki.db").exists():
-        return Authority(layout.ca_opcua, passphrase=lambda: passphrase, actor="plantline up")
-    say(f"creating an RSA OPC UA issuing CA under the line's CA in {layout.ca_opcua}")
+    if (directory / "pki.db").exists():
+        return Authority(directory, passphrase=lambda: passphrase, actor="plantline up")
+    say(f"creating {name} in {directory}")
     return Authority.init(
-        layout.ca_opcua,
-        name=f"PlantLine {line.spec.site}-{line.spec.line} OPC UA CA",
-        key_type=KeySpec.RSA_2048,
-        parent=root,
+        directory,
+        name=name,
+        key_type=key_type,
+        parent=parent,
         passphrase=passphrase,
         encrypt=True,
         actor="plantline up",

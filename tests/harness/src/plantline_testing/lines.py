@@ -231,6 +231,13 @@ class UpRun:
         found = subprocess.run(["pgrep", "-af", str(self.state_dir)], capture_output=True, text=True, check=False)
         return [line for line in found.stdout.splitlines() if "pgrep" not in line]
 
+    def finish(self) -> None:
+        """Bring the line down and kill what is left of it; print up's log when $PLANTLINE_E2E_LOGS is set."""
+        self.down()
+        self.kill_all()
+        if os.environ.get("PLANTLINE_E2E_LOGS"):
+            print(self.log())
+
     def kill_all(self) -> None:
         """Last-resort cleanup: SIGKILL the `up` and every process group it started."""
         self._remember_pids()
