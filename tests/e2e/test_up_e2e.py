@@ -314,10 +314,11 @@ def test_up_connects_a_secured_machine_to_node_opcua_and_says_why_it_refuses_a_f
     foreign.issue("foreign-plc", profile="opcua-application", sans=sans)
     with _opcua_server(tmp_path / "foreign-plc", port, foreign, "foreign-plc", run):
         status = run.wait_status(lambda s: _row(s, "filler")["plc"] == "refused", 60, "the foreign PLC refused")
+        # While the server is there (once it is gone, the PLC is merely down again).
+        table = run.cli("status", "--state-dir", str(run.state_dir)).stdout
     assert _row(status, "filler")["plc_refused"] == {"by": "connector", "code": "BadCertificateUntrusted"}
     (problem,) = status["problems"]
     assert problem.startswith("filler: the connector refuses the PLC (its certificate, the trust files or the security")
-    table = run.cli("status", "--state-dir", str(run.state_dir)).stdout
     assert "refused" in table.splitlines()[2].split()
     assert f"problem: {problem}" in table
     assert f"plantline up: problem: {problem}" in run.log()  # said on up's terminal (its log, detached)
