@@ -38,6 +38,7 @@ EVENT_ONLY = {
     m.SOURCE_READ_ERRORS.name: "counted from the first read error",
     m.SAMPLES_BAD_QUALITY.name: "counted from the first bad-quality sample",
     m.OUTBOX_DROPPED.name: "counted from the first sample the outbox drops at its bounds",
+    m.OUTBOX_QUARANTINED.name: "counted from the first sample set aside as no longer fitting the configuration",
 }
 OPERATOR_NAMES = tuple(metric.name for metric in m.OPERATOR_METRICS)
 VARIABLES = {"site": "site1", "line": "line1", "machine": ".*", "scope": "window",

@@ -88,6 +88,7 @@ def test_valid_config_loads_with_defaults(tmp_path: Path) -> None:
         ("outbox.high_watermark", 0.4, "outbox: low_watermark must be below high_watermark"),
         ("devices.0.color", "red", "devices[0].color: Extra inputs are not permitted"),
         ("state_directory", _DELETE, "state_directory: Field required"),
+        ("sparkplug.primary_host_offline", "hold", "sparkplug.primary_host_offline: hold applies only with a"),
     ],
 )
 def test_errors_name_the_path(path: str, value: object, expected: str) -> None:
@@ -95,6 +96,19 @@ def test_errors_name_the_path(path: str, value: object, expected: str) -> None:
         parse_config(_with(path, value), source="line1.yaml")
     assert any(p.startswith(expected) for p in err.value.problems), err.value.problems
     assert str(err.value).startswith("line1.yaml: ")
+
+
+def test_primary_host_offline_is_disconnect_unless_hold_is_chosen() -> None:
+    written_out = _with("sparkplug.primary_host_offline", "disconnect")  # as a renderer writes the default
+    assert parse_config(written_out, source="x.yaml").sparkplug.primary_host_id is None
+    with_host = _with("sparkplug.primary_host_id", "scada")
+    assert parse_config(with_host, source="x.yaml").sparkplug.primary_host_offline == "disconnect"
+    with_host["sparkplug"]["primary_host_offline"] = "hold"
+    assert parse_config(with_host, source="x.yaml").sparkplug.primary_host_offline == "hold"
+    with_host["sparkplug"]["primary_host_offline"] = "ignore"
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_host, source="x.yaml")
+    assert err.value.problems[0].startswith("sparkplug.primary_host_offline: Input should be 'disconnect' or 'hold'")
 
 
 def test_duplicates_are_named() -> None:

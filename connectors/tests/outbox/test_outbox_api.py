@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
-import threading
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from plantline.connectors import outbox as outbox_module
 from plantline.connectors.config import OutboxSettings
 from plantline.connectors.outbox import (
     ROW_OVERHEAD_BYTES,
@@ -150,27 +152,6 @@ def test_batches_stored_before_a_restart_come_back_recovered_in_order(tmp_path: 
         new = outbox.append(numbered(3))
         batches = outbox.pending(100)
         assert [(b.id, b.recovered) for b in batches] == [(old[0], True), (old[2], True), (new, False)]
-
-
-def test_ack_is_safe_from_another_thread(tmp_path: Path) -> None:
-    with open_outbox(tmp_path, max_bytes=64 << 20) as outbox:
-        ids = [outbox.append(numbered(i, 5)) for i in range(400)]
-        outbox.pending(10_000)
-
-        def paho_network_thread() -> None:
-            for batch_id in ids[::2]:
-                outbox.ack([batch_id])
-
-        acker = threading.Thread(target=paho_network_thread)
-        acker.start()
-        for i in range(400, 600):  # the source keeps appending meanwhile
-            outbox.append(numbered(i))
-        acker.join()
-        outbox.requeue_in_flight()
-        remaining = [b.id for b in outbox.pending(100_000)]
-        assert remaining[:200] == ids[1::2]
-        assert len(remaining) == 400
-        assert outbox.stats().samples == 200 * 5 + 200
 
 
 # -- bounds -------------------------------------------------------------------------------------
@@ -482,3 +463,57 @@ def test_claim_hands_out_a_fresh_batch_only_when_nothing_older_waits(tmp_path: P
         assert [b.id for b in outbox.pending(10)] == [first, second, third]
         outbox.ack([first, second, third])
         assert not outbox.claim(999)  # unknown ids are not claimed
+        fourth = outbox.append(batch(4))
+        assert outbox.claim(fourth)
+        outbox.requeue_in_flight()  # the fourth waits again ...
+        fifth = outbox.append(batch(5))
+        assert not outbox.claim(fifth)  # ... so the fifth may not overtake it
+        assert [b.id for b in outbox.pending(10)] == [fourth, fifth]
+
+
+# -- samples that no longer fit the configuration -------------------------------------------------
+
+
+def unfit_rows(directory: Path) -> list[tuple[int, str, list[Value | None]]]:
+    with contextlib.closing(sqlite3.connect(directory / "outbox.db")) as db:
+        rows = db.execute("SELECT batch_id, reason, body FROM unfit ORDER BY batch_id, reason").fetchall()
+    return [(batch_id, reason, [s.value for s in decode_batch(body)]) for batch_id, reason, body in rows]
+
+
+def test_set_aside_keeps_unfit_samples_and_the_batch_until_the_rest_is_acknowledged(tmp_path: Path) -> None:
+    with open_outbox(tmp_path) as outbox:
+        partly = outbox.append(numbered(0, 3))
+        wholly = outbox.append(numbered(3, 2))
+        kept = outbox.append(numbered(5))
+        outbox.pending(100)
+        outbox.set_aside(partly, {"unknown_signal": numbered(1, 2)}, remove=False)
+        outbox.set_aside(partly, {"unknown_signal": numbered(1, 2)}, remove=False)  # again, after a restart
+        outbox.set_aside(wholly, {"unknown_device": numbered(3, 1), "type_mismatch": numbered(4, 1)}, remove=True)
+        stats = outbox.stats()
+        assert (stats.batches, stats.samples, stats.in_flight_batches) == (2, 4, 2)
+        outbox.ack([partly])
+        outbox.requeue_in_flight()
+        assert values(outbox) == [[5]]
+        assert kept
+    assert unfit_rows(tmp_path) == [
+        (partly, "unknown_signal", [1, 2]),
+        (wholly, "type_mismatch", [4]),
+        (wholly, "unknown_device", [3]),
+    ]
+
+
+def test_the_unfit_table_keeps_the_newest_rows_and_appears_in_older_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_outbox(tmp_path) as outbox:
+        ids = [outbox.append(numbered(n)) for n in range(5)]
+    with contextlib.closing(sqlite3.connect(tmp_path / "outbox.db")) as db:
+        db.execute("DROP TABLE unfit")  # as a file made before there was one
+    monkeypatch.setattr(outbox_module, "UNFIT_KEEP", 3)
+    clock = FakeClock()
+    with open_outbox(tmp_path, clock=clock) as outbox:
+        for batch_id in ids:
+            clock.now += 1
+            outbox.set_aside(batch_id, {"unknown_signal": numbered(batch_id)}, remove=True)
+        assert outbox.stats().batches == 0
+    assert [row[0] for row in unfit_rows(tmp_path)] == ids[2:]

@@ -158,7 +158,7 @@ def locations(draw: st.DrawFn) -> list[S7Location]:
     return out
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)  # a pure planner: under CI load one example can take over 200 ms
 @given(locations(), st.sampled_from(PDUS), st.sampled_from([None, 0, 16, 200]))
 def test_every_plan_fits_its_pdu_and_covers_every_tag(
     locations: list[S7Location], pdu: int, max_gap: int | None

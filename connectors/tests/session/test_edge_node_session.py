@@ -9,8 +9,16 @@ import pytest
 
 from plantline.connectors.config import Tag
 from plantline.connectors.samples import Quality, Sample
-from plantline.connectors.session import BdSeqStore, EdgeNodeSession, Outgoing, Phase
-from plantline.connectors.sparkplug import DataType, MessageType, Payload, apply_datatype, decode, parse_topic
+from plantline.connectors.session import BdSeqStore, EdgeNodeSession, HostNews, Outgoing, Phase, Rejected
+from plantline.connectors.sparkplug import (
+    DataType,
+    HostState,
+    MessageType,
+    Payload,
+    apply_datatype,
+    decode,
+    parse_topic,
+)
 
 T0 = 1_763_800_000_000
 
@@ -117,8 +125,8 @@ def test_dbirth_metrics_have_name_alias_datatype_and_current_values(tmp_path: Pa
     s = session(tmp_path)
     s.prepare_connect()
     s.remember([sample("state.run", True), sample("process.temperature", 21.5, ts=T0 - 5)])
-    s.on_connected(T0)
-    (dbirth,) = s.device_online("filler", T0 + 1)
+    s.set_reachable("filler", True)
+    dbirth = s.on_connected(T0)[1]
     assert dbirth.kind is MessageType.DBIRTH
     assert (dbirth.qos, dbirth.retain) == (0, False)  # payloads-dbirth-qos, payloads-dbirth-retain
     p = payload(dbirth)
@@ -150,7 +158,7 @@ def test_ddata_carries_aliases_only_with_timestamps_and_increasing_seq(tmp_path:
     aliases = {m.name: m.alias for m in payload(births[1]).metrics}
     (ddata,) = s.data(
         [sample("state.run", False, ts=T0 + 10), sample("counter.good", 7, ts=T0 + 11)], T0 + 20, historical=False
-    )
+    ).messages
     assert ddata.kind is MessageType.DDATA
     assert ddata.qos == 1  # QoS 1: the outbox waits for PUBACK (see the session's docstring)
     p = payload(ddata)
@@ -166,7 +174,7 @@ def test_payloads_sequence_num_incrementing_wraps_to_zero(tmp_path: Path) -> Non
     s, _, births = online(tmp_path)
     seqs: list[int | None] = [payload(b).seq for b in births]
     for n in range(300):
-        (message,) = s.data([sample("counter.good", n)], T0 + n, historical=False)
+        (message,) = s.data([sample("counter.good", n)], T0 + n, historical=False).messages
         seqs.append(payload(message).seq)
     assert seqs[:3] == [0, 1, 2]
     assert all(a is not None and b == (a + 1) % 256 for a, b in itertools.pairwise(seqs))
@@ -176,7 +184,7 @@ def test_payloads_sequence_num_incrementing_wraps_to_zero(tmp_path: Path) -> Non
 def test_replayed_data_is_historical_and_bad_quality_carries_its_code(tmp_path: Path) -> None:
     s, _, _ = online(tmp_path)
     bad = sample("process.temperature", None, quality=Quality.BAD, protocol_code=0x80340000)
-    (message,) = s.data([bad], T0, historical=True)
+    (message,) = s.data([bad], T0, historical=True).messages
     (metric,) = payload(message).metrics
     assert metric.is_historical
     assert metric.value is None
@@ -187,7 +195,8 @@ def test_replayed_data_is_historical_and_bad_quality_carries_its_code(tmp_path: 
 
 def test_one_ddata_per_device(tmp_path: Path) -> None:
     s, _, _ = online(tmp_path)
-    messages = s.data([sample("state.run", True), sample("fault.code", -3, device="capper")], T0, historical=False)
+    samples = [sample("state.run", True), sample("fault.code", -3, device="capper")]
+    messages = s.data(samples, T0, historical=False).messages
     assert [parse_topic(m.topic).device_id for m in messages] == ["filler", "capper"]
     raw = payload(messages[1]).metrics[0].value
     assert apply_datatype(raw, DataType.Int32) == -3  # the host reads it with the DBIRTH's datatype
@@ -242,11 +251,31 @@ def test_message_flow_edge_node_birth_publish_subscribe_waits_for_primary_host(t
     assert ("spBv1.0/STATE/scada", 1) in s.subscriptions()
     assert s.on_connected(T0) == []  # no births before the host is ONLINE
     assert s.phase is Phase.WAITING_FOR_HOST
-    births = s.on_host_state(True, T0 + 1)
-    assert [b.kind for b in births] == [MessageType.NBIRTH, MessageType.DBIRTH]
+    assert s.on_host_state(HostState(True, T0)) is HostNews.ONLINE
+    assert s.births_allowed  # the host is ONLINE: births may go
+    births = s.births(T0 + 1)
+    assert [b.kind for b in births] == [MessageType.NBIRTH, MessageType.DBIRTH, MessageType.DBIRTH]
     assert s.can_publish_data
-    assert s.on_host_state(False, T0 + 2) == []
+    assert s.on_host_state(HostState(False, T0 + 5)) is HostNews.WENT_OFFLINE
     assert not s.can_publish_data  # data stays in the outbox while the host is OFFLINE
+
+
+def test_message_flow_edge_node_birth_publish_phid_wait_timestamp_older_states_change_nothing(
+    tmp_path: Path,
+) -> None:
+    s = session(tmp_path, primary_host_id="scada")
+    s.prepare_connect()
+    s.on_connected(T0)
+    assert s.on_host_state(HostState(False, T0 + 10)) is HostNews.WENT_OFFLINE
+    assert s.on_host_state(HostState(True, T0 + 5)) is HostNews.STALE  # a retained STATE of a past session
+    assert not s.births_allowed
+    assert s.on_host_state(HostState(False, T0 + 10)) is HostNews.STILL_OFFLINE  # the same, delivered again
+    s.on_disconnected()  # what was seen outlives the MQTT session
+    s.prepare_connect()
+    s.on_connected(T0 + 20)
+    assert s.on_host_state(HostState(False, T0 + 10)) is HostNews.STILL_OFFLINE
+    assert s.on_host_state(HostState(True, T0 + 30)) is HostNews.ONLINE
+    assert s.births_allowed
 
 
 def test_clean_shutdown_publishes_ndeath_with_the_session_bdseq(tmp_path: Path) -> None:
@@ -263,6 +292,52 @@ def test_edge_subscribes_to_its_own_commands(tmp_path: Path) -> None:
     assert subs == {"spBv1.0/site1/NCMD/line1": 1, "spBv1.0/site1/DCMD/line1/+": 1}  # edge-subscribe-ncmd/dcmd
 
 
+# -- births of every device, and data that no longer fits -----------------------------------------
+
+
+def test_payloads_dbirth_order_births_name_every_device_right_after_the_nbirth(tmp_path: Path) -> None:
+    s = session(tmp_path)
+    s.prepare_connect()
+    s.remember([sample("fault.code", 4, device="capper")])
+    s.set_reachable("filler", True)  # the capper's PLC is not reachable (yet)
+    births = s.on_connected(T0)
+    assert [(b.kind, parse_topic(b.topic).device_id) for b in births] == [
+        (MessageType.NBIRTH, None),
+        (MessageType.DBIRTH, "filler"),
+        (MessageType.DBIRTH, "capper"),
+    ]
+    assert [payload(b).seq for b in births] == [0, 1, 2]
+    (code,) = payload(births[2]).metrics
+    assert code.value is None  # unreachable: no current value (is_null), not the last one known
+    assert dict(code.properties)["Quality"].value == 0  # bad
+    assert s.device_is_born("capper")
+    assert s.device_online("capper", T0 + 5) == []  # already born: its values come as DDATA
+
+
+def test_data_that_no_longer_fits_the_configuration_is_refused_and_the_rest_published(tmp_path: Path) -> None:
+    s, _, births = online(tmp_path)
+    samples = [
+        sample("state.run", True),
+        sample("process.removed", 1.0),  # a tag no longer configured
+        sample("counter.good", "not a number"),  # retyped: does not fit UInt32
+        sample("counter.good", 5),
+        sample("state.run", False, device="gone"),  # a device no longer configured
+    ]
+    made = s.data(samples, T0, historical=True)
+    (message,) = made.messages
+    assert [m.value for m in payload(message).metrics] == [True, 5]
+    assert payload(message).seq == len(births)  # no seq is lost to what was refused
+    assert {reason: [x.signal for x in refused] for reason, refused in made.rejected.items()} == {
+        Rejected.UNKNOWN_SIGNAL: ["process.removed"],
+        Rejected.TYPE_MISMATCH: ["counter.good"],
+        Rejected.UNKNOWN_DEVICE: ["state.run"],
+    }
+    nothing = s.data([sample("process.removed", 2.0)], T0, historical=False)
+    assert nothing.messages == []
+    (next_message,) = s.data([sample("counter.good", 6)], T0, historical=False).messages
+    assert payload(next_message).seq == len(births) + 1
+
+
 # -- where UInt32 travels -------------------------------------------------------------------------
 
 
@@ -274,8 +349,9 @@ def test_dbirth_and_ddata_carry_uint32_in_the_configured_field(tmp_path: Path, u
     s.prepare_connect()
     s.remember([sample("counter.good", 4_000_000_000)])
     s.device_online("filler", T0)
-    _, dbirth = s.on_connected(T0)
-    (ddata,) = s.data([sample("counter.good", 4_000_000_001, ts=T0 + 1)], T0 + 2, historical=False)
+    births = s.on_connected(T0)
+    dbirth = next(b for b in births if b.kind is MessageType.DBIRTH and parse_topic(b.topic).device_id == "filler")
+    (ddata,) = s.data([sample("counter.good", 4_000_000_001, ts=T0 + 1)], T0 + 2, historical=False).messages
     birth_metric = next(m for m in pb.Payload.FromString(dbirth.payload).metrics if m.name == "counter.good")
     (data_metric,) = pb.Payload.FromString(ddata.payload).metrics
     assert birth_metric.WhichOneof("value") == data_metric.WhichOneof("value") == uint32_field

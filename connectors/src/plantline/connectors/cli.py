@@ -55,12 +55,7 @@ async def _run(config: ConnectorConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    connector = Connector(config)
-    connector.metrics.follow_sources(
-        [device.id for device in config.devices],
-        lambda: {device_id: source.refusal for device_id, source in connector.sources.items()},
-    )
-    await connector.run(stop)
+    await Connector(config).run(stop)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -64,6 +64,10 @@ class SparkplugIdentity(_Strict):
     edge_node_id: str
     primary_host_id: str | None = None  # wait for its STATE ONLINE before births
     uint32_field: Uint32Field = "int_value"
+    # When the primary host goes OFFLINE: `disconnect` (the specification: NDEATH, disconnect,
+    # move to the next broker, births there once the host is ONLINE) or `hold` (keep the session,
+    # hold data until the host is back, then births again with the same bdSeq).
+    primary_host_offline: Literal["disconnect", "hold"] = "disconnect"
 
     @field_validator("group_id", "edge_node_id", "primary_host_id")
     @classmethod
@@ -81,6 +85,13 @@ class SparkplugIdentity(_Strict):
                 " (for hosts that read UInt32 only from long_value, such as Eclipse Tahu JavaScript)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _hold_needs_a_host(self) -> SparkplugIdentity:
+        # `disconnect`, the default, may be written out for any edge node (renderers do).
+        if self.primary_host_offline == "hold" and self.primary_host_id is None:
+            raise ValueError("primary_host_offline: hold applies only with a primary_host_id")
+        return self
 
 
 class OutboxSettings(_Strict):
@@ -356,7 +367,7 @@ def _problems(error: ValidationError) -> list[str]:
         where = _path(tuple(p for p in item["loc"] if p not in ("function-after",)))
         message = item["msg"].removeprefix("Value error, ")
         # a model validator reports its own sub-path at the start of the message
-        if message.startswith(("tags[", "devices[", "endpoint:")) and where:
+        if message.startswith(("tags[", "devices[", "endpoint:", "primary_host_offline:")) and where:
             problems.append(f"{where}.{message}")
         elif message.startswith("devices["):
             problems.append(message)

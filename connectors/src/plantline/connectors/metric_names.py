@@ -83,6 +83,12 @@ OUTBOX_DROPPED: Final = MetricDefinition(
 OUTBOX_CORRUPT: Final = MetricDefinition(
     "plantline_outbox_corrupt_batches_total", "counter", "Damaged outbox batches set aside"
 )
+OUTBOX_QUARANTINED: Final = MetricDefinition(
+    "plantline_outbox_quarantined_samples_total",
+    "counter",
+    "Samples set aside unpublished: damaged (corrupt), or no longer fitting the configuration",
+    ("reason",),
+)
 INGEST_LAG: Final = MetricDefinition(
     "plantline_ingest_lag_seconds",
     "histogram",
@@ -150,6 +156,7 @@ CONNECTOR_METRICS: Final = (
     OUTBOX_OLDEST_AGE,
     OUTBOX_DROPPED,
     OUTBOX_CORRUPT,
+    OUTBOX_QUARANTINED,
     INGEST_LAG,
     SAMPLING_SLOWDOWN,
     *KPI_GAUGES,

@@ -85,6 +85,7 @@ class ConnectorMetrics:
     outbox_oldest_age: Gauge
     outbox_dropped: Counter
     outbox_corrupt: Counter
+    outbox_quarantined: Counter
     ingest_lag: Histogram
     sampling_slowdown: Gauge
     kpi: dict[str, Gauge]  # plantline_kpi_* by name, labelled by device and scope
@@ -109,6 +110,7 @@ class ConnectorMetrics:
             outbox_oldest_age=_gauge(names.OUTBOX_OLDEST_AGE, r),
             outbox_dropped=_counter(names.OUTBOX_DROPPED, r),
             outbox_corrupt=_counter(names.OUTBOX_CORRUPT, r),
+            outbox_quarantined=_counter(names.OUTBOX_QUARANTINED, r),
             ingest_lag=_histogram(names.INGEST_LAG, r),
             sampling_slowdown=_gauge(names.SAMPLING_SLOWDOWN, r),
             kpi={metric.name: _gauge(metric, r) for metric in names.KPI_GAUGES},

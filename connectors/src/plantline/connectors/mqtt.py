@@ -1,18 +1,32 @@
-"""The MQTT link of a connector: paho-mqtt 2.x over mutual TLS, failover across brokers in order.
+"""The MQTT link of a connector: paho-mqtt 2.x over mutual TLS, driven by the asyncio event loop.
 
-paho runs its network loop in its own thread; this class turns its callbacks into asyncio events
-on the connector's loop. One `MqttLink` owns at most one MQTT session at a time.
+There is no network thread. paho's socket is registered with the event loop, which calls
+`loop_read` when it is readable and `loop_write` while paho has bytes it could not send at once;
+`loop_misc` (keepalive) runs from a timer. A PUBACK therefore reaches the connector on its own
+loop, without a hop between threads. Only the blocking part of opening a connection (TCP
+connect and TLS handshake, inside paho's `connect`) runs in a worker thread.
+
+One MQTT session is an `async with`:
+
+    link = MqttLink(client_id="site1-line1", brokers=config.brokers)
+    async with link.session(will, on_message=..., on_puback=...) as session:
+        mid = session.publish(topic, payload, qos=1)
+        await session.delivered(mid)          # its PUBACK
+        await session.lost.wait()             # the broker went away
+    # leaving the block sends DISCONNECT (the Will is not published)
+
+`session()` tries the brokers in list order (from `start`), and raises ConnectFailed when none
+accepts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,12 +38,8 @@ from plantline.connectors.config import BrokerEndpoint
 
 log = logging.getLogger(__name__)
 
-
-class LinkState(enum.StrEnum):
-    DISCONNECTED = "disconnected"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    CLOSED = "closed"
+MISC_INTERVAL_S = 1.0  # how often paho's keepalive bookkeeping runs
+CLOSE_TIMEOUT_S = 2.0  # how long a DISCONNECT may take to leave
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,117 +88,187 @@ def _set_nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
 _CLOSED_BEFORE_CONNACK = "the broker closed the connection before CONNACK (our certificate refused or revoked?)"
 
 
-def _resolve(future: asyncio.Future[ReasonCode | str], reason: ReasonCode | str) -> None:
-    if not future.done():
-        future.set_result(reason)
-
-
-class MqttLink:
-    """One MQTT client identity; connect to the first broker of the list that accepts it."""
+class MqttSession:
+    """One open MQTT session on the event loop (made by `MqttLink.session`)."""
 
     def __init__(
         self,
-        *,
-        client_id: str,
-        brokers: Sequence[BrokerEndpoint],
+        client: paho.Client,
+        broker: BrokerEndpoint,
+        index: int,
         loop: asyncio.AbstractEventLoop,
         on_message: Callable[[Inbound], None],
         on_puback: Callable[[int], None],
-        on_disconnect: Callable[[str], None],
-        keepalive_s: int = 15,
-        max_inflight: int = 1000,
     ) -> None:
-        self.client_id = client_id
-        self.brokers = list(brokers)
+        self.broker = broker
+        self.index = index  # in the link's broker list
+        self.lost = asyncio.Event()  # set when the session ends, for whatever reason
+        self.reason = ""
+        self._client = client
         self._loop = loop
         self._on_message = on_message
         self._on_puback = on_puback
-        self._on_disconnect = on_disconnect
-        self.keepalive_s = keepalive_s
-        self.max_inflight = max_inflight
-        self.state = LinkState.DISCONNECTED
-        self.broker: BrokerEndpoint | None = None
-        self._client: paho.Client | None = None
-        self._connack: asyncio.Future[ReasonCode | str] | None = None
+        self._connack: asyncio.Future[ReasonCode | str] = loop.create_future()
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._sock: Any = None
+        self._writing = False
+        self._misc: asyncio.TimerHandle | None = None
 
-    # -- callbacks (paho's thread) ----------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        return f"{self.broker.host}:{self.broker.port}"
 
-    def _cb_connect(self, _c: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _props: Any) -> None:
-        future = self._connack
-        if future is not None:
-            self._loop.call_soon_threadsafe(_resolve, future, reason)
+    # -- the event loop drives paho -----------------------------------------------------------------
 
-    def _cb_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _props: Any) -> None:
-        future = self._connack
-        if future is not None and self.state is LinkState.CONNECTING:
-            # With TLS 1.3 a refused client certificate shows up as this close, not as an alert.
-            self._loop.call_soon_threadsafe(_resolve, future, _CLOSED_BEFORE_CONNACK)
-        self._loop.call_soon_threadsafe(self._handle_disconnect, str(reason))
+    def _attach(self) -> None:
+        """Register paho's connected socket and callbacks with the loop (on the loop's thread).
 
-    def _cb_publish(self, _c: paho.Client, _u: Any, mid: int, _reason: ReasonCode, _props: Any) -> None:
-        self._loop.call_soon_threadsafe(self._on_puback, mid)
-
-    def _cb_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
-        inbound = Inbound(message.topic, bytes(message.payload))
-        self._loop.call_soon_threadsafe(self._on_message, inbound)
-
-    def _handle_disconnect(self, reason: str) -> None:
-        if self.state is LinkState.CONNECTED:
-            self.state = LinkState.DISCONNECTED
-            log.warning("mqtt session to %s lost: %s", self._where(), reason)
-            self._on_disconnect(reason)
-
-    def _where(self) -> str:
-        return f"{self.broker.host}:{self.broker.port}" if self.broker else "?"
-
-    # -- session ----------------------------------------------------------------------------------
-
-    async def connect(self, will: Will, timeout_s: float = 10.0) -> BrokerEndpoint:
-        """Open a session on the first broker, in priority order, that accepts; raise if none does."""
-        self._drop_client()
-        errors: list[ConnectFailed] = []
-        for broker in self.brokers:
-            try:
-                await self._connect_one(broker, will, timeout_s)
-            except ConnectFailed as exc:
-                log.warning("mqtt connect refused: %s", exc)
-                errors.append(exc)
-                self._drop_client()
-                continue
-            return broker
-        if len(errors) == 1:
-            raise errors[0]
-        reason = "; ".join(str(e) for e in errors)
-        raise ConnectFailed(self.brokers[0], reason, refused=any(e.refused for e in errors))
-
-    async def _connect_one(self, broker: BrokerEndpoint, will: Will, timeout_s: float) -> None:
-        self.state = LinkState.CONNECTING
-        self.broker = broker
-        client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=paho.MQTTv311,
-            clean_session=True,  # principles-persistence-clean-session
-        )
-        client.max_inflight_messages_set(self.max_inflight)
-        client.max_queued_messages_set(0)
+        Until now paho ran only in the thread that connected it, so none of these callbacks ran there.
+        """
+        client = self._client
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
         client.on_message = self._cb_message
-        client.on_socket_open = _set_nodelay
-        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        client.on_socket_close = self._cb_socket_close
+        sock = client.socket()
+        if sock is None:  # closed during the handshake
+            self._end(_CLOSED_BEFORE_CONNACK)
+            return
+        self._sock = sock
+        self._loop.add_reader(sock, self._read)
+        self._want_write()
+        self._misc = self._loop.call_later(MISC_INTERVAL_S, self._tick)
+
+    def _read(self) -> None:
+        client, sock = self._client, self._sock
+        client.loop_read()
+        # TLS may hold decrypted bytes the selector cannot see: read until it holds none.
+        while self._sock is sock and sock is not None and getattr(sock, "pending", lambda: 0)():
+            client.loop_read()
+        self._want_write()
+
+    def _write(self) -> None:
+        self._client.loop_write()
+        self._want_write()
+
+    def _want_write(self) -> None:
+        """Watch for writability only while paho holds bytes the socket did not take."""
+        wants = self._sock is not None and self._client.want_write()
+        if wants and not self._writing:
+            self._loop.add_writer(self._sock, self._write)
+        elif not wants and self._writing and self._sock is not None:
+            self._loop.remove_writer(self._sock)
+        self._writing = wants
+
+    def _tick(self) -> None:
+        self._misc = None
+        if self._sock is None:
+            return
+        self._client.loop_misc()  # PINGREQ when idle; closes the session when PINGRESP is late
+        self._want_write()
+        if self._sock is not None:
+            self._misc = self._loop.call_later(MISC_INTERVAL_S, self._tick)
+
+    def _detach(self) -> None:
+        sock, self._sock = self._sock, None
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        if sock is not None:
+            self._loop.remove_reader(sock)
+            if self._writing:
+                self._loop.remove_writer(sock)
+            self._writing = False
+
+    # -- paho's callbacks (on the loop's thread, from loop_read/loop_write/loop_misc) ---------------
+
+    def _cb_connect(self, _c: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _props: Any) -> None:
+        if not self._connack.done():
+            self._connack.set_result(reason)
+
+    def _cb_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, reason: ReasonCode, _props: Any) -> None:
+        # With TLS 1.3 a refused client certificate shows up as this close, not as an alert.
+        self._end(_CLOSED_BEFORE_CONNACK if not self._connack.done() else str(reason))
+
+    def _cb_socket_close(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
+        self._detach()
+
+    def _cb_publish(self, _c: paho.Client, _u: Any, mid: int, _reason: ReasonCode, _props: Any) -> None:
+        waiter = self._waiters.pop(mid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._on_puback(mid)
+
+    def _cb_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        self._on_message(Inbound(message.topic, bytes(message.payload)))
+
+    def _end(self, reason: str) -> None:
+        self._detach()
+        if not self._connack.done():
+            self._connack.set_result(reason)
+        if self.lost.is_set():
+            return
+        self.reason = reason
+        self.lost.set()
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError(f"the MQTT session to {self.where} ended: {reason}"))
+        self._waiters.clear()
+
+    # -- for the connector --------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int:
+        """Queue a message and write what the socket takes; return its mid (PUBACK: on_puback)."""
+        if self.lost.is_set():
+            raise ConnectionError(f"no MQTT session: {self.reason}")
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"publish failed: {paho.error_string(info.rc)}")
+        if not self._writing:
+            self._want_write()
+        return int(info.mid)
+
+    def delivered(self, mid: int) -> asyncio.Future[None]:
+        """Return a future that completes with the PUBACK of `mid` (ConnectionError if the session ends)."""
+        waiter = self._waiters.get(mid)
+        if waiter is None:
+            waiter = self._waiters[mid] = self._loop.create_future()
+            if self.lost.is_set():
+                waiter.set_exception(ConnectionError(f"no MQTT session: {self.reason}"))
+        return waiter
+
+    def subscribe(self, topics: Sequence[tuple[str, int]]) -> None:
+        if topics and not self.lost.is_set():
+            self._client.subscribe(list(topics))
+            self._want_write()
+
+    async def close(self) -> None:
+        """Send DISCONNECT (the Will is not published) and let the socket go."""
+        if not self.lost.is_set():
+            with contextlib.suppress(OSError, ValueError):
+                self._client.disconnect()  # written at once; paho closes the socket after it
+            self._want_write()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.lost.wait(), CLOSE_TIMEOUT_S)
+            self._end("closed by the connector")
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Let the socket go without a goodbye."""
+        self._detach()
+        sock = self._client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    async def establish(self, keepalive_s: int, timeout_s: float) -> None:
+        """Connect to the broker and wait for its CONNACK; raise ConnectFailed if it does not accept."""
+        client, broker = self._client, self.broker
         try:
-            context = _tls_context(broker)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectFailed(broker, f"TLS files unusable: {exc}") from None
-        if context is not None:
-            client.tls_set_context(context)
-        self._client = client
-        self._connack = self._loop.create_future()
-        try:
+            # TCP connect and TLS handshake block: a worker thread does them, and sends CONNECT.
             await asyncio.wait_for(
-                self._loop.run_in_executor(None, lambda: client.connect(broker.host, broker.port, self.keepalive_s)),
+                self._loop.run_in_executor(None, lambda: client.connect(broker.host, broker.port, keepalive_s)),
                 timeout_s,
             )
         except ssl.SSLCertVerificationError as exc:
@@ -201,49 +281,108 @@ class MqttLink:
             ) from None
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(broker, f"cannot reach the broker: {exc}") from None
-        client.loop_start()
+        self._attach()
         try:
             reason = await asyncio.wait_for(self._connack, timeout_s)
         except TimeoutError:
             raise ConnectFailed(
-                broker, "no CONNACK (the broker closed the TLS session: certificate refused?)", refused=True
+                self.broker, "no CONNACK (the broker closed the TLS session: certificate refused?)", refused=True
             ) from None
         if isinstance(reason, str):
-            raise ConnectFailed(broker, reason, refused=True)
+            raise ConnectFailed(self.broker, reason, refused=True)
         if reason.is_failure:
-            raise ConnectFailed(broker, f"CONNACK refused: {reason}", refused=True)
-        self.state = LinkState.CONNECTED
-        log.info("mqtt session open on %s as %s", self._where(), self.client_id)
+            raise ConnectFailed(self.broker, f"CONNACK refused: {reason}", refused=True)
 
-    def subscribe(self, topics: Sequence[tuple[str, int]]) -> None:
-        if self._client is not None and topics:
-            self._client.subscribe(list(topics))
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int:
-        """Queue a message; return its mid (PUBACK arrives through on_puback for QoS 1)."""
-        if self._client is None or self.state is not LinkState.CONNECTED:
-            raise ConnectionError("no MQTT session")
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise ConnectionError(f"publish failed: {paho.error_string(info.rc)}")
-        return int(info.mid)
+class MqttLink:
+    """One MQTT client identity and its brokers, in failover order."""
 
-    async def disconnect(self) -> None:
-        """Close the session cleanly (the Will is not sent)."""
-        client = self._client
-        if client is not None and self.state is LinkState.CONNECTED:
-            self.state = LinkState.CLOSED
-            await self._loop.run_in_executor(None, client.disconnect)
-        self._drop_client()
-        self.state = LinkState.CLOSED
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        brokers: Sequence[BrokerEndpoint],
+        keepalive_s: int = 15,
+        max_inflight: int = 1000,
+    ) -> None:
+        self.client_id = client_id
+        self.brokers = list(brokers)
+        self.keepalive_s = keepalive_s
+        self.max_inflight = max_inflight
 
-    def _drop_client(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.loop_stop()
-            sock = client.socket()
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.close()
-        if self.state is not LinkState.CLOSED:
-            self.state = LinkState.DISCONNECTED
+    @contextlib.asynccontextmanager
+    async def session(
+        self,
+        will: Will,
+        *,
+        on_message: Callable[[Inbound], None],
+        on_puback: Callable[[int], None],
+        start: int = 0,
+        timeout_s: float = 10.0,
+    ) -> AsyncIterator[MqttSession]:
+        """Open a session on the first broker, in list order from `start`, that accepts it.
+
+        Raises ConnectFailed when none does; leaving the block closes the session cleanly.
+        """
+        session = await self._open(will, on_message, on_puback, start, timeout_s)
+        try:
+            yield session
+        finally:
+            await session.close()
+
+    async def _open(
+        self,
+        will: Will,
+        on_message: Callable[[Inbound], None],
+        on_puback: Callable[[int], None],
+        start: int,
+        timeout_s: float,
+    ) -> MqttSession:
+        errors: list[ConnectFailed] = []
+        order = list(range(len(self.brokers)))
+        for index in order[start:] + order[:start]:
+            broker = self.brokers[index]
+            try:
+                session = self._session_for(broker, index, will, on_message, on_puback)
+            except ConnectFailed as exc:
+                errors.append(exc)
+                continue
+            try:
+                await session.establish(self.keepalive_s, timeout_s)
+            except ConnectFailed as exc:
+                log.warning("mqtt connect refused: %s", exc)
+                session.abandon()
+                errors.append(exc)
+                continue
+            log.info("mqtt session open on %s as %s", session.where, self.client_id)
+            return session
+        if len(errors) == 1:
+            raise errors[0]
+        reason = "; ".join(str(e) for e in errors)
+        raise ConnectFailed(self.brokers[start % len(self.brokers)], reason, refused=any(e.refused for e in errors))
+
+    def _session_for(
+        self,
+        broker: BrokerEndpoint,
+        index: int,
+        will: Will,
+        on_message: Callable[[Inbound], None],
+        on_puback: Callable[[int], None],
+    ) -> MqttSession:
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv311,
+            clean_session=True,  # principles-persistence-clean-session
+        )
+        client.max_inflight_messages_set(self.max_inflight)
+        client.max_queued_messages_set(0)
+        client.on_socket_open = _set_nodelay
+        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        try:
+            context = _tls_context(broker)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectFailed(broker, f"TLS files unusable: {exc}") from None
+        if context is not None:
+            client.tls_set_context(context)
+        return MqttSession(client, broker, index, asyncio.get_running_loop(), on_message, on_puback)

@@ -21,6 +21,10 @@ Design decisions, and why:
   encoding made with `struct` (below) and its CRC-32. A row whose CRC or encoding does not check
   out is moved to the `quarantine` table (the last `QUARANTINE_KEEP` are kept for forensics),
   counted, logged and passed to the `on_corrupt` callback; the other batches are still delivered.
+- Samples that no longer fit the connector's configuration (a removed device or signal, a value
+  of a retyped tag) are not damage: `set_aside` moves them, by reason, to the `unfit` table (the
+  newest `UNFIT_KEEP` rows are kept) in the same encoding, so they can be read back with
+  `decode_batch`; the rest of their batch is published as usual.
 - A database file SQLite cannot read at open (not a database, or `PRAGMA quick_check` fails) is
   moved aside, with its WAL, to `outbox.db.corrupt-<UTC timestamp>`, reported the same way, and a
   fresh outbox starts. Losing that backlog is the price of keeping the connector running; the
@@ -41,9 +45,8 @@ Design decisions, and why:
   the cursor past them; every stored batch at or below the cursor is therefore in flight.
   `requeue_in_flight` (the MQTT session dropped before PUBACK) resets the cursor, so in-flight
   batches come again first, in order, before newer ones. A restart does the same implicitly.
-- Threads: the outbox is driven from the asyncio thread, but paho calls back PUBACKs on its network
-  thread. One connection (`check_same_thread=False`) behind one lock serialises every operation;
-  each holds the lock for one short transaction. Callbacks run after the lock is released.
+- Threads: none. The connector drives the outbox from its event loop, PUBACKs included (its MQTT
+  link has no network thread), so no lock is taken; use an `Outbox` from one thread at a time.
 - One process per outbox directory: an exclusive `flock` on `outbox.lock` (released by the kernel
   when the process dies), because two processes draining one outbox would publish twice.
 - Counters (drops, corrupt batches) count since this `Outbox` was opened, like Prometheus
@@ -69,7 +72,6 @@ import logging
 import os
 import sqlite3
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -92,6 +94,7 @@ __all__ = [
     "LOCK_NAME",
     "QUARANTINE_KEEP",
     "ROW_OVERHEAD_BYTES",
+    "UNFIT_KEEP",
     "Batch",
     "CorruptBatchError",
     "CorruptionReport",
@@ -111,6 +114,7 @@ DB_NAME = "outbox.db"
 LOCK_NAME = "outbox.lock"
 ROW_OVERHEAD_BYTES = 40  # per stored batch: id, appended_at, samples, crc and SQLite's cell header
 QUARANTINE_KEEP = 100  # damaged rows kept for forensics; older ones are deleted
+UNFIT_KEEP = 1000  # rows of samples set aside (a batch and a reason each); older ones are deleted
 SCHEMA_VERSION = 1
 _WAL_SIZE_LIMIT = 16 << 20  # truncate the WAL back to this after a checkpoint
 _CHUNK = 500  # ids per DELETE statement (SQLite's variable limit is far above)
@@ -134,6 +138,20 @@ CREATE TABLE IF NOT EXISTS quarantine (
     body           BLOB,
     quarantined_at REAL NOT NULL,
     reason         TEXT NOT NULL
+);
+"""
+# Samples set aside because they no longer fit the configuration: one row per batch and reason,
+# in the batch encoding. Created on every open, so that files made before it get it too.
+_UNFIT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS unfit (
+    batch_id    INTEGER NOT NULL,
+    reason      TEXT    NOT NULL,
+    appended_at REAL    NOT NULL,
+    samples     INTEGER NOT NULL,
+    crc         INTEGER NOT NULL,
+    body        BLOB    NOT NULL,
+    set_aside_at REAL   NOT NULL,
+    PRIMARY KEY (batch_id, reason)
 );
 """
 
@@ -183,6 +201,7 @@ class CorruptionReport:
     detail: str
     batch_id: int | None = None
     moved_to: Path | None = None
+    samples: int = 0  # the samples a quarantined batch said it held (unknown for a moved file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,12 +279,9 @@ def _kind_of(value: Value | None) -> tuple[int, int | float | bytes | None]:
 
 def _header_and_names(samples: Sequence[Sample]) -> tuple[list[bytes], dict[str, int], bool]:
     """Return the encoded header and name table, each name's index, and whether indices are wide."""
-    names: dict[str, int] = {}
-    for sample in samples:
-        if sample.device not in names:
-            names[sample.device] = len(names)
-        if sample.signal not in names:
-            names[sample.signal] = len(names)
+    # each distinct device and signal in order of first appearance (a device before its signal)
+    ordered = dict.fromkeys(name for sample in samples for name in (sample.device, sample.signal))
+    names = {name: index for index, name in enumerate(ordered)}
     wide = len(names) > 0xFFFF
     parts = [_HEADER.pack(_FORMAT, _WIDE if wide else 0, len(samples), len(names))]
     for name in names:
@@ -280,39 +296,46 @@ def _encode(samples: Sequence[Sample]) -> bytes:
     layouts = _WIDE_LAYOUTS if wide else _NARROW_LAYOUTS
     quality_bits = _QUALITY_BITS
     append = parts.append
-    # the hot loop of `append`: exact-type checks first, everything else through _kind_of
-    packed: int | float | bytes | None
+    pack_float, pack_int = layouts[_FLOAT].pack, layouts[_INT].pack
+    # the hot loop of `append`: a number without a protocol code is packed at once (most
+    # samples); everything else by _pack_sample
     for sample in samples:
         value = sample.value
-        if type(value) is float:
-            kind, packed = _FLOAT, value
-        elif type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
-            kind, packed = _INT, value
-        elif type(value) is bool:
-            kind, packed = (_TRUE if value else _FALSE), None
-        else:
-            kind, packed = _kind_of(value)
-        head: tuple[int, ...]
         if sample.protocol_code is None:
-            layout = layouts[kind]
-            head = (
-                names[sample.device],
-                names[sample.signal],
-                kind | quality_bits[sample.quality],
-                sample.source_ts_ms,
-            )
-        else:
-            layout = layouts[kind | _HAS_CODE]
-            tag = kind | quality_bits[sample.quality] | _HAS_CODE
-            head = (names[sample.device], names[sample.signal], tag, sample.source_ts_ms, sample.protocol_code)
-        if packed is None:
-            append(layout.pack(*head))
-        elif type(packed) is bytes:
-            append(layout.pack(*head, len(packed)))
-            append(packed)
-        else:
-            append(layout.pack(*head, packed))
+            if type(value) is float:
+                pack, kind = pack_float, _FLOAT
+            elif type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+                pack, kind = pack_int, _INT
+            else:
+                pack = None
+            if pack is not None:
+                tag = kind | quality_bits[sample.quality]
+                append(pack(names[sample.device], names[sample.signal], tag, sample.source_ts_ms, value))
+                continue
+        _pack_sample(sample, names, layouts, append)
     return b"".join(parts)
+
+
+def _pack_sample(
+    sample: Sample, names: dict[str, int], layouts: dict[int, struct.Struct], append: Callable[[bytes], None]
+) -> None:
+    """Append the encoding of any sample (the general path of `_encode`)."""
+    kind, packed = _kind_of(sample.value)
+    head: tuple[int, ...]
+    if sample.protocol_code is None:
+        layout = layouts[kind]
+        head = (names[sample.device], names[sample.signal], kind | _QUALITY_BITS[sample.quality], sample.source_ts_ms)
+    else:
+        layout = layouts[kind | _HAS_CODE]
+        tag = kind | _QUALITY_BITS[sample.quality] | _HAS_CODE
+        head = (names[sample.device], names[sample.signal], tag, sample.source_ts_ms, sample.protocol_code)
+    if packed is None:
+        append(layout.pack(*head))
+    elif type(packed) is bytes:
+        append(layout.pack(*head, len(packed)))
+        append(packed)
+    else:
+        append(layout.pack(*head, packed))
 
 
 def _utf8_problem(text: object) -> str | None:
@@ -455,6 +478,7 @@ def _connect(path: Path, *, full_sync: bool) -> sqlite3.Connection:
             _fsync_directory(path.parent)  # the new file's name must survive a power loss too
         elif version != SCHEMA_VERSION:
             raise OutboxError(f"{path}: outbox schema version {version}; this version reads {SCHEMA_VERSION}")
+        db.execute(_UNFIT_SCHEMA)
     except BaseException:
         db.close()
         raise
@@ -535,7 +559,7 @@ _DELETE_IDS = "DELETE FROM batch WHERE id IN ({marks}) RETURNING samples, length
 class Outbox:
     """A bounded, durable FIFO of sample batches that leave only when acknowledged.
 
-    Use from one thread, except `ack`, which may be called from any thread (paho's network thread).
+    Use from one thread at a time: nothing here takes a lock.
     """
 
     def __init__(
@@ -565,7 +589,6 @@ class Outbox:
         self.low_watermark = low_watermark
         self._clock = clock
         self._on_corrupt = on_corrupt
-        self._mutex = threading.Lock()
         self._closed = False
         self._totals = _Totals()
         self._dropped: dict[DropReason, Dropped] = {}
@@ -585,8 +608,7 @@ class Outbox:
             raise
         try:
             self._load_totals()
-            with self._mutex:
-                self._run_bounds(self._clock())
+            self._run_bounds(self._clock())
         except BaseException:
             self._db.close()
             self._lock_file.close()
@@ -634,6 +656,7 @@ class Outbox:
         ).fetchone()
         self._totals = _Totals(batches, samples, size + batches * ROW_OVERHEAD_BYTES)
         self._recovered_up_to: int = last_id
+        self._appended = (last_id, last_id)  # the ids of the latest append and of the one before
         self._update_pressure()
 
     # -- the public operations ----------------------------------------------------------------
@@ -643,32 +666,32 @@ class Outbox:
         if not samples:
             raise ValueError("samples: an empty batch")
         body = encode_batch(samples)
-        with self._mutex:
-            self._check_open()
-            now = self._clock()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = self._db.execute(
-                    "INSERT INTO batch (appended_at, samples, crc, body) VALUES (?, ?, ?, ?)",
-                    (now, len(samples), zlib.crc32(body), body),
-                )
-                batch_id = cursor.lastrowid
-                if batch_id is None:  # pragma: no cover - SQLite always reports the rowid of an INSERT
-                    raise OutboxError("SQLite returned no id for the new batch")
-                added = _Totals(1, len(samples), len(body) + ROW_OVERHEAD_BYTES)
-                drops = self._delete_over_bounds(now, newest_id=batch_id, pending=added)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-            if self._totals.batches == 0:
-                self._oldest_at = now
-            self._totals = _Totals(
-                self._totals.batches + 1, self._totals.samples + added.samples, self._totals.bytes + added.bytes
+        self._check_open()
+        now = self._clock()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = self._db.execute(
+                "INSERT INTO batch (appended_at, samples, crc, body) VALUES (?, ?, ?, ?)",
+                (now, len(samples), zlib.crc32(body), body),
             )
-            self._apply_drops(drops)
-            self._update_pressure()
-            return batch_id
+            batch_id = cursor.lastrowid
+            if batch_id is None:  # pragma: no cover - SQLite always reports the rowid of an INSERT
+                raise OutboxError("SQLite returned no id for the new batch")
+            added = _Totals(1, len(samples), len(body) + ROW_OVERHEAD_BYTES)
+            drops = self._delete_over_bounds(now, newest_id=batch_id, pending=added)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        if self._totals.batches == 0:
+            self._oldest_at = now
+        self._totals = _Totals(
+            self._totals.batches + 1, self._totals.samples + added.samples, self._totals.bytes + added.bytes
+        )
+        self._apply_drops(drops)
+        self._update_pressure()
+        self._appended = (self._appended[1], batch_id)
+        return batch_id
 
     def pending(self, max_samples: int) -> list[Batch]:
         """Return the oldest batches not yet handed out, about `max_samples` samples in all.
@@ -679,64 +702,60 @@ class Outbox:
         if max_samples < 1:
             raise ValueError(f"max_samples: must be at least 1 (got {max_samples})")
         reports: list[CorruptionReport] = []
-        with self._mutex:
-            self._check_open()
-            now = self._clock()
-            self._run_bounds(now)
-            batches: list[Batch] = []
-            while not batches:
-                rows = self._rows_after(self._cursor, max_samples)
-                if not rows:
-                    break
-                damaged: list[tuple[_Row, str]] = []
-                for row in rows:
-                    batch_id, appended_at, count, crc, body = row
-                    try:
-                        if zlib.crc32(body) != crc:
-                            raise CorruptBatchError(
-                                f"CRC mismatch: stored {crc:#010x}, computed {zlib.crc32(body):#010x}"
-                            )
-                        samples = decode_batch(body)
-                        if len(samples) != count:
-                            raise CorruptBatchError(f"{len(samples)} samples decoded, {count} recorded")
-                    except CorruptBatchError as exc:
-                        damaged.append((row, str(exc)))
-                        continue
-                    batches.append(Batch(batch_id, samples, appended_at, batch_id <= self._recovered_up_to))
-                if damaged:
-                    reports.extend(self._quarantine(damaged, now))
-                self._cursor = rows[-1][0]
-            self._in_flight.update(batch.id for batch in batches)
+        self._check_open()
+        now = self._clock()
+        self._run_bounds(now)
+        batches: list[Batch] = []
+        while not batches:
+            rows = self._rows_after(self._cursor, max_samples)
+            if not rows:
+                break
+            damaged: list[tuple[_Row, str]] = []
+            for row in rows:
+                batch_id, appended_at, count, crc, body = row
+                try:
+                    if zlib.crc32(body) != crc:
+                        raise CorruptBatchError(f"CRC mismatch: stored {crc:#010x}, computed {zlib.crc32(body):#010x}")
+                    samples = decode_batch(body)
+                    if len(samples) != count:
+                        raise CorruptBatchError(f"{len(samples)} samples decoded, {count} recorded")
+                except CorruptBatchError as exc:
+                    damaged.append((row, str(exc)))
+                    continue
+                batches.append(Batch(batch_id, samples, appended_at, batch_id <= self._recovered_up_to))
+            if damaged:
+                reports.extend(self._quarantine(damaged, now))
+            self._cursor = rows[-1][0]
+        self._in_flight.update(batch.id for batch in batches)
         self._report(reports)
         return batches
 
     def ack(self, batch_ids: Sequence[int]) -> None:
-        """Remove batches the broker acknowledged; unknown ids are ignored. Safe from any thread.
+        """Remove batches the broker acknowledged; unknown ids are ignored.
 
         After `close` this does nothing: the batch stays stored and is replayed (at least once).
         """
         ids = sorted(set(batch_ids))
         if not ids:
             return
-        with self._mutex:
-            if self._closed:
-                return
-            removed = _Totals()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for start in range(0, len(ids), _CHUNK):
-                    chunk = ids[start : start + _CHUNK]
-                    statement = _DELETE_IDS.format(marks=",".join("?" * len(chunk)))
-                    for samples, size in self._db.execute(statement, chunk).fetchall():
-                        removed.batches += 1
-                        removed.samples += samples
-                        removed.bytes += size + ROW_OVERHEAD_BYTES
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-            self._in_flight.difference_update(ids)
-            self._remove(removed)
+        if self._closed:
+            return
+        removed = _Totals()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                statement = _DELETE_IDS.format(marks=",".join("?" * len(chunk)))
+                for samples, size in self._db.execute(statement, chunk).fetchall():
+                    removed.batches += 1
+                    removed.samples += samples
+                    removed.bytes += size + ROW_OVERHEAD_BYTES
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._in_flight.difference_update(ids)
+        self._remove(removed)
 
     def claim(self, batch_id: int) -> bool:
         """Hand out a batch just appended, if nothing older waits; return whether it is now in flight.
@@ -744,28 +763,68 @@ class Outbox:
         The fast path of a publisher without a backlog: it publishes the batch it holds in memory
         instead of reading it back with `pending()`, which never returns a claimed batch.
         """
-        with self._mutex:
-            self._check_open()
-            if batch_id <= self._cursor:
-                return False
-            older = self._db.execute(
-                "SELECT 1 FROM batch WHERE id > ? AND id < ? LIMIT 1", (self._cursor, batch_id)
-            ).fetchone()
-            if older is not None:
-                return False
-            exists = self._db.execute("SELECT 1 FROM batch WHERE id = ?", (batch_id,)).fetchone()
-            if exists is None:
-                return False
+        self._check_open()
+        if batch_id <= self._cursor:
+            return False
+        if batch_id == self._appended[1] and self._cursor >= self._appended[0]:
+            # The latest append, and everything stored before it is handed out already.
             self._cursor = batch_id
             self._in_flight.add(batch_id)
             return True
+        older = self._db.execute(
+            "SELECT 1 FROM batch WHERE id > ? AND id < ? LIMIT 1", (self._cursor, batch_id)
+        ).fetchone()
+        if older is not None:
+            return False
+        exists = self._db.execute("SELECT 1 FROM batch WHERE id = ?", (batch_id,)).fetchone()
+        if exists is None:
+            return False
+        self._cursor = batch_id
+        self._in_flight.add(batch_id)
+        return True
+
+    def set_aside(self, batch_id: int, unfit: Mapping[str, Sequence[Sample]], *, remove: bool) -> None:
+        """Move samples that no longer fit the configuration to the `unfit` table, by reason.
+
+        `remove`: nothing else of the batch is left to publish, so the stored batch goes in the
+        same transaction; otherwise it stays until its other samples are acknowledged. Setting
+        aside the same batch and reason again (after a restart) replaces the earlier row. The
+        newest `UNFIT_KEEP` rows are kept.
+        """
+        self._check_open()
+        now = self._clock()
+        row = self._db.execute("SELECT appended_at FROM batch WHERE id = ?", (batch_id,)).fetchone()
+        appended_at = now if row is None else float(row[0])
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for reason, samples in unfit.items():
+                body = encode_batch(samples)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO unfit VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (batch_id, str(reason), appended_at, len(samples), zlib.crc32(body), body, now),
+                )
+            self._db.execute(
+                "DELETE FROM unfit WHERE rowid NOT IN (SELECT rowid FROM unfit ORDER BY set_aside_at DESC,"
+                " rowid DESC LIMIT ?)",
+                (UNFIT_KEEP,),
+            )
+            removed = _Totals()
+            if remove:
+                for samples, size in self._db.execute(_DELETE_IDS.format(marks="?"), (batch_id,)).fetchall():
+                    removed = _Totals(1, samples, size + ROW_OVERHEAD_BYTES)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        if remove:
+            self._in_flight.discard(batch_id)
+            self._remove(removed)
 
     def requeue_in_flight(self) -> None:
         """Hand out the in-flight batches again, first and in order (the session dropped)."""
-        with self._mutex:
-            self._check_open()
-            self._in_flight.clear()
-            self._cursor = 0
+        self._check_open()
+        self._in_flight.clear()
+        self._cursor = 0
 
     @property
     def fill(self) -> float:
@@ -779,35 +838,33 @@ class Outbox:
 
     def stats(self) -> OutboxStats:
         """Return the fill level and counters (read-only: bounds apply on append and pending)."""
-        with self._mutex:
-            self._check_open()
-            oldest = self._oldest_appended_at()
-            totals = self._totals
-            disk = sum(
-                p.stat().st_size for p in (self.directory / DB_NAME, self.directory / f"{DB_NAME}-wal") if p.exists()
-            )
-            return OutboxStats(
-                batches=totals.batches,
-                samples=totals.samples,
-                bytes=totals.bytes,
-                in_flight_batches=len(self._in_flight),
-                oldest_age_s=None if oldest is None else max(0.0, self._clock() - oldest),
-                dropped=MappingProxyType(dict(self._dropped)),
-                corrupt_batches=self._corrupt_batches,
-                corrupt_files=self._corrupt_files,
-                fill=min(1.0, totals.bytes / self.max_bytes),
-                pressure=self._pressure,
-                disk_bytes=disk,
-            )
+        self._check_open()
+        oldest = self._oldest_appended_at()
+        totals = self._totals
+        disk = sum(
+            p.stat().st_size for p in (self.directory / DB_NAME, self.directory / f"{DB_NAME}-wal") if p.exists()
+        )
+        return OutboxStats(
+            batches=totals.batches,
+            samples=totals.samples,
+            bytes=totals.bytes,
+            in_flight_batches=len(self._in_flight),
+            oldest_age_s=None if oldest is None else max(0.0, self._clock() - oldest),
+            dropped=MappingProxyType(dict(self._dropped)),
+            corrupt_batches=self._corrupt_batches,
+            corrupt_files=self._corrupt_files,
+            fill=min(1.0, totals.bytes / self.max_bytes),
+            pressure=self._pressure,
+            disk_bytes=disk,
+        )
 
     def close(self) -> None:
         """Close the database and release the directory; closing twice is harmless."""
-        with self._mutex:
-            if self._closed:
-                return
-            self._closed = True
-            self._db.close()
-            self._lock_file.close()
+        if self._closed:
+            return
+        self._closed = True
+        self._db.close()
+        self._lock_file.close()
 
     def __enter__(self) -> Self:
         return self
@@ -817,7 +874,7 @@ class Outbox:
     ) -> None:
         self.close()
 
-    # -- internals (called with the mutex held) -----------------------------------------------
+    # -- internals ----------------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
@@ -947,7 +1004,7 @@ class Outbox:
         self._corrupt_batches += len(damaged)
         self._remove(removed)
         return (
-            CorruptionReport("batch", f"batch {row[0]}: {reason}; moved to quarantine", row[0])
+            CorruptionReport("batch", f"batch {row[0]}: {reason}; moved to quarantine", row[0], samples=row[2])
             for row, reason in damaged
         )
 

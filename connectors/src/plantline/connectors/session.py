@@ -1,8 +1,15 @@
 """The Sparkplug B edge-node session, sans I/O: what to publish, in which order, with which seq.
 
 It owns `seq` (0-255, wrapping) and `bdSeq`, the metric aliases, the last value of every metric
-(births carry current values), and which devices are online. The runtime feeds it events
-(connected, device up/down, samples, commands) and publishes the messages it returns.
+(births carry current values), which devices are born on the MQTT session and which of them
+can reach their PLC. The runtime's publish schedule (`plantline.connectors.scheduler`) feeds it
+events (connected, device up/down, samples, commands) and publishes the messages it returns.
+
+Births: `births()` returns the NBIRTH and a DBIRTH for every configured device, so every device
+is born right after the NBIRTH and before any data of the session (payloads-dbirth-order). A
+device whose PLC is not reachable at that moment is born all the same, its metrics null
+(is_null) with Quality bad, so that its buffered data can be replayed; its values then arrive
+as DDATA. A device whose PLC is lost later gets a DDEATH, and a DBIRTH when it is back.
 
 QoS: births and deaths follow the specification (NBIRTH/DBIRTH/DDEATH at QoS 0, the NDEATH Will
 at QoS 1, nothing retained). Data (DDATA) goes at `data_qos`, 1 by default: the durable outbox
@@ -14,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +30,7 @@ from plantline.connectors.kpi import SPARKPLUG_METRICS as KPI_METRICS
 from plantline.connectors.samples import Quality, Sample, Value
 from plantline.connectors.sparkplug import (
     DataType,
+    HostState,
     MessageType,
     Metric,
     Payload,
@@ -71,6 +79,7 @@ class Phase(enum.StrEnum):
 
     OFFLINE = "offline"  # no MQTT session
     WAITING_FOR_HOST = "waiting_for_host"  # connected; the primary host is not ONLINE
+    BIRTHS_PENDING = "births_pending"  # connected and nothing holds the births back; not born yet
     ONLINE = "online"  # NBIRTH sent; data may flow
 
 
@@ -101,7 +110,35 @@ class _MetricState:
 @dataclass(slots=True)
 class _DeviceState:
     metrics: dict[str, _MetricState] = field(default_factory=dict)
-    online: bool = False
+    born: bool = False  # a DBIRTH went out on this MQTT session and no DDEATH since
+    reachable: bool = False  # its PLC is connected (births of an unreachable device carry no values)
+    # signal -> (alias, datatype), for the data path
+    table: dict[str, tuple[int, DataType]] = field(default_factory=dict)
+
+
+class HostNews(enum.Enum):
+    """What a primary host STATE tells the edge node."""
+
+    ONLINE = "online"  # births may go (and data flow once they did)
+    WENT_OFFLINE = "went_offline"  # newer than any STATE seen: the host went away just now
+    STILL_OFFLINE = "still_offline"  # the offline STATE seen already (e.g. retained, on a reconnect)
+    STALE = "stale"  # older than the latest STATE seen: ignored
+
+
+class Rejected(enum.StrEnum):
+    """Why buffered samples no longer fit the configuration (they are quarantined, not published)."""
+
+    UNKNOWN_DEVICE = "unknown_device"  # the machine was removed
+    UNKNOWN_SIGNAL = "unknown_signal"  # the tag was removed or renamed, or the KPIs were turned off
+    TYPE_MISMATCH = "type_mismatch"  # the tag was retyped and the value does not fit the new type
+
+
+@dataclass(slots=True)
+class DataMessages:
+    """What `data` made of some samples: the messages, and the samples it refused by reason."""
+
+    messages: list[Outgoing]
+    rejected: dict[Rejected, list[Sample]]
 
 
 class BdSeqStore:
@@ -181,6 +218,7 @@ class EdgeNodeSession:
         self._seq = 0
         self._last_birth_ms: int | None = None
         self._rebirth_due_ms: int | None = None
+        self._host_timestamp: int | None = None  # of the latest primary host STATE, across MQTT sessions
         self._devices: dict[str, _DeviceState] = {}
         alias = FIRST_DEVICE_ALIAS
         for device_id, tags in devices.items():
@@ -192,7 +230,9 @@ class EdgeNodeSession:
             for name, datatype in (derived or {}).get(device_id, {}).items():
                 state.metrics[name] = _MetricState(name, alias, datatype, None)
                 alias += 1
+            state.table = {name: (m.alias, m.datatype) for name, m in state.metrics.items()}
             self._devices[device_id] = state
+        self._topics = {device_id: self.topic(MessageType.DDATA, device_id) for device_id in self._devices}
 
     @classmethod
     def from_config(cls, config: ConnectorConfig) -> EdgeNodeSession:
@@ -209,6 +249,11 @@ class EdgeNodeSession:
             primary_host_id=config.sparkplug.primary_host_id,
             uint32_field=config.sparkplug.uint32_field,
         )
+
+    @property
+    def devices(self) -> list[str]:
+        """The configured devices, in configuration order."""
+        return list(self._devices)
 
     # -- topics -----------------------------------------------------------------------------------
 
@@ -245,7 +290,7 @@ class EdgeNodeSession:
         """Return the NDEATH a clean shutdown publishes before disconnecting."""
         if self.phase is Phase.OFFLINE:
             return []
-        self.phase = Phase.OFFLINE
+        self.on_disconnected()
         death = self._ndeath()
         payload = Payload(
             timestamp=now_ms,
@@ -256,21 +301,35 @@ class EdgeNodeSession:
 
     def on_connected(self, now_ms: int) -> list[Outgoing]:
         """The MQTT session is up: births now, or once the primary host is ONLINE."""
-        if self.primary_host_id:
-            self.phase = Phase.WAITING_FOR_HOST
-            return []
-        return self._births(now_ms)
+        self.on_session_open()
+        return self.births(now_ms) if self.births_allowed else []
+
+    def on_session_open(self) -> None:
+        """The MQTT session is up; births are the caller's to time (`births_allowed`, `births`)."""
+        self.phase = Phase.WAITING_FOR_HOST if self.primary_host_id else Phase.BIRTHS_PENDING
 
     def on_disconnected(self) -> None:
         self.phase = Phase.OFFLINE
+        for device in self._devices.values():
+            device.born = False
 
-    def on_host_state(self, online: bool, now_ms: int) -> list[Outgoing]:
-        """The primary host's STATE arrived: births when it comes ONLINE; hold data when OFFLINE."""
-        if online and self.phase is Phase.WAITING_FOR_HOST:
-            return self._births(now_ms)
-        if not online and self.phase is Phase.ONLINE:
+    def on_host_state(self, state: HostState) -> HostNews:
+        """The primary host's STATE arrived: births may go while it is ONLINE; data waits while it is not.
+
+        A STATE older than the latest one seen is stale (a retained message of a past session on
+        another broker) and changes nothing (message-flow-edge-node-birth-publish-phid-wait-timestamp).
+        """
+        if self._host_timestamp is not None and state.timestamp < self._host_timestamp:
+            return HostNews.STALE
+        newer = self._host_timestamp is None or state.timestamp > self._host_timestamp
+        self._host_timestamp = state.timestamp
+        if state.online:
+            if self.phase is Phase.WAITING_FOR_HOST:
+                self.phase = Phase.BIRTHS_PENDING
+            return HostNews.ONLINE
+        if self.phase in (Phase.ONLINE, Phase.BIRTHS_PENDING):
             self.phase = Phase.WAITING_FOR_HOST
-        return []
+        return HostNews.WENT_OFFLINE if newer else HostNews.STILL_OFFLINE
 
     def on_rebirth_request(self, now_ms: int) -> list[Outgoing]:
         """NCMD Node Control/Rebirth: births again with the same bdSeq, at most once per debounce.
@@ -284,7 +343,7 @@ class EdgeNodeSession:
         if self._last_birth_ms is not None and now_ms - self._last_birth_ms < self.rebirth_debounce_ms:
             self._rebirth_due_ms = self._last_birth_ms + self.rebirth_debounce_ms
             return []
-        return self._births(now_ms)
+        return self.births(now_ms)
 
     def due_rebirth(self, now_ms: int) -> list[Outgoing]:
         """Return the births of a rebirth deferred by the debounce once its time has come."""
@@ -294,24 +353,39 @@ class EdgeNodeSession:
         return self.on_rebirth_request(now_ms)
 
     @property
+    def rebirth_due_ms(self) -> int | None:
+        """When a deferred rebirth is due (None: none is)."""
+        return self._rebirth_due_ms
+
+    @property
+    def births_allowed(self) -> bool:
+        """Whether the session is up and no primary host holds the births back."""
+        return self.phase is Phase.BIRTHS_PENDING
+
+    @property
     def can_publish_data(self) -> bool:
         return self.phase is Phase.ONLINE
 
     # -- devices ----------------------------------------------------------------------------------
 
+    def set_reachable(self, device_id: str, reachable: bool) -> None:
+        """Record whether the device's PLC is connected (births of an unreachable one carry no values)."""
+        self._device(device_id).reachable = reachable
+
     def device_online(self, device_id: str, now_ms: int) -> list[Outgoing]:
-        """The device's source is connected: DBIRTH (when the node is online)."""
+        """The device's PLC is reachable: its DBIRTH, unless it is born already or the node is not."""
         device = self._device(device_id)
-        device.online = True
-        if self.phase is not Phase.ONLINE:
+        device.reachable = True
+        if self.phase is not Phase.ONLINE or device.born:
             return []
         return [self._dbirth(device_id, now_ms)]
 
     def device_offline(self, device_id: str, now_ms: int) -> list[Outgoing]:
-        """The device's source is lost: DDEATH (when it was born on this session)."""
+        """The device's PLC is lost: DDEATH (when it was born on this session)."""
         device = self._device(device_id)
-        was_online, device.online = device.online, False
-        if not was_online or self.phase is not Phase.ONLINE:
+        device.reachable = False
+        was_born, device.born = device.born, False
+        if not was_born or self.phase is not Phase.ONLINE:
             return []
         payload = Payload(timestamp=now_ms, seq=self._next_seq(), metrics=())
         return [
@@ -320,61 +394,129 @@ class EdgeNodeSession:
             )
         ]
 
-    def device_is_online(self, device_id: str) -> bool:
-        return self._device(device_id).online
+    def knows(self, device_id: str) -> bool:
+        """Whether the device is in the configuration."""
+        return device_id in self._devices
+
+    def device_is_born(self, device_id: str) -> bool:
+        """Whether data of the device may be published now (its DBIRTH went out on this session)."""
+        device = self._devices.get(device_id)
+        return device is not None and device.born and self.phase is Phase.ONLINE
 
     # -- data -------------------------------------------------------------------------------------
 
-    def remember(self, samples: Iterable[Sample]) -> None:
-        """Record the latest values (for births) without publishing them."""
-        for sample in samples:
-            state = self._device(sample.device).metrics.get(sample.signal)
+    def remember(self, samples: Sequence[Sample], device_id: str | None = None) -> None:
+        """Record the latest values (for births) without publishing them.
+
+        With `device_id` (every sample is of that device), only the last sample of each signal is
+        looked at: the scan from the end stops once every metric of the device was seen.
+        """
+        if device_id is None:
+            for sample in samples:
+                self.remember((sample,), sample.device)
+            return
+        metrics = self._device(device_id).metrics
+        wanted = len(metrics)
+        seen: set[str] = set()
+        for sample in reversed(samples):
+            signal = sample.signal
+            if signal in seen:
+                continue
+            seen.add(signal)
+            state = metrics.get(signal)
             if state is not None and (state.timestamp_ms is None or sample.source_ts_ms >= state.timestamp_ms):
                 state.value = sample.value
                 state.quality = sample.quality
                 state.protocol_code = sample.protocol_code
                 state.timestamp_ms = sample.source_ts_ms
+            if len(seen) == wanted:
+                break
 
-    def data(self, samples: Sequence[Sample], now_ms: int, *, historical: bool) -> list[Outgoing]:
-        """Return one DDATA per device with the samples as metrics by alias.
+    def data(self, samples: Sequence[Sample], now_ms: int, *, historical: bool) -> DataMessages:
+        """Return one DDATA per device with the samples as metrics by alias, and what was refused.
 
-        Samples of devices that are not born on this session are not publishable now; the caller
-        keeps them (they stay in the outbox).
+        Samples that no longer fit the configuration (their device or signal is not configured,
+        or their value does not fit the metric's datatype) are refused, by reason, and the rest
+        is published. Every device of the samples must be born on this session (the caller
+        defers the samples of devices that are not).
         """
         if self.phase is not Phase.ONLINE:
             raise RuntimeError("data() needs an online session")
         by_device: dict[str, list[DataMetric]] = {}
+        rejected: dict[Rejected, list[Sample]] = {}
+        current: str | None = None
+        table: dict[str, tuple[int, DataType]] | None = None
+        metrics: list[DataMetric] = []
+        good = Quality.GOOD
         for sample in samples:
-            device = self._device(sample.device)
-            if not device.online:
-                raise RuntimeError(f"device {sample.device} is not born on this session")
-            state = device.metrics.get(sample.signal)
-            if state is None:
-                raise KeyError(f"device {sample.device} has no signal {sample.signal}")
-            props = _data_props(sample)
+            if sample.device != current:
+                current = sample.device
+                device = self._devices.get(current)
+                table = None if device is None else device.table
+                if device is not None:
+                    if not device.born:
+                        raise RuntimeError(f"device {current} is not born on this session")
+                    metrics = by_device.setdefault(current, [])
+            if table is None:
+                rejected.setdefault(Rejected.UNKNOWN_DEVICE, []).append(sample)
+                continue
+            entry = table.get(sample.signal)
+            if entry is None:
+                rejected.setdefault(Rejected.UNKNOWN_SIGNAL, []).append(sample)
+                continue
             # payloads-alias-data-cmd-requirement: DDATA metrics carry the alias, not the name
-            by_device.setdefault(sample.device, []).append(
-                (state.alias, sample.source_ts_ms, state.datatype, sample.value, props)
+            metrics.append(
+                (
+                    entry[0],
+                    sample.source_ts_ms,
+                    entry[1],
+                    sample.value,
+                    None if sample.quality is good else _data_props(sample),
+                )
             )
-        if not historical:
-            self.remember(samples)
-        return [
-            Outgoing(
-                MessageType.DDATA,
-                self.topic(MessageType.DDATA, device_id),
-                encode_ddata(
-                    self._next_seq(),
-                    now_ms,
-                    metrics,
-                    strip_datatypes=True,
-                    historical=historical,
-                    uint32_field=self.uint32_field,
-                ),
-                self.data_qos,
-                device_id=device_id,
+        messages = []
+        for device_id, device_metrics in by_device.items():
+            if not device_metrics:
+                continue
+            payload = self._encode_data(device_id, device_metrics, samples, now_ms, historical, rejected)
+            if payload is not None:
+                messages.append(
+                    Outgoing(MessageType.DDATA, self._topics[device_id], payload, self.data_qos, device_id=device_id)
+                )
+        return DataMessages(messages, rejected)
+
+    def _encode_data(
+        self,
+        device_id: str,
+        metrics: list[DataMetric],
+        samples: Sequence[Sample],
+        now_ms: int,
+        historical: bool,
+        rejected: dict[Rejected, list[Sample]],
+    ) -> bytes | None:
+        """Return a DDATA payload of the metrics; those whose value does not fit go to `rejected`."""
+        try:
+            payload = encode_ddata(
+                self._seq, now_ms, metrics, strip_datatypes=True, historical=historical, uint32_field=self.uint32_field
             )
-            for device_id, metrics in by_device.items()
-        ]
+        except ValueError:
+            # A retyped tag: find what does not fit, one metric at a time (rare, so slow is fine).
+            kept = []
+            mine = [s for s in samples if s.device == device_id and s.signal in self._devices[device_id].table]
+            for sample, metric in zip(mine, metrics, strict=True):
+                try:
+                    encode_ddata(0, now_ms, [metric], strip_datatypes=True, uint32_field=self.uint32_field)
+                except ValueError:
+                    rejected.setdefault(Rejected.TYPE_MISMATCH, []).append(sample)
+                else:
+                    kept.append(metric)
+            if not kept:
+                return None
+            payload = encode_ddata(
+                self._seq, now_ms, kept, strip_datatypes=True, historical=historical, uint32_field=self.uint32_field
+            )
+        self._next_seq()  # taken only by a message that goes out
+        return payload
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -389,7 +531,8 @@ class EdgeNodeSession:
         self._seq = (self._seq + 1) % 256
         return value
 
-    def _births(self, now_ms: int) -> list[Outgoing]:
+    def births(self, now_ms: int) -> list[Outgoing]:
+        """Return the NBIRTH and, right after it, a DBIRTH for every configured device."""
         if self.bdseq is None:
             raise RuntimeError("prepare_connect() must come first")
         self._seq = 0  # payloads-nbirth-seq: an NBIRTH always carries seq 0
@@ -405,21 +548,31 @@ class EdgeNodeSession:
         self._last_birth_ms = now_ms
         self._rebirth_due_ms = None  # these births answer any deferred request
         out = [Outgoing(MessageType.NBIRTH, self.topic(MessageType.NBIRTH), encode(nbirth), 0)]
-        out += [self._dbirth(device_id, now_ms) for device_id, d in self._devices.items() if d.online]
+        out += [self._dbirth(device_id, now_ms) for device_id in self._devices]
         return out
 
     def _dbirth(self, device_id: str, now_ms: int) -> Outgoing:
-        metrics = tuple(
-            Metric(
-                state.name,
-                state.alias,
-                state.timestamp_ms if state.timestamp_ms is not None else now_ms,
-                state.datatype,
-                state.value,  # None: no value yet (is_null), never a made-up one
-                properties=_props(state, birth=True),
+        device = self._device(device_id)
+        device.born = True
+        if device.reachable:
+            metrics = tuple(
+                Metric(
+                    state.name,
+                    state.alias,
+                    state.timestamp_ms if state.timestamp_ms is not None else now_ms,
+                    state.datatype,
+                    state.value,  # None: no value yet (is_null), never a made-up one
+                    properties=_props(state, birth=True),
+                )
+                for state in device.metrics.values()
             )
-            for state in self._device(device_id).metrics.values()
-        )
+        else:
+            # The PLC is not reachable: no current value (is_null), Quality bad.
+            unreachable = [_MetricState(m.name, m.alias, m.datatype, m.unit) for m in device.metrics.values()]
+            metrics = tuple(
+                Metric(state.name, state.alias, now_ms, state.datatype, None, properties=_props(state, birth=True))
+                for state in unreachable
+            )
         payload = Payload(timestamp=now_ms, seq=self._next_seq(), metrics=metrics)
         return Outgoing(
             MessageType.DBIRTH,

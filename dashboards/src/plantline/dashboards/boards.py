@@ -119,8 +119,14 @@ def edge_connectors(view: LineView) -> dict[str, Any]:
     layout = Layout()
     layout.row("PLCs")
     layout.add(
-        Panel("state-timeline", "PLC connected", [Query(S.of(m.SOURCE_CONNECTED), BY_DEVICE)], width=24, height=5,
+        Panel("state-timeline", "PLC connected", [Query(S.of(m.SOURCE_CONNECTED), BY_DEVICE)], width=16, height=5,
               mappings=boolean_mappings("disconnected", "connected"), links=oee)
+    )  # fmt: skip
+    # Only the refused devices: their labels say who refused and the protocol's code.
+    refused = [Query(f"{S.of(m.SOURCE_REFUSED)} == 1", "{{device}} refused by {{by}}: {{code}}", instant=True)]
+    layout.add(
+        Panel("table", "PLCs refused (certificates)", refused, description=m.SOURCE_REFUSED.help,
+              thresholds=ZERO_IS_GOOD, width=8, height=5)
     )  # fmt: skip
     samples = [Query(f"rate({S.of(m.SAMPLES)}[{RATE}])", BY_DEVICE)]
     layout.add(Panel("timeseries", "Samples/s", samples, unit="reqps", width=8, links=oee))
@@ -153,6 +159,10 @@ def edge_connectors(view: LineView) -> dict[str, Any]:
     drops = [
         Query(f"sum by (connector, reason) (increase({S.of(m.OUTBOX_DROPPED)}[{RATE}]))", "{{connector}} {{reason}}"),
         Query(S.of(m.OUTBOX_CORRUPT), "{{connector}} quarantined batches"),
+        Query(
+            f"sum by (connector, reason) (increase({S.of(m.OUTBOX_QUARANTINED)}[{RATE}]))",
+            "{{connector}} set aside: {{reason}}",
+        ),
     ]
     layout.add(Panel("timeseries", "Outbox drops and quarantine", drops, thresholds=ZERO_IS_GOOD))
     waiting = [

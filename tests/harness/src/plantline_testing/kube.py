@@ -156,11 +156,12 @@ def prometheus_rule_crd() -> Path:
 
 
 def prometheus_rules(plane: ControlPlane, ns: str, line: str) -> list[str]:
-    """Return the names of the line's PrometheusRules ([] while the CRD is not installed)."""
+    """Return the names of the line's PrometheusRules ([] while the CRD is not installed or not yet served)."""
     try:
         found = items(plane, f"/apis/monitoring.coreos.com/v1/namespaces/{ns}/{PLURAL_RULES}", f"{LINE_LABEL}={line}")
     except ApiError as exc:
-        if exc.status == 404:
+        # 404: no CRD; 429 "storage is (re)initializing": the apiserver is still setting up a new CRD's storage.
+        if exc.status in (404, 429):
             return []
         raise
     return sorted(i["metadata"]["name"] for i in found)

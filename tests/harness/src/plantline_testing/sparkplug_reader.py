@@ -115,9 +115,9 @@ class SparkplugReader:
             raise TimeoutError("the reader did not get its subscription")
         return self
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Publish as this host (e.g. an NCMD); wait until the broker has it."""
-        self._client.publish(topic, payload, qos=qos).wait_for_publish(5)
+    def publish(self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False) -> None:
+        """Publish as this host (e.g. an NCMD, or a retained STATE); wait until the broker has it."""
+        self._client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
 
     def __exit__(self, *_: object) -> None:
         self._client.disconnect()
