@@ -68,7 +68,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(line)
 
 
-NOW = datetime.now(UTC)
+def later(delta: timedelta) -> datetime:
+    """Return the time `delta` from now.
+
+    Taken when a test runs, never when the module is collected: the fixture's certificates are
+    backdated by only five minutes, and a full run reaches this module later than that.
+    """
+    return datetime.now(UTC) + delta
 
 
 def problem_of(
@@ -77,11 +83,12 @@ def problem_of(
     *,
     host: str = "127.0.0.1",
     uri: str | None = URI,
-    now: datetime = NOW,
+    now: datetime | None = None,
 ) -> CertificateRejected | None:
-    """Return why the check refuses the server's chain, None when it trusts it."""
+    """Return why the check refuses the server's chain at `now` (default: the present), None when it trusts it."""
+    when = later(timedelta()) if now is None else now
     try:
-        check_server_certificate(chain, trust=trust, host=host, application_uri=uri, now=now)
+        check_server_certificate(chain, trust=trust, host=host, application_uri=uri, now=when)
     except CertificateRejected as exc:
         return exc
     return None
@@ -127,7 +134,7 @@ def test_a_revoked_certificate_and_a_missing_or_stale_crl_are_refused(pki: Pki) 
         "BadCertificateIssuerRevocationUnknown",
         "the trust list holds no CRL of 'Line CA'",
     )
-    stale = rejected(pki.chain(pki.ua, "plc"), pki.trust(), now=NOW + timedelta(days=30))
+    stale = rejected(pki.chain(pki.ua, "plc"), pki.trust(), now=later(timedelta(days=30)))
     assert stale.code == "BadCertificateRevocationUnknown"
     assert "expired on" in stale.reason
 
@@ -147,7 +154,7 @@ def test_host_uri_time_policy_and_usage_are_checked(pki: Pki) -> None:
         f"the server's ApplicationUri urn:someone:else is not the certificate's URI ({URI})",
     )
     assert rejected(chain, trust, uri=None).code == "BadCertificateUriInvalid"
-    assert rejected(chain, trust, now=NOW + timedelta(days=400)).code == "BadCertificateTimeInvalid"
+    assert rejected(chain, trust, now=later(timedelta(days=400))).code == "BadCertificateTimeInvalid"
     ec = pki.chain(pki.root, "mqtt-plc")  # an EC key cannot do Basic256Sha256
     assert rejected(ec, trust).code == "BadCertificatePolicyCheckFailed"
 
