@@ -305,28 +305,35 @@ def test_up_connects_a_secured_machine_to_node_opcua_and_says_why_it_refuses_a_f
     port = int(data["spec"]["machines"][0]["endpoint"].split(":")[2].split("/")[0])
     run = UpRun(line_file, tmp_path / "state", simulate=False)
     stopped.append(run)
-    run.up_detached()
-    # Published as not connected from the start, before the connector ever reached the PLC.
-    run.wait_status(lambda s: _row(s, "filler")["plc"] == "no", 60, "the filler shown as not connected")
+    terminal = tmp_path / "up.log"
+    run.up_attached(terminal)
+    # From the start: the births come once, when the connector reaches the broker; the machine's
+    # DBIRTH among them (without values), and none again when the PLC connects later.
+    with run.reader("secured-ua") as reader:
+        # Published as not connected from the start, before the connector ever reached the PLC.
+        run.wait_status(lambda s: _row(s, "filler")["plc"] == "no", 60, "the filler shown as not connected")
 
-    sans = [f"uri:{SERVER_URI}", "ip:127.0.0.1", "dns:localhost", f"dns:{socket.gethostname()}"]
-    foreign = foreign_ca(tmp_path / "foreign")
-    foreign.issue("foreign-plc", profile="opcua-application", sans=sans)
-    with _opcua_server(tmp_path / "foreign-plc", port, foreign, "foreign-plc", run):
-        status = run.wait_status(lambda s: _row(s, "filler")["plc"] == "refused", 60, "the foreign PLC refused")
-        # While the server is there (once it is gone, the PLC is merely down again).
-        table = run.cli("status", "--state-dir", str(run.state_dir)).stdout
-    assert _row(status, "filler")["plc_refused"] == {"by": "connector", "code": "BadCertificateUntrusted"}
-    (problem,) = status["problems"]
-    assert problem.startswith("filler: the connector refuses the PLC (its certificate, the trust files or the security")
-    assert "refused" in table.splitlines()[2].split()
-    assert f"problem: {problem}" in table
-    assert f"plantline up: problem: {problem}" in run.log()  # said on up's terminal (its log, detached)
+        sans = [f"uri:{SERVER_URI}", "ip:127.0.0.1", "dns:localhost", f"dns:{socket.gethostname()}"]
+        foreign = foreign_ca(tmp_path / "foreign")
+        foreign.issue("foreign-plc", profile="opcua-application", sans=sans)
+        with _opcua_server(tmp_path / "foreign-plc", port, foreign, "foreign-plc", run):
+            status = run.wait_status(lambda s: _row(s, "filler")["plc"] == "refused", 60, "the foreign PLC refused")
+            # While the server is there (once it is gone, the PLC is merely down again).
+            table = run.cli("status", "--state-dir", str(run.state_dir)).stdout
+        assert _row(status, "filler")["plc_refused"] == {"by": "connector", "code": "BadCertificateUntrusted"}
+        (problem,) = status["problems"]
+        assert problem.startswith(
+            "filler: the connector refuses the PLC (its certificate, the trust files or the security"
+        )
+        assert "refused" in table.splitlines()[2].split()
+        assert f"problem: {problem}" in table
+        assert f"plantline up: problem: {problem}" in terminal.read_text(errors="replace")  # said on up's terminal
 
-    _, opcua = _authorities(run)
-    opcua.issue("filler-plc", profile="opcua-application", sans=sans)
-    with _opcua_server(tmp_path / "line-plc", port, opcua, "filler-plc", run), run.reader("secured-ua") as reader:
-        status = run.wait_status(_reading, 60, "the filler read from node-opcua")
-        reader.wait_for(lambda: len(reader.values_of("filler", "counter.total")) >= 3, 60, "counters from node-opcua")
+        _, opcua = _authorities(run)
+        opcua.issue("filler-plc", profile="opcua-application", sans=sans)
+        with _opcua_server(tmp_path / "line-plc", port, opcua, "filler-plc", run):
+            status = run.wait_status(_reading, 60, "the filler read from node-opcua")
+            counters = lambda: len(reader.values_of("filler", "counter.total")) >= 3  # noqa: E731
+            reader.wait_for(counters, 60, "counters from node-opcua")
     assert status["problems"] == []
     assert _row(status, "filler")["plc_refused"] is None
