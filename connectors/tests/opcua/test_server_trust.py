@@ -7,7 +7,6 @@ profile.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,41 +30,27 @@ URI = "urn:plantline:test:plc"
 SANS = [f"uri:{URI}", "dns:plc.example", "ip:127.0.0.1"]
 
 
-@dataclass(frozen=True)
-class Pki:
-    line: LinePki
+def chain_of(authority: Authority, identity: str) -> list[x509.Certificate]:
+    """Return the identity's certificate with its issuing chain, as the server sends it."""
+    return load_certificates(authority.export(identity, CertFormat.CHAIN))
 
-    @property
-    def root(self) -> Authority:
-        return self.line.root
 
-    @property
-    def ua(self) -> Authority:
-        return self.line.opcua
-
-    @property
-    def foreign(self) -> Authority:
-        return self.line.foreign
-
-    def chain(self, authority: Authority, identity: str) -> list[x509.Certificate]:
-        return load_certificates(authority.export(identity, CertFormat.CHAIN))
-
-    def trust(self, *, crls: bool = True) -> TrustList:
-        """Trust the line's root only, with both CRLs: the chain goes through the OPC UA CA."""
-        return TrustList(
-            authorities=tuple(load_certificates(self.root.trust_bundle())),
-            crls=tuple(load_crls(self.line.crls())) if crls else (),
-        )
+def line_trust(pki: LinePki, *, crls: bool = True) -> TrustList:
+    """Trust the line's root only, with both CRLs: the chain goes through the OPC UA CA."""
+    return TrustList(
+        authorities=tuple(load_certificates(pki.root.trust_bundle())),
+        crls=tuple(load_crls(pki.crls())) if crls else (),
+    )
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> LinePki:
     line = LinePki.create(tmp_path_factory.mktemp("trust"))
     for authority, identity in ((line.opcua, "plc"), (line.opcua, "revoked-plc"), (line.foreign, "foreign-plc")):
         authority.issue(identity, profile="opcua-application", sans=SANS)
     line.root.issue("mqtt-plc", profile="mqtt-server", sans=["dns:plc.example", "ip:127.0.0.1"])
     line.opcua.revoke("revoked-plc", reason="key-compromise")
-    return Pki(line)
+    return line
 
 
 def later(delta: timedelta) -> datetime:
@@ -100,52 +85,52 @@ def rejected(chain: list[x509.Certificate], trust: TrustList, **where: Any) -> C
     return problem
 
 
-def test_a_chain_to_the_trusted_root_with_current_crls_is_trusted(pki: Pki) -> None:
-    assert problem_of(pki.chain(pki.ua, "plc"), pki.trust()) is None
-    assert problem_of(pki.chain(pki.ua, "plc"), pki.trust(), host="PLC.example") is None  # names ignore case
+def test_a_chain_to_the_trusted_root_with_current_crls_is_trusted(pki: LinePki) -> None:
+    assert problem_of(chain_of(pki.opcua, "plc"), line_trust(pki)) is None
+    assert problem_of(chain_of(pki.opcua, "plc"), line_trust(pki), host="PLC.example") is None  # names ignore case
 
 
-def test_the_chain_may_come_from_the_trust_list_instead_of_the_server(pki: Pki) -> None:
-    leaf_only = pki.chain(pki.ua, "plc")[:1]
-    trust = pki.trust()
-    with_issuer = TrustList((*trust.authorities, *load_certificates(pki.ua.trust_bundle())), trust.crls)
+def test_the_chain_may_come_from_the_trust_list_instead_of_the_server(pki: LinePki) -> None:
+    leaf_only = chain_of(pki.opcua, "plc")[:1]
+    trust = line_trust(pki)
+    with_issuer = TrustList((*trust.authorities, *load_certificates(pki.opcua.trust_bundle())), trust.crls)
     assert problem_of(leaf_only, with_issuer) is None
     assert rejected(leaf_only, trust).code == "BadCertificateUntrusted"
 
 
-def test_a_certificate_of_a_foreign_ca_is_untrusted(pki: Pki) -> None:
-    problem = rejected(pki.chain(pki.foreign, "foreign-plc"), pki.trust())
+def test_a_certificate_of_a_foreign_ca_is_untrusted(pki: LinePki) -> None:
+    problem = rejected(chain_of(pki.foreign, "foreign-plc"), line_trust(pki))
     assert (problem.code, problem.reason) == (
         "BadCertificateUntrusted",
         "it is issued by 'Foreign CA', which is not in the trust list",
     )
     full = load_certificates(pki.foreign.export("foreign-plc", CertFormat.FULLCHAIN))
-    problem = rejected(full, pki.trust())  # the server sends its root along: still not ours
+    problem = rejected(full, line_trust(pki))  # the server sends its root along: still not ours
     assert problem.reason == "its chain ends at 'Foreign CA', which is not in the trust list"
 
 
-def test_a_revoked_certificate_and_a_missing_or_stale_crl_are_refused(pki: Pki) -> None:
-    problem = rejected(pki.chain(pki.ua, "revoked-plc"), pki.trust())
+def test_a_revoked_certificate_and_a_missing_or_stale_crl_are_refused(pki: LinePki) -> None:
+    problem = rejected(chain_of(pki.opcua, "revoked-plc"), line_trust(pki))
     assert (problem.code, problem.reason) == ("BadCertificateRevoked", "it is revoked by the CRL of 'Line OPC UA CA'")
-    assert rejected(pki.chain(pki.ua, "plc"), pki.trust(crls=False)).code == "BadCertificateRevocationUnknown"
-    only_leaf_crl = TrustList(pki.trust().authorities, tuple(load_crls(pki.ua.crl_pem())))
-    problem = rejected(pki.chain(pki.ua, "plc"), only_leaf_crl)
+    assert rejected(chain_of(pki.opcua, "plc"), line_trust(pki, crls=False)).code == "BadCertificateRevocationUnknown"
+    only_leaf_crl = TrustList(line_trust(pki).authorities, tuple(load_crls(pki.opcua.crl_pem())))
+    problem = rejected(chain_of(pki.opcua, "plc"), only_leaf_crl)
     assert (problem.code, problem.reason) == (
         "BadCertificateIssuerRevocationUnknown",
         "the trust list holds no CRL of 'Line CA'",
     )
-    stale = rejected(pki.chain(pki.ua, "plc"), pki.trust(), now=later(timedelta(days=30)))
+    stale = rejected(chain_of(pki.opcua, "plc"), line_trust(pki), now=later(timedelta(days=30)))
     assert stale.code == "BadCertificateRevocationUnknown"
     assert "expired on" in stale.reason
 
 
-def test_a_certificate_trusted_as_it_is_needs_no_chain_nor_crl(pki: Pki) -> None:
-    chain = pki.chain(pki.foreign, "foreign-plc")
+def test_a_certificate_trusted_as_it_is_needs_no_chain_nor_crl(pki: LinePki) -> None:
+    chain = chain_of(pki.foreign, "foreign-plc")
     assert problem_of(chain[:1], TrustList(servers=(chain[0],))) is None
 
 
-def test_host_uri_time_policy_and_usage_are_checked(pki: Pki) -> None:
-    chain, trust = pki.chain(pki.ua, "plc"), pki.trust()
+def test_host_uri_time_policy_and_usage_are_checked(pki: LinePki) -> None:
+    chain, trust = chain_of(pki.opcua, "plc"), line_trust(pki)
     assert rejected(chain, trust, host="10.0.0.9").code == "BadCertificateHostNameInvalid"
     assert rejected(chain, trust, host="other.example").code == "BadCertificateHostNameInvalid"
     problem = rejected(chain, trust, uri="urn:someone:else")
@@ -155,12 +140,12 @@ def test_host_uri_time_policy_and_usage_are_checked(pki: Pki) -> None:
     )
     assert rejected(chain, trust, uri=None).code == "BadCertificateUriInvalid"
     assert rejected(chain, trust, now=later(timedelta(days=400))).code == "BadCertificateTimeInvalid"
-    ec = pki.chain(pki.root, "mqtt-plc")  # an EC key cannot do Basic256Sha256
+    ec = chain_of(pki.root, "mqtt-plc")  # an EC key cannot do Basic256Sha256
     assert rejected(ec, trust).code == "BadCertificatePolicyCheckFailed"
 
 
-def test_a_chain_in_der_as_opc_ua_sends_it(pki: Pki) -> None:
-    chain = pki.chain(pki.ua, "plc")
+def test_a_chain_in_der_as_opc_ua_sends_it(pki: LinePki) -> None:
+    chain = chain_of(pki.opcua, "plc")
     blob = b"".join(c.public_bytes(Encoding.DER) for c in chain)
     assert load_der_chain(blob) == chain
     with pytest.raises(ValueError, match="not a DER certificate chain"):
