@@ -122,10 +122,10 @@ def edge_connectors(view: LineView) -> dict[str, Any]:
         Panel("state-timeline", "PLC connected", [Query(S.of(m.SOURCE_CONNECTED), BY_DEVICE)], width=16, height=5,
               mappings=boolean_mappings("disconnected", "connected"), links=oee)
     )  # fmt: skip
-    # Only the refused devices: their labels say who refused and the protocol's code.
-    refused = [Query(f"{S.of(m.SOURCE_REFUSED)} == 1", "{{device}} refused by {{by}}: {{code}}", instant=True)]
+    # One row per device: 1 with who refused and the protocol's code, 0 with both labels empty.
+    refused = [Query(S.of(m.SOURCE_REFUSED), "{{device}} {{by}} {{code}}", instant=True)]
     layout.add(
-        Panel("table", "PLCs refused (certificates)", refused, description=m.SOURCE_REFUSED.help,
+        Panel("table", "PLC refusals (certificates)", refused, description=m.SOURCE_REFUSED.help,
               thresholds=ZERO_IS_GOOD, width=8, height=5)
     )  # fmt: skip
     samples = [Query(f"rate({S.of(m.SAMPLES)}[{RATE}])", BY_DEVICE)]
