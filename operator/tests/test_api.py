@@ -115,6 +115,24 @@ def test_opcua_security_must_be_consistent(demo_data: DemoData) -> None:
     }
 
 
+def test_a_secured_machine_must_trust_some_server(demo_data: DemoData) -> None:
+    data = demo_data()
+    secured = {"securityPolicy": "Basic256Sha256", "securityMode": "SignAndEncrypt"}
+    data["spec"]["machines"][0]["opcua"] = {**secured, "serverTrust": {"lineCa": False}}
+    data["spec"]["machines"][0]["reconnect"] = {"initialDelay": 10, "maxDelay": 2}
+    assert _problems(data) == {
+        "spec.machines[0].opcua.serverTrust: trusts no server: keep lineCa, list certificates, or set acceptUnknown",
+        "spec.machines[0].reconnect.maxDelay: must be at least initialDelay",
+    }
+    data["spec"]["machines"][0]["opcua"]["serverTrust"] = {"lineCa": False, "acceptUnknown": True}
+    data["spec"]["machines"][0]["reconnect"] = {"maxDelay": 2}
+    parse_plantline(data)
+    forged = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+    data["spec"]["machines"][0]["opcua"]["serverTrust"] = {"certificates": [forged]}
+    (problem,) = _problems(data)
+    assert problem.startswith("spec.machines[0].opcua.serverTrust.certificates[0]: not a PEM certificate")
+
+
 def test_a_primary_host_is_an_identity_of_the_line(demo_data: DemoData) -> None:
     data = demo_data()
     assert "site1-line1-host" not in identities(parse_plantline(data).spec)

@@ -14,6 +14,8 @@ from plantline.connectors.extras import MissingExtra
 from plantline.operator.cli import build_parser, main
 from plantline.operator.crd import crd_yaml
 
+from .certificates import self_signed_pem
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-line.yaml"
 INVALID = Path(__file__).parent / "invalid"
@@ -95,6 +97,29 @@ def test_render_with_a_primary_host_plans_its_certificate_and_grants_it(tmp_path
     assert "user site1-line1-host\ntopic write spBv1.0/STATE/scada\n" in acl
     conf = (out / "mosquitto" / "mosquitto.conf").read_text()
     assert "listener 8883 127.0.0.1\n" in conf  # the line's broker.host
+
+
+def test_render_writes_the_opcua_server_certificates_a_machine_trusts(tmp_path: Path) -> None:
+    data = yaml.safe_load(DEMO.read_text())
+    plc = self_signed_pem()
+    trust = {"certificates": [plc]}
+    data["spec"]["machines"][0]["opcua"] = {
+        "securityPolicy": "Basic256Sha256",
+        "securityMode": "Sign",
+        "serverTrust": trust,
+    }
+    line_file, out = tmp_path / "line.yaml", tmp_path / "out"
+    line_file.write_text(yaml.safe_dump(data))
+    assert main(["render", str(line_file), "--out", str(out), "--tls-dir", "/tls"]) == 0
+    assert (out / "opcua" / "site1-line1-filler-ua-servers.pem").read_text() == plc.strip() + "\n"
+    filler = load_config(out / "connectors" / "line1.yaml").devices[0]
+    assert filler.opcua.server_certificate_file == Path("/tls/site1-line1-filler-ua-servers.pem")
+    assert (filler.opcua.trusted_ca_file, filler.opcua.crl_file) == (
+        Path("/tls/opcua-ca.pem"),
+        Path("/tls/opcua-crl.pem"),
+    )
+    plan = json.loads((out / "certificates.json").read_text())["certificates"]
+    assert [c["sans"] for c in plan if c["role"] == "opcua-application"] == [["uri:urn:plantline:site1:line1:filler"]]
 
 
 def test_render_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -40,6 +40,7 @@ from plantline.operator.model import (
 )
 from plantline.operator.render import render_certificate_requests, render_connector_configs
 
+from .certificates import self_signed_pem
 from .recording import UID, demo_body
 
 SETTINGS = ConnectorSettings(
@@ -54,13 +55,16 @@ DESIGN_LABELS = {
 }
 SECURED_UA = {"securityPolicy": "Basic256Sha256", "securityMode": "SignAndEncrypt"}
 
+
+PLC_PEM = self_signed_pem()
+
 Certificates = dict[str, CertificateMaterial]
 
 
 def _body(grouping: str | None = None, *, secured_filler: bool = False) -> dict[str, Any]:
     body = demo_body(grouping=grouping)
     if secured_filler:
-        body["spec"]["machines"][0]["opcua"] = SECURED_UA
+        body["spec"]["machines"][0]["opcua"] = {**SECURED_UA, "serverTrust": {"certificates": [PLC_PEM]}}
     return body
 
 
@@ -95,7 +99,7 @@ def _children(body: dict[str, Any]) -> list[dict[str, Any]]:
         *(certificate_secret(owner, line, r, certificates[r.identity]) for r in render_certificate_requests(line)),
         service_account(owner),
         config_map(owner, configs),
-        trust_config_map(owner, b"ca bundle", b"crl"),
+        trust_config_map(owner, line, b"ca bundle", b"crl"),
         network_policy(owner, line),
         *connector_claims(owner, line, SETTINGS),
         *connector_deployments(owner, line, SETTINGS, configs, certificates),
@@ -293,13 +297,14 @@ def test_the_storage_class_comes_from_the_operator_settings() -> None:
 
 
 def _tls_items(deployment: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """Return the TLS volume's files: file name -> (Secret name, Secret key)."""
+    """Return the TLS volume's files: file name -> (Secret or ConfigMap name, its key)."""
     volume = next(v for v in _pod(deployment)["volumes"] if v["name"] == "tls")
     items: dict[str, tuple[str, str]] = {}
     for source in volume["projected"]["sources"]:
-        for item in source["secret"]["items"]:
+        (origin,) = source.values()
+        for item in origin["items"]:
             assert item["path"] not in items, f"two sources write {item['path']}"
-            items[item["path"]] = (source["secret"]["name"], item["key"])
+            items[item["path"]] = (origin["name"], item["key"])
     return items
 
 
@@ -309,9 +314,10 @@ def _tls_items(deployment: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def test_tls_volume_provides_every_file_the_connector_config_names(grouping: str, secured_filler: bool) -> None:
     body = _body(grouping, secured_filler=secured_filler)
     line, owner = parse_plantline(body), Owner.of(body)
-    secrets = {
-        s["metadata"]["name"]: s for s in _children(body) if s["kind"] == "Secret" and s["type"] == "kubernetes.io/tls"
-    }
+    children = _children(body)
+    secrets = {s["metadata"]["name"]: s for s in children if s["kind"] == "Secret" and s["type"] == "kubernetes.io/tls"}
+    trust = next(c for c in children if c["metadata"]["name"] == "site1-line1-trust")
+    secrets[trust["metadata"]["name"]] = trust  # a source of files like the Secrets
     configs = _loaded_configs(body)
     opcua_files = 0
     for group, deployment in _deployments(body).items():
@@ -333,12 +339,19 @@ def test_tls_volume_provides_every_file_the_connector_config_names(grouping: str
                 wanted.append((device.opcua.certificate_file, ua, "tls.crt"))
             if device.opcua.private_key_file is not None:
                 wanted.append((device.opcua.private_key_file, ua, "tls.key"))
+            # The operator's CA issues the OPC UA certificates too: servers are checked against it.
+            if device.opcua.trusted_ca_file is not None and device.opcua.crl_file is not None:
+                wanted.append((device.opcua.trusted_ca_file, "site1-line1-trust", "ca.crt"))
+                wanted.append((device.opcua.crl_file, "site1-line1-trust", "crl.pem"))
+            if device.opcua.server_certificate_file is not None:
+                name = device.opcua.server_certificate_file.name
+                wanted.append((device.opcua.server_certificate_file, "site1-line1-trust", name))
         for path, secret, key in wanted:
             assert PurePosixPath(path).parent == PurePosixPath(TLS_DIR), path
             assert items.get(path.name) == (secret, key), f"{group}: {path} is not {secret}/{key}"
             assert key in secrets[secret]["data"]
         opcua_files += len(wanted) - 3
-    assert opcua_files == (2 if secured_filler else 0)
+    assert opcua_files == (5 if secured_filler else 0)
 
 
 def test_secret_holds_the_certificate_key_and_ca_of_its_identity() -> None:
@@ -373,10 +386,14 @@ def test_connectors_run_as_their_own_service_account_without_a_token() -> None:
         )
 
 
-def test_trust_config_map_publishes_the_ca_bundle_and_the_crl() -> None:
-    trust = trust_config_map(Owner.of(_body()), b"CA PEM\n", b"CRL PEM\n")
+def test_trust_config_map_publishes_the_ca_bundle_the_crl_and_the_trusted_server_certificates() -> None:
+    body = _body()
+    trust = trust_config_map(Owner.of(body), parse_plantline(body), b"CA PEM\n", b"CRL PEM\n")
     assert trust["metadata"]["name"] == "site1-line1-trust"
     assert trust["data"] == {"ca.crt": "CA PEM\n", "crl.pem": "CRL PEM\n"}
+    secured = _body(secured_filler=True)
+    trust = trust_config_map(Owner.of(secured), parse_plantline(secured), b"CA PEM\n", b"CRL PEM\n")
+    assert trust["data"]["site1-line1-filler-ua-servers.pem"] == PLC_PEM.strip() + "\n"
 
 
 # -- hashes in the pod template ---------------------------------------------------------------------

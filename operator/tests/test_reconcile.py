@@ -168,6 +168,8 @@ def test_first_reconcile_creates_every_child_and_waits_for_the_connectors(
     kinds = [c.kind for c in cluster.calls]
     assert max(i for i, k in enumerate(kinds) if k == "Secret") < kinds.index("Deployment")  # mounts exist first
     assert kinds.index("PersistentVolumeClaim") < kinds.index("Deployment")
+    trust_at = next(i for i, c in enumerate(cluster.calls) if (c.kind, c.name) == ("ConfigMap", "site1-line1-trust"))
+    assert trust_at < kinds.index("Deployment")  # the connectors mount OPC UA trust files from it
     for identity in _secrets(cluster):
         certificate = _certificate(cluster, identity)
         certificate.verify_directly_issued_by(authority.ca.signer.certificate)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from plantline.connectors.config import ConnectorConfig, parse_config
+from plantline.connectors.config import ConnectorConfig, ReconnectSettings, parse_config
 from plantline.operator.api import PlantLine, parse_plantline
 from plantline.operator.render import (
     BrokerFiles,
@@ -20,7 +20,10 @@ from plantline.operator.render import (
     render_certificate_requests,
     render_connector_configs,
     render_mosquitto_conf,
+    render_opcua_server_certificates,
 )
+
+from .certificates import self_signed_pem
 
 DemoData = Callable[[], dict[str, Any]]
 TLS = Path("/etc/plantline/tls")
@@ -95,11 +98,14 @@ def test_per_protocol_grouping(demo_data: DemoData) -> None:
     assert isinstance(configs["s7"], ConnectorConfig)
 
 
-def test_tag_sampling_interval_narrows_the_device(demo_data: DemoData) -> None:
+def test_a_tag_keeps_its_own_sampling_interval(demo_data: DemoData) -> None:
     data = demo_data()
     data["spec"]["machines"][1]["tags"][0]["samplingInterval"] = 0.1
     configs = render_connector_configs(parse_plantline(data), tls_dir=TLS, data_dir=DATA)
-    assert configs["capper"].devices[0].sampling_interval_ms == 100
+    device = configs["capper"].devices[0]
+    assert device.sampling_interval_ms == 1000
+    assert [t.sampling_interval_ms for t in device.tags[:2]] == [100, None]
+    assert device.interval_of(device.tags[0]) == 100
 
 
 def test_certificate_requests(demo: PlantLine) -> None:
@@ -141,6 +147,40 @@ def test_secured_opcua_machine_gets_an_application_certificate(demo_data: DemoDa
     device = render_connector_configs(line, tls_dir=TLS, data_dir=DATA)["filler"].devices[0]
     assert device.opcua.certificate_file == TLS / "site1-line1-filler-ua.crt"
     assert device.opcua.private_key_file == TLS / "site1-line1-filler-ua.key"
+    # The server is checked against the line's OPC UA CA and its CRL; nothing is accepted unverified.
+    assert device.opcua.application_uri == "urn:plantline:site1:line1:filler"
+    assert (device.opcua.trusted_ca_file, device.opcua.crl_file) == (TLS / "opcua-ca.pem", TLS / "opcua-crl.pem")
+    assert (device.opcua.server_certificate_file, device.opcua.accept_unknown_server) == (None, False)
+
+
+def test_a_machine_may_trust_server_certificates_as_they_are(demo_data: DemoData) -> None:
+    data = demo_data()
+    plc = self_signed_pem()
+    trust = {"lineCa": False, "certificates": [plc, self_signed_pem("spare")], "acceptUnknown": False}
+    data["spec"]["machines"][0]["opcua"] = {
+        "securityPolicy": "Basic256Sha256",
+        "securityMode": "Sign",
+        "applicationUri": "urn:acme:filler-connector",
+        "serverTrust": trust,
+    }
+    line = parse_plantline(data)
+    device = render_connector_configs(line, tls_dir=TLS, data_dir=DATA)["filler"].devices[0]
+    assert device.opcua.application_uri == "urn:acme:filler-connector"
+    assert (device.opcua.trusted_ca_file, device.opcua.crl_file) == (None, None)
+    assert device.opcua.server_certificate_file == TLS / "site1-line1-filler-ua-servers.pem"
+    files = render_opcua_server_certificates(line)
+    assert list(files) == ["site1-line1-filler-ua-servers.pem"]
+    assert files["site1-line1-filler-ua-servers.pem"].startswith(plc)
+    requests = {r.identity: r for r in render_certificate_requests(line)}
+    assert requests["site1-line1-filler-ua"].sans == ("uri:urn:acme:filler-connector",)
+
+
+def test_a_machine_renders_its_reconnect_back_off(demo_data: DemoData) -> None:
+    data = demo_data()
+    data["spec"]["machines"][1]["reconnect"] = {"initialDelay": 0.2, "maxDelay": 2}
+    configs = render_connector_configs(parse_plantline(data), tls_dir=TLS, data_dir=DATA)
+    assert configs["capper"].devices[0].reconnect == ReconnectSettings(initial_delay_s=0.2, max_delay_s=2.0)
+    assert configs["filler"].devices[0].reconnect == ReconnectSettings(initial_delay_s=0.5, max_delay_s=5.0)
 
 
 def test_acl_is_exact(demo_data: DemoData) -> None:

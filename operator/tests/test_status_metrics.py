@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from plantline.connectors.health import HealthServer
 from plantline.connectors.metric_names import KPI_OEE
 from plantline.connectors.metrics import ConnectorMetrics
-from plantline.operator.local import HEADERS, MachineMetrics, scrape, status_rows
+from plantline.connectors.sources import Refusal
+from plantline.operator.local import HEADERS, MachineMetrics, format_status, refusal_problem, scrape, status_rows
 from plantline_testing import free_port
 
 
@@ -40,6 +42,7 @@ def test_a_machine_row_reads_the_connectors_own_metrics() -> None:
     # samples_total, not the counter's _created timestamp; the window's OEE, not the shift's
     assert MachineMetrics.of(scraped, "filler") == MachineMetrics(
         plc_connected=True,
+        plc_refused=None,
         mqtt="connected",
         last_sample_at=1_700_000_000.5,
         samples_total=42.0,
@@ -49,6 +52,7 @@ def test_a_machine_row_reads_the_connectors_own_metrics() -> None:
     )
     assert MachineMetrics.of(scraped, "capper") == MachineMetrics(
         plc_connected=False,
+        plc_refused=None,
         mqtt="connected",
         last_sample_at=None,
         samples_total=None,
@@ -69,9 +73,53 @@ def test_a_refused_identity_shows_as_refused() -> None:
         assert MachineMetrics.of(scrape(port), "filler").mqtt == "down"
 
 
+def test_a_plc_refusal_shows_as_refused_with_who_and_why() -> None:
+    metrics = ConnectorMetrics.create()
+    refusals: dict[str, Refusal | None] = {
+        "filler": Refusal("device", "BadSecurityChecksFailed", "..."),
+        "capper": None,
+    }
+    metrics.follow_sources(["filler", "capper", "labeler"], lambda: refusals)
+    with _served(metrics) as port:
+        scraped = scrape(port)
+    filler, capper = MachineMetrics.of(scraped, "filler"), MachineMetrics.of(scraped, "capper")
+    assert (filler.plc_connected, filler.plc_refused) == (False, ("device", "BadSecurityChecksFailed"))
+    assert (capper.plc_connected, capper.plc_refused) == (False, None)
+    assert MachineMetrics.of(scraped, "labeler").plc_connected is False  # 0 from the start, not "no data"
+    problem = refusal_problem("filler", ("device", "BadSecurityChecksFailed"), Path("/logs/connector-line1.log"))
+    assert problem == (
+        "filler: the PLC refused the connector's certificate; put the line's OPC UA CA and its CRL in the PLC's"
+        " trust list (BadSecurityChecksFailed); the connector's log says why: /logs/connector-line1.log"
+    )
+
+
 def test_a_connector_that_does_not_answer_says_nothing() -> None:
     assert scrape(free_port()) == {}
-    assert MachineMetrics.of({}, "filler") == MachineMetrics(None, None, None, None, None, None)
+    assert MachineMetrics.of({}, "filler") == MachineMetrics(None, None, None, None, None, None, None)
+
+
+def test_the_plain_status_shows_a_refused_plc_and_the_problem() -> None:
+    row = {
+        "machine": "filler",
+        "protocol": "opcua",
+        "connector_state": "running",
+        "plc": "refused",
+        "plc_connected": False,
+        "mqtt": "connected",
+        "last_value_age_s": None,
+        "samples_per_s": None,
+        "outbox_samples": 0,
+        "oee": None,
+    }
+    snapshot = {
+        "line": "site1/packaging/line1",
+        "broker": {"url": "mqtts://127.0.0.1:8883", "state": "running"},
+        "machines": [row],
+        "problems": ["filler: the connector refuses the PLC (BadCertificateUntrusted); ..."],
+    }
+    lines = format_status(snapshot).splitlines()
+    assert lines[2].split()[:4] == ["filler", "opcua", "running", "refused"]
+    assert lines[3] == "problem: filler: the connector refuses the PLC (BadCertificateUntrusted); ..."
 
 
 def test_the_outbox_column_says_what_was_set_aside() -> None:

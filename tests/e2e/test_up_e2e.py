@@ -1,4 +1,10 @@
-"""`plantline up --simulate` end to end: simulators, mosquitto (mTLS), connectors; a clean stop; a resume."""
+"""`plantline up` end to end: simulators, mosquitto (mTLS), connectors; a clean stop; a resume; secured OPC UA.
+
+A line with a secured OPC UA machine works out of the box: with `--simulate` the simulator gets a
+certificate from the line's OPC UA CA; against node-opcua, a strict server PlantLine did not
+write, a server certificate the line does not trust shows as refused on the terminal and in
+`plantline status`, and the server with a certificate from the line's OPC UA CA is read.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,7 +26,10 @@ import yaml
 from plantline.connectors.sparkplug import MessageType
 from plantline.operator.local import ca_fingerprint, port_taken
 from plantline.pki.authority import Authority
+from plantline.pki.exports import CertFormat
 from plantline_testing.lines import DEMO, UpRun, alive, line_copy
+from plantline_testing.node_opcua import NodeOpcUaServer, Variable
+from plantline_testing.opcua_pki import foreign_ca
 from plantline_testing.sparkplug_reader import SparkplugReader
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -142,6 +153,21 @@ def test_simulator_command_lines_follow_the_endpoints() -> None:
     assert argv["capper"][-2:] == ["--db", "10"]
     assert argv["labeler"][3] == "44818"
     assert argv["labeler"][argv["labeler"].index("--machine") + 1] == "Labeler"
+    assert "--security" not in argv["filler"]
+
+    data = yaml.safe_load(DEMO.read_text())
+    data["spec"]["machines"][0]["opcua"] = SECURED
+    filler = parse_plantline(data).spec.machines[0]
+    secured = simulator_argv(filler, seed=1, tls_dir=Path("/tls"))
+    assert secured[secured.index("--security") :][:7] == [
+        "--security",
+        "--certificate",
+        "/tls/filler-simulator.crt",
+        "--private-key",
+        "/tls/filler-simulator.key",
+        "--trust-dir",
+        "/tls/simulator-trust",
+    ]
 
 
 def test_missing_mosquitto_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,13 +198,14 @@ def test_a_revoked_identity_is_not_enrolled_again(tmp_path: Path) -> None:
     line = parse_plantline(yaml.safe_load(DEMO.read_text()))
     requests = render_certificate_requests(line)
     authority = Authority.init(tmp_path / "ca", name="test CA", passphrase=None, encrypt=False)
-    ensure_certificates(authority, requests, tmp_path / "tls")
+    assert ensure_certificates(authority, requests, tmp_path / "tls") == []
     connector = requests[0].identity
     revoked_serial = authority.certificates(identity=connector, status="active")[0].serial
     authority.revoke(connector, reason="key-compromise")
     old_files = (tmp_path / "tls" / f"{connector}.crt").read_bytes()
 
-    ensure_certificates(authority, requests, tmp_path / "tls")  # what a second `up` does
+    problems = ensure_certificates(authority, requests, tmp_path / "tls")  # what a second `up` does
+    assert problems == [f"{connector}: certificate revoked; not issuing a new one (plantline-pki cert issue can)"]
     assert authority.certificates(identity=connector, status="active") == []
     assert (tmp_path / "tls" / f"{connector}.crt").read_bytes() == old_files  # the broker refuses these
     others = [r.identity for r in requests if r.identity != connector and r.profile == "mqtt-client"]
@@ -191,3 +218,122 @@ def _crl_names(tmp_path: Path, serial_hex: str) -> bool:
 
     crl = x509.load_pem_x509_crl((tmp_path / "tls" / "crl.pem").read_bytes())
     return crl.get_revoked_certificate_by_serial_number(int(serial_hex, 16)) is not None
+
+
+# -- a secured OPC UA machine -------------------------------------------------------------------------
+
+SECURED = {"securityPolicy": "Basic256Sha256", "securityMode": "SignAndEncrypt"}
+SERVER_URI = "urn:plantline:test:filler-plc"
+
+
+def _row(status: dict[str, Any], machine: str) -> dict[str, Any]:
+    row: dict[str, Any] = next(m for m in status["machines"] if m["machine"] == machine)
+    return row
+
+
+def _reading(status: dict[str, Any], machine: str = "filler") -> bool:
+    row = _row(status, machine)
+    return bool(row["plc"] == "yes" and row["mqtt"] == "connected" and (row["samples_per_s"] or 0) > 0)
+
+
+@pytest.fixture
+def stopped(tmp_path: Path) -> Iterator[list[UpRun]]:
+    """Runs to bring down (and kill what is left of them) at the end."""
+    runs: list[UpRun] = []
+    yield runs
+    for run in runs:
+        run.finish()
+
+
+def test_a_secured_opcua_line_runs_out_of_the_box_with_simulate(tmp_path: Path, stopped: list[UpRun]) -> None:
+    line_file = tmp_path / "line.yaml"
+    line_copy(line_file, machines=("filler",), machine_fields={"filler": {"opcua": SECURED}})
+    run = UpRun(line_file, tmp_path / "state")
+    stopped.append(run)
+    run.up_detached()
+    status = run.wait_status(_reading, 120, "the secured filler read and published")
+    assert status["problems"] == []
+    assert (run.state_dir / "ca-opcua" / "pki.db").exists()
+    with run.reader("secured-sim") as reader:
+        reader.wait_for(lambda: bool(reader.of(MessageType.DDATA, "filler")), 60, "DDATA from the filler")
+    config = yaml.safe_load((run.state_dir / "connectors" / "line1.yaml").read_text())
+    opcua = config["devices"][0]["opcua"]
+    assert (opcua["security_policy"], opcua["application_uri"]) == (
+        "Basic256Sha256",
+        "urn:plantline:site1:line1:filler",
+    )
+    assert opcua["trusted_ca_file"].endswith("/tls/opcua-ca.pem")
+    assert opcua.get("accept_unknown_server") is False
+
+
+def _opcua_server(directory: Path, port: int, issuer: Authority, identity: str, run: UpRun) -> NodeOpcUaServer:
+    """node-opcua trusting the line's OPC UA CA (and the line's CA above it), with `identity`'s certificate."""
+    root, opcua = _authorities(run)
+    server = NodeOpcUaServer(
+        directory,
+        port,
+        certificate=issuer.export(identity, CertFormat.FULLCHAIN),
+        private_key=issuer.export(identity, CertFormat.KEY),
+        application_uri=SERVER_URI,
+        variables=[
+            Variable("Filler.run", "Boolean", True),
+            Variable("Filler.count", "UInt32", 0, step=1),
+            Variable("Filler.temperature", "Double", 61.5),
+        ],
+    )
+    server.trust((run.state_dir / "ca-opcua" / "ca.crt").read_bytes(), opcua.crl_pem())
+    server.trust((run.state_dir / "ca" / "ca.crt").read_bytes(), root.crl_pem(), issuers=True)
+    return server
+
+
+def _authorities(run: UpRun) -> tuple[Authority, Authority]:
+    passphrase = (run.state_dir / "pki-passphrase").read_bytes().strip()
+    root = Authority(run.state_dir / "ca", passphrase=lambda: passphrase)
+    return root, Authority(run.state_dir / "ca-opcua", passphrase=lambda: passphrase)
+
+
+def test_up_connects_a_secured_machine_to_node_opcua_and_says_why_it_refuses_a_foreign_one(
+    tmp_path: Path, stopped: list[UpRun]
+) -> None:
+    tags = [
+        {"signal": "state.run", "address": "ns=1;s=Filler.run", "datatype": "bool"},
+        {"signal": "counter.total", "address": "ns=1;s=Filler.count", "datatype": "uint32"},
+        {"signal": "process.temperature", "address": "ns=1;s=Filler.temperature", "datatype": "double"},
+    ]
+    line_file = tmp_path / "line.yaml"
+    data = line_copy(line_file, machines=("filler",), machine_fields={"filler": {"opcua": SECURED, "tags": tags}})
+    port = int(data["spec"]["machines"][0]["endpoint"].split(":")[2].split("/")[0])
+    run = UpRun(line_file, tmp_path / "state", simulate=False)
+    stopped.append(run)
+    terminal = tmp_path / "up.log"
+    run.up_attached(terminal)
+    # From the start: the births come once, when the connector reaches the broker; the machine's
+    # DBIRTH among them (without values), and none again when the PLC connects later.
+    with run.reader("secured-ua") as reader:
+        # Published as not connected from the start, before the connector ever reached the PLC.
+        run.wait_status(lambda s: _row(s, "filler")["plc"] == "no", 60, "the filler shown as not connected")
+
+        sans = [f"uri:{SERVER_URI}", "ip:127.0.0.1", "dns:localhost", f"dns:{socket.gethostname()}"]
+        foreign = foreign_ca(tmp_path / "foreign")
+        foreign.issue("foreign-plc", profile="opcua-application", sans=sans)
+        with _opcua_server(tmp_path / "foreign-plc", port, foreign, "foreign-plc", run):
+            status = run.wait_status(lambda s: _row(s, "filler")["plc"] == "refused", 60, "the foreign PLC refused")
+            # While the server is there (once it is gone, the PLC is merely down again).
+            table = run.cli("status", "--state-dir", str(run.state_dir)).stdout
+        assert _row(status, "filler")["plc_refused"] == {"by": "connector", "code": "BadCertificateUntrusted"}
+        (problem,) = status["problems"]
+        assert problem.startswith(
+            "filler: the connector refuses the PLC (its certificate, the trust files or the security"
+        )
+        assert "refused" in table.splitlines()[2].split()
+        assert f"problem: {problem}" in table
+        assert f"plantline up: problem: {problem}" in terminal.read_text(errors="replace")  # said on up's terminal
+
+        _, opcua = _authorities(run)
+        opcua.issue("filler-plc", profile="opcua-application", sans=sans)
+        with _opcua_server(tmp_path / "line-plc", port, opcua, "filler-plc", run):
+            status = run.wait_status(_reading, 60, "the filler read from node-opcua")
+            counters = lambda: len(reader.values_of("filler", "counter.total")) >= 3  # noqa: E731
+            reader.wait_for(counters, 60, "counters from node-opcua")
+    assert status["problems"] == []
+    assert _row(status, "filler")["plc_refused"] is None

@@ -47,10 +47,7 @@ def make_run(tmp_path: Path) -> Iterator[Any]:
 
     yield make
     for run in runs:
-        run.down()
-        run.kill_all()
-        if os.environ.get("PLANTLINE_E2E_LOGS"):
-            print(run.log())
+        run.finish()
 
 
 def _flowing(status: dict[str, Any], machines: tuple[str, ...] = MACHINES) -> bool:

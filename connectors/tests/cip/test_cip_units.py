@@ -156,6 +156,26 @@ def test_pycomm3_error_texts_map_back_to_the_general_status(error: str, status: 
     assert cip_status_of(error) == status
 
 
+@pytest.mark.parametrize(
+    ("error", "problem"),
+    [
+        ("Destination unknown, class unsupported, instance undefined or structure element undefined "
+         "(see extended status) - Extended status out of memory  (05, 00)",
+         "CIP general status 0x05: path destination unknown (no such tag, or no such element)"),
+        ("IOI syntax error. A syntax error was detected decoding the Request Path (see extended status) "
+         "- Extended status out of memory  (04, 00)",
+         "CIP general status 0x04: path segment error (the tag name or request path does not parse)"),
+        ("General Error (see extended status) - Access beyond end of the object  (ff, 2105)",
+         "CIP general status 0xFF: general error (Logix: see the extended status, e.g. access beyond the end of "
+         "the object); Access beyond end of the object (ff, 2105)"),
+    ],
+)  # fmt: skip
+def test_a_refused_tag_is_told_in_the_projects_words(error: str, problem: str) -> None:
+    reading = reading_of(3, "int32", Pycomm3Tag("Nope", None, None, error), -1)
+    assert reading.problem == problem
+    assert "out of memory" not in (reading.problem or "")
+
+
 def test_readings_from_pycomm3_replies() -> None:
     good = reading_of(1, "int32", Pycomm3Tag("Count", 42, "DINT", None), -1)
     assert (good.tag, good.value, good.quality, good.code) == (1, 42, Quality.GOOD, 0)

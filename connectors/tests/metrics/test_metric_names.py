@@ -14,19 +14,25 @@ from plantline.connectors.metric_names import (
     OPERATOR_METRICS,
     PKI_METRICS,
     SAMPLES,
+    SOURCE_CONNECTED,
+    SOURCE_REFUSED,
     MetricDefinition,
 )
-from plantline.connectors.metrics import ConnectorMetrics
+from plantline.connectors.metrics import ConnectorMetrics, SourceRefusals
+from plantline.connectors.sources import Refusal
 
 
-def _collectors(metrics: ConnectorMetrics) -> dict[str, Gauge | Counter | Histogram]:
+def _collectors(metrics: ConnectorMetrics) -> dict[str, Gauge | Counter | Histogram | SourceRefusals]:
     found = [getattr(metrics, f.name) for f in dataclasses.fields(metrics) if f.name not in ("registry", "kpi")]
     found += metrics.kpi.values()
+    found.append(SourceRefusals(dict))  # follow_sources registers one like it
     return {collector.describe()[0].name: collector for collector in found}
 
 
-def _touch(collector: Gauge | Counter | Histogram, metric: MetricDefinition) -> None:
+def _touch(collector: Gauge | Counter | Histogram | SourceRefusals, metric: MetricDefinition) -> None:
     """Give the metric one sample, so that the exposition shows its labels."""
+    if isinstance(collector, SourceRefusals):
+        return  # it has a sample per followed source already
     child = collector.labels(**dict.fromkeys(metric.labels, "x")) if metric.labels else collector
     if isinstance(child, Counter):
         child.inc()
@@ -38,6 +44,7 @@ def _touch(collector: Gauge | Counter | Histogram, metric: MetricDefinition) -> 
 
 def test_the_registry_exposes_exactly_the_described_metrics_with_their_types_help_and_labels() -> None:
     metrics = ConnectorMetrics.create()
+    metrics.follow_sources(["x"], lambda: {"x": None})
     collectors = _collectors(metrics)
     assert sorted(collectors) == sorted(m.family for m in CONNECTOR_METRICS)
     for metric in CONNECTOR_METRICS:
@@ -78,3 +85,28 @@ def test_names_follow_the_prometheus_conventions() -> None:
 def test_a_counter_family_drops_total_and_others_keep_their_name() -> None:
     assert SAMPLES.family == "plantline_samples"
     assert all(m.family == m.name for m in CONNECTOR_METRICS if m.type != "counter")
+
+
+def _samples(metrics: ConnectorMetrics, metric: MetricDefinition) -> list[tuple[dict[str, str], float]]:
+    text = generate_latest(metrics.registry).decode()
+    family = next(f for f in text_string_to_metric_families(text) if f.name == metric.family)
+    return [(s.labels, s.value) for s in family.samples]
+
+
+def test_followed_sources_are_published_disconnected_from_the_start_and_refusals_as_they_are() -> None:
+    metrics = ConnectorMetrics.create()
+    refusals: dict[str, Refusal | None] = {}
+    metrics.follow_sources(["filler", "capper"], lambda: refusals)
+    assert sorted(_samples(metrics, SOURCE_CONNECTED), key=str) == [
+        ({"device": "capper"}, 0.0),
+        ({"device": "filler"}, 0.0),
+    ]
+    assert _samples(metrics, SOURCE_REFUSED) == []  # the connector has not entered its sources yet
+
+    refusals.update(filler=Refusal("device", "BadSecurityChecksFailed", "refused"), capper=None)
+    assert _samples(metrics, SOURCE_REFUSED) == [
+        ({"device": "capper", "by": "", "code": ""}, 0.0),
+        ({"device": "filler", "by": "device", "code": "BadSecurityChecksFailed"}, 1.0),
+    ]
+    refusals["filler"] = None  # it connected
+    assert _samples(metrics, SOURCE_REFUSED)[1] == ({"device": "filler", "by": "", "code": ""}, 0.0)

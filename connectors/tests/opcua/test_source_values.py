@@ -152,6 +152,24 @@ def test_plan_has_one_subscription_per_sampling_interval_with_its_own_publishing
     assert [item.tag.signal for item in plan.items] == ["state.run", "counter.total"]
 
 
+def test_tags_with_their_own_intervals_get_a_subscription_each() -> None:
+    tags = [
+        {"signal": "state.run", "address": "ns=2;s=F.run", "datatype": "bool"},
+        {"signal": "process.slow", "address": "ns=2;s=F.slow", "datatype": "double", "sampling_interval_ms": 5000},
+        {"signal": "process.fast", "address": "ns=2;s=F.fast", "datatype": "double", "sampling_interval_ms": 50},
+        {"signal": "process.also_slow", "address": "ns=2;s=F.s2", "datatype": "double", "sampling_interval_ms": 5000},
+    ]
+    device = _device(sampling_interval_ms=250, opcua={"publishing_interval_ms": 100}, tags=tags)
+    plans = plan_subscriptions(device, monitored_tags(device))
+    # Publishing at 100 ms, or at the sampling interval where that is longer.
+    assert [(p.sampling_interval_ms, p.publishing_interval_ms) for p in plans] == [(50, 100), (250, 250), (5000, 5000)]
+    assert [[item.tag.signal for item in p.items] for p in plans] == [
+        ["process.fast"],
+        ["state.run"],
+        ["process.slow", "process.also_slow"],
+    ]
+
+
 def test_slowdown_multiplies_both_intervals() -> None:
     device = _device(sampling_interval_ms=250, opcua={"publishing_interval_ms": 1000})
     (plan,) = plan_subscriptions(device, monitored_tags(device), slowdown=4.0)

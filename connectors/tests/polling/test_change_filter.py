@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from plantline.connectors.config import Device, Tag
-from plantline.connectors.samples import Quality
-from plantline.connectors.sources.polling import ChangeFilter, PollGroup, poll_groups, scaled
+from plantline.connectors.samples import Quality, scaled
+from plantline.connectors.sources.polling import ChangeFilter, PollGroup, poll_groups
 
 
 def tag(**fields: Any) -> Tag:
@@ -50,12 +50,23 @@ def test_a_percent_deadband_is_not_applied() -> None:
 
 
 def test_values_are_scaled_and_counters_stay_integers() -> None:
-    assert scaled(tag(), 7) == 7
-    assert isinstance(scaled(tag(), 7), int)
-    assert scaled(tag(scale=0.01), 6812) == 68.12
-    assert scaled(tag(scale=2.0, offset=-1.0), 3) == 5.0
-    assert scaled(tag(scale=0.5), True) is True
-    assert scaled(tag(scale=0.5), "x") == "x"
+    assert scaled(7, 1.0, 0.0) == 7
+    assert isinstance(scaled(7, 1.0, 0.0), int)
+    assert scaled(6812, 0.01, 0.0) == 68.12
+    assert scaled(3, 2.0, -1.0) == 5.0
+    assert scaled(True, 0.5, 0.0) is True
+    assert scaled("x", 0.5, 0.0) == "x"
+
+
+def test_a_scaled_integer_has_the_decimals_its_scale_implies() -> None:
+    # Binary floating point makes -1233 * 0.1 into -123.30000000000001; a count has no such digits.
+    assert repr(scaled(-1233, 0.1, 0.0)) == "-123.3"
+    assert repr(scaled(-32768, 0.01, 0.0)) == "-327.68"
+    assert repr(scaled(1234, 0.1, -40.0)) == "83.4"
+    assert repr(scaled(3, 0.25, 0.0)) == "0.75"
+    assert repr(scaled(7, 0.1, 0.05)) == "0.75"  # the offset's decimals count too
+    assert scaled(1, 1 / 3, 0.0) == 1 / 3  # a scale of no finite decimals keeps every digit
+    assert scaled(12.3456, 0.1, 0.0) == 12.3456 * 0.1  # a raw float keeps the PLC's precision
 
 
 def test_tags_are_grouped_by_interval() -> None:
@@ -63,3 +74,13 @@ def test_tags_are_grouped_by_interval() -> None:
         id="d", protocol="s7", endpoint="s7://h", sampling_interval_ms=250, tags=[tag(), tag(signal="process.y")]
     )
     assert poll_groups(device) == [PollGroup(250, (0, 1))]
+
+
+def test_a_tag_with_its_own_interval_is_polled_in_its_own_group() -> None:
+    tags = [
+        tag(),
+        tag(signal="process.slow", sampling_interval_ms=5000),
+        tag(signal="process.fast", sampling_interval_ms=50),
+    ]
+    device = Device.model_construct(id="d", protocol="s7", endpoint="s7://h", sampling_interval_ms=250, tags=tags)
+    assert poll_groups(device) == [PollGroup(50, (2,)), PollGroup(250, (0,)), PollGroup(5000, (1,))]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from plantline.connectors.config import Device
-from plantline_testing.snap7_c import cache_dir, snap7_c_python
+from plantline_testing import cache_dir
+from plantline_testing.snap7_c import snap7_c_python
 from plantline_testing.sources import plc_device
 
 
@@ -22,8 +23,11 @@ def s7_device() -> Callable[..., Device]:
 
 @pytest.fixture(scope="session")
 def c_snap7_python() -> Path:
-    """The Python of the python-snap7 2.x virtualenv (created on first use; skipped if impossible)."""
+    """The Python of the python-snap7 2.x virtualenv (made by `./dev test`, or here on first use).
+
+    A missing one fails the tests that need it: the C server is the S7 peer PlantLine did not write.
+    """
     try:
         return snap7_c_python()
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        pytest.skip(f"cannot create the python-snap7 2.x virtualenv in {cache_dir()}: {exc}")
+        pytest.fail(f"cannot create the python-snap7 2.x virtualenv in {cache_dir('snap7-c')}: {exc}")

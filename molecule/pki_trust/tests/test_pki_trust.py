@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import Callable
@@ -14,6 +15,7 @@ HostFactory = Callable[[str], Host]
 
 TLS = "/etc/plantline/tls"
 CA_DIR = Path(os.environ["PLANTLINE_MOLECULE_WORKDIR"]) / "ca"
+OPCUA_CA_DIR = Path(os.environ["PLANTLINE_MOLECULE_WORKDIR"]) / "ca-opcua"
 
 
 @pytest.mark.parametrize(
@@ -25,6 +27,10 @@ CA_DIR = Path(os.environ["PLANTLINE_MOLECULE_WORKDIR"]) / "ca"
         ("molecule-line1-broker.key", 0o600, "mosquitto"),
         ("molecule-line1-line1.crt", 0o644, "root"),
         ("molecule-line1-line1.key", 0o600, "plantline"),
+        ("molecule-line1-filler-ua.crt", 0o644, "root"),
+        ("molecule-line1-filler-ua.key", 0o600, "plantline"),
+        ("opcua-ca.pem", 0o644, "root"),
+        ("opcua-crl.pem", 0o644, "root"),
     ],
 )
 def test_tls_files_and_modes(hosts: HostFactory, name: str, mode: int, owner: str) -> None:
@@ -73,4 +79,34 @@ def test_opcua_trust_list_folders(hosts: HostFactory) -> None:
         assert d.is_directory
         assert d.user == "plantline"
     assert node.file(f"{base}/own/private").mode == 0o700
-    assert node.file(f"{base}/trusted/certs/plantline-ca.pem").mode == 0o644
+    trusted = node.file(f"{base}/trusted/certs/plantline-ca.pem")
+    assert trusted.mode == 0o644
+    assert trusted.content_string == (OPCUA_CA_DIR / "trust-bundle.pem").read_text()
+
+
+def test_the_opcua_crls_are_one_file_named_by_their_content(hosts: HostFactory) -> None:
+    # A new CRL is a new file name, which a server watching the folder picks up (node-opcua does
+    # not re-read a file replaced in place); the CRLs of both CAs of the chain are in it.
+    node = hosts("node")
+    crl_dir = "/etc/plantline/opcua/line1/pki/trusted/crl"
+    (name,) = node.check_output(f"ls {crl_dir}").split()
+    crls = (OPCUA_CA_DIR / "crl.pem").read_text() + (CA_DIR / "crl.pem").read_text()
+    assert name == f"plantline-ca-{hashlib.sha256(crls.encode()).hexdigest()[:16]}.crl.pem"
+    assert node.file(f"{crl_dir}/{name}").content_string == crls
+    assert node.file(f"{TLS}/opcua-crl.pem").content_string == crls
+
+
+def test_the_opcua_application_certificate_chains_to_the_root_through_the_opcua_ca(hosts: HostFactory) -> None:
+    node = hosts("node")
+    checked = node.run(
+        f"openssl verify -CAfile {TLS}/opcua-ca.pem -crl_check_all -CRLfile {TLS}/opcua-crl.pem"
+        f" {TLS}/molecule-line1-filler-ua.crt"
+    )
+    assert checked.rc == 0, checked.stderr
+    text = node.check_output(f"openssl x509 -noout -text -in {TLS}/molecule-line1-filler-ua.crt")
+    assert "URI:urn:plantline:molecule:line1:filler" in text
+    assert "Public Key Algorithm: rsaEncryption" in text
+    listing = subprocess.run(
+        ["plantline-pki", "cert", "list", "--ca", str(OPCUA_CA_DIR)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "molecule-line1-filler-ua" in listing

@@ -124,6 +124,7 @@ class Tag(_Strict):
     offset: float = 0.0
     unit: str | None = None
     deadband: Deadband | None = None
+    sampling_interval_ms: Annotated[int, Field(ge=10)] | None = None  # else the device's
 
     @field_validator("signal")
     @classmethod
@@ -134,25 +135,66 @@ class Tag(_Strict):
 
 
 class OpcUaOptions(_Strict):
+    """How the OPC UA session is secured, and which servers it trusts.
+
+    A secured connection verifies the server's certificate against a trust list: the CAs in
+    `trusted_ca_file` (a chain ending in one of them, every certificate in it checked against
+    its issuer's CRL in `crl_file`) or the certificates in `server_certificate_file`, trusted as
+    they are. `accept_unknown_server` accepts a server that fails this, with a warning.
+    """
+
     security_policy: Literal["None", "Basic256Sha256"] = "None"
     security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     certificate_file: Path | None = None  # DER or PEM opcua-application certificate
     private_key_file: Path | None = None
-    server_certificate_file: Path | None = None
+    application_uri: Annotated[str, Field(min_length=1)] | None = None  # else the certificate's URI
+    trusted_ca_file: Path | None = None  # PEM or DER CA certificates that issue trusted servers' certificates
+    crl_file: Path | None = None  # PEM or DER CRLs of those CAs
+    server_certificate_file: Path | None = None  # PEM or DER server certificates trusted as they are
+    accept_unknown_server: bool = False  # accept a server the trust list does not vouch for (a warning)
     username: str | None = None
     password_file: Path | None = None
     publishing_interval_ms: Annotated[int, Field(ge=10)] = 100
     queue_size: Annotated[int, Field(ge=1, le=10000)] = 10
 
+    @property
+    def secured(self) -> bool:
+        return self.security_policy != "None"
+
     @model_validator(mode="after")
     def _security_consistent(self) -> OpcUaOptions:
-        secured = self.security_policy != "None"
-        if secured != (self.security_mode != "None"):
+        if self.secured != (self.security_mode != "None"):
             raise ValueError("security_policy and security_mode must both be None or both be set")
-        if secured and (self.certificate_file is None or self.private_key_file is None):
+        if self.secured and (self.certificate_file is None or self.private_key_file is None):
             raise ValueError("a secured connection needs certificate_file and private_key_file")
+        if (self.trusted_ca_file is None) != (self.crl_file is None):
+            raise ValueError("trusted_ca_file and crl_file go together: a CA is trusted with its CRL")
+        trusts = self.trusted_ca_file is not None or self.server_certificate_file is not None
+        if self.secured and not (trusts or self.accept_unknown_server):
+            raise ValueError(
+                "a secured connection verifies the server: set trusted_ca_file and crl_file, or"
+                " server_certificate_file, or accept_unknown_server: true to accept any server"
+            )
         if (self.username is None) != (self.password_file is None):
             raise ValueError("username and password_file go together")
+        return self
+
+
+class ReconnectSettings(_Strict):
+    """The back-off between connection attempts to a device: `initial_delay_s`, doubling up to `max_delay_s`.
+
+    Each delay is shortened by up to half at random, so connectors that lost the same PLC do not
+    come back in step. The defaults retry a PLC that is down every 2.5-5 s, and resume within
+    5 s of its return.
+    """
+
+    initial_delay_s: Annotated[float, Field(gt=0, le=3600)] = 0.5
+    max_delay_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectSettings:
+        if self.max_delay_s < self.initial_delay_s:
+            raise ValueError("max_delay_s must be at least initial_delay_s")
         return self
 
 
@@ -245,6 +287,7 @@ class Device(_Strict):
     protocol: PlcProtocol
     endpoint: Annotated[str, Field(min_length=1)]
     sampling_interval_ms: Annotated[int, Field(ge=10)] = 1000
+    reconnect: ReconnectSettings = ReconnectSettings()
     opcua: OpcUaOptions = OpcUaOptions()
     kpi: KpiSettings = KpiSettings()
     tags: Annotated[list[Tag], Field(min_length=1)]
@@ -252,6 +295,10 @@ class Device(_Strict):
     @property
     def computes_kpis(self) -> bool:
         return self.kpi.enabled and any(tag.signal.startswith("state.") for tag in self.tags)
+
+    def interval_of(self, tag: Tag) -> int:
+        """Return how often `tag` is sampled, in milliseconds: its own interval, else the device's."""
+        return tag.sampling_interval_ms or self.sampling_interval_ms
 
     @field_validator("id")
     @classmethod

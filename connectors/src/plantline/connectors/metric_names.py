@@ -38,7 +38,13 @@ class MetricDefinition:
 _DEVICE = ("device",)
 
 SOURCE_CONNECTED: Final = MetricDefinition(
-    "plantline_source_connected", "gauge", "1 while the device's PLC connection is up", _DEVICE
+    "plantline_source_connected", "gauge", "1 while the device's PLC connection is up (0 from the start)", _DEVICE
+)
+SOURCE_REFUSED: Final = MetricDefinition(
+    "plantline_source_refused",
+    "gauge",
+    "1 while the device and the connector refuse each other (by: who refused, code: why); waiting will not help",
+    ("device", "by", "code"),
 )
 SOURCE_RECONNECTS: Final = MetricDefinition(
     "plantline_source_reconnects_total", "counter", "PLC reconnections", _DEVICE
@@ -135,6 +141,7 @@ KPI_GAUGES: Final = (
 
 CONNECTOR_METRICS: Final = (
     SOURCE_CONNECTED,
+    SOURCE_REFUSED,
     SOURCE_RECONNECTS,
     SOURCE_READ_ERRORS,
     SOURCE_LAST_SAMPLE,

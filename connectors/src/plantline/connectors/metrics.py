@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from plantline.connectors import metric_names as names
 from plantline.connectors.metric_names import MetricDefinition
@@ -20,6 +24,45 @@ def _counter(metric: MetricDefinition, registry: CollectorRegistry) -> Counter:
 
 def _histogram(metric: MetricDefinition, registry: CollectorRegistry) -> Histogram:
     return Histogram(metric.family, metric.help, metric.labels, buckets=metric.buckets, registry=registry)
+
+
+class RefusalFacts(Protocol):
+    """What the refusals gauge reads of a source's refusal (`plantline.connectors.sources.Refusal`)."""
+
+    @property
+    def by(self) -> str: ...
+
+    @property
+    def code(self) -> str: ...
+
+
+class SourceRefusals(Collector):
+    """`plantline_source_refused{device, by, code}`, read from the sources at every scrape.
+
+    A refused device has one sample, 1, labelled with who refused and the protocol's code; any
+    other device one sample, 0, with both labels empty. Read at scrape time, the gauge never
+    lags behind the sources, and a reason that went away leaves no series behind.
+    """
+
+    def __init__(self, refusals: Callable[[], Mapping[str, RefusalFacts | None]]) -> None:
+        self._refusals = refusals
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        for device, refusal in sorted(self._refusals().items()):
+            if refusal is None:
+                family.add_metric([device, "", ""], 0.0)
+            else:
+                family.add_metric([device, refusal.by, refusal.code], 1.0)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        metric = names.SOURCE_REFUSED
+        return GaugeMetricFamily(metric.family, metric.help, labels=metric.labels)
 
 
 @dataclass(frozen=True)
@@ -72,3 +115,12 @@ class ConnectorMetrics:
             sampling_slowdown=_gauge(names.SAMPLING_SLOWDOWN, r),
             kpi={metric.name: _gauge(metric, r) for metric in names.KPI_GAUGES},
         )
+
+    def follow_sources(self, devices: Iterable[str], refusals: Callable[[], Mapping[str, RefusalFacts | None]]) -> None:
+        """Publish each device's connection as 0 from the start, and its refusals as they are at each scrape.
+
+        An alert on `plantline_source_connected == 0` thus also sees a device that never connected.
+        """
+        for device in devices:
+            self.source_connected.labels(device).set(0)
+        self.registry.register(SourceRefusals(refusals))

@@ -133,6 +133,10 @@ class Connector:
         self._unfit_logged: dict[Rejected, set[tuple[str, str | None]]] = {}  # one log line per cause
         self._outbox: Outbox | None = None
         self.health: HealthServer | None = None
+        self.metrics.follow_sources(
+            [device.id for device in config.devices],
+            lambda: {device_id: source.refusal for device_id, source in self.sources.items()},
+        )
 
     # -- the whole process ------------------------------------------------------------------------
 

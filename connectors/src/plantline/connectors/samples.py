@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 # Canonical signals (docs/architecture.md, "Names and conventions"); analogue process values are `process.<name>`.
 CANONICAL_SIGNALS = frozenset(
@@ -59,3 +60,27 @@ class Sample:
     quality: Quality
     source_ts_ms: int
     protocol_code: int | None = None
+
+
+def _decimals(number: float) -> int:
+    """Return how many decimal places the shortest spelling of `number` has (0.1: 1, 0.25: 2, 10: 0)."""
+    exponent = Decimal(repr(number)).as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def scaled(raw: Value, scale: float, offset: float) -> Value:
+    """Return the engineering value of a raw one: `raw * scale + offset`; bool and str as they are.
+
+    With scale 1 and offset 0 the raw int or float is kept, so counters stay integers. A scaled
+    integer is rounded to the decimals its scale and offset imply (-1233 at 0.1 is -123.3, not
+    the -123.30000000000001 binary floating point makes of it): an integer count has no finer
+    precision to lose. A raw float is not rounded, since its precision is the PLC's.
+    """
+    if isinstance(raw, bool | str):
+        return raw
+    if scale == 1.0 and offset == 0.0:
+        return raw
+    value = float(raw) * scale + offset
+    if isinstance(raw, int):
+        return round(value, max(_decimals(scale), _decimals(offset)))
+    return value

@@ -119,8 +119,14 @@ def edge_connectors(view: LineView) -> dict[str, Any]:
     layout = Layout()
     layout.row("PLCs")
     layout.add(
-        Panel("state-timeline", "PLC connected", [Query(S.of(m.SOURCE_CONNECTED), BY_DEVICE)], width=24, height=5,
+        Panel("state-timeline", "PLC connected", [Query(S.of(m.SOURCE_CONNECTED), BY_DEVICE)], width=16, height=5,
               mappings=boolean_mappings("disconnected", "connected"), links=oee)
+    )  # fmt: skip
+    # One row per device: 1 with who refused and the protocol's code, 0 with both labels empty.
+    refused = [Query(S.of(m.SOURCE_REFUSED), "{{device}} {{by}} {{code}}", instant=True)]
+    layout.add(
+        Panel("table", "PLC refusals (certificates)", refused, description=m.SOURCE_REFUSED.help,
+              thresholds=ZERO_IS_GOOD, width=8, height=5)
     )  # fmt: skip
     samples = [Query(f"rate({S.of(m.SAMPLES)}[{RATE}])", BY_DEVICE)]
     layout.add(Panel("timeseries", "Samples/s", samples, unit="reqps", width=8, links=oee))

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -89,7 +90,32 @@ class TagSpec(_Spec):
     )
     deadband: DeadbandSpec | None = Field(default=None, description="Publish only changes larger than this.")
     sampling_interval: Annotated[float, Field(ge=0.01, le=3600)] | None = Field(
-        default=None, description="Seconds; the machine is read at the shortest interval of its own and its tags'."
+        default=None,
+        description="Seconds between samples of this tag (OPC UA: a subscription per distinct interval; S7, CIP:"
+        " a poll group per interval); default: the machine's.",
+    )
+
+
+PEM_CERTIFICATE_PATTERN = r"^\s*-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----\s*$"
+PemCertificate = Annotated[str, Field(pattern=PEM_CERTIFICATE_PATTERN, max_length=8192)]
+
+
+class ServerTrustSpec(_Spec):
+    """Which OPC UA server certificates the connector trusts (OPC UA Part 4 verification)."""
+
+    line_ca: bool = Field(
+        default=True,
+        description="Trust a server whose certificate the line's CA issued (for `plantline up`, its OPC UA"
+        " issuing CA), checked against the CA's current CRL.",
+    )
+    certificates: Annotated[list[PemCertificate], Field(max_length=8)] = Field(
+        default_factory=list,
+        description="PEM server certificates trusted as they are, e.g. a PLC's own self-signed one.",
+    )
+    accept_unknown: bool = Field(
+        default=False,
+        description="Accept a server that neither vouches for, with a warning in the connector's log"
+        " (commissioning only: it gives up knowing who the connector talks to).",
     )
 
 
@@ -108,10 +134,34 @@ class OpcUaSpec(_Spec):
     queue_size: Annotated[int, Field(ge=1, le=10000)] = Field(
         default=10, description="Values the server queues per monitored item between publish cycles."
     )
+    application_uri: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$", max_length=256)] | None = Field(
+        default=None,
+        description="The connector's ApplicationUri towards this machine, put in its certificate;"
+        " default `urn:plantline:<site>:<line>:<machine id>`.",
+    )
+    server_trust: ServerTrustSpec = Field(
+        default=ServerTrustSpec(), description="Which server certificates the connector trusts when secured."
+    )
 
     @property
     def secured(self) -> bool:
         return self.security_policy != "None" or self.security_mode != "None"
+
+
+class ReconnectSpec(_Spec):
+    """The back-off between the connector's attempts to reach a machine's PLC.
+
+    Attempts start `initialDelay` apart and double up to `maxDelay`, each shortened by up to half
+    at random. The defaults try a PLC that is down every 2.5-5 s (a TCP connection attempt each)
+    and resume within 5 s of its return.
+    """
+
+    initial_delay: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=0.5, description="Seconds before the first retry."
+    )
+    max_delay: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=5.0, description="The longest wait between attempts, in seconds: how late data resumes at worst."
+    )
 
 
 class MachineSpec(_Spec):
@@ -127,7 +177,10 @@ class MachineSpec(_Spec):
         default=None, description="Seconds per part at rated speed, for OEE performance; else the PLC's `cycle.ideal`."
     )
     sampling_interval: Annotated[float, Field(ge=0.01, le=3600)] = Field(
-        default=1.0, description="Seconds between reads of the machine's tags."
+        default=1.0, description="Seconds between reads of the machine's tags (unless a tag has its own)."
+    )
+    reconnect: ReconnectSpec = Field(
+        default=ReconnectSpec(), description="The back-off between attempts to reach the PLC."
     )
     tags: Annotated[list[TagSpec], Field(min_length=1, max_length=MAX_TAGS)] = Field(
         description="The PLC tags read, each becoming one canonical signal."
@@ -459,7 +512,24 @@ def _machine_problems(machine: MachineSpec) -> list[tuple[str, str]]:
             found[("opcua", f"OPC UA options on a {machine.protocol} machine")] = None
         elif (machine.opcua.security_policy == "None") != (machine.opcua.security_mode == "None"):
             found[("opcua", "securityPolicy and securityMode must both be None or both be set")] = None
+        for problem in _server_trust_problems(machine.opcua):
+            found[problem] = None
+    if machine.reconnect.max_delay < machine.reconnect.initial_delay:
+        found[("reconnect.maxDelay", "must be at least initialDelay")] = None
     return list(found)
+
+
+def _server_trust_problems(opcua: OpcUaSpec) -> list[tuple[str, str]]:
+    trust = opcua.server_trust
+    found = []
+    for index, pem in enumerate(trust.certificates):
+        try:
+            x509.load_pem_x509_certificate(pem.encode())
+        except ValueError as exc:
+            found.append((f"opcua.serverTrust.certificates[{index}]", f"not a PEM certificate: {exc}"))
+    if opcua.secured and not (trust.line_ca or trust.certificates or trust.accept_unknown):
+        found.append(("opcua.serverTrust", "trusts no server: keep lineCa, list certificates, or set acceptUnknown"))
+    return found
 
 
 def connector_groups(spec: PlantLineSpec) -> dict[str, list[MachineSpec]]:

@@ -36,6 +36,7 @@ from plantline.operator.render import (
     render_certificate_requests,
     render_connector_configs,
     render_mosquitto_conf,
+    render_opcua_server_certificates,
 )
 
 if TYPE_CHECKING:
@@ -147,6 +148,9 @@ def rendered_files(line: PlantLine, *, tls_dir: Path, data_dir: Path, metrics_ba
     files["mosquitto/acl"] = render_acl(line)
     plan = {"certificates": [r.to_json() for r in render_certificate_requests(line)]}
     files["certificates.json"] = json.dumps(plan, indent=2) + "\n"
+    # OPC UA server certificates trusted as they are, for the TLS directory next to the connectors' files.
+    for name, pem in render_opcua_server_certificates(line).items():
+        files[f"opcua/{name}"] = pem
     return files
 
 

@@ -2,7 +2,10 @@
 
 The state directory (default `.plantline/<site>-<line>`, mode 0700) keeps everything a second `up`
 reuses: the CA (`ca/`, its key encrypted with a passphrase from $PLANTLINE_PKI_PASSPHRASE or from
-`pki-passphrase`, 0600, generated on first use), the TLS files (`tls/`, keys 0600), the rendered
+`pki-passphrase`, 0600, generated on first use) and, for a line with secured OPC UA machines, an
+RSA issuing CA under it for their application certificates (`ca-opcua/`: Basic256Sha256 needs
+RSA signatures, so one root still governs MQTT and OPC UA), the TLS files (`tls/`, keys 0600,
+with the OPC UA CAs and CRLs the connectors check servers against), the rendered
 files (`broker/mosquitto.conf`, `broker/acl`, `connectors/<group>.yaml`), the connectors' outboxes
 and bdSeq (`data/<group>/`), logs (`logs/`) and the running children (`pids.json`).
 
@@ -17,6 +20,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import ipaddress
 import json
 import os
 import pwd
@@ -60,6 +64,8 @@ from plantline.operator.monitoring import (
 )
 from plantline.operator.render import (
     CRL,
+    OPCUA_CRL,
+    OPCUA_TRUST_BUNDLE,
     TRUST_BUNDLE,
     BrokerFiles,
     CertificateRequest,
@@ -70,12 +76,14 @@ from plantline.operator.render import (
     render_certificate_requests,
     render_connector_configs,
     render_mosquitto_conf,
+    render_opcua_server_certificates,
     topology,
 )
 from plantline.operator.telemetry import PkiMetrics, serve
 from plantline.pki.authority import Authority
 from plantline.pki.errors import PassphraseError
 from plantline.pki.exports import CertFormat
+from plantline.pki.keys import KeySpec
 
 PASSPHRASE_ENV = "PLANTLINE_PKI_PASSPHRASE"
 PASSPHRASE_FILE = "pki-passphrase"
@@ -124,6 +132,10 @@ class Layout:
     @property
     def ca(self) -> Path:
         return self.root / "ca"
+
+    @property
+    def ca_opcua(self) -> Path:
+        return self.root / "ca-opcua"
 
     @property
     def tls(self) -> Path:
@@ -185,13 +197,27 @@ def _passphrase(layout: Layout) -> bytes:
 
 def open_authority(line: PlantLine, layout: Layout) -> Authority:
     """Return the state directory's CA, creating it (key encrypted) on first use."""
+    return _open_ca(layout, layout.ca, f"PlantLine {line.spec.site}-{line.spec.line} local CA")
+
+
+def open_opcua_authority(line: PlantLine, layout: Layout, root: Authority) -> Authority:
+    """Return the RSA CA under `root` that issues OPC UA application certificates, creating it on first use."""
+    name = f"PlantLine {line.spec.site}-{line.spec.line} OPC UA CA"
+    return _open_ca(layout, layout.ca_opcua, name, key_type=KeySpec.RSA_2048, parent=root)
+
+
+def _open_ca(
+    layout: Layout, directory: Path, name: str, *, key_type: KeySpec = KeySpec.EC_P256, parent: Authority | None = None
+) -> Authority:
     passphrase = _passphrase(layout)
-    if (layout.ca / "pki.db").exists():
-        return Authority(layout.ca, passphrase=lambda: passphrase, actor="plantline up")
-    say(f"creating a CA in {layout.ca}")
+    if (directory / "pki.db").exists():
+        return Authority(directory, passphrase=lambda: passphrase, actor="plantline up")
+    say(f"creating {name} in {directory}")
     return Authority.init(
-        layout.ca,
-        name=f"PlantLine {line.spec.site}-{line.spec.line} local CA",
+        directory,
+        name=name,
+        key_type=key_type,
+        parent=parent,
         passphrase=passphrase,
         encrypt=True,
         actor="plantline up",
@@ -203,33 +229,56 @@ def ca_fingerprint(authority: Authority) -> str:
     return str(next(g for g in generations if g["state"] == "active")["sha256_fingerprint"])
 
 
-def ensure_certificates(authority: Authority, requests: list[CertificateRequest], tls_dir: Path) -> list[str]:
-    """Issue (or renew when due) each requested certificate and write its TLS files; return skipped ones.
+def ensure_certificates(
+    authority: Authority,
+    requests: list[CertificateRequest],
+    tls_dir: Path,
+    opcua_authority: Authority | None = None,
+) -> list[str]:
+    """Issue (or renew when due) each requested certificate and write its TLS files; return the problems.
 
-    An identity whose latest certificate is revoked keeps its old files: the broker refuses it.
+    OPC UA application certificates come from `opcua_authority`. An identity whose latest
+    certificate is revoked keeps its old files (its peers refuse it), and that is a problem.
     """
-    skipped: list[str] = []
+    problems: list[str] = []
     for request in requests:
-        if request.profile == "opcua-application":
-            skipped.append(request.identity)
+        issuer = opcua_authority if request.profile == "opcua-application" else authority
+        if issuer is None:
+            problems.append(f"{request.identity}: no OPC UA CA to issue its certificate")
             continue
-        history = authority.certificates(identity=request.identity)
-        if history and history[-1].status == "revoked":
-            # A revoked identity stays revoked: enrolling it again is the security team's decision.
-            say(f"{request.identity}: certificate revoked; not issuing a new one (plantline-pki cert issue can)")
-            continue
-        if not authority.certificates(identity=request.identity, status="active"):
-            authority.issue(
-                request.identity, profile=request.profile, sans=request.sans, validity_days=request.validity_days
-            )
-        elif authority.needs_renewal(request.identity).action.needs_work:
-            authority.renew(request.identity, validity_days=request.validity_days)
-        _write(tls_dir / f"{request.identity}.crt", authority.export(request.identity, CertFormat.CHAIN))
-        _write(tls_dir / f"{request.identity}.key", authority.export(request.identity, CertFormat.KEY), mode=0o600)
-    authority.generate_crl()  # a fresh CRL: mosquitto refuses every client once the CRL has expired
+        problem = _ensure_certificate(issuer, request, tls_dir)
+        if problem is not None:
+            problems.append(problem)
+    for each in (authority, opcua_authority):
+        if each is not None:
+            each.generate_crl()  # a fresh CRL: mosquitto refuses every client once the CRL has expired
     _write(tls_dir / TRUST_BUNDLE, authority.trust_bundle())
     _write(tls_dir / CRL, authority.crl_pem())
-    return skipped
+    if opcua_authority is not None:
+        write_opcua_trust(authority, opcua_authority, tls_dir)
+    return problems
+
+
+def _ensure_certificate(authority: Authority, request: CertificateRequest, tls_dir: Path) -> str | None:
+    history = authority.certificates(identity=request.identity)
+    if history and history[-1].status == "revoked":
+        # A revoked identity stays revoked: enrolling it again is the security team's decision.
+        return f"{request.identity}: certificate revoked; not issuing a new one (plantline-pki cert issue can)"
+    if not authority.certificates(identity=request.identity, status="active"):
+        authority.issue(
+            request.identity, profile=request.profile, sans=request.sans, validity_days=request.validity_days
+        )
+    elif authority.needs_renewal(request.identity).action.needs_work:
+        authority.renew(request.identity, validity_days=request.validity_days)
+    _write(tls_dir / f"{request.identity}.crt", authority.export(request.identity, CertFormat.CHAIN))
+    _write(tls_dir / f"{request.identity}.key", authority.export(request.identity, CertFormat.KEY), mode=0o600)
+    return None
+
+
+def write_opcua_trust(root: Authority, opcua_authority: Authority, tls_dir: Path) -> None:
+    """Write what the connectors check OPC UA servers against: the OPC UA CA with its root, and both CRLs."""
+    _write(tls_dir / OPCUA_TRUST_BUNDLE, opcua_authority.trust_bundle())
+    _write(tls_dir / OPCUA_CRL, opcua_authority.crl_pem() + root.crl_pem())
 
 
 # -- ports and programs -----------------------------------------------------------------------------
@@ -280,10 +329,15 @@ def _sim_machine_name(machine: MachineSpec) -> str:
     return machine.id.capitalize()
 
 
-def simulator_argv(machine: MachineSpec, seed: int) -> list[str]:
+def simulator_argv(machine: MachineSpec, seed: int, *, tls_dir: Path | None = None) -> list[str]:
+    """Return the command line of a machine's simulator; a secured OPC UA one uses its files in `tls_dir`."""
     host, port = endpoint_host_port(machine)
     argv = [sys.executable, "-m", f"plantline.connectors.sim.{machine.protocol}_server"]
     argv += ["--host", host, "--port", str(port), "--seed", str(seed), "--machine", _sim_machine_name(machine)]
+    if tls_dir is not None and machine.opcua is not None and machine.opcua.secured:
+        identity = simulator_identity(machine)
+        argv += ["--security", "--certificate", str(tls_dir / f"{identity}.crt")]
+        argv += ["--private-key", str(tls_dir / f"{identity}.key"), "--trust-dir", str(tls_dir / SIM_TRUST_DIR)]
     if machine.ideal_cycle_time is not None:
         argv += ["--ideal-cycle", str(machine.ideal_cycle_time)]
     if machine.protocol == "s7":
@@ -291,6 +345,37 @@ def simulator_argv(machine: MachineSpec, seed: int) -> list[str]:
         if db.isdigit():
             argv += ["--db", db]
     return argv
+
+
+SIM_TRUST_DIR = "simulator-trust"  # in the TLS directory: the CAs a secured simulator trusts clients by
+
+
+def simulator_identity(machine: MachineSpec) -> str:
+    return f"{machine.id}-simulator"
+
+
+def ensure_simulator_certificates(opcua_authority: Authority, machines: list[MachineSpec], tls_dir: Path) -> None:
+    """Issue each secured OPC UA simulator a server certificate from the line's OPC UA CA, and its trust list.
+
+    The simulator then is what a PLC of the line would be: its certificate from the line's OPC UA
+    CA for the endpoint's host, and the line's OPC UA CA (and the root above it) as its trust list.
+    """
+    for machine in machines:
+        host, _ = endpoint_host_port(machine)
+        uri = f"uri:urn:plantline:sim:{_sim_machine_name(machine)}"
+        request = CertificateRequest(simulator_identity(machine), "opcua-application", (uri, _host_san(host)))
+        problem = _ensure_certificate(opcua_authority, request, tls_dir)
+        if problem is not None:
+            raise UpError(problem)
+    _write(tls_dir / SIM_TRUST_DIR / "line-opcua-ca.pem", opcua_authority.trust_bundle())
+
+
+def _host_san(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return f"dns:{host}"
+    return f"ip:{host}"
 
 
 # -- supervision ------------------------------------------------------------------------------------
@@ -434,6 +519,7 @@ class MachineMetrics:
     """What a connector's /metrics says about one of its machines; None where it says nothing."""
 
     plc_connected: bool | None
+    plc_refused: tuple[str, str] | None  # (who refused: device | connector, the protocol's code)
     mqtt: str | None  # the connector's MQTT session: connected, refused or down
     last_sample_at: float | None  # Unix time
     samples_total: float | None
@@ -450,6 +536,7 @@ class MachineMetrics:
         set_aside = _values(scraped, metric_names.OUTBOX_QUARANTINED)
         return cls(
             plc_connected=None if connected is None else connected >= 1,
+            plc_refused=_refusal(scraped, machine_id),
             mqtt=_mqtt_state(scraped) if scraped else None,
             last_sample_at=_value(scraped, metric_names.SOURCE_LAST_SAMPLE, device=machine_id),
             samples_total=_value(scraped, metric_names.SAMPLES, device=machine_id),
@@ -457,6 +544,34 @@ class MachineMetrics:
             oee=_value(scraped, metric_names.KPI_OEE, device=machine_id, scope="window"),
             outbox_set_aside=int(sum(set_aside)) if outbox else None,
         )
+
+
+def _refusal(scraped: Scrape, machine_id: str) -> tuple[str, str] | None:
+    metric = metric_names.SOURCE_REFUSED
+    for sample in scraped.get(metric.family, ()):
+        if sample.labels.get("device") == machine_id and sample.value >= 1:
+            return sample.labels.get("by", ""), sample.labels.get("code", "")
+    return None
+
+
+def refusal_problem(machine_id: str, refused: tuple[str, str], log: Path) -> str:
+    """Return what a machine's refusal means for the OT engineer, and where its details are."""
+    by, code = refused
+    if by == "device":
+        what = (
+            "the PLC refused the connector's certificate; put the line's OPC UA CA and its CRL in the PLC's trust list"
+        )
+    else:
+        what = "the connector refuses the PLC (its certificate, the trust files or the security settings)"
+    return f"{machine_id}: {what} ({code}); the connector's log says why: {log}"
+
+
+def _plc(metrics: MachineMetrics) -> str | None:
+    if metrics.plc_refused is not None:
+        return "refused"
+    if metrics.plc_connected is None:
+        return None
+    return "yes" if metrics.plc_connected else "no"
 
 
 def _mqtt_state(scraped: Scrape) -> str:
@@ -490,6 +605,8 @@ class LocalLine:
     monitoring: Monitoring | None = None
     monitors: list[Child] = field(default_factory=list)  # Prometheus and the broker exporter
     certificate_facts: PkiMetrics | None = None
+    problems: list[str] = field(default_factory=list)  # found while preparing: they stop a machine for good
+    told: set[str] = field(default_factory=set)  # the machines' problems already said on the terminal
 
     def children(self) -> list[Child]:
         database = [self.database] if self.database else []
@@ -502,12 +619,19 @@ class LocalLine:
         self.layout.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.layout.root, 0o700)
         authority = open_authority(self.line, self.layout)
+        secured = any(m.opcua is not None and m.opcua.secured for m in spec.machines)
+        opcua = open_opcua_authority(self.line, self.layout, authority) if secured else None
         with_historian = postgres_bin() is not None
         requests = render_certificate_requests(self.line, historian=with_historian)
-        skipped = ensure_certificates(authority, requests, self.layout.tls)
+        self.problems = ensure_certificates(authority, requests, self.layout.tls, opcua)
+        for name, pem in render_opcua_server_certificates(self.line).items():
+            _write(self.layout.tls / name, pem.encode())
+        if self.simulate and opcua is not None:
+            secured_machines = [m for m in spec.machines if m.opcua is not None and m.opcua.secured]
+            ensure_simulator_certificates(opcua, secured_machines, self.layout.tls)
         self.revoked_at_broker_start = {c.serial for c in authority.certificates(status="revoked")}
-        if skipped:
-            say(f"skipped OPC UA application certificates (they need an RSA CA): {', '.join(skipped)}")
+        for problem in self.problems:
+            say(f"problem: {problem}")
         say(f"CA {ca_fingerprint(authority)} in {self.layout.ca}")
         files = BrokerFiles.under(spec, tls_dir=self.layout.tls.resolve(), broker_dir=self.layout.broker.resolve())
         files.persistence_dir.mkdir(parents=True, exist_ok=True)
@@ -536,7 +660,7 @@ class LocalLine:
                     Child(
                         f"sim/{machine.id}",
                         "simulator",
-                        simulator_argv(machine, seed=index + 1),
+                        simulator_argv(machine, seed=index + 1, tls_dir=self.layout.tls.resolve()),
                         logs / f"sim-{machine.id}.log",
                         listen=endpoint_host_port(machine),
                     )
@@ -699,28 +823,8 @@ class LocalLine:
         """Return the line's state as `plantline status --format json` prints it (also status.json)."""
         now = time.time()
         scraped = {c.name: scrape(c.metrics_port) for c in self.connectors if c.metrics_port and c.alive()}
-        by_group = {c.name.split("/", 1)[1]: c for c in self.connectors}
-        machines: list[dict[str, Any]] = []
-        for machine in self.line.spec.machines:
-            group = self.machine_group[machine.id]
-            child = by_group[group]
-            metrics = MachineMetrics.of(scraped.get(child.name, {}), machine.id)
-            last = metrics.last_sample_at
-            machines.append(
-                {
-                    "machine": machine.id,
-                    "protocol": machine.protocol,
-                    "connector": group,
-                    "connector_state": child.state(),
-                    "plc_connected": metrics.plc_connected,
-                    "mqtt": metrics.mqtt,
-                    "last_value_age_s": None if not last else round(max(0.0, now - last), 1),
-                    "samples_per_s": self._rate(machine.id, metrics.samples_total, now),
-                    "outbox_samples": metrics.outbox_samples,
-                    "outbox_set_aside": metrics.outbox_set_aside,
-                    "oee": metrics.oee,
-                }
-            )
+        machines = [self._machine_row(machine, scraped, now) for machine in self.line.spec.machines]
+        problems = [*self.problems, *self._refusals(machines)]
         spec = self.line.spec
         return {
             "line": f"{spec.site}/{spec.area}/{spec.line}",
@@ -734,12 +838,49 @@ class LocalLine:
             },
             "machines": machines,
             "historian": self.historian.status() if self.historian else None,
+            "problems": problems,
             "reload": self.reload,
             "children": [
                 {"name": c.name, "kind": c.kind, "pid": c.proc.pid if c.proc else None, "state": c.state()}
                 for c in self.children()
             ],
         }
+
+    def _machine_row(self, machine: MachineSpec, scraped: dict[str, Scrape], now: float) -> dict[str, Any]:
+        group = self.machine_group[machine.id]
+        child = next(c for c in self.connectors if c.name == f"connector/{group}")
+        metrics = MachineMetrics.of(scraped.get(child.name, {}), machine.id)
+        last = metrics.last_sample_at
+        refused = metrics.plc_refused
+        return {
+            "machine": machine.id,
+            "protocol": machine.protocol,
+            "connector": group,
+            "connector_state": child.state(),
+            "plc": _plc(metrics),
+            "plc_connected": metrics.plc_connected,
+            "plc_refused": None if refused is None else {"by": refused[0], "code": refused[1]},
+            "mqtt": metrics.mqtt,
+            "last_value_age_s": None if not last else round(max(0.0, now - last), 1),
+            "samples_per_s": self._rate(machine.id, metrics.samples_total, now),
+            "outbox_samples": metrics.outbox_samples,
+            "outbox_set_aside": metrics.outbox_set_aside,
+            "oee": metrics.oee,
+        }
+
+    def _refusals(self, machines: list[dict[str, Any]]) -> list[str]:
+        """Return the machines' refusals as problems; say each on the terminal when it first appears."""
+        found = []
+        for row in machines:
+            refused = row["plc_refused"]
+            if refused is not None:
+                log = next(c.log_path for c in self.connectors if c.name == f"connector/{row['connector']}")
+                found.append(refusal_problem(row["machine"], (refused["by"], refused["code"]), log))
+        for problem in found:
+            if problem not in self.told:
+                say(f"problem: {problem}")
+        self.told = set(found)
+        return found
 
     def _rate(self, machine_id: str, total: float | None, now: float) -> float | None:
         if total is None:
@@ -757,11 +898,14 @@ class LocalLine:
         CRL only during a TLS handshake: a session opened before the revocation would live on. So
         when the CRL names a certificate the broker has not seen revoked, the broker is restarted and
         every client must handshake again (the connectors' outboxes keep their samples meanwhile);
-        otherwise a SIGHUP is enough.
+        otherwise a SIGHUP is enough. The OPC UA CAs and CRLs the connectors check servers against
+        are rewritten too; a connector reads them at its next connection attempt.
         """
         authority = open_authority(self.line, self.layout)
         _write(self.layout.tls / TRUST_BUNDLE, authority.trust_bundle())
         _write(self.layout.tls / CRL, authority.crl_pem())
+        if (self.layout.ca_opcua / "pki.db").exists():  # the connectors read it at their next attempt
+            write_opcua_trust(authority, open_opcua_authority(self.line, self.layout, authority), self.layout.tls)
         revoked = {c.serial for c in authority.certificates(status="revoked")}
         self._refresh_certificate_facts(authority)
         newly = revoked - self.revoked_at_broker_start
@@ -796,7 +940,7 @@ def status_rows(snapshot: dict[str, Any]) -> list[list[str]]:
             m["machine"],
             m["protocol"],
             m["connector_state"],
-            _cell(m["plc_connected"]),
+            _cell(m.get("plc", m["plc_connected"])),
             _cell(m["mqtt"]),
             _cell(m["last_value_age_s"], "{:.1f}s"),
             _cell(m["samples_per_s"], "{:.1f}"),
@@ -820,7 +964,7 @@ def status_title(snapshot: dict[str, Any]) -> str:
 
 
 def format_status(snapshot: dict[str, Any]) -> str:
-    """Return the status table as plain text."""
+    """Return the status table as plain text, then the problems that stop a machine for good."""
     rows = status_rows(snapshot)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
     lines = [status_title(snapshot)]
@@ -828,6 +972,7 @@ def format_status(snapshot: dict[str, Any]) -> str:
     historian = snapshot.get("historian")
     if historian:
         lines.append(historian_line(historian))
+    lines += [f"problem: {problem}" for problem in snapshot.get("problems", ())]
     return "\n".join(lines) + "\n"
 
 
@@ -1063,7 +1208,10 @@ def read_status(layout: Layout) -> dict[str, Any] | None:
 
 
 def detach(argv: list[str], layout: Layout, *, timeout: float = 120.0) -> int:
-    """Start `up` (argv) in its own session with its output in logs/up.log; return once it runs."""
+    """Start `up` (argv) in its own session with its output in logs/up.log; return once it runs.
+
+    The problems it found while preparing are said here too: they would otherwise be in the log only.
+    """
     layout.logs.mkdir(parents=True, exist_ok=True)
     os.chmod(layout.root, 0o700)
     with layout.up_log.open("ab") as log:
@@ -1079,6 +1227,8 @@ def detach(argv: list[str], layout: Layout, *, timeout: float = 120.0) -> int:
         with contextlib.suppress(FileNotFoundError, ValueError):
             snapshot = json.loads(layout.status.read_text())
             if snapshot.get("up_pid") == proc.pid:
+                for problem in snapshot.get("problems", ()):
+                    say(f"problem: {problem}")
                 return proc.pid
         time.sleep(0.2)
     raise UpError(f"the background `plantline up` did not come up in {timeout:.0f}s; see {layout.up_log}")

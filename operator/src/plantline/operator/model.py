@@ -25,13 +25,18 @@ from plantline.dashboards.render import dashboard_json, rules_yaml
 from plantline.dashboards.rules import rule_file
 from plantline.operator.api import API_VERSION, GROUP, KIND, PlantLine
 from plantline.operator.render import (
+    CRL,
+    OPCUA_CRL,
+    OPCUA_TRUST_BUNDLE,
     TRUST_BUNDLE,
     CertificateRequest,
     ConnectorTopology,
     connector_config_data,
     line_view,
     opcua_identity,
+    opcua_server_certificates_file,
     render_connector_configs,
+    render_opcua_server_certificates,
     topology,
 )
 
@@ -256,13 +261,17 @@ def config_map(owner: Owner, configs: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def trust_config_map(owner: Owner, ca_bundle: bytes, crl: bytes) -> dict[str, Any]:
-    """Return the line's public trust material, for its broker: the CA bundle and the current CRL."""
+def trust_config_map(owner: Owner, line: PlantLine, ca_bundle: bytes, crl: bytes) -> dict[str, Any]:
+    """Return the ConfigMap of the line's public trust material.
+
+    The CA bundle and the current CRL serve the broker and the connectors' checks of OPC UA servers;
+    beside them, the server certificates the line's OPC UA machines trust as they are.
+    """
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(owner, trust_config_map_name(owner), "trust"),
-        "data": {TRUST_BUNDLE: ca_bundle.decode(), "crl.pem": crl.decode()},
+        "data": {TRUST_BUNDLE: ca_bundle.decode(), CRL: crl.decode(), **render_opcua_server_certificates(line)},
     }
 
 
@@ -309,6 +318,25 @@ def group_identities(line: PlantLine, connector: ConnectorTopology) -> list[str]
     return found
 
 
+def opcua_trust_items(line: PlantLine, connector: ConnectorTopology) -> list[dict[str, str]]:
+    """Return what one connector mounts from the trust ConfigMap for its secured OPC UA machines.
+
+    The operator's CA issues every certificate of the line, OPC UA ones included, so its bundle and
+    CRL are also what the connectors check OPC UA servers against. Mounted as a projected volume
+    (no subPath), they follow the ConfigMap when the CRL changes; the connector reads them at each
+    connection attempt.
+    """
+    secured = [m for m in connector.machines if m.opcua is not None and m.opcua.secured]
+    items = []
+    if any(m.opcua is not None and m.opcua.server_trust.line_ca for m in secured):
+        items += [{"key": TRUST_BUNDLE, "path": OPCUA_TRUST_BUNDLE}, {"key": CRL, "path": OPCUA_CRL}]
+    for machine in secured:
+        if machine.opcua is not None and machine.opcua.server_trust.certificates:
+            name = opcua_server_certificates_file(line.spec, machine)
+            items.append({"key": name, "path": name})
+    return items
+
+
 def _restricted_container_security() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
@@ -344,6 +372,9 @@ def deployment(
         if identity == connector.identity:
             items.append({"key": "ca.crt", "path": TRUST_BUNDLE})
         tls_sources.append({"secret": {"name": secret_name(owner, line, identity), "items": items}})
+    trust_items = opcua_trust_items(line, connector)
+    if trust_items:
+        tls_sources.append({"configMap": {"name": trust_config_map_name(owner), "items": trust_items}})
     probe = {"port": "metrics"}
     return {
         "apiVersion": "apps/v1",

@@ -6,11 +6,12 @@ the status to write with the events worth telling. It never imports Kopf: the ha
 an `Outcome` into Kopf's status patch and errors.
 
 Steps, in order: `certificates` (issue, renew, revoke and delete), `config` (connector configs),
-`connectors` (ServiceAccount, NetworkPolicy, per connector group a PersistentVolumeClaim and a
-Deployment), `trust` (CA bundle and CRL for the broker), `dashboards` (Grafana dashboards, alert
-rules), `broker` (the line's objects in EMQX, for `broker.kind: emqx`), `prune` (children no
-longer wanted), then the status. A broker that fails does not stop the steps after it:
-`BrokerReady` says why, and the line is reconciled again soon.
+`trust` (CA bundle and CRL for the broker and the connectors' OPC UA server checks, and the OPC
+UA server certificates trusted as they are), `connectors` (ServiceAccount, NetworkPolicy, per
+connector group a PersistentVolumeClaim and a Deployment, which mounts what the steps before
+made), `dashboards` (Grafana dashboards, alert rules), `broker` (the line's objects in EMQX, for
+`broker.kind: emqx`), `prune` (children no longer wanted), then the status. A broker that fails
+does not stop the steps after it: `BrokerReady` says why, and the line is reconciled again soon.
 """
 
 from __future__ import annotations
@@ -320,10 +321,10 @@ def _apply_claims(state: _State, ctx: Context) -> None:
 
 
 def step_trust(state: _State, ctx: Context) -> None:
-    """Publish the CA bundle and the current CRL for the line's broker."""
+    """Publish the CA bundle and the current CRL, and the OPC UA server certificates trusted as they are."""
     ca = ctx.authority.load(ctx.now)  # again: this reconcile may have revoked since the first load
     state.crl_pem = ca.crl_pem
-    _apply(state, ctx, trust_config_map(state.owner, ca.certificate_pem, ca.crl_pem))
+    _apply(state, ctx, trust_config_map(state.owner, state.line, ca.certificate_pem, ca.crl_pem))
 
 
 def step_dashboards(state: _State, ctx: Context) -> None:
@@ -400,8 +401,8 @@ def step_prune(state: _State, ctx: Context) -> None:
 STEPS: tuple[tuple[str, Callable[[_State, Context], None]], ...] = (
     ("certificates", step_certificates),
     ("config", step_config),
-    ("connectors", step_connectors),
     ("trust", step_trust),
+    ("connectors", step_connectors),
     ("dashboards", step_dashboards),
     ("broker", step_broker),
     ("prune", step_prune),

@@ -24,6 +24,7 @@ from plantline.connectors.config import (
     KpiSettings,
     OpcUaOptions,
     OutboxSettings,
+    ReconnectSettings,
     SparkplugIdentity,
     Tag,
     TlsFiles,
@@ -45,6 +46,10 @@ from plantline.pki.profiles import builtin_profiles
 
 TRUST_BUNDLE = "ca.crt"
 CRL = "crl.pem"
+# What the connectors trust OPC UA servers by: the CAs that issue the line's OPC UA certificates
+# (for `plantline up`, its RSA OPC UA CA and the root above it) and their CRLs.
+OPCUA_TRUST_BUNDLE = "opcua-ca.pem"
+OPCUA_CRL = "opcua-crl.pem"
 
 
 def _prefix(spec: PlantLineSpec) -> str:
@@ -56,7 +61,27 @@ def opcua_identity(spec: PlantLineSpec, machine: MachineSpec) -> str:
 
 
 def opcua_application_uri(spec: PlantLineSpec, machine: MachineSpec) -> str:
+    """Return the connector's ApplicationUri towards `machine`: its `applicationUri`, else the line's convention."""
+    if machine.opcua is not None and machine.opcua.application_uri is not None:
+        return machine.opcua.application_uri
     return f"urn:plantline:{spec.site}:{spec.line}:{machine.id}"
+
+
+def opcua_server_certificates_file(spec: PlantLineSpec, machine: MachineSpec) -> str:
+    """Return the name of the file (in the TLS directory) of the server certificates `machine` trusts as they are."""
+    return f"{opcua_identity(spec, machine)}-servers.pem"
+
+
+def render_opcua_server_certificates(line: PlantLine) -> dict[str, str]:
+    """Return each secured machine's explicitly trusted server certificates, as a PEM bundle by file name."""
+    spec = line.spec
+    return {
+        opcua_server_certificates_file(spec, machine): "".join(
+            pem.strip() + "\n" for pem in machine.opcua.server_trust.certificates
+        )
+        for machine in spec.machines
+        if machine.opcua is not None and machine.opcua.secured and machine.opcua.server_trust.certificates
+    }
 
 
 def _secured(machine: MachineSpec) -> bool:
@@ -134,25 +159,46 @@ def machine_kpi_settings(machine: MachineSpec) -> KpiSettings:
     return KpiSettings(ideal_cycle_s=machine.ideal_cycle_time)
 
 
+def _opcua_options(spec: PlantLineSpec, machine: MachineSpec, tls_dir: Path) -> OpcUaOptions:
+    if machine.opcua is None:
+        return OpcUaOptions()
+    options = machine.opcua
+    secured: dict[str, Any] = {}
+    if options.secured:
+        identity, trust = opcua_identity(spec, machine), options.server_trust
+        secured = {
+            "certificate_file": tls_dir / f"{identity}.crt",
+            "private_key_file": tls_dir / f"{identity}.key",
+            "application_uri": opcua_application_uri(spec, machine),
+            "accept_unknown_server": trust.accept_unknown,
+        }
+        if trust.line_ca:
+            secured |= {"trusted_ca_file": tls_dir / OPCUA_TRUST_BUNDLE, "crl_file": tls_dir / OPCUA_CRL}
+        if trust.certificates:
+            secured["server_certificate_file"] = tls_dir / opcua_server_certificates_file(spec, machine)
+    return OpcUaOptions(
+        security_policy=options.security_policy,
+        security_mode=options.security_mode,
+        publishing_interval_ms=max(10, round(options.publishing_interval * 1000)),
+        queue_size=options.queue_size,
+        **secured,
+    )
+
+
+def _ms(seconds: float) -> int:
+    return max(10, round(seconds * 1000))
+
+
 def _device(spec: PlantLineSpec, machine: MachineSpec, tls_dir: Path) -> Device:
-    intervals = [machine.sampling_interval, *(t.sampling_interval for t in machine.tags if t.sampling_interval)]
-    opcua = OpcUaOptions()
-    if machine.opcua is not None:
-        identity = opcua_identity(spec, machine)
-        opcua = OpcUaOptions(
-            security_policy=machine.opcua.security_policy,
-            security_mode=machine.opcua.security_mode,
-            certificate_file=tls_dir / f"{identity}.crt" if machine.opcua.secured else None,
-            private_key_file=tls_dir / f"{identity}.key" if machine.opcua.secured else None,
-            publishing_interval_ms=max(10, round(machine.opcua.publishing_interval * 1000)),
-            queue_size=machine.opcua.queue_size,
-        )
     return Device(
         id=machine.id,
         protocol=machine.protocol,
         endpoint=machine.endpoint,
-        sampling_interval_ms=max(10, round(min(intervals) * 1000)),
-        opcua=opcua,
+        sampling_interval_ms=_ms(machine.sampling_interval),
+        reconnect=ReconnectSettings(
+            initial_delay_s=machine.reconnect.initial_delay, max_delay_s=machine.reconnect.max_delay
+        ),
+        opcua=_opcua_options(spec, machine, tls_dir),
         kpi=machine_kpi_settings(machine),
         tags=[
             Tag(
@@ -163,6 +209,7 @@ def _device(spec: PlantLineSpec, machine: MachineSpec, tls_dir: Path) -> Device:
                 offset=t.offset,
                 unit=t.unit,
                 deadband=Deadband(kind=t.deadband.kind, value=t.deadband.value) if t.deadband else None,
+                sampling_interval_ms=_ms(t.sampling_interval) if t.sampling_interval is not None else None,
             )
             for t in machine.tags
         ],

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+from pathlib import Path
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
@@ -65,3 +66,9 @@ class Started:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def cache_dir(name: str) -> Path:
+    """Return `$PLANTLINE_CACHE/<name>` (or ~/.cache/plantline/<name>): where an installed test peer is kept."""
+    base = os.environ.get("PLANTLINE_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "plantline") / name

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+import plantline_testing
 from plantline_testing import Started, free_port, run_build
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "controlplane" / "build.sh"
@@ -92,8 +93,7 @@ class ApiError(ControlPlaneError):
 
 def cache_dir() -> Path:
     """Return `$PLANTLINE_CACHE/controlplane` (or ~/.cache/plantline/controlplane)."""
-    base = os.environ.get("PLANTLINE_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "plantline") / "controlplane"
+    return plantline_testing.cache_dir("controlplane")
 
 
 def ensure_binaries(*, node: bool = False) -> Path:

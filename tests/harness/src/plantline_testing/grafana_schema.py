@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from plantline_testing import find_program
-from plantline_testing.npm import ensure_node_modules
+from plantline_testing.npm import NpmPackage
 
 GRAFANA_DIR = Path(__file__).resolve().parents[2] / "grafana"
+GRAFANA_SCHEMA = NpmPackage("grafana-schema", GRAFANA_DIR, probe="typescript")
 SCHEMA = "@grafana/schema"
 _COMPOSABLE = f"{SCHEMA}/dist/esm/raw/composable"
 # panel type -> (module under raw/composable, file prefix, whether the plugin types its field config)
@@ -76,7 +77,7 @@ def typescript_source(dashboards: Mapping[str, Mapping[str, Any]]) -> str:
 
 def typecheck_dashboards(dashboards: Mapping[str, Mapping[str, Any]], *, timeout: float = 300.0) -> TypeCheck:
     """Return what `tsc --noEmit --strict` says about the dashboards (returncode 0: they fit the schema)."""
-    modules = ensure_node_modules(GRAFANA_DIR, "grafana-schema", "typescript")
+    modules = GRAFANA_SCHEMA.ensure()
     source = typescript_source(dashboards)
     with tempfile.TemporaryDirectory(prefix="plantline-dashboards-") as work:
         root = Path(work)

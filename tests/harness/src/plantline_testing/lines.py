@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +79,19 @@ def line_copy(
     sampling_interval: float | None = None,
     bridge: tuple[str, int] | None = None,
     machines: tuple[str, ...] | None = None,
+    machine_fields: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write `source` to `target` with free ports (and the given changes); return the data written."""
+    """Write `source` to `target` with free ports (and the given changes); return the data written.
+
+    `machine_fields` sets fields of machines by id, e.g. {"filler": {"opcua": {...}}}.
+    """
     data: dict[str, Any] = yaml.safe_load(source.read_text())
     spec = data["spec"]
     spec["broker"]["port"] = free_port()
     if machines is not None:
         spec["machines"] = [m for m in spec["machines"] if m["id"] in machines]
     for machine in spec["machines"]:
+        machine.update((machine_fields or {}).get(machine["id"], {}))
         scheme, rest = machine["endpoint"].split("://", 1)
         sep = "/" if scheme == "opc.tcp" else "?"
         host_port, _, tail = rest.partition(sep)
@@ -238,6 +243,13 @@ class UpRun:
         """Return the processes still running with this state directory on their command line."""
         found = subprocess.run(["pgrep", "-af", str(self.state_dir)], capture_output=True, text=True, check=False)
         return [line for line in found.stdout.splitlines() if "pgrep" not in line]
+
+    def finish(self) -> None:
+        """Bring the line down and kill what is left of it; print up's log when $PLANTLINE_E2E_LOGS is set."""
+        self.down()
+        self.kill_all()
+        if os.environ.get("PLANTLINE_E2E_LOGS"):
+            print(self.log())
 
     def kill_all(self) -> None:
         """Last-resort cleanup: SIGKILL the `up` and every process group it started."""

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from plantline_testing import find_program, free_port
 from plantline_testing.emqx import spec_path
-from plantline_testing.npm import ensure_node_modules
+from plantline_testing.npm import NpmPackage
 
 PRISM_DIR = Path(__file__).resolve().parents[2] / "prism"
 PACKAGE = "@stoplight/prism-cli"
+PRISM = NpmPackage("prism", PRISM_DIR, probe=PACKAGE)
 START_TIMEOUT_S = 120.0  # Prism reads and dereferences a 1.7 MB description first
 
 
@@ -43,7 +44,7 @@ class Prism:
 @contextlib.contextmanager
 def running_prism(directory: Path) -> Iterator[Prism]:
     """Run `prism mock --errors` on EMQX's description on a loopback port; stop it on exit."""
-    modules = ensure_node_modules(PRISM_DIR, "prism", PACKAGE)
+    modules = PRISM.ensure()
     port = free_port()
     log = directory / "prism.log"
     argv = [

@@ -1,10 +1,9 @@
 """Eclipse Tahu's JavaScript Sparkplug decoder as an independent host: `tahu_decode`.
 
 The pinned `sparkplug-payload` (tests/harness/tahu/package.json and its package-lock.json) is
-installed with `npm ci` once into `$PLANTLINE_CACHE/tahu/<hash of package-lock.json>/` (or
-`~/.cache/plantline/tahu/...`) by `plantline_testing.npm`. `tahu_decode`
-feeds a batch of payloads through one Node process running tests/harness/tahu/decode.js and
-returns what Tahu's `decodePayload` made of each.
+installed with `npm ci` once into `$PLANTLINE_CACHE/tahu/<hash of package-lock.json>/`
+(`plantline_testing.npm`). `tahu_decode` feeds a batch of payloads through one Node process
+running tests/harness/tahu/decode.js and returns what Tahu's `decodePayload` made of each.
 """
 
 from __future__ import annotations
@@ -18,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from plantline_testing import find_program
-from plantline_testing.npm import NpmInstallError, ensure_node_modules
+from plantline_testing.npm import NpmPackage
 
 TAHU_DIR = Path(__file__).resolve().parents[2] / "tahu"
 DECODE_SCRIPT = TAHU_DIR / "decode.js"
-PACKAGE = "sparkplug-payload"
+TAHU = NpmPackage("tahu", TAHU_DIR, probe="sparkplug-payload")
 
 
 class TahuError(RuntimeError):
@@ -39,10 +38,7 @@ class ToDecode:
 
 def ensure_tahu() -> Path:
     """Return the node_modules directory holding the pinned sparkplug-payload, installing it once."""
-    try:
-        return ensure_node_modules(TAHU_DIR, "tahu", PACKAGE)
-    except NpmInstallError as exc:
-        raise TahuError(str(exc)) from exc
+    return TAHU.ensure()
 
 
 def _line(item: ToDecode) -> str:

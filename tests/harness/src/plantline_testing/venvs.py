@@ -9,20 +9,17 @@ when its installation and check succeeded, so a half-made one is made again next
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from plantline_testing import cache_dir
+
+__all__ = ["cache_dir", "cached_venv"]
+
 INSTALL_TIMEOUT_S = 600.0
-
-
-def cache_dir(name: str) -> Path:
-    """Return `$PLANTLINE_CACHE/<name>` or `~/.cache/plantline/<name>`."""
-    base = os.environ.get("PLANTLINE_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "plantline") / name
 
 
 def cached_venv(root: Path, requirement: str, *, check: Callable[[Path], str] | None = None) -> Path:

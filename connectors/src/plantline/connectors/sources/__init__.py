@@ -9,7 +9,9 @@ Every source has the same shape, so the runtime treats OPC UA, S7 and CIP alike:
 A source owns its connection: it connects, retries with capped jittered backoff, and re-creates
 what the device lost on a restart, by itself, while `samples()` keeps iterating. It never
 fabricates values: while the device is unreachable nothing is yielded and `state` is not
-CONNECTED (the runtime turns that into a Sparkplug DDEATH).
+CONNECTED (the runtime turns that into a Sparkplug DDEATH). When the device and the connector
+refuse each other (a certificate not trusted or revoked, on either side), retrying cannot help
+until someone changes a certificate or the configuration: `refusal` says so, and why.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Literal, Protocol, Self, runtime_checkable
 
 from plantline.connectors.samples import Sample
 
@@ -46,6 +48,15 @@ class SourceCounters:
     deadband_fallbacks: int = 0  # deadbands the device refused (subscribed without one)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why the last connection attempt was refused: waiting will not help, a certificate or setting will."""
+
+    by: Literal["device", "connector"]  # who refused: the device (our certificate), or we (the device's)
+    code: str  # the protocol's name for the reason, e.g. BadCertificateUntrusted
+    message: str  # one line for people: the endpoint, the certificates concerned and what to check
+
+
 @runtime_checkable
 class Source(Protocol):
     """A connection to one device that yields Samples; an async context manager."""
@@ -60,6 +71,11 @@ class Source(Protocol):
 
     @property
     def counters(self) -> SourceCounters: ...
+
+    @property
+    def refusal(self) -> Refusal | None:
+        """Why the device and the connector refused each other at the last attempt; None once connected."""
+        ...
 
     def samples(self) -> AsyncIterator[Sample]:
         """Yield samples as the device reports them, until the source is closed."""
@@ -80,4 +96,4 @@ class Source(Protocol):
     ) -> None: ...
 
 
-__all__ = ["Source", "SourceCounters", "SourceState"]
+__all__ = ["Refusal", "Source", "SourceCounters", "SourceState"]

@@ -14,6 +14,12 @@ BACKOFF between attempts, CLOSED at exit); a device that is down at startup is r
 way. A protocol says how to connect (`_connect`, which raises on failure), what to do while
 connected (`_serve`, which returns or raises once the connection is lost) and how to let go of
 a connection (`_disconnect`, called after every attempt that failed, every loss, and at exit).
+The back-off follows the device's `reconnect` settings unless a `Backoff` is given.
+
+Refusals. A protocol that can tell a refusal from an outage (`_refusal_of`: a certificate the
+device or the connector does not trust) makes `refusal` say why; its one-line message is logged
+as an error when it first happens or changes (then at debug), and `refusal` is cleared by the
+next connection. Attempts go on meanwhile, so a fixed trust list is picked up without a restart.
 
 Samples. A protocol hands samples to `_emit`, which waits while the bounded queue that
 `samples()` reads is full (`counters.backpressure_waits`) rather than dropping any. A problem
@@ -34,8 +40,9 @@ from types import TracebackType
 from typing import Self, TypedDict
 
 from plantline.connectors.backoff import Backoff
+from plantline.connectors.config import ReconnectSettings
 from plantline.connectors.samples import Quality, Sample
-from plantline.connectors.sources import SourceCounters, SourceState
+from plantline.connectors.sources import Refusal, SourceCounters, SourceState
 
 _log = logging.getLogger(__name__)
 
@@ -46,7 +53,7 @@ class SourceOptions(TypedDict, total=False):
     """What every source takes besides its device: a clock, a backoff and the size of its queue."""
 
     clock: Callable[[], float]  # the samples' timestamps where the device gives none
-    backoff: Backoff | None  # between connection attempts (default: 0.5 s doubling up to 30 s)
+    backoff: Backoff | None  # between connection attempts (default: the device's `reconnect` settings)
     max_buffered: int  # samples held for samples() before the device's data waits
 
 
@@ -62,6 +69,7 @@ class SourceBase(abc.ABC):
         clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        reconnect: ReconnectSettings | None = None,
     ) -> None:
         if max_buffered < 1:
             raise ValueError(f"max_buffered must be >= 1, got {max_buffered!r}")
@@ -69,7 +77,10 @@ class SourceBase(abc.ABC):
         self._device_id = device_id
         self._where = endpoint
         self._clock = clock
-        self._backoff = backoff if backoff is not None else Backoff(initial=0.5, cap=30.0)
+        if backoff is None:
+            settings = reconnect or ReconnectSettings()
+            backoff = Backoff(initial=settings.initial_delay_s, cap=settings.max_delay_s)
+        self._backoff = backoff
         self._queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=max_buffered)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -78,6 +89,7 @@ class SourceBase(abc.ABC):
         self._slowdown = 1.0
         self._counters = SourceCounters()
         self._warned: set[tuple[str, str]] = set()
+        self._refusal: Refusal | None = None
 
     # -- what a protocol implements -------------------------------------------------------------------
 
@@ -99,6 +111,11 @@ class SourceBase(abc.ABC):
     def _slowdown_changed(self) -> None:  # noqa: B027  # optional: most sources apply it at their next read
         """Apply a new slowdown factor now, if waiting for the next read is not enough."""
 
+    def _refusal_of(self, exc: Exception) -> Refusal | None:
+        """Return the refusal a failed attempt's exception is, or None for an outage (the default)."""
+        del exc
+        return None
+
     # -- the Source protocol ----------------------------------------------------------------------------
 
     @property
@@ -113,6 +130,11 @@ class SourceBase(abc.ABC):
     @property
     def counters(self) -> SourceCounters:
         return self._counters
+
+    @property
+    def refusal(self) -> Refusal | None:
+        """Why the device and the connector refused each other at the last attempt; None once connected."""
+        return self._refusal
 
     async def __aenter__(self) -> Self:
         if self._task is not None or self._closed:
@@ -178,11 +200,12 @@ class SourceBase(abc.ABC):
                 await self._connect()
             except Exception as exc:  # noqa: BLE001  # whatever failed, the attempt failed: back off and retry
                 self._counters.connect_failures += 1
-                _log.warning("device %s: cannot connect to %s: %s", self.device_id, self._where, describe(exc))
+                self._attempt_failed(exc)
                 self._set_state(SourceState.BACKOFF)
                 await self._disconnect_quietly()
                 await self._back_off()
                 continue
+            self._refusal = None
             self._set_state(SourceState.CONNECTED)
             self._backoff.reset()
             if connected_before:
@@ -198,6 +221,16 @@ class SourceBase(abc.ABC):
                 await self._disconnect_quietly()
             _log.warning("device %s: connection lost (%s)", self.device_id, reason)
             await self._back_off()
+
+    def _attempt_failed(self, exc: Exception) -> None:
+        refusal = self._refusal_of(exc)
+        if refusal is None:
+            self._refusal = None
+            _log.warning("device %s: cannot connect to %s: %s", self.device_id, self._where, describe(exc))
+            return
+        level = logging.DEBUG if refusal == self._refusal else logging.ERROR
+        self._refusal = refusal
+        _log.log(level, "device %s: %s", self.device_id, refusal.message)
 
     async def _back_off(self) -> None:
         delay = self._backoff.next_delay()

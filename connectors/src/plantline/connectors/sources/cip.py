@@ -37,7 +37,9 @@ CIP general status: a tag the controller refuses yields a bad sample with that s
 `protocol_code` (0x05: no such tag, 0x04: the path does not parse, 0xFF with extended status
 0x2105: beyond the end of an array), and pycomm3 raising `CommError` means the connection is
 lost. pycomm3 returns a status only as text, so `cip_status_of` maps its texts back to the code
-(they are unique). An array run that fails is read element by element from then on.
+(they are unique), and the log names the status with the project's own text (`cip_problem`):
+pycomm3 calls the missing extended status of 0x04 and 0x05, the statuses of a missing tag,
+"Extended status out of memory". An array run that fails is read element by element from then on.
 
 Writes are not implemented. Known pycomm3 1.2.16 defect: a single-tag `write` sends its request
 twice in one packet, which cpppo rejects ("General Error - Access beyond end of the object");
@@ -217,6 +219,19 @@ def cip_status_of(error: str) -> int | None:
     return int(unknown.group(1), 16) if unknown else None
 
 
+# General statuses whose extended status pycomm3 names from a table that is wrong for them: it calls
+# an absent extended status "Extended status out of memory" (0x0000).
+_NO_EXTENDED_TEXT = frozenset({0x04, 0x05})
+
+
+def cip_problem(code: int, error: str) -> str:
+    """Return why a tag read failed: the general status in words, with pycomm3's extended text where it is right."""
+    _, _, extended = error.partition(" - ")
+    if not extended or code in _NO_EXTENDED_TEXT:
+        return cip_describe(code)
+    return f"{cip_describe(code)}; {' '.join(extended.split())}"
+
+
 def reading_of(tag: int, datatype: str, reply: Pycomm3Tag, offset: int) -> Reading:
     """Return the Reading of one tag from pycomm3's reply to its request (`offset` into a run)."""
     code = CIP_SUCCESS
@@ -226,7 +241,7 @@ def reading_of(tag: int, datatype: str, reply: Pycomm3Tag, offset: int) -> Readi
             return Reading(tag, None, Quality.BAD, None, f"pycomm3: {reply.error}")
         code = status
         if cip_quality(code) is Quality.BAD or reply.value is None:  # no value: nothing to be uncertain about
-            return Reading(tag, None, Quality.BAD, code, f"{cip_describe(code)} ({reply.error})")
+            return Reading(tag, None, Quality.BAD, code, cip_problem(code, reply.error))
     raw: Any = reply.value
     if offset >= 0:
         if not isinstance(raw, list) or offset >= len(raw):
@@ -238,7 +253,9 @@ def reading_of(tag: int, datatype: str, reply: Pycomm3Tag, offset: int) -> Readi
         raw = float(raw)
     if type(raw) is not expected or not isinstance(raw, bool | int | float | str):
         return Reading(tag, None, Quality.BAD, None, f"a {cip_type} should be {expected.__name__}, got {raw!r:.60}")
-    return Reading(tag, raw, cip_quality(code), code, cip_describe(code) if code != CIP_SUCCESS else None)
+    return Reading(
+        tag, raw, cip_quality(code), code, cip_problem(code, reply.error or "") if code != CIP_SUCCESS else None
+    )
 
 
 class CipSource(PollingSource[list[CipRead], list[Pycomm3Tag]]):

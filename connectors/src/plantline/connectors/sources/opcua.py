@@ -6,15 +6,19 @@
 
 Connection. The source owns one asyncua `Client` at a time, and `SourceBase`'s task
 (`opcua-source:<id>`) connects and subscribes (`_connect`), watches for loss (`_serve`) and
-reconnects, with capped jittered exponential backoff (`SourceState`: DISCONNECTED -> CONNECTING
--> CONNECTED, BACKOFF between attempts, CLOSED at exit). A server that is down at startup is
-retried the same way. After any loss the client is thrown away and a new session is opened,
-and the subscriptions are created again from the config: a restarted server has forgotten them,
-and the fresh initial values the server sends for new monitored items are real reads, not
-replays. asyncua's own auto-reconnect is not used (it has no jitter, does not retry the first
-connect, and would be a second supervisor fighting this one). Its watchdog runs with
-`watchdog_interval_s` (10 s by default, not asyncua's 1 s: with 1 s the watchdog declared a busy
-but healthy server lost, and the subscription then received nothing).
+reconnects, with capped jittered exponential backoff (the device's `reconnect` settings;
+`SourceState`: DISCONNECTED -> CONNECTING -> CONNECTED, BACKOFF between attempts, CLOSED at
+exit). A server that is down at startup is retried the same way. A secured session first
+verifies the server's certificate against the device's trust list, and a server that refuses the
+connector's certificate is told apart from one that is down (`opcua_security`): either makes
+`refusal` say why, in one line of the log, until the next connection. After any loss the client
+is thrown away and a new session is opened, and the subscriptions are created again from the
+config: a restarted server has forgotten them, and the fresh initial values the server sends for
+new monitored items are real reads, not replays. asyncua's own auto-reconnect is not used (it
+has no jitter, does not retry the first connect, and would be a second supervisor fighting this
+one). Its watchdog runs with `watchdog_interval_s` (10 s by default, not asyncua's 1 s: with 1 s
+the watchdog declared a busy but healthy server lost, and the subscription then received
+nothing).
 
 No fabricated values. While the server is unreachable nothing is yielded and `state` is not
 CONNECTED; the runtime turns that into DDEATH. A node the server reports with a Bad status
@@ -34,13 +38,17 @@ silently corrupt the edge KPIs, while a late one only delays them. The remedy fo
 consumer is adaptive sampling: the outbox watermark calls `set_slowdown(factor)`, which
 re-creates the subscriptions with sampling and publishing intervals multiplied by `factor`.
 
-Values. Numbers get `tag.scale` and `tag.offset` (the result is a float; with scale 1 and
-offset 0 the raw int or float is kept, so counters stay integers); bool and str keep their
-type; a DateTime becomes milliseconds since the epoch. An absolute deadband is given in
-engineering (scaled) units and sent to the server divided by |scale|; a percent deadband
-(of the node's EURange) is sent as is, and if the server refuses it the item is subscribed
-without a deadband, with a warning. The sample's timestamp is the SourceTimestamp, else the
-ServerTimestamp, else `clock()`.
+Subscriptions. Tags are monitored in one subscription per distinct sampling interval (a tag's
+own `sampling_interval_ms`, else the device's), each publishing at
+`opcua.publishing_interval_ms` or at its sampling interval, whichever is longer.
+
+Values. Numbers get `tag.scale` and `tag.offset` (`samples.scaled`: a float, for an integer
+rounded to the decimals the scale implies; with scale 1 and offset 0 the raw int or float is
+kept, so counters stay integers); bool and str keep their type; a DateTime becomes milliseconds
+since the epoch. An absolute deadband is given in engineering (scaled) units and sent to the
+server divided by |scale|; a percent deadband (of the node's EURange) is sent as is, and if the
+server refuses it the item is subscribed without a deadband, with a warning. The sample's
+timestamp is the SourceTimestamp, else the ServerTimestamp, else `clock()`.
 """
 
 from __future__ import annotations
@@ -55,18 +63,23 @@ from datetime import UTC, datetime
 from typing import Any, Unpack
 
 from asyncua import ua
-from asyncua.client.client import Client
-from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-from asyncua.crypto.uacrypto import CertProperties
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
 
-from plantline.connectors.certificates import application_uri, is_pem
 from plantline.connectors.config import Deadband, Device, Tag
 from plantline.connectors.quality import opcua_quality
-from plantline.connectors.samples import Quality, Sample, Value
+from plantline.connectors.samples import Quality, Sample, Value, scaled
+from plantline.connectors.sources import Refusal
 from plantline.connectors.sources.base import SourceBase, SourceOptions, describe
+from plantline.connectors.sources.opcua_security import (
+    Client,
+    Identity,
+    read_identity,
+    refusal_of,
+    secure,
+    server_endpoint,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -111,16 +124,6 @@ class SubscriptionPlan:
     items: tuple[MonitoredTag, ...]
 
 
-def sampling_interval_ms(device: Device, tag: Tag) -> int:
-    """Return how often the server should sample `tag`.
-
-    Every tag uses the device's interval today; a per-tag `sampling_interval_ms` in the config
-    would be read here, and the tags then fall into one subscription per interval.
-    """
-    del tag
-    return device.sampling_interval_ms
-
-
 def raw_deadband(tag: Tag) -> Deadband | None:
     """Return the tag's deadband in the server's units (absolute ones are given scaled)."""
     deadband = tag.deadband
@@ -145,12 +148,19 @@ def monitored_tags(device: Device) -> tuple[MonitoredTag, ...]:
 
 
 def plan_subscriptions(device: Device, tags: Sequence[MonitoredTag], slowdown: float = 1.0) -> list[SubscriptionPlan]:
-    """Group the tags by sampling interval, one subscription each, intervals times `slowdown`."""
+    """Group the tags by sampling interval, one subscription each, intervals times `slowdown`.
+
+    A subscription publishes at `opcua.publishing_interval_ms`, or at its sampling interval
+    when that is longer: publishing a slow tag's subscription faster only sends keep-alives.
+    """
     groups: dict[int, list[MonitoredTag]] = {}
     for item in tags:
-        groups.setdefault(sampling_interval_ms(device, item.tag), []).append(item)
-    publishing = device.opcua.publishing_interval_ms * slowdown
-    return [SubscriptionPlan(interval * slowdown, publishing, tuple(groups[interval])) for interval in sorted(groups)]
+        groups.setdefault(device.interval_of(item.tag), []).append(item)
+    publishing = device.opcua.publishing_interval_ms
+    return [
+        SubscriptionPlan(interval * slowdown, max(publishing, interval) * slowdown, tuple(groups[interval]))
+        for interval in sorted(groups)
+    ]
 
 
 # -- values (pure) --------------------------------------------------------------------------------
@@ -170,12 +180,8 @@ def _epoch_ms(moment: datetime | None) -> int | None:
 
 def normalise(tag: Tag, raw: object) -> Value:
     """Return the value to publish for a raw OPC UA value: scaled number, or bool/str as is."""
-    if isinstance(raw, bool | str):
-        return raw
-    if isinstance(raw, int | float):
-        if tag.scale == 1.0 and tag.offset == 0.0:
-            return raw
-        return float(raw) * tag.scale + tag.offset
+    if isinstance(raw, bool | str | int | float):
+        return scaled(raw, tag.scale, tag.offset)
     if isinstance(raw, datetime):
         ms = _epoch_ms(raw)
         if ms is not None:
@@ -197,12 +203,6 @@ def sample_from_datavalue(device_id: str, tag: Tag, datavalue: ua.DataValue | No
     return Sample(device_id, tag.signal, value, quality, source_ts, code)
 
 
-def _cert_properties(content: bytes) -> CertProperties:
-    # asyncua picks the parser from the file extension (only ".pem" is PEM), so a PEM key named
-    # `client.key` would be parsed as DER: hand it the bytes and say what they are.
-    return CertProperties(content, extension="pem" if is_pem(content) else "der")
-
-
 # -- the source -------------------------------------------------------------------------------------
 
 PublishCallback = Callable[[ua.PublishResult], Coroutine[Any, Any, None]]
@@ -222,7 +222,7 @@ class OpcUaSource(SourceBase):
     ) -> None:
         if device.protocol != "opcua":
             raise ValueError(f"device {device.id!r} speaks {device.protocol}, not opcua")
-        super().__init__("opcua", device.id, device.endpoint, **options)
+        super().__init__("opcua", device.id, device.endpoint, reconnect=device.reconnect, **options)
         self._device = device
         self._tags = monitored_tags(device)
         self._by_handle = {item.handle: item.tag for item in self._tags}
@@ -230,6 +230,7 @@ class OpcUaSource(SourceBase):
         self._request_timeout_s = request_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._client: Client | None = None
+        self._identity: Identity | None = None  # the certificate of the latest secured attempt
         self._resubscribe_pending = False
         self._generation = 0  # one per client, so a late callback of an old client is ignored
         self._lost_reason: str | None = None
@@ -273,9 +274,14 @@ class OpcUaSource(SourceBase):
         client.session_timeout = SESSION_TIMEOUT_MS
         client.name = f"PlantLine connector ({device.id})"
         client.description = client.name
-        client.application_uri = f"urn:plantline:connector:{device.id}"
-        if options.security_policy == "Basic256Sha256":
-            await self._secure(client)
+        client.application_uri = options.application_uri or f"urn:plantline:connector:{device.id}"
+        if options.secured:
+            self._identity = read_identity(options)
+            warning = await secure(client, device, self._identity, datetime.fromtimestamp(self._clock(), UTC))
+            if warning is not None:
+                self._log_once("", warning, "device %s: %s", self.device_id, warning)
+        else:
+            await server_endpoint(client, device)  # a server that offers no unsecured endpoint refuses here
         if options.username is not None and options.password_file is not None:
             client.set_user(options.username)
             client.set_password(options.password_file.read_text(encoding="utf-8").rstrip("\r\n"))
@@ -304,34 +310,8 @@ class OpcUaSource(SourceBase):
                 client.disconnect_socket()
             raise
 
-    async def _secure(self, client: Client) -> None:
-        options = self._device.opcua
-        if options.certificate_file is None or options.private_key_file is None:  # the config requires them
-            raise ValueError("Basic256Sha256 needs opcua.certificate_file and opcua.private_key_file")
-        certificate = options.certificate_file.read_bytes()
-        key = options.private_key_file.read_bytes()
-        uri = application_uri(certificate)
-        if uri is not None:
-            client.application_uri = uri  # the server checks it against the certificate
-        server_certificate = None
-        if options.server_certificate_file is not None:
-            server_certificate = _cert_properties(options.server_certificate_file.read_bytes())
-        else:
-            self._log_once(
-                "",
-                "unverified server",
-                "device %s: opcua.server_certificate_file is not set: the server's certificate is taken "
-                "unverified from its endpoint list",
-                self.device_id,
-            )
-        mode = getattr(ua.MessageSecurityMode, options.security_mode)
-        await client.set_security(
-            SecurityPolicyBasic256Sha256,
-            _cert_properties(certificate),
-            _cert_properties(key),
-            server_certificate=server_certificate,
-            mode=mode,
-        )
+    def _refusal_of(self, exc: Exception) -> Refusal | None:
+        return refusal_of(exc, self._device, self._identity if self._device.opcua.secured else None)
 
     # -- subscriptions --------------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ into them runs on one worker thread per source (`_call`): the event loop never b
 on one connection never overlap. An exception from a poll is a lost connection; a tag the PLC
 refuses is not: it comes back as a bad `Reading` with the protocol's code.
 
-Polling. Tags are polled in groups by sampling interval (the device's `sampling_interval_ms`
-today, so one group), at a fixed rate: a poll that overruns its interval is followed by the
+Polling. Tags are polled in groups by sampling interval (a tag's own `sampling_interval_ms`, else
+the device's), each group at its fixed rate: a poll that overruns its interval is followed by the
 next one at once, never by a burst of catch-up polls. `set_slowdown(factor)` stretches every
 interval from the next poll on.
 
@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar, Unpack
 
 from plantline.connectors.config import Device, Tag
-from plantline.connectors.samples import Quality, Sample, Value
+from plantline.connectors.samples import Quality, Sample, Value, scaled
 from plantline.connectors.sources.base import SourceBase, SourceOptions
 
 _log = logging.getLogger(__name__)
@@ -67,17 +67,11 @@ class PollGroup:
     tags: tuple[int, ...]
 
 
-def sampling_interval_ms(device: Device, tag: Tag) -> int:
-    """Return how often `tag` is polled: the device's interval (a per-tag one would go here)."""
-    del tag
-    return device.sampling_interval_ms
-
-
 def poll_groups(device: Device) -> list[PollGroup]:
     """Return the device's tags grouped by polling interval, shortest interval first."""
     groups: dict[int, list[int]] = {}
     for index, tag in enumerate(device.tags):
-        groups.setdefault(sampling_interval_ms(device, tag), []).append(index)
+        groups.setdefault(device.interval_of(tag), []).append(index)
     return [PollGroup(interval, tuple(groups[interval])) for interval in sorted(groups)]
 
 
@@ -90,18 +84,6 @@ class Reading:
     quality: Quality
     code: int | None  # the protocol's own status code
     problem: str | None = None  # why it is not good, for the log
-
-
-def scaled(tag: Tag, raw: Value) -> Value:
-    """Return the value to publish: numbers times `scale` plus `offset`; bool and str as they are.
-
-    With scale 1 and offset 0 the raw int or float is kept, so counters stay integers.
-    """
-    if isinstance(raw, bool | str):
-        return raw
-    if tag.scale == 1.0 and tag.offset == 0.0:
-        return raw
-    return float(raw) * tag.scale + tag.offset
 
 
 class ChangeFilter:
@@ -144,7 +126,7 @@ class PollingSource(SourceBase, Generic[PlanT, AnswersT]):
     def __init__(self, device: Device, *, protocol: str, **options: Unpack[SourceOptions]) -> None:
         if device.protocol != protocol:
             raise ValueError(f"device {device.id!r} speaks {device.protocol}, not {protocol}")
-        super().__init__(protocol, device.id, device.endpoint, **options)
+        super().__init__(protocol, device.id, device.endpoint, reconnect=device.reconnect, **options)
         self._device = device
         self._groups = poll_groups(device)
         self._filter = ChangeFilter(device.tags)
@@ -239,7 +221,7 @@ class PollingSource(SourceBase, Generic[PlanT, AnswersT]):
     async def _publish(self, readings: Sequence[Reading], now_ms: int) -> None:
         for reading in readings:
             tag = self._device.tags[reading.tag]
-            value = scaled(tag, reading.value) if reading.value is not None else None
+            value = scaled(reading.value, tag.scale, tag.offset) if reading.value is not None else None
             if not self._filter.changed(reading.tag, value, reading.quality, reading.code):
                 continue
             if reading.quality is not Quality.GOOD:
