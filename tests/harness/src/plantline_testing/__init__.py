@@ -7,8 +7,8 @@ import shutil
 import signal
 import socket
 import subprocess
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 

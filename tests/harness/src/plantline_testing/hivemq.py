@@ -29,8 +29,7 @@ from cryptography.hazmat.primitives.serialization import (
     pkcs12,
 )
 
-from plantline_testing import find_program
-from plantline_testing.npm import cache_root
+from plantline_testing import cache_dir, find_program
 
 HIVEMQ_DIR = Path(__file__).resolve().parents[2] / "hivemq"
 INSTALL_TIMEOUT_S = 900.0
@@ -46,7 +45,7 @@ def ensure_hivemq() -> Path:
     """Return the directory holding `lib/` (HiveMQ's jars) and `classes/` (the launcher), making it once."""
     sources = [HIVEMQ_DIR / "pom.xml", HIVEMQ_DIR / "src" / "Launcher.java"]
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-    target = cache_root() / "hivemq" / digest
+    target = cache_dir("hivemq") / digest
     if (target / "classes" / "Launcher.class").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
