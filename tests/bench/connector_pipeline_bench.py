@@ -22,7 +22,13 @@ them: the synthetic values are a running counter, so duplicates and losses show.
    received, and from the broker's start (which adds the connector's reconnect backoff).
 
 With --profile, a further throughput run under cProfile prints the connector's hotspots (its
-asyncio thread and paho's network thread) after the table.
+asyncio thread, and paho's network thread where there is one) after the table.
+
+With --against REF, the connector code of commit REF (its `connectors/src`, taken with `git
+archive`) is measured too, in the same run: each phase (throughput with the baseline, latency,
+drain) runs in a child process for REF and for this tree, alternating, and a table gives both
+figures and their ratio (with --repeat N, the medians of N runs each). The bench, the broker and
+the synthetic source are this tree's for both.
 
 The machine is shared by the broker, the subscriber and the connector (and, on a workstation or
 CI runner, by anything else): the CPU that other programs took during each measurement is
@@ -31,7 +37,7 @@ flagged as disturbed. Compare runs only where that share is low.
 
 Run: uv run --all-packages python tests/bench/connector_pipeline_bench.py [--seconds S] [--count N]
      [--drain-count N] [--latency-rate R] [--latency-seconds S] [--latency-linger-ms MS]
-     [--profile] [--format table|json]
+     [--profile] [--against REF [--repeat N]] [--only PHASES] [--format table|json]
 Progress goes to stderr, the results table (or JSON) to stdout. Linux only (reads /proc).
 """
 
@@ -41,6 +47,7 @@ import asyncio
 import contextlib
 import cProfile
 import io
+import json
 import logging
 import multiprocessing
 import os
@@ -48,6 +55,8 @@ import pstats
 import resource
 import socket
 import ssl
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -67,6 +76,7 @@ from google.protobuf.internal import api_implementation
 from paho.mqtt.enums import CallbackAPIVersion
 
 import harness
+from plantline.connectors import runtime as connector_runtime
 from plantline.connectors.config import Batching, ConnectorConfig
 from plantline.connectors.metric_names import SAMPLES
 from plantline.connectors.runtime import Connector
@@ -87,9 +97,16 @@ BROKER_EXTRA = (
     # must show up as a slow rate here, never as silent loss.
     "max_queued_messages 1000000",
 )
-TARGETS = {"throughput": 100_000.0, "latency_p99_ms": 50.0, "drain": 50_000.0}
+TARGETS = {
+    "samples_per_cpu_second": 400_000.0,
+    "share_of_baseline": 0.8,
+    "latency_p50_ms": 5.0,
+    "latency_p99_ms": 25.0,
+    "drain": 400_000.0,
+}
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
+PHASES = ("throughput", "latency", "drain")  # throughput includes the raw paho baseline
 PROFILE_COUNT = 100_000
 PROFILE_LINES = 30
 DISTURBED = 0.05  # other programs' share of the machine above which a figure is flagged
@@ -904,6 +921,7 @@ class Results:
     profile: str | None = None
     footer: list[str] = field(default_factory=list)
     foreign: dict[str, float] = field(default_factory=dict)  # phase -> other programs' share of the CPUs
+    figures: dict[str, float | None] = field(default_factory=dict)  # the key figures, for --against
 
     def add(self, measurement: str, figure: float | None, unit: str, notes: str) -> None:
         self.rows.append(harness.Row(measurement, figure, unit, notes=notes))
@@ -918,9 +936,10 @@ class Results:
 
     def target(self, name: str, measured: float | None, wanted: float, *, at_most: bool = False) -> None:
         met = measured is not None and (measured <= wanted if at_most else measured >= wanted)
+        shown = f"{wanted:,.0f}" if wanted >= 10 else f"{wanted:g}"
         self.targets.append(
             {
-                "target": f"{name} {'<=' if at_most else '>='} {wanted:,.0f}",
+                "target": f"{name} {'<=' if at_most else '>='} {shown}",
                 "measured": measured,
                 "met": met,
                 "share_of_target": None if measured is None or not wanted else measured / wanted,
@@ -955,6 +974,7 @@ def environment() -> dict[str, object]:
         mosquitto=mosquitto.splitlines()[0] if mosquitto else "?",
         commit=harness.command_output("git", "rev-parse", "--short", "HEAD", cwd=REPO),
         uncommitted_in_src=[line[3:] for line in changed.splitlines()],
+        connectors_from=str(Path(connector_runtime.__file__).resolve().parents[2]),
     )
 
 
@@ -971,6 +991,7 @@ class Settings:
     latency_seconds: float
     latency_batching: Batching
     profile: bool
+    phases: tuple[str, ...] = PHASES
 
 
 def measure_throughput(results: Results, root: Path, pki: Pki, broker: Broker, s: Settings) -> None:
@@ -1008,8 +1029,8 @@ def measure_throughput(results: Results, root: Path, pki: Pki, broker: Broker, s
         f"no connector behind it; {source_cpu:.3f} CPU-s per 100k, included in the connector CPU above",
     )
     results.details["throughput"] = {"cpu": asdict(run.cpu), "report": asdict(report), "produced": run.produced}
-    results.target("pipeline samples/s", figure, TARGETS["throughput"])
-    results.target("samples per connector CPU-second", per_cpu_second, TARGETS["throughput"])
+    results.target("samples per connector CPU-second", per_cpu_second, TARGETS["samples_per_cpu_second"])
+    results.figures.update(throughput=figure, samples_per_cpu_second=per_cpu_second)
 
 
 def measure_latency(results: Results, root: Path, pki: Pki, broker: Broker, s: Settings) -> None:
@@ -1023,12 +1044,13 @@ def measure_latency(results: Results, root: Path, pki: Pki, broker: Broker, s: S
     setting = f"at {s.latency_rate:,}/s, batching max_metrics={b.max_metrics} linger_ms={b.linger_ms}"
     if summary is None:
         results.add("latency source -> subscriber", None, "ms", f"no live metric received; {setting}")
+        results.target("latency p50 ms", None, TARGETS["latency_p50_ms"], at_most=True)
         results.target("latency p99 ms", None, TARGETS["latency_p99_ms"], at_most=True)
         return
     notes = {
         "p50": setting,
         "p90": "source timestamps are whole ms (truncated): figures read 0-1 ms high",
-        "p99": f"a batch waits up to ~2 x linger_ms ({b.linger_ms} ms) when max_metrics is not reached first",
+        "p99": f"a batch waits for the acknowledgement of the one before, at most linger_ms ({b.linger_ms} ms)",
     }
     for name, value in (("p50", summary.p50_ms), ("p90", summary.p90_ms), ("p99", summary.p99_ms)):
         results.add(f"latency {name}", value, "ms", notes[name])
@@ -1046,7 +1068,9 @@ def measure_latency(results: Results, root: Path, pki: Pki, broker: Broker, s: S
         run.cpu.describe(),
     )
     results.details["latency"] = {"summary": asdict(summary), "cpu": asdict(run.cpu), "batching": b.model_dump()}
+    results.target("latency p50 ms", summary.p50_ms, TARGETS["latency_p50_ms"], at_most=True)
     results.target("latency p99 ms", summary.p99_ms, TARGETS["latency_p99_ms"], at_most=True)
+    results.figures.update(latency_p50_ms=summary.p50_ms, latency_p99_ms=summary.p99_ms)
 
 
 def measure_baseline(results: Results, pki: Pki, broker: Broker, s: Settings) -> None:
@@ -1065,6 +1089,9 @@ def measure_baseline(results: Results, pki: Pki, broker: Broker, s: Settings) ->
     )
     results.compare("pipeline throughput", "raw paho QoS 1", figure)
     results.details["baseline"] = {"cpu": asdict(run.cpu), "report": asdict(report)}
+    share = harness.ratio(results.figures.get("throughput"), figure)
+    results.target("pipeline / raw paho baseline", share, TARGETS["share_of_baseline"])
+    results.figures.update(baseline=figure, share_of_baseline=share)
 
 
 def measure_drain(results: Results, root: Path, pki: Pki, s: Settings) -> None:
@@ -1097,6 +1124,7 @@ def measure_drain(results: Results, root: Path, pki: Pki, s: Settings) -> None:
         "report": asdict(report),
     }
     results.target("drain samples/s", figure, TARGETS["drain"])
+    results.figures.update(drain=figure, fill=fill)
 
 
 def run_all(s: Settings) -> Results:
@@ -1108,12 +1136,14 @@ def run_all(s: Settings) -> Results:
         broker = make_broker(root, pki, "broker")
         broker.start()
         try:
-            with watching_load(results, "throughput", broker):
-                measure_throughput(results, root, pki, broker, s)
-            with watching_load(results, "latency", broker):
-                measure_latency(results, root, pki, broker, s)
-            with watching_load(results, "baseline", broker):
-                measure_baseline(results, pki, broker, s)
+            if "throughput" in s.phases:
+                with watching_load(results, "throughput", broker):
+                    measure_throughput(results, root, pki, broker, s)
+                with watching_load(results, "baseline", broker):
+                    measure_baseline(results, pki, broker, s)
+            if "latency" in s.phases:
+                with watching_load(results, "latency", broker):
+                    measure_latency(results, root, pki, broker, s)
             if s.profile:
                 progress(f"profile: {PROFILE_COUNT:,} samples through the pipeline under cProfile")
                 run, results.profile = profiled_throughput(root, pki, broker, PROFILE_COUNT, s.seconds)
@@ -1121,12 +1151,135 @@ def run_all(s: Settings) -> Results:
                 progress(f"profiled run: {profiled or 0:,.0f} samples/s (slowed by the profiler)")
         finally:
             broker.stop()
-        with watching_load(results, "drain"):
-            measure_drain(results, root, pki, s)
+        if "drain" in s.phases:
+            with watching_load(results, "drain"):
+                measure_drain(results, root, pki, s)
     return results
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str]:
+# ---------------------------------------------------------------------------------------------
+# Against another commit: the same measurements of its connector code, in the same run
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    target: str | None = None  # the key in TARGETS this figure is held to
+
+
+FIGURES = (
+    Figure("throughput", "pipeline throughput", "samples/s", True),
+    Figure(
+        "samples_per_cpu_second", "samples per connector CPU-second", "samples/CPU-s", True, "samples_per_cpu_second"
+    ),
+    Figure("baseline", "raw paho baseline", "samples/s", True),
+    Figure("share_of_baseline", "pipeline / raw paho baseline", "ratio", True, "share_of_baseline"),
+    Figure("latency_p50_ms", "latency p50", "ms", False, "latency_p50_ms"),
+    Figure("latency_p99_ms", "latency p99", "ms", False, "latency_p99_ms"),
+    Figure("fill", "outbox fill, broker down", "samples/s", True),
+    Figure("drain", "outbox drain", "samples/s", True, "drain"),
+)
+
+
+def connectors_at(ref: str, into: Path) -> Path:
+    """Return the `connectors/src` of commit `ref`, extracted into `into` (git archive)."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "connectors/src"], cwd=REPO, capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        raise SystemExit(f"--against {ref}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "connectors" / "src"
+
+
+def measure_in_child(source: Path, phase: str, argv: Sequence[str]) -> dict[str, Any]:
+    """Run one phase of this bench in a process that imports the connectors from `source`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--only", phase, "--format", "json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"the {phase} measurement of {source} failed (exit {done.returncode})")
+    document: dict[str, Any] = json.loads(done.stdout)
+    if Path(document["environment"]["connectors_from"]) != source.resolve():
+        raise SystemExit(f"the child measured {document['environment']['connectors_from']}, not {source}")
+    return document
+
+
+Runs = dict[str, dict[str, list[float]]]  # version -> figure (or phase) -> one value per run
+
+
+def measure_alternating(
+    versions: dict[str, Path], argv: Sequence[str], phases: Sequence[str], repeat: int
+) -> tuple[Runs, Runs]:
+    """Return the figures and other programs' CPU shares of every run, each phase alternating between versions."""
+    runs: Runs = {name: {} for name in versions}
+    foreign: Runs = {name: {} for name in versions}
+    for phase in phases:
+        for turn in range(repeat):
+            for name, source in versions.items():  # alternating: the machine's load drifts for both
+                progress(f"--against: {phase} of {name} ({turn + 1}/{repeat})")
+                document = measure_in_child(source, phase, argv)
+                for key, value in document["figures"].items():
+                    if value is not None:
+                        runs[name].setdefault(key, []).append(value)
+                for key, share in document["other_programs"]["cpu_share_by_measurement"].items():
+                    foreign[name].setdefault(key, []).append(share)
+    return runs, foreign
+
+
+def medians(runs: Runs) -> dict[str, dict[str, float]]:
+    return {name: {key: statistics.median(values) for key, values in by.items()} for name, by in runs.items()}
+
+
+def compare(ref: str, argv: Sequence[str], output: str, phases: Sequence[str], repeat: int) -> int:
+    """Measure the connectors of `ref` and of this tree, phase by phase, alternating; print both.
+
+    With `repeat` > 1 every phase runs that many times for each, alternating, and the medians
+    are shown: on a shared machine single figures move a lot.
+    """
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-against-") as tmp:
+        versions = {ref: connectors_at(ref, Path(tmp)), "this tree": REPO / "connectors" / "src"}
+        runs, foreign = measure_alternating(versions, argv, phases, repeat)
+    figures, shares = medians(runs), medians(foreign)
+    if output == "json":
+        document = {"against": ref, "repeat": repeat, "figures": figures, "runs": runs, "foreign_cpu_share": shares}
+        print(json.dumps(document, indent=2))
+        return 0
+    print("\n".join(comparison_table(ref, figures, shares, repeat)))
+    return 0
+
+
+def comparison_table(
+    ref: str, figures: dict[str, dict[str, float]], shares: dict[str, dict[str, float]], repeat: int
+) -> list[str]:
+    """Return the lines of both versions' figures with their ratios, the targets and the machine's load."""
+    old, new = figures[ref], figures["this tree"]
+    rows = [
+        harness.Row(f.label, new.get(f.key), f.unit, baseline=ref[:12], baseline_figure=old.get(f.key)) for f in FIGURES
+    ]
+    lines = [f"this tree against {ref}" + (f": medians of {repeat} runs each, alternating" if repeat > 1 else "")]
+    lines += [harness.table(rows), "", "targets (this tree):"]
+    for f in FIGURES:
+        if f.target is None:
+            continue
+        wanted, value = TARGETS[f.target], new.get(f.key)
+        met = value is not None and (value >= wanted if f.higher_is_better else value <= wanted)
+        relation = ">=" if f.higher_is_better else "<="
+        shown = f"{harness.number(wanted)} {f.unit}"
+        lines.append(f"  {f.label} {relation} {shown}: {harness.number(value)} -> {'MET' if met else 'NOT MET'}")
+    summary = "; ".join(
+        f"{name}: " + ", ".join(f"{phase} {share:.0%}" for phase, share in by_phase.items())
+        for name, by_phase in shares.items()
+    )
+    lines += ["", f"other programs' share of the CPUs per measurement (flagged above {DISTURBED:.0%}): {summary}"]
+    return lines
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str, str | None, int]:
     parser = harness.arguments(__doc__, seconds=20.0, count=300_000, count_help="samples for throughput and baseline")
     parser.add_argument("--drain-count", type=int, default=200_000, help="samples filled into the outbox")
     parser.add_argument("--latency-rate", type=int, default=10_000, help="samples/s of the latency run")
@@ -1134,6 +1287,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str]:
     parser.add_argument("--latency-linger-ms", type=int, help="batching linger of the latency run (default: config)")
     parser.add_argument("--profile", action="store_true", help="profile the connector in a further throughput run")
     parser.add_argument("--verbose", action="store_true", help="show the connector's own log warnings")
+    parser.add_argument(
+        "--against",
+        metavar="REF",
+        help="also measure the connectors of this commit (e.g. HEAD~3), phase by phase, and print both with ratios",
+    )
+    parser.add_argument("--only", help=f"run only these phases, comma-separated ({', '.join(PHASES)})")
+    parser.add_argument("--repeat", type=int, default=1, help="with --against: runs per phase and version (medians)")
     args = parser.parse_args(argv)
     if min(args.seconds, args.count, args.drain_count, args.latency_rate, args.latency_seconds) <= 0:
         parser.error("--seconds, --count, --drain-count, --latency-rate and --latency-seconds must be positive")
@@ -1151,12 +1311,21 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, str]:
         latency_seconds=args.latency_seconds,
         latency_batching=batching,
         profile=args.profile,
+        phases=tuple(args.only.split(",")) if args.only else PHASES,
     )
-    return settings, str(args.format)
+    if set(settings.phases) - set(PHASES):
+        parser.error(f"--only: choose from {', '.join(PHASES)}")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return settings, str(args.format), args.against, args.repeat
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings, output = parse_args(argv)
+    settings, output, against, repeat = parse_args(argv)
+    if against is not None:
+        given = list(sys.argv[1:] if argv is None else argv)
+        child = _without(given, "--against", "--format", "--profile", "--only", "--repeat")
+        return compare(against, child, output, settings.phases, repeat)
     env = environment()
     progress(harness.environment_line(env))
     started, load = time.monotonic(), MachineLoad.take()
@@ -1172,6 +1341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": results.targets,
         "details": results.details,
         "profile": results.profile,
+        "figures": results.figures,
         "other_programs": {
             "cpu_s": round(other, 2),
             "cpu_share": round(share, 3),
@@ -1181,6 +1351,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     title = "The connector pipeline end to end (mutual TLS, QoS 1, loopback), against raw paho"
     harness.report(title, env, results.rows, output, after=after_table(results), extra=extra)
     return 0
+
+
+def _without(argv: list[str], *options: str) -> list[str]:
+    """Return the command line without these options (and their values)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in options:
+            skip = "=" not in arg and name != "--profile"
+            continue
+        out.append(arg)
+    return out
 
 
 if __name__ == "__main__":

@@ -77,9 +77,10 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, TYPE_CHECKING, Literal, Self
+from typing import IO, TYPE_CHECKING, Any, Literal, Self
 
 from plantline.connectors.samples import Quality, Sample, Value
 
@@ -238,11 +239,9 @@ _HEADER = struct.Struct("<BBII")
 _LENGTH = struct.Struct("<I")
 _HAS_CODE = 0x40
 _KIND_MASK = 0x0F
-_LAYOUT_MASK = _KIND_MASK | _HAS_CODE
 _NONE, _FALSE, _TRUE, _INT, _BIGINT, _FLOAT, _STR = range(7)
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _QUALITY_BITS: dict[str, int] = {Quality.GOOD: 0x00, Quality.UNCERTAIN: 0x10, Quality.BAD: 0x20}
-_QUALITIES = (Quality.GOOD, Quality.UNCERTAIN, Quality.BAD)
 _VALUE_FORMAT = {_NONE: "", _FALSE: "", _TRUE: "", _INT: "q", _BIGINT: "H", _FLOAT: "d", _STR: "I"}
 
 
@@ -257,6 +256,33 @@ def _layouts(index: str) -> dict[int, struct.Struct]:
 
 _NARROW_LAYOUTS = _layouts("H")
 _WIDE_LAYOUTS = _layouts("I")
+_device_of = attrgetter("device")
+_signal_of = attrgetter("signal")
+_NUMBER = -1  # a decoding kind: int or float, packed in the fixed part
+
+# What decoding needs of a tag byte, by its value: (unpack_from, size, kind, quality, has a
+# protocol code), or None for a tag no encoder writes. One lookup per sample instead of a few.
+_TagEntry = tuple[Callable[[bytes, int], tuple[Any, ...]], int, int, Quality, bool]
+
+
+def _tag_table(layouts: dict[int, struct.Struct]) -> list[_TagEntry | None]:
+    table: list[_TagEntry | None] = [None] * 256
+    for layout_bits, layout in layouts.items():
+        kind = layout_bits & _KIND_MASK
+        for quality, bits in _QUALITY_BITS.items():
+            decoding = _NUMBER if kind in (_INT, _FLOAT) else kind
+            table[layout_bits | bits] = (
+                layout.unpack_from,
+                layout.size,
+                decoding,
+                Quality(quality),
+                bool(layout_bits & _HAS_CODE),
+            )
+    return table
+
+
+_NARROW_TAGS = _tag_table(_NARROW_LAYOUTS)
+_WIDE_TAGS = _tag_table(_WIDE_LAYOUTS)
 
 
 def _kind_of(value: Value | None) -> tuple[int, int | float | bytes | None]:
@@ -280,7 +306,11 @@ def _kind_of(value: Value | None) -> tuple[int, int | float | bytes | None]:
 def _header_and_names(samples: Sequence[Sample]) -> tuple[list[bytes], dict[str, int], bool]:
     """Return the encoded header and name table, each name's index, and whether indices are wide."""
     # each distinct device and signal in order of first appearance (a device before its signal)
-    ordered = dict.fromkeys(name for sample in samples for name in (sample.device, sample.signal))
+    devices = dict.fromkeys(map(_device_of, samples))
+    if len(devices) == 1:  # the usual batch: one device, all its samples' names at C speed
+        ordered = dict.fromkeys([*devices, *map(_signal_of, samples)])
+    else:
+        ordered = dict.fromkeys(name for sample in samples for name in (sample.device, sample.signal))
     names = {name: index for index, name in enumerate(ordered)}
     wide = len(names) > 0xFFFF
     parts = [_HEADER.pack(_FORMAT, _WIDE if wide else 0, len(samples), len(names))]
@@ -299,9 +329,10 @@ def _encode(samples: Sequence[Sample]) -> bytes:
     pack_float, pack_int = layouts[_FLOAT].pack, layouts[_INT].pack
     # the hot loop of `append`: a number without a protocol code is packed at once (most
     # samples); everything else by _pack_sample
+    # (a Sample is a named tuple: unpacking it at once is cheaper than reading its fields)
     for sample in samples:
-        value = sample.value
-        if sample.protocol_code is None:
+        device, signal, value, quality, source_ts_ms, protocol_code = sample
+        if protocol_code is None:
             if type(value) is float:
                 pack, kind = pack_float, _FLOAT
             elif type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
@@ -309,8 +340,7 @@ def _encode(samples: Sequence[Sample]) -> bytes:
             else:
                 pack = None
             if pack is not None:
-                tag = kind | quality_bits[sample.quality]
-                append(pack(names[sample.device], names[sample.signal], tag, sample.source_ts_ms, value))
+                append(pack(names[device], names[signal], kind | quality_bits[quality], source_ts_ms, value))
                 continue
         _pack_sample(sample, names, layouts, append)
     return b"".join(parts)
@@ -417,20 +447,22 @@ def _decode(body: bytes) -> tuple[Sample, ...]:
             raise CorruptBatchError("name runs past the end of the batch")
         names.append(body[offset:end].decode())
         offset = end
-    layouts, tag_at = (_WIDE_LAYOUTS, 8) if flags & _WIDE else (_NARROW_LAYOUTS, 4)
+    tags, tag_at = (_WIDE_TAGS, 8) if flags & _WIDE else (_NARROW_TAGS, 4)
     out: list[Sample] = []
     append = out.append
+    make = tuple.__new__  # a Sample without the call of its generated __new__
     for _ in range(count):
         tag = body[offset + tag_at]
-        if tag & 0x80:
-            raise CorruptBatchError(f"unknown tag bits {tag:#04x}")
-        kind = tag & _KIND_MASK
-        layout = layouts[tag & _LAYOUT_MASK]
-        fields = layout.unpack_from(body, offset)
-        offset += layout.size
-        code = fields[4] if tag & _HAS_CODE else None
+        entry = tags[tag]
+        if entry is None:
+            if tag & 0x80:
+                raise CorruptBatchError(f"unknown tag bits {tag:#04x}")
+            raise KeyError(f"tag {tag:#04x}")  # an unknown kind or quality
+        unpack, size, kind, quality, has_code = entry
+        fields = unpack(body, offset)
+        offset += size
         value: Value | None
-        if kind in (_FLOAT, _INT):
+        if kind is _NUMBER:
             value = fields[-1]
         elif kind in (_STR, _BIGINT):
             end = offset + fields[-1]
@@ -441,7 +473,8 @@ def _decode(body: bytes) -> tuple[Sample, ...]:
             offset = end
         else:
             value = None if kind == _NONE else kind == _TRUE
-        append(Sample(names[fields[0]], names[fields[1]], value, _QUALITIES[tag >> 4 & 0x3], fields[3], code))
+        code = fields[4] if has_code else None
+        append(make(Sample, (names[fields[0]], names[fields[1]], value, quality, fields[3], code)))
     if offset != len(body):
         raise CorruptBatchError(f"{len(body) - offset} trailing bytes after {count} samples")
     return tuple(out)

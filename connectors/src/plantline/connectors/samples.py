@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 # Canonical signals (docs/architecture.md, "Names and conventions"); analogue process values are `process.<name>`.
 CANONICAL_SIGNALS = frozenset(
@@ -44,14 +44,16 @@ class Quality(enum.StrEnum):
 Value = bool | int | float | str
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
     """One reading of one signal of one device.
 
     `source_ts_ms` is the PLC's timestamp (or the read time when the PLC gives none), in
     milliseconds since the Unix epoch; `value` is None when there is no value to give (a bad
     reading, or a KPI that is undefined, e.g. availability with no planned time): values are
     never fabricated.
+
+    A named tuple rather than a frozen dataclass: every sample of a connector is made once by its
+    source and once more when the outbox replays it, and a tuple is made in a fraction of the time.
     """
 
     device: str
