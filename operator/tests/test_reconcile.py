@@ -54,22 +54,6 @@ PALLETIZER = {
 }
 
 
-@pytest.fixture(scope="module")
-def ca_pems() -> tuple[bytes, bytes]:
-    """Return one operator CA for the module: RSA-3072 keys take a while to make."""
-    return new_ca(NOW - timedelta(days=1))
-
-
-@pytest.fixture
-def authority(ca_pems: tuple[bytes, bytes]) -> MemoryAuthority:
-    return MemoryAuthority(*ca_pems)
-
-
-@pytest.fixture
-def cluster() -> RecordingCluster:
-    return RecordingCluster()
-
-
 def _run(body: dict[str, Any], cluster: RecordingCluster, authority: MemoryAuthority, now: datetime = NOW) -> Outcome:
     """Reconcile `body` at `now` and write the status back into it, as Kopf's patch would."""
     outcome = reconcile(body, Context(cluster, authority, SETTINGS, now))

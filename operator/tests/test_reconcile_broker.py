@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from base64 import b64encode
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -12,7 +12,6 @@ import pytest
 from plantline.operator.api import PlantLineStatus
 from plantline.operator.emqx import Credentials, EmqxBroker
 from plantline.operator.handlers import SecretBroker
-from plantline.operator.issuer import new_ca
 from plantline.operator.model import ConnectorSettings
 from plantline.operator.reconcile import Broker, Context, Outcome, finalize, reconcile
 from plantline_testing.emqx import FakeEmqxApi
@@ -24,21 +23,6 @@ SETTINGS = ConnectorSettings(image="registry.example/plantline/connector:0.1.0")
 USERS = {f"site1-line1-{n}" for n in ("line1", "bridge", "reader", "dashboard", "admin")}
 CONNECTOR = "plantline-plantline-site1-line1-upstream"
 RULES = "/api/v5/authorization/sources/built_in_database/rules"
-
-
-@pytest.fixture(scope="module")
-def ca_pems() -> tuple[bytes, bytes]:
-    return new_ca(NOW - timedelta(days=1))
-
-
-@pytest.fixture
-def authority(ca_pems: tuple[bytes, bytes]) -> MemoryAuthority:
-    return MemoryAuthority(*ca_pems)
-
-
-@pytest.fixture
-def cluster() -> RecordingCluster:
-    return RecordingCluster()
 
 
 @pytest.fixture

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 import yaml
 
 from plantline.dashboards.rules import rule_file
-from plantline.operator.issuer import new_ca
 from plantline.operator.model import ConnectorSettings
 from plantline.operator.reconcile import Context, Outcome, parse, reconcile
 from plantline.operator.render import line_view
@@ -20,11 +18,6 @@ from .recording import MemoryAuthority, RecordingCluster, demo_body
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 SETTINGS = ConnectorSettings(image="registry.example/plantline/connector:0.1.0")
 BOARDS = tuple(f"site1-line1-dashboard-{kind}" for kind in ("oee", "edge", "broker", "core"))
-
-
-@pytest.fixture(scope="module")
-def ca_pems() -> tuple[bytes, bytes]:
-    return new_ca(NOW - timedelta(days=1))
 
 
 def _run(body: dict[str, Any], cluster: RecordingCluster, authority: MemoryAuthority) -> Outcome:

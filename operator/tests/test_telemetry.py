@@ -6,12 +6,10 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from plantline.connectors.metric_names import OPERATOR_METRICS, PKI_METRICS
-from plantline.operator.issuer import new_ca
 from plantline.operator.model import ConnectorSettings
 from plantline.operator.reconcile import Context, Outcome, reconcile
 from plantline.operator.telemetry import OperatorMetrics, PkiMetrics, crl_times
@@ -21,11 +19,6 @@ from .recording import MemoryAuthority, RecordingCluster, demo_body
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 DUE = NOW + timedelta(days=61)  # the demo's mqtt-client certificates: 90 days, renewed 30 before
 SETTINGS = ConnectorSettings(image="registry.example/plantline/connector:0.1.0")
-
-
-@pytest.fixture(scope="module")
-def ca_pems() -> tuple[bytes, bytes]:
-    return new_ca(NOW - timedelta(days=1))
 
 
 def _run(body: dict[str, Any], cluster: RecordingCluster, authority: MemoryAuthority, now: datetime = NOW) -> Outcome:
