@@ -7,7 +7,7 @@ import pytest
 from plantline.connectors.config import KpiSettings, ShiftCalendarSettings, ShiftSettings
 from plantline.connectors.kpi import KpiEngine
 from plantline.connectors.kpi.settings import engine_config
-from plantline.connectors.samples import Quality, Sample
+from plantline.connectors.samples import Quality, Sample, Value
 from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, combine, replay_minutes, replay_window, window_start
 from plantline_testing.machines import T0, simulated_samples
 
@@ -68,8 +68,8 @@ def test_a_replay_from_a_lead_in_equals_the_engine_that_saw_everything() -> None
 def test_states_and_faults_follow_the_signals() -> None:
     config = engine_config(KpiSettings(fault_debounce_s=5), None)
 
-    def s(signal: str, value: object, t: int) -> Sample:
-        return Sample("m", signal, value, Quality.GOOD, T0 + t * 1000)  # type: ignore[arg-type]
+    def s(signal: str, value: Value, t: int) -> Sample:
+        return Sample("m", signal, value, Quality.GOOD, T0 + t * 1000)
 
     samples = [
         s("state.run", True, 0), s("fault.active", False, 0),

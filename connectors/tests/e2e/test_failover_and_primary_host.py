@@ -112,8 +112,10 @@ def with_host(line: Any, offline: str, *ports: int) -> ConnectorConfig:
     return config.model_copy(update={"sparkplug": sparkplug, "brokers": brokers, "metrics_port": 0})
 
 
-def bdseq(message: Received) -> object:
-    return next(m.value for m in message.payload.metrics if m.name == "bdSeq")
+def bdseq(message: Received) -> int:
+    value = next(m.value for m in message.payload.metrics if m.name == "bdSeq")
+    assert isinstance(value, int), f"bdSeq is a {type(value).__name__}, not an integer"
+    return value
 
 
 async def until(condition: Any, what: str, timeout: float = 30) -> None:
@@ -163,7 +165,7 @@ def test_operational_behavior_primary_application_state_with_multiple_servers_wa
     assert a.index(death) > max(i for i, m in enumerate(a) if m.kind is MessageType.DDATA)  # nothing after it
     nbirth_b = next(m for m in b if m.kind is MessageType.NBIRTH)
     assert nbirth_b.at >= online_at  # births on B only once the host said it is online there
-    assert bdseq(nbirth_b) == bdseq(a[0]) + 1  # type: ignore[operator]  # a new session
+    assert bdseq(nbirth_b) == bdseq(a[0]) + 1  # a new session
     assert "line1 disconnected" in line.broker.log_text()  # a DISCONNECT, not a dropped connection
 
 

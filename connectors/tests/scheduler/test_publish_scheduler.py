@@ -226,8 +226,10 @@ def test_message_flow_edge_node_birth_publish_phid_wait_births_follow_the_host_o
     assert shell.kinds() == births_block()
 
 
-def bdseq(send: Send) -> object:
-    return next(m.value for m in decode(send.message.payload).metrics if m.name == "bdSeq")
+def bdseq(send: Send) -> int:
+    value = next(m.value for m in decode(send.message.payload).metrics if m.name == "bdSeq")
+    assert isinstance(value, int), f"bdSeq is a {type(value).__name__}, not an integer"
+    return value
 
 
 def test_operational_behavior_primary_application_state_with_multiple_servers_walk(tmp_path: Path) -> None:
@@ -257,7 +259,7 @@ def test_operational_behavior_primary_application_state_with_multiple_servers_wa
     shell.run(schedule.tick(T0 + 7000 + WAIT))
     shell.replay(T0 + 7000 + WAIT)
     assert shell.kinds()[1:] == [*births_block(), (MessageType.DDATA, "filler")]
-    assert bdseq(shell.published[1]) == born_with + 1  # type: ignore[operator]
+    assert bdseq(shell.published[1]) == born_with + 1
 
 
 def test_a_primary_host_offline_holds_data_on_the_session_when_asked_to(tmp_path: Path) -> None:
