@@ -182,3 +182,21 @@ def test_broker_metric_names_follow_the_exporters_mapping() -> None:
         'mosquitto_state{topic="$sys_broker_connection_site1-line1-bridge"}'
     )
     assert runbook_url("https://x/runbooks/", "A") == "https://x/runbooks/A.md"
+
+
+def test_the_oee_state_timeline_names_every_machine_state_by_its_value() -> None:
+    oee = dashboards(VIEW)["oee"]
+    (panel,) = (p for p in oee["panels"] if p["title"] == "Machine state")
+    assert panel["type"] == "state-timeline"
+    assert panel["targets"][0]["expr"].startswith(f"{m.KPI_STATE.name}{{")
+    (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
+    shown = {int(value): option["text"] for value, option in mapping["options"].items()}
+    assert shown == {code: state.replace("_", " ") for code, state in enumerate(m.MACHINE_STATES)}
+    assert (shown[1], shown[5]) == ("run", "fault")
+
+
+def test_the_edge_board_shows_bdseq_and_rebirths_per_connector() -> None:
+    edge = dashboards(VIEW)["edge"]
+    exprs = {p["title"]: p["targets"][0]["expr"] for p in edge["panels"] if p["type"] != "row"}
+    assert exprs["Sparkplug bdSeq (a step is a new MQTT session)"].startswith(f"{m.SPARKPLUG_BDSEQ.name}{{")
+    assert f"increase({m.SPARKPLUG_REBIRTHS.name}{{" in exprs["Rebirths in the last hour"]

@@ -71,6 +71,14 @@ MQTT_REFUSED: Final = MetricDefinition(
 SPARKPLUG_MESSAGES: Final = MetricDefinition(
     "plantline_sparkplug_messages_total", "counter", "Sparkplug messages published", ("type",)
 )
+SPARKPLUG_BDSEQ: Final = MetricDefinition(
+    "plantline_sparkplug_bdseq", "gauge", "bdSeq of the latest MQTT session (its NBIRTH and its Will's NDEATH carry it)"
+)
+SPARKPLUG_REBIRTHS: Final = MetricDefinition(
+    "plantline_sparkplug_rebirths_total",
+    "counter",
+    "Births published again within one bdSeq session (a host's rebirth request, or the host back online)",
+)
 OUTBOX_BATCHES: Final = MetricDefinition("plantline_outbox_batches", "gauge", "Batches waiting in the outbox")
 OUTBOX_SAMPLES: Final = MetricDefinition("plantline_outbox_samples", "gauge", "Samples waiting in the outbox")
 OUTBOX_BYTES: Final = MetricDefinition("plantline_outbox_bytes", "gauge", "Bytes the outbox holds")
@@ -122,6 +130,13 @@ KPI_MTTR: Final = _kpi("plantline_kpi_mttr_seconds", "Mean time to repair")
 KPI_MTBF: Final = _kpi("plantline_kpi_mtbf_seconds", "Mean time between failures")
 KPI_FAULTS: Final = _kpi("plantline_kpi_faults", "Faults that started")
 KPI_FAULT_ACTIVE_CODE: Final = _kpi("plantline_kpi_fault_active_code", "Code of the active fault, 0 when none")
+# The machine's state now, as `plantline_kpi_state`'s value: the index in this tuple. Dashboards map
+# the values back to these names, so a state is only ever appended.
+MACHINE_STATES: Final = ("unknown", "run", "idle", "blocked", "starved", "fault", "planned_stop", "off_shift")
+KPI_STATE: Final = _kpi(
+    "plantline_kpi_state",
+    "Machine state now, by value: " + ", ".join(f"{code} {state}" for code, state in enumerate(MACHINE_STATES)),
+)
 
 KPI_GAUGES: Final = (
     KPI_OEE,
@@ -137,6 +152,7 @@ KPI_GAUGES: Final = (
     KPI_MTBF,
     KPI_FAULTS,
     KPI_FAULT_ACTIVE_CODE,
+    KPI_STATE,
 )
 
 CONNECTOR_METRICS: Final = (
@@ -150,6 +166,8 @@ CONNECTOR_METRICS: Final = (
     MQTT_CONNECTED,
     MQTT_REFUSED,
     SPARKPLUG_MESSAGES,
+    SPARKPLUG_BDSEQ,
+    SPARKPLUG_REBIRTHS,
     OUTBOX_BATCHES,
     OUTBOX_SAMPLES,
     OUTBOX_BYTES,

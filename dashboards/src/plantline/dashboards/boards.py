@@ -27,6 +27,7 @@ from plantline.dashboards.grafana import (
     datasource_variable,
     query_variable,
     uid,
+    value_mappings,
 )
 from plantline.dashboards.line import BROKER, COMPONENT_LABEL, CONNECTOR, LineView
 from plantline.dashboards.promql import DASHBOARD_SCOPE as S
@@ -37,6 +38,16 @@ TAG: Final = "plantline"
 RATE: Final = "$__rate_interval"
 PERIOD = {"scope": "$scope"}
 BY_DEVICE = "{{device}}"
+STATE_COLORS: Final = {
+    "unknown": "#808080",
+    "run": "green",
+    "idle": "yellow",
+    "blocked": "orange",
+    "starved": "purple",
+    "fault": "red",
+    "planned_stop": "blue",
+    "off_shift": "#404040",
+}
 
 
 def _variables(view: LineView, *, machine: bool = True) -> list[dict[str, Any]]:
@@ -80,13 +91,11 @@ def line_oee(view: LineView) -> dict[str, Any]:
     table = [Query(S.of(g, **PERIOD), BY_DEVICE, instant=True) for g in (m.KPI_GOOD, m.KPI_REJECT, m.KPI_TOTAL)]
     layout.add(Panel("table", "Parts per machine", table, width=8))
     layout.row("State and faults")
-    state = [
-        Query(S.of(m.SOURCE_CONNECTED), "{{device}} PLC"),
-        Query(f"{S.of(m.KPI_FAULT_ACTIVE_CODE)} == bool 0", "{{device}} no fault"),
-    ]
+    state = [Query(S.of(m.KPI_STATE), BY_DEVICE)]
     layout.add(
-        Panel("state-timeline", "Machine state: PLC link and fault", state, width=24, height=6,
-              mappings=boolean_mappings("down / faulted", "up / clear"), links=edge)
+        Panel("state-timeline", "Machine state", state, description=m.KPI_STATE.help, width=24, height=6,
+              mappings=value_mappings([(name.replace("_", " "), STATE_COLORS[name]) for name in m.MACHINE_STATES]),
+              links=edge)
     )  # fmt: skip
     layout.add(
         Panel("stat", "Active fault code", [Query(S.of(m.KPI_FAULT_ACTIVE_CODE), BY_DEVICE)],
@@ -185,12 +194,16 @@ def edge_connectors(view: LineView) -> dict[str, Any]:
         Query(f"sum by (connector, type) (rate({S.of(m.SPARKPLUG_MESSAGES)}[{RATE}]))", "{{connector}} {{type}}")
     ]
     layout.add(Panel("timeseries", "Sparkplug messages/s by type", messages, unit="reqps", width=12))
-    births = f"sum by (connector) (increase({S.of(m.SPARKPLUG_MESSAGES, type='NBIRTH')}[1h]))"
+    bdseq = [Query(S.of(m.SPARKPLUG_BDSEQ), "{{connector}}")]
     layout.add(
-        Panel(
-            "stat", "Births (bdSeq sessions and rebirths) in the last hour", [Query(births, "{{connector}}")], width=12
-        )
-    )
+        Panel("timeseries", "Sparkplug bdSeq (a step is a new MQTT session)", bdseq, description=m.SPARKPLUG_BDSEQ.help,
+              minimum=0, maximum=255, width=6)
+    )  # fmt: skip
+    rebirths = [Query(f"sum by (connector) (increase({S.of(m.SPARKPLUG_REBIRTHS)}[1h]))", "{{connector}}")]
+    layout.add(
+        Panel("stat", "Rebirths in the last hour", rebirths, description=m.SPARKPLUG_REBIRTHS.help,
+              thresholds=(("green", None), ("orange", 3)), width=6)
+    )  # fmt: skip
     layout.row("Connectors and certificates")
     layout.add(
         Panel("state-timeline", "Connector scraped", [Query(S.up(CONNECTOR), "{{connector}}")], width=12, height=6,
