@@ -58,6 +58,14 @@ def _lag(fast_per_minute: float) -> list[dict[str, str]]:
     ]
 
 
+def _api(fast_per_minute: float, route: str = "/kpi/current") -> list[dict[str, str]]:
+    name, labels = m.API_REQUEST_DURATION.name, f'{LINE}, component="api", route="{route}", status="200"'
+    return [
+        _series(f"{name}_bucket", f'{labels}, le="0.25"', _rising(fast_per_minute)),
+        _series(f"{name}_count", labels, _rising(100)),
+    ]
+
+
 def _errors(per_minute: float) -> list[dict[str, str]]:
     labels = 'namespace="plantline", plantline="site1-line1", step="config"'
     return [_series(m.OPERATOR_RECONCILE_ERRORS.name, labels, _rising(per_minute))]
@@ -82,6 +90,8 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]]]] = {
     "PlantLineMessagesDroppedBudgetBurn": (_dropped(10), _dropped(0)),
     "PlantLineIngestLagBudgetBurn": (_lag(50), _lag(100)),
     "PlantLineReconcileFailing": (_errors(1), _errors(0)),
+    # quiet: the API's requests are fast; its slow /metrics scrapes are no request of the objective
+    "PlantLineApiLatencyBudgetBurn": (_api(50), _api(100) + _api(0, route="/metrics")),
 }
 
 

@@ -3,9 +3,10 @@
 Pure data without prometheus_client, so that whatever reads a connector's /metrics imports its
 names from here: the connector's own registry (`plantline.connectors.metrics`), `plantline
 status`, dashboards and alert rules. The certificate facts (`PKI_METRICS`, served by the operator
-and by `plantline up --monitoring`) and the operator's own metrics (`OPERATOR_METRICS`) are
-described here too, below the connector's: the dashboards import no operator module, and this
-module is the one place every PlantLine metric name is spelled.
+and by `plantline up --monitoring`) and the operator's own metrics (`OPERATOR_METRICS`) and the
+historian's KPI API's (`API_METRICS`) are described here too, below the connector's: the
+dashboards import no operator module, and this module is the one place every PlantLine metric
+name is spelled.
 """
 
 from __future__ import annotations
@@ -242,3 +243,14 @@ OPERATOR_METRICS: Final = (
     OPERATOR_CERTIFICATES_REVOKED,
 )
 """Every metric the operator's /metrics exposes besides `PKI_METRICS`, in a stable order."""
+
+# The historian's KPI API (plantline.historian.api.telemetry), on its own /metrics.
+API_REQUEST_DURATION: Final = MetricDefinition(
+    "plantline_api_request_duration_seconds",
+    "histogram",
+    "Time the KPI API took to start answering a request, by route template and status code",
+    ("route", "status"),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+API_METRICS: Final = (API_REQUEST_DURATION,)
+"""Every metric the KPI API's /metrics exposes."""

@@ -31,7 +31,14 @@ from plantline.dashboards.grafana import (
 )
 from plantline.dashboards.line import BROKER, COMPONENT_LABEL, CONNECTOR, LineView
 from plantline.dashboards.promql import DASHBOARD_SCOPE as S
-from plantline.dashboards.rules import CERTIFICATE_DAYS_RECORD, INGEST_LAG_RECORD, MQTT_DROPPED_RECORD
+from plantline.dashboards.rules import (
+    API_LATENCY_RECORD,
+    API_LATENCY_TARGET_S,
+    CERTIFICATE_DAYS_RECORD,
+    INGEST_LAG_RECORD,
+    MQTT_DROPPED_RECORD,
+    api_selector,
+)
 
 KINDS: Final = ("oee", "edge", "broker", "core")
 TAG: Final = "plantline"
@@ -308,6 +315,7 @@ def operator_core(view: LineView) -> dict[str, Any]:
     layout.add(Panel("stat", "CRL age and validity left", crl, unit="s", width=8))
     days = f"{CERTIFICATE_DAYS_RECORD}{{{S.matchers()}}}"
     layout.add(Panel("table", "Certificate days left", [Query(days, "{{identity}}", instant=True)], unit="d", width=8))
+    _kpi_api(layout)
     variables = [
         *_variables(view, machine=False),
         constant_variable("namespace", view.namespace),
@@ -321,6 +329,23 @@ def operator_core(view: LineView) -> dict[str, Any]:
         variables=variables,
         layout=layout,
     )
+
+
+def _kpi_api(layout: Layout) -> None:
+    """Add the KPI API's row: p95 latency by route against its objective, requests by status, the slow share."""
+    layout.row("KPI API (historian)")
+    p95 = f"histogram_quantile(0.95, sum by (le, route) (rate({api_selector(S, '_bucket')}[{RATE}])))"
+    layout.add(
+        Panel("timeseries", "KPI API p95 latency by route (objective under 250 ms)", [Query(p95, "{{route}}")],
+              unit="s", thresholds=(("green", None), ("red", API_LATENCY_TARGET_S)), width=8)
+    )  # fmt: skip
+    requests = [Query(f"sum by (status) (rate({api_selector(S, '_count')}[{RATE}]))", "{{status}}")]
+    layout.add(Panel("timeseries", "KPI API requests/s by status", requests, unit="reqps", width=8))
+    slow = [Query(f"{API_LATENCY_RECORD}{w}{{{S.matchers()}}}", f"slow requests {w}") for w in ("5m", "1h")]
+    layout.add(
+        Panel("timeseries", "KPI API requests over 250 ms (objective under 5 %)", slow, unit="percentunit",
+              thresholds=(("green", None), ("red", 0.05)), width=8)
+    )  # fmt: skip
 
 
 def dashboards(view: LineView) -> dict[str, dict[str, Any]]:

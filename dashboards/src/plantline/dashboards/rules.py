@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 from plantline.connectors import metric_names as m
 from plantline.dashboards import broker
 from plantline.dashboards.line import (
+    API,
     BROKER,
     CONNECTOR,
     CONNECTOR_LABEL,
@@ -43,6 +44,9 @@ BURNS: Final[tuple[Burn, ...]] = (("fast", FAST_BURN, "critical", "2m"), ("slow"
 MQTT_DROPPED_OBJECTIVE: Final = 0.001  # fewer than 0.1 % of the broker's messages dropped
 INGEST_LAG_TARGET_S: Final = 0.5  # p95 ingest lag below 500 ms: 95 % of samples within 0.5 s
 INGEST_LAG_OBJECTIVE: Final = 0.05
+API_LATENCY_TARGET_S: Final = 0.25  # KPI API p95 below 250 ms: 95 % of requests answered within 0.25 s
+API_LATENCY_OBJECTIVE: Final = 0.05
+API_UNTIMED_ROUTES: Final = ("/metrics",)  # scrapes are no user's request
 OUTBOX_MAX_AGE_S: Final = 600.0  # older than this: the broker or WAN has been away for 10 minutes
 OUTBOX_FULL_RATIO: Final = 0.5  # above this share of its byte bound, the outbox is a worry
 CRL_MIN_LEFT_S: Final = 3600.0  # a CRL that expires within the hour makes brokers refuse everyone
@@ -115,18 +119,41 @@ def _slow_ratio(scope: Scope, window: str) -> str:
     return f"1 - ({fast} / {total})"
 
 
+def api_selector(scope: Scope, suffix: str, **more: str) -> str:
+    """Return the selector of the KPI API's request-duration series (`_bucket`, `_count`) users asked for."""
+    untimed = "|".join(API_UNTIMED_ROUTES)
+    extra = "".join(f', {label}="{value}"' for label, value in more.items())
+    return f'{m.API_REQUEST_DURATION.name}{suffix}{{{scope.matchers()}, route!~"{untimed}"{extra}}}'
+
+
+def _api_slow_ratio(scope: Scope, window: str) -> str:
+    fast = f"sum by ({_BY_LINE}) (rate({api_selector(scope, '_bucket', le=f'{API_LATENCY_TARGET_S:g}')}[{window}]))"
+    total = f"sum by ({_BY_LINE}) (rate({api_selector(scope, '_count')}[{window}]))"
+    return f"1 - ({fast} / {total})"
+
+
+def _has_bucket(metric: m.MetricDefinition, bound: float) -> None:
+    if f"{bound:g}" not in {f"{b:g}" for b in metric.buckets}:
+        raise ValueError(f"{metric.name} has no bucket at {bound:g} s")
+
+
 MQTT_DROPPED_RECORD: Final = "plantline:mqtt_dropped:ratio_rate"
+API_LATENCY_RECORD: Final = "plantline:api_slow:ratio_rate"
 INGEST_LAG_RECORD: Final = "plantline:ingest_lag_slow:ratio_rate"
 CERTIFICATE_DAYS_RECORD: Final = "plantline:certificate_days_left"
 
 
 def recording_rules(view: LineView) -> list[RecordingRule]:
-    """Return the line's recording rules: each SLO's error ratio per window, and certificate days left."""
+    """Return the line's recording rules: each SLO's error ratio per window, and certificate days left.
+
+    The SLOs: broker drops, ingest lag and the KPI API's latency (its slow share of requests).
+    """
     scope = rule_scope(view)
-    if f"{INGEST_LAG_TARGET_S:g}" not in {f"{b:g}" for b in m.INGEST_LAG.buckets}:
-        raise ValueError(f"the ingest lag histogram has no bucket at {INGEST_LAG_TARGET_S} s")
+    _has_bucket(m.INGEST_LAG, INGEST_LAG_TARGET_S)
+    _has_bucket(m.API_REQUEST_DURATION, API_LATENCY_TARGET_S)
     rules = [RecordingRule(f"{MQTT_DROPPED_RECORD}{w}", _dropped_ratio(scope, w), BROKER) for w in SLO_WINDOWS]
     rules += [RecordingRule(f"{INGEST_LAG_RECORD}{w}", _slow_ratio(scope, w), CONNECTOR) for w in SLO_WINDOWS]
+    rules += [RecordingRule(f"{API_LATENCY_RECORD}{w}", _api_slow_ratio(scope, w), API) for w in SLO_WINDOWS]
     days = f"({scope.of(m.PKI_CERTIFICATE_NOT_AFTER)} - time()) / 86400"
     rules.append(RecordingRule(CERTIFICATE_DAYS_RECORD, days, PKI))
     return rules
@@ -163,6 +190,15 @@ def _slo_alerts(view: LineView, scope: Scope) -> Iterator[AlertRule]:
             "samples reach the broker late",
             f"of the samples took longer than {INGEST_LAG_TARGET_S:g} s from the PLC to the broker's "
             "acknowledgement (objective: p95 under 500 ms)",
+        ),
+        (
+            "PlantLineApiLatencyBudgetBurn",
+            API_LATENCY_RECORD,
+            API_LATENCY_OBJECTIVE,
+            API,
+            "the KPI API answers slowly",
+            f"of the KPI API's requests took longer than {API_LATENCY_TARGET_S * 1000:g} ms "
+            "to answer (objective: p95 under 250 ms)",
         ),
     )
     machines = ", ".join(view.machine_ids)

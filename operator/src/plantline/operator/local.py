@@ -691,7 +691,9 @@ class LocalLine:
         except MonitoringUnavailable as exc:
             raise UpError(str(exc)) from None
         ports = {c.name.split("/", 1)[1]: c.metrics_port for c in self.connectors if c.metrics_port}
-        config = write_configuration(self.line, self.layout.monitoring, monitoring, ports)
+        historian = self.historian
+        api = None if historian is None else (historian.api_port, historian.files.token)
+        config = write_configuration(self.line, self.layout.monitoring, monitoring, ports, api=api)
         argv = prometheus_argv(prometheus, config, self.layout.monitoring / "data", monitoring)
         self.monitors.append(
             Child("prometheus", "monitoring", argv, self.layout.logs / "prometheus.log",
