@@ -183,19 +183,28 @@ CONNECTOR_METRICS: Final = (
 """Every metric a connector's /metrics exposes, in a stable order."""
 
 
-# Certificate facts, served by whatever holds the line's CA: the operator, and `plantline up
-# --monitoring` for its local CA. Alert rules compare them with time().
+# Certificate facts, served by whatever holds the line's CA: the operator (for every line it
+# reconciles), and `plantline up --monitoring` for its local CA. Each series names its PlantLine
+# (`namespace`, `plantline`), so an alert names the line whoever serves it; a certificate's also its
+# role in the line and the machines that depend on it. Alert rules compare them with time().
+PKI_LINE_LABELS: Final = ("namespace", "plantline")
 PKI_CERTIFICATE_NOT_AFTER: Final = MetricDefinition(
     "plantline_certificate_not_after_timestamp_seconds",
     "gauge",
-    "Unix time the identity's current certificate expires",
-    ("identity",),
+    "Unix time the identity's current certificate expires (machines: those that depend on it, comma-separated)",
+    (*PKI_LINE_LABELS, "identity", "role", "machines"),
 )
 PKI_CRL_LAST_UPDATE: Final = MetricDefinition(
-    "plantline_crl_last_update_timestamp_seconds", "gauge", "Unix time the CA's current CRL was issued"
+    "plantline_crl_last_update_timestamp_seconds",
+    "gauge",
+    "Unix time the CA's current CRL was issued, as the line's brokers have it",
+    PKI_LINE_LABELS,
 )
 PKI_CRL_NEXT_UPDATE: Final = MetricDefinition(
-    "plantline_crl_next_update_timestamp_seconds", "gauge", "Unix time the CA's current CRL stops being valid"
+    "plantline_crl_next_update_timestamp_seconds",
+    "gauge",
+    "Unix time the CA's current CRL stops being valid, as the line's brokers have it",
+    PKI_LINE_LABELS,
 )
 PKI_METRICS: Final = (PKI_CERTIFICATE_NOT_AFTER, PKI_CRL_LAST_UPDATE, PKI_CRL_NEXT_UPDATE)
 """The certificate facts of one line (identity) and its CA."""

@@ -38,6 +38,7 @@ from plantline.dashboards.rules import (
     INGEST_LAG_RECORD,
     MQTT_DROPPED_RECORD,
     api_selector,
+    pki_selector,
 )
 
 KINDS: Final = ("oee", "edge", "broker", "core")
@@ -309,8 +310,8 @@ def operator_core(view: LineView) -> dict[str, Any]:
     ]
     layout.add(Panel("stat", "Certificates in the last hour", certificates, width=8))
     crl = [
-        Query(f"time() - {S.of(m.PKI_CRL_LAST_UPDATE)}", "CRL age"),
-        Query(f"{S.of(m.PKI_CRL_NEXT_UPDATE)} - time()", "CRL valid for"),
+        Query(f"time() - {pki_selector(m.PKI_CRL_LAST_UPDATE, '$namespace', '$plantline')}", "CRL age"),
+        Query(f"{pki_selector(m.PKI_CRL_NEXT_UPDATE, '$namespace', '$plantline')} - time()", "CRL valid for"),
     ]
     layout.add(Panel("stat", "CRL age and validity left", crl, unit="s", width=8))
     days = f"{CERTIFICATE_DAYS_RECORD}{{{S.matchers()}}}"

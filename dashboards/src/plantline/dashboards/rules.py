@@ -137,6 +137,13 @@ def _has_bucket(metric: m.MetricDefinition, bound: float) -> None:
         raise ValueError(f"{metric.name} has no bucket at {bound:g} s")
 
 
+def pki_selector(metric: m.MetricDefinition, namespace: str, plantline: str) -> str:
+    """Return the selector of a certificate fact of one PlantLine (its namespace and name)."""
+    values = (namespace, plantline)
+    matchers = ", ".join(f'{label}="{value}"' for label, value in zip(m.PKI_LINE_LABELS, values, strict=True))
+    return f"{metric.name}{{{matchers}}}"
+
+
 MQTT_DROPPED_RECORD: Final = "plantline:mqtt_dropped:ratio_rate"
 API_LATENCY_RECORD: Final = "plantline:api_slow:ratio_rate"
 INGEST_LAG_RECORD: Final = "plantline:ingest_lag_slow:ratio_rate"
@@ -154,7 +161,11 @@ def recording_rules(view: LineView) -> list[RecordingRule]:
     rules = [RecordingRule(f"{MQTT_DROPPED_RECORD}{w}", _dropped_ratio(scope, w), BROKER) for w in SLO_WINDOWS]
     rules += [RecordingRule(f"{INGEST_LAG_RECORD}{w}", _slow_ratio(scope, w), CONNECTOR) for w in SLO_WINDOWS]
     rules += [RecordingRule(f"{API_LATENCY_RECORD}{w}", _api_slow_ratio(scope, w), API) for w in SLO_WINDOWS]
-    days = f"({scope.of(m.PKI_CERTIFICATE_NOT_AFTER)} - time()) / 86400"
+    # The facts name their PlantLine, whoever serves them; the record adds the line's site and line
+    # (which an operator's scrape lacks), so the dashboards select it as any other series.
+    days = f"({pki_selector(m.PKI_CERTIFICATE_NOT_AFTER, view.namespace, view.name)} - time()) / 86400"
+    for label, value in ((SITE_LABEL, view.site), (LINE_LABEL, view.line)):
+        days = f'label_replace({days}, "{label}", "{value}", "", "")'
     rules.append(RecordingRule(CERTIFICATE_DAYS_RECORD, days, PKI))
     return rules
 
@@ -267,19 +278,22 @@ def _pki_alerts(view: LineView, scope: Scope) -> Iterator[AlertRule]:
     # With a maintenance window a renewal may wait up to a week for it; without one, a day.
     grace = 7.0 if view.maintenance_window else 1.0
     threshold = max(1.0, view.renew_before_days - grace)
-    days = f"{CERTIFICATE_DAYS_RECORD}{{{scope.matchers()}}}"
+    line = dict(zip(m.PKI_LINE_LABELS, (view.namespace, view.name), strict=True))
+    days = f"{CERTIFICATE_DAYS_RECORD}{{{scope.matchers(line)}}}"
     yield AlertRule(
         "PlantLineCertificateRenewalOverdue", f"{days} < {threshold:g}", days, PKI, "warning",
         f"{_where(view)}: the certificate of {{{{ $labels.identity }}}} was not renewed",
-        f"On {_where(view)}, the certificate of {{{{ $labels.identity }}}} (the machine's connector or a line "
-        f"role) expires in {{{{ $value | humanize }}}} days: renewal is due {view.renew_before_days:g} days "
-        "before expiry and has not happened.", for_="1h",
+        f"On {_where(view)} (PlantLine {view.namespace}/{view.name}), the certificate of "
+        "{{ $labels.identity }} (the {{ $labels.role }} of machines {{ $labels.machines }}) expires in "
+        f"{{{{ $value | humanize }}}} days: renewal is due {view.renew_before_days:g} days before expiry and "
+        "has not happened.", for_="1h",
     )  # fmt: skip
-    left = f"{scope.of(m.PKI_CRL_NEXT_UPDATE)} - time()"
+    left = f"{pki_selector(m.PKI_CRL_NEXT_UPDATE, view.namespace, view.name)} - time()"
     yield AlertRule(
         "PlantLineCrlStale", f"{left} < {CRL_MIN_LEFT_S:g}", left, PKI, "critical",
         f"{_where(view)}: the CA's CRL is about to expire",
-        f"The CRL of {_where(view)} (machines {', '.join(view.machine_ids)}) expires in "
+        f"The CRL of {_where(view)} (PlantLine {view.namespace}/{view.name}, machines "
+        f"{', '.join(view.machine_ids)}) expires in "
         "{{ $value | humanizeDuration }}; once it has, the broker refuses every client.", for_="5m",
     )  # fmt: skip
 

@@ -53,6 +53,7 @@ from plantline.connectors.metric_names import MetricDefinition
 from plantline.operator.api import MachineSpec, PlantLine
 from plantline.operator.historian import API_PORT
 from plantline.operator.local_historian import HistorianPlan, plan_historian, postgres_bin
+from plantline.operator.model import CertificateFact
 from plantline.operator.monitoring import (
     Monitoring,
     MonitoringUnavailable,
@@ -69,8 +70,10 @@ from plantline.operator.render import (
     TRUST_BUNDLE,
     BrokerFiles,
     CertificateRequest,
+    certificate_dependants,
     connector_config_data,
     host_identity,
+    line_key,
     reader_identity,
     render_acl,
     render_certificate_requests,
@@ -713,9 +716,14 @@ class LocalLine:
     def _refresh_certificate_facts(self, authority: Authority) -> None:
         if self.certificate_facts is None:
             return
-        active = authority.certificates(status="active")
-        self.certificate_facts.set_certificates({c.identity: c.not_after for c in active})
-        self.certificate_facts.set_crl(authority.crl_pem())
+        dependants = certificate_dependants(self.line)
+        facts = {
+            c.identity: CertificateFact(c.not_after, *dependants.get(c.identity, ("other", ())))
+            for c in authority.certificates(status="active")
+        }
+        key = line_key(self.line)
+        self.certificate_facts.set_certificates(key, facts)
+        self.certificate_facts.set_crl(key, authority.crl_pem())
 
     def _prepare_historian(self) -> None:
         try:

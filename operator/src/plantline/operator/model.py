@@ -13,6 +13,7 @@ import ipaddress
 from base64 import b64encode
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,15 @@ class ConnectorSettings:
     memory_request: str = "64Mi"
     memory_limit: str = "256Mi"
     storage_class: str | None = None  # of the outbox volumes; None: the cluster's default StorageClass
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFact:
+    """One identity's current certificate: when it expires, its role in the line, the machines it serves."""
+
+    not_after: datetime
+    role: str
+    machines: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
