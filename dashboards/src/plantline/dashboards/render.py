@@ -78,6 +78,11 @@ def _job(name: str, targets: Sequence[str], labels: Mapping[str, str]) -> dict[s
     return {"job_name": name, "static_configs": [{"targets": list(targets), "labels": dict(labels)}]}
 
 
+def target_labels(view: LineView, component: str) -> dict[str, str]:
+    """Return the target labels every scrape of one of the line's programs carries (a connector's adds its group)."""
+    return {SITE_LABEL: view.site, LINE_LABEL: view.line, COMPONENT_LABEL: component}
+
+
 def prometheus_config(
     view: LineView, targets: Targets, *, rule_files: Sequence[str], scrape_interval: str = "15s"
 ) -> dict[str, Any]:

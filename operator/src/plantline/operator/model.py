@@ -22,7 +22,9 @@ import yaml
 from plantline.connectors.addressing.endpoints import PlcProtocol, parse_endpoint
 from plantline.connectors.config import DEFAULT_METRICS_PORT
 from plantline.dashboards.boards import dashboards
-from plantline.dashboards.render import dashboard_json, rules_yaml
+from plantline.dashboards.line import CONNECTOR
+from plantline.dashboards.line import CONNECTOR_LABEL as CONNECTOR_TARGET_LABEL
+from plantline.dashboards.render import dashboard_json, rules_yaml, target_labels
 from plantline.dashboards.rules import rule_file
 from plantline.operator.api import API_VERSION, GROUP, KIND, PlantLine
 from plantline.operator.render import (
@@ -201,6 +203,10 @@ def rules_name(owner: Owner) -> str:
     return f"{owner.name}-rules"
 
 
+def pod_monitor_name(owner: Owner) -> str:
+    return f"{owner.name}-connectors"
+
+
 def digest(parts: Iterable[bytes]) -> str:
     """Return a short SHA-256 over `parts`, for pod template annotations."""
     hasher = hashlib.sha256()
@@ -306,6 +312,34 @@ def prometheus_rule(owner: Owner, line: PlantLine) -> dict[str, Any]:
         "kind": "PrometheusRule",
         "metadata": _metadata(owner, rules_name(owner), "rules"),
         "spec": rule_file(line_view(line)),
+    }
+
+
+def _pod_label_meta(label: str) -> str:
+    """Return the meta label Prometheus's Kubernetes discovery gives a pod label (non-alphanumerics as _)."""
+    return "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in label)
+
+
+def connector_pod_monitor(owner: Owner, line: PlantLine) -> dict[str, Any]:
+    """Return a prometheus-operator PodMonitor scraping the line's connector pods on their metrics port.
+
+    Its relabelings give every target the labels the dashboards and rules select on: the line's
+    site and line, `component="connector"` and `connector=<group>` (from the pod's label).
+    """
+    static = [
+        {"action": "replace", "targetLabel": label, "replacement": value}
+        for label, value in target_labels(line_view(line), CONNECTOR).items()
+    ]
+    group = {"action": "replace", "sourceLabels": [_pod_label_meta(CONNECTOR_LABEL)],
+             "targetLabel": CONNECTOR_TARGET_LABEL}  # fmt: skip
+    return {
+        "apiVersion": PROMETHEUS_RULE_API,
+        "kind": "PodMonitor",
+        "metadata": _metadata(owner, pod_monitor_name(owner), "monitoring"),
+        "spec": {
+            "selector": {"matchLabels": selector(owner, "connector")},
+            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "relabelings": [*static, group]}],
+        },
     }
 
 
@@ -592,6 +626,7 @@ __all__ = [
     "connector_claims",
     "connector_configs",
     "connector_deployments",
+    "connector_pod_monitor",
     "dashboard_config_maps",
     "data_claim",
     "deployment",
@@ -599,6 +634,7 @@ __all__ = [
     "endpoint_of",
     "labels",
     "network_policy",
+    "pod_monitor_name",
     "prometheus_rule",
     "rules_config_map",
     "secret_name",

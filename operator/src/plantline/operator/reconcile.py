@@ -37,6 +37,7 @@ from plantline.operator.model import (
     connector_claims,
     connector_configs,
     connector_deployments,
+    connector_pod_monitor,
     dashboard_config_maps,
     network_policy,
     prometheus_rule,
@@ -338,7 +339,9 @@ def step_trust(state: _State, ctx: Context) -> None:
 def step_dashboards(state: _State, ctx: Context) -> None:
     """Apply the line's dashboards (ConfigMaps for Grafana's sidecar) and rules (PrometheusRule or ConfigMap).
 
-    With `spec.dashboards.enabled: false` nothing is applied, and the prune step deletes them.
+    Where the prometheus-operator's PodMonitor is served, a PodMonitor scrapes the line's connectors
+    with the target labels the dashboards select on. With `spec.dashboards.enabled: false` nothing
+    is applied, and the prune step deletes them.
     """
     if not state.line.spec.dashboards.enabled:
         state.conditions["DashboardsReady"] = ("True", "DashboardsDisabled", "spec.dashboards.enabled is false")
@@ -353,6 +356,9 @@ def step_dashboards(state: _State, ctx: Context) -> None:
         _apply(state, ctx, rules_config_map(state.owner, state.line))
         reason, where = "RulesInConfigMap", "a ConfigMap (the PrometheusRule CRD is not installed)"
     message = f"{len(boards)} dashboards in ConfigMaps for Grafana's sidecar; the alert rules in {where}"
+    if ctx.cluster.serves("PodMonitor"):
+        _apply(state, ctx, connector_pod_monitor(state.owner, state.line))
+        message += "; the connectors scraped through a PodMonitor"
     state.conditions["DashboardsReady"] = ("True", reason, message)
 
 
