@@ -34,6 +34,7 @@ VIEW = LineView(
 )
 
 _IDENTIFIER = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*(?=\s*\{)")
+_METRIC = re.compile(r"\bplantline_[a-z0-9_]+")
 
 
 def _exprs(board: dict[str, Any]) -> list[str]:
@@ -41,7 +42,7 @@ def _exprs(board: dict[str, Any]) -> list[str]:
 
 
 def _known_names() -> set[str]:
-    defined = (*m.CONNECTOR_METRICS, *m.PKI_METRICS, *m.OPERATOR_METRICS)
+    defined = (*m.CONNECTOR_METRICS, *m.PKI_METRICS, *m.OPERATOR_METRICS, *m.API_METRICS)
     names = {d.name for d in defined}
     names |= {d.name + suffix for d in defined if d.type == "histogram" for suffix in ("_bucket", "_count", "_sum")}
     names |= {metric.name for metric in b.BROKER_METRICS} | {"up", "mosquitto_state"}
@@ -54,10 +55,15 @@ def test_every_series_a_dashboard_or_rule_reads_is_defined_once_in_the_registrie
     exprs += [r.expr for r in recording_rules(VIEW)] + [r.expr for r in alert_rules(VIEW)]
     used = {name for expr in exprs for name in _IDENTIFIER.findall(expr)}
     assert used - _known_names() == set()
-    # every connector metric is shown somewhere (the KPIs' run and planned time feed A, not a panel)
-    shown = {name for board in dashboards(VIEW).values() for e in _exprs(board) for name in _IDENTIFIER.findall(e)}
-    missing = {d.name for d in m.CONNECTOR_METRICS} - {n.removesuffix("_bucket") for n in shown}
-    assert missing == {m.KPI_RUN.name, m.KPI_PLANNED.name}
+
+
+def test_every_metric_plantline_exposes_is_on_a_board() -> None:
+    # on a panel, or read by a recording rule a panel shows (the KPIs' run and planned time feed A, not a panel)
+    on_boards = " ".join(e for board in dashboards(VIEW).values() for e in _exprs(board))
+    shown_records = " ".join(r.expr for r in recording_rules(VIEW) if r.record in on_boards)
+    shown = {n.removesuffix("_bucket") for n in _METRIC.findall(f"{on_boards} {shown_records}")}
+    every = (*m.CONNECTOR_METRICS, *m.PKI_METRICS, *m.OPERATOR_METRICS, *m.API_METRICS)
+    assert {d.name for d in every} - shown == {m.KPI_RUN.name, m.KPI_PLANNED.name}
 
 
 def test_every_alert_has_severity_summary_description_naming_line_and_machine_and_runbook() -> None:
@@ -89,6 +95,12 @@ def test_slo_alerts_use_the_workbooks_windows_and_factors() -> None:
     assert "14.4 * 0.05" in burns[0].expr
     assert "ratio_rate3d" in burns[1].expr
     assert "1 * 0.05" in burns[1].expr
+    api = [r for r in alert_rules(VIEW) if r.name == "PlantLineApiLatencyBudgetBurn"]
+    assert [(r.severity, r.labels["burn"]) for r in api] == [("critical", "fast"), ("warning", "slow")]
+    assert "plantline:api_slow:ratio_rate1h" in api[0].expr
+    slow = next(r for r in recording_rules(VIEW) if r.record == "plantline:api_slow:ratio_rate5m")
+    assert 'le="0.25"' in slow.expr
+    assert 'route!~"/metrics"' in slow.expr  # scrapes are not requests of the objective
     records = {r.record for r in recording_rules(VIEW)}
     assert {f"plantline:ingest_lag_slow:ratio_rate{w}" for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d")} <= records
     lag = next(r for r in recording_rules(VIEW) if r.record == "plantline:ingest_lag_slow:ratio_rate5m")
@@ -173,6 +185,14 @@ def test_the_scrape_configuration_labels_every_target_with_site_line_and_compone
     }  # fmt: skip
     assert labels["plantline-plantline-site1-line1-broker"]["component"] == "broker"
     assert config["rule_files"] == ["rules.yml"]
+    assert "plantline-plantline-site1-line1-api" not in labels  # no KPI API given, no job
+
+
+def test_the_kpi_apis_scrape_brings_its_bearer_token() -> None:
+    targets = Targets({}, api="127.0.0.1:8480", api_token_file="/state/historian/api-token")
+    (job,) = prometheus_config(VIEW, targets, rule_files=[])["scrape_configs"]
+    assert job["static_configs"][0]["labels"] == {"site": "site1", "line": "line1", "component": "api"}
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/state/historian/api-token"}
 
 
 def test_broker_metric_names_follow_the_exporters_mapping() -> None:
@@ -182,3 +202,21 @@ def test_broker_metric_names_follow_the_exporters_mapping() -> None:
         'mosquitto_state{topic="$sys_broker_connection_site1-line1-bridge"}'
     )
     assert runbook_url("https://x/runbooks/", "A") == "https://x/runbooks/A.md"
+
+
+def test_the_oee_state_timeline_names_every_machine_state_by_its_value() -> None:
+    oee = dashboards(VIEW)["oee"]
+    (panel,) = (p for p in oee["panels"] if p["title"] == "Machine state")
+    assert panel["type"] == "state-timeline"
+    assert panel["targets"][0]["expr"].startswith(f"{m.KPI_STATE.name}{{")
+    (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
+    shown = {int(value): option["text"] for value, option in mapping["options"].items()}
+    assert shown == {code: state.replace("_", " ") for code, state in enumerate(m.MACHINE_STATES)}
+    assert (shown[1], shown[5]) == ("run", "fault")
+
+
+def test_the_edge_board_shows_bdseq_and_rebirths_per_connector() -> None:
+    edge = dashboards(VIEW)["edge"]
+    exprs = {p["title"]: p["targets"][0]["expr"] for p in edge["panels"] if p["type"] != "row"}
+    assert exprs["Sparkplug bdSeq (a step is a new MQTT session)"].startswith(f"{m.SPARKPLUG_BDSEQ.name}{{")
+    assert f"increase({m.SPARKPLUG_REBIRTHS.name}{{" in exprs["Rebirths in the last hour"]

@@ -85,3 +85,37 @@ def test_disabling_dashboards_removes_them_and_enabling_brings_them_back(ca_pems
     _run(body, cluster, authority)
     assert set(BOARDS) <= set(cluster.stored("ConfigMap"))
     assert "site1-line1-rules" in cluster.stored("PrometheusRule")
+
+
+def test_with_the_pod_monitor_crd_the_connectors_are_scraped_with_the_dashboards_target_labels(
+    ca_pems: tuple[bytes, bytes],
+) -> None:
+    cluster, authority, body = RecordingCluster(), MemoryAuthority(*ca_pems), demo_body()
+    _run(body, cluster, authority)
+    assert cluster.stored("PodMonitor") == {}  # no CRD, no PodMonitor (and no failed apply)
+
+    cluster.served.add("PodMonitor")
+    outcome = _run(body, cluster, authority)
+    monitor = cluster.stored("PodMonitor")["site1-line1-connectors"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
+    # it selects exactly the line's connector pods, by the labels their Deployments give them
+    (deployment, *_) = cluster.stored("Deployment").values()
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert endpoint["port"] in {p["name"] for p in ports}
+    static = {r["targetLabel"]: r["replacement"] for r in endpoint["relabelings"] if "replacement" in r}
+    assert static == {"site": "site1", "line": "line1", "component": "connector"}
+    (group,) = (r for r in endpoint["relabelings"] if "sourceLabels" in r)
+    assert group["sourceLabels"] == ["__meta_kubernetes_pod_label_plantline_dev_connector"]
+    assert group["targetLabel"] == "connector"
+    assert "plantline.dev/connector" in pod_labels  # the label that meta label is made from
+    assert "PodMonitor" in next(c["message"] for c in outcome.status["conditions"] if c["type"] == "DashboardsReady")
+
+    body["spec"]["dashboards"]["enabled"] = False
+    body["metadata"]["generation"] += 1
+    _run(body, cluster, authority)
+    assert cluster.stored("PodMonitor") == {}  # removed with the dashboards and rules
+    assert ("PodMonitor", "site1-line1-connectors") in set(cluster.deleted())

@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from plantline.connectors.metric_names import OPERATOR_METRICS, PKI_METRICS
-from plantline.operator.model import ConnectorSettings
+from plantline.operator.model import CertificateFact, ConnectorSettings
 from plantline.operator.reconcile import Context, Outcome, reconcile
 from plantline.operator.telemetry import OperatorMetrics, PkiMetrics, crl_times
 
@@ -19,6 +19,7 @@ from .recording import MemoryAuthority, RecordingCluster, demo_body
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 DUE = NOW + timedelta(days=61)  # the demo's mqtt-client certificates: 90 days, renewed 30 before
 SETTINGS = ConnectorSettings(image="registry.example/plantline/connector:0.1.0")
+LINE = ("plantline", "line1")
 
 
 def _run(body: dict[str, Any], cluster: RecordingCluster, authority: MemoryAuthority, now: datetime = NOW) -> Outcome:
@@ -68,7 +69,7 @@ def test_the_registry_exposes_the_described_operator_and_pki_metrics() -> None:
         namespace="plantline", name="line1", result="failed", seconds=0.2, failed_step="config",
         certificates={"issued": 3, "renewed": 1, "revoked": 2},
     )  # fmt: skip
-    metrics.pki.set_certificates({"site1-line1-line1": NOW})
+    metrics.pki.set_certificates(LINE, {"site1-line1-line1": CertificateFact(NOW, "connector", ("filler", "capper"))})
     samples = _samples(metrics)
     line = (("namespace", "plantline"), ("plantline", "line1"))
     assert samples[("plantline_operator_reconciles_total", (*line, ("result", "failed")))] == 1
@@ -77,7 +78,9 @@ def test_the_registry_exposes_the_described_operator_and_pki_metrics() -> None:
     assert samples[("plantline_operator_certificates_renewed_total", line)] == 1
     assert samples[("plantline_operator_certificates_revoked_total", line)] == 2
     assert samples[("plantline_operator_reconcile_duration_seconds_count", ())] == 1
-    assert samples[(PKI_METRICS[0].name, (("identity", "site1-line1-line1"),))] == NOW.timestamp()
+    identity = (("identity", "site1-line1-line1"), ("machines", "filler,capper"))
+    labels = (*identity, ("namespace", "plantline"), ("plantline", "line1"), ("role", "connector"))
+    assert samples[(PKI_METRICS[0].name, labels)] == NOW.timestamp()
     text = generate_latest(metrics.registry).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for metric in (*OPERATOR_METRICS, *PKI_METRICS):
@@ -104,6 +107,40 @@ def test_the_crl_gauges_follow_the_ca(ca_pems: tuple[bytes, bytes]) -> None:
     assert next_ is not None
     assert last < next_
     pki = PkiMetrics.create()
-    pki.set_crl(crl)
-    assert pki.registry.get_sample_value(PKI_METRICS[1].name) == last.timestamp()
-    assert math.isclose(pki.registry.get_sample_value(PKI_METRICS[2].name) or 0, next_.timestamp())
+    pki.set_crl(LINE, crl)
+    line = {"namespace": "plantline", "plantline": "line1"}
+    assert pki.registry.get_sample_value(PKI_METRICS[1].name, line) == last.timestamp()
+    assert math.isclose(pki.registry.get_sample_value(PKI_METRICS[2].name, line) or 0, next_.timestamp())
+    pki.forget(LINE)
+    assert pki.registry.get_sample_value(PKI_METRICS[1].name, line) is None
+
+
+def test_certificate_facts_are_kept_per_line_and_an_identity_gone_leaves_no_series() -> None:
+    pki = PkiMetrics.create()
+    other = ("plantline", "line2")
+    pki.set_certificates(
+        LINE, {"a": CertificateFact(NOW, "connector", ("m1",)), "b": CertificateFact(NOW, "broker", ())}
+    )
+    pki.set_certificates(other, {"a": CertificateFact(DUE, "connector", ("m9",))})
+    pki.set_certificates(LINE, {"b": CertificateFact(DUE, "broker", ())})  # a was removed from the line
+    text = generate_latest(pki.registry).decode()
+    (family,) = (f for f in text_string_to_metric_families(text) if f.name == PKI_METRICS[0].family)
+    assert sorted((s.labels["plantline"], s.labels["identity"], s.value) for s in family.samples) == [
+        ("line1", "b", DUE.timestamp()),
+        ("line2", "a", DUE.timestamp()),
+    ]
+
+
+def test_a_reconcile_gives_each_certificates_expiry_role_and_machines(ca_pems: tuple[bytes, bytes]) -> None:
+    cluster, authority = RecordingCluster(), MemoryAuthority(*ca_pems)
+    body = demo_body()
+    facts = _run(body, cluster, authority).certificate_facts
+    assert facts is not None
+    machines = tuple(m["id"] for m in body["spec"]["machines"])
+    by_role = {fact.role: (identity, fact) for identity, fact in facts.items()}
+    assert set(by_role) == {"connector", "broker", "reader"}
+    identity, connector = by_role["connector"]
+    assert connector.machines == machines  # the demo's one connector reads every machine
+    assert NOW + timedelta(days=89) < connector.not_after <= NOW + timedelta(days=91)  # mqtt-client: 90 days
+    assert by_role["broker"][1].machines == machines  # the broker's certificate: the whole line depends on it
+    assert identity.endswith("-line1")

@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING
 
 import harness
 from harness import Budget, Row
-from plantline.connectors.metric_names import KPI_FAULT_ACTIVE_CODE, KPI_GAUGES
+from plantline.connectors.metric_names import KPI_FAULT_ACTIVE_CODE, KPI_GAUGES, KPI_STATE
 from plantline.dashboards import ConnectorView, LineView, MachineView, render_files
 from plantline.dashboards.rules import alert_rules
 
 if TYPE_CHECKING:
     from plantline_testing.prometheus import PrometheusApi
 
-# Inside a shift every KPI gauge but the active fault code (window only) has a `scope="shift"` series too.
-SHIFT_SERIES = len([g for g in KPI_GAUGES if g is not KPI_FAULT_ACTIVE_CODE])
+# Inside a shift every KPI gauge but the active fault code and the state (window only) has a `scope="shift"` series too.
+SHIFT_SERIES = len([g for g in KPI_GAUGES if g not in (KPI_FAULT_ACTIVE_CODE, KPI_STATE)])
 
 SIGNALS = (
     "state.run", "state.idle", "state.blocked", "state.starved", "state.planned_stop", "fault.active",

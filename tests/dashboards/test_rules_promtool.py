@@ -58,12 +58,23 @@ def _lag(fast_per_minute: float) -> list[dict[str, str]]:
     ]
 
 
+def _api(fast_per_minute: float, route: str = "/kpi/current") -> list[dict[str, str]]:
+    name, labels = m.API_REQUEST_DURATION.name, f'{LINE}, component="api", route="{route}", status="200"'
+    return [
+        _series(f"{name}_bucket", f'{labels}, le="0.25"', _rising(fast_per_minute)),
+        _series(f"{name}_count", labels, _rising(100)),
+    ]
+
+
 def _errors(per_minute: float) -> list[dict[str, str]]:
     labels = 'namespace="plantline", plantline="site1-line1", step="config"'
     return [_series(m.OPERATOR_RECONCILE_ERRORS.name, labels, _rising(per_minute))]
 
 
 DAY = 86400.0
+PLANTLINE = 'namespace="plantline", plantline="site1-line1"'
+OTHER_LINE = 'namespace="plantline", plantline="site1-line2"'
+CERTIFICATE = f'{PLANTLINE}, identity="site1-line1-line1", role="connector", machines="filler,capper,labeler"'
 BRIDGE = b.bridge_state("site1-line1-bridge")
 # alert -> (input series that make it fire, input series that keep it quiet)
 CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]]]] = {
@@ -74,14 +85,28 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]]]] = {
     "PlantLineOutboxOld": _gauge(m.OUTBOX_OLDEST_AGE.name, CONNECTOR, 900, 5),
     "PlantLineOutboxFilling": _gauge(m.OUTBOX_BYTES.name, CONNECTOR, 0.6 * MAX_BYTES, 0.1 * MAX_BYTES),
     "PlantLineOutboxQuarantine": _gauge(m.OUTBOX_CORRUPT.name, CONNECTOR, 1, 0),
-    "PlantLineCertificateRenewalOverdue": _gauge(
-        m.PKI_CERTIFICATE_NOT_AFTER.name, f'{LINE}, identity="site1-line1-line1"', 10 * DAY, 60 * DAY
+    # The operator's certificate facts carry their PlantLine, not the scrape's site and line; another
+    # line's expiring certificate or CRL is not this line's alert.
+    "PlantLineCertificateRenewalOverdue": (
+        [_series(m.PKI_CERTIFICATE_NOT_AFTER.name, CERTIFICATE, _flat(10 * DAY))],
+        [
+            _series(m.PKI_CERTIFICATE_NOT_AFTER.name, CERTIFICATE, _flat(60 * DAY)),
+            _series(m.PKI_CERTIFICATE_NOT_AFTER.name, CERTIFICATE.replace(PLANTLINE, OTHER_LINE), _flat(10 * DAY)),
+        ],
     ),
-    "PlantLineCrlStale": _gauge(m.PKI_CRL_NEXT_UPDATE.name, LINE, 1800, 30 * DAY),
+    "PlantLineCrlStale": (
+        [_series(m.PKI_CRL_NEXT_UPDATE.name, PLANTLINE, _flat(1800))],
+        [
+            _series(m.PKI_CRL_NEXT_UPDATE.name, PLANTLINE, _flat(30 * DAY)),
+            _series(m.PKI_CRL_NEXT_UPDATE.name, OTHER_LINE, _flat(1800)),
+        ],
+    ),
     "PlantLineBridgeDown": _gauge(BRIDGE.name, f'topic="{BRIDGE.topic}", {LINE}', 0, 1),
     "PlantLineMessagesDroppedBudgetBurn": (_dropped(10), _dropped(0)),
     "PlantLineIngestLagBudgetBurn": (_lag(50), _lag(100)),
     "PlantLineReconcileFailing": (_errors(1), _errors(0)),
+    # quiet: the API's requests are fast; its slow /metrics scrapes are no request of the objective
+    "PlantLineApiLatencyBudgetBurn": (_api(50), _api(100) + _api(0, route="/metrics")),
 }
 
 
@@ -130,3 +155,17 @@ def test_a_promtool_case_fails_when_the_alert_does_not_fire(rules_dir: Path) -> 
     tests = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [case]}
     (rules_dir / "test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
     assert _promtool("test", "rules", "test.yml", cwd=rules_dir).returncode == 1
+
+
+def test_the_certificate_alert_names_the_line_the_identity_its_role_and_machines(rules_dir: Path) -> None:
+    fire = CASES["PlantLineCertificateRenewalOverdue"][0]
+    alert = {"eval_time": EVAL, "alertname": "PlantLineCertificateRenewalOverdue", "exp_alerts": []}
+    test = {"interval": "1m", "input_series": fire, "alert_rule_test": [alert]}
+    tests = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [test]}
+    (rules_dir / "test.yml").write_text(yaml.safe_dump(tests))
+    done = _promtool("test", "rules", "test.yml", cwd=rules_dir)
+    # promtool prints the alert it got against the (empty) expectation: its labels and annotations
+    assert done.returncode == 1
+    for shown in ('site="site1"', 'line="line1"', 'role="connector"', "filler,capper,labeler", "site1-line1-line1",
+                  "PlantLine plantline/site1-line1"):  # fmt: skip
+        assert shown in done.stdout + done.stderr, shown

@@ -35,6 +35,8 @@ from plantline.operator.resources import KubeCluster, SecretAuthority, connect
 from plantline_testing.controlplane import BUILD_TIMEOUT_S, ControlPlane
 from plantline_testing.kube import (
     OPERATOR_NAMESPACE,
+    PLURAL_POD_MONITORS,
+    POD_MONITOR_CRD,
     PROMETHEUS_RULE_CRD,
     apply,
     children,
@@ -223,6 +225,35 @@ def test_the_rules_become_a_prometheus_rule_once_its_crd_is_installed(
     assert (code, out) == (0, "yes")
 
 
+def _pod_monitors(plane: ControlPlane, line: str) -> list[str]:
+    return prometheus_rules(plane, NS, line, PLURAL_POD_MONITORS)
+
+
+def test_the_connectors_get_a_pod_monitor_once_its_crd_is_installed(
+    plane: ControlPlane, operator: KopfRunner, operator_kubeconfig: Path
+) -> None:
+    plane.kubectl("apply", "--server-side", "-f", str(prometheus_rule_crd(PLURAL_POD_MONITORS)))
+    plane.kubectl("wait", "--for=condition=Established", f"crd/{POD_MONITOR_CRD}", "--timeout=60s")
+    wait_for("the demo's PodMonitor", lambda: _pod_monitors(plane, "demo") == ["demo-connectors"], READY_S)
+    monitor = plane.request("GET", f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/podmonitors/demo-connectors")
+    assert monitor["metadata"]["ownerReferences"][0]["name"] == "demo"  # removed with the line
+    # The apiserver kept the spec as the CRD's schema reads it: the selector finds the connector pods.
+    match = ",".join(f"{k}={v}" for k, v in sorted(monitor["spec"]["selector"]["matchLabels"].items()))
+    pods = items(plane, f"/api/v1/namespaces/{NS}/pods", match)
+    assert {p["metadata"]["labels"]["plantline.dev/connector"] for p in pods} == {"line1"}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "metrics"
+    static = {r["targetLabel"]: r.get("replacement") for r in endpoint["relabelings"]}
+    assert static == {"site": "site1", "line": "line1", "component": "connector", "connector": None}
+    wait_for(
+        "DashboardsReady naming the PodMonitor",
+        lambda: "PodMonitor" in condition(plantline(plane, NS, "demo"), "DashboardsReady").get("message", ""),
+        READY_S,
+    )
+    code, out = _kubectl_as(plane, operator_kubeconfig, "auth", "can-i", "patch", POD_MONITOR_CRD, "-n", NS)
+    assert (code, out) == (0, "yes")
+
+
 def test_disabling_dashboards_removes_them_and_enabling_brings_them_back(
     plane: ControlPlane, operator: KopfRunner
 ) -> None:
@@ -235,12 +266,14 @@ def test_disabling_dashboards_removes_them_and_enabling_brings_them_back(
         lambda: (
             children(plane, NS, "demo")["ConfigMap"] == ["demo-connectors", "demo-trust"]
             and prometheus_rules(plane, NS, "demo") == []
+            and _pod_monitors(plane, "demo") == []
         ),
         READY_S,
     )
     assert wait_for("the demo Ready", lambda: ready(plane, NS, "demo"), READY_S)
     apply(plane, demo_line("demo", NS, line="line1"))
     wait_for("the demo's PrometheusRule back", lambda: prometheus_rules(plane, NS, "demo") == ["demo-rules"], READY_S)
+    wait_for("the demo's PodMonitor back", lambda: _pod_monitors(plane, "demo") == ["demo-connectors"], READY_S)
     assert wait_for("the demo Ready again", lambda: ready(plane, NS, "demo"), READY_S)
 
 
@@ -447,8 +480,12 @@ def test_deleting_a_line_revokes_its_certificates_and_releases_it(plane: Control
     wait_for("the PlantLine gone (finalizer released)", lambda: plantline(plane, NS, "pm") is None, READY_S)
     assert serials <= _crl_serials(plane)
     wait_for(
-        "the children garbage-collected, the PrometheusRule too",
-        lambda: not any(children(plane, NS, "pm").values()) and prometheus_rules(plane, NS, "pm") == [],
+        "the children garbage-collected, the PrometheusRule and PodMonitor too",
+        lambda: (
+            not any(children(plane, NS, "pm").values())
+            and prometheus_rules(plane, NS, "pm") == []
+            and _pod_monitors(plane, "pm") == []
+        ),
         GC_S,
     )
     # The other line is untouched.

@@ -73,6 +73,8 @@ def test_births_data_rebirth_and_device_loss(line: Any) -> None:
         reader.publish("spBv1.0/site1/NCMD/line1", encode(rebirth))
         reader.wait_for(lambda: len(reader.of(MessageType.NBIRTH)) >= 2, 10, "a second NBIRTH")
         assert _bdseq(reader, MessageType.NBIRTH, 0) == _bdseq(reader, MessageType.NBIRTH, 1)
+        assert line.metric("plantline_sparkplug_rebirths_total") == 1  # the first births were no rebirth
+        assert line.metric("plantline_sparkplug_bdseq") == _bdseq(reader, MessageType.NBIRTH, 0)
         reader.wait_for(lambda: len(reader.of(MessageType.DBIRTH, "filler")) >= 2, 10, "a second DBIRTH")
 
         # The PLC goes away: DDEATH; it comes back: DBIRTH and data again.

@@ -24,7 +24,7 @@ from plantline.connectors.kpi import (
     gauge_values,
     sparkplug_metrics,
 )
-from plantline.connectors.metric_names import KPI_GAUGES
+from plantline.connectors.metric_names import KPI_GAUGES, MACHINE_STATES
 from plantline.connectors.samples import Quality, Sample, Value
 
 MACHINE = "filler-1"
@@ -455,6 +455,34 @@ def test_sparkplug_metrics_and_gauges() -> None:
     assert ("plantline_kpi_availability_ratio", "window", 0.5) in gauges
     assert ("plantline_kpi_fault_active_code", "window", 1001.0) in gauges
     assert not any(name == "plantline_kpi_mttr_seconds" for name, _, _ in gauges)
+    assert ("plantline_kpi_state", "window", float(MACHINE_STATES.index("fault"))) in gauges  # idle, faulted
+
+
+@pytest.mark.parametrize("name", ["run", "idle", "blocked", "starved", "planned_stop"])
+def test_the_state_now_is_the_true_state_signal(name: str) -> None:
+    kpi = engine()
+    send(kpi, T0, state(name))
+    assert kpi.snapshot(T0 + 5 * S).state == name
+
+
+def test_an_active_fault_shows_unless_running_and_a_gap_becomes_unknown() -> None:
+    kpi = engine(state_gap_hold_s=2.0, fault_debounce_s=0)
+    assert kpi.snapshot(T0).state == "unknown"  # no sample yet
+    send(kpi, T0, {**state("run"), "fault.code": 7})
+    assert kpi.snapshot(T0 + S).state == "run"  # parts still count: running wins over the fault
+    send(kpi, T0 + 2 * S, state("blocked"))
+    assert kpi.snapshot(T0 + 3 * S).state == "fault"
+    send(kpi, T0 + 4 * S, {"fault.code": 0, "state.blocked": False})
+    assert kpi.snapshot(T0 + 5 * S).state == "blocked"  # the last state holds for the gap's hold ...
+    assert kpi.snapshot(T0 + 7 * S).state == "unknown"  # ... then nobody knows
+
+
+def test_off_shift_time_shows_as_off_shift() -> None:
+    kpi = engine(calendar=ShiftCalendar("Europe/Berlin", (EARLY,)))
+    before = SHIFT_START - 3600 * S
+    send(kpi, before, state("idle"))
+    assert kpi.snapshot(before + S).state == "off_shift"
+    assert kpi.snapshot(SHIFT_START + S).state == "idle"
 
 
 @pytest.mark.parametrize(

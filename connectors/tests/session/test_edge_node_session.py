@@ -233,6 +233,18 @@ def test_rebirth_keeps_bdseq_and_restarts_seq(tmp_path: Path) -> None:
     assert [m.kind for m in later] == [MessageType.NBIRTH, MessageType.DBIRTH, MessageType.DBIRTH]
     assert s.due_rebirth(T0 + 9000) == []
     assert len(births) == 3
+    assert s.rebirths == 2
+
+
+def test_rebirths_count_births_within_one_bdseq_session_only(tmp_path: Path) -> None:
+    s, _, _ = online(tmp_path, rebirth_debounce_ms=0)
+    assert s.rebirths == 0  # the session's first births are no rebirth
+    s.on_disconnected()
+    s.prepare_connect()  # a new bdSeq session: its births are no rebirth either
+    s.on_connected(T0 + 10)
+    assert s.rebirths == 0
+    s.on_rebirth_request(T0 + 20)
+    assert s.rebirths == 1
 
 
 def test_births_for_another_reason_answer_a_deferred_rebirth(tmp_path: Path) -> None:

@@ -3,9 +3,10 @@
 Pure data without prometheus_client, so that whatever reads a connector's /metrics imports its
 names from here: the connector's own registry (`plantline.connectors.metrics`), `plantline
 status`, dashboards and alert rules. The certificate facts (`PKI_METRICS`, served by the operator
-and by `plantline up --monitoring`) and the operator's own metrics (`OPERATOR_METRICS`) are
-described here too, below the connector's: the dashboards import no operator module, and this
-module is the one place every PlantLine metric name is spelled.
+and by `plantline up --monitoring`) and the operator's own metrics (`OPERATOR_METRICS`) and the
+historian's KPI API's (`API_METRICS`) are described here too, below the connector's: the
+dashboards import no operator module, and this module is the one place every PlantLine metric
+name is spelled.
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ MQTT_REFUSED: Final = MetricDefinition(
 SPARKPLUG_MESSAGES: Final = MetricDefinition(
     "plantline_sparkplug_messages_total", "counter", "Sparkplug messages published", ("type",)
 )
+SPARKPLUG_BDSEQ: Final = MetricDefinition(
+    "plantline_sparkplug_bdseq", "gauge", "bdSeq of the latest MQTT session (its NBIRTH and its Will's NDEATH carry it)"
+)
+SPARKPLUG_REBIRTHS: Final = MetricDefinition(
+    "plantline_sparkplug_rebirths_total",
+    "counter",
+    "Births published again within one bdSeq session (a host's rebirth request, or the host back online)",
+)
 OUTBOX_BATCHES: Final = MetricDefinition("plantline_outbox_batches", "gauge", "Batches waiting in the outbox")
 OUTBOX_SAMPLES: Final = MetricDefinition("plantline_outbox_samples", "gauge", "Samples waiting in the outbox")
 OUTBOX_BYTES: Final = MetricDefinition("plantline_outbox_bytes", "gauge", "Bytes the outbox holds")
@@ -122,6 +131,13 @@ KPI_MTTR: Final = _kpi("plantline_kpi_mttr_seconds", "Mean time to repair")
 KPI_MTBF: Final = _kpi("plantline_kpi_mtbf_seconds", "Mean time between failures")
 KPI_FAULTS: Final = _kpi("plantline_kpi_faults", "Faults that started")
 KPI_FAULT_ACTIVE_CODE: Final = _kpi("plantline_kpi_fault_active_code", "Code of the active fault, 0 when none")
+# The machine's state now, as `plantline_kpi_state`'s value: the index in this tuple. Dashboards map
+# the values back to these names, so a state is only ever appended.
+MACHINE_STATES: Final = ("unknown", "run", "idle", "blocked", "starved", "fault", "planned_stop", "off_shift")
+KPI_STATE: Final = _kpi(
+    "plantline_kpi_state",
+    "Machine state now, by value: " + ", ".join(f"{code} {state}" for code, state in enumerate(MACHINE_STATES)),
+)
 
 KPI_GAUGES: Final = (
     KPI_OEE,
@@ -137,6 +153,7 @@ KPI_GAUGES: Final = (
     KPI_MTBF,
     KPI_FAULTS,
     KPI_FAULT_ACTIVE_CODE,
+    KPI_STATE,
 )
 
 CONNECTOR_METRICS: Final = (
@@ -150,6 +167,8 @@ CONNECTOR_METRICS: Final = (
     MQTT_CONNECTED,
     MQTT_REFUSED,
     SPARKPLUG_MESSAGES,
+    SPARKPLUG_BDSEQ,
+    SPARKPLUG_REBIRTHS,
     OUTBOX_BATCHES,
     OUTBOX_SAMPLES,
     OUTBOX_BYTES,
@@ -164,19 +183,28 @@ CONNECTOR_METRICS: Final = (
 """Every metric a connector's /metrics exposes, in a stable order."""
 
 
-# Certificate facts, served by whatever holds the line's CA: the operator, and `plantline up
-# --monitoring` for its local CA. Alert rules compare them with time().
+# Certificate facts, served by whatever holds the line's CA: the operator (for every line it
+# reconciles), and `plantline up --monitoring` for its local CA. Each series names its PlantLine
+# (`namespace`, `plantline`), so an alert names the line whoever serves it; a certificate's also its
+# role in the line and the machines that depend on it. Alert rules compare them with time().
+PKI_LINE_LABELS: Final = ("namespace", "plantline")
 PKI_CERTIFICATE_NOT_AFTER: Final = MetricDefinition(
     "plantline_certificate_not_after_timestamp_seconds",
     "gauge",
-    "Unix time the identity's current certificate expires",
-    ("identity",),
+    "Unix time the identity's current certificate expires (machines: those that depend on it, comma-separated)",
+    (*PKI_LINE_LABELS, "identity", "role", "machines"),
 )
 PKI_CRL_LAST_UPDATE: Final = MetricDefinition(
-    "plantline_crl_last_update_timestamp_seconds", "gauge", "Unix time the CA's current CRL was issued"
+    "plantline_crl_last_update_timestamp_seconds",
+    "gauge",
+    "Unix time the CA's current CRL was issued, as the line's brokers have it",
+    PKI_LINE_LABELS,
 )
 PKI_CRL_NEXT_UPDATE: Final = MetricDefinition(
-    "plantline_crl_next_update_timestamp_seconds", "gauge", "Unix time the CA's current CRL stops being valid"
+    "plantline_crl_next_update_timestamp_seconds",
+    "gauge",
+    "Unix time the CA's current CRL stops being valid, as the line's brokers have it",
+    PKI_LINE_LABELS,
 )
 PKI_METRICS: Final = (PKI_CERTIFICATE_NOT_AFTER, PKI_CRL_LAST_UPDATE, PKI_CRL_NEXT_UPDATE)
 """The certificate facts of one line (identity) and its CA."""
@@ -224,3 +252,14 @@ OPERATOR_METRICS: Final = (
     OPERATOR_CERTIFICATES_REVOKED,
 )
 """Every metric the operator's /metrics exposes besides `PKI_METRICS`, in a stable order."""
+
+# The historian's KPI API (plantline.historian.api.telemetry), on its own /metrics.
+API_REQUEST_DURATION: Final = MetricDefinition(
+    "plantline_api_request_duration_seconds",
+    "histogram",
+    "Time the KPI API took to start answering a request, by route template and status code",
+    ("route", "status"),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+API_METRICS: Final = (API_REQUEST_DURATION,)
+"""Every metric the KPI API's /metrics exposes."""

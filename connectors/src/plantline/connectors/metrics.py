@@ -79,6 +79,8 @@ class ConnectorMetrics:
     mqtt_connected: Gauge
     mqtt_refused: Gauge
     sparkplug_messages: Counter
+    sparkplug_bdseq: Gauge
+    sparkplug_rebirths: Counter
     outbox_batches: Gauge
     outbox_samples: Gauge
     outbox_bytes: Gauge
@@ -104,6 +106,8 @@ class ConnectorMetrics:
             mqtt_connected=_gauge(names.MQTT_CONNECTED, r),
             mqtt_refused=_gauge(names.MQTT_REFUSED, r),
             sparkplug_messages=_counter(names.SPARKPLUG_MESSAGES, r),
+            sparkplug_bdseq=_gauge(names.SPARKPLUG_BDSEQ, r),
+            sparkplug_rebirths=_counter(names.SPARKPLUG_REBIRTHS, r),
             outbox_batches=_gauge(names.OUTBOX_BATCHES, r),
             outbox_samples=_gauge(names.OUTBOX_SAMPLES, r),
             outbox_bytes=_gauge(names.OUTBOX_BYTES, r),

@@ -123,6 +123,7 @@ class Connector:
         self._ack_timer: asyncio.TimerHandle | None = None
         self._unblocking = False  # _unblock is due in this turn of the loop
         self._messages: dict[str, Counter] = {}  # plantline_sparkplug_messages_total by type
+        self._rebirths_counted = 0
         self._replay = asyncio.Event()  # the replay lane may have room
         self._walk = asyncio.Event()  # the primary host went offline: on to the next broker
         self._goodbye: list[int] = []  # the NDEATH of such a walk, to be acknowledged first
@@ -265,6 +266,7 @@ class Connector:
         start = 0  # the broker to try first: the list's first, or the next one after a walk
         while not closing.is_set():
             death = self.session.prepare_connect()
+            self.metrics.sparkplug_bdseq.set(self.session.bdseq or 0)
             will = Will(death.topic, death.payload, death.qos, death.retain)
             try:
                 async with self.link.session(
@@ -389,12 +391,21 @@ class Connector:
         if counter is None:
             counter = self._messages[message.kind] = self.metrics.sparkplug_messages.labels(message.kind)
         counter.inc()
+        if message.kind == MessageType.NBIRTH:
+            self._count_rebirths()
         if send.batch_id is not None:
             if message.qos == 0:
                 self._delivered(send)  # QoS 0: no PUBACK will come
             else:
                 self._inflight[mid] = send
         return mid
+
+    def _count_rebirths(self) -> None:
+        """Bring the rebirths counter up to the session's count (births of a bdSeq born already)."""
+        new = self.session.rebirths - self._rebirths_counted
+        if new > 0:
+            self.metrics.sparkplug_rebirths.inc(new)
+            self._rebirths_counted = self.session.rebirths
 
     def _set_aside(self, aside: SetAside) -> None:
         """Keep samples that no longer fit the configuration in the outbox's unfit table, counted."""

@@ -214,6 +214,8 @@ class EdgeNodeSession:
         self.uint32_field = uint32_field  # for DBIRTH and DDATA: node messages carry no UInt32
         self._bdseq_store = bdseq
         self.bdseq: int | None = None
+        self.rebirths = 0  # births of a bdSeq session that was born already (plantline_sparkplug_rebirths)
+        self._born_bdseq: int | None = None
         self.phase = Phase.OFFLINE
         self._seq = 0
         self._last_birth_ms: int | None = None
@@ -546,6 +548,8 @@ class EdgeNodeSession:
             ),
         )
         self.phase = Phase.ONLINE
+        self.rebirths += self._born_bdseq == self.bdseq
+        self._born_bdseq = self.bdseq
         self._last_birth_ms = now_ms
         self._rebirth_due_ms = None  # these births answer any deferred request
         out = [Outgoing(MessageType.NBIRTH, self.topic(MessageType.NBIRTH), encode(nbirth), 0)]

@@ -27,16 +27,35 @@ from plantline.dashboards.grafana import (
     datasource_variable,
     query_variable,
     uid,
+    value_mappings,
 )
 from plantline.dashboards.line import BROKER, COMPONENT_LABEL, CONNECTOR, LineView
 from plantline.dashboards.promql import DASHBOARD_SCOPE as S
-from plantline.dashboards.rules import CERTIFICATE_DAYS_RECORD, INGEST_LAG_RECORD, MQTT_DROPPED_RECORD
+from plantline.dashboards.rules import (
+    API_LATENCY_RECORD,
+    API_LATENCY_TARGET_S,
+    CERTIFICATE_DAYS_RECORD,
+    INGEST_LAG_RECORD,
+    MQTT_DROPPED_RECORD,
+    api_selector,
+    pki_selector,
+)
 
 KINDS: Final = ("oee", "edge", "broker", "core")
 TAG: Final = "plantline"
 RATE: Final = "$__rate_interval"
 PERIOD = {"scope": "$scope"}
 BY_DEVICE = "{{device}}"
+STATE_COLORS: Final = {
+    "unknown": "#808080",
+    "run": "green",
+    "idle": "yellow",
+    "blocked": "orange",
+    "starved": "purple",
+    "fault": "red",
+    "planned_stop": "blue",
+    "off_shift": "#404040",
+}
 
 
 def _variables(view: LineView, *, machine: bool = True) -> list[dict[str, Any]]:
@@ -80,13 +99,11 @@ def line_oee(view: LineView) -> dict[str, Any]:
     table = [Query(S.of(g, **PERIOD), BY_DEVICE, instant=True) for g in (m.KPI_GOOD, m.KPI_REJECT, m.KPI_TOTAL)]
     layout.add(Panel("table", "Parts per machine", table, width=8))
     layout.row("State and faults")
-    state = [
-        Query(S.of(m.SOURCE_CONNECTED), "{{device}} PLC"),
-        Query(f"{S.of(m.KPI_FAULT_ACTIVE_CODE)} == bool 0", "{{device}} no fault"),
-    ]
+    state = [Query(S.of(m.KPI_STATE), BY_DEVICE)]
     layout.add(
-        Panel("state-timeline", "Machine state: PLC link and fault", state, width=24, height=6,
-              mappings=boolean_mappings("down / faulted", "up / clear"), links=edge)
+        Panel("state-timeline", "Machine state", state, description=m.KPI_STATE.help, width=24, height=6,
+              mappings=value_mappings([(name.replace("_", " "), STATE_COLORS[name]) for name in m.MACHINE_STATES]),
+              links=edge)
     )  # fmt: skip
     layout.add(
         Panel("stat", "Active fault code", [Query(S.of(m.KPI_FAULT_ACTIVE_CODE), BY_DEVICE)],
@@ -185,12 +202,16 @@ def edge_connectors(view: LineView) -> dict[str, Any]:
         Query(f"sum by (connector, type) (rate({S.of(m.SPARKPLUG_MESSAGES)}[{RATE}]))", "{{connector}} {{type}}")
     ]
     layout.add(Panel("timeseries", "Sparkplug messages/s by type", messages, unit="reqps", width=12))
-    births = f"sum by (connector) (increase({S.of(m.SPARKPLUG_MESSAGES, type='NBIRTH')}[1h]))"
+    bdseq = [Query(S.of(m.SPARKPLUG_BDSEQ), "{{connector}}")]
     layout.add(
-        Panel(
-            "stat", "Births (bdSeq sessions and rebirths) in the last hour", [Query(births, "{{connector}}")], width=12
-        )
-    )
+        Panel("timeseries", "Sparkplug bdSeq (a step is a new MQTT session)", bdseq, description=m.SPARKPLUG_BDSEQ.help,
+              minimum=0, maximum=255, width=6)
+    )  # fmt: skip
+    rebirths = [Query(f"sum by (connector) (increase({S.of(m.SPARKPLUG_REBIRTHS)}[1h]))", "{{connector}}")]
+    layout.add(
+        Panel("stat", "Rebirths in the last hour", rebirths, description=m.SPARKPLUG_REBIRTHS.help,
+              thresholds=(("green", None), ("orange", 3)), width=6)
+    )  # fmt: skip
     layout.row("Connectors and certificates")
     layout.add(
         Panel("state-timeline", "Connector scraped", [Query(S.up(CONNECTOR), "{{connector}}")], width=12, height=6,
@@ -289,12 +310,13 @@ def operator_core(view: LineView) -> dict[str, Any]:
     ]
     layout.add(Panel("stat", "Certificates in the last hour", certificates, width=8))
     crl = [
-        Query(f"time() - {S.of(m.PKI_CRL_LAST_UPDATE)}", "CRL age"),
-        Query(f"{S.of(m.PKI_CRL_NEXT_UPDATE)} - time()", "CRL valid for"),
+        Query(f"time() - {pki_selector(m.PKI_CRL_LAST_UPDATE, '$namespace', '$plantline')}", "CRL age"),
+        Query(f"{pki_selector(m.PKI_CRL_NEXT_UPDATE, '$namespace', '$plantline')} - time()", "CRL valid for"),
     ]
     layout.add(Panel("stat", "CRL age and validity left", crl, unit="s", width=8))
     days = f"{CERTIFICATE_DAYS_RECORD}{{{S.matchers()}}}"
     layout.add(Panel("table", "Certificate days left", [Query(days, "{{identity}}", instant=True)], unit="d", width=8))
+    _kpi_api(layout)
     variables = [
         *_variables(view, machine=False),
         constant_variable("namespace", view.namespace),
@@ -308,6 +330,23 @@ def operator_core(view: LineView) -> dict[str, Any]:
         variables=variables,
         layout=layout,
     )
+
+
+def _kpi_api(layout: Layout) -> None:
+    """Add the KPI API's row: p95 latency by route against its objective, requests by status, the slow share."""
+    layout.row("KPI API (historian)")
+    p95 = f"histogram_quantile(0.95, sum by (le, route) (rate({api_selector(S, '_bucket')}[{RATE}])))"
+    layout.add(
+        Panel("timeseries", "KPI API p95 latency by route (objective under 250 ms)", [Query(p95, "{{route}}")],
+              unit="s", thresholds=(("green", None), ("red", API_LATENCY_TARGET_S)), width=8)
+    )  # fmt: skip
+    requests = [Query(f"sum by (status) (rate({api_selector(S, '_count')}[{RATE}]))", "{{status}}")]
+    layout.add(Panel("timeseries", "KPI API requests/s by status", requests, unit="reqps", width=8))
+    slow = [Query(f"{API_LATENCY_RECORD}{w}{{{S.matchers()}}}", f"slow requests {w}") for w in ("5m", "1h")]
+    layout.add(
+        Panel("timeseries", "KPI API requests over 250 ms (objective under 5 %)", slow, unit="percentunit",
+              thresholds=(("green", None), ("red", 0.05)), width=8)
+    )  # fmt: skip
 
 
 def dashboards(view: LineView) -> dict[str, dict[str, Any]]:

@@ -154,17 +154,15 @@ def _field_config(panel: Panel) -> dict[str, Any]:
     return {"defaults": defaults, "overrides": []}
 
 
+def value_mappings(shown: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Return value mappings that show the values 0, 1, ... as the (text, color) pairs of `shown`."""
+    options = {str(i): {"text": text, "color": color, "index": i} for i, (text, color) in enumerate(shown)}
+    return [{"type": "value", "options": options}]
+
+
 def boolean_mappings(false_text: str, true_text: str) -> list[dict[str, Any]]:
     """Return value mappings that show 0 and 1 as words, red and green."""
-    return [
-        {
-            "type": "value",
-            "options": {
-                "0": {"text": false_text, "color": "red", "index": 0},
-                "1": {"text": true_text, "color": "green", "index": 1},
-            },
-        }
-    ]
+    return value_mappings(((false_text, "red"), (true_text, "green")))
 
 
 @dataclass

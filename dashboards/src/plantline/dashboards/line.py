@@ -25,7 +25,8 @@ CONNECTOR: Final = "connector"
 BROKER: Final = "broker"
 PKI: Final = "pki"
 OPERATOR: Final = "operator"
-COMPONENTS: Final = (CONNECTOR, BROKER, PKI, OPERATOR)
+API: Final = "api"  # the historian's KPI API of the line
+COMPONENTS: Final = (CONNECTOR, BROKER, PKI, OPERATOR, API)
 
 DEFAULT_RUNBOOK_BASE: Final = "https://example.invalid/plantline/blob/main/runbooks"
 

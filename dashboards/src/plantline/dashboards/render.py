@@ -2,7 +2,8 @@
 
 `render_files` returns every file by its path under the output directory; `prometheus_config`
 the scrape configuration that gives the series the target labels (`site`, `line`, `component`,
-`connector`) that every query selects on. Pure: the callers write the files.
+`connector`) that every query selects on; the KPI API's scrape brings the API's bearer token.
+Pure: the callers write the files.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import yaml
 
 from plantline.dashboards.boards import dashboards
 from plantline.dashboards.line import (
+    API,
     BROKER,
     COMPONENT_LABEL,
     CONNECTOR,
@@ -67,11 +69,18 @@ class Targets:
     broker_exporter: str | None = None
     pki: str | None = None
     operator: str | None = None
+    api: str | None = None  # the line's KPI API (historian)
+    api_token_file: str | None = None  # the bearer token Prometheus brings to the API's /metrics
     extra_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def _job(name: str, targets: Sequence[str], labels: Mapping[str, str]) -> dict[str, Any]:
     return {"job_name": name, "static_configs": [{"targets": list(targets), "labels": dict(labels)}]}
+
+
+def target_labels(view: LineView, component: str) -> dict[str, str]:
+    """Return the target labels every scrape of one of the line's programs carries (a connector's adds its group)."""
+    return {SITE_LABEL: view.site, LINE_LABEL: view.line, COMPONENT_LABEL: component}
 
 
 def prometheus_config(
@@ -87,6 +96,11 @@ def prometheus_config(
     for component, address in ((BROKER, targets.broker_exporter), (PKI, targets.pki), (OPERATOR, targets.operator)):
         if address is not None:
             jobs.append(_job(f"{prefix}-{component}", [address], {**base, COMPONENT_LABEL: component}))
+    if targets.api is not None:
+        job = _job(f"{prefix}-{API}", [targets.api], {**base, COMPONENT_LABEL: API})
+        if targets.api_token_file is not None:
+            job["authorization"] = {"type": "Bearer", "credentials_file": targets.api_token_file}
+        jobs.append(job)
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": list(rule_files),

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 from plantline.connectors import metric_names as m
 from plantline.dashboards import broker
 from plantline.dashboards.line import (
+    API,
     BROKER,
     CONNECTOR,
     CONNECTOR_LABEL,
@@ -43,6 +44,9 @@ BURNS: Final[tuple[Burn, ...]] = (("fast", FAST_BURN, "critical", "2m"), ("slow"
 MQTT_DROPPED_OBJECTIVE: Final = 0.001  # fewer than 0.1 % of the broker's messages dropped
 INGEST_LAG_TARGET_S: Final = 0.5  # p95 ingest lag below 500 ms: 95 % of samples within 0.5 s
 INGEST_LAG_OBJECTIVE: Final = 0.05
+API_LATENCY_TARGET_S: Final = 0.25  # KPI API p95 below 250 ms: 95 % of requests answered within 0.25 s
+API_LATENCY_OBJECTIVE: Final = 0.05
+API_UNTIMED_ROUTES: Final = ("/metrics",)  # scrapes are no user's request
 OUTBOX_MAX_AGE_S: Final = 600.0  # older than this: the broker or WAN has been away for 10 minutes
 OUTBOX_FULL_RATIO: Final = 0.5  # above this share of its byte bound, the outbox is a worry
 CRL_MIN_LEFT_S: Final = 3600.0  # a CRL that expires within the hour makes brokers refuse everyone
@@ -115,19 +119,53 @@ def _slow_ratio(scope: Scope, window: str) -> str:
     return f"1 - ({fast} / {total})"
 
 
+def api_selector(scope: Scope, suffix: str, **more: str) -> str:
+    """Return the selector of the KPI API's request-duration series (`_bucket`, `_count`) users asked for."""
+    untimed = "|".join(API_UNTIMED_ROUTES)
+    extra = "".join(f', {label}="{value}"' for label, value in more.items())
+    return f'{m.API_REQUEST_DURATION.name}{suffix}{{{scope.matchers()}, route!~"{untimed}"{extra}}}'
+
+
+def _api_slow_ratio(scope: Scope, window: str) -> str:
+    fast = f"sum by ({_BY_LINE}) (rate({api_selector(scope, '_bucket', le=f'{API_LATENCY_TARGET_S:g}')}[{window}]))"
+    total = f"sum by ({_BY_LINE}) (rate({api_selector(scope, '_count')}[{window}]))"
+    return f"1 - ({fast} / {total})"
+
+
+def _has_bucket(metric: m.MetricDefinition, bound: float) -> None:
+    if f"{bound:g}" not in {f"{b:g}" for b in metric.buckets}:
+        raise ValueError(f"{metric.name} has no bucket at {bound:g} s")
+
+
+def pki_selector(metric: m.MetricDefinition, namespace: str, plantline: str) -> str:
+    """Return the selector of a certificate fact of one PlantLine (its namespace and name)."""
+    values = (namespace, plantline)
+    matchers = ", ".join(f'{label}="{value}"' for label, value in zip(m.PKI_LINE_LABELS, values, strict=True))
+    return f"{metric.name}{{{matchers}}}"
+
+
 MQTT_DROPPED_RECORD: Final = "plantline:mqtt_dropped:ratio_rate"
+API_LATENCY_RECORD: Final = "plantline:api_slow:ratio_rate"
 INGEST_LAG_RECORD: Final = "plantline:ingest_lag_slow:ratio_rate"
 CERTIFICATE_DAYS_RECORD: Final = "plantline:certificate_days_left"
 
 
 def recording_rules(view: LineView) -> list[RecordingRule]:
-    """Return the line's recording rules: each SLO's error ratio per window, and certificate days left."""
+    """Return the line's recording rules: each SLO's error ratio per window, and certificate days left.
+
+    The SLOs: broker drops, ingest lag and the KPI API's latency (its slow share of requests).
+    """
     scope = rule_scope(view)
-    if f"{INGEST_LAG_TARGET_S:g}" not in {f"{b:g}" for b in m.INGEST_LAG.buckets}:
-        raise ValueError(f"the ingest lag histogram has no bucket at {INGEST_LAG_TARGET_S} s")
+    _has_bucket(m.INGEST_LAG, INGEST_LAG_TARGET_S)
+    _has_bucket(m.API_REQUEST_DURATION, API_LATENCY_TARGET_S)
     rules = [RecordingRule(f"{MQTT_DROPPED_RECORD}{w}", _dropped_ratio(scope, w), BROKER) for w in SLO_WINDOWS]
     rules += [RecordingRule(f"{INGEST_LAG_RECORD}{w}", _slow_ratio(scope, w), CONNECTOR) for w in SLO_WINDOWS]
-    days = f"({scope.of(m.PKI_CERTIFICATE_NOT_AFTER)} - time()) / 86400"
+    rules += [RecordingRule(f"{API_LATENCY_RECORD}{w}", _api_slow_ratio(scope, w), API) for w in SLO_WINDOWS]
+    # The facts name their PlantLine, whoever serves them; the record adds the line's site and line
+    # (which an operator's scrape lacks), so the dashboards select it as any other series.
+    days = f"({pki_selector(m.PKI_CERTIFICATE_NOT_AFTER, view.namespace, view.name)} - time()) / 86400"
+    for label, value in ((SITE_LABEL, view.site), (LINE_LABEL, view.line)):
+        days = f'label_replace({days}, "{label}", "{value}", "", "")'
     rules.append(RecordingRule(CERTIFICATE_DAYS_RECORD, days, PKI))
     return rules
 
@@ -163,6 +201,15 @@ def _slo_alerts(view: LineView, scope: Scope) -> Iterator[AlertRule]:
             "samples reach the broker late",
             f"of the samples took longer than {INGEST_LAG_TARGET_S:g} s from the PLC to the broker's "
             "acknowledgement (objective: p95 under 500 ms)",
+        ),
+        (
+            "PlantLineApiLatencyBudgetBurn",
+            API_LATENCY_RECORD,
+            API_LATENCY_OBJECTIVE,
+            API,
+            "the KPI API answers slowly",
+            f"of the KPI API's requests took longer than {API_LATENCY_TARGET_S * 1000:g} ms "
+            "to answer (objective: p95 under 250 ms)",
         ),
     )
     machines = ", ".join(view.machine_ids)
@@ -231,19 +278,22 @@ def _pki_alerts(view: LineView, scope: Scope) -> Iterator[AlertRule]:
     # With a maintenance window a renewal may wait up to a week for it; without one, a day.
     grace = 7.0 if view.maintenance_window else 1.0
     threshold = max(1.0, view.renew_before_days - grace)
-    days = f"{CERTIFICATE_DAYS_RECORD}{{{scope.matchers()}}}"
+    line = dict(zip(m.PKI_LINE_LABELS, (view.namespace, view.name), strict=True))
+    days = f"{CERTIFICATE_DAYS_RECORD}{{{scope.matchers(line)}}}"
     yield AlertRule(
         "PlantLineCertificateRenewalOverdue", f"{days} < {threshold:g}", days, PKI, "warning",
         f"{_where(view)}: the certificate of {{{{ $labels.identity }}}} was not renewed",
-        f"On {_where(view)}, the certificate of {{{{ $labels.identity }}}} (the machine's connector or a line "
-        f"role) expires in {{{{ $value | humanize }}}} days: renewal is due {view.renew_before_days:g} days "
-        "before expiry and has not happened.", for_="1h",
+        f"On {_where(view)} (PlantLine {view.namespace}/{view.name}), the certificate of "
+        "{{ $labels.identity }} (the {{ $labels.role }} of machines {{ $labels.machines }}) expires in "
+        f"{{{{ $value | humanize }}}} days: renewal is due {view.renew_before_days:g} days before expiry and "
+        "has not happened.", for_="1h",
     )  # fmt: skip
-    left = f"{scope.of(m.PKI_CRL_NEXT_UPDATE)} - time()"
+    left = f"{pki_selector(m.PKI_CRL_NEXT_UPDATE, view.namespace, view.name)} - time()"
     yield AlertRule(
         "PlantLineCrlStale", f"{left} < {CRL_MIN_LEFT_S:g}", left, PKI, "critical",
         f"{_where(view)}: the CA's CRL is about to expire",
-        f"The CRL of {_where(view)} (machines {', '.join(view.machine_ids)}) expires in "
+        f"The CRL of {_where(view)} (PlantLine {view.namespace}/{view.name}, machines "
+        f"{', '.join(view.machine_ids)}) expires in "
         "{{ $value | humanizeDuration }}; once it has, the broker refuses every client.", for_="5m",
     )  # fmt: skip
 

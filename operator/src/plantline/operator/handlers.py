@@ -114,8 +114,11 @@ class _Runtime:
                 certificates=outcome.certificates,
             )
             metrics.generation_seen(uid, int(meta.get("generation") or 0), now=time.time(), ready=outcome.ready)
+            key = (str(meta.get("namespace")), str(meta.get("name")))
             if outcome.crl_pem is not None:
-                metrics.pki.set_crl(outcome.crl_pem)
+                metrics.pki.set_crl(key, outcome.crl_pem)
+            if outcome.certificate_facts is not None:
+                metrics.pki.set_certificates(key, outcome.certificate_facts)
         if outcome.crl_pem is not None and self.options.crl is not None:
             self.options.crl.set(outcome.crl_pem)
         return outcome
@@ -205,6 +208,8 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         runtime.forget(uid)
         if runtime.options.metrics is not None:
             runtime.options.metrics.forget(uid)
+            meta = body["metadata"]
+            runtime.options.metrics.pki.forget((str(meta.get("namespace")), str(meta.get("name"))))
 
 
 __all__ = ["Options", "SecretBroker", "register"]

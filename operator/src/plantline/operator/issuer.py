@@ -316,6 +316,14 @@ def serial_of(certificate_pem: bytes) -> int | None:
         return None
 
 
+def not_after_of(certificate_pem: bytes) -> datetime | None:
+    """Return when a PEM certificate expires (UTC), None when it is unreadable."""
+    try:
+        return x509.load_pem_x509_certificate(certificate_pem).not_valid_after_utc
+    except ValueError:
+        return None
+
+
 __all__ = [
     "CaInvalid",
     "CaState",
@@ -327,6 +335,7 @@ __all__ = [
     "load_ca",
     "load_signer",
     "new_ca",
+    "not_after_of",
     "policy",
     "serial_of",
     "stored_facts",

@@ -53,6 +53,7 @@ from plantline.connectors.metric_names import MetricDefinition
 from plantline.operator.api import MachineSpec, PlantLine
 from plantline.operator.historian import API_PORT
 from plantline.operator.local_historian import HistorianPlan, plan_historian, postgres_bin
+from plantline.operator.model import CertificateFact
 from plantline.operator.monitoring import (
     Monitoring,
     MonitoringUnavailable,
@@ -69,8 +70,10 @@ from plantline.operator.render import (
     TRUST_BUNDLE,
     BrokerFiles,
     CertificateRequest,
+    certificate_dependants,
     connector_config_data,
     host_identity,
+    line_key,
     reader_identity,
     render_acl,
     render_certificate_requests,
@@ -691,7 +694,9 @@ class LocalLine:
         except MonitoringUnavailable as exc:
             raise UpError(str(exc)) from None
         ports = {c.name.split("/", 1)[1]: c.metrics_port for c in self.connectors if c.metrics_port}
-        config = write_configuration(self.line, self.layout.monitoring, monitoring, ports)
+        historian = self.historian
+        api = None if historian is None else (historian.api_port, historian.files.token)
+        config = write_configuration(self.line, self.layout.monitoring, monitoring, ports, api=api)
         argv = prometheus_argv(prometheus, config, self.layout.monitoring / "data", monitoring)
         self.monitors.append(
             Child("prometheus", "monitoring", argv, self.layout.logs / "prometheus.log",
@@ -711,9 +716,14 @@ class LocalLine:
     def _refresh_certificate_facts(self, authority: Authority) -> None:
         if self.certificate_facts is None:
             return
-        active = authority.certificates(status="active")
-        self.certificate_facts.set_certificates({c.identity: c.not_after for c in active})
-        self.certificate_facts.set_crl(authority.crl_pem())
+        dependants = certificate_dependants(self.line)
+        facts = {
+            c.identity: CertificateFact(c.not_after, *dependants.get(c.identity, ("other", ())))
+            for c in authority.certificates(status="active")
+        }
+        key = line_key(self.line)
+        self.certificate_facts.set_certificates(key, facts)
+        self.certificate_facts.set_crl(key, authority.crl_pem())
 
     def _prepare_historian(self) -> None:
         try:

@@ -13,6 +13,7 @@ import ipaddress
 from base64 import b64encode
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ import yaml
 from plantline.connectors.addressing.endpoints import PlcProtocol, parse_endpoint
 from plantline.connectors.config import DEFAULT_METRICS_PORT
 from plantline.dashboards.boards import dashboards
-from plantline.dashboards.render import dashboard_json, rules_yaml
+from plantline.dashboards.line import CONNECTOR
+from plantline.dashboards.line import CONNECTOR_LABEL as CONNECTOR_TARGET_LABEL
+from plantline.dashboards.render import dashboard_json, rules_yaml, target_labels
 from plantline.dashboards.rules import rule_file
 from plantline.operator.api import API_VERSION, GROUP, KIND, PlantLine
 from plantline.operator.render import (
@@ -94,6 +97,15 @@ class ConnectorSettings:
     memory_request: str = "64Mi"
     memory_limit: str = "256Mi"
     storage_class: str | None = None  # of the outbox volumes; None: the cluster's default StorageClass
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFact:
+    """One identity's current certificate: when it expires, its role in the line, the machines it serves."""
+
+    not_after: datetime
+    role: str
+    machines: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +201,10 @@ def dashboard_config_map_name(owner: Owner, kind: str) -> str:
 
 def rules_name(owner: Owner) -> str:
     return f"{owner.name}-rules"
+
+
+def pod_monitor_name(owner: Owner) -> str:
+    return f"{owner.name}-connectors"
 
 
 def digest(parts: Iterable[bytes]) -> str:
@@ -296,6 +312,34 @@ def prometheus_rule(owner: Owner, line: PlantLine) -> dict[str, Any]:
         "kind": "PrometheusRule",
         "metadata": _metadata(owner, rules_name(owner), "rules"),
         "spec": rule_file(line_view(line)),
+    }
+
+
+def _pod_label_meta(label: str) -> str:
+    """Return the meta label Prometheus's Kubernetes discovery gives a pod label (non-alphanumerics as _)."""
+    return "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in label)
+
+
+def connector_pod_monitor(owner: Owner, line: PlantLine) -> dict[str, Any]:
+    """Return a prometheus-operator PodMonitor scraping the line's connector pods on their metrics port.
+
+    Its relabelings give every target the labels the dashboards and rules select on: the line's
+    site and line, `component="connector"` and `connector=<group>` (from the pod's label).
+    """
+    static = [
+        {"action": "replace", "targetLabel": label, "replacement": value}
+        for label, value in target_labels(line_view(line), CONNECTOR).items()
+    ]
+    group = {"action": "replace", "sourceLabels": [_pod_label_meta(CONNECTOR_LABEL)],
+             "targetLabel": CONNECTOR_TARGET_LABEL}  # fmt: skip
+    return {
+        "apiVersion": PROMETHEUS_RULE_API,
+        "kind": "PodMonitor",
+        "metadata": _metadata(owner, pod_monitor_name(owner), "monitoring"),
+        "spec": {
+            "selector": {"matchLabels": selector(owner, "connector")},
+            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "relabelings": [*static, group]}],
+        },
     }
 
 
@@ -582,6 +626,7 @@ __all__ = [
     "connector_claims",
     "connector_configs",
     "connector_deployments",
+    "connector_pod_monitor",
     "dashboard_config_maps",
     "data_claim",
     "deployment",
@@ -589,6 +634,7 @@ __all__ = [
     "endpoint_of",
     "labels",
     "network_policy",
+    "pod_monitor_name",
     "prometheus_rule",
     "rules_config_map",
     "secret_name",

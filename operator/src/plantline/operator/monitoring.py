@@ -1,7 +1,8 @@
 """`plantline up --monitoring`: a Prometheus with the line's rules, scraping everything the line runs.
 
-Prometheus (Debian's `prometheus`) scrapes the connectors, the broker exporter and the certificate
-facts `up` serves itself from its local CA, each target labelled with the line's site and line as
+Prometheus (Debian's `prometheus`) scrapes the connectors, the broker exporter, the certificate
+facts `up` serves itself from its local CA and, when the line runs the historian, its KPI API
+(with the API's bearer token), each target labelled with the line's site and line as
 the generated dashboards and rules expect. The broker's metrics come from `mqtt-exporter` (PyPI,
 `pipx install 'mqtt-exporter==1.12.1'`), connected as the line's reader identity to Mosquitto's
 `$SYS` topics; without it the line runs and the broker dashboard stays empty (`up` says so).
@@ -102,9 +103,17 @@ def exporter_environment(line: PlantLine, tls_dir: Path, monitoring: Monitoring)
 
 
 def write_configuration(
-    line: PlantLine, directory: Path, monitoring: Monitoring, connector_ports: Mapping[str, int]
+    line: PlantLine,
+    directory: Path,
+    monitoring: Monitoring,
+    connector_ports: Mapping[str, int],
+    *,
+    api: tuple[int, Path] | None = None,
 ) -> Path:
-    """Write the line's rule file and prometheus.yml into `directory`; return prometheus.yml's path."""
+    """Write the line's rule file and prometheus.yml into `directory`; return prometheus.yml's path.
+
+    `api` is the KPI API's port and bearer token file, when the line runs the historian.
+    """
     view = line_view(line)
     directory.mkdir(parents=True, exist_ok=True)
     rules = directory / "rules.yml"
@@ -113,6 +122,8 @@ def write_configuration(
         connectors={group: f"{ADDRESS}:{port}" for group, port in connector_ports.items()},
         broker_exporter=f"{ADDRESS}:{monitoring.exporter_port}" if monitoring.exporter else None,
         pki=f"{ADDRESS}:{monitoring.pki_port}",
+        api=None if api is None else f"{ADDRESS}:{api[0]}",
+        api_token_file=None if api is None else str(api[1].resolve()),
     )
     config = prometheus_config(view, targets, rule_files=[str(rules.resolve())], scrape_interval="5s")
     path = directory / "prometheus.yml"

@@ -24,10 +24,11 @@ from typing import Any, Literal, Protocol
 
 from plantline.operator.api import GROUP, PlantLine, PlantLineInvalid, parse_plantline
 from plantline.operator.emqx_model import BridgeMaterial, BrokerError, LineRef, Result
-from plantline.operator.issuer import CaInvalid, CaState, issue, policy, serial_of, stored_facts
+from plantline.operator.issuer import CaInvalid, CaState, issue, not_after_of, policy, serial_of, stored_facts
 from plantline.operator.model import (
     IDENTITY_ANNOTATION,
     PAUSE_ANNOTATION,
+    CertificateFact,
     CertificateMaterial,
     ConnectorSettings,
     Owner,
@@ -36,6 +37,7 @@ from plantline.operator.model import (
     connector_claims,
     connector_configs,
     connector_deployments,
+    connector_pod_monitor,
     dashboard_config_maps,
     network_policy,
     prometheus_rule,
@@ -45,7 +47,12 @@ from plantline.operator.model import (
     service_account,
     trust_config_map,
 )
-from plantline.operator.render import CertificateRequest, bridge_identity, render_certificate_requests
+from plantline.operator.render import (
+    CertificateRequest,
+    bridge_identity,
+    certificate_dependants,
+    render_certificate_requests,
+)
 from plantline.operator.resources import CHILD_KINDS, ApiFailure, Authority, Cluster, secret_bytes
 from plantline.operator.roles import line_grants
 from plantline.pki.errors import PkiError
@@ -100,6 +107,8 @@ class Outcome:
     failed_step: str | None = None
     certificates: dict[str, int] = field(default_factory=dict)  # issued, renewed, revoked: counts of this reconcile
     crl_pem: bytes | None = None  # the CA's CRL as this reconcile published it
+    # identity -> its certificate's expiry, role and machines, once the reconcile has them all
+    certificate_facts: dict[str, CertificateFact] | None = None
 
     @property
     def ready(self) -> bool:
@@ -330,7 +339,9 @@ def step_trust(state: _State, ctx: Context) -> None:
 def step_dashboards(state: _State, ctx: Context) -> None:
     """Apply the line's dashboards (ConfigMaps for Grafana's sidecar) and rules (PrometheusRule or ConfigMap).
 
-    With `spec.dashboards.enabled: false` nothing is applied, and the prune step deletes them.
+    Where the prometheus-operator's PodMonitor is served, a PodMonitor scrapes the line's connectors
+    with the target labels the dashboards select on. With `spec.dashboards.enabled: false` nothing
+    is applied, and the prune step deletes them.
     """
     if not state.line.spec.dashboards.enabled:
         state.conditions["DashboardsReady"] = ("True", "DashboardsDisabled", "spec.dashboards.enabled is false")
@@ -345,6 +356,9 @@ def step_dashboards(state: _State, ctx: Context) -> None:
         _apply(state, ctx, rules_config_map(state.owner, state.line))
         reason, where = "RulesInConfigMap", "a ConfigMap (the PrometheusRule CRD is not installed)"
     message = f"{len(boards)} dashboards in ConfigMaps for Grafana's sidecar; the alert rules in {where}"
+    if ctx.cluster.serves("PodMonitor"):
+        _apply(state, ctx, connector_pod_monitor(state.owner, state.line))
+        message += "; the connectors scraped through a PodMonitor"
     state.conditions["DashboardsReady"] = ("True", reason, message)
 
 
@@ -590,7 +604,19 @@ def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
         failed_step="broker" if failure else None,
         certificates=state.counts,
         crl_pem=state.crl_pem,
+        certificate_facts=_certificate_facts(state),
     )
+
+
+def _certificate_facts(state: _State) -> dict[str, CertificateFact]:
+    dependants = certificate_dependants(state.line)
+    facts = {}
+    for identity, material in state.certificates.items():
+        not_after = not_after_of(material.certificate)
+        if not_after is not None:
+            role, machines = dependants.get(identity, ("line", ()))
+            facts[identity] = CertificateFact(not_after, role, machines)
+    return facts
 
 
 def retry_delay(outcome: Outcome, retries: int) -> float:

@@ -151,6 +151,28 @@ def render_certificate_requests(line: PlantLine, *, historian: bool = False) -> 
     return requests
 
 
+def certificate_dependants(line: PlantLine) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Return, per identity the line may hold a certificate for, its role and the machines that depend on it.
+
+    A connector's certificate serves its group's machines, an OPC UA application's its machine;
+    the broker's, the reader's, the host's and the bridge's the whole line.
+    """
+    spec = line.spec
+    every = tuple(machine.id for machine in spec.machines)
+    found = {c.identity: ("connector", tuple(m.id for m in c.machines)) for c in topology(spec)}
+    for machine in spec.machines:
+        if _secured(machine):
+            found[opcua_identity(spec, machine)] = ("opcua-application", (machine.id,))
+    for request in render_certificate_requests(line, historian=True):
+        found.setdefault(request.identity, (request.role or "line", every))
+    return found
+
+
+def line_key(line: PlantLine) -> tuple[str, str]:
+    """Return the line's namespace and name, as its series' `namespace` and `plantline` labels carry them."""
+    return line.metadata.namespace or "default", line.metadata.name
+
+
 # -- connector configs ----------------------------------------------------------------------------
 
 
@@ -424,8 +446,8 @@ def line_view(line: PlantLine, *, runbook_base: str | None = None) -> LineView:
     spec = line.spec
     renew_before = spec.pki.renew_before or builtin_profiles()["mqtt-client"].renew_before_days
     view = LineView(
-        name=line.metadata.name,
-        namespace=line.metadata.namespace or "default",
+        namespace=line_key(line)[0],
+        name=line_key(line)[1],
         site=spec.site,
         area=spec.area,
         line=spec.line,

@@ -61,10 +61,12 @@ KINDS: dict[str, Kind] = {
         Kind("apps/v1", "Deployment", "deployments"),
         Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
         Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
+        Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
     )
 }
 # The kinds the operator creates per line, in the order they are pruned (dependents first). Listing
-# a kind whose API is not served finds nothing (404), so PrometheusRule is pruned only where it exists.
+# a kind whose API is not served finds nothing (404), so PrometheusRule and PodMonitor are pruned
+# only where they exist.
 CHILD_KINDS = (
     "Deployment",
     "PersistentVolumeClaim",
@@ -73,6 +75,7 @@ CHILD_KINDS = (
     "Secret",
     "ServiceAccount",
     "PrometheusRule",
+    "PodMonitor",
 )
 
 

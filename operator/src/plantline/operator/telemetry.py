@@ -2,14 +2,16 @@
 
 `OperatorMetrics` counts reconciles by outcome, failed steps, certificates issued, renewed and
 revoked, and times reconciles and a spec change's way to Ready; `PkiMetrics` holds the gauges of
-each identity's certificate expiry and of the CRL, which the operator sets from its CA Secret and
-`plantline up --monitoring` from its local CA. `serve` exposes a registry on /metrics and, given a
-`CrlPublisher`, the CA's current CRL on /crl.der (the CRL Distribution Point of `--crl-url`). The names,
-help texts and labels are `plantline.connectors.metric_names`', which the dashboards read too.
+each identity's certificate expiry and of the CRL, per line (namespace and name), which the
+operator sets from each reconcile of a line and `plantline up --monitoring` from its local CA.
+`serve` exposes a registry on /metrics and, given a `CrlPublisher`, the CA's current CRL on
+/crl.der (the CRL Distribution Point of `--crl-url`). The names, help texts and labels are
+`plantline.connectors.metric_names`', which the dashboards read too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 
 from plantline.connectors import metric_names as names
 from plantline.connectors.metric_names import MetricDefinition
+from plantline.operator.model import CertificateFact
 
 
 def _described(metric: MetricDefinition) -> tuple[str, str, tuple[str, ...]]:
@@ -37,14 +40,18 @@ def crl_times(crl_pem: bytes) -> tuple[datetime, datetime | None]:
     return crl.last_update_utc, crl.next_update_utc
 
 
+LineKey = tuple[str, str]  # a PlantLine's namespace and name
+
+
 @dataclass(frozen=True)
 class PkiMetrics:
-    """The certificate facts of one CA: each identity's expiry, and its CRL's issue and expiry times."""
+    """The certificate facts of the lines of one CA: each identity's expiry, and the CRL's times, per line."""
 
     registry: CollectorRegistry
     not_after: Gauge
     crl_last_update: Gauge
     crl_next_update: Gauge
+    _identities: dict[LineKey, set[tuple[str, str, str]]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> PkiMetrics:
@@ -56,17 +63,29 @@ class PkiMetrics:
             Gauge(*_described(names.PKI_CRL_NEXT_UPDATE), registry=r),
         )
 
-    def set_crl(self, crl_pem: bytes) -> None:
+    def set_crl(self, line: LineKey, crl_pem: bytes) -> None:
+        """Set the CRL's times as the line's brokers have them."""
         last, next_ = crl_times(crl_pem)
-        self.crl_last_update.set(last.timestamp())
+        self.crl_last_update.labels(*line).set(last.timestamp())
         if next_ is not None:
-            self.crl_next_update.set(next_.timestamp())
+            self.crl_next_update.labels(*line).set(next_.timestamp())
 
-    def set_certificates(self, not_after: Mapping[str, datetime]) -> None:
-        """Set each identity's expiry; identities no longer listed are dropped."""
-        self.not_after.clear()
-        for identity, when in not_after.items():
-            self.not_after.labels(identity).set(when.timestamp())
+    def set_certificates(self, line: LineKey, facts: Mapping[str, CertificateFact]) -> None:
+        """Set the line's identities' expiry; the line's identities no longer listed are dropped."""
+        wanted = {(identity, f.role, ",".join(f.machines)): f for identity, f in facts.items()}
+        for gone in self._identities.get(line, set()) - set(wanted):
+            self.not_after.remove(*line, *gone)
+        for key, fact in wanted.items():
+            self.not_after.labels(*line, *key).set(fact.not_after.timestamp())
+        self._identities[line] = set(wanted)
+
+    def forget(self, line: LineKey) -> None:
+        """Drop every series of a line that is gone."""
+        self.set_certificates(line, {})
+        del self._identities[line]
+        for gauge in (self.crl_last_update, self.crl_next_update):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*line)
 
 
 @dataclass

@@ -35,6 +35,8 @@ PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator"
 PROMETHEUS_OPERATOR_VERSION = "v0.81.0"
 PLURAL_RULES = "prometheusrules"
 PROMETHEUS_RULE_CRD = f"{PLURAL_RULES}.monitoring.coreos.com"
+PLURAL_POD_MONITORS = "podmonitors"
+POD_MONITOR_CRD = f"{PLURAL_POD_MONITORS}.monitoring.coreos.com"
 DASHBOARD_KINDS = ("broker", "core", "edge", "oee")
 
 T = TypeVar("T")
@@ -179,19 +181,19 @@ def line_config_maps(name: str) -> list[str]:
     return sorted([f"{name}-connectors", f"{name}-trust", f"{name}-rules", *boards])
 
 
-def prometheus_rule_crd() -> Path:
-    """Return the PrometheusRule CRD of the pinned prometheus-operator module, downloaded once by `go`."""
+def prometheus_rule_crd(plural: str = PLURAL_RULES) -> Path:
+    """Return a CRD (PrometheusRule by default) of the pinned prometheus-operator module, downloaded once by `go`."""
     argv = [find_program("go"), "mod", "download", "-json", f"{PROMETHEUS_OPERATOR}@{PROMETHEUS_OPERATOR_VERSION}"]
     with tempfile.TemporaryDirectory() as outside_any_module:
         done = subprocess.run(argv, cwd=outside_any_module, capture_output=True, text=True, timeout=600, check=True)
     module = Path(json.loads(done.stdout)["Dir"])
-    return module / "example" / "prometheus-operator-crd" / f"monitoring.coreos.com_{PLURAL_RULES}.yaml"
+    return module / "example" / "prometheus-operator-crd" / f"monitoring.coreos.com_{plural}.yaml"
 
 
-def prometheus_rules(plane: ControlPlane, ns: str, line: str) -> list[str]:
-    """Return the names of the line's PrometheusRules ([] while the CRD is not installed or not yet served)."""
+def prometheus_rules(plane: ControlPlane, ns: str, line: str, plural: str = PLURAL_RULES) -> list[str]:
+    """Return the names of the line's PrometheusRules (or PodMonitors: `plural`); [] while the CRD is not served."""
     try:
-        found = items(plane, f"/apis/monitoring.coreos.com/v1/namespaces/{ns}/{PLURAL_RULES}", f"{LINE_LABEL}={line}")
+        found = items(plane, f"/apis/monitoring.coreos.com/v1/namespaces/{ns}/{plural}", f"{LINE_LABEL}={line}")
     except ApiError as exc:
         # 404: no CRD; 429 "storage is (re)initializing": the apiserver is still setting up a new CRD's storage.
         if exc.status in (404, 429):
@@ -210,6 +212,8 @@ __all__ = [
     "CRD_NAME",
     "OPERATOR_ACCOUNT",
     "OPERATOR_NAMESPACE",
+    "PLURAL_POD_MONITORS",
+    "POD_MONITOR_CRD",
     "PROMETHEUS_RULE_CRD",
     "apply",
     "bare_deployment",

@@ -67,7 +67,9 @@ from plantline.connectors.metric_names import (
     KPI_QUALITY,
     KPI_REJECT,
     KPI_RUN,
+    KPI_STATE,
     KPI_TOTAL,
+    MACHINE_STATES,
     MetricDefinition,
 )
 from plantline.connectors.samples import Quality, Sample, Value
@@ -91,6 +93,16 @@ FIELDS = 20
 START = FIELDS  # a bucket carries its start (ms) after the fields
 
 _STATE_CATEGORY = dict(zip(STATE_PRECEDENCE, (RUN, PLANNED_STOP, BLOCKED, STARVED, IDLE), strict=True))
+# The state a time category shows as (`MACHINE_STATES`); an active fault shows as "fault" unless running.
+_CATEGORY_STATE = {
+    RUN: "run",
+    PLANNED_STOP: "planned_stop",
+    BLOCKED: "blocked",
+    STARVED: "starved",
+    IDLE: "idle",
+    CALENDAR_STOP: "off_shift",
+    UNKNOWN: "unknown",
+}
 _COUNTER_FIELDS = {
     "counter.good": (GOOD, IDEAL_GOOD, UNVALUED_GOOD),
     "counter.reject": (REJECT, IDEAL_REJECT, UNVALUED_REJECT),
@@ -202,6 +214,7 @@ class KpiSnapshot:
     active_fault_code: int | None
     ideal_cycle_s: float | None
     samples: SampleCounts
+    state: str = "unknown"  # one of MACHINE_STATES, at `at_ms`
 
     @property
     def availability(self) -> float | None:
@@ -581,7 +594,13 @@ class KpiEngine:
             active_fault_code=self._faults.active_code(),
             ideal_cycle_s=ideal,
             samples=counts,
+            state=self._state_at(end, faulted=bool(active)),
         )
+
+    def _state_at(self, t: int, *, faulted: bool) -> str:
+        """Return the machine's state at `t` (not before the newest sample), as `MACHINE_STATES` names it."""
+        state = _CATEGORY_STATE[self._category(t, self._calendar_piece(t))]
+        return "fault" if faulted and state != "run" else state
 
     def _figures(
         self, acc: list[int], scope: str, shift_name: str | None, start: int, end: int, now: int
@@ -683,7 +702,10 @@ def gauge_values(snapshot: KpiSnapshot) -> list[tuple[str, str, float]]:
 
     The gauges are `KPI_GAUGES` of `plantline.connectors.metric_names`, labelled `device` and `scope`.
     """
-    out: list[tuple[str, str, float]] = [(KPI_FAULT_ACTIVE_CODE.name, "window", float(snapshot.active_fault_code or 0))]
+    out: list[tuple[str, str, float]] = [
+        (KPI_FAULT_ACTIVE_CODE.name, "window", float(snapshot.active_fault_code or 0)),
+        (KPI_STATE.name, "window", float(MACHINE_STATES.index(snapshot.state))),
+    ]
     for figures in (snapshot.window, snapshot.shift):
         if figures is None:
             continue

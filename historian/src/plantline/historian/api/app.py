@@ -24,8 +24,9 @@ from typing import Annotated, Any, Literal
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool
 
 from plantline.historian import queries
@@ -40,12 +41,14 @@ from plantline.historian.api.models import (
     SignalPoint,
     Trend,
 )
+from plantline.historian.api.telemetry import ApiMetrics, RequestTimer
 from plantline.historian.config import HistorianConfig
 from plantline.historian.kpi import current_body
 from plantline.historian.readings import window_snapshot
 from plantline.historian.store import Connection
 
 PROBLEM = "application/problem+json"
+METRICS_PATH = "/metrics"
 LIVE_INTERVAL_S = 1.0
 Clock = Callable[[], float]
 
@@ -322,7 +325,11 @@ def create_app(
     clock: Clock = time.time,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
-    """Return the KPI API over `pool`, accepting the bearer tokens of `config.api.token_file` (none: mTLS)."""
+    """Return the KPI API over `pool`, accepting the bearer tokens of `config.api.token_file` (none: mTLS).
+
+    Every request is timed (`telemetry.RequestTimer`); /metrics serves the histogram to a client
+    authenticated as for any other route.
+    """
     app = FastAPI(
         title="PlantLine KPI API",
         version="1",
@@ -334,6 +341,14 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _on_invalid)  # type: ignore[arg-type]
     app.add_exception_handler(psycopg.OperationalError, _on_database)  # type: ignore[arg-type]
     app.include_router(router)
+    metrics = ApiMetrics.create()
+    app.add_middleware(RequestTimer, metrics=metrics)
+
+    @app.get(METRICS_PATH, include_in_schema=False, dependencies=[Depends(_authorised)])
+    def prometheus_metrics() -> Response:
+        """The request-duration histogram, behind the API's own authentication (a scrape brings its token)."""
+        return Response(generate_latest(metrics.exposed), media_type=CONTENT_TYPE_LATEST)
+
     return app
 
 

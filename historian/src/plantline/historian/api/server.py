@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -17,7 +18,8 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from plantline.historian.api.app import create_app
-from plantline.historian.config import HistorianConfig, load_config
+from plantline.historian.api.telemetry import MULTIPROCESS_ENV
+from plantline.historian.config import ApiSettings, HistorianConfig, load_config
 from plantline.historian.store import Connection
 
 READ_ONLY = "-c timezone=UTC -c default_transaction_read_only=on"
@@ -54,6 +56,25 @@ def serve(config: HistorianConfig, path: Path) -> None:
             "api: set token_file (bearer tokens) or client_ca_file (mutual TLS); the API never serves anonymously"
         )
     os.environ[CONFIG_ENV] = str(path.resolve())
+    with _shared_metrics(api.workers):
+        _run(api)
+
+
+@contextlib.contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """With several workers, give them a directory to share their metrics in, for the lifetime of the server."""
+    if workers == 1 or os.environ.get(MULTIPROCESS_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="plantline-api-metrics-") as directory:
+        os.environ[MULTIPROCESS_ENV] = directory
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_ENV]
+
+
+def _run(api: ApiSettings) -> None:
     uvicorn.run(
         "plantline.historian.api.server:app",
         factory=True,
