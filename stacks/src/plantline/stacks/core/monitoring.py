@@ -160,9 +160,29 @@ def service(scope: Scope, name: str, port: int) -> k8s.core.v1.Service:
 
 
 def deployment(
-    scope: Scope, name: str, spec: k8s.core.v1.PodSpecArgsDict, depends: list[pulumi.Resource]
+    scope: Scope,
+    name: str,
+    port: int,
+    config_map: str,
+    containers: list[k8s.core.v1.ContainerArgsDict],
+    depends: list[pulumi.Resource],
 ) -> k8s.apps.v1.Deployment:
-    """Return a one-replica Deployment of `spec`, replaced as a whole (Recreate) on a change."""
+    """Return a one-replica Deployment (Recreate on a change) and its Service, for Prometheus or Grafana.
+
+    Its pod has the volumes both use: `config` (the ConfigMap), `sidecar` (the sidecar's folder)
+    and `data`.
+    """
+    service(scope, name, port)
+    spec: k8s.core.v1.PodSpecArgsDict = {
+        "service_account_name": name,
+        "security_context": pod_security(RUN_AS[name]),
+        "containers": containers,
+        "volumes": [
+            {"name": "config", "config_map": {"name": config_map}},
+            {"name": "sidecar", "empty_dir": {}},
+            {"name": "data", "empty_dir": {}},
+        ],
+    }
     return k8s.apps.v1.Deployment(
         name,
         metadata=metadata(name, COMPONENT),
@@ -204,18 +224,8 @@ def create_prometheus(scope: Scope) -> k8s.apps.v1.Deployment:
             {"name": "data", "mount_path": "/prometheus"},
         ],
     }
-    spec: k8s.core.v1.PodSpecArgsDict = {
-        "service_account_name": PROMETHEUS,
-        "security_context": pod_security(RUN_AS["prometheus"]),
-        "containers": [server, sidecar(scope, RULES_LABEL, RULES_DIR, reload)],
-        "volumes": [
-            {"name": "config", "config_map": {"name": "prometheus-config"}},
-            {"name": "sidecar", "empty_dir": {}},
-            {"name": "data", "empty_dir": {}},
-        ],
-    }
-    service(scope, PROMETHEUS, PROMETHEUS_PORT)
-    return deployment(scope, PROMETHEUS, spec, [config, account])
+    containers = [server, sidecar(scope, RULES_LABEL, RULES_DIR, reload)]
+    return deployment(scope, PROMETHEUS, PROMETHEUS_PORT, "prometheus-config", containers, [config, account])
 
 
 def create_grafana(scope: Scope) -> k8s.apps.v1.Deployment:
@@ -253,12 +263,12 @@ def create_grafana(scope: Scope) -> k8s.apps.v1.Deployment:
         "security_context": container_security(read_only_root=False),  # plugins and sessions under /tmp
         "volume_mounts": [
             {
-                "name": "provisioning",
+                "name": "config",
                 "mount_path": "/etc/grafana/provisioning-plantline/datasources/datasources.yaml",
                 "sub_path": "datasources.yaml",
             },
             {
-                "name": "provisioning",
+                "name": "config",
                 "mount_path": "/etc/grafana/provisioning-plantline/dashboards/dashboards.yaml",
                 "sub_path": "dashboards.yaml",
             },
@@ -267,18 +277,8 @@ def create_grafana(scope: Scope) -> k8s.apps.v1.Deployment:
         ],
     }
     folder = {"FOLDER_ANNOTATION": FOLDER_ANNOTATION}
-    spec: k8s.core.v1.PodSpecArgsDict = {
-        "service_account_name": GRAFANA,
-        "security_context": pod_security(RUN_AS["grafana"]),
-        "containers": [server, sidecar(scope, DASHBOARD_LABEL, DASHBOARDS_DIR, folder)],
-        "volumes": [
-            {"name": "provisioning", "config_map": {"name": "grafana-provisioning"}},
-            {"name": "sidecar", "empty_dir": {}},
-            {"name": "data", "empty_dir": {}},
-        ],
-    }
-    service(scope, GRAFANA, GRAFANA_PORT)
-    return deployment(scope, GRAFANA, spec, [admin, provisioning, account])
+    containers = [server, sidecar(scope, DASHBOARD_LABEL, DASHBOARDS_DIR, folder)]
+    return deployment(scope, GRAFANA, GRAFANA_PORT, "grafana-provisioning", containers, [admin, provisioning, account])
 
 
 def create(scope: Scope) -> Monitoring:

@@ -40,43 +40,33 @@ def ports(*numbers: int) -> list[k8s.networking.v1.NetworkPolicyPortArgsDict]:
     return [{"protocol": "TCP", "port": n} for n in numbers]
 
 
-def broker_policy(scope: Scope) -> k8s.networking.v1.NetworkPolicy:
-    """Return the broker's policy: MQTT from connectors and bridges, the API from the operator and Prometheus."""
-    name = f"{broker.NAME}-ingress"
+def ingress_policy(
+    scope: Scope, target: str, component: str, rules: list[k8s.networking.v1.NetworkPolicyIngressRuleArgsDict]
+) -> k8s.networking.v1.NetworkPolicy:
+    """Return `<target>-ingress`: the pods named `target` admit only what `rules` allow."""
+    name = f"{target}-ingress"
     return k8s.networking.v1.NetworkPolicy(
         name,
-        metadata=metadata(name, broker.COMPONENT),
-        spec={
-            "pod_selector": {"match_labels": selector(broker.NAME)},
-            "policy_types": ["Ingress"],
-            "ingress": [
-                {"from_": [from_components(list(CONNECTOR_COMPONENTS))], "ports": ports(broker.MQTT_PORT)},
-                {"from_": [from_pods(OPERATOR), from_pods(monitoring.PROMETHEUS)], "ports": ports(broker.API_PORT)},
-                {"from_": [from_pods(broker.NAME)], "ports": ports(*broker.CLUSTER_PORTS)},
-            ],
-        },
+        metadata=metadata(name, component),
+        spec={"pod_selector": {"match_labels": selector(target)}, "policy_types": ["Ingress"], "ingress": rules},
         opts=scope.opts,
     )
+
+
+def broker_policy(scope: Scope) -> k8s.networking.v1.NetworkPolicy:
+    """Return the broker's policy: MQTT from connectors and bridges, the API from the operator and Prometheus."""
+    rules: list[k8s.networking.v1.NetworkPolicyIngressRuleArgsDict] = [
+        {"from_": [from_components(list(CONNECTOR_COMPONENTS))], "ports": ports(broker.MQTT_PORT)},
+        {"from_": [from_pods(OPERATOR), from_pods(monitoring.PROMETHEUS)], "ports": ports(broker.API_PORT)},
+        {"from_": [from_pods(broker.NAME)], "ports": ports(*broker.CLUSTER_PORTS)},
+    ]
+    return ingress_policy(scope, broker.NAME, broker.COMPONENT, rules)
 
 
 def database_policy(scope: Scope) -> k8s.networking.v1.NetworkPolicy:
     """Return the database's policy: PostgreSQL from the historian and Grafana only."""
-    name = f"{database.NAME}-ingress"
-    return k8s.networking.v1.NetworkPolicy(
-        name,
-        metadata=metadata(name, database.COMPONENT),
-        spec={
-            "pod_selector": {"match_labels": selector(database.NAME)},
-            "policy_types": ["Ingress"],
-            "ingress": [
-                {
-                    "from_": [from_components([HISTORIAN_COMPONENT]), from_pods(monitoring.GRAFANA)],
-                    "ports": ports(database.PORT),
-                }
-            ],
-        },
-        opts=scope.opts,
-    )
+    peers = [from_components([HISTORIAN_COMPONENT]), from_pods(monitoring.GRAFANA)]
+    return ingress_policy(scope, database.NAME, database.COMPONENT, [{"from_": peers, "ports": ports(database.PORT)}])
 
 
 def create(scope: Scope) -> None:

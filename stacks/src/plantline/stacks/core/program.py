@@ -67,7 +67,7 @@ def require_secret(config: pulumi.Config, key: str) -> pulumi.Output[str]:
 
 
 def read_args(config: pulumi.Config, manifests: Path) -> CoreArgs:
-    """Return the core stack's arguments from its config; `manifests` is operator/deploy."""
+    """Return the core stack's arguments from its config; `manifests` is operator/deploy unless config names one."""
     secrets = {key: require_secret(config, key) for key in SECRET_KEYS}
     tls = BrokerTls(certificate=config.require("tlsCert"), key=secrets["tlsKey"], ca_bundle=config.require("caBundle"))
     optional = {
@@ -78,7 +78,7 @@ def read_args(config: pulumi.Config, manifests: Path) -> CoreArgs:
         emqx_api_secret=secrets["emqxApiSecret"],
         grafana_admin_password=secrets["grafanaAdminPassword"],
         postgres_password=secrets["postgresPassword"],
-        operator_manifests=manifests,
+        operator_manifests=Path(config.get("operatorManifests") or manifests),
         **optional,
     )
 
