@@ -39,6 +39,7 @@ bench:
 	$(UV_RUN) python tests/bench/dashboards_bench.py
 	$(UV_RUN) python tests/bench/historian_bench.py
 	$(UV_RUN) python tests/bench/emqx_bench.py
+	$(UV_RUN) python tests/bench/stacks_bench.py
 
 # The demo line with simulated PLCs: a local CA, mosquitto with mTLS, three simulators, the connectors.
 up:

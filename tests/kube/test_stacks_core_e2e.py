@@ -19,15 +19,10 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from plantline.pki.authority import Authority
 from plantline_testing.controlplane import ApiError, ControlPlane
 from plantline_testing.kube import wait_for
-from plantline_testing.pulumi_cli import BUILD_TIMEOUT_S, PulumiStack, ensure_pulumi
+from plantline_testing.pulumi_cli import BUILD_TIMEOUT_S, PulumiStack, broker_tls, configure_core, ensure_pulumi
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.timeout(BUILD_TIMEOUT_S + 1800)]
 
@@ -50,31 +45,6 @@ CLUSTER_WIDE = (
 )
 
 
-def broker_tls(directory: Path) -> dict[str, str]:
-    """Return the broker's key, its certificate from the toolkit's CA (from a CSR), and the CA bundle."""
-    authority = Authority.init(directory / "ca", name="Plant CA", passphrase=None, encrypt=False)
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "emqx")]))
-        .sign(key, hashes.SHA256())
-    )
-    authority.issue(
-        "emqx",
-        profile="mqtt-server",
-        sans=(f"emqx.{NS}.svc", f"*.emqx-headless.{NS}.svc.cluster.local"),
-        csr_pem=csr.public_bytes(serialization.Encoding.PEM),
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return {
-        "tlsKey": key_pem.decode(),
-        "tlsCert": authority.certificate_pem("emqx").decode(),
-        "caBundle": authority.trust_bundle().decode(),
-    }
-
-
 @pytest.fixture(scope="module")
 def pulumi_bin() -> Path:
     return ensure_pulumi()
@@ -92,11 +62,7 @@ def stack(
     work = tmp_path_factory.mktemp("pulumi")
     created = PulumiStack(pulumi_bin, REPO / "stacks" / "core", work, env={"KUBECONFIG": str(plane.kubeconfig)})
     created.init()
-    created.set_config({"tlsCert": tls["tlsCert"], "caBundle": tls["caBundle"]})
-    created.set_config(
-        {"operatorManifests": str(REPO / "operator" / "deploy"), "brokerStorage": "1Gi", "postgresStorage": "1Gi"}
-    )
-    created.set_config({"tlsKey": tls["tlsKey"], **SECRETS}, secret=True)
+    configure_core(created, tls, SECRETS, {"operatorManifests": str(REPO / "operator" / "deploy")})
     started = time.monotonic()
     created.run("up", "--yes", "--skip-preview")
     print(f"pulumi up of stacks/core: {time.monotonic() - started:.1f} s")  # the benchmark's figure

@@ -2,14 +2,15 @@
 # Build the Pulumi CLI and the Kubernetes provider from the Go module proxy, once, for the stacks'
 # `pulumi up` test (tests/kube/test_stacks_core_e2e.py).
 #
-#   build.sh
+#   build.sh [--rebuild]
 #
 # Prints the directory holding `pulumi` and `pulumi-resource-kubernetes` on stdout; progress goes
 # to stderr, with a line every 20 s while Go compiles. The binaries land in
 # $PLANTLINE_CACHE/pulumi/bin-<hash>/ (PLANTLINE_CACHE defaults to ~/.cache/plantline, where the
 # control plane is built too), <hash> being that of this script, which names every version: a warm
 # run only checks the binaries are there, and any change here builds afresh. Go's module and build
-# caches are shared with the control plane's build ($PLANTLINE_CACHE/go/).
+# caches are shared with the control plane's build ($PLANTLINE_CACHE/go/). With --rebuild the
+# binaries are built again even if present.
 #
 # Put the directory on PATH with PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true: the CLI then
 # takes the provider from PATH (an ambient plugin) and never downloads one. The Python language
@@ -37,6 +38,11 @@ ROOT="$CACHE/pulumi"
 HASH="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)"
 BIN="$ROOT/bin-$HASH"
 PROGRAMS=(pulumi pulumi-resource-kubernetes)
+case "${1:-}" in
+    "") ;;
+    --rebuild) rm -rf "$BIN" ;;
+    *) printf 'usage: build.sh [--rebuild]\n' >&2; exit 2 ;;
+esac
 
 say() { printf '[pulumi %4ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf 'pulumi/build.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -60,7 +66,9 @@ have="$("$GO" env GOVERSION)"
     die "$GO is $have; the Pulumi CLI $PULUMI_VERSION needs Go >= $GO_MINIMUM"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GO111MODULE=on
-export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS="-modcacherw -buildvcs=false"
+# PLANTLINE_GOCACHE: another Go build cache, e.g. an empty one for a cold build's figure
+# (tests/bench/stacks_bench.py --cold); the modules stay the shared ones.
+export GOMODCACHE="$CACHE/go/mod" GOCACHE="${PLANTLINE_GOCACHE:-$CACHE/go/build}" GOFLAGS="-modcacherw -buildvcs=false"
 mkdir -p "$ROOT" "$GOMODCACHE" "$GOCACHE"
 
 exec 9>"$ROOT/.build.lock"  # one build at a time

@@ -18,21 +18,64 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from plantline.pki.authority import Authority
 from plantline_testing import run_build
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "pulumi" / "build.sh"
 BUILD_TIMEOUT_S = 3600.0
 COMMAND_TIMEOUT_S = 900.0
+CORE_NAMESPACE = "plantline-system"
 PASSPHRASE = "plantline-tests"  # encrypts the test stack's secrets; the state is a temporary directory
+
+
+def broker_tls(directory: Path) -> dict[str, str]:
+    """Return the core stack's TLS config: the broker's key, its certificate from the toolkit's CA, the CA bundle.
+
+    The CA is plantline.pki's, in `directory`; the key is made here and signed from a CSR.
+    """
+    authority = Authority.init(directory / "ca", name="Plant CA", passphrase=None, encrypt=False)
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "emqx")]))
+        .sign(key, hashes.SHA256())
+    )
+    authority.issue(
+        "emqx",
+        profile="mqtt-server",
+        sans=(f"emqx.{CORE_NAMESPACE}.svc", f"*.emqx-headless.{CORE_NAMESPACE}.svc.cluster.local"),
+        csr_pem=csr.public_bytes(serialization.Encoding.PEM),
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return {
+        "tlsKey": key_pem.decode(),
+        "tlsCert": authority.certificate_pem("emqx").decode(),
+        "caBundle": authority.trust_bundle().decode(),
+    }
+
+
+def configure_core(
+    stack: PulumiStack, tls: Mapping[str, str], secrets: Mapping[str, str], plain: Mapping[str, str]
+) -> None:
+    """Set the core stack's config: `tls` (its key as a secret), `secrets` with --secret, `plain` as is."""
+    stack.set_config({"tlsCert": tls["tlsCert"], "caBundle": tls["caBundle"], **plain})
+    stack.set_config({"tlsKey": tls["tlsKey"], **secrets}, secret=True)
 
 
 class PulumiError(RuntimeError):
     """A pulumi command failed: its arguments, exit status and output tail."""
 
 
-def ensure_pulumi() -> Path:
-    """Return the directory holding `pulumi` and `pulumi-resource-kubernetes`, building them once."""
-    build = run_build(["bash", str(BUILD_SCRIPT)], BUILD_TIMEOUT_S)
+def ensure_pulumi(*, rebuild: bool = False) -> Path:
+    """Return the directory holding `pulumi` and `pulumi-resource-kubernetes`, building them once (or again)."""
+    build = run_build(["bash", str(BUILD_SCRIPT), *(["--rebuild"] if rebuild else [])], BUILD_TIMEOUT_S)
     if build.returncode != 0:
         raise PulumiError(f"{BUILD_SCRIPT} failed with status {build.returncode} (its progress and error are above)")
     return Path(build.stdout.strip().splitlines()[-1])
