@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 import pulumi
 import pulumi.runtime
+from google.protobuf import empty_pb2
 from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
 
 # The upstream exec script's exit code for "the program failed and has said why": the engine
@@ -59,6 +60,9 @@ class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
 
     def About(self, request: Any, context: Any) -> Any:
         return language_pb2.AboutResponse(executable=sys.executable, version=platform.python_version())
+
+    def Cancel(self, request: Any, context: Any) -> Any:
+        return empty_pb2.Empty()  # Run's child ends with the engine's monitor; nothing else runs here
 
     def InstallDependencies(self, request: Any, context: Any) -> Iterator[Any]:
         return iter(())  # the program runs in an environment that already has its dependencies
