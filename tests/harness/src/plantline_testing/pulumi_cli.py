@@ -122,7 +122,7 @@ class PulumiStack:
             [shutil.which("pulumi", path=self.env["PATH"]) or "pulumi", *args, "--non-interactive"],
             cwd=self.project,
             env=self.env,
-            input=stdin,
+            input=stdin if stdin is not None else "",  # never the terminal: the CLI must not prompt
             capture_output=True,
             text=True,
             timeout=COMMAND_TIMEOUT_S,
