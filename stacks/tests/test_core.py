@@ -139,6 +139,13 @@ def test_images_and_scheduling_come_from_the_config(recorder: Recorder) -> None:
         assert pod_spec(workload)["tolerations"] == kwok, workload.name
 
 
+def test_the_operator_may_run_on_other_nodes_than_the_rest(recorder: Recorder) -> None:
+    deploy(recorder, nodeSelector={"type": "kwok"}, operatorNodeSelector={"kubernetes.io/hostname": "node-0"})
+    operator = recorder.one(DEPLOYMENT, "plantline-system/plantline-operator")
+    assert pod_spec(operator)["nodeSelector"] == {"kubernetes.io/hostname": "node-0"}
+    assert pod_spec(recorder.one(STATEFULSET, "emqx"))["nodeSelector"] == {"type": "kwok"}
+
+
 def test_emqx_listens_on_mutual_tls_only_with_crl_checks(core: Recorder) -> None:
     emqx = core.one(STATEFULSET, "emqx")
     settings = env(container(emqx, "emqx"))

@@ -58,6 +58,8 @@ class CoreArgs:
     # Scheduling for every pod the stack makes (the operator's included), e.g. onto tainted nodes.
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
+    # The operator's pod alone, when it runs elsewhere than the rest (None: the node selector above).
+    operator_node_selector: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.broker_replicas < 1:

@@ -52,7 +52,8 @@ def documents(scope: Scope) -> list[dict[str, Any]]:
     images = {manifests.OPERATOR_IMAGE: args.operator_image, manifests.CONNECTOR_IMAGE: args.connector_image}
     docs = manifests.set_images(manifests.read_documents(args.operator_manifests), images)
     manifests.add_operator_args(docs, operator_args())
-    manifests.set_scheduling(docs, args.node_selector, args.tolerations)
+    selector = args.node_selector if args.operator_node_selector is None else args.operator_node_selector
+    manifests.set_scheduling(docs, selector, args.tolerations)
     return docs
 
 

@@ -39,6 +39,7 @@ OPTIONAL: dict[str, tuple[str, type]] = {
     "storageClass": ("storage_class", str),
     "nodeSelector": ("node_selector", dict),
     "tolerations": ("tolerations", list),
+    "operatorNodeSelector": ("operator_node_selector", dict),
 }
 
 
