@@ -2,7 +2,7 @@
 
 The Pulumi CLI and the Kubernetes provider are built from the Go module proxy
 (tests/harness/pulumi/build.sh), the language host is plantline_testing.pulumi_host; the state is
-local (`pulumi login --local` in a temporary HOME) and secrets are encrypted with a passphrase.
+local (`pulumi login file://DIR` in a temporary directory) and secrets are encrypted with a passphrase.
 kwok runs the pods, so every Deployment and StatefulSet the stack makes becomes Ready, and the
 hostPath provisioner binds their claims. The broker's server certificate comes from the toolkit's
 CA (plantline.pki). The tests run in file order on one stack.
@@ -112,7 +112,8 @@ def test_the_secrets_reach_the_cluster_but_neither_the_config_file_nor_the_outpu
     config = yaml.safe_load(config_file)["config"]
     for key in ("tlsKey", *SECRETS):
         assert set(config[f"plantline-core:{key}"]) == {"secure"}, key
-    state = "".join(p.read_text() for p in (stack.work_dir / "home").rglob("*.json"))
+    state = "".join(p.read_text() for p in (stack.work_dir / "state").rglob("*.json"))
+    assert state, "no state file under the stack's local backend"
     for value in (tls["tlsKey"].strip().splitlines()[1], *SECRETS.values()):
         assert value not in config_file
         assert value not in state

@@ -2,9 +2,9 @@
 
 The CLI and the Kubernetes provider are built from the Go module proxy by
 tests/harness/pulumi/build.sh; the language host is plantline_testing.pulumi_host, run by this
-interpreter. A `PulumiStack` keeps everything of its own in a work directory: the file backend
-(`pulumi login --local` with HOME there), PULUMI_HOME, a copy of the project, and a bin directory
-with the host's launcher; plugins come from PATH only (no download).
+interpreter. A `PulumiStack` keeps everything of its own in a work directory: the local backend
+(`pulumi login file://DIR`), PULUMI_HOME, a copy of the project, and a bin directory with the
+host's launcher; plugins come from PATH only (no download).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class PulumiStack:
             **os.environ,
             **(env or {}),
             "PATH": os.pathsep.join([str(host_bin), str(bin_dir), os.environ.get("PATH", "")]),
-            "HOME": str(home),  # `pulumi login --local` keeps the state in $HOME/.pulumi
+            "HOME": str(home),
             "PULUMI_HOME": str(home / ".pulumi"),
             "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
@@ -135,7 +135,10 @@ class PulumiStack:
 
     def init(self) -> None:
         """Log in to local state and create the stack (secrets encrypted with a passphrase)."""
-        self.run("login", "--local")
+        state = self.work_dir / "state"
+        state.mkdir()
+        # `--local` is file://~, and the CLI takes ~ from the passwd entry, not $HOME: name the directory.
+        self.run("login", f"file://{state}")
         self.run("stack", "init", self.name, "--secrets-provider", "passphrase")
 
     def set_config(self, values: Mapping[str, str], *, secret: bool = False) -> None:

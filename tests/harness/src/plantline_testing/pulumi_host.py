@@ -35,6 +35,7 @@ from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
 # The upstream exec script's exit code for "the program failed and has said why": the engine
 # then shows no error of its own (RunResponse.bail).
 BAILED = 32
+MODULE = "plantline_testing.pulumi_host"  # not __name__, which is __main__ when run with -m
 
 
 class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
@@ -69,7 +70,7 @@ class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
 
     def Run(self, request: Any, context: Any) -> Any:
         program = os.path.join(request.info.program_directory or request.pwd, request.info.entry_point or ".")
-        argv = [sys.executable, "-m", __name__, "--exec"]
+        argv = [sys.executable, "-m", MODULE, "--exec"]
         argv += ["--monitor", request.monitor_address, "--engine", self.engine]
         argv += ["--project", request.project, "--stack", request.stack, "--organization", request.organization]
         argv += ["--root-directory", request.info.root_directory, "--parallel", str(request.parallel)]
@@ -101,7 +102,10 @@ def serve(engine: str) -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
-    server.wait_for_termination()
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:  # the CLI ends its plugins with SIGINT once it is done with them
+        server.stop(grace=None)
 
 
 def run_program(args: argparse.Namespace) -> int:
