@@ -1,0 +1,1 @@
+"""The core stack: PlantLine's core side in one Kubernetes cluster (`PlantLineCore`, `CoreArgs`)."""
