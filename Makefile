@@ -1,6 +1,6 @@
 # Task runner. Run targets through ./dev, which installs prerequisites and syncs the workspace first.
 UV_RUN := uv run --locked --all-packages
-SRC := pki/src pki/tests connectors/src connectors/tests dashboards/src dashboards/tests operator/src operator/tests historian/src historian/tests tests molecule
+SRC := pki/src pki/tests connectors/src connectors/tests dashboards/src dashboards/tests operator/src operator/tests historian/src historian/tests bridge/src bridge/tests tests molecule
 
 .PHONY: test check lint types layers pytest bench up
 
