@@ -149,9 +149,9 @@ def test_what_cannot_be_a_record_becomes_a_dead_letter_with_its_reason_and_origi
 
 def test_a_record_above_the_limit_is_a_dead_letter_and_its_siblings_still_go() -> None:
     config = bridge_config(
-        kafka={"bootstrap_servers": "k:9093", "security_protocol": "PLAINTEXT", "producer": {"max_record_bytes": 2048}}
+        kafka={"bootstrap_servers": "k:9093", "security_protocol": "PLAINTEXT", "producer": {"max_record_bytes": 4096}}
     )
-    big = HostMetric("process.blob", DataType.String, "x" * 4000, T0, Quality.GOOD, False)
+    big = HostMetric("process.blob", DataType.String, "x" * 4100, T0, Quality.GOOD, False)
     small = HostMetric("process.x", DataType.Double, 1.0, T0, Quality.GOOD, False)
     release = Release(1, MessageType.DDATA, NodeKey("site1", "line1"), "filler", (big, small))
     made = Router(config).make(release, "t", b"orig")

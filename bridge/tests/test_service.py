@@ -6,6 +6,7 @@ the real client against a real Kafka is tested in tests/e2e/test_bridge_kafka_e2
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,3 +201,21 @@ def test_back_pressure_takes_no_more_than_max_pending_messages(bridge: Bridge, t
     kafka.deliver()
     bridge.step()
     assert link.inbox.qsize() == 0
+
+
+def test_a_dead_letter_above_the_limit_keeps_the_first_bytes_and_names_the_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = bridge_config(kafka={"bootstrap_servers": "127.0.0.1:1", "security_protocol": "PLAINTEXT",
+                                  "producer": {"max_record_bytes": 4096}})  # fmt: skip
+    bridge = Bridge(config)
+    monkeypatch.setattr(bridge, "kafka", RecordingKafka())
+    monkeypatch.setattr(bridge, "link", RecordingLink(bridge.link.inbox))
+    kafka, _ = _stand_ins(bridge)
+    garbage = bytes(range(256)) * 40  # 10 kB, not Sparkplug
+    bridge.receive(Inbound(AckToken(1, 1, 1), "spBv1.0/site1/DDATA/line1/filler", garbage))
+    (dead,) = kafka.undelivered
+    headers = dict(dead.headers)
+    assert dead.value == garbage[: 4096 - 2048]
+    assert headers["original-bytes"] == b"10240"
+    assert headers["original-sha256"] == hashlib.sha256(garbage).hexdigest().encode()

@@ -74,7 +74,7 @@ class ProducerSettings(_Strict):
     compression: Compression = "lz4"
     # 0: never give up on a record (the MQTT message stays unacknowledged while Kafka is away).
     message_timeout_ms: Annotated[int, Field(ge=0)] = 0
-    max_record_bytes: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = 1_000_000  # Event Hubs' limit
+    max_record_bytes: Annotated[int, Field(ge=4096, le=100 * 1024 * 1024)] = 1_000_000  # Event Hubs' limit
     queue_records: Annotated[int, Field(ge=1000, le=10_000_000)] = 200_000  # records waiting in the client
 
 

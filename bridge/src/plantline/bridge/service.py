@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TAKE_AT_ONCE = 500  # messages taken from the inbox between two polls of the Kafka client
 CHECK_TIMEOUT_S = 15.0
+DEAD_LETTER_HEADROOM = 2048  # bytes of a dead letter's record kept for its headers
 
 
 def _now_ms() -> int:
@@ -179,7 +180,7 @@ class Bridge:
         if dead.reason != TOO_LARGE:
             log.warning("dead letter (%s) from %s: %s", dead.reason, dead.mqtt_topic, dead.detail)
         value, headers = dead.payload, dead.headers()
-        limit = self.config.kafka.producer.max_record_bytes - 4096  # room for the headers
+        limit = self.config.kafka.producer.max_record_bytes - DEAD_LETTER_HEADROOM
         if len(value) > limit:
             headers += [("original-bytes", str(len(value)).encode()),
                         ("original-sha256", hashlib.sha256(value).hexdigest().encode())]  # fmt: skip
