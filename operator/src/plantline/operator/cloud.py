@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from plantline.operator.api import PlantLine
-from plantline.operator.render import TRUST_BUNDLE, host_identity, topology
+from plantline.operator.render import host_tls_files, topology
 
 HEALTH_PORT = 9410
 EVENT_HUBS_PORT = 9093
@@ -115,12 +115,7 @@ def render_bridge_config(
 ) -> dict[str, Any]:
     """Return the cloud bridge's configuration for the line (plantline-bridge's BridgeConfig, as data)."""
     spec = line.spec
-    host = host_identity(spec)
-    tls = {
-        "ca_file": str(tls_dir / TRUST_BUNDLE),
-        "cert_file": str(tls_dir / f"{host}.crt"),
-        "key_file": str(tls_dir / f"{host}.key"),
-    }
+    tls = host_tls_files(spec, tls_dir)
     machines = equipment_types(line)
     return {
         "mqtt": {
