@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,19 +190,32 @@ class KafkaLink:
         """Wait up to `timeout` s for every record handed over; return how many are still waiting."""
         return int(self.producer.flush(timeout))
 
+    def _topics(self, timeout: float) -> set[str]:
+        """Return the cluster's topics, stopping at the first refusal of the credentials (error_cb runs in poll)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.producer.poll(0.1)
+            if self.fatal is not None:
+                raise KafkaUnavailable(self.fatal)
+            try:
+                metadata = self.producer.list_topics(timeout=0.5)
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(f"Kafka at {self.settings.endpoint} did not answer: {exc}") from None
+                continue
+            self.producer.poll(0)
+            if self.fatal is not None:
+                raise KafkaUnavailable(self.fatal)
+            return {str(name) for name in metadata.topics}
+
     def check(self, topics: list[str], timeout: float, *, create_partitions: int | None = None) -> None:
         """Raise KafkaUnavailable unless Kafka answers, accepts the credentials and has every topic.
 
         With `create_partitions`, missing topics are created first (a plain Kafka for a local line;
         Event Hubs are made by the cloud stack).
         """
-        try:
-            metadata = self.producer.list_topics(timeout=timeout)
-        except KafkaException as exc:
-            raise KafkaUnavailable(self.fatal or f"Kafka at {self.settings.endpoint}: {exc}") from None
-        if self.fatal is not None:
-            raise KafkaUnavailable(self.fatal)
-        missing = sorted(set(topics) - set(metadata.topics))
+        existing = self._topics(timeout)
+        missing = sorted(set(topics) - existing)
         if missing and create_partitions is not None:
             create_topics(self.settings, missing, create_partitions, timeout)
             missing = []
@@ -211,9 +225,9 @@ class KafkaLink:
 
 
 def create_topics(settings: KafkaSettings, names: list[str], partitions: int, timeout: float) -> None:
-    """Create topics (replication 1: the local Kafka of `plantline up` has one broker)."""
+    """Create topics with the cluster's default replication factor (-1: Kafka's own default.replication.factor)."""
     admin = AdminClient(client_settings(settings))
-    futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names], request_timeout=timeout)
+    futures = admin.create_topics([NewTopic(n, partitions, -1) for n in names], request_timeout=timeout)
     for name, future in futures.items():
         try:
             future.result(timeout)

@@ -150,7 +150,10 @@ class KafkaServer(Started):
 
     def _java(self, main: str, *args: str) -> list[str]:
         lib = ensure_kafka() / "lib"
-        return [find_program("java"), "-Xms256m", "-Xmx1g", "-cp", f"{lib}/*", main, *args]
+        # slf4j-simple, whichever other SLF4J provider Kafka's dependencies bring: its INFO lines
+        # (e.g. failed authentications) go to the log the tests read
+        provider = "-Dslf4j.provider=org.slf4j.simple.SimpleServiceProvider"
+        return [find_program("java"), "-Xms256m", "-Xmx1g", provider, "-cp", f"{lib}/*", main, *args]
 
     def format(self) -> None:
         """Write the configuration and format the log directory (once: a restart keeps the data)."""
