@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from plantline.bridge.config import BridgeConfig
 from plantline.operator.api import PlantLine
@@ -75,3 +76,24 @@ def test_the_rendered_config_is_the_bridges_with_a_topic_per_equipment_type(demo
     assert (route.site, route.line, route.group_id) == ("site1", "line1", "site1")
     assert config.health.port == 9999
     assert config.kafka.create_topics_partitions == 3
+
+
+def test_up_with_a_cloud_target_prepares_the_bridge_as_a_host_with_the_host_identity(
+    demo: PlantLine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plantline.operator import local
+
+    monkeypatch.setattr(local, "postgres_bin", lambda: None)  # no historian: the bridge alone needs the identity
+    target = parse_cloud_url("kafka://bridge@127.0.0.1:9093?password_file=/run/pw")
+    line = local.LocalLine(demo, local.Layout(tmp_path / "state"), simulate=True, metrics_base_port=9400,
+                           cloud=target, bridge_port=9555)  # fmt: skip
+    line.prepare()
+    (bridge,) = [c for c in line.hosts if c.name == "bridge"]
+    assert bridge.argv[1:4] == ["-m", "plantline.bridge", "run"]
+    assert bridge.listen == ("127.0.0.1", 9555)
+    written = yaml.safe_load((tmp_path / "state" / "bridge" / "bridge.yaml").read_text())
+    config = BridgeConfig.model_validate(written)
+    assert config.mqtt.brokers[0].tls is not None
+    assert config.mqtt.brokers[0].tls.cert_file.exists(), "the host identity is issued for the bridge"
+    assert "user site1-line1-host" in (tmp_path / "state" / "broker" / "acl").read_text()
+    assert line.bridge_status() == {"kafka": "127.0.0.1:9093", "mqtt": "starting"}
