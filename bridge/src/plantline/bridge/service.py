@@ -54,6 +54,8 @@ class Counters:
     records: int = 0  # sample records Kafka acknowledged
     dead_letters: int = 0
     acks_lost: int = 0  # acknowledgements whose connection was gone: the broker delivers those again
+    first_record_at: float | None = None  # wall-clock times of the first and the latest record acknowledged
+    last_record_at: float | None = None
 
 
 class Pending:
@@ -212,8 +214,13 @@ class Bridge:
         self._waiting.pop(id(pending), None)
         if not self.link.ack(pending.inbound.token):
             self.counters.acks_lost += 1
-        self.counters.messages += 1
-        self.counters.records += pending.records
+        c = self.counters
+        c.messages += 1
+        if pending.records:
+            c.records += pending.records
+            c.last_record_at = time.time()
+            if c.first_record_at is None:
+                c.first_record_at = c.last_record_at
         self.metrics.messages.inc()
         if pending.records:
             self.metrics.records.labels(pending.kafka_topic).inc(pending.records)
