@@ -36,6 +36,7 @@ bench:
 	$(UV_RUN) python tests/bench/dashboards_bench.py
 	$(UV_RUN) python tests/bench/historian_bench.py
 	$(UV_RUN) python tests/bench/emqx_bench.py
+	$(UV_RUN) python tests/bench/bridge_bench.py
 
 # The demo line with simulated PLCs: a local CA, mosquitto with mTLS, three simulators, the connectors.
 up:
