@@ -7,9 +7,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError
 
 from bridge_support import bridge_config
-from plantline.bridge.kafka import KafkaUnavailable, batch_stats, client_settings, producer_settings
+from plantline.bridge.kafka import KafkaLink, KafkaUnavailable, batch_stats, client_settings, producer_settings
 
 CONNECTION_STRING = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=s3cr3t="
 
@@ -78,3 +79,36 @@ def test_batch_statistics_weigh_each_topics_window() -> None:
     assert stats.avg == pytest.approx(350)
     assert (stats.p50, stats.p99, stats.max) == (380, 990, 1000)
     assert batch_stats({}).batches == 0
+
+
+def test_refused_credentials_are_fatal_and_name_the_endpoint_while_other_errors_are_retried() -> None:
+    link = KafkaLink(bridge_config(kafka={"bootstrap_servers": "127.0.0.1:1,127.0.0.2:1",
+                                          "security_protocol": "PLAINTEXT"}).kafka)  # fmt: skip
+    link._on_error(KafkaError(KafkaError._TRANSPORT, "Connection refused"))
+    assert link.fatal is None, "librdkafka reconnects by itself"
+    link.up = True
+    link._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    assert (link.up, link.fatal) == (False, None)
+    link._on_error(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: Authentication failed"))
+    assert link.fatal == (
+        "Kafka at 127.0.0.1:1 refused the bridge: _AUTHENTICATION: SASL authentication error: Authentication failed"
+    )
+    link._on_error(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "later"))
+    assert "Authentication failed" in link.fatal, "the first reason is kept"
+
+
+def test_the_statistics_report_sets_batch_sizes_and_whether_a_broker_is_up() -> None:
+    link = KafkaLink(bridge_config(kafka={"bootstrap_servers": "127.0.0.1:1", "security_protocol": "PLAINTEXT"}).kafka)
+    report = {
+        "brokers": {
+            "127.0.0.1:1/bootstrap": {"nodeid": -1, "state": "UP"},
+            "127.0.0.1:1/1": {"nodeid": 1, "state": "DOWN"},
+        },
+        "topics": {"t": {"batchcnt": {"cnt": 2, "avg": 500, "p50": 480, "p99": 900, "max": 1000}}},
+    }
+    link._on_stats(json.dumps(report))
+    assert link.up is False, "a bootstrap connection is not a broker"
+    assert (link.batches.avg, link.batches.max) == (500, 1000)
+    report["brokers"]["127.0.0.1:1/1"]["state"] = "UP"
+    link._on_stats(json.dumps(report))
+    assert link.up is True
