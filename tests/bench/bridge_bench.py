@@ -9,7 +9,8 @@ and a one-node Kafka 4.1 (KRaft, SASL_SSL) from plantline_testing.kafka.
    second from the first record Kafka acknowledged to the last (the bridge's status file). Then
    `--messages` more while the bridge runs (live), from the first publish to the last record.
    Baseline: the same Kafka client with the bridge's producer settings producing the same number
-   of prebuilt records (the bridge's own JSON) to a topic of the same partitions. The ratio shows what MQTT, the host session and the records cost.
+   of prebuilt records (the bridge's own JSON) to a topic of the same partitions. The ratio shows
+   what MQTT, the host session and the records cost.
 2. batches: records per Kafka batch (librdkafka's statistics: avg, p50, p99, max) during the drain.
 3. latency: the edge publishes `--rate` DDATA per second (10 samples each, stamped at publish
    time) for `--seconds`; the topic appends with LogAppendTime, so a record's Kafka timestamp
