@@ -3,7 +3,8 @@
 `plantline up --simulate --cloud kafka://...` runs the demo line, its broker (the core broker here)
 and the bridge; Kafka runs beside it from the jars Maven fetched (plantline_testing.kafka), its
 certificate from a CA the toolkit made. Ground truth is an independent Sparkplug host: the
-harness's reader with a persistent session at the same broker, never killed. Over a span both
+harness's reader with a persistent session at the same broker (the host identity, so that it may
+ask for the births it missed), never killed. Over a span both
 listened, Kafka must hold every (machine, signal, source time) the reader saw, and no other; a
 record seen twice must be the same record (same id, same content), removable by its id.
 """
@@ -142,7 +143,7 @@ def test_every_sample_reaches_its_equipment_types_topic_keyed_by_machine_in_orde
 ) -> None:
     run = _up(tmp_path, kafka, "flow")
     try:
-        with run.reader("truth", persistent=True) as reader:
+        with _truth(run) as reader:
             _wait(lambda: _bridge(run).get("records", 0) > 0, 120, "the bridge produces records", run)
             start = int(time.time() * 1000) + 2000
             time.sleep(10)
@@ -184,7 +185,7 @@ def test_no_sample_is_lost_through_a_bridge_kill_a_kafka_outage_and_a_broker_res
 ) -> None:
     run = _up(tmp_path, kafka, "chaos")
     try:
-        with run.reader("truth", persistent=True) as reader:
+        with _truth(run) as reader:
             _wait(lambda: _bridge(run).get("records", 0) > 0, 120, "the bridge produces records", run)
             start = int(time.time() * 1000) + 2000
             time.sleep(5)
@@ -217,6 +218,13 @@ def _restarted(run: UpRun, name: str, old_pid: int) -> bool:
         return run.child_pid(name) != old_pid
     except (KeyError, FileNotFoundError, ValueError):
         return False
+
+
+def _truth(run: UpRun) -> SparkplugReader:
+    """The independent host: a persistent session with the host identity, which may ask for the births it missed."""
+    host = run.identity("host")
+    return SparkplugReader(port=run.port, group_id=run.group, ca=run.tls / "ca.crt", cert=run.tls / f"{host}.crt",
+                           key=run.tls / f"{host}.key", client_id="truth", persistent=True)  # fmt: skip
 
 
 def _edge_client(run: UpRun, client_id: str) -> SparkplugReader:
