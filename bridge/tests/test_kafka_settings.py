@@ -115,5 +115,6 @@ def test_the_statistics_report_sets_batch_sizes_and_whether_a_broker_is_up() -> 
     assert link.up is False, "a bootstrap connection is not a broker"
     assert (link.batches.avg, link.batches.max) == (500, 1000)
     report["brokers"]["127.0.0.1:1/1"]["state"] = "UP"
+    report["topics"]["t"]["batchcnt"] = {"cnt": 0, "avg": 0, "p50": 0, "p99": 0, "max": 0}
     link._on_stats(json.dumps(report))
-    assert link.up is True
+    assert (link.up, link.batches.avg) == (True, 500), "an idle window keeps the sizes of the last batches sent"

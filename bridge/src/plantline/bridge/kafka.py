@@ -169,7 +169,9 @@ class KafkaLink:
 
     def _on_stats(self, report: str) -> None:
         statistics = json.loads(report)
-        self.batches = batch_stats(statistics)
+        batches = batch_stats(statistics)
+        if batches.batches:  # an idle window says nothing of batch sizes: keep the last one that sent
+            self.batches = batches
         brokers = statistics.get("brokers", {}).values()
         self.up = any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0)
 

@@ -244,7 +244,8 @@ BRIDGE_PRODUCE_LATENCY: Final = MetricDefinition(
 BRIDGE_BATCH_RECORDS: Final = MetricDefinition(
     "plantline_bridge_batch_records",
     "gauge",
-    "Records per Kafka batch over the client's last statistics window, by quantile (avg, 0.5, 0.99, max)",
+    "Records per Kafka batch over the client's last 5 s statistics window that sent batches, by quantile "
+    "(avg, 0.5, 0.99, max)",
     ("quantile",),
 )
 BRIDGE_MQTT_LAG: Final = MetricDefinition(

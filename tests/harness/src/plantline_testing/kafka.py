@@ -144,7 +144,6 @@ class KafkaServer(Started):
             "transaction.state.log.replication.factor": "1",
             "transaction.state.log.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
-            "log.flush.interval.messages": "10000",
         }
         return "".join(f"{key}={value}\n" for key, value in lines.items())
 
