@@ -1,6 +1,6 @@
 # Task runner. Run targets through ./dev, which installs prerequisites and syncs the workspace first.
 UV_RUN := uv run --locked --all-packages
-SRC := pki/src pki/tests connectors/src connectors/tests dashboards/src dashboards/tests operator/src operator/tests historian/src historian/tests stacks/src stacks/tests tests molecule
+SRC := pki/src pki/tests connectors/src connectors/tests dashboards/src dashboards/tests operator/src operator/tests historian/src historian/tests stacks/src stacks/tests bridge/src bridge/tests tests molecule
 
 .PHONY: test check lint types layers pytest bench up
 
@@ -40,6 +40,7 @@ bench:
 	$(UV_RUN) python tests/bench/historian_bench.py
 	$(UV_RUN) python tests/bench/emqx_bench.py
 	$(UV_RUN) python tests/bench/stacks_bench.py
+	$(UV_RUN) python tests/bench/bridge_bench.py
 
 # The demo line with simulated PLCs: a local CA, mosquitto with mTLS, three simulators, the connectors.
 up:

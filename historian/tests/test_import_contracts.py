@@ -10,8 +10,19 @@ import plantline.connectors
 
 ROOT = Path(__file__).resolve().parents[2]
 # The codec and host session, samples, metric names, KPI maths, the config models they need, and
-# the MQTT transport settings (TLS context, TCP_NODELAY) every PlantLine client shares.
-HISTORIAN_MAY_USE = {"sparkplug", "samples", "metric_names", "kpi", "config", "addressing", "extras", "transport"}
+# the MQTT transport settings (TLS context, TCP_NODELAY) every PlantLine client shares, and the
+# hosts' MQTT link (persistent session, manual acknowledgement) it shares with the cloud bridge.
+HISTORIAN_MAY_USE = {
+    "sparkplug",
+    "samples",
+    "metric_names",
+    "kpi",
+    "config",
+    "addressing",
+    "extras",
+    "transport",
+    "hostlink",
+}
 
 
 def test_the_historian_contract_forbids_every_connectors_module_it_does_not_use() -> None:

@@ -131,3 +131,20 @@ def test_the_outbox_column_says_what_was_set_aside() -> None:
     assert status_rows({"machines": [machine | {"outbox_set_aside": 0}]})[0][outbox] == "7"
     assert status_rows({"machines": [machine | {"outbox_set_aside": 5}]})[0][outbox] == "7 (5 set aside)"
     assert status_rows({"machines": [machine]})[0][outbox] == "7"  # a status.json written by an older up
+
+
+def test_the_plain_status_has_a_line_for_the_cloud_bridge() -> None:
+    machine = {
+        "machine": "filler", "protocol": "opcua", "connector_state": "running", "plc_connected": True,
+        "mqtt": "connected", "last_value_age_s": 0.5, "samples_per_s": 10.0, "outbox_samples": 0, "oee": None,
+    }  # fmt: skip
+    bridge = {"mqtt": "connected", "kafka": "127.0.0.1:9093", "kafka_up": True, "records": 120, "dead_letters": 2,
+              "lag_s": 0.04, "fatal": None}  # fmt: skip
+    snapshot = {"line": "site1/packaging/line1", "broker": {"url": "mqtts://127.0.0.1:8883", "state": "running"},
+                "machines": [machine], "bridge": bridge}  # fmt: skip
+    (line,) = [line for line in format_status(snapshot).splitlines() if line.startswith("bridge:")]
+    assert line == "bridge: mqtt connected, kafka 127.0.0.1:9093 up, 120 records, 2 dead letters, lag 0.0s"
+    bridge |= {"kafka_up": False, "fatal": "Kafka at 127.0.0.1:9093 refused the bridge: SASL"}
+    (line,) = [line for line in format_status(snapshot).splitlines() if line.startswith("bridge:")]
+    assert "kafka 127.0.0.1:9093 down, 120 records" in line
+    assert line.endswith("; stopped: Kafka at 127.0.0.1:9093 refused the bridge: SASL")

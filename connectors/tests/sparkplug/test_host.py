@@ -73,6 +73,16 @@ def test_data_is_named_and_typed_through_the_births(tmp_path: Path) -> None:
     assert out.commands == []
 
 
+def test_releases_carry_the_messages_seq_and_the_births_bdseq(tmp_path: Path) -> None:
+    session = edge(tmp_path)
+    born = births(session)
+    host = HostSession[int](group_ids=["site1"])
+    out = feed(host, data(session) + born + data(session, T0 + 2))  # the first data parks until the births
+    bdseq = {m.name: m.value for m in decode(born[0].payload).metrics}["bdSeq"]
+    seqs = {r.token: (r.seq, r.bdseq) for r in out.released}
+    assert seqs == {1: (0, bdseq), 2: (1, bdseq), 0: (2, bdseq), 3: (3, bdseq)}
+
+
 def test_unresolvable_data_is_parked_a_rebirth_asked_and_released_after_the_births(tmp_path: Path) -> None:
     session = edge(tmp_path)
     births(session)  # published before the host listened

@@ -54,6 +54,17 @@ class BrokerEndpoint(_Strict):
         return self
 
 
+class HostMqttSettings(_Strict):
+    """The broker a Sparkplug host application (the historian, the cloud bridge) subscribes at."""
+
+    brokers: Annotated[list[BrokerEndpoint], Field(min_length=1)]
+    client_id: Annotated[str, Field(min_length=1, max_length=64)]  # fixed: the broker keeps its session
+    # The Sparkplug primary host id: STATE online/offline is published under it (None: a plain host).
+    primary_host_id: str | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=600)] = 15
+    rebirth_interval_s: Annotated[float, Field(gt=0)] = 5.0
+
+
 # Where UInt32 values travel: the specification's int_value, or long_value for hosts that read
 # them only from there (Eclipse Tahu's JavaScript sparkplug-payload). The codec's Uint32Field.
 Uint32Field = Literal["int_value", "long_value"]
@@ -376,6 +387,11 @@ def _problems(error: ValidationError) -> list[str]:
         else:
             problems.append(f"{where}: {message}" if where else message)
     return problems
+
+
+def problems_of(error: ValidationError) -> list[str]:
+    """Return a pydantic validation error as one line per problem, each starting with its path."""
+    return _problems(error)
 
 
 def parse_config(data: Any, *, source: str) -> ConnectorConfig:

@@ -263,3 +263,56 @@ API_REQUEST_DURATION: Final = MetricDefinition(
 )
 API_METRICS: Final = (API_REQUEST_DURATION,)
 """Every metric the KPI API's /metrics exposes."""
+# The cloud bridge's metrics (plantline.bridge): one bridge process, MQTT in, Kafka out.
+BRIDGE_RECORDS: Final = MetricDefinition(
+    "plantline_bridge_records_total", "counter", "Sample records Kafka acknowledged, by topic", ("topic",)
+)
+BRIDGE_MESSAGES: Final = MetricDefinition(
+    "plantline_bridge_messages_total", "counter", "MQTT messages acknowledged after Kafka took all their records"
+)
+BRIDGE_DEAD_LETTERS: Final = MetricDefinition(
+    "plantline_bridge_dead_letters_total", "counter", "Dead letters Kafka acknowledged, by reason", ("reason",)
+)
+BRIDGE_PRODUCE_LATENCY: Final = MetricDefinition(
+    "plantline_bridge_produce_latency_seconds",
+    "histogram",
+    "Time from handing a record to the Kafka client to its acknowledgement",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BRIDGE_BATCH_RECORDS: Final = MetricDefinition(
+    "plantline_bridge_batch_records",
+    "gauge",
+    "Records per Kafka batch over the client's last 5 s statistics window that sent batches, by quantile "
+    "(avg, 0.5, 0.99, max)",
+    ("quantile",),
+)
+BRIDGE_MQTT_LAG: Final = MetricDefinition(
+    "plantline_bridge_mqtt_lag_seconds",
+    "gauge",
+    "Age of the oldest MQTT message received and not yet acknowledged (0: none waiting)",
+)
+BRIDGE_INBOX: Final = MetricDefinition(
+    "plantline_bridge_inbox_messages", "gauge", "MQTT messages received and not yet turned into records"
+)
+BRIDGE_PENDING: Final = MetricDefinition(
+    "plantline_bridge_pending_messages", "gauge", "MQTT messages whose records Kafka has not acknowledged yet"
+)
+BRIDGE_MQTT_CONNECTED: Final = MetricDefinition(
+    "plantline_bridge_mqtt_connected", "gauge", "1 while the bridge's MQTT session is up"
+)
+BRIDGE_KAFKA_UP: Final = MetricDefinition(
+    "plantline_bridge_kafka_up", "gauge", "1 while the Kafka client reaches a broker (per its last report)"
+)
+BRIDGE_METRICS: Final = (
+    BRIDGE_RECORDS,
+    BRIDGE_MESSAGES,
+    BRIDGE_DEAD_LETTERS,
+    BRIDGE_PRODUCE_LATENCY,
+    BRIDGE_BATCH_RECORDS,
+    BRIDGE_MQTT_LAG,
+    BRIDGE_INBOX,
+    BRIDGE_PENDING,
+    BRIDGE_MQTT_CONNECTED,
+    BRIDGE_KAFKA_UP,
+)
+"""Every metric the bridge's /metrics exposes, in a stable order."""

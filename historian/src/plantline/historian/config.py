@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from plantline.connectors.config import BrokerEndpoint, ConfigError, KpiSettings, ShiftCalendarSettings, read_yaml
+from plantline.connectors.config import ConfigError, HostMqttSettings, KpiSettings, ShiftCalendarSettings, read_yaml
 from plantline.connectors.kpi import KpiConfig
 from plantline.connectors.kpi.settings import engine_config
 
@@ -25,15 +25,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class MqttSettings(_Strict):
+class MqttSettings(HostMqttSettings):
     """The broker the historian subscribes at, as a Sparkplug host application."""
 
-    brokers: Annotated[list[BrokerEndpoint], Field(min_length=1)]
     client_id: Annotated[str, Field(min_length=1, max_length=64)] = "plantline-historian"
-    # The Sparkplug primary host id: STATE online/offline is published under it (None: a plain host).
-    primary_host_id: str | None = None
-    keepalive_s: Annotated[int, Field(ge=5, le=600)] = 15
-    rebirth_interval_s: Annotated[float, Field(gt=0)] = 5.0
 
 
 class DatabaseSettings(_Strict):

@@ -25,10 +25,10 @@ from typing import Any
 
 import psycopg
 
+from plantline.connectors.hostlink import AckToken, HostLink, Inbound, host_session
 from plantline.connectors.sparkplug.host import Command, HostSession, Outcome, Release
 from plantline.historian.config import HistorianConfig
 from plantline.historian.kpi_refresh import refresh_kpis
-from plantline.historian.mqtt import AckToken, HostLink, Inbound
 from plantline.historian.refresh import refresh_rollups
 from plantline.historian.rows import MachineKey, Rows
 from plantline.historian.schema import migrate
@@ -73,18 +73,8 @@ class Historian:
 
     def __init__(self, config: HistorianConfig) -> None:
         self.config = config
-        mqtt = config.mqtt
-        self.host: HostSession[AckToken] = HostSession(
-            group_ids=config.group_ids,
-            host_id=mqtt.primary_host_id,
-            rebirth_interval_ms=round(mqtt.rebirth_interval_s * 1000),
-        )
-        self.link = HostLink(
-            broker=mqtt.brokers[0],
-            client_id=mqtt.client_id,
-            subscriptions=self.host.subscriptions(),
-            keepalive_s=mqtt.keepalive_s,
-        )
+        self.host: HostSession[AckToken] = host_session(config.mqtt, config.group_ids)
+        self.link = HostLink.of(config.mqtt, self.host)
         self.counters = Counters()
         self._conninfo = config.database.conninfo()
         self._store: Store | None = None
@@ -108,9 +98,7 @@ class Historian:
             refresher.start()
             writer = threading.Thread(target=self._write_loop, args=(stop,), name="writer")
             writer.start()
-            will = self.host.will(_now_ms())  # before on_connected: the STATE birth repeats its timestamp
-            self.link.on_connect = self.host.on_connected()
-            self.link.start(will)
+            self.link.open(self.host, _now_ms())
             try:
                 while not stop.is_set():
                     self._step()

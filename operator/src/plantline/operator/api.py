@@ -169,6 +169,11 @@ class MachineSpec(_Spec):
 
     id: PlaceName = Field(description="The machine's name: its Sparkplug device id; unique in the line.")
     protocol: PlcProtocol = Field(description="How its PLC is read.")
+    equipment_type: PlaceName | None = Field(
+        default=None,
+        description="What kind of equipment it is (e.g. `filler`): the cloud bridge's topic (Event Hub) is one per "
+        "type; default: the machine's id.",
+    )
     endpoint: Annotated[str, Field(min_length=1, max_length=256)] = Field(
         description="The PLC: `opc.tcp://HOST:PORT/PATH`, `s7://HOST[:PORT]?rack=R&slot=S` or `cip://HOST[:PORT]`."
     )

@@ -25,6 +25,8 @@ from plantline.connectors.extras import MissingExtra
 from plantline.dashboards import render_files
 from plantline.operator import extras
 from plantline.operator.api import PlantLine, PlantLineInvalid, Problem, parse_plantline
+from plantline.operator.cloud import HEALTH_PORT as BRIDGE_HEALTH_PORT
+from plantline.operator.cloud import CloudTargetInvalid, parse_cloud_url
 from plantline.operator.crd import crd_yaml
 from plantline.operator.historian import API_PORT
 from plantline.operator.reference import reference_markdown
@@ -59,6 +61,7 @@ EPILOG = """examples:
   plantline up examples/demo-line.yaml --simulate --monitoring
   plantline up examples/demo-line.yaml --simulate
   plantline up examples/demo-line.yaml --simulate --detach
+  plantline up examples/demo-line.yaml --simulate --cloud 'kafka://bridge@127.0.0.1:9093?password_file=pw&ca=ca.pem'
   plantline status examples/demo-line.yaml --format json
   plantline reload examples/demo-line.yaml
   plantline down examples/demo-line.yaml
@@ -78,6 +81,11 @@ endpoint names). Where PostgreSQL is installed, also a PostgreSQL cluster in <st
 the historian (the line's Sparkplug host, identity <site>-<line>-host) and its KPI API on --api-port,
 with the bearer token in <state-dir>/historian/api-token. Ctrl-C stops the connectors (NDEATH), the
 historian and its API, the simulators, the broker, then PostgreSQL.
+
+With --cloud URL, the cloud bridge (plantline-bridge, docs/bridge.md) runs too: a Sparkplug host with
+the host identity that produces every sample to that Kafka (or Azure Event Hubs), one topic per
+machine's equipmentType (<prefix>.<type>), with its /metrics on --bridge-port. Its configuration is
+<state-dir>/bridge/bridge.yaml; passwords are read from password_file, never from the URL.
 
 The state directory (default .plantline/<site>-<line>, 0700) persists the CA, TLS files, outboxes
 and bdSeq; a second `up` reuses them. The CA key is encrypted with $PLANTLINE_PKI_PASSPHRASE or,
@@ -195,6 +203,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     from plantline.operator import local  # noqa: PLC0415 - the applier needs the local extra
     from plantline.operator.monitoring import Monitoring, MonitoringUnavailable, find_exporter  # noqa: PLC0415
 
+    cloud = None
+    if args.cloud is not None:
+        try:
+            cloud = parse_cloud_url(args.cloud)
+        except CloudTargetInvalid as exc:
+            print(f"--cloud: {exc}", file=sys.stderr)
+            return EXIT_UNREADABLE
     monitoring = None
     if args.monitoring:
         try:
@@ -210,6 +225,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             metrics_base_port=args.metrics_base_port,
             api_port=args.api_port,
             monitoring=monitoring,
+            cloud=cloud,
+            bridge_port=args.bridge_port,
         )
     layout = local.Layout(args.state_dir if args.state_dir is not None else local.default_state_dir(line))
     if local.running_pid(layout) is not None:
@@ -219,6 +236,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     argv += ["--state-dir", str(layout.root.resolve()), "--metrics-base-port", str(args.metrics_base_port)]
     argv += ["--api-port", str(args.api_port)]
     argv += ["--simulate"] if args.simulate else []
+    argv += ["--cloud", args.cloud, "--bridge-port", str(args.bridge_port)] if cloud is not None else []
     if monitoring is not None:
         argv += ["--monitoring", "--prometheus-port", str(monitoring.prometheus_port)]
         argv += ["--broker-exporter", monitoring.exporter] if monitoring.exporter else []
@@ -476,6 +494,12 @@ def _add_up(commands: Any) -> None:
     )
     up.add_argument("--prometheus-port", type=int, default=9090, help="with --monitoring; the exporter uses +1, +2")
     up.add_argument("--broker-exporter", default=None, help="the mqtt-exporter program (default: from PATH)")
+    up.add_argument(
+        "--cloud", default=None, metavar="URL",
+        help="also run the cloud bridge to this Kafka: kafka://[USER@]HOST:PORT[?OPTIONS] or "
+        "eventhubs://NAMESPACE.servicebus.windows.net?password_file=FILE (docs/bridge.md)",
+    )  # fmt: skip
+    up.add_argument("--bridge-port", type=int, default=BRIDGE_HEALTH_PORT, help="with --cloud: the bridge's /metrics")
     up.set_defaults(run=cmd_up)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from plantline.operator.api import PlantLine
-from plantline.operator.render import TRUST_BUNDLE, host_identity, machine_kpi_settings, topology
+from plantline.operator.render import host_tls_files, machine_kpi_settings, topology
 
 API_PORT = 8480
 
@@ -29,12 +29,7 @@ def render_historian_config(
 ) -> dict[str, Any]:
     """Return the historian's configuration for the line (plantline-historian's HistorianConfig, as data)."""
     spec = line.spec
-    host = host_identity(spec)
-    tls = {
-        "ca_file": str(tls_dir / TRUST_BUNDLE),
-        "cert_file": str(tls_dir / f"{host}.crt"),
-        "key_file": str(tls_dir / f"{host}.key"),
-    }
+    tls = host_tls_files(spec, tls_dir)
     line_settings: dict[str, Any] = {
         "site": spec.site,
         "line": spec.line,

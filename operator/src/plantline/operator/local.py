@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import importlib.util
 import ipaddress
 import json
 import os
@@ -51,6 +52,8 @@ from plantline.connectors.addressing.mqtt import SPARKPLUG_NAMESPACE, broker_url
 from plantline.connectors.config import DEFAULT_METRICS_PORT
 from plantline.connectors.metric_names import MetricDefinition
 from plantline.operator.api import MachineSpec, PlantLine
+from plantline.operator.cloud import HEALTH_PORT as BRIDGE_HEALTH_PORT
+from plantline.operator.cloud import CloudTarget, render_bridge_config
 from plantline.operator.historian import API_PORT
 from plantline.operator.local_historian import HistorianPlan, plan_historian, postgres_bin
 from plantline.operator.model import CertificateFact
@@ -608,6 +611,8 @@ class LocalLine:
     monitoring: Monitoring | None = None
     monitors: list[Child] = field(default_factory=list)  # Prometheus and the broker exporter
     certificate_facts: PkiMetrics | None = None
+    cloud: CloudTarget | None = None  # `--cloud`: the bridge to Kafka runs among the hosts
+    bridge_port: int = BRIDGE_HEALTH_PORT
     problems: list[str] = field(default_factory=list)  # found while preparing: they stop a machine for good
     told: set[str] = field(default_factory=set)  # the machines' problems already said on the terminal
 
@@ -625,7 +630,9 @@ class LocalLine:
         secured = any(m.opcua is not None and m.opcua.secured for m in spec.machines)
         opcua = open_opcua_authority(self.line, self.layout, authority) if secured else None
         with_historian = postgres_bin() is not None
-        requests = render_certificate_requests(self.line, historian=with_historian)
+        # the historian and the cloud bridge are Sparkplug hosts: both use the host identity
+        with_host = with_historian or self.cloud is not None
+        requests = render_certificate_requests(self.line, historian=with_host)
         self.problems = ensure_certificates(authority, requests, self.layout.tls, opcua)
         for name, pem in render_opcua_server_certificates(self.line).items():
             _write(self.layout.tls / name, pem.encode())
@@ -641,8 +648,9 @@ class LocalLine:
         run_as = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
         conf = render_mosquitto_conf(self.line, files=files, run_as=run_as)
         _write(self.layout.broker / "mosquitto.conf", conf.encode())
-        _write(files.acl_file, render_acl(self.line, historian=with_historian).encode())
+        _write(files.acl_file, render_acl(self.line, historian=with_host).encode())
         self._prepare_historian()
+        self._prepare_bridge()
         configs = render_connector_configs(
             self.line,
             tls_dir=self.layout.tls.resolve(),
@@ -746,6 +754,33 @@ class LocalLine:
             Child("api", "api", plan.api_argv, logs / "api.log", listen=("127.0.0.1", plan.api_port)),
         ]
 
+    def _prepare_bridge(self) -> None:
+        """Write the cloud bridge's configuration and make it a host child (with `--cloud`)."""
+        if self.cloud is None:
+            return
+        if importlib.util.find_spec("plantline.bridge") is None:
+            raise UpError("--cloud needs the cloud bridge: pip install 'plantline-operator[cloud]'")
+        directory = self.layout.root / "bridge"
+        status = (directory / "status.json").resolve()
+        config = render_bridge_config(
+            self.line, self.cloud, tls_dir=self.layout.tls.resolve(), status_file=status, health_port=self.bridge_port
+        )
+        path = directory / "bridge.yaml"
+        _write(path, yaml.safe_dump(config, sort_keys=False).encode())
+        argv = [sys.executable, "-m", "plantline.bridge", "run", "--config", str(path.resolve())]
+        self.hosts.append(Child("bridge", "bridge", argv, self.layout.logs / "bridge.log",
+                                listen=("127.0.0.1", self.bridge_port)))  # fmt: skip
+
+    def bridge_status(self) -> dict[str, Any] | None:
+        """Return the cloud bridge's own status (records, dead letters, lag), None without one."""
+        if self.cloud is None:
+            return None
+        try:
+            data: dict[str, Any] = json.loads((self.layout.root / "bridge" / "status.json").read_text())
+        except (OSError, ValueError):
+            return {"kafka": self.cloud.endpoint, "mqtt": "starting"}
+        return {**data, "age_s": round(time.time() - float(data.get("updated", 0)), 1)}
+
     def check_ports(self) -> None:
         taken = [
             f"{c.name} port {c.listen[0]}:{c.listen[1]}"
@@ -848,6 +883,7 @@ class LocalLine:
             },
             "machines": machines,
             "historian": self.historian.status() if self.historian else None,
+            "bridge": self.bridge_status(),
             "problems": problems,
             "reload": self.reload,
             "children": [
@@ -982,6 +1018,9 @@ def format_status(snapshot: dict[str, Any]) -> str:
     historian = snapshot.get("historian")
     if historian:
         lines.append(historian_line(historian))
+    bridge = snapshot.get("bridge")
+    if bridge:
+        lines.append(bridge_line(bridge))
     lines += [f"problem: {problem}" for problem in snapshot.get("problems", ())]
     return "\n".join(lines) + "\n"
 
@@ -993,6 +1032,17 @@ def historian_line(status: dict[str, Any]) -> str:
         f" {status.get('samples_inserted', 0)} samples stored, rollups {status.get('refresh_lag_batches', 0)}"
         f" batches behind; KPI API {status.get('api', '-')}"
     )
+
+
+def bridge_line(status: dict[str, Any]) -> str:
+    """Return the status line of the cloud bridge: MQTT, Kafka, records produced, dead letters, lag."""
+    kafka = "up" if status.get("kafka_up") else "down"
+    line = (
+        f"bridge: mqtt {status.get('mqtt', '-')}, kafka {status.get('kafka', '-')} {kafka},"
+        f" {status.get('records', 0)} records, {status.get('dead_letters', 0)} dead letters,"
+        f" lag {_cell(status.get('lag_s'), '{:.1f}s')}"
+    )
+    return line if not status.get("fatal") else f"{line}; stopped: {status['fatal']}"
 
 
 HEADERS = ["machine", "protocol", "connector", "plc", "mqtt", "last value", "samples/s", "outbox", "oee"]
@@ -1059,6 +1109,8 @@ def run_up(
     metrics_base_port: int = DEFAULT_METRICS_PORT,
     api_port: int = API_PORT,
     monitoring: Monitoring | None = None,
+    cloud: CloudTarget | None = None,
+    bridge_port: int = BRIDGE_HEALTH_PORT,
 ) -> int:
     """Prepare, start and supervise the line until SIGINT/SIGTERM; return the exit status.
 
@@ -1076,7 +1128,8 @@ def run_up(
         (reload if signum == signal.SIGHUP else stop).set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    app = LocalLine(line, layout, simulate, metrics_base_port, api_port, monitoring=monitoring)
+    app = LocalLine(line, layout, simulate, metrics_base_port, api_port, monitoring=monitoring, cloud=cloud,
+                    bridge_port=bridge_port)  # fmt: skip
     try:
         with _state_lock(layout):
             app.prepare()

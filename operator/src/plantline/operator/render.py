@@ -176,6 +176,16 @@ def line_key(line: PlantLine) -> tuple[str, str]:
 # -- connector configs ----------------------------------------------------------------------------
 
 
+def host_tls_files(spec: PlantLineSpec, tls_dir: Path) -> dict[str, str]:
+    """Return the TLS files of the line's host identity (the historian's and the cloud bridge's), as config data."""
+    host = host_identity(spec)
+    return {
+        "ca_file": str(tls_dir / TRUST_BUNDLE),
+        "cert_file": str(tls_dir / f"{host}.crt"),
+        "key_file": str(tls_dir / f"{host}.key"),
+    }
+
+
 def machine_kpi_settings(machine: MachineSpec) -> KpiSettings:
     """Return how a machine's KPIs are computed, at the edge and in the historian alike."""
     return KpiSettings(ideal_cycle_s=machine.ideal_cycle_time)

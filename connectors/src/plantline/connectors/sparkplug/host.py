@@ -99,6 +99,8 @@ class Release(Generic[Token]):
     """A message the host is done with: acknowledge `token`; `metrics` are what it carried.
 
     `metrics` is empty for deaths and for messages that could not be read at all (`error` says why).
+    `seq` is the message's Sparkplug seq, `bdseq` the bdSeq of the node's birth it was resolved
+    with (births and data only), for hosts that pass them on (the cloud bridge's records).
     """
 
     token: Token
@@ -107,6 +109,8 @@ class Release(Generic[Token]):
     device_id: str | None
     metrics: tuple[HostMetric, ...] = ()
     error: str | None = None
+    seq: int | None = None
+    bdseq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +399,9 @@ class HostSession(Generic[Token]):
         node.born = node.online = True
         node.bdseq = _bdseq(payload)
         _learn(node.metrics, payload.metrics)
-        outcome.released.append(Release(token, topic.message_type, key, None, _birth_metrics(payload)))
+        outcome.released.append(
+            Release(token, topic.message_type, key, None, _birth_metrics(payload), seq=payload.seq, bdseq=node.bdseq)
+        )
         self._release_parked(key, node, None, outcome)
 
     def _on_dbirth(self, key: NodeKey, node: _Node[Token], token: Token, topic: Topic, payload: Payload,
@@ -405,7 +411,10 @@ class HostSession(Generic[Token]):
         device = node.devices.setdefault(topic.device_id, _Device())
         _learn(device, payload.metrics)
         device.online = True
-        outcome.released.append(Release(token, topic.message_type, key, topic.device_id, _birth_metrics(payload)))
+        metrics = _birth_metrics(payload)
+        outcome.released.append(
+            Release(token, topic.message_type, key, topic.device_id, metrics, seq=payload.seq, bdseq=node.bdseq)
+        )
         self._release_parked(key, node, topic.device_id, outcome)
 
     def _on_ndeath(self, key: NodeKey, node: _Node[Token], token: Token, topic: Topic, payload: Payload,
@@ -436,7 +445,9 @@ class HostSession(Generic[Token]):
             node.parked.setdefault(topic.device_id, []).append(_Parked(token, topic, payload))
             outcome.commands += self._ask_rebirth(key, node, now_ms)
             return
-        outcome.released.append(Release(token, topic.message_type, key, topic.device_id, metrics))
+        outcome.released.append(
+            Release(token, topic.message_type, key, topic.device_id, metrics, seq=payload.seq, bdseq=node.bdseq)
+        )
 
     def _try_resolve(self, node: _Node[Token], topic: Topic, payload: Payload) -> tuple[HostMetric, ...] | None:
         target = node.metrics if topic.device_id is None else node.devices.get(topic.device_id, _Device())
@@ -451,7 +462,8 @@ class HostSession(Generic[Token]):
             if metrics is None:
                 return
             waiting.pop(0)
-            outcome.released.append(Release(first.token, first.topic.message_type, key, device_id, metrics))
+            kind, seq = first.topic.message_type, first.payload.seq
+            outcome.released.append(Release(first.token, kind, key, device_id, metrics, seq=seq, bdseq=node.bdseq))
         node.parked.pop(device_id, None)
         if not node.parked:
             node.rebirths_unanswered = 0

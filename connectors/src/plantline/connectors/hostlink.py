@@ -1,10 +1,12 @@
-"""The historian's MQTT link: paho-mqtt 2.x over mutual TLS, a persistent session, manual acknowledgement.
+"""A Sparkplug host's MQTT link: paho-mqtt 2.x over mutual TLS, a persistent session, manual acknowledgement.
 
-The session is persistent (clean_session false, a fixed client id): while the historian is away,
-the broker keeps its QoS 1 messages, and re-delivers those it sent but never saw acknowledged.
-paho's `manual_ack` leaves the PUBACK to us: `ack` is called only once the message's rows are
-committed, so a crash before that makes the broker deliver it again (the database's unique key
-absorbs the repeat).
+The hosts (the historian, the cloud bridge) share it. The session is persistent (clean_session
+false, a fixed client id): while the host is away, the broker keeps its QoS 1 messages, and
+re-delivers those it sent but never saw acknowledged. paho's `manual_ack` leaves the PUBACK to the
+host: it calls `ack` only once the message is safely elsewhere (the historian after its database
+commit, the bridge after Kafka acknowledged every record made from it), so a crash before that
+makes the broker deliver it again (the historian's unique key, the bridge's record id absorb the
+repeat).
 
 A PUBACK names a packet id, which is only meaningful on the connection that received it: every
 inbound message carries the connection's generation, and an acknowledgement for an older
@@ -17,6 +19,7 @@ import contextlib
 import logging
 import queue
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +27,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from plantline.connectors.config import BrokerEndpoint
-from plantline.connectors.sparkplug.host import Command
+from plantline.connectors.config import BrokerEndpoint, HostMqttSettings
+from plantline.connectors.sparkplug.host import Command, HostSession, Token
 from plantline.connectors.transport import set_nodelay, tls_context
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class HostLink:
         keepalive_s: int = 15,
     ) -> None:
         self.broker = broker
+        self.client_id = client_id
         self.subscriptions = subscriptions
         self.inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self.generation = 0
@@ -89,6 +93,20 @@ class HostLink:
             client.tls_set_context(context)
         self._client = client
 
+    @classmethod
+    def of(cls, mqtt: HostMqttSettings, host: HostSession[Any]) -> HostLink:
+        """Return the link of a host configured by `mqtt` (its first broker), subscribing as `host` needs."""
+        return cls(
+            broker=mqtt.brokers[0], client_id=mqtt.client_id, subscriptions=host.subscriptions(),
+            keepalive_s=mqtt.keepalive_s,
+        )  # fmt: skip
+
+    def open(self, host: HostSession[Any], now_ms: int) -> None:
+        """Start the session of `host`: its Will (a primary host's STATE offline), then STATE online on connect."""
+        will = host.will(now_ms)  # before on_connected: the STATE birth repeats its timestamp
+        self.on_connect = host.on_connected()
+        self.start(will)
+
     def start(self, will: Command | None) -> None:
         """Register the Will and start connecting (paho's thread retries until `stop`)."""
         if will is not None:
@@ -109,7 +127,9 @@ class HostLink:
 
     def _cb_connect(self, client: paho.Client, _u: Any, flags: Any, reason: ReasonCode, _p: Any) -> None:
         if reason.is_failure:
-            log.warning("the broker %s:%d refused the historian: %s", self.broker.host, self.broker.port, reason)
+            log.warning(
+                "the broker %s:%d refused the host %s: %s", self.broker.host, self.broker.port, self.client_id, reason
+            )
             return
         with self._lock:
             self.generation += 1
@@ -138,3 +158,10 @@ class HostLink:
         if not self.connected.is_set():
             return
         self._client.publish(command.topic, command.payload, command.qos, command.retain)
+
+
+def host_session(mqtt: HostMqttSettings, group_ids: Sequence[str]) -> HostSession[Token]:
+    """Return the Sparkplug host session of a host configured by `mqtt`, following `group_ids`."""
+    return HostSession(
+        group_ids=group_ids, host_id=mqtt.primary_host_id, rebirth_interval_ms=round(mqtt.rebirth_interval_s * 1000)
+    )

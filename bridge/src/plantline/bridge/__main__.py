@@ -1,0 +1,3 @@
+from plantline.bridge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The cloud bridge beside a line: the cloud target URL, and the bridge's configuration rendered from the PlantLine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plantline.bridge.config import BridgeConfig
+from plantline.operator.api import PlantLine
+from plantline.operator.cloud import CloudTargetInvalid, equipment_types, parse_cloud_url, render_bridge_config
+from plantline.operator.render import render_connector_configs
+
+
+def test_a_kafka_url_names_the_endpoint_credentials_file_and_options() -> None:
+    target = parse_cloud_url(
+        "kafka://bridge@127.0.0.1:9093?password_file=/run/pw&ca=/tls/ca.pem&topic_prefix=plant&partitions=6&linger_ms=50"
+    )
+    assert target.endpoint == "127.0.0.1:9093"
+    assert target.topic("filler") == "plant.filler"
+    assert target.kafka == {
+        "bootstrap_servers": "127.0.0.1:9093",
+        "security_protocol": "SASL_SSL",
+        "dlq_topic": "plant.deadletter",
+        "ca_file": "/tls/ca.pem",
+        "sasl": {"mechanism": "PLAIN", "username": "bridge", "password_file": "/run/pw"},
+        "create_topics_partitions": 6,
+        "producer": {"compression": "lz4", "linger_ms": 50},
+    }
+
+
+def test_a_plain_kafka_url_is_plaintext_and_event_hubs_is_sasl_ssl_plain_with_the_connection_string() -> None:
+    assert parse_cloud_url("kafka://localhost:9092").kafka["security_protocol"] == "PLAINTEXT"
+    hubs = parse_cloud_url("eventhubs://plant.servicebus.windows.net?password_file=/run/cs")
+    assert hubs.endpoint == "plant.servicebus.windows.net:9093"
+    assert hubs.kafka["sasl"] == {"mechanism": "PLAIN", "username": "$ConnectionString", "password_file": "/run/cs"}
+    assert hubs.kafka["producer"]["compression"] == "gzip", "Event Hubs' Kafka endpoint takes gzip only"
+    assert "create_topics_partitions" not in hubs.kafka, "the cloud stack makes the hubs"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("kafka://bridge:s3cr3t@k:9093", "a password does not go in the URL"),
+        ("http://k:9093", "expected kafka:// or eventhubs://"),
+        ("kafka://k:9093?linger=5", "unknown option"),
+        ("kafka://k:9093?partitions=many", "partitions: 'many' is not a whole number"),
+        ("eventhubs://plant.servicebus.windows.net", "needs password_file"),
+        ("kafka://?security=SSL", "no host"),
+    ],
+)
+def test_unusable_urls_are_refused_saying_why(url: str, message: str) -> None:
+    with pytest.raises(CloudTargetInvalid, match=message) as caught:
+        parse_cloud_url(url)
+    assert "s3cr3t" not in str(caught.value)
+
+
+def test_the_rendered_config_is_the_bridges_with_a_topic_per_equipment_type(demo: PlantLine, tmp_path: Path) -> None:
+    data = demo.model_dump(by_alias=True, exclude_none=True)
+    data["spec"]["machines"][0]["equipmentType"] = "bottling"
+    data["spec"]["machines"][1]["equipmentType"] = "bottling"
+    line = PlantLine.model_validate(data)
+    target = parse_cloud_url("kafka://127.0.0.1:9092")
+    config = BridgeConfig.model_validate(
+        render_bridge_config(line, target, tls_dir=tmp_path, status_file=tmp_path / "s.json", health_port=9999)
+    )
+    assert equipment_types(line) == {"filler": "bottling", "capper": "bottling", "labeler": "labeler"}
+    assert config.topics == {"bottling": "plantline.bottling", "labeler": "plantline.labeler"}
+    assert config.mqtt.client_id == "site1-line1-bridge"
+    assert config.mqtt.brokers[0].tls is not None
+    assert config.mqtt.brokers[0].tls.cert_file == tmp_path / "site1-line1-host.crt"
+    connectors = render_connector_configs(line, tls_dir=tmp_path, data_dir=tmp_path).values()
+    (route,) = config.lines
+    assert set(route.edge_node_ids) == {c.sparkplug.edge_node_id for c in connectors}
+    assert (route.site, route.line, route.group_id) == ("site1", "line1", "site1")
+    assert config.health.port == 9999
+    assert config.kafka.create_topics_partitions == 3
+
+
+def test_up_with_a_cloud_target_prepares_the_bridge_as_a_host_with_the_host_identity(
+    demo: PlantLine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plantline.operator import local
+
+    monkeypatch.setattr(local, "postgres_bin", lambda: None)  # no historian: the bridge alone needs the identity
+    target = parse_cloud_url("kafka://bridge@127.0.0.1:9093?password_file=/run/pw")
+    line = local.LocalLine(demo, local.Layout(tmp_path / "state"), simulate=True, metrics_base_port=9400,
+                           cloud=target, bridge_port=9555)  # fmt: skip
+    line.prepare()
+    (bridge,) = [c for c in line.hosts if c.name == "bridge"]
+    assert bridge.argv[1:4] == ["-m", "plantline.bridge", "run"]
+    assert bridge.listen == ("127.0.0.1", 9555)
+    written = yaml.safe_load((tmp_path / "state" / "bridge" / "bridge.yaml").read_text())
+    config = BridgeConfig.model_validate(written)
+    assert config.mqtt.brokers[0].tls is not None
+    assert config.mqtt.brokers[0].tls.cert_file.exists(), "the host identity is issued for the bridge"
+    assert "user site1-line1-host" in (tmp_path / "state" / "broker" / "acl").read_text()
+    assert line.bridge_status() == {"kafka": "127.0.0.1:9093", "mqtt": "starting"}
