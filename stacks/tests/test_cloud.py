@@ -6,12 +6,18 @@ import json
 from typing import Any
 
 import pytest
+from stack_mocks import Recorder, Settled, run_program
 
 from plantline.stacks.cloud import program
 from plantline.stacks.cloud.component import kafka_endpoint
 from plantline.stacks.sizing import SizingError
 
-from .mocks import Recorder, Settled, run_program
+
+@pytest.fixture
+def recorder() -> Recorder:
+    """Fresh mocks for one test."""
+    return Recorder()
+
 
 KEY = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=bridge-send;SharedAccessKey=c2VjcmV0LWtleQ=="
 LIST_KEYS = "azure-native:eventhub:listNamespaceKeys"

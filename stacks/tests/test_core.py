@@ -8,12 +8,18 @@ from typing import Any
 
 import pytest
 import yaml
+from stack_mocks import Recorded, Recorder, Settled, is_secret, plain_strings, reveal, run_program
 
 from plantline.operator import model as operator_model
 from plantline.stacks.core import program
 from plantline.stacks.core.args import POSTGRES_IMAGE, TIMESCALEDB_IMAGE
 
-from .mocks import Recorded, Recorder, Settled, is_secret, plain_strings, reveal, run_program
+
+@pytest.fixture
+def recorder() -> Recorder:
+    """Fresh mocks for one test."""
+    return Recorder()
+
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "operator" / "deploy"
