@@ -69,7 +69,28 @@ def run_program(
     config: Mapping[str, str],
     secret_keys: list[str],
 ) -> dict[str, Settled]:
-    """Run `program` under `recorder` with `config` (keys without the project), return its outputs settled."""
+    """Run `program` under `recorder` with `config` (keys without the project), return its outputs settled.
+
+    The SDK runs on the thread's current event loop. A test that ran `asyncio.run` before leaves none
+    behind, so each program gets a loop of its own, closed when it is done.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return _run_on_current_loop(recorder, program, project=project, config=config, secret_keys=secret_keys)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _run_on_current_loop(
+    recorder: Recorder,
+    program: Callable[[], Mapping[str, pulumi.Output[Any]]],
+    *,
+    project: str,
+    config: Mapping[str, str],
+    secret_keys: list[str],
+) -> dict[str, Settled]:
     pulumi.runtime.set_mocks(recorder, project=project, stack="test", preview=False)
     pulumi.runtime.set_all_config(
         {f"{project}:{key}": value for key, value in config.items()}, [f"{project}:{key}" for key in secret_keys]
