@@ -668,8 +668,8 @@ def source_alone(count: int) -> tuple[float, float]:
     async def drain() -> int:
         taken = 0
         async with source:
-            async for _ in source.samples():
-                taken += 1
+            async for batch in source.batches():
+                taken += len(batch)
                 if taken >= count:
                     break
         return taken

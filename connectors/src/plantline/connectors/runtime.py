@@ -204,13 +204,16 @@ class Connector:
 
     async def _pump(self, device_id: str, flow: _DeviceFlow) -> None:
         limit = self.config.batching.max_metrics
-        async for sample in flow.source.samples():
-            buffer = flow.buffer
-            buffer.append(sample)
-            if len(buffer) == 1:
-                self._schedule_flush(device_id, flow)
-            elif len(buffer) >= limit:
+        async for samples in flow.source.batches():
+            waiting = bool(flow.buffer)
+            if waiting:
+                flow.buffer += samples
+            else:
+                flow.buffer = samples  # the source handed this list over: it is ours
+            if len(flow.buffer) >= limit:
                 self._flush(device_id)
+            elif not waiting:
+                self._schedule_flush(device_id, flow)
 
     def _schedule_flush(self, device_id: str, flow: _DeviceFlow) -> None:
         """A first sample is buffered: flush what is waiting now, or at the latest after linger_ms."""
@@ -228,9 +231,15 @@ class Connector:
             flow.flush = None
         if not flow.buffer or self._outbox is None:
             return
-        batch, flow.buffer = flow.buffer, []
+        limit = self.config.batching.max_metrics
+        waiting, flow.buffer = flow.buffer, []
         flow.read = True
-        stored = Batch(self._outbox.append(batch), tuple(batch), self.clock(), False)
+        for start in range(0, len(waiting), limit):  # a DDATA carries at most max_metrics
+            self._store(self._outbox, flow, device_id, waiting[start : start + limit])
+
+    def _store(self, outbox: Outbox, flow: _DeviceFlow, device_id: str, batch: list[Sample]) -> None:
+        """Append one batch to the outbox, hand it to the schedule, and count it."""
+        stored = Batch(outbox.append(batch), tuple(batch), self.clock(), False)
         self._execute(self.schedule.stored(stored, self._now_ms()))
         flow.samples.inc(len(batch))
         flow.last_sample.set_to_current_time()

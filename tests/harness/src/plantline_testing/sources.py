@@ -1,4 +1,4 @@
-"""Helpers for tests of protocol sources: devices to read, what `samples()` yields, waits, outages."""
+"""Helpers for tests of protocol sources: devices to read, what `batches()` yields, waits, outages."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def plc_device(protocol: str, endpoint: str, tags: list[dict[str, Any]], *, inte
 
 @dataclass(frozen=True)
 class Received:
-    """One sample as it came out of `samples()`, with the source's state and the wall clock then."""
+    """One sample as it came out of `batches()`, with the source's state and the wall clock then."""
 
     sample: Sample
     state: SourceState
@@ -41,7 +41,7 @@ class Received:
 
 
 class Recorder:
-    """Drains a source's `samples()` into `received` while the block runs."""
+    """Drains a source's `batches()` into `received`, sample by sample, while the block runs."""
 
     def __init__(self, source: Source) -> None:
         self.source = source
@@ -61,8 +61,9 @@ class Recorder:
                 await self._task
 
     async def _drain(self) -> None:
-        async for sample in self.source.samples():
-            self.received.append(Received(sample, self.source.state, int(time.time() * 1000)))
+        async for batch in self.source.batches():
+            at_ms = int(time.time() * 1000)
+            self.received += [Received(sample, self.source.state, at_ms) for sample in batch]
 
     def latest(self) -> dict[str, Sample]:
         """The last sample of every signal received so far."""

@@ -3,11 +3,11 @@
 Every source has the same shape, so the runtime treats OPC UA, S7 and CIP alike:
 
     async with OpcUaSource(device) as source:
-        async for sample in source.samples():
+        async for batch in source.batches():
             ...
 
 A source owns its connection: it connects, retries with capped jittered backoff, and re-creates
-what the device lost on a restart, by itself, while `samples()` keeps iterating. It never
+what the device lost on a restart, by itself, while `batches()` keeps iterating. It never
 fabricates values: while the device is unreachable nothing is yielded and `state` is not
 CONNECTED (the runtime turns that into a Sparkplug DDEATH). When the device and the connector
 refuse each other (a certificate not trusted or revoked, on either side), retrying cannot help
@@ -39,12 +39,12 @@ class SourceState(enum.Enum):
 class SourceCounters:
     """Monotonic counts the runtime exports as metrics (plain ints, updated in place)."""
 
-    samples: int = 0  # samples handed to the queue of samples()
+    samples: int = 0  # samples handed to the buffer of batches()
     bad_samples: int = 0  # of which quality bad
     reconnects: int = 0  # connections established after the first one
     connect_failures: int = 0  # connection attempts that failed
     read_errors: int = 0  # items the device refused and values the source could not read
-    backpressure_waits: int = 0  # times the device's data had to wait for room in the queue
+    backpressure_waits: int = 0  # times the device's data had to wait for room in the buffer
     deadband_fallbacks: int = 0  # deadbands the device refused (subscribed without one)
 
 
@@ -77,8 +77,8 @@ class Source(Protocol):
         """Why the device and the connector refused each other at the last attempt; None once connected."""
         ...
 
-    def samples(self) -> AsyncIterator[Sample]:
-        """Yield samples as the device reports them, until the source is closed."""
+    def batches(self) -> AsyncIterator[list[Sample]]:
+        """Yield the samples reported since the last batch, as one list in the device's order, until closed."""
         ...
 
     async def wait_for_state(self, *states: SourceState) -> SourceState:

@@ -4,7 +4,7 @@
         ...
 
     async with OpcUaSource(device) as source:
-        async for sample in source.samples():
+        async for batch in source.batches():
             ...
 
 Connection. Entering starts one task (`<protocol>-source:<id>`) that connects, serves the
@@ -21,8 +21,10 @@ device or the connector does not trust) makes `refusal` say why; its one-line me
 as an error when it first happens or changes (then at debug), and `refusal` is cleared by the
 next connection. Attempts go on meanwhile, so a fixed trust list is picked up without a restart.
 
-Samples. A protocol hands samples to `_emit`, which waits while the bounded queue that
-`samples()` reads is full (`counters.backpressure_waits`) rather than dropping any. A problem
+Samples. A protocol hands samples to `_emit` (one) or `_emit_many` (what one read or one
+notification gave), which wait while the bounded buffer that `batches()` reads is full
+(`counters.backpressure_waits`) rather than dropping any. `batches()` hands over everything
+buffered at once, so the consumer's cost is per batch, not per sample. A problem
 of one tag is logged once at WARNING and then at DEBUG (`_log_once`), so a tag that stays
 broken does not flood the log across polls and reconnections.
 """
@@ -35,7 +37,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Self, TypedDict
 
@@ -50,11 +52,11 @@ DEFAULT_MAX_BUFFERED = 10_000
 
 
 class SourceOptions(TypedDict, total=False):
-    """What every source takes besides its device: a clock, a backoff and the size of its queue."""
+    """What every source takes besides its device: a clock, a backoff and the size of its buffer."""
 
     clock: Callable[[], float]  # the samples' timestamps where the device gives none
     backoff: Backoff | None  # between connection attempts (default: the device's `reconnect` settings)
-    max_buffered: int  # samples held for samples() before the device's data waits
+    max_buffered: int  # samples held for batches() before the device's data waits
 
 
 class SourceBase(abc.ABC):
@@ -81,7 +83,11 @@ class SourceBase(abc.ABC):
             settings = reconnect or ReconnectSettings()
             backoff = Backoff(initial=settings.initial_delay_s, cap=settings.max_delay_s)
         self._backoff = backoff
-        self._queue: asyncio.Queue[Sample | None] = asyncio.Queue(maxsize=max_buffered)
+        self._max_buffered = max_buffered
+        self._buffer: list[Sample] = []  # what batches() hands over next, in device order
+        self._readable = asyncio.Event()  # the buffer has samples, or the source closed
+        self._room = asyncio.Event()  # the buffer is below max_buffered
+        self._room.set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._state = SourceState.DISCONNECTED
@@ -165,13 +171,27 @@ class SourceBase(abc.ABC):
             await self._state_changed.wait()
         return self._state
 
+    async def batches(self) -> AsyncIterator[list[Sample]]:
+        """Yield every sample buffered so far as one list (never empty), in the device's order, until closed.
+
+        One consumer. After the source closed, what it buffered before is still handed over.
+        """
+        while True:
+            if not self._buffer:
+                if self._closed:
+                    return
+                self._readable.clear()
+                await self._readable.wait()
+                continue
+            batch, self._buffer = self._buffer, []
+            self._room.set()
+            yield batch
+
     async def samples(self) -> AsyncIterator[Sample]:
-        """Yield samples in the order the device reported them, until the source is closed (one consumer)."""
-        while not (self._closed and self._queue.empty()):
-            sample = await self._queue.get()
-            if sample is None:
-                return
-            yield sample
+        """Yield the samples of `batches()` one by one (for consumers that want them so)."""
+        async for batch in self.batches():
+            for sample in batch:
+                yield sample
 
     @property
     def slowdown(self) -> float:
@@ -248,13 +268,25 @@ class SourceBase(abc.ABC):
     # -- for protocols ----------------------------------------------------------------------------------
 
     async def _emit(self, sample: Sample) -> None:
-        """Queue `sample` for `samples()`, waiting for room rather than dropping anything."""
-        if self._queue.full():
-            self._counters.backpressure_waits += 1
-        await self._queue.put(sample)
-        self._counters.samples += 1
-        if sample.quality is Quality.BAD:
-            self._counters.bad_samples += 1
+        """Buffer `sample` for `batches()`, waiting for room rather than dropping anything."""
+        await self._emit_many((sample,))
+
+    async def _emit_many(self, samples: Sequence[Sample]) -> None:
+        """Buffer `samples` (in order) for `batches()`, never more than `max_buffered`: wait for room."""
+        taken = 0
+        while taken < len(samples):
+            room = self._max_buffered - len(self._buffer)
+            if room <= 0:
+                self._counters.backpressure_waits += 1
+                self._room.clear()
+                await self._room.wait()
+                continue
+            part = samples[taken : taken + room] if taken or room < len(samples) else samples
+            self._buffer += part
+            taken += len(part)
+            self._readable.set()
+            self._counters.samples += len(part)
+            self._counters.bad_samples += sum(1 for sample in part if sample.quality is Quality.BAD)
 
     def _log_once(self, signal: str, problem: str, message: str, *args: object) -> None:
         """Warn the first time `signal` has `problem` (a kind of trouble); after that only at debug."""
@@ -275,10 +307,9 @@ class SourceBase(abc.ABC):
         self._state_changed = asyncio.Event()
 
     def _mark_closed(self) -> None:
-        """Enter CLOSED and wake a consumer waiting on an empty queue (a full one drains first, then ends)."""
+        """Enter CLOSED and wake a consumer waiting on an empty buffer (a full one drains first, then ends)."""
         self._set_state(SourceState.CLOSED)
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
+        self._readable.set()
 
 
 def describe(exc: BaseException) -> str:

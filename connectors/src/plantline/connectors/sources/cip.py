@@ -1,7 +1,7 @@
 """The EtherNet/IP source: polls the tags of an Allen-Bradley Logix controller with pycomm3.
 
     async with CipSource(device) as source:
-        async for sample in source.samples():
+        async for batch in source.batches():
             ...
 
 Endpoint: `cip://HOST[:PORT][/SLOT]`; the port defaults to 44818 and the slot of the

@@ -1,7 +1,7 @@
 """The OPC UA source: subscriptions on one server, turned into Samples of canonical signals.
 
     async with OpcUaSource(device) as source:
-        async for sample in source.samples():
+        async for batch in source.batches():
             ...
 
 Connection. The source owns one asyncua `Client` at a time, and `SourceBase`'s task
@@ -25,9 +25,9 @@ CONNECTED; the runtime turns that into DDEATH. A node the server reports with a 
 yields a sample with quality bad, value None and the server's StatusCode as `protocol_code`;
 so does a node the server refuses to monitor (e.g. BadNodeIdUnknown), once per subscription.
 
-Backpressure. `samples()` reads a bounded asyncio.Queue (`max_buffered`). The subscription
+Backpressure. `batches()` reads a bounded buffer (`max_buffered` samples). The subscription
 callback *waits* for room rather than dropping: asyncua awaits the callback inside its publish
-loop, so while the queue is full no new PublishRequest is sent, and the server keeps the
+loop, so while the buffer is full no new PublishRequest is sent, and the server keeps the
 notifications in its monitored-item queues (`opcua.queue_size` per item, discard-oldest). If
 the consumer stays behind for longer than those queues cover, it is the server that discards
 the oldest values, following OPC UA rules, and a conforming server flags the next value with
@@ -427,8 +427,8 @@ class OpcUaSource(SourceBase):
         async def on_publish(result: ua.PublishResult) -> None:
             for notification in result.NotificationMessage.NotificationData or ():
                 if isinstance(notification, ua.DataChangeNotification):
-                    for item in notification.MonitoredItems:
-                        await self._on_data_change(item)
+                    changes = (self._on_data_change(item) for item in notification.MonitoredItems)
+                    await self._emit_many([sample for sample in changes if sample is not None])
                 elif isinstance(notification, ua.StatusChangeNotification):
                     status = notification.Status
                     if status is not None and not status.is_good():
@@ -436,10 +436,11 @@ class OpcUaSource(SourceBase):
 
         return on_publish
 
-    async def _on_data_change(self, item: ua.MonitoredItemNotification) -> None:
+    def _on_data_change(self, item: ua.MonitoredItemNotification) -> Sample | None:
+        """Return the sample a data change carries; None for an item this subscription does not know."""
         tag = self._by_handle.get(item.ClientHandle)
         if tag is None:
-            return
+            return None
         try:
             sample = sample_from_datavalue(self.device_id, tag, item.Value, self._now_ms())
         except UnsupportedValue as exc:
@@ -454,4 +455,4 @@ class OpcUaSource(SourceBase):
                 exc,
             )
             sample = Sample(self.device_id, tag.signal, None, Quality.BAD, self._now_ms(), None)
-        await self._emit(sample)
+        return sample

@@ -4,7 +4,7 @@
         ...   # _connect, _disconnect, and _plan_reads, _exchange, _failed_merged, _readings
 
     async with S7Source(device) as source:
-        async for sample in source.samples():
+        async for batch in source.batches():
             ...
 
 Connection. `SourceBase`'s task connects, polls while connected, and backs off and starts over
@@ -32,8 +32,8 @@ it is ignored with a warning (`counters.deadband_fallbacks`). The sample's times
 time the poll's answer arrived.
 
 No fabricated values. While the PLC is unreachable nothing is polled and nothing is yielded;
-`state` is not CONNECTED and the runtime turns that into DDEATH. Backpressure: `samples()`
-reads a bounded queue; when it is full the poll loop waits (`counters.backpressure_waits`), so
+`state` is not CONNECTED and the runtime turns that into DDEATH. Backpressure: `batches()`
+reads a bounded buffer; when it is full the poll loop waits (`counters.backpressure_waits`), so
 polling slows down instead of dropping samples; what the PLC held meanwhile is simply not read.
 """
 
@@ -219,6 +219,7 @@ class PollingSource(SourceBase, Generic[PlanT, AnswersT]):
             due[which] = max(due[which] + group.interval_ms / 1000.0 * self._slowdown, loop.time())
 
     async def _publish(self, readings: Sequence[Reading], now_ms: int) -> None:
+        samples: list[Sample] = []
         for reading in readings:
             tag = self._device.tags[reading.tag]
             value = scaled(reading.value, tag.scale, tag.offset) if reading.value is not None else None
@@ -230,4 +231,5 @@ class PollingSource(SourceBase, Generic[PlanT, AnswersT]):
                 self._log_once(
                     tag.signal, problem, "device %s: %s (%s): %s", self.device_id, tag.signal, tag.address, problem
                 )
-            await self._emit(Sample(self.device_id, tag.signal, value, reading.quality, now_ms, reading.code))
+            samples.append(Sample(self.device_id, tag.signal, value, reading.quality, now_ms, reading.code))
+        await self._emit_many(samples)

@@ -1,7 +1,7 @@
 """The Siemens S7 source: polls an S7 CPU's DB, M, I and Q areas with python-snap7 3.x.
 
     async with S7Source(device) as source:
-        async for sample in source.samples():
+        async for batch in source.batches():
             ...
 
 Endpoint: `s7://HOST[:PORT][?rack=R&slot=S&pdu=N]`. The port defaults to 102 (ISO-on-TCP),
