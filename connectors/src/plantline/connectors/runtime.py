@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -49,6 +50,8 @@ REPLAY_ROUND_BATCHES = 4  # batches read back per round of a replay, between whi
 BIRTH_WAIT_S = 2.0  # how long births wait for the first values of a PLC that is connecting
 GOODBYE_TIMEOUT_S = 5.0  # how long an NDEATH waits for its PUBACK before the DISCONNECT
 ACK_DELAY_S = 0.005  # delivered batches leave the outbox together, at most this long after their PUBACK
+_quality_of = attrgetter("quality")
+_ALL_GOOD = {Quality.GOOD}
 UNFIT_CAUSES = {
     Rejected.UNKNOWN_DEVICE: "the device is not configured any more",
     Rejected.UNKNOWN_SIGNAL: "the signal is not configured for the device any more (or its KPIs were turned off)",
@@ -243,9 +246,11 @@ class Connector:
         self._execute(self.schedule.stored(stored, self._now_ms()))
         flow.samples.inc(len(batch))
         flow.last_sample.set_to_current_time()
-        bad = [sample for sample in batch if sample.quality is not Quality.GOOD]
-        for sample in bad:
-            self.metrics.samples_bad_quality.labels(device_id, str(sample.quality)).inc()
+        qualities = set(map(_quality_of, batch))  # at C speed: most batches are all good
+        if qualities != _ALL_GOOD:
+            for sample in batch:
+                if sample.quality is not Quality.GOOD:
+                    self.metrics.samples_bad_quality.labels(device_id, str(sample.quality)).inc()
         if flow.kpi is not None:
             for sample in batch:
                 flow.kpi.update(sample)
