@@ -740,6 +740,7 @@ def encode_ddata(  # noqa: PLR0912 -- one flat loop: the hot path of an edge nod
     message = pb.Payload()
     message.timestamp = timestamp
     add = message.metrics.add
+    int64, double, int64_low, int64_high = DataType.Int64, DataType.Double, *_INT_RANGES[DataType.Int64]
     for index, (alias, metric_ts, given_type, value, properties) in enumerate(metrics):
         metric = add()
         try:
@@ -749,27 +750,45 @@ def encode_ddata(  # noqa: PLR0912 -- one flat loop: the hot path of an edge nod
             if type(metric_ts) is not int or not 0 <= metric_ts <= _U64:
                 raise _BadValue(f"timestamp {metric_ts!r} is not a uint64 (ms since the epoch)")
             metric.timestamp = metric_ts
-            datatype = given_type if given_type.__class__ is DataType else _as_datatype(given_type)
-            if not strip_datatypes:
-                metric.datatype = datatype
             if historical:
                 metric.is_historical = True
-            if value is None:
-                metric.is_null = True
+            # The two types most tags have, written here without a setter's call, after the same
+            # checks as their setters (an exact int in Int64's range, an exact float).
+            if given_type is int64 and type(value) is int and int64_low <= value <= int64_high:
+                if not strip_datatypes:
+                    metric.datatype = int64
+                metric.long_value = value & _U64
+            elif given_type is double and type(value) is float:
+                if not strip_datatypes:
+                    metric.datatype = double
+                metric.double_value = value
             else:
-                setter = setters.get(datatype)
-                if setter is not None:
-                    setter(metric, value, datatype)
-                elif datatype is DataType.Unknown:
-                    raise _BadValue("a datatype is needed to encode a value")
-                else:
-                    _set_metric_value(metric, datatype, value, setters)
+                _set_data_value(metric, given_type, value, setters, strip_datatypes=strip_datatypes)
             if properties:
                 _encode_properties(metric.properties, properties, setters)
         except (_BadValue, ValueError, TypeError) as exc:
             raise ValueError(f"{_metric_label('metric', index, None, alias)}: {exc}") from None
     message.seq = seq
     return message.SerializeToString()
+
+
+def _set_data_value(
+    metric: Any, given_type: DataType | int, value: object, setters: _Setters, *, strip_datatypes: bool
+) -> None:
+    """Set a data metric's datatype and value, of any type or null (encode_ddata's general path)."""
+    datatype = given_type if given_type.__class__ is DataType else _as_datatype(given_type)
+    if not strip_datatypes:
+        metric.datatype = datatype
+    if value is None:
+        metric.is_null = True
+        return
+    setter = setters.get(datatype)
+    if setter is not None:
+        setter(metric, value, datatype)
+    elif datatype is DataType.Unknown:
+        raise _BadValue("a datatype is needed to encode a value")
+    else:
+        _set_metric_value(metric, datatype, value, setters)
 
 
 # --------------------------------------------------------------------------------------------
