@@ -97,6 +97,11 @@ class ConnectorSettings:
     memory_request: str = "64Mi"
     memory_limit: str = "256Mi"
     storage_class: str | None = None  # of the outbox volumes; None: the cluster's default StorageClass
+    bridge_image: str | None = None  # the cloud bridge's; None: `image` (the connectors' image holds it)
+
+    @property
+    def cloud_bridge_image(self) -> str:
+        return self.bridge_image or self.image
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +148,8 @@ def selector(owner: Owner, component: str | None = None) -> dict[str, str]:
     return out
 
 
-def _metadata(owner: Owner, name: str, component: str, connector: str | None = None) -> dict[str, Any]:
+def child_metadata(owner: Owner, name: str, component: str, connector: str | None = None) -> dict[str, Any]:
+    """Return a child's metadata: its name, the labels of docs/architecture.md, the owner reference to the line."""
     return {
         "name": name,
         "namespace": owner.namespace,
@@ -223,7 +229,7 @@ def certificate_secret(
     owner: Owner, line: PlantLine, request: CertificateRequest, material: CertificateMaterial
 ) -> dict[str, Any]:
     """Return the kubernetes.io/tls Secret of one identity: certificate, key and CA chain."""
-    metadata = _metadata(owner, secret_name(owner, line, request.identity), "certificate")
+    metadata = child_metadata(owner, secret_name(owner, line, request.identity), "certificate")
     metadata["annotations"] = {IDENTITY_ANNOTATION: request.identity, PROFILE_ANNOTATION: request.profile}
     return {
         "apiVersion": "v1",
@@ -243,7 +249,7 @@ def service_account(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _metadata(owner, service_account_name(owner), "connector"),
+        "metadata": child_metadata(owner, service_account_name(owner), "connector"),
         "automountServiceAccountToken": False,
     }
 
@@ -272,7 +278,7 @@ def config_map(owner: Owner, configs: Mapping[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(owner, config_map_name(owner), "config"),
+        "metadata": child_metadata(owner, config_map_name(owner), "config"),
         "data": {f"{group}.yaml": text for group, text in sorted(configs.items())},
     }
 
@@ -286,7 +292,7 @@ def trust_config_map(owner: Owner, line: PlantLine, ca_bundle: bytes, crl: bytes
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(owner, trust_config_map_name(owner), "trust"),
+        "metadata": child_metadata(owner, trust_config_map_name(owner), "trust"),
         "data": {TRUST_BUNDLE: ca_bundle.decode(), CRL: crl.decode(), **render_opcua_server_certificates(line)},
     }
 
@@ -297,7 +303,7 @@ def dashboard_config_maps(owner: Owner, line: PlantLine) -> list[dict[str, Any]]
     folder = f"PlantLine {view.site}/{view.line}"
     found = []
     for kind, board in dashboards(view).items():
-        metadata = _metadata(owner, dashboard_config_map_name(owner, kind), "dashboards")
+        metadata = child_metadata(owner, dashboard_config_map_name(owner, kind), "dashboards")
         metadata["labels"][GRAFANA_DASHBOARD_LABEL] = "1"
         metadata["annotations"] = {GRAFANA_FOLDER_ANNOTATION: folder}
         data = {f"{owner.namespace}-{owner.name}-{kind}.json": dashboard_json(board)}
@@ -310,7 +316,7 @@ def prometheus_rule(owner: Owner, line: PlantLine) -> dict[str, Any]:
     return {
         "apiVersion": PROMETHEUS_RULE_API,
         "kind": "PrometheusRule",
-        "metadata": _metadata(owner, rules_name(owner), "rules"),
+        "metadata": child_metadata(owner, rules_name(owner), "rules"),
         "spec": rule_file(line_view(line)),
     }
 
@@ -335,7 +341,7 @@ def connector_pod_monitor(owner: Owner, line: PlantLine) -> dict[str, Any]:
     return {
         "apiVersion": PROMETHEUS_RULE_API,
         "kind": "PodMonitor",
-        "metadata": _metadata(owner, pod_monitor_name(owner), "monitoring"),
+        "metadata": child_metadata(owner, pod_monitor_name(owner), "monitoring"),
         "spec": {
             "selector": {"matchLabels": selector(owner, "connector")},
             "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "relabelings": [*static, group]}],
@@ -348,7 +354,7 @@ def rules_config_map(owner: Owner, line: PlantLine) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(owner, rules_name(owner), "rules"),
+        "metadata": child_metadata(owner, rules_name(owner), "rules"),
         "data": {f"{owner.namespace}-{owner.name}.rules.yml": rules_yaml(line_view(line))},
     }
 
@@ -381,7 +387,8 @@ def opcua_trust_items(line: PlantLine, connector: ConnectorTopology) -> list[dic
     return items
 
 
-def _restricted_container_security() -> dict[str, Any]:
+def restricted_container_security() -> dict[str, Any]:
+    """Return the container securityContext of the restricted Pod Security Standard (and a read-only root)."""
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -423,7 +430,7 @@ def deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, deployment_name(owner, connector.group), "connector", connector.group),
+        "metadata": child_metadata(owner, deployment_name(owner, connector.group), "connector", connector.group),
         "spec": {
             "replicas": 1,
             "strategy": {"type": "Recreate"},
@@ -472,7 +479,7 @@ def deployment(
                                 "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
                                 "limits": {"memory": settings.memory_limit},
                             },
-                            "securityContext": _restricted_container_security(),
+                            "securityContext": restricted_container_security(),
                             "volumeMounts": [
                                 {"name": "config", "mountPath": str(CONFIG_FILE), "subPath": "connector.yaml"},
                                 {"name": "tls", "mountPath": str(TLS_DIR), "readOnly": True},
@@ -523,7 +530,7 @@ def data_claim(owner: Owner, group: str, settings: ConnectorSettings, outbox_max
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _metadata(owner, claim_name(owner, group), "connector", group),
+        "metadata": child_metadata(owner, claim_name(owner, group), "connector", group),
         "spec": spec,
     }
 
@@ -577,7 +584,7 @@ def network_policy(owner: Owner, line: PlantLine) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _metadata(owner, network_policy_name(owner), "connector"),
+        "metadata": child_metadata(owner, network_policy_name(owner), "connector"),
         "spec": {
             "podSelector": {"matchLabels": selector(owner, "connector")},
             "policyTypes": ["Ingress", "Egress"],
@@ -620,6 +627,7 @@ __all__ = [
     "Endpoint",
     "Owner",
     "certificate_secret",
+    "child_metadata",
     "claim_name",
     "claim_size",
     "config_map",
@@ -636,6 +644,7 @@ __all__ = [
     "network_policy",
     "pod_monitor_name",
     "prometheus_rule",
+    "restricted_container_security",
     "rules_config_map",
     "secret_name",
     "selector",
