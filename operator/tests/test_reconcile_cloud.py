@@ -50,6 +50,15 @@ def _run(body: dict[str, Any], cluster: RecordingCluster, authority: MemoryAutho
     return outcome
 
 
+def _settled(cluster: RecordingCluster, authority: MemoryAuthority) -> tuple[dict[str, Any], list[Outcome]]:
+    """Return the Event Hubs line, its first outcome and the one once its Deployments are available."""
+    _credentials(cluster)
+    body = _cloud_body()
+    first = _run(body, cluster, authority)
+    cluster.make_available()
+    return body, [first, _run(body, cluster, authority, NOW + timedelta(minutes=1))]
+
+
 def _condition(outcome: Outcome, type_: str) -> dict[str, Any] | None:
     return next((c for c in outcome.status["conditions"] if c["type"] == type_), None)
 
@@ -120,11 +129,7 @@ def test_a_cloud_line_gets_a_bridge_deployment_that_runs_the_rendered_config(
 def test_no_secret_value_reaches_the_config_map_the_status_the_events_or_the_pod(
     cluster: RecordingCluster, authority: MemoryAuthority
 ) -> None:
-    _credentials(cluster)
-    body = _cloud_body()
-    outcome = _run(body, cluster, authority)
-    cluster.make_available()
-    second = _run(body, cluster, authority, NOW + timedelta(minutes=1))
+    _, (outcome, second) = _settled(cluster, authority)
     written = [
         json.dumps(cluster.stored("ConfigMap")),
         json.dumps(cluster.stored("Deployment")),
@@ -142,11 +147,7 @@ def test_no_secret_value_reaches_the_config_map_the_status_the_events_or_the_pod
 def test_the_bridge_becomes_ready_and_a_rotated_connection_string_rolls_it(
     cluster: RecordingCluster, authority: MemoryAuthority
 ) -> None:
-    _credentials(cluster)
-    body = _cloud_body()
-    _run(body, cluster, authority)
-    cluster.make_available()
-    outcome = _run(body, cluster, authority, NOW + timedelta(minutes=1))
+    body, (_, outcome) = _settled(cluster, authority)
     condition = _condition(outcome, "CloudBridgeReady")
     assert condition is not None
     assert (condition["status"], condition["reason"]) == ("True", "DeploymentAvailable")
@@ -199,11 +200,7 @@ def test_a_kafka_with_a_ca_and_prefixed_topics_mounts_the_ca(
 def test_removing_spec_cloud_removes_the_bridge_its_certificate_and_its_condition(
     cluster: RecordingCluster, authority: MemoryAuthority
 ) -> None:
-    _credentials(cluster)
-    body = _cloud_body()
-    _run(body, cluster, authority)
-    cluster.make_available()
-    _run(body, cluster, authority, NOW + timedelta(minutes=1))
+    body, _ = _settled(cluster, authority)
     del body["spec"]["cloud"]
     body["metadata"]["generation"] += 1
     outcome = _run(body, cluster, authority, NOW + timedelta(minutes=2))

@@ -20,13 +20,13 @@ from plantline.operator.model import (
     CERTIFICATE_HASH_ANNOTATION,
     CONFIG_DIR,
     CONFIG_HASH_ANNOTATION,
-    RUN_AS,
     TLS_DIR,
     ConnectorSettings,
     Owner,
     child_metadata,
     labels,
-    restricted_container_security,
+    probed_container,
+    restricted_pod_security,
     secret_name,
     selector,
 )
@@ -108,26 +108,11 @@ def bridge_deployment(
     configuration, certificate or connection string restarts the bridge, which reads them at start.
     """
     volumes, mounts = _volumes(owner, line, cloud)
-    probe = {"port": "metrics"}
     annotations = {CONFIG_HASH_ANNOTATION: hashes.get("config", ""),
                    CERTIFICATE_HASH_ANNOTATION: hashes.get("certificate", ""),
                    CREDENTIALS_HASH_ANNOTATION: hashes.get("credentials", "")}  # fmt: skip
-    container = {
-        "name": "bridge",
-        "image": settings.cloud_bridge_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": ["plantline-bridge"],
-        "args": ["run", "--config", str(BRIDGE_CONFIG_FILE)],
-        "ports": [{"name": "metrics", "containerPort": BRIDGE_PORT, "protocol": "TCP"}],
-        "livenessProbe": {"httpGet": {"path": "/healthz", **probe}, "periodSeconds": 10, "failureThreshold": 3},
-        "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 5, "failureThreshold": 2},
-        "resources": {
-            "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
-            "limits": {"memory": settings.memory_limit},
-        },
-        "securityContext": restricted_container_security(),
-        "volumeMounts": mounts,
-    }
+    argv = ["plantline-bridge", "run", "--config", str(BRIDGE_CONFIG_FILE)]
+    container = probed_container("bridge", settings.cloud_bridge_image, settings, argv, BRIDGE_PORT, mounts)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -141,13 +126,7 @@ def bridge_deployment(
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUN_AS,
-                        "runAsGroup": RUN_AS,
-                        "fsGroup": RUN_AS,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": restricted_pod_security(),
                     "terminationGracePeriodSeconds": 30,
                     "containers": [container],
                     "volumes": volumes,

@@ -398,6 +398,40 @@ def restricted_container_security() -> dict[str, Any]:
     }
 
 
+def restricted_pod_security() -> dict[str, Any]:
+    """Return the pod securityContext of the restricted Pod Security Standard: the fixed uid/gid 65532."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def probed_container(
+    name: str, image: str, settings: ConnectorSettings, argv: Sequence[str], port: int, mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Return a restricted container serving /healthz, /readyz and /metrics on the port `metrics`, probed there."""
+    probe = {"port": "metrics"}
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": [argv[0]],
+        "args": list(argv[1:]),
+        "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
+        "livenessProbe": {"httpGet": {"path": "/healthz", **probe}, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 5, "failureThreshold": 2},
+        "resources": {
+            "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
+            "limits": {"memory": settings.memory_limit},
+        },
+        "securityContext": restricted_container_security(),
+        "volumeMounts": mounts,
+    }
+
+
 def deployment(
     owner: Owner,
     line: PlantLine,
@@ -426,7 +460,6 @@ def deployment(
     trust_items = opcua_trust_items(line, connector)
     if trust_items:
         tls_sources.append({"configMap": {"name": trust_config_map_name(owner), "items": trust_items}})
-    probe = {"port": "metrics"}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -447,46 +480,23 @@ def deployment(
                     "serviceAccountName": service_account_name(owner),
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUN_AS,
-                        "runAsGroup": RUN_AS,
-                        "fsGroup": RUN_AS,
-                        # The volume's files are chowned once, not at every start of a pod with a full outbox.
-                        "fsGroupChangePolicy": "OnRootMismatch",
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    # The volume's files are chowned once, not at every start of a pod with a full outbox.
+                    "securityContext": restricted_pod_security() | {"fsGroupChangePolicy": "OnRootMismatch"},
                     "terminationGracePeriodSeconds": 30,
                     "containers": [
-                        {
-                            "name": "connector",
-                            "image": settings.image,
-                            "imagePullPolicy": settings.image_pull_policy,
-                            "command": ["plantline-connector"],
-                            "args": ["run", "--config", str(CONFIG_FILE)],
-                            "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
-                            "livenessProbe": {
-                                "httpGet": {"path": "/healthz", **probe},
-                                "periodSeconds": 10,
-                                "failureThreshold": 3,
-                            },
-                            "readinessProbe": {
-                                "httpGet": {"path": "/readyz", **probe},
-                                "periodSeconds": 5,
-                                "failureThreshold": 2,
-                            },
-                            "resources": {
-                                "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
-                                "limits": {"memory": settings.memory_limit},
-                            },
-                            "securityContext": restricted_container_security(),
-                            "volumeMounts": [
+                        probed_container(
+                            "connector",
+                            settings.image,
+                            settings,
+                            ["plantline-connector", "run", "--config", str(CONFIG_FILE)],
+                            METRICS_PORT,
+                            [
                                 {"name": "config", "mountPath": str(CONFIG_FILE), "subPath": "connector.yaml"},
                                 {"name": "tls", "mountPath": str(TLS_DIR), "readOnly": True},
                                 {"name": "data", "mountPath": str(DATA_DIR)},
                                 {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
                             ],
-                        }
+                        )
                     ],
                     "volumes": [
                         {
@@ -643,8 +653,10 @@ __all__ = [
     "labels",
     "network_policy",
     "pod_monitor_name",
+    "probed_container",
     "prometheus_rule",
     "restricted_container_security",
+    "restricted_pod_security",
     "rules_config_map",
     "secret_name",
     "selector",
