@@ -120,6 +120,13 @@ def test_a_cloud_line_gets_a_bridge_deployment_that_runs_the_rendered_config(
     }
     assert tls.cert_file.parent.as_posix() == mounts["tls"]["mountPath"]
     assert "site1-line1-host-tls" in cluster.stored("Secret"), "the host identity is issued for the bridge"
+    policy = cluster.stored("NetworkPolicy")[BRIDGE]["spec"]
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "bridge"
+    assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9410}]}]
+    broker, kafka, dns = policy["egress"]
+    assert broker == {"ports": [{"protocol": "TCP", "port": 8883}], "to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}]}
+    assert kafka == {"ports": [{"protocol": "TCP", "port": 9093}]}, "Event Hubs' Kafka endpoint, by port"
+    assert {p["port"] for p in dns["ports"]} == {53}
     condition = _condition(outcome, "CloudBridgeReady")
     assert condition is not None
     assert (condition["status"], condition["reason"]) == ("False", "DeploymentProgressing")
@@ -206,6 +213,7 @@ def test_removing_spec_cloud_removes_the_bridge_its_certificate_and_its_conditio
     outcome = _run(body, cluster, authority, NOW + timedelta(minutes=2))
     assert BRIDGE not in cluster.stored("Deployment")
     assert BRIDGE not in cluster.stored("ConfigMap")
+    assert BRIDGE not in cluster.stored("NetworkPolicy")
     assert "site1-line1-host-tls" not in cluster.stored("Secret"), "no primary host: the host identity goes too"
     assert "eventhubs" in cluster.stored("Secret"), "the user's Secret is not the operator's to delete"
     assert _condition(outcome, "CloudBridgeReady") is None

@@ -479,7 +479,8 @@ CONNECTION_STRING = "Endpoint=sb://plant-1-ingest.servicebus.windows.net/;Shared
 def _bridge_gone(plane: ControlPlane) -> dict[str, Any] | None:
     line = ready(plane, NS, "cloud")
     made = children(plane, NS, "cloud")
-    gone = "cloud-cloud-bridge" not in made["Deployment"] + made["ConfigMap"] and "cloud-host-tls" not in made["Secret"]
+    bridge = made["Deployment"] + made["ConfigMap"] + made["NetworkPolicy"]
+    gone = "cloud-cloud-bridge" not in bridge and "cloud-host-tls" not in made["Secret"]
     return line if line is not None and gone and not condition(line, "CloudBridgeReady") else None
 
 
@@ -496,6 +497,7 @@ def test_a_cloud_target_runs_the_bridge_until_it_is_taken_out(plane: ControlPlan
     assert (bridge["status"], bridge["reason"]) == ("True", "DeploymentAvailable")
     made = children(plane, NS, "cloud")
     assert made["Deployment"] == ["cloud-cloud-bridge", "cloud-line3"]
+    assert made["NetworkPolicy"] == ["cloud-cloud-bridge", "cloud-connectors"]
     assert "cloud-host-tls" in made["Secret"]
     deployment = _deployment(plane, "cloud-cloud-bridge")
     available = {c["type"]: c["status"] for c in deployment["status"]["conditions"]}

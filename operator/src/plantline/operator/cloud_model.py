@@ -1,4 +1,4 @@
-"""Pure model builders of the cloud bridge a line with `spec.cloud` gets: its ConfigMap and Deployment.
+"""Pure model builders of the cloud bridge a line with `spec.cloud` gets: ConfigMap, Deployment, NetworkPolicy.
 
 The bridge connects to the line's broker as the line's host identity, whose certificate Secret the
 `certificates` step makes like every other; its configuration is `cloud.render_bridge_config`, the
@@ -22,8 +22,11 @@ from plantline.operator.model import (
     CONFIG_HASH_ANNOTATION,
     TLS_DIR,
     ConnectorSettings,
+    Endpoint,
     Owner,
     child_metadata,
+    dns_egress,
+    egress_rule,
     labels,
     probed_container,
     restricted_pod_security,
@@ -136,6 +139,29 @@ def bridge_deployment(
     }
 
 
+def bridge_network_policy(owner: Owner, line: PlantLine, cloud: CloudSpec) -> dict[str, Any]:
+    """Return the bridge's NetworkPolicy: egress only to the line's broker, Kafka's ports and DNS.
+
+    Inbound, only the metrics port (Prometheus; the probes come from the node). Kafka's bootstrap
+    servers hand out the brokers' own addresses, which are not known here, so Kafka is allowed by
+    port: those of the bootstrap servers (9093 for Event Hubs), where brokers advertise as a rule.
+    """
+    kafka = spec_settings(cloud, password_file=None, ca_file=None).bootstrap_servers.split(",")
+    ports = sorted({int(server.rpartition(":")[2]) for server in kafka})
+    broker = egress_rule(Endpoint(line.spec.broker.host, line.spec.broker.port))
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": child_metadata(owner, bridge_name(owner.name), COMPONENT),
+        "spec": {
+            "podSelector": {"matchLabels": selector(owner, COMPONENT)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": BRIDGE_PORT}]}],
+            "egress": [broker, {"ports": [{"protocol": "TCP", "port": port} for port in ports]}, dns_egress()],
+        },
+    }
+
+
 __all__ = [
     "BRIDGE_CONFIG_FILE",
     "CA_FILE",
@@ -144,4 +170,5 @@ __all__ = [
     "bridge_config_text",
     "bridge_deployment",
     "bridge_name",
+    "bridge_network_policy",
 ]

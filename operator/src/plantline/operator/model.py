@@ -554,6 +554,14 @@ def connector_claims(owner: Owner, line: PlantLine, settings: ConnectorSettings)
     ]
 
 
+def dns_egress() -> dict[str, Any]:
+    """Return the NetworkPolicy egress rule to the cluster's DNS (kube-dns, UDP and TCP 53)."""
+    return {
+        "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Endpoint:
     """Where a connector must be able to connect: a host and a TCP port."""
@@ -568,7 +576,8 @@ def endpoint_of(protocol: PlcProtocol, endpoint: str) -> Endpoint:
     return Endpoint(host=parts.host, port=parts.port)
 
 
-def _egress_rule(target: Endpoint) -> dict[str, Any]:
+def egress_rule(target: Endpoint) -> dict[str, Any]:
+    """Return a NetworkPolicy egress rule to one endpoint: its port, and its address when it is an IP address."""
     rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": target.port}]}
     try:
         address = ipaddress.ip_address(target.host)
@@ -587,10 +596,6 @@ def network_policy(owner: Owner, line: PlantLine) -> dict[str, Any]:
     spec = line.spec
     targets = {endpoint_of(m.protocol, m.endpoint) for m in spec.machines}
     targets.add(Endpoint(spec.broker.host, spec.broker.port))
-    dns = {
-        "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-    }
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -599,7 +604,7 @@ def network_policy(owner: Owner, line: PlantLine) -> dict[str, Any]:
             "podSelector": {"matchLabels": selector(owner, "connector")},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"ports": [{"protocol": "TCP", "port": METRICS_PORT}]}],
-            "egress": [*(_egress_rule(t) for t in sorted(targets)), dns],
+            "egress": [*(egress_rule(t) for t in sorted(targets)), dns_egress()],
         },
     }
 
@@ -649,6 +654,8 @@ __all__ = [
     "data_claim",
     "deployment",
     "digest",
+    "dns_egress",
+    "egress_rule",
     "endpoint_of",
     "labels",
     "network_policy",

@@ -9,7 +9,7 @@ Steps, in order: `certificates` (issue, renew, revoke and delete), `config` (con
 `trust` (CA bundle and CRL for the broker and the connectors' OPC UA server checks, and the OPC
 UA server certificates trusted as they are), `connectors` (ServiceAccount, NetworkPolicy, per
 connector group a PersistentVolumeClaim and a Deployment, which mounts what the steps before
-made), `cloud` (the cloud bridge's ConfigMap and Deployment, with `spec.cloud`), `dashboards`
+made), `cloud` (the cloud bridge's ConfigMap, NetworkPolicy and Deployment, with `spec.cloud`), `dashboards`
 (Grafana dashboards, alert rules), `broker` (the line's objects in EMQX, for `broker.kind:
 emqx`), `prune` (children no longer wanted), then the status. A broker that fails
 does not stop the steps after it: `BrokerReady` says why, and the line is reconciled again soon.
@@ -24,7 +24,13 @@ from functools import partial
 from typing import Any, Literal, Protocol
 
 from plantline.operator.api import GROUP, PlantLine, PlantLineInvalid, SecretKeySelector, parse_plantline
-from plantline.operator.cloud_model import bridge_config_map, bridge_config_text, bridge_deployment, bridge_name
+from plantline.operator.cloud_model import (
+    bridge_config_map,
+    bridge_config_text,
+    bridge_deployment,
+    bridge_name,
+    bridge_network_policy,
+)
 from plantline.operator.emqx_model import BridgeMaterial, BrokerError, LineRef, Result
 from plantline.operator.issuer import CaInvalid, CaState, issue, not_after_of, policy, serial_of, stored_facts
 from plantline.operator.model import (
@@ -373,7 +379,7 @@ def _secret_value(ctx: Context, namespace: str, ref: SecretKeySelector) -> bytes
 
 
 def step_cloud(state: _State, ctx: Context) -> None:
-    """Run the line's cloud bridge (`spec.cloud`): its ConfigMap and Deployment; without it, nothing.
+    """Run the line's cloud bridge (`spec.cloud`): its ConfigMap, NetworkPolicy and Deployment; without it, nothing.
 
     The credentials Secret is the user's: it is read only to hash it into the pod template (a
     rotated connection string restarts the bridge) and to say in the condition when it is missing.
@@ -397,6 +403,7 @@ def step_cloud(state: _State, ctx: Context) -> None:
             missing.append(f"spec.cloud.{field_name}: Secret {ref.name} has no key {ref.key}")
     certificate = state.certificates[host_identity(state.line.spec)].certificate
     hashes = {"config": digest([text.encode()]), "certificate": digest([certificate]), "credentials": digest(values)}
+    _apply(state, ctx, bridge_network_policy(state.owner, state.line, cloud))
     _apply(state, ctx, bridge_deployment(state.owner, state.line, cloud, ctx.settings, hashes))
     if missing:
         state.conditions["CloudBridgeReady"] = ("False", "CredentialsMissing", "; ".join(missing))
