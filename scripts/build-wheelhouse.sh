@@ -14,7 +14,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${PLANTLINE_CACHE:-$HOME/.cache/plantline}"
-extras="${1:-runtime,opcua,s7,cip}"
+extras="${1-runtime,opcua,s7,cip}"  # an empty EXTRAS: none (the default only when absent)
 package="${2:-plantline-connectors}"
 say() { printf 'wheelhouse: %s\n' "$*" >&2; }
 

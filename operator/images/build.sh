@@ -34,6 +34,10 @@ done
 # target -> the workspace package, its extras, and the pip requirement the image installs
 declare -A PACKAGE=([connectors]=plantline-connectors [operator]=plantline-operator)
 declare -A EXTRAS=([connectors]=runtime,opcua,s7,cip [operator]=kube)
+# Packages a target carries besides its own: the connectors image holds the cloud bridge too (it
+# depends on plantline-connectors[runtime], already there, and adds confluent-kafka), so the
+# operator runs bridges from the image it runs connectors from and CI builds no third image.
+declare -A ALSO=([connectors]=plantline-bridge [operator]=)
 # Site-packages paths the image's program never imports: asyncua's server address space (the
 # connector is an OPC UA client; the simulator, its one user, runs outside the image), the
 # kubernetes client's asyncio twin, and dependencies' own tests.
@@ -66,8 +70,13 @@ for target in "${targets[@]}"; do
   say "$target: wheels"
   wheels="$("$repo/scripts/build-wheelhouse.sh" "${EXTRAS[$target]}" "${PACKAGE[$target]}")"
   requirement="${PACKAGE[$target]}[${EXTRAS[$target]}]"
+  also=()
+  for package in ${ALSO[$target]}; do
+    also+=("$("$repo/scripts/build-wheelhouse.sh" "" "$package")")
+    requirement+=" $package"
+  done
   hash="$( (printf '%s\n' "$target" "$base_id" "$requirement" "${PRUNE[$target]}"; cat "$here/Containerfile";
-    cd "$wheels" && sha256sum ./*.whl) | sha256sum | cut -c1-12)"
+    for dir in "$wheels" "${also[@]}"; do (cd "$dir" && sha256sum ./*.whl); done) | sha256sum | cut -c1-12)"
   image="localhost/${PACKAGE[$target]}:$version-$hash"
   if ! $rebuild && podman image exists "$image"; then
     say "$target: reusing $image"
@@ -77,7 +86,7 @@ for target in "${targets[@]}"; do
   replaced="$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
   context="$(mktemp -d "${TMPDIR:-/tmp}/plantline-image.XXXXXX")"
   mkdir -p "$context/wheels" "$context/pip"
-  cp "$wheels"/*.whl "$context/wheels/"
+  for dir in "$wheels" "${also[@]}"; do cp "$dir"/*.whl "$context/wheels/"; done
   cp "$pip" "$context/pip/pip.whl"
   say "$target: podman build $image on $base"
   if ! podman build --runtime runc --ulimit nofile=20000:20000 --ulimit nproc=8192:8192 \

@@ -13,6 +13,7 @@ from plantline.connectors.config import load_config
 from plantline.connectors.extras import MissingExtra
 from plantline.operator.cli import build_parser, main
 from plantline.operator.crd import crd_yaml
+from plantline.operator.model import ConnectorSettings
 
 from .certificates import self_signed_pem
 
@@ -165,6 +166,16 @@ def test_operator_run_takes_the_connector_image_from_the_environment(monkeypatch
     assert args.connector_image == "img:1"  # the flag wins
     assert args.storage_class == "fast"
     assert build_parser().parse_args(["operator", "run"]).storage_class is None  # the cluster's default class
+
+
+def test_the_cloud_bridge_image_is_the_connectors_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLANTLINE_CONNECTOR_IMAGE", "registry.example/plantline-connectors:2")
+    monkeypatch.delenv("PLANTLINE_BRIDGE_IMAGE", raising=False)
+    assert build_parser().parse_args(["operator", "run"]).bridge_image is None
+    assert ConnectorSettings(image="c:2").cloud_bridge_image == "c:2", "the connectors' image holds the bridge"
+    monkeypatch.setenv("PLANTLINE_BRIDGE_IMAGE", "registry.example/bridge:3")
+    assert build_parser().parse_args(["operator", "run"]).bridge_image == "registry.example/bridge:3"
+    assert ConnectorSettings(image="c:2", bridge_image="b:3").cloud_bridge_image == "b:3"
 
 
 @pytest.fixture

@@ -8,9 +8,17 @@ import pytest
 import yaml
 
 from plantline.bridge.config import BridgeConfig
-from plantline.operator.api import PlantLine
-from plantline.operator.cloud import CloudTargetInvalid, equipment_types, parse_cloud_url, render_bridge_config
-from plantline.operator.render import render_connector_configs
+from plantline.operator.api import PlantLine, PlantLineInvalid, parse_plantline
+from plantline.operator.cloud import (
+    CloudTargetInvalid,
+    cloud_target,
+    equipment_types,
+    parse_cloud_url,
+    render_bridge_config,
+    spec_settings,
+)
+from plantline.operator.emqx_model import LineRef, desired_state
+from plantline.operator.render import render_acl, render_certificate_requests, render_connector_configs
 
 
 def test_a_kafka_url_names_the_endpoint_credentials_file_and_options() -> None:
@@ -97,3 +105,75 @@ def test_up_with_a_cloud_target_prepares_the_bridge_as_a_host_with_the_host_iden
     assert config.mqtt.brokers[0].tls.cert_file.exists(), "the host identity is issued for the bridge"
     assert "user site1-line1-host" in (tmp_path / "state" / "broker" / "acl").read_text()
     assert line.bridge_status() == {"kafka": "127.0.0.1:9093", "mqtt": "starting"}
+
+
+# -- one target for both doors: the URL of `up --cloud` and the operator's spec.cloud ---------------
+
+
+def _with_cloud(demo: PlantLine, cloud: dict[str, object]) -> PlantLine:
+    data = demo.model_dump(by_alias=True, exclude_none=True)
+    data["spec"]["cloud"] = cloud
+    return PlantLine.model_validate(data)
+
+
+def test_an_event_hubs_url_and_spec_cloud_make_the_same_target_the_cloud_stack_feeds(demo: PlantLine) -> None:
+    url = parse_cloud_url("eventhubs://plant-1-ingest.servicebus.windows.net?password_file=/run/cs")
+    line = _with_cloud(demo, {"eventHubsNamespace": "plant-1-ingest",
+                              "credentialsSecretRef": {"name": "eventhubs", "key": "connection-string"}})  # fmt: skip
+    assert line.spec.cloud is not None
+    spec = cloud_target(spec_settings(line.spec.cloud, password_file=Path("/run/cs"), ca_file=None))
+    assert spec == url
+    # the hubs stacks/cloud makes: `<type>-equipment` per equipment type and `dead-letter`
+    assert spec.topic("filler") == "filler-equipment"
+    assert spec.kafka["dlq_topic"] == "dead-letter"
+    assert spec.kafka["bootstrap_servers"] == "plant-1-ingest.servicebus.windows.net:9093"
+
+
+def test_a_kafka_url_and_spec_cloud_with_the_same_settings_make_the_same_target(demo: PlantLine) -> None:
+    url = parse_cloud_url(
+        "kafka://bridge@k0:9093,k1:9093?mechanism=SCRAM-SHA-512&password_file=/s/pw&ca=/s/ca.crt"
+        "&topic_prefix=plant&partitions=6&compression=zstd"
+    )
+    line = _with_cloud(demo, {"bootstrapServers": ["k0:9093", "k1:9093"], "saslMechanism": "SCRAM-SHA-512",
+                              "username": "bridge", "credentialsSecretRef": {"name": "kafka", "key": "password"},
+                              "caSecretRef": {"name": "kafka-ca", "key": "ca.crt"}, "partitions": 6,
+                              "compression": "zstd", "topics": {"prefix": "plant"}})  # fmt: skip
+    assert line.spec.cloud is not None
+    settings = spec_settings(line.spec.cloud, password_file=Path("/s/pw"), ca_file=Path("/s/ca.crt"))
+    assert cloud_target(settings) == url
+    assert url.kafka["sasl"] == {"mechanism": "SCRAM-SHA-512", "username": "bridge", "password_file": "/s/pw"}
+
+
+def test_topic_naming_is_chosen_and_the_cloud_stacks_hubs_output_overrides_it(demo: PlantLine) -> None:
+    assert parse_cloud_url("kafka://k:9092?naming=eventhubs").topic("filler") == "filler-equipment"
+    hubs = parse_cloud_url("eventhubs://ns.servicebus.windows.net?password_file=/f&naming=prefixed&dlq=dlq")
+    assert (hubs.topic("filler"), hubs.kafka["dlq_topic"]) == ("plantline.filler", "dlq")
+    topics = {"naming": "eventHubs", "byEquipmentType": {"capper": "capping-hub"}}
+    line = _with_cloud(demo, {"bootstrapServers": ["k:9092"], "topics": topics})
+    assert line.spec.cloud is not None
+    target = cloud_target(spec_settings(line.spec.cloud, password_file=None, ca_file=None))
+    assert (target.topic("capper"), target.topic("labeler")) == ("capping-hub", "labeler-equipment")
+    with pytest.raises(CloudTargetInvalid, match="naming: 'hubs': expected eventhubs or prefixed"):
+        parse_cloud_url("kafka://k:9092?naming=hubs")
+
+
+def test_a_cloud_line_grants_the_host_identity_in_mosquitto_and_emqx(demo: PlantLine) -> None:
+    line = _with_cloud(demo, {"bootstrapServers": ["k:9092"]})
+    assert "user site1-line1-host" not in render_acl(demo)
+    acl = render_acl(line)
+    assert "user site1-line1-host" in acl
+    host_rules = acl.split("user site1-line1-host")[1].split("\n\n")[0]
+    assert "topic read spBv1.0/site1/+/" in host_rules, "the bridge subscribes to the line's edge nodes"
+    ref = LineRef("plantline", "site1-line1")
+    assert "site1-line1-host" not in desired_state(demo, ref, None).users
+    assert "site1-line1-host" in desired_state(line, ref, None).users
+    assert "site1-line1-host" in {r.identity for r in render_certificate_requests(line)}
+
+
+def test_a_connector_group_named_cloud_bridge_clashes_with_the_bridge(demo: PlantLine) -> None:
+    data = demo.model_dump(by_alias=True, exclude_none=True)
+    data["spec"]["cloud"] = {"bootstrapServers": ["k:9092"]}
+    data["spec"]["line"] = "cloud-bridge"
+    data["spec"]["connectors"] = {"grouping": "perLine"}
+    with pytest.raises(PlantLineInvalid, match=r"spec\.connectors: a connector group named 'cloud-bridge' clashes"):
+        parse_plantline(data)

@@ -93,6 +93,23 @@ def test_an_image_runs_as_its_fixed_user_and_holds_no_build_tools(images: Images
     assert "usage:" in started.stdout
 
 
+def test_the_connector_image_runs_the_cloud_bridge_with_librdkafka(images: Images) -> None:
+    # The operator runs spec.cloud's bridge from the connector image (no third image to build).
+    started = subprocess.run(
+        run_argv("--rm", *LOCKED_DOWN, "--entrypoint", "plantline-bridge", images.connectors, "--help"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert "usage: plantline-bridge" in started.stdout
+    probe = "import confluent_kafka; print(confluent_kafka.libversion()[0])"
+    loaded = subprocess.run(
+        run_argv("--rm", *LOCKED_DOWN, "--entrypoint", "python3", images.connectors, "-c", probe),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip().split(".")[0].isdigit(), loaded.stdout  # librdkafka's version, e.g. 2.12.1
+
+
 # -- the connector image runs the demo line ------------------------------------------------------
 
 

@@ -47,6 +47,10 @@ APISERVER_NAMES = {
     # Strict decoding stops at the unknown field, before the schema sees broker.kind (see below).
     "bad-endpoint-and-unknown-field.yaml": ['unknown field "spec.machines[0].samplingRate"'],
     "bad-site-name.yaml": ["spec.site"],
+    # spec.cloud: its patterns, and the CEL rules for exactly one target and Event Hubs' credentials.
+    "cloud-bad-names.yaml": ["spec.cloud.bootstrapServers[0]", "spec.cloud.caSecretRef.key", "byEquipmentType"],
+    "cloud-event-hubs-settings.yaml": ["spec.cloud", "Event Hubs needs the send rule's connection string"],
+    "cloud-two-targets.yaml": ["spec.cloud", "set exactly one of eventHubsNamespace and bootstrapServers"],
     # Machine ids and tag signals are list-map keys: the error names the duplicate item.
     "duplicate-machine-id.yaml": ['spec.machines[1]: Duplicate value: {"id":"filler"}'],
     "duplicate-signal.yaml": ["Duplicate value", '"signal":"state.run"'],

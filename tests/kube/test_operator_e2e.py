@@ -473,6 +473,53 @@ def test_concurrent_revocations_never_lose_a_serial(plane: ControlPlane, operato
     assert _CountingAuthority.conflicts > 0  # the writers really raced
 
 
+CONNECTION_STRING = "Endpoint=sb://plant-1-ingest.servicebus.windows.net/;SharedAccessKeyName=bridge-send;SharedAccessKey=e2e-not-a-key="
+
+
+def _bridge_gone(plane: ControlPlane) -> dict[str, Any] | None:
+    line = ready(plane, NS, "cloud")
+    made = children(plane, NS, "cloud")
+    bridge = made["Deployment"] + made["ConfigMap"] + made["NetworkPolicy"]
+    gone = "cloud-cloud-bridge" not in bridge and "cloud-host-tls" not in made["Secret"]
+    return line if line is not None and gone and not condition(line, "CloudBridgeReady") else None
+
+
+def test_a_cloud_target_runs_the_bridge_until_it_is_taken_out(plane: ControlPlane, operator: KopfRunner) -> None:
+    credentials = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "eventhubs", "namespace": NS},
+                   "stringData": {"connection-string": CONNECTION_STRING}}  # fmt: skip
+    apply(plane, credentials)
+    body = demo_line("cloud", NS, line="line3")
+    body["spec"]["cloud"] = {"eventHubsNamespace": "plant-1-ingest",
+                             "credentialsSecretRef": {"name": "eventhubs", "key": "connection-string"}}  # fmt: skip
+    apply(plane, body)
+    line = wait_for("the cloud line Ready with its bridge", lambda: ready(plane, NS, "cloud"), READY_S)
+    bridge = condition(line, "CloudBridgeReady")
+    assert (bridge["status"], bridge["reason"]) == ("True", "DeploymentAvailable")
+    made = children(plane, NS, "cloud")
+    assert made["Deployment"] == ["cloud-cloud-bridge", "cloud-line3"]
+    assert made["NetworkPolicy"] == ["cloud-cloud-bridge", "cloud-connectors"]
+    assert "cloud-host-tls" in made["Secret"]
+    deployment = _deployment(plane, "cloud-cloud-bridge")
+    available = {c["type"]: c["status"] for c in deployment["status"]["conditions"]}
+    assert available["Available"] == "True"
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    # The restricted namespace admitted the bridge's pod, and kwok runs it.
+    pods = items(plane, f"/api/v1/namespaces/{NS}/pods", "plantline.dev/line=cloud,app.kubernetes.io/component=bridge")
+    assert [p["status"]["phase"] for p in pods] == ["Running"]
+    config = plane.request("GET", f"/api/v1/namespaces/{NS}/configmaps/cloud-cloud-bridge")
+    assert "plant-1-ingest.servicebus.windows.net:9093" in config["data"]["bridge.yaml"]
+    told = [json.dumps(config), json.dumps(deployment), json.dumps(line["status"]),
+            *(json.dumps(e) for e in events(plane, NS, "cloud"))]  # fmt: skip
+    assert not [text for text in told if "SharedAccessKey=" in text], "the connection string stays in its Secret"
+
+    del body["spec"]["cloud"]
+    apply(plane, body)
+    wait_for("the bridge, its certificate and its condition gone", lambda: _bridge_gone(plane), READY_S)
+    assert plane.request("GET", f"/api/v1/namespaces/{NS}/secrets/eventhubs")["metadata"]["name"] == "eventhubs"
+    plane.kubectl("delete", "pl", "-n", NS, "cloud", "--wait=false")
+    wait_for("the cloud line gone", lambda: plantline(plane, NS, "cloud") is None, READY_S)
+
+
 def test_deleting_a_line_revokes_its_certificates_and_releases_it(plane: ControlPlane, operator: KopfRunner) -> None:
     serials = set(_secret_serials(plane, "pm").values())
     assert len(serials) == 4  # filler, labeler, broker, reader

@@ -295,6 +295,96 @@ class DashboardsSpec(_Spec):
     )
 
 
+# A Secret's name (a DNS subdomain) and a key of its data (what Kubernetes allows there).
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]{1,253}$"
+# An Event Hubs namespace: 6-50 letters, digits and hyphens, starting with a letter (Azure's rule).
+EVENT_HUBS_NAMESPACE_PATTERN = r"^[A-Za-z][A-Za-z0-9-]{4,48}[A-Za-z0-9]$"
+BOOTSTRAP_SERVER_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?:[0-9]{1,5}$"
+KAFKA_TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+CloudSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+CloudSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class SecretKeySelector(_Spec):
+    """One key of a Secret in the PlantLine's namespace, mounted as a file; its value is never copied."""
+
+    name: Annotated[str, Field(pattern=SECRET_NAME_PATTERN, max_length=253)] = Field(description="The Secret's name.")
+    key: Annotated[str, Field(pattern=SECRET_KEY_PATTERN, max_length=253)] = Field(
+        description="The key of the Secret's data that holds the value."
+    )
+
+
+class CloudTopicsSpec(_Spec):
+    """Which topic (Event Hub) each equipment type's samples go to, and the dead-letter topic."""
+
+    naming: Literal["eventHubs", "prefixed"] | None = Field(
+        default=None,
+        description="`eventHubs`: `<equipmentType>-equipment` and `dead-letter`, the hubs the Pulumi cloud stack "
+        "makes; `prefixed`: `<prefix>.<equipmentType>` and `<prefix>.deadletter`. Default: `eventHubs` with "
+        "`eventHubsNamespace`, else `prefixed`.",
+    )
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")] = Field(
+        default="plantline", description="The topics' prefix with naming `prefixed`."
+    )
+    by_equipment_type: Annotated[
+        dict[str, Annotated[str, Field(pattern=KAFKA_TOPIC_PATTERN)]], Field(max_length=MAX_MACHINES)
+    ] = Field(
+        default_factory=dict,
+        description="Topics by equipment type, over the naming's (the cloud stack's `hubs` output fits as it is).",
+    )
+    dead_letter: Annotated[str, Field(pattern=KAFKA_TOPIC_PATTERN)] | None = Field(
+        default=None, description="The dead-letter topic; default: the naming's."
+    )
+
+
+class CloudSpec(_Spec):
+    """The cloud bridge: the operator runs it for the line, producing every sample to Kafka or Azure Event Hubs.
+
+    Name either `eventHubsNamespace` (port 9093, SASL_SSL, PLAIN with the user `$ConnectionString`
+    and the send rule's connection string as the password) or `bootstrapServers` of any Kafka.
+    """
+
+    event_hubs_namespace: Annotated[str, Field(pattern=EVENT_HUBS_NAMESPACE_PATTERN)] | None = Field(
+        default=None,
+        description="The Event Hubs namespace (the cloud stack's `namespaceName`): the bridge produces to "
+        "`<namespace>.servicebus.windows.net:9093`.",
+    )
+    bootstrap_servers: (
+        Annotated[
+            list[Annotated[str, Field(pattern=BOOTSTRAP_SERVER_PATTERN, max_length=259)]],
+            Field(min_length=1, max_length=16),
+        ]
+        | None
+    ) = Field(default=None, description="A Kafka cluster's bootstrap servers, each `HOST:PORT`.")
+    security_protocol: CloudSecurityProtocol | None = Field(
+        default=None,
+        description="Default: `SASL_SSL` for Event Hubs or when `credentialsSecretRef` is set, else `PLAINTEXT`.",
+    )
+    sasl_mechanism: CloudSaslMechanism = Field(default="PLAIN", description="The SASL mechanism (SASL protocols).")
+    username: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        default=None, description="The SASL user; Event Hubs' is `$ConnectionString` (its default there)."
+    )
+    credentials_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="The Secret key holding the SASL password (for Event Hubs, the send rule's connection string: "
+        "the cloud stack's `bridgeConnectionString`); mounted read-only in the bridge's pod.",
+    )
+    ca_secret_ref: SecretKeySelector | None = Field(
+        default=None, description="The Secret key of a PEM CA bundle for Kafka's TLS; default: the image's CA store."
+    )
+    topics: CloudTopicsSpec = Field(default=CloudTopicsSpec(), description="Topic naming.")
+    partitions: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        default=None,
+        description="Create missing topics with this many partitions (a plain Kafka); unset: they must exist "
+        "(Event Hubs are made by the cloud stack).",
+    )
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] | None = Field(
+        default=None,
+        description="The producer's compression; default `gzip` for Event Hubs (all it takes), else `lz4`.",
+    )
+
+
 class PlantLineSpec(_Spec):
     """The desired state of one production line."""
 
@@ -332,6 +422,11 @@ class PlantLineSpec(_Spec):
     pki: PkiSpec = Field(default=PkiSpec(), description="Certificate validity, renewal and maintenance window.")
     kpi: KpiSpec = Field(default=KpiSpec(), description="Edge KPI settings.")
     dashboards: DashboardsSpec = Field(default=DashboardsSpec(), description="The line's dashboards.")
+    cloud: CloudSpec | None = Field(
+        default=None,
+        description="Produce the line's samples to Kafka or Azure Event Hubs: the operator runs the cloud bridge, "
+        "a Sparkplug host with the line's host identity.",
+    )
 
     @property
     def sparkplug_group(self) -> str:
@@ -370,14 +465,10 @@ class PlantLine(_Spec):
     spec: PlantLineSpec = Field(description="The desired state of the line.")
 
 
-ConditionType = Literal["Ready", "CertificatesReady", "ConnectorsReady", "BrokerReady", "DashboardsReady"]
-CONDITION_TYPES: tuple[ConditionType, ...] = (
-    "Ready",
-    "CertificatesReady",
-    "ConnectorsReady",
-    "BrokerReady",
-    "DashboardsReady",
-)
+ConditionType = Literal[
+    "Ready", "CertificatesReady", "ConnectorsReady", "BrokerReady", "DashboardsReady", "CloudBridgeReady"
+]
+CONDITION_TYPES: tuple[ConditionType, ...] = get_args(ConditionType)
 
 
 class Condition(_Spec):
@@ -413,7 +504,8 @@ class PlantLineStatus(_Spec):
     machine_count: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Machines in that spec.")
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
         default_factory=list,
-        description="`Ready`, `CertificatesReady`, `ConnectorsReady`, `DashboardsReady`, `BrokerReady` (EMQX lines).",
+        description="`Ready`, `CertificatesReady`, `ConnectorsReady`, `DashboardsReady`, `BrokerReady` (EMQX lines), "
+        "`CloudBridgeReady` (lines with `cloud`).",
     )
     # One per identity: a connector and an OPC UA app per machine at most, plus broker, reader,
     # bridge and host.
@@ -549,6 +641,7 @@ def connector_groups(spec: PlantLineSpec) -> dict[str, list[MachineSpec]]:
 
 # The identities of the line's roles, `<site>-<line>-<role>`; a connector group of that name would clash.
 ROLE_IDENTITIES = ("broker", "reader", "bridge", "host")
+CLOUD_BRIDGE = "cloud-bridge"  # the cloud bridge's Deployment is `<name>-cloud-bridge`, beside `<name>-<group>`
 
 
 def identities(spec: PlantLineSpec) -> dict[str, str]:
@@ -557,6 +650,8 @@ def identities(spec: PlantLineSpec) -> dict[str, str]:
     names = {f"{prefix}-broker": "spec.broker", f"{prefix}-reader": "spec.line"}
     if spec.primary_host_id is not None:
         names[f"{prefix}-host"] = "spec.primaryHostId"
+    elif spec.cloud is not None:
+        names[f"{prefix}-host"] = "spec.cloud"
     if spec.broker.bridge is not None:
         names[f"{prefix}-bridge"] = "spec.broker.bridge"
     for group in connector_groups(spec):
@@ -633,7 +728,40 @@ def spec_problems(spec: PlantLineSpec) -> list[Problem]:
         problems.append(Problem("spec.primaryHostOffline", "hold applies only to a line with a primaryHostId"))
     problems.extend(_role_clashes(spec))
     problems.extend(_pki_problems(spec))
+    if spec.cloud is not None and CLOUD_BRIDGE in connector_groups(spec):
+        problems.append(
+            Problem("spec.connectors", f"a connector group named {CLOUD_BRIDGE!r} clashes with the cloud bridge")
+        )
+    if spec.cloud is not None:
+        problems.extend(Problem(f"spec.cloud{where}", message) for where, message in _cloud_problems(spec.cloud))
     return problems
+
+
+def _cloud_problems(cloud: CloudSpec) -> list[tuple[str, str]]:
+    """Return (path below spec.cloud, message) for each setting that cannot work with the others."""
+    if (cloud.event_hubs_namespace is None) == (cloud.bootstrap_servers is None):
+        return [("", "set exactly one of eventHubsNamespace and bootstrapServers")]
+    if cloud.event_hubs_namespace is not None:
+        found = [] if cloud.credentials_secret_ref is not None else [
+            (".credentialsSecretRef", "Event Hubs needs the send rule's connection string (bridgeConnectionString)")
+        ]  # fmt: skip
+        if cloud.security_protocol not in (None, "SASL_SSL"):
+            found.append((".securityProtocol", "Event Hubs' Kafka endpoint takes SASL_SSL only"))
+        if cloud.sasl_mechanism != "PLAIN":
+            found.append((".saslMechanism", "Event Hubs takes PLAIN with a connection string"))
+        if cloud.partitions is not None:
+            found.append((".partitions", "Event Hubs are made by the cloud stack, not by the bridge"))
+        if cloud.compression not in (None, "none", "gzip"):
+            found.append((".compression", "Event Hubs' Kafka endpoint takes gzip only"))
+        return found
+    sasl = (cloud.security_protocol or ("SASL_SSL" if cloud.credentials_secret_ref else "PLAINTEXT")).startswith(
+        "SASL_"
+    )
+    if sasl and cloud.credentials_secret_ref is None:
+        return [(".credentialsSecretRef", f"{cloud.security_protocol} needs the SASL password's Secret")]
+    if not sasl and (cloud.credentials_secret_ref is not None or cloud.username is not None):
+        return [(".securityProtocol", f"{cloud.security_protocol} does not use credentialsSecretRef or username")]
+    return []
 
 
 def _problems(error: ValidationError) -> list[Problem]:

@@ -313,6 +313,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 CONNECTOR_IMAGE_ENV = "PLANTLINE_CONNECTOR_IMAGE"
+BRIDGE_IMAGE_ENV = "PLANTLINE_BRIDGE_IMAGE"
 
 OPERATOR_HELP = """Run the PlantLine operator against the cluster of the current kubeconfig (or, inside a pod, its
 ServiceAccount): it reconciles every PlantLine into certificate Secrets, a ConfigMap, connector
@@ -365,7 +366,9 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
         crl = CrlPublisher() if args.crl_url is not None else None
         serve(metrics.registry, address or "0.0.0.0", int(port), crl=crl)  # noqa: S104 - the operator's pod address
     options = Options(
-        connector=ConnectorSettings(image=args.connector_image, storage_class=args.storage_class),
+        connector=ConnectorSettings(
+            image=args.connector_image, storage_class=args.storage_class, bridge_image=args.bridge_image
+        ),
         ca_namespace=namespace,
         ca_secret=name,
         resync_seconds=args.resync_seconds,
@@ -517,6 +520,12 @@ def _add_operator(commands: Any) -> None:
         required=not os.environ.get(CONNECTOR_IMAGE_ENV),
         default=os.environ.get(CONNECTOR_IMAGE_ENV),
         help=f"the image of plantline-connectors the pods run (default: ${CONNECTOR_IMAGE_ENV})",
+    )
+    operator_run.add_argument(
+        "--bridge-image",
+        default=os.environ.get(BRIDGE_IMAGE_ENV) or None,
+        help=f"the image the cloud bridges (spec.cloud) run (default: ${BRIDGE_IMAGE_ENV}, else --connector-image,"
+        " which holds plantline-bridge)",
     )
     operator_run.add_argument(
         "--storage-class", default=None, help="StorageClass of the connectors' outbox volumes (default: the cluster's)"

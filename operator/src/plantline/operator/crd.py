@@ -133,6 +133,16 @@ def _spec_schema(spec: dict[str, Any]) -> dict[str, Any]:
     tags["x-kubernetes-list-type"] = "map"
     tags["x-kubernetes-list-map-keys"] = ["signal"]
     machines["items"]["x-kubernetes-validations"] = _machine_rules()
+    spec["properties"]["cloud"]["x-kubernetes-validations"] = [
+        {
+            "rule": "has(self.eventHubsNamespace) != has(self.bootstrapServers)",
+            "message": "set exactly one of eventHubsNamespace and bootstrapServers",
+        },
+        {
+            "rule": "!has(self.eventHubsNamespace) || has(self.credentialsSecretRef)",
+            "message": "credentialsSecretRef: Event Hubs needs the send rule's connection string",
+        },
+    ]
     spec["x-kubernetes-validations"] = [
         {
             "rule": "!has(self.primaryHostOffline) || self.primaryHostOffline != 'hold' || has(self.primaryHostId)",

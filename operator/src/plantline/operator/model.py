@@ -97,6 +97,11 @@ class ConnectorSettings:
     memory_request: str = "64Mi"
     memory_limit: str = "256Mi"
     storage_class: str | None = None  # of the outbox volumes; None: the cluster's default StorageClass
+    bridge_image: str | None = None  # the cloud bridge's; None: `image` (the connectors' image holds it)
+
+    @property
+    def cloud_bridge_image(self) -> str:
+        return self.bridge_image or self.image
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +148,8 @@ def selector(owner: Owner, component: str | None = None) -> dict[str, str]:
     return out
 
 
-def _metadata(owner: Owner, name: str, component: str, connector: str | None = None) -> dict[str, Any]:
+def child_metadata(owner: Owner, name: str, component: str, connector: str | None = None) -> dict[str, Any]:
+    """Return a child's metadata: its name, the labels of docs/architecture.md, the owner reference to the line."""
     return {
         "name": name,
         "namespace": owner.namespace,
@@ -223,7 +229,7 @@ def certificate_secret(
     owner: Owner, line: PlantLine, request: CertificateRequest, material: CertificateMaterial
 ) -> dict[str, Any]:
     """Return the kubernetes.io/tls Secret of one identity: certificate, key and CA chain."""
-    metadata = _metadata(owner, secret_name(owner, line, request.identity), "certificate")
+    metadata = child_metadata(owner, secret_name(owner, line, request.identity), "certificate")
     metadata["annotations"] = {IDENTITY_ANNOTATION: request.identity, PROFILE_ANNOTATION: request.profile}
     return {
         "apiVersion": "v1",
@@ -243,7 +249,7 @@ def service_account(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _metadata(owner, service_account_name(owner), "connector"),
+        "metadata": child_metadata(owner, service_account_name(owner), "connector"),
         "automountServiceAccountToken": False,
     }
 
@@ -272,7 +278,7 @@ def config_map(owner: Owner, configs: Mapping[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(owner, config_map_name(owner), "config"),
+        "metadata": child_metadata(owner, config_map_name(owner), "config"),
         "data": {f"{group}.yaml": text for group, text in sorted(configs.items())},
     }
 
@@ -286,7 +292,7 @@ def trust_config_map(owner: Owner, line: PlantLine, ca_bundle: bytes, crl: bytes
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(owner, trust_config_map_name(owner), "trust"),
+        "metadata": child_metadata(owner, trust_config_map_name(owner), "trust"),
         "data": {TRUST_BUNDLE: ca_bundle.decode(), CRL: crl.decode(), **render_opcua_server_certificates(line)},
     }
 
@@ -297,7 +303,7 @@ def dashboard_config_maps(owner: Owner, line: PlantLine) -> list[dict[str, Any]]
     folder = f"PlantLine {view.site}/{view.line}"
     found = []
     for kind, board in dashboards(view).items():
-        metadata = _metadata(owner, dashboard_config_map_name(owner, kind), "dashboards")
+        metadata = child_metadata(owner, dashboard_config_map_name(owner, kind), "dashboards")
         metadata["labels"][GRAFANA_DASHBOARD_LABEL] = "1"
         metadata["annotations"] = {GRAFANA_FOLDER_ANNOTATION: folder}
         data = {f"{owner.namespace}-{owner.name}-{kind}.json": dashboard_json(board)}
@@ -310,7 +316,7 @@ def prometheus_rule(owner: Owner, line: PlantLine) -> dict[str, Any]:
     return {
         "apiVersion": PROMETHEUS_RULE_API,
         "kind": "PrometheusRule",
-        "metadata": _metadata(owner, rules_name(owner), "rules"),
+        "metadata": child_metadata(owner, rules_name(owner), "rules"),
         "spec": rule_file(line_view(line)),
     }
 
@@ -335,7 +341,7 @@ def connector_pod_monitor(owner: Owner, line: PlantLine) -> dict[str, Any]:
     return {
         "apiVersion": PROMETHEUS_RULE_API,
         "kind": "PodMonitor",
-        "metadata": _metadata(owner, pod_monitor_name(owner), "monitoring"),
+        "metadata": child_metadata(owner, pod_monitor_name(owner), "monitoring"),
         "spec": {
             "selector": {"matchLabels": selector(owner, "connector")},
             "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "relabelings": [*static, group]}],
@@ -348,7 +354,7 @@ def rules_config_map(owner: Owner, line: PlantLine) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(owner, rules_name(owner), "rules"),
+        "metadata": child_metadata(owner, rules_name(owner), "rules"),
         "data": {f"{owner.namespace}-{owner.name}.rules.yml": rules_yaml(line_view(line))},
     }
 
@@ -381,13 +387,48 @@ def opcua_trust_items(line: PlantLine, connector: ConnectorTopology) -> list[dic
     return items
 
 
-def _restricted_container_security() -> dict[str, Any]:
+def restricted_container_security() -> dict[str, Any]:
+    """Return the container securityContext of the restricted Pod Security Standard (and a read-only root)."""
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_pod_security() -> dict[str, Any]:
+    """Return the pod securityContext of the restricted Pod Security Standard: the fixed uid/gid 65532."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def probed_container(
+    name: str, image: str, settings: ConnectorSettings, argv: Sequence[str], port: int, mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Return a restricted container serving /healthz, /readyz and /metrics on the port `metrics`, probed there."""
+    probe = {"port": "metrics"}
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": [argv[0]],
+        "args": list(argv[1:]),
+        "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
+        "livenessProbe": {"httpGet": {"path": "/healthz", **probe}, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 5, "failureThreshold": 2},
+        "resources": {
+            "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
+            "limits": {"memory": settings.memory_limit},
+        },
+        "securityContext": restricted_container_security(),
+        "volumeMounts": mounts,
     }
 
 
@@ -419,11 +460,10 @@ def deployment(
     trust_items = opcua_trust_items(line, connector)
     if trust_items:
         tls_sources.append({"configMap": {"name": trust_config_map_name(owner), "items": trust_items}})
-    probe = {"port": "metrics"}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, deployment_name(owner, connector.group), "connector", connector.group),
+        "metadata": child_metadata(owner, deployment_name(owner, connector.group), "connector", connector.group),
         "spec": {
             "replicas": 1,
             "strategy": {"type": "Recreate"},
@@ -440,46 +480,23 @@ def deployment(
                     "serviceAccountName": service_account_name(owner),
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUN_AS,
-                        "runAsGroup": RUN_AS,
-                        "fsGroup": RUN_AS,
-                        # The volume's files are chowned once, not at every start of a pod with a full outbox.
-                        "fsGroupChangePolicy": "OnRootMismatch",
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    # The volume's files are chowned once, not at every start of a pod with a full outbox.
+                    "securityContext": restricted_pod_security() | {"fsGroupChangePolicy": "OnRootMismatch"},
                     "terminationGracePeriodSeconds": 30,
                     "containers": [
-                        {
-                            "name": "connector",
-                            "image": settings.image,
-                            "imagePullPolicy": settings.image_pull_policy,
-                            "command": ["plantline-connector"],
-                            "args": ["run", "--config", str(CONFIG_FILE)],
-                            "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
-                            "livenessProbe": {
-                                "httpGet": {"path": "/healthz", **probe},
-                                "periodSeconds": 10,
-                                "failureThreshold": 3,
-                            },
-                            "readinessProbe": {
-                                "httpGet": {"path": "/readyz", **probe},
-                                "periodSeconds": 5,
-                                "failureThreshold": 2,
-                            },
-                            "resources": {
-                                "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
-                                "limits": {"memory": settings.memory_limit},
-                            },
-                            "securityContext": _restricted_container_security(),
-                            "volumeMounts": [
+                        probed_container(
+                            "connector",
+                            settings.image,
+                            settings,
+                            ["plantline-connector", "run", "--config", str(CONFIG_FILE)],
+                            METRICS_PORT,
+                            [
                                 {"name": "config", "mountPath": str(CONFIG_FILE), "subPath": "connector.yaml"},
                                 {"name": "tls", "mountPath": str(TLS_DIR), "readOnly": True},
                                 {"name": "data", "mountPath": str(DATA_DIR)},
                                 {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
                             ],
-                        }
+                        )
                     ],
                     "volumes": [
                         {
@@ -523,7 +540,7 @@ def data_claim(owner: Owner, group: str, settings: ConnectorSettings, outbox_max
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _metadata(owner, claim_name(owner, group), "connector", group),
+        "metadata": child_metadata(owner, claim_name(owner, group), "connector", group),
         "spec": spec,
     }
 
@@ -535,6 +552,14 @@ def connector_claims(owner: Owner, line: PlantLine, settings: ConnectorSettings)
         data_claim(owner, connector.group, settings, configs[connector.group].outbox.max_bytes)
         for connector in topology(line.spec)
     ]
+
+
+def dns_egress() -> dict[str, Any]:
+    """Return the NetworkPolicy egress rule to the cluster's DNS (kube-dns, UDP and TCP 53)."""
+    return {
+        "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -551,7 +576,8 @@ def endpoint_of(protocol: PlcProtocol, endpoint: str) -> Endpoint:
     return Endpoint(host=parts.host, port=parts.port)
 
 
-def _egress_rule(target: Endpoint) -> dict[str, Any]:
+def egress_rule(target: Endpoint) -> dict[str, Any]:
+    """Return a NetworkPolicy egress rule to one endpoint: its port, and its address when it is an IP address."""
     rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": target.port}]}
     try:
         address = ipaddress.ip_address(target.host)
@@ -570,19 +596,15 @@ def network_policy(owner: Owner, line: PlantLine) -> dict[str, Any]:
     spec = line.spec
     targets = {endpoint_of(m.protocol, m.endpoint) for m in spec.machines}
     targets.add(Endpoint(spec.broker.host, spec.broker.port))
-    dns = {
-        "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-    }
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _metadata(owner, network_policy_name(owner), "connector"),
+        "metadata": child_metadata(owner, network_policy_name(owner), "connector"),
         "spec": {
             "podSelector": {"matchLabels": selector(owner, "connector")},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"ports": [{"protocol": "TCP", "port": METRICS_PORT}]}],
-            "egress": [*(_egress_rule(t) for t in sorted(targets)), dns],
+            "egress": [*(egress_rule(t) for t in sorted(targets)), dns_egress()],
         },
     }
 
@@ -620,6 +642,7 @@ __all__ = [
     "Endpoint",
     "Owner",
     "certificate_secret",
+    "child_metadata",
     "claim_name",
     "claim_size",
     "config_map",
@@ -631,11 +654,16 @@ __all__ = [
     "data_claim",
     "deployment",
     "digest",
+    "dns_egress",
+    "egress_rule",
     "endpoint_of",
     "labels",
     "network_policy",
     "pod_monitor_name",
+    "probed_container",
     "prometheus_rule",
+    "restricted_container_security",
+    "restricted_pod_security",
     "rules_config_map",
     "secret_name",
     "selector",

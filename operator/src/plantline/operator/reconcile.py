@@ -9,8 +9,9 @@ Steps, in order: `certificates` (issue, renew, revoke and delete), `config` (con
 `trust` (CA bundle and CRL for the broker and the connectors' OPC UA server checks, and the OPC
 UA server certificates trusted as they are), `connectors` (ServiceAccount, NetworkPolicy, per
 connector group a PersistentVolumeClaim and a Deployment, which mounts what the steps before
-made), `dashboards` (Grafana dashboards, alert rules), `broker` (the line's objects in EMQX, for
-`broker.kind: emqx`), `prune` (children no longer wanted), then the status. A broker that fails
+made), `cloud` (the cloud bridge's ConfigMap, NetworkPolicy and Deployment, with `spec.cloud`), `dashboards`
+(Grafana dashboards, alert rules), `broker` (the line's objects in EMQX, for `broker.kind:
+emqx`), `prune` (children no longer wanted), then the status. A broker that fails
 does not stop the steps after it: `BrokerReady` says why, and the line is reconciled again soon.
 """
 
@@ -22,7 +23,14 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal, Protocol
 
-from plantline.operator.api import GROUP, PlantLine, PlantLineInvalid, parse_plantline
+from plantline.operator.api import GROUP, PlantLine, PlantLineInvalid, SecretKeySelector, parse_plantline
+from plantline.operator.cloud_model import (
+    bridge_config_map,
+    bridge_config_text,
+    bridge_deployment,
+    bridge_name,
+    bridge_network_policy,
+)
 from plantline.operator.emqx_model import BridgeMaterial, BrokerError, LineRef, Result
 from plantline.operator.issuer import CaInvalid, CaState, issue, not_after_of, policy, serial_of, stored_facts
 from plantline.operator.model import (
@@ -39,6 +47,7 @@ from plantline.operator.model import (
     connector_deployments,
     connector_pod_monitor,
     dashboard_config_maps,
+    digest,
     network_policy,
     prometheus_rule,
     rules_config_map,
@@ -51,6 +60,7 @@ from plantline.operator.render import (
     CertificateRequest,
     bridge_identity,
     certificate_dependants,
+    host_identity,
     render_certificate_requests,
 )
 from plantline.operator.resources import CHILD_KINDS, ApiFailure, Authority, Cluster, secret_bytes
@@ -362,6 +372,58 @@ def step_dashboards(state: _State, ctx: Context) -> None:
     state.conditions["DashboardsReady"] = ("True", reason, message)
 
 
+def _secret_value(ctx: Context, namespace: str, ref: SecretKeySelector) -> bytes | None:
+    """Return the value of one key of a user's Secret, None when the Secret or the key is absent."""
+    secret = ctx.cluster.get("Secret", namespace, ref.name)
+    return None if secret is None else secret_bytes(secret).get(ref.key)
+
+
+def step_cloud(state: _State, ctx: Context) -> None:
+    """Run the line's cloud bridge (`spec.cloud`): its ConfigMap, NetworkPolicy and Deployment; without it, nothing.
+
+    The credentials Secret is the user's: it is read only to hash it into the pod template (a
+    rotated connection string restarts the bridge) and to say in the condition when it is missing.
+    """
+    cloud = state.line.spec.cloud
+    if cloud is None:
+        state.dropped.add("CloudBridgeReady")
+        return
+    text = bridge_config_text(state.line, cloud)
+    _apply(state, ctx, bridge_config_map(state.owner, text))
+    missing, values = [], []
+    for field_name, ref in (
+        ("credentialsSecretRef", cloud.credentials_secret_ref),
+        ("caSecretRef", cloud.ca_secret_ref),
+    ):
+        if ref is None:
+            continue
+        value = _secret_value(ctx, state.owner.namespace, ref)
+        values.append(value or b"")
+        if value is None:
+            missing.append(f"spec.cloud.{field_name}: Secret {ref.name} has no key {ref.key}")
+    certificate = state.certificates[host_identity(state.line.spec)].certificate
+    hashes = {"config": digest([text.encode()]), "certificate": digest([certificate]), "credentials": digest(values)}
+    _apply(state, ctx, bridge_network_policy(state.owner, state.line, cloud))
+    _apply(state, ctx, bridge_deployment(state.owner, state.line, cloud, ctx.settings, hashes))
+    if missing:
+        state.conditions["CloudBridgeReady"] = ("False", "CredentialsMissing", "; ".join(missing))
+
+
+def _cloud_condition(state: _State, ctx: Context) -> None:
+    """Set CloudBridgeReady from the bridge Deployment, unless step_cloud already found it cannot start."""
+    if state.line.spec.cloud is None or "CloudBridgeReady" in state.conditions:
+        return
+    name = bridge_name(state.owner.name)
+    found = ctx.cluster.get("Deployment", state.owner.namespace, name)
+    endpoint = state.line.spec.cloud.event_hubs_namespace or ",".join(state.line.spec.cloud.bootstrap_servers or ())
+    if found is not None and _available(found):
+        state.conditions["CloudBridgeReady"] = ("True", "DeploymentAvailable", f"the bridge to {endpoint} is available")
+    else:
+        state.conditions["CloudBridgeReady"] = (
+            "False", "DeploymentProgressing", f"waiting for Deployment {name} (the bridge to {endpoint})",
+        )  # fmt: skip
+
+
 def _line_ref(owner: Owner) -> LineRef:
     return LineRef(owner.namespace, owner.name)
 
@@ -417,6 +479,7 @@ STEPS: tuple[tuple[str, Callable[[_State, Context], None]], ...] = (
     ("config", step_config),
     ("trust", step_trust),
     ("connectors", step_connectors),
+    ("cloud", step_cloud),
     ("dashboards", step_dashboards),
     ("broker", step_broker),
     ("prune", step_prune),
@@ -440,7 +503,8 @@ def _available(deployment: Mapping[str, Any]) -> bool:
 
 
 def _connectors_condition(state: _State, ctx: Context) -> None:
-    wanted = sorted(name for kind, name in state.applied if kind == "Deployment")
+    bridge = bridge_name(state.owner.name)
+    wanted = sorted(name for kind, name in state.applied if kind == "Deployment" and name != bridge)
     found = {
         d["metadata"]["name"]: d
         for d in ctx.cluster.list("Deployment", state.owner.namespace, selector(state.owner, "connector"))
@@ -576,6 +640,8 @@ def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
                 state.conditions["CertificatesReady"] = ("False", "IssuanceFailed", message)
             elif name == "dashboards":
                 state.conditions["DashboardsReady"] = ("False", "ApplyFailed", message)
+            elif name == "cloud":
+                state.conditions["CloudBridgeReady"] = ("False", "ApplyFailed", message)
             else:
                 state.conditions["ConnectorsReady"] = ("False", "ApplyFailed", message)
             # A half-done certificates step keeps every earlier record: a replaced serial is still
@@ -590,11 +656,14 @@ def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
                 certificates=state.counts,
             )
     _connectors_condition(state, ctx)
+    _cloud_condition(state, ctx)
     status = _status(
         body, state.conditions, ctx.now, machines=len(line.spec.machines), certificates=state.serials,
         dropped=state.dropped,
     )  # fmt: skip
-    ready = state.conditions["ConnectorsReady"][0] == "True"
+    ready = all(
+        state.conditions[t][0] == "True" for t in ("ConnectorsReady", "CloudBridgeReady") if t in state.conditions
+    )
     failure = state.broker_failure
     return Outcome(
         status=status,

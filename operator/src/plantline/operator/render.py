@@ -122,8 +122,9 @@ def _san(host: str) -> str:
 def render_certificate_requests(line: PlantLine, *, historian: bool = False) -> list[CertificateRequest]:
     """Return every certificate the line needs: connectors, broker, reader, host, bridge, OPC UA apps.
 
-    The host identity is issued for the primary host (`primaryHostId`) and, with `historian`, for
-    the historian, a Sparkplug host application whether or not it is the primary one.
+    The host identity is issued for the primary host (`primaryHostId`), for the cloud bridge
+    (`cloud`) and, with `historian`, for the historian: Sparkplug host applications whether or not
+    they are the primary one.
     """
     spec = line.spec
 
@@ -140,7 +141,7 @@ def render_certificate_requests(line: PlantLine, *, historian: bool = False) -> 
     requests = [request(c.identity, "mqtt-client", "connector") for c in topology(spec)]
     requests.append(request(broker_identity(spec), "mqtt-server", "broker", (_san(spec.broker.host),)))
     requests.append(request(reader_identity(spec), "mqtt-client", "reader"))
-    if spec.primary_host_id is not None or historian:
+    if spec.primary_host_id is not None or historian or spec.cloud is not None:
         requests.append(request(host_identity(spec), "mqtt-client", "host"))
     if spec.broker.bridge is not None:
         requests.append(request(bridge_identity(spec), "mqtt-client", "bridge"))

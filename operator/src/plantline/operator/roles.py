@@ -13,8 +13,8 @@ The five roles (identities `<site>-<line>-<name>`):
 
 - edge: each connector (`<group>`) and the site bridge (`bridge`): publish its own births, deaths
   and data; read its own NCMD/DCMD and the primary host's STATE;
-- host (`host`, with `primaryHostId`): publish and read its own STATE; publish NCMD/DCMD to the
-  line's edge nodes and devices; read all of the line;
+- host (`host`, with `primaryHostId`, a historian or a cloud bridge, which connect as it): publish
+  and read its own STATE; publish NCMD/DCMD to the line's edge nodes and devices; read all of the line;
 - analytics (`reader`): read all of the line and its host's STATE;
 - dashboard (`dashboard`): read births, deaths, data and the host's STATE: no commands;
 - admin (`admin`): publish and read all of the line and its host's STATE.
@@ -181,11 +181,11 @@ def _dashboard(spec: PlantLineSpec) -> Grant:
 def line_grants(spec: PlantLineSpec, *, historian: bool = False) -> tuple[Grant, ...]:
     """Return every identity's grant, edge first, then host, analytics, dashboard and admin.
 
-    The host identity has its grant when the line has a primary host or, with `historian`, a
-    historian (a host application that is not the primary one publishes no STATE).
+    The host identity has its grant when the line has a primary host, a cloud bridge (`cloud`) or,
+    with `historian`, a historian (a host application that is not the primary one publishes no STATE).
     """
     grants = _edge(spec)
-    if spec.primary_host_id is not None or historian:
+    if spec.primary_host_id is not None or historian or spec.cloud is not None:
         grants.append(_host(spec, spec.primary_host_id))
     everything = node_filters(spec)
     grants.append(
