@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from plantline.pki.authority import Authority
-from plantline_testing import run_build
+from plantline_testing import run_build, run_in_session
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "pulumi" / "build.sh"
 BUILD_TIMEOUT_S = 3600.0
@@ -116,17 +116,20 @@ class PulumiStack:
             "PULUMI_SKIP_CONFIRMATIONS": "true",
         }
 
-    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Return the result of `pulumi ARGS` in the project; raise PulumiError when it fails and `check`."""
-        done = subprocess.run(
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = COMMAND_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
+        """Return the result of `pulumi ARGS` in the project; raise PulumiError when it fails and `check`.
+
+        The CLI runs in a session of its own (`run_in_session`): its plugins, which it starts in
+        process groups of their own, are stopped with it on a timeout or an interrupt.
+        """
+        done = run_in_session(
             [shutil.which("pulumi", path=self.env["PATH"]) or "pulumi", *args, "--non-interactive"],
             cwd=self.project,
             env=self.env,
             input=stdin if stdin is not None else "",  # never the terminal: the CLI must not prompt
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=False,
+            timeout=timeout,
         )
         if check and done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).splitlines()[-60:])
