@@ -29,7 +29,7 @@ import pytest
 from plantline.connectors.sparkplug import MessageType
 from plantline_testing import counting
 from plantline_testing.controlplane import BUILD_TIMEOUT_S, ControlPlane
-from plantline_testing.images import Images, ensure_images
+from plantline_testing.images import Images
 from plantline_testing.kube import OPERATOR_NAMESPACE, apply, namespace, ready, wait_for
 from plantline_testing.node import Node
 from plantline_testing.nodeline import NodeLine, install_operator_overlay
@@ -44,11 +44,6 @@ STORAGE_CLASS = "plantline-local"
 VOLUMES = 3
 READY_S = 180.0
 METRICS_PORT = 9400
-
-
-@pytest.fixture(scope="module")
-def images() -> Images:
-    return ensure_images()
 
 
 @pytest.fixture(scope="module")
