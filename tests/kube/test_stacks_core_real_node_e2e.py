@@ -15,7 +15,6 @@ file order on one stack.
 from __future__ import annotations
 
 import json
-import urllib.request
 from base64 import b64decode
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,18 @@ from cryptography import x509
 
 from plantline_testing.controlplane import FAKE_NODE, ControlPlane
 from plantline_testing.images import Images
-from plantline_testing.kube import OPERATOR_NAMESPACE, apply, children, demo_line, namespace, plantline, ready, wait_for
+from plantline_testing.kube import (
+    OPERATOR_NAMESPACE,
+    apply,
+    children,
+    condition,
+    demo_line,
+    http_status,
+    namespace,
+    plantline,
+    ready,
+    wait_for,
+)
 from plantline_testing.node import Node
 from plantline_testing.pulumi_cli import BUILD_TIMEOUT_S, PulumiStack, core_stack, destroy_core
 
@@ -93,19 +103,11 @@ def _operator_pod(plane: ControlPlane) -> dict[str, Any]:
 
 
 def _ready(pod: dict[str, Any]) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+    return condition(pod, "Ready").get("status") == "True"
 
 
 def _certificate(secret: dict[str, Any], key: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(b64decode(secret["data"][key]))
-
-
-def _http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - the pod network
-            return int(answer.status)
-    except OSError:
-        return 0
 
 
 def test_up_runs_the_operator_s_image_on_the_real_node(
@@ -117,7 +119,7 @@ def test_up_runs_the_operator_s_image_on_the_real_node(
     assert container["image"] == images.operator
     # Kopf serves its liveness probe once it has started and logged in to the apiserver.
     url = f"http://{pod['status']['podIP']}:{HEALTH_PORT}/healthz"
-    wait_for("the operator's /healthz", lambda: _http_status(url) == 200, 60)
+    wait_for("the operator's /healthz", lambda: http_status(url) == 200, 60)
     pod = _operator_pod(plane)
     (status,) = pod["status"]["containerStatuses"]
     assert status["ready"]
