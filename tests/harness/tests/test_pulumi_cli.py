@@ -20,7 +20,8 @@ set -m  # job control: the background job gets a process group of its own
 sleep 300 </dev/null >/dev/null 2>&1 &  # a plugin talks to the CLI over its own pipes, not the CLI's output
 plugin=$!
 echo "$$ $plugin $(cut -d' ' -f5 /proc/$plugin/stat)" > "$RECORD"
-if [ "$INTERRUPT" = 1 ]; then kill -INT "$PPID"; fi  # Ctrl-C reaching the test run, not the CLI's session
+# Ctrl-C reaching the test run, not the CLI's session; once the run waits for the CLI.
+if [ "$INTERRUPT" = 1 ]; then sleep 0.5; kill -INT "$PPID"; fi
 wait
 """
 
