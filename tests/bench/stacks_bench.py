@@ -20,12 +20,10 @@ from pathlib import Path
 
 import harness
 from plantline_testing.controlplane import ControlPlane
-from plantline_testing.kube import wait_for
-from plantline_testing.pulumi_cli import PulumiStack, broker_tls, configure_core, ensure_pulumi
+from plantline_testing.kube import DEPLOY, wait_for
+from plantline_testing.pulumi_cli import broker_tls, core_stack, ensure_pulumi
 
 say = harness.progress("stacks-bench")
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "operator" / "deploy"
 SECRETS = ("emqxApiSecret", "grafanaAdminPassword", "postgresPassword")
 
 
@@ -69,10 +67,8 @@ def baseline(plane: ControlPlane) -> tuple[float, float]:
 
 def stack_times(plane: ControlPlane, bin_dir: Path, work: Path) -> tuple[float, float, float]:
     """Return the seconds of `pulumi up`, of a `preview` with no change and of `destroy`, for stacks/core."""
-    stack = PulumiStack(bin_dir, REPO / "stacks" / "core", work / "pulumi", env={"KUBECONFIG": str(plane.kubeconfig)})
-    stack.init()
     secrets = {k: f"bench-{k}" for k in SECRETS}
-    configure_core(stack, broker_tls(work), secrets, {"operatorManifests": str(DEPLOY)})
+    stack = core_stack(bin_dir, work / "pulumi", plane.kubeconfig, broker_tls(work), secrets)
     up = timed(lambda: stack.run("up", "--yes", "--skip-preview"))
     preview = timed(lambda: stack.run("preview", "--expect-no-changes"))
     destroy = timed(lambda: stack.run("destroy", "--yes"))

@@ -19,7 +19,6 @@ The tests run in file order on one line.
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,8 +28,8 @@ import pytest
 from plantline.connectors.sparkplug import MessageType
 from plantline_testing import counting
 from plantline_testing.controlplane import BUILD_TIMEOUT_S, ControlPlane
-from plantline_testing.images import Images, ensure_images
-from plantline_testing.kube import OPERATOR_NAMESPACE, apply, namespace, ready, wait_for
+from plantline_testing.images import Images
+from plantline_testing.kube import OPERATOR_NAMESPACE, apply, http_status, namespace, ready, wait_for
 from plantline_testing.node import Node
 from plantline_testing.nodeline import NodeLine, install_operator_overlay
 from plantline_testing.sparkplug_reader import SparkplugReader
@@ -44,11 +43,6 @@ STORAGE_CLASS = "plantline-local"
 VOLUMES = 3
 READY_S = 180.0
 METRICS_PORT = 9400
-
-
-@pytest.fixture(scope="module")
-def images() -> Images:
-    return ensure_images()
 
 
 @pytest.fixture(scope="module")
@@ -204,9 +198,7 @@ def test_the_operator_runs_as_its_own_pod_from_the_overlay_s_images(
     pods = plane.request("GET", f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods").get("items", [])
     (pod,) = pods
     # Kopf serves its liveness probe once it has started and logged in, from inside its pod.
-    wait_for(
-        "the operator's /healthz", lambda: _http_status(f"http://{pod['status']['podIP']}:8080/healthz") == 200, 60
-    )
+    wait_for("the operator's /healthz", lambda: http_status(f"http://{pod['status']['podIP']}:8080/healthz") == 200, 60)
     pod = plane.request("GET", f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods/{pod['metadata']['name']}")
     assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
     assert pod["spec"]["nodeName"] == node.name
@@ -227,7 +219,7 @@ def test_the_demo_line_becomes_ready_on_the_node_and_its_samples_reach_the_broke
     assert pod["spec"]["nodeName"] == node.name
     assert pod["spec"]["containers"][0]["image"] == images.connectors
     assert pod["status"]["podIP"].startswith(node.address.rsplit(".", 1)[0] + ".")
-    assert _http_status(_metrics(pod, "/readyz")) == 200
+    assert http_status(_metrics(pod, "/readyz")) == 200
     claim = plane.request("GET", f"/api/v1/namespaces/{NS}/persistentvolumeclaims/{LINE}-{LINE}-data")
     assert claim["status"]["phase"] == "Bound"
     assert claim["spec"]["storageClassName"] == STORAGE_CLASS
@@ -265,14 +257,6 @@ def test_deleting_the_pod_loses_no_sample_and_the_next_pod_continues_the_session
     assert old["metadata"]["annotations"] == new["metadata"]["annotations"]  # the same template
     deaths = run.reader.of(MessageType.NDEATH)
     assert len(deaths) >= 2  # each replaced pod's session ended with its NDEATH
-
-
-def _http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - the pod network
-            return int(answer.status)
-    except OSError:
-        return 0
 
 
 def _secret(plane: ControlPlane, name: str) -> dict[str, Any]:

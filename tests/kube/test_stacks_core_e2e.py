@@ -11,9 +11,8 @@ CA (plantline.pki). The tests run in file order on one stack.
 from __future__ import annotations
 
 import base64
-import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,13 @@ import pytest
 import yaml
 
 from plantline_testing.controlplane import ApiError, ControlPlane
-from plantline_testing.kube import wait_for
-from plantline_testing.pulumi_cli import BUILD_TIMEOUT_S, PulumiStack, broker_tls, configure_core, ensure_pulumi
+from plantline_testing.pulumi_cli import (
+    BUILD_TIMEOUT_S,
+    CORE_CLUSTER_WIDE,
+    PulumiStack,
+    core_stack,
+    destroy_core,
+)
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.timeout(BUILD_TIMEOUT_S + 1800)]
 
@@ -35,34 +39,13 @@ SECRETS = {
 }
 DEPLOYMENTS = ("plantline-operator", "prometheus", "grafana")
 STATEFULSETS = ("emqx", "postgres")
-CLUSTER_WIDE = (
-    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/plantlines.plantline.dev",
-    "/apis/rbac.authorization.k8s.io/v1/clusterroles/plantline-operator",
-    "/apis/rbac.authorization.k8s.io/v1/clusterroles/plantline-prometheus",
-    "/apis/rbac.authorization.k8s.io/v1/clusterroles/plantline-grafana",
-    "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/plantline-operator",
-    f"/api/v1/namespaces/{NS}",
-)
-
-
-@pytest.fixture(scope="module")
-def pulumi_bin() -> Path:
-    return ensure_pulumi()
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return broker_tls(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
 def stack(
     plane: ControlPlane, pulumi_bin: Path, tls: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PulumiStack]:
-    work = tmp_path_factory.mktemp("pulumi")
-    created = PulumiStack(pulumi_bin, REPO / "stacks" / "core", work, env={"KUBECONFIG": str(plane.kubeconfig)})
-    created.init()
-    configure_core(created, tls, SECRETS, {"operatorManifests": str(REPO / "operator" / "deploy")})
+    created = core_stack(pulumi_bin, tmp_path_factory.mktemp("pulumi"), plane.kubeconfig, tls, SECRETS)
     started = time.monotonic()
     created.run("up", "--yes", "--skip-preview")
     print(f"pulumi up of stacks/core: {time.monotonic() - started:.1f} s")  # the benchmark's figure
@@ -79,10 +62,6 @@ def get(plane: ControlPlane, path: str) -> dict[str, Any] | None:
         raise
 
 
-def gone(plane: ControlPlane, path: str) -> Callable[[], bool]:
-    return lambda: get(plane, path) is None
-
-
 def test_up_creates_every_workload_ready_with_its_claims_bound(plane: ControlPlane, stack: PulumiStack) -> None:
     for name in DEPLOYMENTS:
         deployment = plane.request("GET", f"/apis/apps/v1/namespaces/{NS}/deployments/{name}")
@@ -92,7 +71,7 @@ def test_up_creates_every_workload_ready_with_its_claims_bound(plane: ControlPla
         assert statefulset["status"].get("readyReplicas") == 1, name
         claim = plane.request("GET", f"/api/v1/namespaces/{NS}/persistentvolumeclaims/data-{name}-0")
         assert claim["status"]["phase"] == "Bound", name
-    for path in CLUSTER_WIDE:
+    for path in CORE_CLUSTER_WIDE:
         assert get(plane, path) is not None, path
     policies = plane.request("GET", f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies")
     assert sorted(p["metadata"]["name"] for p in policies["items"]) == ["emqx-ingress", "postgres-ingress"]
@@ -154,12 +133,4 @@ def test_a_config_change_updates_in_place(plane: ControlPlane, stack: PulumiStac
 
 
 def test_destroy_leaves_nothing_of_the_stack_behind(plane: ControlPlane, stack: PulumiStack) -> None:
-    stack.run("destroy", "--yes")
-    for path in CLUSTER_WIDE:
-        wait_for(f"{path} to be gone", gone(plane, path), timeout=120)
-    left = plane.request(
-        "GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles?labelSelector=app.kubernetes.io/part-of=plantline"
-    )
-    assert left["items"] == []
-    state = json.loads(stack.run("stack", "export").stdout)
-    assert [r["type"] for r in state["deployment"].get("resources") or []] in ([], ["pulumi:pulumi:Stack"])
+    destroy_core(plane, stack)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+STOP_GRACE_S = 5.0
 
 
 def free_port() -> int:
@@ -31,22 +35,72 @@ def find_program(name: str) -> str:
 def run_build(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
     """Return the result of a long build script, its stdout captured and its progress (stderr) live on ours.
 
-    The script runs in its own session, so a timeout (subprocess.TimeoutExpired is raised) or an
-    interrupt stops what it started too, e.g. the go or podman commands of a cold build.
+    It runs as `run_in_session` runs a command: a timeout (subprocess.TimeoutExpired is raised) or
+    an interrupt stops what it started too, e.g. the go or podman commands of a cold build.
+    """
+    return run_in_session(argv, timeout=timeout, capture_stderr=False)
+
+
+def run_in_session(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    input: str | None = None,
+    capture_stderr: bool = True,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Return the result of `argv` run in a session of its own, its stdout captured (stderr too, by default).
+
+    Whatever way it ends (done, a timeout: subprocess.TimeoutExpired is raised, an interrupt), no
+    process of that session outlives the call: a program that starts its helpers in process
+    groups of their own (the Pulumi CLI does so with its plugins) leaves none behind, which a
+    kill of the child or of its group alone would. Stdin is `input`, or nothing.
     """
     with subprocess.Popen(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, start_new_session=True
-    ) as build:
+        list(argv),
+        stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if capture_stderr else None,
+        text=True,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    ) as child:
         try:
-            stdout, _ = build.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(build.pid, signal.SIGKILL)
-            build.wait()
-            raise
-        except BaseException:  # e.g. KeyboardInterrupt: leave no build behind
-            os.killpg(build.pid, signal.SIGTERM)
-            raise
-    return subprocess.CompletedProcess(build.args, build.returncode, stdout, None)
+            stdout, stderr = child.communicate(input, timeout=timeout)
+        finally:  # also before Popen's exit, which would otherwise wait for a child still running
+            stop_session(child.pid)
+    return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
+
+
+def session_processes(session: int) -> list[int]:
+    """Return the PIDs of the live processes (zombies left out) whose session is `session`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After the command's name (in parentheses, and it may hold either): state, ppid, pgrp, session.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone while we read
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def stop_session(session: int, *, grace: float = STOP_GRACE_S) -> None:
+    """Stop every process of `session`: SIGTERM, then SIGKILL to those still there after `grace` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        for pid in session_processes(session):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while session_processes(session):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        else:
+            return
 
 
 class Started:

@@ -12,6 +12,7 @@ import json
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -208,8 +209,18 @@ def events(plane: ControlPlane, ns: str, name: str) -> list[dict[str, Any]]:
     return found
 
 
+def http_status(url: str) -> int:
+    """Return the HTTP status a GET of `url` answers with (0 when nothing answers), e.g. a pod's probe."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - the pod network
+            return int(answer.status)
+    except OSError:
+        return 0
+
+
 __all__ = [
     "CRD_NAME",
+    "DEPLOY",
     "OPERATOR_ACCOUNT",
     "OPERATOR_NAMESPACE",
     "PLURAL_POD_MONITORS",
@@ -222,6 +233,7 @@ __all__ = [
     "demo_line",
     "demo_machine",
     "events",
+    "http_status",
     "install_operator",
     "items",
     "line_config_maps",

@@ -17,7 +17,8 @@
 Pods reach the apiserver the way they do everywhere, at the `kubernetes` Service's address
 (10.0.0.1:443, which the apiserver's certificate names): there is no kube-proxy, so one iptables
 DNAT rule, for the pod network only, sends that address to the apiserver on 127.0.0.1
-(`route_localnet` on the bridge allows it). The fake node is cordoned, so pods land here.
+(`route_localnet` on the bridge allows it). The fake node is cordoned, so pods land here; with
+`exclusive=False` it is not, and node selectors place each pod on one or the other.
 
 Images come from podman (`load_image`: `podman save`, then `ctr -n k8s.io images import`);
 pods use them with `imagePullPolicy: IfNotPresent`. The pod sandbox image is the tests' Debian
@@ -78,8 +79,9 @@ def _free_subnet() -> ipaddress.IPv4Network:
 class Node(Started):
     """One real node (`NODE_NAME`) of `plane`; use it as a context manager inside the plane's."""
 
-    def __init__(self, plane: ControlPlane, work_dir: Path, *, name: str = NODE_NAME) -> None:
+    def __init__(self, plane: ControlPlane, work_dir: Path, *, name: str = NODE_NAME, exclusive: bool = True) -> None:
         self.plane = plane
+        self.exclusive = exclusive
         self.name = name
         self.work_dir = work_dir
         self.subnet = _free_subnet()
@@ -118,7 +120,8 @@ class Node(Started):
             self._start_containerd()
             self._load_sandbox_image()
             self._start_kubelet(bin_dir)
-            self.plane.kubectl("cordon", FAKE_NODE)
+            if self.exclusive:
+                self.plane.kubectl("cordon", FAKE_NODE)
         except BaseException:
             self.stop()
             raise

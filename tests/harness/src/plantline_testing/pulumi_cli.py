@@ -4,11 +4,13 @@ The CLI and the Kubernetes provider are built from the Go module proxy by
 tests/harness/pulumi/build.sh; the language host is plantline_testing.pulumi_host, run by this
 interpreter. A `PulumiStack` keeps everything of its own in a work directory: the local backend
 (`pulumi login file://DIR`), PULUMI_HOME, a copy of the project, and a bin directory with the
-host's launcher; plugins come from PATH only (no download).
+host's launcher; plugins come from PATH only (no download). `core_stack()` makes one of this
+checkout's stacks/core, configured; `destroy_core()` destroys it and checks that nothing is left.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -24,13 +26,26 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from plantline.pki.authority import Authority
-from plantline_testing import run_build
+from plantline_testing import run_build, run_in_session
+from plantline_testing.controlplane import ApiError, ControlPlane
+from plantline_testing.kube import DEPLOY, wait_for
 
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "pulumi" / "build.sh"
+ROOT = Path(__file__).resolve().parents[4]
+BUILD_SCRIPT = ROOT / "tests" / "harness" / "pulumi" / "build.sh"
+CORE_PROJECT = ROOT / "stacks" / "core"
 BUILD_TIMEOUT_S = 3600.0
 COMMAND_TIMEOUT_S = 900.0
 CORE_NAMESPACE = "plantline-system"
 PASSPHRASE = "plantline-tests"  # encrypts the test stack's secrets; the state is a temporary directory
+# What the core stack makes outside its namespace, and the namespace: gone once it is destroyed.
+CORE_CLUSTER_WIDE = (
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/plantlines.plantline.dev",
+    "/apis/rbac.authorization.k8s.io/v1/clusterroles/plantline-operator",
+    "/apis/rbac.authorization.k8s.io/v1/clusterroles/plantline-prometheus",
+    "/apis/rbac.authorization.k8s.io/v1/clusterroles/plantline-grafana",
+    "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/plantline-operator",
+    f"/api/v1/namespaces/{CORE_NAMESPACE}",
+)
 
 
 def broker_tls(directory: Path) -> dict[str, str]:
@@ -61,12 +76,47 @@ def broker_tls(directory: Path) -> dict[str, str]:
     }
 
 
-def configure_core(
-    stack: PulumiStack, tls: Mapping[str, str], secrets: Mapping[str, str], plain: Mapping[str, str]
-) -> None:
-    """Set the core stack's config: `tls` (its key as a secret), `secrets` with --secret, `plain` as is."""
-    stack.set_config({"tlsCert": tls["tlsCert"], "caBundle": tls["caBundle"], **plain})
+def core_stack(
+    bin_dir: Path,
+    work_dir: Path,
+    kubeconfig: Path,
+    tls: Mapping[str, str],
+    secrets: Mapping[str, str],
+    plain: Mapping[str, str] | None = None,
+) -> PulumiStack:
+    """Return a new stack of this checkout's stacks/core for `kubeconfig`'s cluster, its config set.
+
+    `tls` is `broker_tls()`'s (its key set as a secret), `secrets` are set with --secret, `plain`
+    as is; `operatorManifests` is this checkout's operator/deploy unless `plain` names another.
+    """
+    stack = PulumiStack(bin_dir, CORE_PROJECT, work_dir, env={"KUBECONFIG": str(kubeconfig)})
+    stack.init()
+    stack.set_config({"tlsCert": tls["tlsCert"], "caBundle": tls["caBundle"], "operatorManifests": str(DEPLOY)})
+    stack.set_config(plain or {})
     stack.set_config({"tlsKey": tls["tlsKey"], **secrets}, secret=True)
+    return stack
+
+
+def destroy_core(plane: ControlPlane, stack: PulumiStack) -> None:
+    """Run `pulumi destroy`; return once nothing of the core stack is left, in the cluster or the state."""
+    stack.run("destroy", "--yes")
+    for path in CORE_CLUSTER_WIDE:
+        wait_for(f"{path} to be gone", functools.partial(_absent, plane, path), timeout=120)
+    selector = "labelSelector=app.kubernetes.io/part-of=plantline"
+    left = plane.request("GET", f"/apis/rbac.authorization.k8s.io/v1/clusterroles?{selector}")
+    assert left["items"] == []
+    state = json.loads(stack.run("stack", "export").stdout)
+    assert [r["type"] for r in state["deployment"].get("resources") or []] in ([], ["pulumi:pulumi:Stack"])
+
+
+def _absent(plane: ControlPlane, path: str) -> bool:
+    try:
+        plane.request("GET", path)
+    except ApiError as error:
+        if error.status == 404:
+            return True
+        raise
+    return False
 
 
 class PulumiError(RuntimeError):
@@ -116,17 +166,20 @@ class PulumiStack:
             "PULUMI_SKIP_CONFIRMATIONS": "true",
         }
 
-    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Return the result of `pulumi ARGS` in the project; raise PulumiError when it fails and `check`."""
-        done = subprocess.run(
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = COMMAND_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
+        """Return the result of `pulumi ARGS` in the project; raise PulumiError when it fails and `check`.
+
+        The CLI runs in a session of its own (`run_in_session`): its plugins, which it starts in
+        process groups of their own, are stopped with it on a timeout or an interrupt.
+        """
+        done = run_in_session(
             [shutil.which("pulumi", path=self.env["PATH"]) or "pulumi", *args, "--non-interactive"],
             cwd=self.project,
             env=self.env,
             input=stdin if stdin is not None else "",  # never the terminal: the CLI must not prompt
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=False,
+            timeout=timeout,
         )
         if check and done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).splitlines()[-60:])
