@@ -75,6 +75,20 @@ def _variables(view: LineView, *, machine: bool = True) -> list[dict[str, Any]]:
     return found
 
 
+def _board(
+    view: LineView, kind: str, name: str, description: str, *, variables: list[dict[str, Any]], layout: Layout
+) -> dict[str, Any]:
+    """Return the line's dashboard of `kind`: its uid, title and tags made alike for every kind."""
+    return dashboard(
+        uid_=uid(kind, view.namespace, view.name),
+        title=f"PlantLine {view.title}: {name}",
+        description=description,
+        tags=[TAG, kind, view.site, view.line],
+        variables=variables,
+        layout=layout,
+    )
+
+
 def _ratio(title: str, metric: m.MetricDefinition, description: str, links: list[dict[str, Any]]) -> Panel:
     return Panel(
         "stat", title, [Query(S.of(metric, **PERIOD), BY_DEVICE)], description=description, unit="percentunit",
@@ -125,14 +139,8 @@ def line_oee(view: LineView) -> dict[str, Any]:
     for metric in (m.KPI_MTTR, m.KPI_MTBF):
         layout.add(Panel("stat", metric.help, [Query(S.of(metric, **PERIOD), BY_DEVICE)], unit="s", width=12, height=5))
     periods = custom_variable("scope", "Period", (("Rolling window", "window"), ("Current shift", "shift")))
-    return dashboard(
-        uid_=uid("oee", view.namespace, view.name),
-        title=f"PlantLine {view.title}: Line / OEE",
-        description=f"OEE, parts, state and faults of the machines of {view.title}, as the edge computes them.",
-        tags=[TAG, "oee", view.site, view.line],
-        variables=[*_variables(view), periods],
-        layout=layout,
-    )
+    about = f"OEE, parts, state and faults of the machines of {view.title}, as the edge computes them."
+    return _board(view, "oee", "Line / OEE", about, variables=[*_variables(view), periods], layout=layout)
 
 
 def edge_connectors(view: LineView) -> dict[str, Any]:
@@ -227,14 +235,8 @@ def edge_connectors(view: LineView) -> dict[str, Any]:
         Panel("stat", "Certificate days left", [Query(days, "{{identity}}")], unit="d", width=12, height=6,
               thresholds=(("red", None), ("orange", view.renew_before_days / 2), ("green", view.renew_before_days)))
     )  # fmt: skip
-    return dashboard(
-        uid_=uid("edge", view.namespace, view.name),
-        title=f"PlantLine {view.title}: Edge / connectors",
-        description=f"The connectors of {view.title}: PLC links, sampling, outbox, MQTT, Sparkplug and certificates.",
-        tags=[TAG, "edge", view.site, view.line],
-        variables=_variables(view),
-        layout=layout,
-    )
+    about = f"The connectors of {view.title}: PLC links, sampling, outbox, MQTT, Sparkplug and certificates."
+    return _board(view, "edge", "Edge / connectors", about, variables=_variables(view), layout=layout)
 
 
 def broker_dashboard(view: LineView) -> dict[str, Any]:
@@ -279,14 +281,8 @@ def broker_dashboard(view: LineView) -> dict[str, Any]:
         Panel("timeseries", "Samples over 500 ms to the broker (objective under 5 %)", lag, unit="percentunit",
               thresholds=(("green", None), ("red", 0.05)), width=24)
     )  # fmt: skip
-    return dashboard(
-        uid_=uid("broker", view.namespace, view.name),
-        title=f"PlantLine {view.title}: Broker",
-        description=f"The broker of {view.title} from its own $SYS counters, and the line's two SLOs.",
-        tags=[TAG, "broker", view.site, view.line],
-        variables=_variables(view, machine=False),
-        layout=layout,
-    )
+    about = f"The broker of {view.title} from its own $SYS counters, and the line's two SLOs."
+    return _board(view, "broker", "Broker", about, variables=_variables(view, machine=False), layout=layout)
 
 
 def operator_core(view: LineView) -> dict[str, Any]:
@@ -327,14 +323,8 @@ def operator_core(view: LineView) -> dict[str, Any]:
         constant_variable("namespace", view.namespace),
         constant_variable("plantline", view.name),
     ]
-    return dashboard(
-        uid_=uid("core", view.namespace, view.name),
-        title=f"PlantLine {view.title}: Operator / core",
-        description=f"The operator reconciling {view.namespace}/{view.name}, and the line's certificates and CRL.",
-        tags=[TAG, "core", view.site, view.line],
-        variables=variables,
-        layout=layout,
-    )
+    about = f"The operator reconciling {view.namespace}/{view.name}, and the line's certificates and CRL."
+    return _board(view, "core", "Operator / core", about, variables=variables, layout=layout)
 
 
 def _kpi_api(layout: Layout) -> None:
@@ -381,14 +371,8 @@ def cloud_bridge_dashboard(view: LineView) -> dict[str, Any]:
               thresholds=ZERO_IS_GOOD, width=12)
     )  # fmt: skip
     _cloud_bridge_kafka(layout)
-    return dashboard(
-        uid_=uid("cloud", view.namespace, view.name),
-        title=f"PlantLine {view.title}: Cloud bridge",
-        description=f"The cloud bridge of {view.title}: Sparkplug samples from the broker to Kafka.",
-        tags=[TAG, "cloud", view.site, view.line],
-        variables=_variables(view, machine=False),
-        layout=layout,
-    )
+    about = f"The cloud bridge of {view.title}: Sparkplug samples from the broker to Kafka."
+    return _board(view, "cloud", "Cloud bridge", about, variables=_variables(view, machine=False), layout=layout)
 
 
 def _cloud_bridge_kafka(layout: Layout) -> None:
