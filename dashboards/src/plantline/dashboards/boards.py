@@ -390,8 +390,8 @@ def _cloud_bridge_kafka(layout: Layout) -> None:
     )  # fmt: skip
     slow = [Query(f"{BRIDGE_LATENCY_RECORD}{w}{{{S.matchers()}}}", f"slow records {w}") for w in ("5m", "1h")]
     layout.add(
-        Panel("timeseries", f"Records over {target:g} s (objective under 1 %)", slow, unit="percentunit",
-              thresholds=(("green", None), ("red", 0.01)))
+        Panel("timeseries", f"Messages over {target:g} s to Kafka's acknowledgement (objective under 1 %)", slow,
+              unit="percentunit", thresholds=(("green", None), ("red", 0.01)))
     )  # fmt: skip
     batch = [Query(S.of(m.BRIDGE_BATCH_RECORDS), "{{quantile}}")]
     layout.add(Panel("timeseries", "Records per Kafka batch", batch, description=m.BRIDGE_BATCH_RECORDS.help))
