@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from plantline.connectors import metric_names as m
 from plantline.dashboards import ConnectorView, LineView, MachineView, Targets, prometheus_config, render_files
@@ -108,7 +109,24 @@ def test_slo_alerts_use_the_workbooks_windows_and_factors() -> None:
     assert 'le="0.5"' in lag.expr
 
 
-def test_a_line_without_a_bridge_gets_no_bridge_alert_or_panel() -> None:
+@pytest.mark.parametrize(
+    ("record", "metric"),
+    [
+        ("plantline:ingest_lag_slow:ratio_rate5m", m.INGEST_LAG),
+        ("plantline:api_slow:ratio_rate5m", m.API_REQUEST_DURATION),
+        ("plantline:bridge_produce_slow:ratio_rate5m", m.BRIDGE_PRODUCE_LATENCY),
+    ],
+)
+def test_each_slo_selects_a_bucket_as_prometheus_client_writes_its_le(record: str, metric: m.MetricDefinition) -> None:
+    registry = CollectorRegistry()
+    histogram = Histogram(metric.family, metric.help, metric.labels, buckets=metric.buckets, registry=registry)
+    if metric.labels:  # a labelled histogram writes its buckets once it has a child
+        histogram.labels(*("x" for _ in metric.labels)).observe(0)
+    exposed = generate_latest(registry).decode()
+    (rule,) = [r for r in recording_rules(VIEW) if r.record == record]
+    (le,) = re.findall(r'le="([^"]+)"', rule.expr)
+    assert f'le="{le}"' in exposed, f"{record} selects le={le!r}, which {metric.name} does not write"
+
     plain = dataclasses.replace(VIEW, bridge=None)
     assert "PlantLineBridgeDown" not in {r.name for r in alert_rules(plain)}
     assert "PlantLineBridgeDown" in {r.name for r in alert_rules(VIEW)}
@@ -131,7 +149,7 @@ def test_only_a_line_with_the_cloud_bridge_gets_its_board_rules_and_slo() -> Non
     assert [(r.severity, r.labels["burn"]) for r in burns] == [("critical", "fast"), ("warning", "slow")]
     assert "14.4 * 0.01" in burns[0].expr
     slow = next(r for r in recording_rules(VIEW) if r.record == "plantline:bridge_produce_slow:ratio_rate5m")
-    assert f'{m.BRIDGE_PRODUCE_LATENCY.name}_bucket{{site="site1", line="line1", le="1"}}' in slow.expr
+    assert f'{m.BRIDGE_PRODUCE_LATENCY.name}_bucket{{site="site1", line="line1", le="1.0"}}' in slow.expr
 
 
 def test_the_cloud_bridge_alerts_tell_kafka_away_from_a_stalled_produce_and_a_lost_mqtt_session() -> None:

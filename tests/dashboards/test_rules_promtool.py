@@ -133,8 +133,8 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]]]] = {
     ),
     "PlantLineCloudBridgeMqttLag": _gauge(m.BRIDGE_MQTT_LAG.name, CLOUD_BRIDGE, 120, 2),
     "PlantLineCloudBridgeLatencyBudgetBurn": (
-        _histogram(m.BRIDGE_PRODUCE_LATENCY, CLOUD_BRIDGE, "1", 50),
-        _histogram(m.BRIDGE_PRODUCE_LATENCY, CLOUD_BRIDGE, "1", 100),
+        _histogram(m.BRIDGE_PRODUCE_LATENCY, CLOUD_BRIDGE, "1.0", 50),  # prometheus_client writes 1 as 1.0
+        _histogram(m.BRIDGE_PRODUCE_LATENCY, CLOUD_BRIDGE, "1.0", 100),
     ),
     # quiet: the API's requests are fast; its slow /metrics scrapes are no request of the objective
     "PlantLineApiLatencyBudgetBurn": (_api(50), _api(100) + _api(0, route="/metrics")),

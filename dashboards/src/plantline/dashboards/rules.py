@@ -119,10 +119,10 @@ def _dropped_ratio(scope: Scope, window: str) -> str:
     return f"{dropped} / ({sent} + {dropped})"
 
 
-def _slow_ratio(scope: Scope, window: str) -> str:
-    le = f"{INGEST_LAG_TARGET_S:g}"
-    fast = f"sum by ({_BY_LINE}) (rate({scope.of(m.INGEST_LAG, '_bucket', le=le)}[{window}]))"
-    total = f"sum by ({_BY_LINE}) (rate({scope.of(m.INGEST_LAG, '_count')}[{window}]))"
+def _slow_ratio(scope: Scope, metric: m.MetricDefinition, target_s: float, window: str) -> str:
+    """Return the share of a histogram's observations above `target_s` (a bucket's bound) over `window`."""
+    fast = f"sum by ({_BY_LINE}) (rate({scope.of(metric, '_bucket', le=bucket_label(target_s))}[{window}]))"
+    total = f"sum by ({_BY_LINE}) (rate({scope.of(metric, '_count')}[{window}]))"
     return f"1 - ({fast} / {total})"
 
 
@@ -134,20 +134,23 @@ def api_selector(scope: Scope, suffix: str, **more: str) -> str:
 
 
 def _api_slow_ratio(scope: Scope, window: str) -> str:
-    fast = f"sum by ({_BY_LINE}) (rate({api_selector(scope, '_bucket', le=f'{API_LATENCY_TARGET_S:g}')}[{window}]))"
+    fast = (
+        f"sum by ({_BY_LINE}) (rate({api_selector(scope, '_bucket', le=bucket_label(API_LATENCY_TARGET_S))}[{window}]))"
+    )
     total = f"sum by ({_BY_LINE}) (rate({api_selector(scope, '_count')}[{window}]))"
     return f"1 - ({fast} / {total})"
 
 
-def _bridge_slow_ratio(scope: Scope, window: str) -> str:
-    le = f"{BRIDGE_LATENCY_TARGET_S:g}"
-    fast = f"sum by ({_BY_LINE}) (rate({scope.of(m.BRIDGE_PRODUCE_LATENCY, '_bucket', le=le)}[{window}]))"
-    total = f"sum by ({_BY_LINE}) (rate({scope.of(m.BRIDGE_PRODUCE_LATENCY, '_count')}[{window}]))"
-    return f"1 - ({fast} / {total})"
+def bucket_label(bound: float) -> str:
+    """Return a histogram bucket's `le` label as prometheus_client writes it: `1.0`, `0.25`.
+
+    Prometheus 2 matches `le` as text: `le="1"` finds no bucket written `1.0`.
+    """
+    return repr(float(bound))
 
 
 def _has_bucket(metric: m.MetricDefinition, bound: float) -> None:
-    if f"{bound:g}" not in {f"{b:g}" for b in metric.buckets}:
+    if float(bound) not in {float(b) for b in metric.buckets}:
         raise ValueError(f"{metric.name} has no bucket at {bound:g} s")
 
 
@@ -169,19 +172,24 @@ def recording_rules(view: LineView) -> list[RecordingRule]:
     """Return the line's recording rules: each SLO's error ratio per window, and certificate days left.
 
     The SLOs: broker drops, ingest lag and the KPI API's latency (its slow share of requests), and
-    with the cloud bridge its produce latency (the share of records Kafka acknowledged after 1 s).
+    with the cloud bridge its produce latency (the share of MQTT messages whose records Kafka
+    acknowledged after 1 s).
     """
     scope = rule_scope(view)
     _has_bucket(m.INGEST_LAG, INGEST_LAG_TARGET_S)
     _has_bucket(m.API_REQUEST_DURATION, API_LATENCY_TARGET_S)
     rules = [RecordingRule(f"{MQTT_DROPPED_RECORD}{w}", _dropped_ratio(scope, w), BROKER) for w in SLO_WINDOWS]
-    rules += [RecordingRule(f"{INGEST_LAG_RECORD}{w}", _slow_ratio(scope, w), CONNECTOR) for w in SLO_WINDOWS]
+    rules += [
+        RecordingRule(f"{INGEST_LAG_RECORD}{w}", _slow_ratio(scope, m.INGEST_LAG, INGEST_LAG_TARGET_S, w), CONNECTOR)
+        for w in SLO_WINDOWS
+    ]
     rules += [RecordingRule(f"{API_LATENCY_RECORD}{w}", _api_slow_ratio(scope, w), API) for w in SLO_WINDOWS]
     if view.cloud_bridge:
         _has_bucket(m.BRIDGE_PRODUCE_LATENCY, BRIDGE_LATENCY_TARGET_S)
+        slow = [_slow_ratio(scope, m.BRIDGE_PRODUCE_LATENCY, BRIDGE_LATENCY_TARGET_S, w) for w in SLO_WINDOWS]
         rules += [
-            RecordingRule(f"{BRIDGE_LATENCY_RECORD}{w}", _bridge_slow_ratio(scope, w), CLOUD_BRIDGE)
-            for w in SLO_WINDOWS
+            RecordingRule(f"{BRIDGE_LATENCY_RECORD}{w}", e, CLOUD_BRIDGE)
+            for w, e in zip(SLO_WINDOWS, slow, strict=True)
         ]
     # The facts name their PlantLine, whoever serves them; the record adds the line's site and line
     # (which an operator's scrape lacks), so the dashboards select it as any other series.
