@@ -219,3 +219,17 @@ def test_a_dead_letter_above_the_limit_keeps_the_first_bytes_and_names_the_whole
     assert dead.value == garbage[: 4096 - 2048]
     assert headers["original-bytes"] == b"10240"
     assert headers["original-sha256"] == hashlib.sha256(garbage).hexdigest().encode()
+
+
+def test_the_ready_gauge_says_what_readyz_says(bridge: Bridge) -> None:
+    kafka, link = _stand_ins(bridge)
+    states: list[tuple[float | None, bool]] = []
+    for mqtt, reachable, fatal in ((True, True, None), (False, True, None), (True, False, None), (True, True, "no")):
+        if mqtt:
+            link.connected.set()
+        else:
+            link.connected.clear()
+        kafka.up, kafka.fatal = reachable, fatal
+        bridge._observe()
+        states.append((bridge.metrics.registry.get_sample_value("plantline_bridge_ready"), bridge.ready()))
+    assert states == [(1, True), (0, False), (0, False), (0, False)]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from plantline.connectors import metric_names as m
 from plantline.dashboards import ConnectorView, LineView, MachineView, Targets, prometheus_config, render_files
@@ -29,6 +30,7 @@ VIEW = LineView(
     ),
     connectors=(ConnectorView("opcua", ("filler",)), ConnectorView("s7", ("capper", "labeler"))),
     bridge="site1-line1-bridge",
+    cloud_bridge=True,
     renew_before_days=30,
     maintenance_window=True,
 )
@@ -42,7 +44,7 @@ def _exprs(board: dict[str, Any]) -> list[str]:
 
 
 def _known_names() -> set[str]:
-    defined = (*m.CONNECTOR_METRICS, *m.PKI_METRICS, *m.OPERATOR_METRICS, *m.API_METRICS)
+    defined = (*m.CONNECTOR_METRICS, *m.PKI_METRICS, *m.OPERATOR_METRICS, *m.API_METRICS, *m.BRIDGE_METRICS)
     names = {d.name for d in defined}
     names |= {d.name + suffix for d in defined if d.type == "histogram" for suffix in ("_bucket", "_count", "_sum")}
     names |= {metric.name for metric in b.BROKER_METRICS} | {"up", "mosquitto_state"}
@@ -62,7 +64,7 @@ def test_every_metric_plantline_exposes_is_on_a_board() -> None:
     on_boards = " ".join(e for board in dashboards(VIEW).values() for e in _exprs(board))
     shown_records = " ".join(r.expr for r in recording_rules(VIEW) if r.record in on_boards)
     shown = {n.removesuffix("_bucket") for n in _METRIC.findall(f"{on_boards} {shown_records}")}
-    every = (*m.CONNECTOR_METRICS, *m.PKI_METRICS, *m.OPERATOR_METRICS, *m.API_METRICS)
+    every = (*m.CONNECTOR_METRICS, *m.PKI_METRICS, *m.OPERATOR_METRICS, *m.API_METRICS, *m.BRIDGE_METRICS)
     assert {d.name for d in every} - shown == {m.KPI_RUN.name, m.KPI_PLANNED.name}
 
 
@@ -107,7 +109,24 @@ def test_slo_alerts_use_the_workbooks_windows_and_factors() -> None:
     assert 'le="0.5"' in lag.expr
 
 
-def test_a_line_without_a_bridge_gets_no_bridge_alert_or_panel() -> None:
+@pytest.mark.parametrize(
+    ("record", "metric"),
+    [
+        ("plantline:ingest_lag_slow:ratio_rate5m", m.INGEST_LAG),
+        ("plantline:api_slow:ratio_rate5m", m.API_REQUEST_DURATION),
+        ("plantline:bridge_produce_slow:ratio_rate5m", m.BRIDGE_PRODUCE_LATENCY),
+    ],
+)
+def test_each_slo_selects_a_bucket_as_prometheus_client_writes_its_le(record: str, metric: m.MetricDefinition) -> None:
+    registry = CollectorRegistry()
+    histogram = Histogram(metric.family, metric.help, metric.labels, buckets=metric.buckets, registry=registry)
+    if metric.labels:  # a labelled histogram writes its buckets once it has a child
+        histogram.labels(*("x" for _ in metric.labels)).observe(0)
+    exposed = generate_latest(registry).decode()
+    (rule,) = [r for r in recording_rules(VIEW) if r.record == record]
+    (le,) = re.findall(r'le="([^"]+)"', rule.expr)
+    assert f'le="{le}"' in exposed, f"{record} selects le={le!r}, which {metric.name} does not write"
+
     plain = dataclasses.replace(VIEW, bridge=None)
     assert "PlantLineBridgeDown" not in {r.name for r in alert_rules(plain)}
     assert "PlantLineBridgeDown" in {r.name for r in alert_rules(VIEW)}
@@ -115,12 +134,39 @@ def test_a_line_without_a_bridge_gets_no_bridge_alert_or_panel() -> None:
     assert "Bridge to the core broker" not in titles
 
 
+def test_only_a_line_with_the_cloud_bridge_gets_its_board_rules_and_slo() -> None:
+    plain = dataclasses.replace(VIEW, cloud_bridge=False)
+    assert "cloud" not in dashboards(plain)
+    assert [r for r in recording_rules(plain) if r.source == "bridge"] == []
+    assert [r for r in alert_rules(plain) if r.source == "bridge"] == []
+    assert not any("plantline_bridge_" in text for text in render_files(plain).values())
+    names = {r.name for r in alert_rules(VIEW) if r.source == "bridge"}
+    assert names == {
+        "PlantLineCloudBridgeDown", "PlantLineCloudBridgeKafkaUnreachable", "PlantLineCloudBridgeProduceStalled",
+        "PlantLineCloudBridgeDeadLetters", "PlantLineCloudBridgeMqttLag", "PlantLineCloudBridgeLatencyBudgetBurn",
+    }  # fmt: skip
+    burns = [r for r in alert_rules(VIEW) if r.name == "PlantLineCloudBridgeLatencyBudgetBurn"]
+    assert [(r.severity, r.labels["burn"]) for r in burns] == [("critical", "fast"), ("warning", "slow")]
+    assert "14.4 * 0.01" in burns[0].expr
+    slow = next(r for r in recording_rules(VIEW) if r.record == "plantline:bridge_produce_slow:ratio_rate5m")
+    assert f'{m.BRIDGE_PRODUCE_LATENCY.name}_bucket{{site="site1", line="line1", le="1.0"}}' in slow.expr
+
+
+def test_the_cloud_bridge_alerts_tell_kafka_away_from_a_stalled_produce_and_a_lost_mqtt_session() -> None:
+    by_name = {r.name: r for r in alert_rules(VIEW) if r.source == "bridge"}
+    kafka_up = f'{m.BRIDGE_KAFKA_UP.name}{{site="site1", line="line1"}}'
+    assert by_name["PlantLineCloudBridgeKafkaUnreachable"].expr == f"{kafka_up} == 0"
+    assert by_name["PlantLineCloudBridgeProduceStalled"].expr.endswith(f"and {kafka_up} == 1")
+    assert by_name["PlantLineCloudBridgeDown"].expr.endswith(f"unless {kafka_up} == 0)")
+    assert by_name["PlantLineCloudBridgeDown"].probe == 'up{site="site1", line="line1", component="bridge"}'
+
+
 def test_certificate_renewal_alert_leaves_the_maintenance_window_a_week() -> None:
     (overdue,) = (r for r in alert_rules(VIEW) if r.name == "PlantLineCertificateRenewalOverdue")
     assert overdue.expr.endswith("< 23")
 
 
-@pytest.mark.parametrize("kind", ["oee", "edge", "broker", "core"])
+@pytest.mark.parametrize("kind", ["oee", "edge", "broker", "core", "cloud"])
 def test_dashboards_have_variables_units_thresholds_and_links(kind: str) -> None:
     board = dashboards(VIEW)[kind]
     variables = {v["name"]: v for v in board["templating"]["list"]}
@@ -161,15 +207,17 @@ def test_uids_are_stable_and_distinct_per_line() -> None:
     assert set(again.values()).isdisjoint(b["uid"] for b in dashboards(other).values())
 
 
-def test_render_files_gives_four_dashboards_and_a_rule_file() -> None:
+def test_render_files_gives_four_dashboards_a_fifth_with_the_cloud_bridge_and_a_rule_file() -> None:
     files = render_files(VIEW)
     assert sorted(files) == [
         "grafana/plantline-site1-line1-broker.json",
+        "grafana/plantline-site1-line1-cloud.json",
         "grafana/plantline-site1-line1-core.json",
         "grafana/plantline-site1-line1-edge.json",
         "grafana/plantline-site1-line1-oee.json",
         "prometheus/plantline-site1-line1.rules.yml",
     ]
+    assert len(render_files(dataclasses.replace(VIEW, cloud_bridge=False))) == 5
     assert json.loads(files["grafana/plantline-site1-line1-oee.json"])["schemaVersion"] == 41
     assert yaml.safe_load(files["prometheus/plantline-site1-line1.rules.yml"]) == rule_file(VIEW)
 
@@ -186,6 +234,15 @@ def test_the_scrape_configuration_labels_every_target_with_site_line_and_compone
     assert labels["plantline-plantline-site1-line1-broker"]["component"] == "broker"
     assert config["rule_files"] == ["rules.yml"]
     assert "plantline-plantline-site1-line1-api" not in labels  # no KPI API given, no job
+    assert "plantline-plantline-site1-line1-bridge" not in labels  # no cloud bridge given, no job
+
+
+def test_the_cloud_bridges_scrape_is_labelled_as_its_rules_select_it() -> None:
+    (job,) = prometheus_config(VIEW, Targets({}, cloud_bridge="127.0.0.1:9410"), rule_files=[])["scrape_configs"]
+    assert job["job_name"] == "plantline-plantline-site1-line1-bridge"
+    assert job["static_configs"] == [
+        {"targets": ["127.0.0.1:9410"], "labels": {"site": "site1", "line": "line1", "component": "bridge"}}
+    ]
 
 
 def test_the_kpi_apis_scrape_brings_its_bearer_token() -> None:

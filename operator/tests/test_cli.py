@@ -300,3 +300,17 @@ def test_dashboards_writes_grafana_and_prometheus_files_and_refuses_to_overwrite
     assert main(["dashboards", str(DEMO), "--out", str(out)]) == 1
     assert "pass --force" in capsys.readouterr().err
     assert main(["dashboards", str(DEMO), "--out", str(out), "--force"]) == 0
+
+
+def test_dashboards_adds_the_cloud_bridge_board_and_alerts_only_when_asked(tmp_path: Path) -> None:
+    def rendered(out: Path, *flags: str) -> tuple[set[str], set[str]]:
+        assert main(["dashboards", str(DEMO), "--out", str(out), *flags]) == 0
+        rules = yaml.safe_load((out / "prometheus/plantline-site1-line1.rules.yml").read_text())
+        alerts = {r["alert"] for group in rules["groups"] for r in group["rules"] if "alert" in r}
+        return {p.name for p in (out / "grafana").iterdir()}, alerts
+
+    boards, alerts = rendered(tmp_path / "plain")
+    with_bridge, bridge_alerts = rendered(tmp_path / "cloud", "--cloud-bridge")
+    assert with_bridge - boards == {"plantline-site1-line1-cloud.json"}
+    assert {a for a in bridge_alerts - alerts if a.startswith("PlantLineCloudBridge")} == bridge_alerts - alerts
+    assert {"PlantLineCloudBridgeDown", "PlantLineCloudBridgeKafkaUnreachable"} <= bridge_alerts - alerts

@@ -177,3 +177,32 @@ def test_a_connector_group_named_cloud_bridge_clashes_with_the_bridge(demo: Plan
     data["spec"]["connectors"] = {"grouping": "perLine"}
     with pytest.raises(PlantLineInvalid, match=r"spec\.connectors: a connector group named 'cloud-bridge' clashes"):
         parse_plantline(data)
+
+
+@pytest.mark.parametrize("cloud", [True, False])
+def test_up_with_monitoring_scrapes_the_bridge_and_loads_its_rules_only_with_a_cloud_target(
+    demo: PlantLine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cloud: bool
+) -> None:
+    from plantline.operator import local
+    from plantline.operator.monitoring import Monitoring
+
+    monkeypatch.setattr(local, "postgres_bin", lambda: None)
+    monkeypatch.setattr(local, "find_prometheus", lambda: "/usr/bin/prometheus")  # not started here
+    target = parse_cloud_url("kafka://127.0.0.1:9093") if cloud else None
+    line = local.LocalLine(demo, local.Layout(tmp_path / "state"), simulate=True, metrics_base_port=9400,
+                           monitoring=Monitoring(19090), cloud=target, bridge_port=9555)  # fmt: skip
+    line.prepare()
+    monitoring = tmp_path / "state" / "monitoring"
+    jobs = yaml.safe_load((monitoring / "prometheus.yml").read_text())["scrape_configs"]
+    bridge = [job["static_configs"][0] for job in jobs if job["job_name"].endswith("-bridge")]
+    alerts = {
+        r.get("alert") for g in yaml.safe_load((monitoring / "rules.yml").read_text())["groups"] for r in g["rules"]
+    }
+    if cloud:
+        assert bridge == [
+            {"targets": ["127.0.0.1:9555"], "labels": {"site": "site1", "line": "line1", "component": "bridge"}}
+        ]
+        assert "PlantLineCloudBridgeDown" in alerts
+    else:
+        assert bridge == []
+        assert not any(str(a).startswith("PlantLineCloudBridge") for a in alerts)

@@ -44,8 +44,6 @@ from plantline.bridge.records import SAMPLE_HEADERS, Router
 from plantline.connectors.samples import Quality, Sample
 from plantline.connectors.sparkplug import MessageType
 from plantline.connectors.sparkplug.host import HostSession
-from plantline.pki.authority import Authority
-from plantline.pki.exports import CertFormat
 from plantline_testing import free_port
 from plantline_testing.kafka import KafkaServer
 from plantline_testing.lines import free_run
@@ -56,15 +54,7 @@ LINGER_MS = 20
 
 
 def _kafka(root: Path) -> KafkaServer:
-    ca = Authority.init(root / "kafka-ca", name="bench Kafka CA", passphrase=None, encrypt=False)
-    ca.issue("kafka-broker", profile="mqtt-server", sans=["ip:127.0.0.1"])
-    directory = root / "kafka"
-    directory.mkdir()
-    (directory / "broker.crt").write_bytes(ca.export("kafka-broker", CertFormat.CHAIN))
-    (directory / "broker.key").write_bytes(ca.export("kafka-broker", CertFormat.KEY))
-    (directory / "trust-bundle.pem").write_bytes(ca.trust_bundle())
-    (directory / "bridge-password").write_text("bridge-secret\n")
-    return KafkaServer(directory, free_run(3), users={"bridge": "bridge-secret"})
+    return KafkaServer.with_own_ca(root / "kafka", free_run(3), users={"bridge": "bridge-secret"})
 
 
 def _create_topics(kafka: KafkaServer, names: list[str], partitions: int) -> None:

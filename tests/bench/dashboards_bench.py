@@ -9,17 +9,20 @@
    how many series each source gives: per machine (series with a `device` label, divided by the
    machines), per connector (the rest of its series), the broker exporter, the certificate facts
    and the recording rules; and the total a --machines line would have. Figures only, no baseline.
+   With --cloud-bridge, the line runs the cloud bridge too (`--cloud`, to a one-node Kafka from
+   plantline_testing.kafka), and its series (with the recording rules of its SLO) are counted.
 
 Run: uv run --all-packages python tests/bench/dashboards_bench.py [--seconds S] [--machines N]
-[--no-live] [--format table|json]. Progress goes to stderr, the results table (or JSON) to stdout.
+[--no-live] [--cloud-bridge] [--format table|json]. Progress goes to stderr, the results table (or JSON) to stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,7 +56,7 @@ def line(machines: int, *, per_machine: bool) -> LineView:
     return LineView(
         name="site1-line1", namespace="plantline", site="site1", area="area1", line="line1",
         machines=tuple(MachineView(i, "s7", SIGNALS) for i in ids), connectors=connectors,
-        bridge="site1-line1-bridge",
+        bridge="site1-line1-bridge", cloud_bridge=True,
     )  # fmt: skip
 
 
@@ -93,16 +96,33 @@ def _wait(probe: Callable[[], bool], seconds: float, what: str) -> None:
         time.sleep(1)
 
 
-def cardinality_rows(machines: int) -> list[Row]:
+@contextlib.contextmanager
+def _cloud(root: Path, wanted: bool) -> Iterator[list[str]]:
+    """Yield `plantline up`'s arguments for the cloud bridge to a Kafka started here (none unless `wanted`)."""
+    if not wanted:
+        yield []
+        return
+    from plantline_testing import free_port
+    from plantline_testing.kafka import KafkaServer
+    from plantline_testing.lines import free_run
+
+    kafka = KafkaServer.with_own_ca(root / "kafka", free_run(3), users={"bridge": "bridge-secret"})
+    progress("starting Kafka for the cloud bridge")
+    with kafka:
+        url = f"kafka://bridge@{kafka.bootstrap}?password_file={kafka.directory / 'bridge-password'}&ca={kafka.ca_file}"
+        yield ["--cloud", url, "--bridge-port", str(free_port())]
+
+
+def cardinality_rows(machines: int, *, cloud_bridge: bool = False) -> list[Row]:
     from plantline_testing.broker_exporter import broker_exporter
     from plantline_testing.lines import UpRun, free_run, line_copy
     from plantline_testing.prometheus import PrometheusApi
 
-    with tempfile.TemporaryDirectory(prefix="dashboards-bench-") as work:
+    with tempfile.TemporaryDirectory(prefix="dashboards-bench-") as work, _cloud(Path(work), cloud_bridge) as cloud:
         root = Path(work)
         data = line_copy(root / "line.yaml")
         port = free_run(3)
-        args = ["--monitoring", "--prometheus-port", str(port), "--broker-exporter", str(broker_exporter())]
+        args = ["--monitoring", "--prometheus-port", str(port), "--broker-exporter", str(broker_exporter()), *cloud]
         run = UpRun(root / "line.yaml", root / "state", up_args=args)
         try:
             progress("starting plantline up --simulate --monitoring")
@@ -111,6 +131,9 @@ def cardinality_rows(machines: int) -> list[Row]:
             # the KPIs (in both scopes where a shift runs) and the recording rules must be in
             _wait(lambda: _count(api, "count(plantline_kpi_oee_ratio)") >= 3, 180, "the KPIs")
             _wait(lambda: _count(api, 'count({__name__=~"plantline:.+"})') > 0, 120, "the recording rules")
+            if cloud_bridge:  # every machine's topic has had records, and the bridge's SLO is recorded
+                _wait(lambda: _count(api, "count(plantline_bridge_records_total)") >= 3, 180, "the bridge's records")
+                _wait(lambda: _count(api, "count(plantline:bridge_produce_slow:ratio_rate5m)") > 0, 120, "its SLO")
             time.sleep(10)
             demo = len(data["spec"]["machines"])
             in_shift = _count(api, 'count(plantline_kpi_oee_ratio{scope="shift"})') > 0
@@ -118,6 +141,7 @@ def cardinality_rows(machines: int) -> list[Row]:
             connector = _count(api, 'count({component="connector", device=""})')
             broker = _count(api, 'count({component="broker"})')
             pki = _count(api, 'count({component="pki"})')
+            bridge = _count(api, 'count({component="bridge"})')
             recorded = _count(api, 'count({__name__=~"plantline:.+"})')
         finally:
             run.down()
@@ -126,30 +150,32 @@ def cardinality_rows(machines: int) -> list[Row]:
     if not in_shift:  # measured outside the line's shifts: count the shift scope's gauges too
         per_machine += SHIFT_SERIES
     when = "inside a shift" if in_shift else f"outside a shift, +{SHIFT_SERIES} shift-scope KPIs"
-    return [
+    recorded_notes = "with the cloud bridge's SLO" if cloud_bridge else ""
+    rows = [
         Row("series per machine (device-labelled)", per_machine, "series", notes=f"{demo} machines, {when}"),
         Row("series per connector (no device label)", connector, "series", notes="with its process metrics"),
         Row("series of the broker exporter", broker, "series", notes="mqtt-exporter on $SYS"),
         Row("series of the certificate facts", pki, "series", notes="with up's process metrics"),
-        Row("series of the recording rules, per line", recorded, "series"),
-        Row(
-            f"series of a {machines}-machine line (perLine)",
-            per_machine * machines + connector + broker + pki + recorded,
-            "series",
-            notes="per machine x machines + the rest",
-        ),
+        Row("series of the recording rules, per line", recorded, "series", notes=recorded_notes),
     ]
+    if cloud_bridge:
+        rows.append(Row("series of the cloud bridge", bridge, "series", notes=f"{demo} topics, one per equipment type"))
+    total = per_machine * machines + connector + broker + pki + recorded + bridge
+    rows.append(Row(f"series of a {machines}-machine line (perLine)", total, "series",
+                    notes="per machine x machines + the rest"))  # fmt: skip
+    return rows
 
 
 def main() -> int:
     parser = harness.arguments(__doc__, seconds=2.0)
     parser.add_argument("--machines", type=int, default=200, help="machines of the rendered line (default 200)")
     parser.add_argument("--no-live", action="store_true", help="skip the cardinality measurement on a live line")
+    parser.add_argument("--cloud-bridge", action="store_true", help="the live line runs the cloud bridge to a Kafka")
     args = parser.parse_args()
     budget = harness.budget(parser, args)
     rows = render_rows(args.machines, budget)
     if not args.no_live:
-        rows += cardinality_rows(args.machines)
+        rows += cardinality_rows(args.machines, cloud_bridge=args.cloud_bridge)
     env = harness.environment(prometheus=harness.command_output("promtool", "--version").split("\n")[0])
     harness.report("dashboards: render time and Prometheus series", env, rows, args.format)
     return 0

@@ -10,7 +10,7 @@ from plantline.dashboards.boards import dashboards
 from plantline_testing.grafana_schema import typecheck_dashboards
 from plantline_testing.lines import demo_line_view
 
-DEMO_VIEW = demo_line_view()  # the demo line with a bridge: every alert is generated
+DEMO_VIEW = demo_line_view()  # the demo line with a bridge and the cloud bridge: every board and alert
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.peer, pytest.mark.slow]
 def test_the_demo_lines_dashboards_fit_grafanas_schema() -> None:
     check = typecheck_dashboards(dashboards(DEMO_VIEW))
     assert check.returncode == 0, check.output
-    assert check.source.count(": Plain<Dashboard> =") == 4
+    assert check.source.count(": Plain<Dashboard> =") == 5  # with the cloud bridge's
 
 
 def test_a_broken_panel_fails_the_check() -> None:

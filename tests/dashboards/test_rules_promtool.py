@@ -16,12 +16,13 @@ from plantline.dashboards.rules import alert_names
 from plantline_testing import find_program
 from plantline_testing.lines import demo_line_view
 
-DEMO_VIEW = demo_line_view()  # the demo line with a bridge: every alert is generated
+DEMO_VIEW = demo_line_view()  # the demo line with a bridge and the cloud bridge: every alert is generated
 
 pytestmark = pytest.mark.peer
 
 LINE = 'site="site1", line="line1"'
 CONNECTOR = f'{LINE}, component="connector", connector="line1"'
+CLOUD_BRIDGE = f'{LINE}, component="bridge"'
 MAX_BYTES = 256 << 20
 EVAL = "90m"  # past every rule's `for` (the longest is 1h)
 SAMPLES = 120  # one a minute
@@ -50,19 +51,32 @@ def _dropped(dropped_per_minute: float) -> list[dict[str, str]]:
     ]
 
 
-def _lag(fast_per_minute: float) -> list[dict[str, str]]:
-    name = m.INGEST_LAG.name
+def _histogram(metric: m.MetricDefinition, labels: str, le: str, fast_per_minute: float) -> list[dict[str, str]]:
+    """Return a histogram's series: 100 observations a minute, `fast_per_minute` of them within `le`."""
     return [
-        _series(f"{name}_bucket", f'{CONNECTOR}, le="0.5"', _rising(fast_per_minute)),
-        _series(f"{name}_count", CONNECTOR, _rising(100)),
+        _series(f"{metric.name}_bucket", f'{labels}, le="{le}"', _rising(fast_per_minute)),
+        _series(f"{metric.name}_count", labels, _rising(100)),
     ]
 
 
+def _lag(fast_per_minute: float) -> list[dict[str, str]]:
+    return _histogram(m.INGEST_LAG, CONNECTOR, "0.5", fast_per_minute)
+
+
 def _api(fast_per_minute: float, route: str = "/kpi/current") -> list[dict[str, str]]:
-    name, labels = m.API_REQUEST_DURATION.name, f'{LINE}, component="api", route="{route}", status="200"'
+    labels = f'{LINE}, component="api", route="{route}", status="200"'
+    return _histogram(m.API_REQUEST_DURATION, labels, "0.25", fast_per_minute)
+
+
+def _bridge(*, up: float = 1, ready: float = 1, kafka: float = 1, pending: float = 0,
+            acked_per_minute: float = 100) -> list[dict[str, str]]:  # fmt: skip
+    """Return the cloud bridge's series: scraped or not, ready, Kafka reachable, messages waiting and acknowledged."""
     return [
-        _series(f"{name}_bucket", f'{labels}, le="0.25"', _rising(fast_per_minute)),
-        _series(f"{name}_count", labels, _rising(100)),
+        _series("up", CLOUD_BRIDGE, _flat(up)),
+        _series(m.BRIDGE_READY.name, CLOUD_BRIDGE, _flat(ready)),
+        _series(m.BRIDGE_KAFKA_UP.name, CLOUD_BRIDGE, _flat(kafka)),
+        _series(m.BRIDGE_PENDING.name, CLOUD_BRIDGE, _flat(pending)),
+        _series(m.BRIDGE_MESSAGES.name, CLOUD_BRIDGE, _rising(acked_per_minute)),
     ]
 
 
@@ -105,6 +119,23 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]]]] = {
     "PlantLineMessagesDroppedBudgetBurn": (_dropped(10), _dropped(0)),
     "PlantLineIngestLagBudgetBurn": (_lag(50), _lag(100)),
     "PlantLineReconcileFailing": (_errors(1), _errors(0)),
+    # ready fails without Kafka too: that is Kafka's alert, not the bridge's
+    "PlantLineCloudBridgeDown": (_bridge(ready=0), _bridge(ready=0, kafka=0, pending=5, acked_per_minute=0)),
+    "PlantLineCloudBridgeKafkaUnreachable": (_bridge(ready=0, kafka=0), _bridge()),
+    # messages wait and none is acknowledged: stalled with Kafka there, unreachable without it
+    "PlantLineCloudBridgeProduceStalled": (
+        _bridge(pending=5, acked_per_minute=0),
+        _bridge(ready=0, kafka=0, pending=5, acked_per_minute=0),
+    ),
+    "PlantLineCloudBridgeDeadLetters": (
+        [_series(m.BRIDGE_DEAD_LETTERS.name, f'{CLOUD_BRIDGE}, reason="undecodable"', _rising(1))],
+        [_series(m.BRIDGE_DEAD_LETTERS.name, f'{CLOUD_BRIDGE}, reason="undecodable"', _flat(3))],
+    ),
+    "PlantLineCloudBridgeMqttLag": _gauge(m.BRIDGE_MQTT_LAG.name, CLOUD_BRIDGE, 120, 2),
+    "PlantLineCloudBridgeLatencyBudgetBurn": (
+        _histogram(m.BRIDGE_PRODUCE_LATENCY, CLOUD_BRIDGE, "1.0", 50),  # prometheus_client writes 1 as 1.0
+        _histogram(m.BRIDGE_PRODUCE_LATENCY, CLOUD_BRIDGE, "1.0", 100),
+    ),
     # quiet: the API's requests are fast; its slow /metrics scrapes are no request of the objective
     "PlantLineApiLatencyBudgetBurn": (_api(50), _api(100) + _api(0, route="/metrics")),
 }
@@ -139,14 +170,33 @@ def test_every_alert_has_a_case_here() -> None:
     assert sorted(alert_names(DEMO_VIEW)) == sorted(CASES)
 
 
-@pytest.mark.parametrize("alert", sorted(CASES))
-def test_the_alert_fires_when_it_should_and_stays_quiet_otherwise(rules_dir: Path, alert: str) -> None:
-    fire, quiet = CASES[alert]
-    tests = {"rule_files": ["rules.yml"], "evaluation_interval": "1m",
-             "tests": [_case(alert, fire, fires=True), _case(alert, quiet, fires=False)]}  # fmt: skip
+def _passes(rules_dir: Path, cases: list[dict[str, Any]]) -> None:
+    tests = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": cases}
     (rules_dir / "test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
     done = _promtool("test", "rules", "test.yml", cwd=rules_dir)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("alert", sorted(CASES))
+def test_the_alert_fires_when_it_should_and_stays_quiet_otherwise(rules_dir: Path, alert: str) -> None:
+    fire, quiet = CASES[alert]
+    _passes(rules_dir, [_case(alert, fire, fires=True), _case(alert, quiet, fires=False)])
+
+
+# Further situations of the cloud bridge's alerts: (alert, input series, fires).
+MORE_CLOUD_BRIDGE_CASES = [
+    ("PlantLineCloudBridgeDown", _bridge(up=0), True),  # not scraped: crashed, or stopped by a refusal
+    ("PlantLineCloudBridgeDown", _bridge(), False),
+    ("PlantLineCloudBridgeProduceStalled", _bridge(pending=5), False),  # messages wait, and keep being acknowledged
+    ("PlantLineCloudBridgeKafkaUnreachable", _bridge(ready=0, pending=5, acked_per_minute=0), False),
+]
+
+
+@pytest.mark.parametrize(("alert", "series", "fires"), MORE_CLOUD_BRIDGE_CASES)
+def test_the_cloud_bridge_alerts_tell_their_causes_apart(
+    rules_dir: Path, alert: str, series: list[dict[str, str]], fires: bool
+) -> None:
+    _passes(rules_dir, [_case(alert, series, fires=fires)])
 
 
 def test_a_promtool_case_fails_when_the_alert_does_not_fire(rules_dir: Path) -> None:

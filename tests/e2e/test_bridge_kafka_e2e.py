@@ -7,6 +7,9 @@ harness's reader with a persistent session at the same broker (the host identity
 ask for the births it missed), never killed. Over a span both
 listened, Kafka must hold every (machine, signal, source time) the reader saw, and no other; a
 record seen twice must be the same record (same id, same content), removable by its id.
+
+With `--monitoring`, Prometheus scrapes the bridge: every query of its dashboard, its recording
+rules and its alerts' probes find series, and Kafka stopped raises the Kafka alert, not the others.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +30,13 @@ import yaml
 
 from plantline.bridge.records import dedupe, sample_of
 from plantline.connectors.sparkplug import DataType, Metric, Payload, encode
+from plantline.dashboards.line import CLOUD_BRIDGE
 from plantline.operator.api import parse_plantline
-from plantline.operator.render import topology
-from plantline.pki.authority import Authority
-from plantline.pki.exports import CertFormat
+from plantline.operator.render import line_view, topology
 from plantline_testing import free_port
 from plantline_testing.kafka import Consumed, KafkaServer
 from plantline_testing.lines import UpRun, free_run, line_copy
+from plantline_testing.prometheus import PrometheusApi, line_queries, wait_for
 from plantline_testing.sparkplug_reader import SparkplugReader
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -46,14 +49,8 @@ Key = tuple[str, str, int]
 @pytest.fixture(scope="module")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaServer]:
     root = tmp_path_factory.mktemp("kafka")
-    ca = Authority.init(root / "ca", name="cloud test CA", passphrase=None, encrypt=False)
-    ca.issue("kafka-broker", profile="mqtt-server", sans=["ip:127.0.0.1"])
-    (root / "broker.crt").write_bytes(ca.export("kafka-broker", CertFormat.CHAIN))
-    (root / "broker.key").write_bytes(ca.export("kafka-broker", CertFormat.KEY))
-    (root / "trust-bundle.pem").write_bytes(ca.trust_bundle())
-    (root / "bridge-password").write_text(BRIDGE_PASSWORD + "\n")
+    server = KafkaServer.with_own_ca(root, free_run(3), users={BRIDGE_USER: BRIDGE_PASSWORD})
     (root / "wrong-password").write_text("not-the-password\n")
-    server = KafkaServer(root, free_run(3), users={BRIDGE_USER: BRIDGE_PASSWORD})
     with server:
         yield server
 
@@ -64,10 +61,10 @@ def _url(kafka: KafkaServer, prefix: str, **options: object) -> str:
     return f"kafka://{BRIDGE_USER}@{kafka.bootstrap}?{query}"
 
 
-def _up(tmp_path: Path, kafka: KafkaServer, prefix: str, **options: object) -> UpRun:
+def _up(tmp_path: Path, kafka: KafkaServer, prefix: str, *, more: Sequence[str] = (), **options: object) -> UpRun:
     fields = {machine: {"equipmentType": kind} for machine, kind in TYPES.items()}
     line_copy(tmp_path / "line.yaml", machine_fields=fields)
-    up_args = ["--cloud", _url(kafka, prefix, **options), "--bridge-port", str(free_port())]
+    up_args = ["--cloud", _url(kafka, prefix, **options), "--bridge-port", str(free_port()), *more]
     run = UpRun(tmp_path / "line.yaml", tmp_path / "state", up_args=up_args)
     run.up_detached()
     return run
@@ -293,3 +290,32 @@ def test_a_wrong_password_stops_the_bridge_with_an_error_naming_the_endpoint_wit
     assert took < 30, f"it took {took:.0f} s to give up"
     failed = kafka.log_text()[mark:].count("Failed authentication")
     assert 1 <= failed <= 3, f"{failed} authentication attempts"
+
+
+def test_with_monitoring_every_bridge_query_finds_series_and_a_kafka_outage_raises_the_kafka_alert_alone(
+    tmp_path: Path, kafka: KafkaServer
+) -> None:
+    port = free_run(3)
+    run = _up(tmp_path, kafka, "watched", more=["--monitoring", "--prometheus-port", str(port)])
+    api = PrometheusApi(f"http://127.0.0.1:{port}")
+    view = line_view(parse_plantline(yaml.safe_load(run.line_file.read_text())), cloud_bridge=True)
+    try:
+        _wait(lambda: _bridge(run).get("records", 0) > 0, 120, "the bridge produces records", run)
+        wait_for(lambda: api.query(f'up{{component="{CLOUD_BRIDGE}"}} == 1'), 60, "the bridge scraped")
+        wait_for(lambda: api.query("plantline:bridge_produce_slow:ratio_rate5m"), 120, "the bridge's SLO recorded")
+        queries = line_queries(view, boards={"cloud"}, sources={CLOUD_BRIDGE})
+        assert len(queries) > 20
+        empty = [(where, expr) for where, expr in queries if not api.query(expr)]
+        assert empty == [], "\n".join(f"{where}: {expr}" for where, expr in empty)
+
+        kafka.stop()
+        try:
+            wait_for(lambda: api.active("PlantLineCloudBridgeKafkaUnreachable"), 120, "the Kafka alert pending")
+            others = ("PlantLineCloudBridgeDown", "PlantLineCloudBridgeProduceStalled")
+            assert [name for name in others if api.active(name)] == []
+        finally:
+            kafka.start()
+        _wait(lambda: _bridge(run).get("kafka_up") is True, 120, "the bridge reaches Kafka again", run)
+        wait_for(lambda: not api.active("PlantLineCloudBridgeKafkaUnreachable") or None, 60, "the Kafka alert cleared")
+    finally:
+        run.finish()

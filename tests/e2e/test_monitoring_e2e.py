@@ -16,21 +16,18 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from plantline.connectors import metric_names as m
 from plantline.dashboards import LineView
-from plantline.dashboards.boards import dashboards
 from plantline.dashboards.line import OPERATOR
-from plantline.dashboards.rules import alert_rules, recording_rules
 from plantline.operator.api import parse_plantline
 from plantline.operator.local_historian import postgres_bin
 from plantline.operator.render import line_view
 from plantline_testing.broker_exporter import broker_exporter
 from plantline_testing.lines import UpRun, free_run, line_copy
-from plantline_testing.prometheus import PrometheusApi, substitute, wait_for
+from plantline_testing.prometheus import PrometheusApi, line_queries, wait_for
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -46,8 +43,6 @@ EVENT_ONLY = {
 }
 OPERATOR_NAMES = tuple(metric.name for metric in m.OPERATOR_METRICS)
 API_NAMES = tuple(metric.name for metric in m.API_METRICS)
-VARIABLES = {"site": "site1", "line": "line1", "machine": ".*", "scope": "window",
-             "namespace": "plantline", "plantline": "site1-line1"}  # fmt: skip
 
 
 @pytest.fixture
@@ -74,31 +69,12 @@ def _exempt(expr: str, *, historian: bool) -> str | None:
     return next((why for name, why in EVENT_ONLY.items() if name in expr), None)
 
 
-def _every_query(view: LineView) -> list[tuple[str, str]]:
-    found = [
-        (f"{kind}: {panel['title']}", substitute(target["expr"], VARIABLES))
-        for kind, board in dashboards(view).items()
-        for panel in board["panels"]
-        for target in panel.get("targets", [])
-    ]
-    found += [(f"record {rule.record}", rule.expr) for rule in recording_rules(view)]
-    found += [(f"alert {rule.name}", rule.probe) for rule in alert_rules(view)]
-    return found
-
-
 def _answers(run: UpRun) -> bool | None:
     try:
         run.api("/machines/status")
     except (OSError, ValueError):  # not listening yet, or the historian's schema not there yet
         return None
     return True
-
-
-def _pending(api: PrometheusApi, alert: str, **labels: str) -> list[dict[str, Any]]:
-    return [
-        a for a in api.alerts()
-        if a["labels"]["alertname"] == alert and all(a["labels"].get(k) == v for k, v in labels.items())
-    ]  # fmt: skip
 
 
 def test_every_query_finds_series_and_outages_raise_their_alerts(
@@ -118,22 +94,22 @@ def test_every_query_finds_series_and_outages_raise_their_alerts(
     capper = run.child_pid("sim/capper")
     os.kill(capper, signal.SIGSTOP)  # a PLC that stops answering
     try:
-        wait_for(lambda: _pending(api, "PlantLinePlcDisconnected", device="capper"), 120, "PLC alert pending")
+        wait_for(lambda: api.active("PlantLinePlcDisconnected", device="capper"), 120, "PLC alert pending")
     finally:
         os.kill(capper, signal.SIGCONT)
-    wait_for(lambda: not _pending(api, "PlantLinePlcDisconnected") or None, 120, "the PLC alert to clear")
+    wait_for(lambda: not api.active("PlantLinePlcDisconnected") or None, 120, "the PLC alert to clear")
 
     broker = run.child_pid("broker")
     os.kill(broker, signal.SIGSTOP)  # a broker that stops answering
     try:
-        found = wait_for(lambda: _pending(api, "PlantLineBrokerUnreachable"), 120, "broker alert pending")
+        found = wait_for(lambda: api.active("PlantLineBrokerUnreachable"), 120, "broker alert pending")
         assert found[0]["labels"]["connector"] == "line1"
         assert "filler, capper, labeler" in str(found[0]["annotations"]["description"])
     finally:
         os.kill(broker, signal.SIGCONT)
     wait_for(lambda: api.query(f"{m.MQTT_CONNECTED.name} == 1"), 120, "the MQTT session again")
 
-    queries = [(where, expr) for where, expr in _every_query(view) if not _exempt(expr, historian=historian)]
+    queries = [(where, expr) for where, expr in line_queries(view) if not _exempt(expr, historian=historian)]
     empty = [(where, expr) for where, expr in queries if not api.query(expr)]
     assert empty == [], "\n".join(f"{where}: {expr}" for where, expr in empty)
     assert api.query(f'{m.SOURCE_RECONNECTS.name}{{device="capper"}}'), "the stopped PLC was reconnected"

@@ -21,7 +21,7 @@ from plantline_testing.broker_exporter import broker_exporter
 from plantline_testing.lines import REPO, UpRun, demo_line_view, free_run, line_copy
 from plantline_testing.prometheus import PrometheusApi, wait_for
 
-DEMO_VIEW = demo_line_view()  # the demo line with a bridge: every alert is generated
+DEMO_VIEW = demo_line_view()  # the demo line with a bridge and the cloud bridge: every board and alert
 
 RUNBOOKS = REPO / "runbooks"
 SECTIONS = ("**Meaning.**", "**Impact.**", "## Diagnosis", "## Mitigation", "## Escalation")

@@ -30,3 +30,4 @@ class BridgeMetrics:
         self.pending = Gauge(names.BRIDGE_PENDING.family, names.BRIDGE_PENDING.help, registry=r)
         self.mqtt_connected = Gauge(names.BRIDGE_MQTT_CONNECTED.family, names.BRIDGE_MQTT_CONNECTED.help, registry=r)
         self.kafka_up = Gauge(names.BRIDGE_KAFKA_UP.family, names.BRIDGE_KAFKA_UP.help, registry=r)
+        self.ready = Gauge(names.BRIDGE_READY.family, names.BRIDGE_READY.help, registry=r)

@@ -241,6 +241,7 @@ class Bridge:
         m.pending.set(len(self._waiting))
         m.mqtt_connected.set(1 if self.link.connected.is_set() else 0)
         m.kafka_up.set(1 if self.kafka.up else 0)
+        m.ready.set(1 if self.ready() else 0)
         for quantile, value in (("avg", batches.avg), ("0.5", batches.p50), ("0.99", batches.p99),
                                 ("max", batches.max)):  # fmt: skip
             m.batch_records.labels(quantile).set(value)

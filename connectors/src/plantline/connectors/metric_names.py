@@ -303,6 +303,11 @@ BRIDGE_MQTT_CONNECTED: Final = MetricDefinition(
 BRIDGE_KAFKA_UP: Final = MetricDefinition(
     "plantline_bridge_kafka_up", "gauge", "1 while the Kafka client reaches a broker (per its last report)"
 )
+BRIDGE_READY: Final = MetricDefinition(
+    "plantline_bridge_ready",
+    "gauge",
+    "1 while the bridge moves data (its /readyz): MQTT session up, Kafka reachable, no fatal refusal",
+)
 BRIDGE_METRICS: Final = (
     BRIDGE_RECORDS,
     BRIDGE_MESSAGES,
@@ -314,5 +319,6 @@ BRIDGE_METRICS: Final = (
     BRIDGE_PENDING,
     BRIDGE_MQTT_CONNECTED,
     BRIDGE_KAFKA_UP,
+    BRIDGE_READY,
 )
 """Every metric the bridge's /metrics exposes, in a stable order."""

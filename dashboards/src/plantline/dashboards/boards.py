@@ -1,4 +1,6 @@
-"""The line's four Grafana dashboards: Line / OEE, Edge / connectors, Broker, Operator / core.
+"""The line's Grafana dashboards: Line / OEE, Edge / connectors, Broker, Operator / core, Cloud bridge.
+
+The Cloud bridge dashboard is made only for a line that runs the cloud bridge (`view.cloud_bridge`).
 
 Every query selects the `site`, `line` and (where the metric has one) `machine` variables, whose
 defaults are the line's own; the OEE dashboard also has a period selector (the rolling window or
@@ -29,11 +31,14 @@ from plantline.dashboards.grafana import (
     uid,
     value_mappings,
 )
-from plantline.dashboards.line import BROKER, COMPONENT_LABEL, CONNECTOR, LineView
+from plantline.dashboards.line import BROKER, CLOUD_BRIDGE, COMPONENT_LABEL, CONNECTOR, LineView
 from plantline.dashboards.promql import DASHBOARD_SCOPE as S
 from plantline.dashboards.rules import (
     API_LATENCY_RECORD,
     API_LATENCY_TARGET_S,
+    BRIDGE_LATENCY_RECORD,
+    BRIDGE_LATENCY_TARGET_S,
+    BRIDGE_MQTT_LAG_MAX_S,
     CERTIFICATE_DAYS_RECORD,
     INGEST_LAG_RECORD,
     MQTT_DROPPED_RECORD,
@@ -41,7 +46,7 @@ from plantline.dashboards.rules import (
     pki_selector,
 )
 
-KINDS: Final = ("oee", "edge", "broker", "core")
+KINDS: Final = ("oee", "edge", "broker", "core", "cloud")  # "cloud" only for a line with the cloud bridge
 TAG: Final = "plantline"
 RATE: Final = "$__rate_interval"
 PERIOD = {"scope": "$scope"}
@@ -68,6 +73,20 @@ def _variables(view: LineView, *, machine: bool = True) -> list[dict[str, Any]]:
         query = f'label_values({m.SOURCE_CONNECTED.name}{{site=~"$site", line=~"$line"}}, device)'
         found.append(query_variable("machine", "Machine", query, current="All", multi=True))
     return found
+
+
+def _board(
+    view: LineView, kind: str, name: str, description: str, *, variables: list[dict[str, Any]], layout: Layout
+) -> dict[str, Any]:
+    """Return the line's dashboard of `kind`: its uid, title and tags made alike for every kind."""
+    return dashboard(
+        uid_=uid(kind, view.namespace, view.name),
+        title=f"PlantLine {view.title}: {name}",
+        description=description,
+        tags=[TAG, kind, view.site, view.line],
+        variables=variables,
+        layout=layout,
+    )
 
 
 def _ratio(title: str, metric: m.MetricDefinition, description: str, links: list[dict[str, Any]]) -> Panel:
@@ -120,14 +139,8 @@ def line_oee(view: LineView) -> dict[str, Any]:
     for metric in (m.KPI_MTTR, m.KPI_MTBF):
         layout.add(Panel("stat", metric.help, [Query(S.of(metric, **PERIOD), BY_DEVICE)], unit="s", width=12, height=5))
     periods = custom_variable("scope", "Period", (("Rolling window", "window"), ("Current shift", "shift")))
-    return dashboard(
-        uid_=uid("oee", view.namespace, view.name),
-        title=f"PlantLine {view.title}: Line / OEE",
-        description=f"OEE, parts, state and faults of the machines of {view.title}, as the edge computes them.",
-        tags=[TAG, "oee", view.site, view.line],
-        variables=[*_variables(view), periods],
-        layout=layout,
-    )
+    about = f"OEE, parts, state and faults of the machines of {view.title}, as the edge computes them."
+    return _board(view, "oee", "Line / OEE", about, variables=[*_variables(view), periods], layout=layout)
 
 
 def edge_connectors(view: LineView) -> dict[str, Any]:
@@ -222,14 +235,8 @@ def edge_connectors(view: LineView) -> dict[str, Any]:
         Panel("stat", "Certificate days left", [Query(days, "{{identity}}")], unit="d", width=12, height=6,
               thresholds=(("red", None), ("orange", view.renew_before_days / 2), ("green", view.renew_before_days)))
     )  # fmt: skip
-    return dashboard(
-        uid_=uid("edge", view.namespace, view.name),
-        title=f"PlantLine {view.title}: Edge / connectors",
-        description=f"The connectors of {view.title}: PLC links, sampling, outbox, MQTT, Sparkplug and certificates.",
-        tags=[TAG, "edge", view.site, view.line],
-        variables=_variables(view),
-        layout=layout,
-    )
+    about = f"The connectors of {view.title}: PLC links, sampling, outbox, MQTT, Sparkplug and certificates."
+    return _board(view, "edge", "Edge / connectors", about, variables=_variables(view), layout=layout)
 
 
 def broker_dashboard(view: LineView) -> dict[str, Any]:
@@ -274,14 +281,8 @@ def broker_dashboard(view: LineView) -> dict[str, Any]:
         Panel("timeseries", "Samples over 500 ms to the broker (objective under 5 %)", lag, unit="percentunit",
               thresholds=(("green", None), ("red", 0.05)), width=24)
     )  # fmt: skip
-    return dashboard(
-        uid_=uid("broker", view.namespace, view.name),
-        title=f"PlantLine {view.title}: Broker",
-        description=f"The broker of {view.title} from its own $SYS counters, and the line's two SLOs.",
-        tags=[TAG, "broker", view.site, view.line],
-        variables=_variables(view, machine=False),
-        layout=layout,
-    )
+    about = f"The broker of {view.title} from its own $SYS counters, and the line's two SLOs."
+    return _board(view, "broker", "Broker", about, variables=_variables(view, machine=False), layout=layout)
 
 
 def operator_core(view: LineView) -> dict[str, Any]:
@@ -322,14 +323,8 @@ def operator_core(view: LineView) -> dict[str, Any]:
         constant_variable("namespace", view.namespace),
         constant_variable("plantline", view.name),
     ]
-    return dashboard(
-        uid_=uid("core", view.namespace, view.name),
-        title=f"PlantLine {view.title}: Operator / core",
-        description=f"The operator reconciling {view.namespace}/{view.name}, and the line's certificates and CRL.",
-        tags=[TAG, "core", view.site, view.line],
-        variables=variables,
-        layout=layout,
-    )
+    about = f"The operator reconciling {view.namespace}/{view.name}, and the line's certificates and CRL."
+    return _board(view, "core", "Operator / core", about, variables=variables, layout=layout)
 
 
 def _kpi_api(layout: Layout) -> None:
@@ -349,11 +344,76 @@ def _kpi_api(layout: Layout) -> None:
     )  # fmt: skip
 
 
+def cloud_bridge_dashboard(view: LineView) -> dict[str, Any]:
+    """Return the Cloud bridge dashboard: state, records, dead letters, produce latency, batches, MQTT lag."""
+    broker_board = [dashboard_link("Broker", uid("broker", view.namespace, view.name), machine="All")]
+    layout = Layout()
+    layout.row(f"Cloud bridge of {view.title}: MQTT to Kafka")
+    scraped = [Query(S.up(CLOUD_BRIDGE), "scraped"), Query(S.of(m.BRIDGE_READY), "ready")]
+    layout.add(
+        Panel("state-timeline", "Bridge scraped and ready (/readyz)", scraped, description=m.BRIDGE_READY.help,
+              mappings=boolean_mappings("down", "up"), thresholds=ONE_IS_GOOD, width=12, height=5)
+    )  # fmt: skip
+    links = [Query(S.of(m.BRIDGE_MQTT_CONNECTED), "MQTT"), Query(S.of(m.BRIDGE_KAFKA_UP), "Kafka")]
+    layout.add(
+        Panel("state-timeline", "MQTT session and Kafka reachable", links, mappings=boolean_mappings("down", "up"),
+              thresholds=ONE_IS_GOOD, width=12, height=5, links=broker_board)
+    )  # fmt: skip
+    layout.row("Records")
+    records = [
+        Query(f"sum by (topic) (rate({S.of(m.BRIDGE_RECORDS)}[{RATE}]))", "{{topic}}"),
+        Query(f"rate({S.of(m.BRIDGE_MESSAGES)}[{RATE}])", "MQTT messages acknowledged"),
+    ]
+    layout.add(Panel("timeseries", "Records/s by topic", records, unit="reqps", width=12))
+    dead = [Query(f"sum by (reason) (increase({S.of(m.BRIDGE_DEAD_LETTERS)}[{RATE}]))", "{{reason}}")]
+    layout.add(
+        Panel("timeseries", "Dead letters by reason", dead, description=m.BRIDGE_DEAD_LETTERS.help,
+              thresholds=ZERO_IS_GOOD, width=12)
+    )  # fmt: skip
+    _cloud_bridge_kafka(layout)
+    about = f"The cloud bridge of {view.title}: Sparkplug samples from the broker to Kafka."
+    return _board(view, "cloud", "Cloud bridge", about, variables=_variables(view, machine=False), layout=layout)
+
+
+def _cloud_bridge_kafka(layout: Layout) -> None:
+    """Add the cloud bridge's Kafka and MQTT rows: produce latency and its SLO, batches, MQTT lag and backlog."""
+    layout.row("Kafka produce")
+    target = BRIDGE_LATENCY_TARGET_S
+    latency = [
+        Query(f"histogram_quantile({q}, sum by (le) (rate({S.of(m.BRIDGE_PRODUCE_LATENCY, '_bucket')}[{RATE}])))",
+              f"p{q * 100:g}")
+        for q in (0.5, 0.99)
+    ]  # fmt: skip
+    layout.add(
+        Panel("timeseries", f"Produce latency p50 and p99 (objective: p99 under {target:g} s)", latency, unit="s",
+              description=m.BRIDGE_PRODUCE_LATENCY.help, thresholds=(("green", None), ("red", target)))
+    )  # fmt: skip
+    slow = [Query(f"{BRIDGE_LATENCY_RECORD}{w}{{{S.matchers()}}}", f"slow records {w}") for w in ("5m", "1h")]
+    layout.add(
+        Panel("timeseries", f"Messages over {target:g} s to Kafka's acknowledgement (objective under 1 %)", slow,
+              unit="percentunit", thresholds=(("green", None), ("red", 0.01)))
+    )  # fmt: skip
+    batch = [Query(S.of(m.BRIDGE_BATCH_RECORDS), "{{quantile}}")]
+    layout.add(Panel("timeseries", "Records per Kafka batch", batch, description=m.BRIDGE_BATCH_RECORDS.help))
+    layout.row("MQTT")
+    lag = [Query(S.of(m.BRIDGE_MQTT_LAG), "oldest unacknowledged")]
+    layout.add(
+        Panel("timeseries", "MQTT lag", lag, description=m.BRIDGE_MQTT_LAG.help, unit="s", width=12,
+              thresholds=(("green", None), ("orange", BRIDGE_MQTT_LAG_MAX_S / 4), ("red", BRIDGE_MQTT_LAG_MAX_S)))
+    )  # fmt: skip
+    waiting = [Query(S.of(m.BRIDGE_INBOX), "received, not yet records"),
+               Query(S.of(m.BRIDGE_PENDING), "waiting for Kafka")]  # fmt: skip
+    layout.add(Panel("timeseries", "MQTT messages waiting", waiting, width=12))
+
+
 def dashboards(view: LineView) -> dict[str, dict[str, Any]]:
-    """Return the line's dashboards by kind: oee, edge, broker, core."""
-    return {
+    """Return the line's dashboards by kind: oee, edge, broker, core (and cloud, with the cloud bridge)."""
+    boards = {
         "oee": line_oee(view),
         "edge": edge_connectors(view),
         "broker": broker_dashboard(view),
         "core": operator_core(view),
     }
+    if view.cloud_bridge:
+        boards["cloud"] = cloud_bridge_dashboard(view)
+    return boards

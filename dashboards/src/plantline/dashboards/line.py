@@ -26,7 +26,10 @@ BROKER: Final = "broker"
 PKI: Final = "pki"
 OPERATOR: Final = "operator"
 API: Final = "api"  # the historian's KPI API of the line
-COMPONENTS: Final = (CONNECTOR, BROKER, PKI, OPERATOR, API)
+# The cloud bridge to Kafka (plantline-bridge), named as the operator names its pods' component; not
+# the broker's own MQTT bridge to a core broker (`LineView.bridge`, watched through the broker's $SYS).
+CLOUD_BRIDGE: Final = "bridge"
+COMPONENTS: Final = (CONNECTOR, BROKER, PKI, OPERATOR, API, CLOUD_BRIDGE)
 
 DEFAULT_RUNBOOK_BASE: Final = "https://example.invalid/plantline/blob/main/runbooks"
 
@@ -67,6 +70,7 @@ class LineView:
     machines: tuple[MachineView, ...]
     connectors: tuple[ConnectorView, ...]
     bridge: str | None = None  # the bridge connection's name, when the broker bridges to a core
+    cloud_bridge: bool = False  # whether the line runs the cloud bridge to Kafka: its board, rules and SLO
     renew_before_days: float = 30.0
     maintenance_window: bool = False
     outbox_max_bytes: int = field(default=_OUTBOX["max_bytes"].default)

@@ -19,6 +19,7 @@ from plantline.dashboards.boards import dashboards
 from plantline.dashboards.line import (
     API,
     BROKER,
+    CLOUD_BRIDGE,
     COMPONENT_LABEL,
     CONNECTOR,
     CONNECTOR_LABEL,
@@ -55,7 +56,10 @@ def dashboard_json(board: Mapping[str, Any]) -> str:
 
 
 def render_files(view: LineView) -> dict[str, str]:
-    """Return the line's four dashboards (JSON) and its rule file (YAML), by relative path."""
+    """Return the line's dashboards (JSON) and its rule file (YAML), by relative path.
+
+    Four dashboards; a fifth, the cloud bridge's, when `view.cloud_bridge` (whose rules join the file).
+    """
     files = {dashboard_path(view, kind): dashboard_json(board) for kind, board in dashboards(view).items()}
     files[rules_path(view)] = rules_yaml(view)
     return files
@@ -71,6 +75,7 @@ class Targets:
     operator: str | None = None
     api: str | None = None  # the line's KPI API (historian)
     api_token_file: str | None = None  # the bearer token Prometheus brings to the API's /metrics
+    cloud_bridge: str | None = None  # the cloud bridge's health port (its /metrics)
     extra_labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -93,7 +98,9 @@ def prometheus_config(
         _job(f"{prefix}-{CONNECTOR}-{group}", [address], {**base, COMPONENT_LABEL: CONNECTOR, CONNECTOR_LABEL: group})
         for group, address in sorted(targets.connectors.items())
     ]
-    for component, address in ((BROKER, targets.broker_exporter), (PKI, targets.pki), (OPERATOR, targets.operator)):
+    others = ((BROKER, targets.broker_exporter), (PKI, targets.pki), (OPERATOR, targets.operator),
+              (CLOUD_BRIDGE, targets.cloud_bridge))  # fmt: skip
+    for component, address in others:
         if address is not None:
             jobs.append(_job(f"{prefix}-{component}", [address], {**base, COMPONENT_LABEL: component}))
     if targets.api is not None:

@@ -21,6 +21,7 @@ from plantline.dashboards import broker
 from plantline.dashboards.line import (
     API,
     BROKER,
+    CLOUD_BRIDGE,
     CONNECTOR,
     CONNECTOR_LABEL,
     LINE_LABEL,
@@ -50,6 +51,12 @@ API_UNTIMED_ROUTES: Final = ("/metrics",)  # scrapes are no user's request
 OUTBOX_MAX_AGE_S: Final = 600.0  # older than this: the broker or WAN has been away for 10 minutes
 OUTBOX_FULL_RATIO: Final = 0.5  # above this share of its byte bound, the outbox is a worry
 CRL_MIN_LEFT_S: Final = 3600.0  # a CRL that expires within the hour makes brokers refuse everyone
+# Cloud bridge p99 below 1 s: Kafka acknowledges the records of 99 % of MQTT messages within 1 s of their produce.
+BRIDGE_LATENCY_TARGET_S: Final = 1.0
+BRIDGE_LATENCY_OBJECTIVE: Final = 0.01
+BRIDGE_MQTT_LAG_MAX_S: Final = 60.0  # an MQTT message unacknowledged for a minute: Kafka is not keeping up
+BRIDGE_STALL_WINDOW: Final = "5m"  # no MQTT message acknowledged for this long while some wait: produce stalled
+BRIDGE_DEAD_LETTER_WINDOW: Final = "10m"
 
 _BY_LINE = f"{SITE_LABEL}, {LINE_LABEL}"
 
@@ -112,10 +119,10 @@ def _dropped_ratio(scope: Scope, window: str) -> str:
     return f"{dropped} / ({sent} + {dropped})"
 
 
-def _slow_ratio(scope: Scope, window: str) -> str:
-    le = f"{INGEST_LAG_TARGET_S:g}"
-    fast = f"sum by ({_BY_LINE}) (rate({scope.of(m.INGEST_LAG, '_bucket', le=le)}[{window}]))"
-    total = f"sum by ({_BY_LINE}) (rate({scope.of(m.INGEST_LAG, '_count')}[{window}]))"
+def _slow_ratio(scope: Scope, metric: m.MetricDefinition, target_s: float, window: str) -> str:
+    """Return the share of a histogram's observations above `target_s` (a bucket's bound) over `window`."""
+    fast = f"sum by ({_BY_LINE}) (rate({scope.of(metric, '_bucket', le=bucket_label(target_s))}[{window}]))"
+    total = f"sum by ({_BY_LINE}) (rate({scope.of(metric, '_count')}[{window}]))"
     return f"1 - ({fast} / {total})"
 
 
@@ -127,13 +134,23 @@ def api_selector(scope: Scope, suffix: str, **more: str) -> str:
 
 
 def _api_slow_ratio(scope: Scope, window: str) -> str:
-    fast = f"sum by ({_BY_LINE}) (rate({api_selector(scope, '_bucket', le=f'{API_LATENCY_TARGET_S:g}')}[{window}]))"
+    fast = (
+        f"sum by ({_BY_LINE}) (rate({api_selector(scope, '_bucket', le=bucket_label(API_LATENCY_TARGET_S))}[{window}]))"
+    )
     total = f"sum by ({_BY_LINE}) (rate({api_selector(scope, '_count')}[{window}]))"
     return f"1 - ({fast} / {total})"
 
 
+def bucket_label(bound: float) -> str:
+    """Return a histogram bucket's `le` label as prometheus_client writes it: `1.0`, `0.25`.
+
+    Prometheus 2 matches `le` as text: `le="1"` finds no bucket written `1.0`.
+    """
+    return repr(float(bound))
+
+
 def _has_bucket(metric: m.MetricDefinition, bound: float) -> None:
-    if f"{bound:g}" not in {f"{b:g}" for b in metric.buckets}:
+    if float(bound) not in {float(b) for b in metric.buckets}:
         raise ValueError(f"{metric.name} has no bucket at {bound:g} s")
 
 
@@ -147,20 +164,33 @@ def pki_selector(metric: m.MetricDefinition, namespace: str, plantline: str) -> 
 MQTT_DROPPED_RECORD: Final = "plantline:mqtt_dropped:ratio_rate"
 API_LATENCY_RECORD: Final = "plantline:api_slow:ratio_rate"
 INGEST_LAG_RECORD: Final = "plantline:ingest_lag_slow:ratio_rate"
+BRIDGE_LATENCY_RECORD: Final = "plantline:bridge_produce_slow:ratio_rate"
 CERTIFICATE_DAYS_RECORD: Final = "plantline:certificate_days_left"
 
 
 def recording_rules(view: LineView) -> list[RecordingRule]:
     """Return the line's recording rules: each SLO's error ratio per window, and certificate days left.
 
-    The SLOs: broker drops, ingest lag and the KPI API's latency (its slow share of requests).
+    The SLOs: broker drops, ingest lag and the KPI API's latency (its slow share of requests), and
+    with the cloud bridge its produce latency (the share of MQTT messages whose records Kafka
+    acknowledged after 1 s).
     """
     scope = rule_scope(view)
     _has_bucket(m.INGEST_LAG, INGEST_LAG_TARGET_S)
     _has_bucket(m.API_REQUEST_DURATION, API_LATENCY_TARGET_S)
     rules = [RecordingRule(f"{MQTT_DROPPED_RECORD}{w}", _dropped_ratio(scope, w), BROKER) for w in SLO_WINDOWS]
-    rules += [RecordingRule(f"{INGEST_LAG_RECORD}{w}", _slow_ratio(scope, w), CONNECTOR) for w in SLO_WINDOWS]
+    rules += [
+        RecordingRule(f"{INGEST_LAG_RECORD}{w}", _slow_ratio(scope, m.INGEST_LAG, INGEST_LAG_TARGET_S, w), CONNECTOR)
+        for w in SLO_WINDOWS
+    ]
     rules += [RecordingRule(f"{API_LATENCY_RECORD}{w}", _api_slow_ratio(scope, w), API) for w in SLO_WINDOWS]
+    if view.cloud_bridge:
+        _has_bucket(m.BRIDGE_PRODUCE_LATENCY, BRIDGE_LATENCY_TARGET_S)
+        slow = [_slow_ratio(scope, m.BRIDGE_PRODUCE_LATENCY, BRIDGE_LATENCY_TARGET_S, w) for w in SLO_WINDOWS]
+        rules += [
+            RecordingRule(f"{BRIDGE_LATENCY_RECORD}{w}", e, CLOUD_BRIDGE)
+            for w, e in zip(SLO_WINDOWS, slow, strict=True)
+        ]
     # The facts name their PlantLine, whoever serves them; the record adds the line's site and line
     # (which an operator's scrape lacks), so the dashboards select it as any other series.
     days = f"({pki_selector(m.PKI_CERTIFICATE_NOT_AFTER, view.namespace, view.name)} - time()) / 86400"
@@ -184,7 +214,7 @@ def _burn(record: str, scope: Scope, objective: float, windows: tuple[tuple[str,
 
 
 def _slo_alerts(view: LineView, scope: Scope) -> Iterator[AlertRule]:
-    slos = (
+    slos: list[tuple[str, str, float, str, str, str]] = [
         (
             "PlantLineMessagesDroppedBudgetBurn",
             MQTT_DROPPED_RECORD,
@@ -211,7 +241,19 @@ def _slo_alerts(view: LineView, scope: Scope) -> Iterator[AlertRule]:
             f"of the KPI API's requests took longer than {API_LATENCY_TARGET_S * 1000:g} ms "
             "to answer (objective: p95 under 250 ms)",
         ),
-    )
+    ]
+    if view.cloud_bridge:
+        slos.append(
+            (
+                "PlantLineCloudBridgeLatencyBudgetBurn",
+                BRIDGE_LATENCY_RECORD,
+                BRIDGE_LATENCY_OBJECTIVE,
+                CLOUD_BRIDGE,
+                "Kafka acknowledges the cloud bridge's records late",
+                f"of the cloud bridge's MQTT messages waited longer than {BRIDGE_LATENCY_TARGET_S:g} s from "
+                "the Kafka client to Kafka's acknowledgement of their records (objective: p99 under 1 s)",
+            )
+        )
     machines = ", ".join(view.machine_ids)
     for name, record, objective, source, what, ratio_text in slos:
         for speed, windows, severity, for_ in BURNS:
@@ -310,6 +352,49 @@ def _broker_alerts(view: LineView, scope: Scope) -> Iterator[AlertRule]:
     )  # fmt: skip
 
 
+def _cloud_bridge_alerts(view: LineView, scope: Scope) -> Iterator[AlertRule]:
+    if not view.cloud_bridge:
+        return
+    up, ready, kafka_up = scope.up(CLOUD_BRIDGE), scope.of(m.BRIDGE_READY), scope.of(m.BRIDGE_KAFKA_UP)
+    samples = f"the samples of machines {', '.join(view.machine_ids)}"
+    # Not ready while Kafka answers: its MQTT session is down. Not ready for Kafka is Kafka's alert.
+    yield AlertRule(
+        "PlantLineCloudBridgeDown", f"{up} == 0 or ({ready} == 0 unless {kafka_up} == 0)", up, CLOUD_BRIDGE,
+        "critical", f"{_where(view)}: the cloud bridge is down",
+        f"The cloud bridge of {_where(view)} cannot be scraped, or is not ready with Kafka reachable (no MQTT "
+        f"session): {samples} do not reach Kafka; they wait in the broker's session of the bridge.",
+    )  # fmt: skip
+    yield AlertRule(
+        "PlantLineCloudBridgeKafkaUnreachable", f"{kafka_up} == 0", kafka_up, CLOUD_BRIDGE, "critical",
+        f"{_where(view)}: the cloud bridge cannot reach Kafka",
+        f"The cloud bridge of {_where(view)} reaches no Kafka broker: {samples} wait unacknowledged at the "
+        "MQTT broker (up to its queue limit).",
+    )  # fmt: skip
+    waiting = scope.of(m.BRIDGE_PENDING)
+    acked = f"rate({scope.of(m.BRIDGE_MESSAGES)}[{BRIDGE_STALL_WINDOW}])"
+    yield AlertRule(
+        "PlantLineCloudBridgeProduceStalled", f"{waiting} > 0 and {acked} == 0 and {kafka_up} == 1", waiting,
+        CLOUD_BRIDGE, "critical", f"{_where(view)}: Kafka acknowledges none of the cloud bridge's records",
+        f"The cloud bridge of {_where(view)} reaches Kafka, yet for {BRIDGE_STALL_WINDOW} no MQTT message was "
+        f"acknowledged while {{{{ $value }}}} wait: {samples} stop at the bridge.",
+    )  # fmt: skip
+    dead = f"sum by ({_BY_LINE}, reason) (increase({scope.of(m.BRIDGE_DEAD_LETTERS)}[{BRIDGE_DEAD_LETTER_WINDOW}]))"
+    yield AlertRule(
+        "PlantLineCloudBridgeDeadLetters", f"{dead} > 0", dead, CLOUD_BRIDGE, "warning",
+        f"{_where(view)}: the cloud bridge writes dead letters ({{{{ $labels.reason }}}})",
+        f"The cloud bridge of {_where(view)} (machines {', '.join(view.machine_ids)}) sent {{{{ $value }}}} "
+        f"MQTT messages to the dead-letter topic in {BRIDGE_DEAD_LETTER_WINDOW} ({{{{ $labels.reason }}}}): "
+        "their samples are not on the sample topics.", for_="0m",
+    )  # fmt: skip
+    lag = scope.of(m.BRIDGE_MQTT_LAG)
+    yield AlertRule(
+        "PlantLineCloudBridgeMqttLag", f"{lag} > {BRIDGE_MQTT_LAG_MAX_S:g}", lag, CLOUD_BRIDGE, "warning",
+        f"{_where(view)}: the cloud bridge lags over {BRIDGE_MQTT_LAG_MAX_S:g} s behind MQTT",
+        f"The oldest MQTT message the cloud bridge of {_where(view)} holds unacknowledged is "
+        f"{{{{ $value | humanizeDuration }}}} old: {samples} reach Kafka that late.", for_="5m",
+    )  # fmt: skip
+
+
 def _operator_alerts(view: LineView) -> Iterator[AlertRule]:
     errors = (
         f"sum by (namespace, plantline) (increase({m.OPERATOR_RECONCILE_ERRORS.name}"
@@ -342,6 +427,7 @@ def alert_rules(view: LineView) -> list[AlertRule]:
         rules += _connector_alerts(view, scope, connector)
     rules += _pki_alerts(view, scope)
     rules += _broker_alerts(view, scope)
+    rules += _cloud_bridge_alerts(view, scope)
     rules += _slo_alerts(view, scope)
     rules += _operator_alerts(view)
     return rules

@@ -176,7 +176,8 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
         line = _parse(args.file)
     except PlantLineInvalid as exc:
         return _report_invalid(args.file, exc.problems, "text")
-    return _write_files(render_files(line_view(line, runbook_base=args.runbook_base)), args)
+    view = line_view(line, runbook_base=args.runbook_base, cloud_bridge=args.cloud_bridge)
+    return _write_files(render_files(view), args)
 
 
 def _write_files(files: dict[str, str], args: argparse.Namespace) -> int:
@@ -601,6 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
     boards.add_argument("--out", type=Path, required=True, help="output directory (grafana/, prometheus/)")
     boards.add_argument("--force", action="store_true", help="replace files that exist")
     boards.add_argument("--runbook-base", default=None, help="the URL under which runbooks/<Alert>.md are served")
+    boards.add_argument(
+        "--cloud-bridge", action="store_true",
+        help="the line runs the cloud bridge to Kafka: add its dashboard, alerts and SLO (docs/bridge.md)",
+    )  # fmt: skip
     boards.set_defaults(run=cmd_dashboards)
 
     _add_up(commands)

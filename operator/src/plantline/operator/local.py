@@ -704,7 +704,8 @@ class LocalLine:
         ports = {c.name.split("/", 1)[1]: c.metrics_port for c in self.connectors if c.metrics_port}
         historian = self.historian
         api = None if historian is None else (historian.api_port, historian.files.token)
-        config = write_configuration(self.line, self.layout.monitoring, monitoring, ports, api=api)
+        bridge = None if self.cloud is None else self.bridge_port
+        config = write_configuration(self.line, self.layout.monitoring, monitoring, ports, api=api, cloud_bridge=bridge)
         argv = prometheus_argv(prometheus, config, self.layout.monitoring / "data", monitoring)
         self.monitors.append(
             Child("prometheus", "monitoring", argv, self.layout.logs / "prometheus.log",

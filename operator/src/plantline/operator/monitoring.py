@@ -2,10 +2,12 @@
 
 Prometheus (Debian's `prometheus`) scrapes the connectors, the broker exporter, the certificate
 facts `up` serves itself from its local CA and, when the line runs the historian, its KPI API
-(with the API's bearer token), each target labelled with the line's site and line as
-the generated dashboards and rules expect. The broker's metrics come from `mqtt-exporter` (PyPI,
-`pipx install 'mqtt-exporter==1.12.1'`), connected as the line's reader identity to Mosquitto's
-`$SYS` topics; without it the line runs and the broker dashboard stays empty (`up` says so).
+(with the API's bearer token) and, with `--cloud`, the cloud bridge's /metrics (its health port),
+each target labelled with the line's site and line as the generated dashboards and rules expect;
+with the bridge, its alerts and SLO are in the rule file too. The broker's metrics come from
+`mqtt-exporter` (PyPI, `pipx install 'mqtt-exporter==1.12.1'`), connected as the line's reader
+identity to Mosquitto's `$SYS` topics; without it the line runs and the broker dashboard stays
+empty (`up` says so).
 Ports: Prometheus on `--prometheus-port` (default 9090), the exporter on the next port, the
 certificate facts on the one after.
 """
@@ -109,12 +111,14 @@ def write_configuration(
     connector_ports: Mapping[str, int],
     *,
     api: tuple[int, Path] | None = None,
+    cloud_bridge: int | None = None,
 ) -> Path:
     """Write the line's rule file and prometheus.yml into `directory`; return prometheus.yml's path.
 
-    `api` is the KPI API's port and bearer token file, when the line runs the historian.
+    `api` is the KPI API's port and bearer token file, when the line runs the historian;
+    `cloud_bridge` the cloud bridge's health port, when it runs the bridge (`--cloud`).
     """
-    view = line_view(line)
+    view = line_view(line, cloud_bridge=cloud_bridge is not None)
     directory.mkdir(parents=True, exist_ok=True)
     rules = directory / "rules.yml"
     rules.write_text(rules_yaml(view))
@@ -124,6 +128,7 @@ def write_configuration(
         pki=f"{ADDRESS}:{monitoring.pki_port}",
         api=None if api is None else f"{ADDRESS}:{api[0]}",
         api_token_file=None if api is None else str(api[1].resolve()),
+        cloud_bridge=None if cloud_bridge is None else f"{ADDRESS}:{cloud_bridge}",
     )
     config = prometheus_config(view, targets, rule_files=[str(rules.resolve())], scrape_interval="5s")
     path = directory / "prometheus.yml"

@@ -31,6 +31,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, load_pem_private_key, pkcs12
 
+from plantline.pki.authority import Authority
+from plantline.pki.exports import CertFormat
 from plantline_testing import Started, cache_dir, find_program
 
 KAFKA_DIR = Path(__file__).resolve().parents[2] / "kafka"
@@ -97,6 +99,22 @@ class KafkaServer(Started):
         self.log = directory / "kafka.log"
         self.properties = directory / "server.properties"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def with_own_ca(cls, directory: Path, port: int, *, users: Mapping[str, str]) -> KafkaServer:
+        """Return a (not yet started) node whose certificate a CA of its own under `directory` issued.
+
+        Each user's password is in `directory/<user>-password`, as a client's `password_file`.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        ca = Authority.init(directory / "ca", name="Kafka test CA", passphrase=None, encrypt=False)
+        ca.issue("kafka-broker", profile="mqtt-server", sans=["ip:127.0.0.1"])
+        (directory / "broker.crt").write_bytes(ca.export("kafka-broker", CertFormat.CHAIN))
+        (directory / "broker.key").write_bytes(ca.export("kafka-broker", CertFormat.KEY))
+        (directory / "trust-bundle.pem").write_bytes(ca.trust_bundle())
+        for user, password in users.items():
+            (directory / f"{user}-password").write_text(password + "\n")
+        return cls(directory, port, users=users)
 
     @property
     def bootstrap(self) -> str:

@@ -37,10 +37,10 @@ DEMO = REPO / "examples" / "demo-line.yaml"
 
 
 def demo_line_view() -> LineView:
-    """Return the demo line as the dashboards see it, with a bridge added so that every alert is made."""
+    """Return the demo line as the dashboards see it, with a bridge and the cloud bridge: every alert is made."""
     data = yaml.safe_load(DEMO.read_text())
     data["spec"]["broker"]["bridge"] = {"host": "core.example", "port": 8883}
-    return line_view(parse_plantline(data))
+    return line_view(parse_plantline(data), cloud_bridge=True)
 
 
 def _free(port: int) -> bool:
