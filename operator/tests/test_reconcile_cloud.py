@@ -218,3 +218,27 @@ def test_removing_spec_cloud_removes_the_bridge_its_certificate_and_its_conditio
     assert "eventhubs" in cluster.stored("Secret"), "the user's Secret is not the operator's to delete"
     assert _condition(outcome, "CloudBridgeReady") is None
     assert outcome.ready
+
+
+def test_the_cloud_bridge_is_scraped_and_watched_as_its_dashboard_selects_until_spec_cloud_goes(
+    cluster: RecordingCluster, authority: MemoryAuthority
+) -> None:
+    cluster.served.add("PodMonitor")
+    body, _ = _settled(cluster, authority)
+    monitor = cluster.stored("PodMonitor")[BRIDGE]
+    assert (
+        monitor["spec"]["selector"]["matchLabels"]
+        == cluster.stored("Deployment")[BRIDGE]["spec"]["selector"]["matchLabels"]
+    ), "it selects the bridge's pod"
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["port"] == "metrics"
+    relabelled = {r["targetLabel"]: r["replacement"] for r in endpoint["relabelings"]}
+    assert relabelled == {"site": "site1", "line": "line1", "component": "bridge"}
+    assert "site1-line1-connectors" in cluster.stored("PodMonitor"), "beside the connectors' own"
+    boards = [name for name in cluster.stored("ConfigMap") if name.startswith("site1-line1-dashboard")]
+    assert any(name.endswith("cloud") for name in boards), boards
+    del body["spec"]["cloud"]
+    body["metadata"]["generation"] += 1
+    _run(body, cluster, authority, NOW + timedelta(minutes=2))
+    assert BRIDGE not in cluster.stored("PodMonitor")
+    assert not any(name.endswith("cloud") for name in cluster.stored("ConfigMap") if "dashboard" in name)

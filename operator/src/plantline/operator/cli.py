@@ -603,8 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     boards.add_argument("--force", action="store_true", help="replace files that exist")
     boards.add_argument("--runbook-base", default=None, help="the URL under which runbooks/<Alert>.md are served")
     boards.add_argument(
-        "--cloud-bridge", action="store_true",
-        help="the line runs the cloud bridge to Kafka: add its dashboard, alerts and SLO (docs/bridge.md)",
+        "--cloud-bridge", action="store_true", default=None,
+        help="the line runs the cloud bridge to Kafka: add its dashboard, alerts and SLO (docs/bridge.md); "
+        "without it, they are added when the line has spec.cloud",
     )  # fmt: skip
     boards.set_defaults(run=cmd_dashboards)
 

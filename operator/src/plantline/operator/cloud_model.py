@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from plantline.dashboards.line import CLOUD_BRIDGE as CLOUD_BRIDGE_TARGET
 from plantline.operator.api import CLOUD_BRIDGE, GROUP, CloudSpec, PlantLine
 from plantline.operator.cloud import HEALTH_PORT, cloud_target, render_bridge_config, spec_settings
 from plantline.operator.model import (
@@ -28,6 +29,7 @@ from plantline.operator.model import (
     dns_egress,
     egress_rule,
     labels,
+    pod_monitor,
     probed_container,
     restricted_pod_security,
     secret_name,
@@ -172,3 +174,8 @@ __all__ = [
     "bridge_name",
     "bridge_network_policy",
 ]
+
+
+def bridge_pod_monitor(owner: Owner, line: PlantLine) -> dict[str, Any]:
+    """Return the PodMonitor of the line's cloud bridge pod, its targets labelled as its dashboard selects."""
+    return pod_monitor(owner, line, bridge_name(owner.name), (COMPONENT, CLOUD_BRIDGE_TARGET))

@@ -332,19 +332,30 @@ def connector_pod_monitor(owner: Owner, line: PlantLine) -> dict[str, Any]:
     Its relabelings give every target the labels the dashboards and rules select on: the line's
     site and line, `component="connector"` and `connector=<group>` (from the pod's label).
     """
-    static = [
-        {"action": "replace", "targetLabel": label, "replacement": value}
-        for label, value in target_labels(line_view(line), CONNECTOR).items()
-    ]
     group = {"action": "replace", "sourceLabels": [_pod_label_meta(CONNECTOR_LABEL)],
              "targetLabel": CONNECTOR_TARGET_LABEL}  # fmt: skip
+    return pod_monitor(owner, line, pod_monitor_name(owner), ("connector", CONNECTOR), [group])
+
+
+def pod_monitor(
+    owner: Owner, line: PlantLine, name: str, components: tuple[str, str], relabelings: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """Return a PodMonitor of one kind of the line's pods (`components`: their pod label, their target label).
+
+    Every target gets the line's site and line and `component=<target label>`, then `relabelings`.
+    """
+    pod_component, target_component = components
+    static = [
+        {"action": "replace", "targetLabel": label, "replacement": value}
+        for label, value in target_labels(line_view(line), target_component).items()
+    ]
     return {
         "apiVersion": PROMETHEUS_RULE_API,
         "kind": "PodMonitor",
-        "metadata": child_metadata(owner, pod_monitor_name(owner), "monitoring"),
+        "metadata": child_metadata(owner, name, "monitoring"),
         "spec": {
-            "selector": {"matchLabels": selector(owner, "connector")},
-            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "relabelings": [*static, group]}],
+            "selector": {"matchLabels": selector(owner, pod_component)},
+            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "relabelings": [*static, *relabelings]}],
         },
     }
 
@@ -659,6 +670,7 @@ __all__ = [
     "endpoint_of",
     "labels",
     "network_policy",
+    "pod_monitor",
     "pod_monitor_name",
     "probed_container",
     "prometheus_rule",

@@ -30,6 +30,7 @@ from plantline.operator.cloud_model import (
     bridge_deployment,
     bridge_name,
     bridge_network_policy,
+    bridge_pod_monitor,
 )
 from plantline.operator.emqx_model import BridgeMaterial, BrokerError, LineRef, Result
 from plantline.operator.issuer import CaInvalid, CaState, issue, not_after_of, policy, serial_of, stored_facts
@@ -369,6 +370,9 @@ def step_dashboards(state: _State, ctx: Context) -> None:
     if ctx.cluster.serves("PodMonitor"):
         _apply(state, ctx, connector_pod_monitor(state.owner, state.line))
         message += "; the connectors scraped through a PodMonitor"
+        if state.line.spec.cloud is not None:
+            _apply(state, ctx, bridge_pod_monitor(state.owner, state.line))
+            message += ", the cloud bridge through another"
     state.conditions["DashboardsReady"] = ("True", reason, message)
 
 

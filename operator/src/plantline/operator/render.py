@@ -452,10 +452,11 @@ def _mosquitto_user(grant: Grant) -> list[str]:
 # -- dashboards -----------------------------------------------------------------------------------
 
 
-def line_view(line: PlantLine, *, runbook_base: str | None = None, cloud_bridge: bool = False) -> LineView:
+def line_view(line: PlantLine, *, runbook_base: str | None = None, cloud_bridge: bool | None = None) -> LineView:
     """Return the line as the dashboards and rules see it (plain data; the dashboards import no operator).
 
-    `cloud_bridge`: the line runs the cloud bridge to Kafka (its dashboard, alerts and SLO are made).
+    `cloud_bridge`: the line runs the cloud bridge to Kafka (its dashboard, alerts and SLO are made);
+    None: as the operator runs it, when the line has `spec.cloud`.
     """
     spec = line.spec
     renew_before = spec.pki.renew_before or builtin_profiles()["mqtt-client"].renew_before_days
@@ -468,7 +469,7 @@ def line_view(line: PlantLine, *, runbook_base: str | None = None, cloud_bridge:
         machines=tuple(MachineView(m.id, m.protocol, tuple(t.signal for t in m.tags)) for m in spec.machines),
         connectors=tuple(ConnectorView(c.group, tuple(m.id for m in c.machines)) for c in topology(spec)),
         bridge=bridge_identity(spec) if spec.broker.bridge is not None else None,
-        cloud_bridge=cloud_bridge,
+        cloud_bridge=spec.cloud is not None if cloud_bridge is None else cloud_bridge,
         renew_before_days=float(renew_before),
         maintenance_window=spec.pki.maintenance_window is not None,
     )
