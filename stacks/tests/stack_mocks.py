@@ -77,24 +77,18 @@ def run_program(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return _run_on_current_loop(recorder, program, project=project, config=config, secret_keys=secret_keys)
+        pulumi.runtime.set_mocks(recorder, project=project, stack="test", preview=False)
+        pulumi.runtime.set_all_config(
+            {f"{project}:{key}": value for key, value in config.items()}, [f"{project}:{key}" for key in secret_keys]
+        )
+        return _settled(program)
     finally:
         asyncio.set_event_loop(None)
         loop.close()
 
 
-def _run_on_current_loop(
-    recorder: Recorder,
-    program: Callable[[], Mapping[str, pulumi.Output[Any]]],
-    *,
-    project: str,
-    config: Mapping[str, str],
-    secret_keys: list[str],
-) -> dict[str, Settled]:
-    pulumi.runtime.set_mocks(recorder, project=project, stack="test", preview=False)
-    pulumi.runtime.set_all_config(
-        {f"{project}:{key}": value for key, value in config.items()}, [f"{project}:{key}" for key in secret_keys]
-    )
+def _settled(program: Callable[[], Mapping[str, pulumi.Output[Any]]]) -> dict[str, Settled]:
+    """Run `program` with the mocks set, on the current loop; return its outputs settled."""
     settled: dict[str, Settled] = {}
 
     def body() -> asyncio.Future[None]:
