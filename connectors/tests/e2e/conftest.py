@@ -128,7 +128,10 @@ def line(tmp_path: Path, broker_program: str) -> Iterator[Line]:
     broker: Broker | HiveMQ = (
         HiveMQ(broker_dir, free_port())
         if broker_program == "hivemq"
-        else Broker(broker_dir, free_port(), persistence=True)
+        # The queue limit is the one the product's edge broker is rendered with (operator/render.py):
+        # mosquitto's default of 1000 queued messages per offline client drops the e2e reader's share
+        # of a replay when the connector reconnects before the reader does.
+        else Broker(broker_dir, free_port(), persistence=True, extra=["max_queued_messages 100000000"])
     )
     opcua_port, metrics_port = free_port(), free_port()
     config = {
