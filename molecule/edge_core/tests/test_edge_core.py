@@ -22,6 +22,7 @@ import subprocess
 import time
 import zipfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +255,14 @@ def _sessions(messages: list[Received]) -> list[list[Received]]:
 
 
 def _connector_started_ms(edge: Host, group: str) -> int:
-    return int(_show(edge, _unit(group), "ExecMainStartTimestamp")["ExecMainStartTimestamp"].lstrip("@")) * 1000
+    """Return when a connector's process started, in unix milliseconds.
+
+    To the microsecond: `--timestamp=unix` gives whole seconds, which can put a restart up to a
+    second before the last sample the old process published.
+    """
+    out = edge.check_output(f"systemctl show --timestamp=us+utc -p ExecMainStartTimestamp {_unit(group)}")
+    started = datetime.strptime(out.split("=", 1)[1].strip(), "%a %Y-%m-%d %H:%M:%S.%f UTC").replace(tzinfo=UTC)
+    return int(started.timestamp() * 1000)
 
 
 def _assert_nothing_lost(messages: list[Received], values: list[Value], restarted_at_ms: int | None) -> None:
