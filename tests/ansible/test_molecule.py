@@ -115,10 +115,10 @@ class ScenarioPool:
     """Runs `run.sh SCENARIO test` for every scenario, `width` at a time, but `ALONE` first and alone.
 
     The scenarios spend most of their time waiting on systemd and Ansible inside their containers,
-    so two at a time take little longer than one. Each run has its own containers,
-    network, subnet, workdir and collections path (run.sh); what they would share, the image and
-    the wheelhouse, is built once here before any starts. `result` starts the next scenario
-    whenever one ends, in the caller's thread.
+    so two at a time take little longer than one. Each run has its own containers, network,
+    subnet, workdir and collections path (run.sh); what they would share, the image and the
+    wheelhouse, is built once here before any starts. `result` starts the next scenario whenever
+    one ends, in the caller's thread.
     """
 
     def __init__(self, scenarios: list[str], logs: Path, width: int) -> None:
