@@ -424,6 +424,22 @@ def test_memory_follows_the_window_not_the_samples() -> None:
     assert kpi.snapshot(T0 + 20_000 * S).run_s == 600
 
 
+def test_a_snapshot_states_the_newest_sample_the_engine_consumed() -> None:
+    kpi = engine()
+    assert kpi.snapshot(T0).data_until_ms is None
+    assert sparkplug_metrics(kpi.snapshot(T0))["kpi/data_until"] == (None, "datetime")
+    send(kpi, T0, state("run"))
+    send(kpi, T0 + 5 * S, {"counter.total": 3})
+    send(kpi, T0 + 2 * S, {"state.run": True})  # late: applied at the clock, older than the newest
+    kpi.update(Sample("other", "counter.total", 1, Quality.GOOD, T0 + 9 * S))  # another machine's
+    kpi.update(Sample(MACHINE, "process.temperature", 20.0, Quality.GOOD, T0 + 9 * S))  # not a KPI signal
+    assert kpi.snapshot(T0 + 60 * S).data_until_ms == T0 + 5 * S
+    send(kpi, T0 + 7 * S, {"counter.total": "x"})  # invalid, but read: the replay reads it too
+    send(kpi, T0 + 8 * S, {"state.idle": True}, Quality.BAD)
+    snap = kpi.snapshot(T0 + 60 * S)
+    assert (snap.at_ms, snap.data_until_ms) == (T0 + 60 * S, T0 + 8 * S)
+
+
 # -- publishing -----------------------------------------------------------------------------------
 
 
@@ -440,6 +456,7 @@ def test_sparkplug_metrics_and_gauges() -> None:
         "kpi/mttr_s",
         "kpi/mtbf_s",
         "fault/active_code",
+        "kpi/data_until",
     ]
     assert metrics["kpi/availability"] == (0.5, "double")
     assert metrics["kpi/performance"] == (0.8, "double")
@@ -447,7 +464,8 @@ def test_sparkplug_metrics_and_gauges() -> None:
     assert metrics["kpi/oee"][0] == pytest.approx(0.5 * 0.8 * 0.95)
     assert metrics["kpi/mttr_s"] == (None, "double")  # no fault has ended: a null metric
     assert metrics["fault/active_code"] == (1001, "int32")
-    assert {datatype for _, datatype in metrics.values()} <= {"double", "int32"}
+    assert metrics["kpi/data_until"] == (T0 + 100 * S, "datetime")  # the newest sample, not the snapshot's time
+    assert {datatype for _, datatype in metrics.values()} <= {"double", "int32", "datetime"}
     assert set(SPARKPLUG_METRICS) == set(metrics)
 
     gauges = gauge_values(kpi.snapshot(T0 + 200 * S))

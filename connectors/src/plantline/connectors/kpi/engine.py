@@ -215,6 +215,9 @@ class KpiSnapshot:
     ideal_cycle_s: float | None
     samples: SampleCounts
     state: str = "unknown"  # one of MACHINE_STATES, at `at_ms`
+    # The newest source timestamp of the samples the figures were computed from (None before the first):
+    # replaying this machine's samples up to it reproduces the snapshot, whatever reached the engine later.
+    data_until_ms: int | None = None
 
     @property
     def availability(self) -> float | None:
@@ -336,6 +339,7 @@ class KpiEngine:
             "cycle.ideal": self._on_ideal_cycle,
         }
         self._last_ts: dict[str, int] = {}
+        self._data_until: int | None = None
         self._counts = {"accepted": 0, "out_of_order": 0, "late": 0, "invalid": 0, "ignored": 0}
         # The engine's clock: everything before it is accounted for.
         self._cursor: int | None = None
@@ -364,6 +368,8 @@ class KpiEngine:
             self._counts["ignored"] += 1
             return
         ts = sample.source_ts_ms
+        if self._data_until is None or ts > self._data_until:
+            self._data_until = ts
         last = self._last_ts.get(sample.signal)
         if last is not None and ts < last:
             self._counts["out_of_order"] += 1
@@ -595,6 +601,7 @@ class KpiEngine:
             ideal_cycle_s=ideal,
             samples=counts,
             state=self._state_at(end, faulted=bool(active)),
+            data_until_ms=self._data_until,
         )
 
     def _state_at(self, t: int, *, faulted: bool) -> str:
@@ -675,13 +682,15 @@ SPARKPLUG_METRICS: Mapping[str, DataTypeName] = {
     "kpi/mttr_s": "double",
     "kpi/mtbf_s": "double",
     "fault/active_code": "int32",
+    "kpi/data_until": "datetime",
 }
 
 
 def sparkplug_metrics(snapshot: KpiSnapshot) -> dict[str, tuple[float | int | None, DataTypeName]]:
     """Return the window's KPIs as Sparkplug device metrics: name -> (value, datatype).
 
-    None is a null metric (undefined figure); `fault/active_code` is 0 when no fault is active.
+    None is a null metric (undefined figure); `fault/active_code` is 0 when no fault is active;
+    `kpi/data_until` (ms since the epoch) is the newest sample the figures were computed from.
     The set of names never changes, so a birth can declare them all.
     """
     w = snapshot.window
@@ -693,6 +702,7 @@ def sparkplug_metrics(snapshot: KpiSnapshot) -> dict[str, tuple[float | int | No
         "kpi/mttr_s": w.mttr_s,
         "kpi/mtbf_s": w.mtbf_s,
         "fault/active_code": snapshot.active_fault_code or 0,
+        "kpi/data_until": snapshot.data_until_ms,
     }
     return {name: (values[name], datatype) for name, datatype in SPARKPLUG_METRICS.items()}
 
