@@ -146,3 +146,13 @@ def shared_store(cluster: object) -> Store:
     conn = connect(cluster.dsn)
     migrate(conn)
     return Store(conn)
+
+
+def test_a_snapshot_stores_the_data_until_its_edge_stated(store: Store) -> None:
+    rows = Rows()
+    rows.add(ddata("filler", ("counter.good", DataType.UInt32, 3, T0 + 500)), T0)
+    stated = ("kpi/data_until", DataType.DateTime, T0 - 200, T0)
+    rows.add(ddata("filler", ("kpi/oee", DataType.Double, 0.5, T0), stated), T0)
+    store.write(rows, messages=2)
+    row = store.conn.execute("SELECT ms(data_until) FROM kpi_snapshots").fetchone()
+    assert row == (T0 - 200,)

@@ -28,7 +28,9 @@ KPI_COLUMNS = {
     "kpi/mtbf_s": "mtbf_s",
     "fault/active_code": "active_fault_code",
 }
-if set(KPI_COLUMNS) != set(KPI_METRICS):  # the edge's KPI metrics are defined once, in connectors.kpi
+# The newest sample the edge computed a snapshot from, as it states it (kpi_snapshots.data_until).
+DATA_UNTIL_METRIC = "kpi/data_until"
+if {*KPI_COLUMNS, DATA_UNTIL_METRIC} != set(KPI_METRICS):  # the edge's KPI metrics are defined once, in connectors.kpi
     raise RuntimeError(f"KPI columns {sorted(KPI_COLUMNS)} do not match the edge's {sorted(KPI_METRICS)}")
 
 
@@ -54,7 +56,9 @@ class Rows:
     status: dict[MachineKey, tuple[bool, int]] = field(default_factory=dict)  # online, since (ms)
     skipped: int = 0  # metrics whose values are not storable
     # Per machine, the newest source timestamp received so far (kept across batches by the caller):
-    # a KPI snapshot records it as `data_until`, the data its edge had computed it from.
+    # a KPI snapshot whose edge does not state `kpi/data_until` (an older connector) records it as
+    # `data_until`. Only a guess: a snapshot replayed from the edge's outbox after an outage arrives
+    # behind samples its engine had not read when it computed it.
     horizons: dict[MachineKey, int] = field(default_factory=dict)
 
     def add(self, release: Release[Any], now_ms: int) -> None:
@@ -80,10 +84,14 @@ class Rows:
         for metric in release.metrics:
             value, ts = metric.value, metric.timestamp_ms
             column = KPI_COLUMNS.get(metric.name)
-            if column is not None:
+            if column is not None or metric.name == DATA_UNTIL_METRIC:
                 snapshot = self.kpis.setdefault((machine, ts), {})
-                snapshot[column] = value if isinstance(value, int | float) and not isinstance(value, bool) else None
-                snapshot["data_until"] = None if newest < 0 else newest
+                number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+                if column is None:  # stated by the edge: it wins over the guess, whichever metric came first
+                    snapshot["data_until"] = None if number is None else int(number)
+                else:
+                    snapshot[column] = number
+                    snapshot.setdefault("data_until", None if newest < 0 else newest)
                 continue
             newest = max(newest, ts)
             quality = QUALITY_CODES[metric.quality]
