@@ -42,6 +42,7 @@ def test_kpis_are_born_and_published(line: Any) -> None:
         assert born["kpi/oee"] is DataType.Double
         assert born["fault/active_code"] is DataType.Int32
         assert {"kpi/availability", "kpi/performance", "kpi/quality", "kpi/mttr_s", "kpi/mtbf_s"} <= set(born)
+        assert born["kpi/data_until"] is DataType.DateTime
         reader.wait_for(
             lambda: any(v.value is not None for v in reader.values_of("filler", "kpi/availability")),
             30,
@@ -60,6 +61,11 @@ def test_kpis_are_born_and_published(line: Any) -> None:
         assert line.metric('plantline_kpi_availability_ratio{device="filler",scope="window"}') == pytest.approx(
             a, abs=0.2
         )
+        stated = [v for v in reader.values_of("filler", "kpi/data_until") if v.value is not None]
+        assert stated, "no kpi/data_until stated"
+        for v in stated:  # the newest reading the figures were computed from: never after the snapshot
+            assert isinstance(v.value, int)
+            assert v.value <= v.timestamp
         assert not reader.errors
 
 
