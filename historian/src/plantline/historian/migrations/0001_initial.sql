@@ -109,7 +109,7 @@ CREATE TABLE kpi_snapshots (
     mttr_s double precision,
     mtbf_s double precision,
     active_fault_code integer,
-    -- the newest sample of the machine the historian had received before this snapshot: what the edge had
+    -- the newest sample the edge computed this snapshot from (kpi/data_until; else the newest received before it)
     data_until timestamptz,
     PRIMARY KEY (machine_id, ts)
 );
