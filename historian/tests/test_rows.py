@@ -12,16 +12,17 @@ from plantline.historian.rows import MachineKey, Rows
 T0 = 1_763_800_000_000
 NODE = NodeKey("site1", "line1")
 FILLER = MachineKey("site1", "line1", "filler")
+Metric = tuple[str, DataType, object, int]
 
 
-def ddata(*metrics: tuple[str, DataType, object, int]) -> Release[object]:
+def ddata(*metrics: Metric) -> Release[object]:
     hosted = tuple(HostMetric(n, t, v, ts, Quality.GOOD, False) for n, t, v, ts in metrics)
     return Release(0, MessageType.DDATA, NODE, "filler", hosted)
 
 
-def kpis(at: int, stated: tuple[int | None, ...] = ()) -> list[tuple[str, DataType, object, int]]:
+def kpis(at: int, stated: tuple[int | None, ...] = ()) -> list[Metric]:
     """The edge's KPI metrics at `at`, with `kpi/data_until` first when `stated` holds a value."""
-    figures = [("kpi/oee", DataType.Double, 0.5, at), ("fault/active_code", DataType.Int32, 0, at)]
+    figures: list[Metric] = [("kpi/oee", DataType.Double, 0.5, at), ("fault/active_code", DataType.Int32, 0, at)]
     return [("kpi/data_until", DataType.DateTime, value, at) for value in stated] + figures
 
 
