@@ -14,6 +14,7 @@ from plantline.connectors.kpi import (
     SPARKPLUG_METRICS,
     WEEKDAYS,
     Break,
+    CheckpointError,
     CounterRules,
     KpiConfig,
     KpiEngine,
@@ -21,6 +22,7 @@ from plantline.connectors.kpi import (
     KpiWarning,
     Shift,
     ShiftCalendar,
+    config_key,
     gauge_values,
     sparkplug_metrics,
 )
@@ -438,6 +440,38 @@ def test_a_snapshot_states_the_newest_sample_the_engine_consumed() -> None:
     send(kpi, T0 + 8 * S, {"state.idle": True}, Quality.BAD)
     snap = kpi.snapshot(T0 + 60 * S)
     assert (snap.at_ms, snap.data_until_ms) == (T0 + 60 * S, T0 + 8 * S)
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+
+def busy(kpi: KpiEngine, minutes: int) -> KpiEngine:
+    """Feed `kpi` a machine changing state, counting parts and faulting every few seconds."""
+    for i in range(minutes * 30):
+        t = T0 + i * 2 * S
+        send(kpi, t, {**state(STATES[i // 40 % 5]), "counter.good": i * 3, "counter.reject": i // 7})
+        send(kpi, t, {"fault.active": i % 97 < 4, "fault.code": 40 + i // 97 % 3})
+    return kpi
+
+
+def test_a_checkpoint_is_compact_and_restored_with_its_configuration_only() -> None:
+    config = KpiConfig(ideal_cycle_s=1.0, window_s=900, resolution_s=5, calendar=ShiftCalendar("UTC", (EARLY,)))
+    kpi = busy(KpiEngine(MACHINE, config), 60)
+    data = kpi.checkpoint()
+    assert len(data) < 4096  # a full window of 180 buckets, a shift, its faults
+    assert KpiEngine.restore(config, data).snapshot(T0 + 61 * MIN) == kpi.snapshot(T0 + 61 * MIN)
+    assert config_key(dataclasses.replace(config)) == config_key(config)
+    for other in (
+        dataclasses.replace(config, window_s=1800),
+        dataclasses.replace(config, counters=CounterRules(bits=16)),
+        dataclasses.replace(config, calendar=None),
+    ):
+        assert config_key(other) != config_key(config)
+        with pytest.raises(CheckpointError, match="another KPI configuration"):
+            KpiEngine.restore(other, data)
+    for damaged in (b"", b"PLKE\x02" + data[5:], data[:-7]):
+        with pytest.raises(CheckpointError):
+            KpiEngine.restore(config, damaged)
 
 
 # -- publishing -----------------------------------------------------------------------------------

@@ -142,6 +142,37 @@ def test_invariants_hold_for_any_stream(
         check_snapshot(kpi.snapshot(t + extra), len(stream))
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    config=configs,
+    stream=st.lists(events(), max_size=120),
+    cuts=st.lists(st.integers(0, 120), min_size=1, max_size=4),
+    peek=st.lists(st.integers(0, 7_200_000), min_size=1, max_size=3),
+)
+def test_an_engine_restored_from_a_checkpoint_goes_on_as_the_original(
+    config: KpiConfig, stream: list[tuple[int, str, Value | None, Quality]], cuts: list[int], peek: list[int]
+) -> None:
+    # Faults, state changes and gaps, counter rollovers and resets, bad quality, late and out-of-order
+    # samples, shift and break boundaries (a DST night): whatever the stream, saving and restoring
+    # the engine anywhere in it changes no figure, now or later.
+    original, restored = KpiEngine(MACHINE, config), KpiEngine(MACHINE, config)
+    t = T0
+    for n, (dt, signal, value, quality) in enumerate(stream):
+        if n in cuts:
+            restored = KpiEngine.restore(config, restored.checkpoint())
+            for extra in peek:
+                assert restored.snapshot(t + extra) == original.snapshot(t + extra)
+        t += dt
+        sample = Sample(MACHINE, signal, value, quality, t)
+        original.update(sample)
+        restored.update(sample)
+    restored = KpiEngine.restore(config, restored.checkpoint())
+    assert restored.checkpoint() == original.checkpoint()
+    for extra in peek:
+        assert restored.snapshot(t + extra) == original.snapshot(t + extra)
+    assert restored.retained == original.retained
+
+
 phases = st.lists(
     st.tuples(st.sampled_from(STATES), st.integers(1, 600_000), st.floats(0.0, 1.0)), min_size=1, max_size=40
 )

@@ -3,9 +3,11 @@
 `KpiEngine(machine_id, config)` takes a machine's samples (`update`) and gives a `KpiSnapshot`
 (`snapshot(now_ms)`) over a rolling window and the current shift; `sparkplug_metrics` and
 `gauge_values` (the `KPI_*` gauges of `plantline.connectors.metric_names`) are how the runtime
-publishes it.
+publishes it. `checkpoint()` saves an engine's whole state as bytes, `KpiEngine.restore` makes it
+again: fed the same samples after it, the restored engine gives the snapshots the original would.
 """
 
+from plantline.connectors.kpi.checkpoint import CheckpointError
 from plantline.connectors.kpi.engine import (
     SPARKPLUG_METRICS,
     STATE_PRECEDENCE,
@@ -14,6 +16,7 @@ from plantline.connectors.kpi.engine import (
     KpiFigures,
     KpiSnapshot,
     SampleCounts,
+    config_key,
     gauge_values,
     sparkplug_metrics,
 )
@@ -37,6 +40,7 @@ __all__ = [
     "ActiveFault",
     "Break",
     "CalendarStatus",
+    "CheckpointError",
     "CounterEvent",
     "CounterRules",
     "FaultStats",
@@ -52,6 +56,7 @@ __all__ = [
     "ShiftCalendar",
     "ShiftOccurrence",
     "compute_oee",
+    "config_key",
     "gauge_values",
     "sparkplug_metrics",
 ]

@@ -43,8 +43,11 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from plantline.connectors.config import DataTypeName
+from plantline.connectors.kpi import checkpoint as codec
+from plantline.connectors.kpi.checkpoint import CheckpointError, pack_occurrence, unpack_occurrence
 from plantline.connectors.kpi.faults import ActiveFault, FaultTracker
 from plantline.connectors.kpi.oee import CounterEvent, CounterRules, KpiWarning, compute_oee
 from plantline.connectors.kpi.shifts import (
@@ -274,6 +277,37 @@ class KpiSnapshot:
 
 class _InvalidValue(ValueError):
     pass
+
+
+def config_key(config: KpiConfig) -> str:
+    """Return a digest of everything in `config` that shapes an engine's state (a checkpoint carries it)."""
+    calendar = config.calendar
+    shifts = None
+    if calendar is not None:
+        shifts = [
+            [s.name, s.start.isoformat(), s.end.isoformat(), sorted(s.weekdays),
+             [[b.start.isoformat(), b.end.isoformat(), b.name] for b in s.breaks]]
+            for s in calendar.shifts
+        ]  # fmt: skip
+    counters = config.counters
+    return codec.config_key(
+        [
+            config.window_s,
+            config.resolution_s,
+            config.ideal_cycle_s,
+            [counters.bits, counters.rollover_margin, counters.reset_max],
+            config.fault_debounce_s,
+            config.state_gap_hold_s,
+            None if calendar is None else [calendar.timezone, shifts],
+        ]
+    )
+
+
+def _occurrence(packed: list[Any] | None) -> ShiftOccurrence:
+    occ = unpack_occurrence(packed)
+    if occ is None:
+        raise CheckpointError("a damaged KPI engine checkpoint: a finished shift without its occurrence")
+    return occ
 
 
 def _as_bool(value: Value | None) -> bool | None:
@@ -547,6 +581,57 @@ class KpiEngine:
     def retained(self) -> int:
         """How many buckets and finished faults the engine keeps (bounded; see the module doc)."""
         return len(self._buckets) + self._faults.retained
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def checkpoint(self) -> bytes:
+        """Return the engine's whole state, compact and versioned: `KpiEngine.restore` makes it again, exactly."""
+        shifts = self._shifts
+        previous = None if shifts.previous is None else [pack_occurrence(shifts.previous[0]), shifts.previous[1]]
+        return codec.encode(
+            {
+                "machine": self.machine_id,
+                "config": config_key(self.config),
+                "ideal_us": self._ideal_us,
+                "last_ts": self._last_ts,
+                "counts": self._counts,
+                "clock": [self._cursor, self._first_ms],
+                "bits": [self._bits[s] for s in STATE_PRECEDENCE],
+                "state": [self._state, self._held, self._hold_until, self._overlap],
+                "counters": self._counter_values,
+                "buckets": codec.pack_buckets(self._buckets, FIELDS),
+                "bucket_end": self._bucket_end,
+                "window": self._window,
+                "piece": codec.pack_piece(self._piece),
+                "shifts": [pack_occurrence(shifts.current), shifts.acc, previous],
+                "faults": self._faults.state(),
+            }
+        )
+
+    @classmethod
+    def restore(cls, config: KpiConfig, data: bytes) -> KpiEngine:
+        """Return the engine whose `checkpoint()` `data` is; raise CheckpointError unless taken with `config`."""
+        state = codec.decode(data)
+        if state.get("config") != config_key(config):
+            raise CheckpointError("the checkpoint was taken with another KPI configuration")
+        engine = cls(state["machine"], config)
+        engine._ideal_us = state["ideal_us"]
+        engine._last_ts = state["last_ts"]
+        engine._counts = state["counts"]
+        engine._cursor, engine._first_ms = state["clock"]
+        engine._bits = dict(zip(STATE_PRECEDENCE, state["bits"], strict=True))
+        engine._state, engine._held, engine._hold_until, engine._overlap = state["state"]
+        engine._counter_values = state["counters"]
+        engine._buckets = deque(codec.unpack_buckets(state["buckets"], FIELDS))
+        engine._bucket_end = state["bucket_end"]
+        engine._window = state["window"]
+        engine._piece = codec.unpack_piece(state["piece"])
+        current, acc, previous = state["shifts"]
+        engine._shifts = _Shifts(
+            unpack_occurrence(current), acc, None if previous is None else (_occurrence(previous[0]), previous[1])
+        )
+        engine._faults.load(state["faults"])
+        return engine
 
     # -- figures out ------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,16 @@ class FaultTracker:
         closed = self._closed
         while len(closed) > 1 and closed[1][1] < horizon_ms:
             closed.popleft()
+
+    def state(self) -> list[Any]:
+        """Return the tracker's state as JSON-able values (for a KPI engine's checkpoint)."""
+        closed = [t for episode in self._closed for t in episode]
+        return [self._active, self._code, closed, self._start, self._cleared_at, self._code_since]
+
+    def load(self, state: list[Any]) -> None:
+        """Take back the state `state()` returned."""
+        self._active, self._code, closed, self._start, self._cleared_at, self._code_since = state
+        self._closed = deque(zip(closed[::2], closed[1::2], strict=True))
 
     @property
     def retained(self) -> int:
