@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import random
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from plantline.connectors.kpi import KpiEngine
+from plantline.connectors.samples import Sample
 from plantline.historian import queries
-from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, combine
+from plantline.historian.api.models import KpiFigures
+from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, combine, current_body
+from plantline.historian.readings import window_snapshot
 from plantline.historian.store import connect
 from plantline_testing.machines import T0
 
@@ -37,6 +42,56 @@ def test_current_kpis_are_the_edge_engines_on_the_same_samples(client: TestClien
     assert got["window"]["start_ms"] == expected.start_ms
     for name in ("oee", "availability", "performance", "quality", "total", "good"):
         assert got["window"][name] == getattr(expected, name), name
+
+
+def full_replays(config: Any, samples: list[Sample], times: list[tuple[int, int]]) -> dict[tuple[int, int], Any]:
+    """Return the body /kpi/current gives for each (until, at), from one engine fed every sample up to `until`."""
+    ordered = iter(sorted((s for s in samples if s.signal in KPI_SIGNALS), key=lambda s: (s.source_ts_ms, s.signal)))
+    engine, out = KpiEngine(samples[0].device, config), {}
+    pending = next(ordered, None)
+    for until, at in sorted(times):
+        while pending is not None and pending.source_ts_ms <= until:
+            engine.update(pending)
+            pending = next(ordered, None)
+        out[(until, at)] = current_body(engine.snapshot(at).window)
+    return out
+
+
+def as_answered(body: dict[str, Any]) -> dict[str, Any]:
+    """Return a `kpi.current_body` as /kpi/current answers it (the window's figures apart)."""
+    window = {name: body[name] for name in KpiFigures.model_fields}
+    return {"window": window, **{name: body[name] for name in ("mttr_s", "mtbf_s", "fault_count", "warnings")}}
+
+
+def test_current_kpis_at_any_time_are_the_engine_fed_every_sample(client: TestClient, line: Any) -> None:
+    config, data = line
+    rng = random.Random(7)
+    times = [(at, at) for at in (rng.randrange(T0 + MINUTE_MS, END + 5 * MINUTE_MS) for _ in range(30))]
+    times += [(at - rng.randrange(1, 90_000), at) for at in (rng.randrange(T0 + 2 * MINUTE_MS, END) for _ in range(8))]
+    expected = {d: full_replays(config.kpi_config("site1", "line1", d), data[d], times) for d in ("capper", "filler")}
+    for until, at in times:
+        response = client.get("/kpi/current", params={"line": "l1", "at": iso(at), "until": iso(until)})
+        assert response.status_code == 200, response.text
+        for got in response.json():
+            assert {k: got[k] for k in ("window", "mttr_s", "mtbf_s", "fault_count", "warnings")} == as_answered(
+                expected[got["machine"]][(until, at)]
+            ), (got["machine"], until, at)
+
+
+def test_another_window_is_replayed_from_a_minute_before_it(client: TestClient, line: Any) -> None:
+    config, _ = line
+    at = T0 + 50 * MINUTE_MS + 777
+    own = client.get("/kpi/current", params={"machine": "capper", "at": iso(at)}).json()
+    assert client.get("/kpi/current", params={"machine": "capper", "at": iso(at), "window_s": 900}).json() == own
+    longer = client.get("/kpi/current", params={"machine": "capper", "at": iso(at), "window_s": 1800}).json()
+    kpis = dataclasses.replace(config.kpi_config("site1", "line1", "capper"), window_s=1800.0)
+    with connect(config.database.conninfo()) as conn:
+        (capper,) = queries.machines(conn, site=None, line=None, machine="capper")
+        replayed = window_snapshot(conn, capper.id, "capper", kpis, at, at)
+    assert longer[0]["window"]["start_ms"] == at - 1800_000 - (at - 1800_000) % 5000
+    assert {k: longer[0][k] for k in ("window", "mttr_s", "mtbf_s")} == {
+        k: v for k, v in as_answered(current_body(replayed.window)).items() if k in ("window", "mttr_s", "mtbf_s")
+    }
 
 
 def test_current_kpis_without_a_time_are_the_window_replayed_at_the_newest_sample(

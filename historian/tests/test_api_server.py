@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from plantline.historian.api.server import open_pool
+from plantline.historian.config import load_config
 from plantline.historian.schema import migrate
 from plantline.historian.store import connect
 from plantline.pki.authority import Authority
@@ -93,3 +95,13 @@ def test_without_tokens_or_a_client_ca_the_api_refuses_to_start(tmp_path: Path, 
     )  # fmt: skip
     assert done.returncode == 1
     assert "never serves anonymously" in done.stderr
+
+
+def test_each_request_reads_one_snapshot_and_writes_nothing(tmp_path: Path, dsn: str) -> None:
+    # A checkpoint and the samples after it must come from the same data, whatever commits meanwhile.
+    config = load_config(_config(tmp_path, dsn, {}))
+    with open_pool(config, max_size=1) as pool, pool.connection() as conn:
+        settings = conn.execute(
+            "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only')"
+        )
+        assert settings.fetchone() == ("repeatable read", "on")

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from plantline.connectors.config import KpiSettings, ShiftCalendarSettings, ShiftSettings
-from plantline.connectors.kpi import KpiEngine
+from plantline.connectors.config import BreakSettings, KpiSettings, ShiftCalendarSettings, ShiftSettings
+from plantline.connectors.kpi import KpiEngine, KpiWarning
 from plantline.connectors.kpi.settings import engine_config
 from plantline.connectors.samples import Quality, Sample, Value
-from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, combine, replay_minutes, replay_window, window_start
-from plantline_testing.machines import T0, simulated_samples
+from plantline.historian.kpi import (
+    KPI_SIGNALS,
+    MINUTE_MS,
+    combine,
+    replay_checkpoints,
+    replay_minutes,
+    replay_window,
+    resume_window,
+    window_start,
+)
+from plantline_testing.machines import T0, roughened, simulated_samples
 
 
 def simulate(seconds: int, *, seed: int = 3) -> list[Sample]:
@@ -83,3 +94,90 @@ def test_states_and_faults_follow_the_signals() -> None:
     assert [(f.started_ms, f.ended_ms, f.code) for f in replay.faults] == [(T0 + 10_000, T0 + 30_000, 7)]
     (minute,) = replay.minutes
     assert (minute.run_ms, minute.idle_ms) == (40_000, 20_000)
+
+
+ROUGH_CALENDAR = ShiftCalendarSettings(
+    timezone="UTC",
+    shifts=[
+        ShiftSettings(name="a", start="00:00", end="00:40", breaks=[BreakSettings(start="00:20", end="00:23")]),
+        ShiftSettings(name="b", start="00:40", end="01:30"),
+    ],
+)  # an hour and a half of shifts, a break, then off shift
+
+
+def rough(seconds: int, *, seed: int) -> list[Sample]:
+    # Counters that roll over at 16 bits, and now and then a bad reading.
+    return list(roughened(simulate(seconds, seed=seed), counter_offset=65_000, bits=16, bad_every=53))
+
+
+def newest_at_or_before(checkpoints: list[tuple[int, bytes]], t: int) -> tuple[int, bytes]:
+    return max((c for c in checkpoints if c[0] <= t), key=lambda c: c[0])
+
+
+@pytest.mark.parametrize("seed", [3, 5, 8])
+def test_a_checkpoint_and_the_samples_after_it_are_the_engine_fed_every_sample(seed: int) -> None:
+    config = engine_config(KpiSettings(window_s=900, ideal_cycle_s=0.5, counter_bits=16), ROUGH_CALENDAR)
+    samples = rough(7200, seed=seed)
+    checkpoints = replay_checkpoints(KpiEngine("filler", config), samples, after_ms=T0 - MINUTE_MS)
+    minutes = sorted({s.source_ts_ms - s.source_ts_ms % MINUTE_MS for s in samples})
+    assert [minute for minute, _ in checkpoints] == minutes[1:]  # a minute without a sample adds none
+    rng = random.Random(seed)
+    times = []
+    for at in (rng.randrange(T0 + MINUTE_MS, T0 + 7300 * 1000) for _ in range(60)):
+        times.append((at - rng.choice([0, 0, 0, 1, 45_000]), at))  # `until`: the data the edge had, or a little less
+    # The full replay: one engine fed every sample in the replays' order, as far as each `until`.
+    fed = iter(sorted(samples, key=lambda s: (s.source_ts_ms, s.signal)))
+    edge, seen = KpiEngine("filler", config), []
+    pending = next(fed, None)
+    for until, at in sorted(times):
+        while pending is not None and pending.source_ts_ms <= until:
+            edge.update(pending)
+            pending = next(fed, None)
+        minute, state = newest_at_or_before(checkpoints, until)
+        tail = [s for s in samples if minute <= s.source_ts_ms <= until]
+        assert resume_window(config, state, tail, at_ms=at) == edge.snapshot(at), at
+        seen.append(edge.snapshot(at))
+    # The stream is as rough as meant: rollovers, bad readings, faults, shifts, a break and off-shift time.
+    assert any(KpiWarning.COUNTER_ROLLOVER in snap.window.warnings for snap in seen)
+    assert any(s.quality is Quality.BAD for s in samples)
+    assert any(snap.window.fault_count for snap in seen)
+    assert {snap.shift.shift_name for snap in seen if snap.shift} == {"a", "b"}
+    assert any(snap.window.calendar_stop_s for snap in seen)
+
+
+def test_a_chain_carried_over_refreshes_is_the_one_of_a_single_pass() -> None:
+    config = engine_config(KpiSettings(window_s=900, ideal_cycle_s=0.5, counter_bits=16), ROUGH_CALENDAR)
+    samples = rough(3600, seed=5)
+    single = replay_checkpoints(KpiEngine("filler", config), samples, after_ms=T0 - MINUTE_MS)
+    carried: list[tuple[int, bytes]] = []
+    engine, after = KpiEngine("filler", config), T0 - MINUTE_MS
+    for cut in (T0 + 7 * MINUTE_MS + 1, T0 + 25 * MINUTE_MS, T0 + 3600_000 + 1):
+        piece = [s for s in samples if after <= s.source_ts_ms < cut]
+        carried += replay_checkpoints(engine, piece, after_ms=after)
+        after, state = carried[-1]  # the next refresh restores the newest and replays the samples from it
+        engine = KpiEngine.restore(config, state)
+    assert carried == single
+
+
+def test_mtbf_counts_the_interval_from_a_fault_before_the_replayed_span() -> None:
+    # The edge's engine knows when the last fault ended, however long ago: so does a checkpoint. A
+    # replay that starts a minute before the window does not (what /kpi/current answered before).
+    config = engine_config(KpiSettings(window_s=900, ideal_cycle_s=0.5), None)
+
+    def s(signal: str, value: Value, t_s: int) -> Sample:
+        return Sample("m", signal, value, Quality.GOOD, T0 + t_s * 1000)
+
+    samples = [
+        s("state.run", True, 0), s("fault.active", False, 0), s("fault.active", True, 60), s("fault.active", False, 70),
+        s("fault.active", True, 1800), s("fault.active", False, 1830), s("state.run", True, 1860),
+    ]  # fmt: skip
+    at = T0 + 1900 * 1000
+    checkpoints = replay_checkpoints(KpiEngine("m", config), samples, after_ms=T0 - MINUTE_MS)
+    minute, state = newest_at_or_before(checkpoints, at)
+    resumed = resume_window(config, state, [x for x in samples if x.source_ts_ms >= minute], at_ms=at)
+    assert resumed.window.mtbf_s == 1730.0  # from the end of the first fault (70 s) to the second (1800 s)
+    assert resumed == replay_window("m", config, [], samples, at_ms=at)
+    start = window_start(config, at) - MINUTE_MS
+    lead = [x for x in samples if x.source_ts_ms < start and x.signal == "fault.active"][-1:]
+    from_the_window = replay_window("m", config, lead, [x for x in samples if x.source_ts_ms >= start], at_ms=at)
+    assert from_the_window.window.mtbf_s is None

@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
+from fastapi.testclient import TestClient
 
 from plantline.connectors.config import KpiSettings
-from plantline.connectors.samples import Sample
+from plantline.connectors.kpi import KpiEngine
+from plantline.connectors.samples import Quality, Sample
 from plantline.connectors.sparkplug import DataType, MessageType
 from plantline.connectors.sparkplug.host import HostMetric, NodeKey, Release
-from plantline.historian.config import HistorianConfig, LineSettings
-from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, combine, replay_minutes
+from plantline.historian.api.app import create_app
+from plantline.historian.api.server import open_pool
+from plantline.historian.config import ApiSettings, DatabaseSettings, HistorianConfig, LineSettings
+from plantline.historian.kpi import (
+    KPI_SIGNALS,
+    MINUTE_MS,
+    combine,
+    current_body,
+    replay_checkpoints,
+    replay_minutes,
+    replay_window,
+)
 from plantline.historian.kpi_refresh import refresh_kpis
 from plantline.historian.rows import Rows
 from plantline.historian.schema import migrate
 from plantline.historian.store import Store, connect
-from plantline_testing.machines import T0, simulated_samples
+from plantline_testing.machines import T0, roughened, simulated_samples
 
 pytestmark = pytest.mark.peer
 
@@ -29,6 +46,10 @@ CONFIG = HistorianConfig.model_validate(
     }
 )
 TYPES = {"state": DataType.Boolean, "counter": DataType.UInt32, "fault": DataType.Int32, "cycle": DataType.Double}
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()
 
 
 def _write(store: Store, samples: list[Sample]) -> None:
@@ -61,3 +82,86 @@ def test_minutes_in_the_database_are_the_engines_and_late_data_recomputes_them(d
     assert [tuple(r) for r in states] == list(expected.states)
     faults = conn.execute("SELECT count(*) FROM faults").fetchone()
     assert faults == (len(expected.faults),)
+
+
+ROUGH = LineSettings(
+    site="s", line="l", group_id="site1", edge_node_ids=["line1"],
+    machines={"filler": KpiSettings(ideal_cycle_s=0.5, counter_bits=16)},
+)  # fmt: skip
+
+
+@pytest.fixture
+def api(dsn: str, tmp_path: Path) -> Iterator[tuple[Store, HistorianConfig, TestClient]]:
+    (tmp_path / "tokens").write_text("t\n")
+    config = CONFIG.model_copy(update={"lines": [ROUGH], "api": ApiSettings(token_file=tmp_path / "tokens")})
+    conn = connect(dsn)
+    migrate(conn)
+    store = Store(conn, [ROUGH])
+    with (
+        open_pool(config.model_copy(update={"database": DatabaseSettings(dsn=dsn)}), max_size=2) as pool,
+        TestClient(create_app(config, pool), headers={"Authorization": "Bearer t"}) as client,
+    ):
+        yield store, config, client
+    conn.close()
+
+
+def _answers(client: TestClient, times: list[int]) -> list[Any]:
+    return [client.get("/kpi/current", params={"machine": "filler", "at": _iso(at)}).json()[0] for at in times]
+
+
+def _replayed(samples: list[Sample], times: list[int]) -> list[dict[str, Any]]:
+    config = ROUGH.kpi_config("filler")
+    return [current_body(replay_window("filler", config, [], samples, at_ms=at).window) for at in times]
+
+
+def _same(answers: list[Any], bodies: list[dict[str, Any]]) -> bool:
+    names = ("mttr_s", "mtbf_s", "fault_count", "warnings")
+    return all(
+        a["window"] == {k: b[k] for k in a["window"]} and all(a[k] == b[k] for k in names)
+        for a, b in zip(answers, bodies, strict=True)
+    )
+
+
+def test_late_data_invalidates_the_checkpoints_after_it_and_answers_stay_the_full_replays(
+    api: tuple[Store, HistorianConfig, TestClient],
+) -> None:
+    store, config, client = api
+    samples = list(roughened(simulated_samples("filler", 2400, seed=5, signals=KPI_SIGNALS), counter_offset=65_000,
+                             bits=16, bad_every=53))  # fmt: skip
+    late = [s for s in samples if T0 + 8 * MINUTE_MS <= s.source_ts_ms < T0 + 12 * MINUTE_MS]
+    first = [s for s in samples if s.source_ts_ms < T0 + 20 * MINUTE_MS and s not in late]
+    _write(store, first)
+    refresh_kpis(store.conn, config)
+    _write(store, [s for s in samples if s.source_ts_ms >= T0 + 20 * MINUTE_MS])
+    refresh_kpis(store.conn, config)
+    times = [T0 + n * 97_531 for n in range(5, 26)]
+    assert _same(_answers(client, times), _replayed([s for s in samples if s not in late], times))
+    _write(store, late)  # an outbox replay: it lands before the checkpoints of minutes 9 to 40
+    assert _same(_answers(client, times), _replayed(samples, times))  # not refreshed yet: those are not used
+    refresh_kpis(store.conn, config)
+    assert _same(_answers(client, times), _replayed(samples, times))
+    stored = store.conn.execute("SELECT ms(minute), state FROM kpi_checkpoints ORDER BY minute").fetchall()
+    store.conn.commit()
+    kpis = ROUGH.kpi_config("filler")
+    single = [(T0, KpiEngine("filler", kpis).checkpoint())]
+    single += replay_checkpoints(KpiEngine("filler", kpis), samples, after_ms=T0)
+    assert [(int(m), bytes(s)) for m, s in stored] == single
+
+
+def test_mtbf_reaches_back_before_the_window_as_the_edges_engine_does(
+    api: tuple[Store, HistorianConfig, TestClient],
+) -> None:
+    store, config, client = api
+
+    def s(signal: str, value: bool, t_s: int) -> Sample:
+        return Sample("filler", signal, value, Quality.GOOD, T0 + t_s * 1000)
+
+    _write(store, [s("state.run", True, 0), s("fault.active", False, 0), s("fault.active", True, 60),
+                   s("fault.active", False, 70), s("fault.active", True, 1800), s("fault.active", False, 1830),
+                   s("state.run", True, 1860)])  # fmt: skip
+    refresh_kpis(store.conn, config)
+    (got,) = client.get("/kpi/current", params={"machine": "filler", "at": _iso(T0 + 1900_000)}).json()
+    assert (got["fault_count"], got["mtbf_s"], got["mttr_s"]) == (1, 1730.0, 30.0)
+    (kept,) = client.get("/kpi/current", params={"machine": "filler"}).json()
+    assert kept["window"]["end_ms"] == T0 + 1860_000
+    assert kept["mtbf_s"] == 1730.0

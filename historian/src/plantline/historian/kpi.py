@@ -5,6 +5,9 @@
   window, from the same samples.
 - `replay_minutes` does the same with one-minute buckets and returns, per whole minute, the
   engine's accumulators (times, parts, ideal work), the machine's state changes and its faults.
+- `replay_checkpoints` feeds a machine's own engine and saves it at every minute boundary;
+  `resume_window` restores one such checkpoint and replays only the samples after it: the snapshot
+  of the engine that was fed every sample, without feeding them all again.
 - `combine` adds minutes up and computes OEE, A, P, Q from the sums with `compute_oee`, as the
   engine computes its window from its buckets.
 """
@@ -161,11 +164,52 @@ def replay_window(
     machine_id: str, config: KpiConfig, lead_in: Iterable[Sample], samples: Iterable[Sample], *, at_ms: int
 ) -> KpiSnapshot:
     """Return the machine's KPI snapshot at `at_ms`, as the edge computes it from these samples."""
+    return _run_to(engine_after(machine_id, config, lead_in), samples, at_ms)
+
+
+def engine_after(machine_id: str, config: KpiConfig, lead_in: Iterable[Sample]) -> KpiEngine:
+    """Return a new engine fed `lead_in`, each signal's last reading before where a replay starts."""
     engine = KpiEngine(machine_id, config)
-    for sample in [*_ordered(lead_in), *_ordered(samples)]:
+    for sample in _ordered(lead_in):
+        engine.update(sample)
+    return engine
+
+
+def resume_window(config: KpiConfig, checkpoint: bytes, samples: Iterable[Sample], *, at_ms: int) -> KpiSnapshot:
+    """Return the KPI snapshot at `at_ms` of the engine `checkpoint` saved, fed the samples after it.
+
+    Raises CheckpointError when the checkpoint was not taken with `config`.
+    """
+    return _run_to(KpiEngine.restore(config, checkpoint), samples, at_ms)
+
+
+def _run_to(engine: KpiEngine, samples: Iterable[Sample], at_ms: int) -> KpiSnapshot:
+    for sample in _ordered(samples):
         if sample.source_ts_ms <= at_ms:
             engine.update(sample)
     return engine.snapshot(at_ms)
+
+
+def replay_checkpoints(engine: KpiEngine, samples: Iterable[Sample], *, after_ms: int) -> list[tuple[int, bytes]]:
+    """Feed `samples` to `engine`, saving it at the minute boundaries after `after_ms` that they cross.
+
+    Return (minute, checkpoint) pairs: a checkpoint at minute M holds every sample before M and
+    none at or after it, so restored and fed the samples from M on it is the engine that was fed
+    them all (`resume_window`). Minutes without a sample add none: the checkpoint before them is
+    the same engine.
+    """
+    out: list[tuple[int, bytes]] = []
+    boundary, fed = after_ms - after_ms % MINUTE_MS + MINUTE_MS, False
+    for sample in _ordered(samples):
+        ts = sample.source_ts_ms
+        if ts >= boundary:
+            minute = ts - ts % MINUTE_MS
+            if fed:
+                out.append((minute, engine.checkpoint()))
+            boundary, fed = minute + MINUTE_MS, False
+        engine.update(sample)
+        fed = True
+    return out
 
 
 _CURRENT_FIELDS = (

@@ -1,22 +1,39 @@
-"""KPI minutes, machine states and faults, refreshed from the spans ingest batches added (a watermark).
+"""KPI minutes, machine states, faults and engine checkpoints, refreshed from the spans ingest batches added.
 
-For each machine whose KPI signals a batch touched, the KPI engine replays its samples from the
-minute holding the earliest new one (after a lead-in of each signal's last reading), and the
-minutes, state changes and faults from there on are replaced. Live data dirties the last minute
-or two; a replay of old data re-computes from its own time on. Each such machine's rolling window
-is then computed once more as of its newest KPI sample and kept in `kpi_current`, from which
-`/kpi/current` answers "now" without a replay per request.
+For each machine whose KPI signals a batch touched (after a watermark), the KPI engine replays its
+samples from the minute holding the earliest new one (after a lead-in of each signal's last
+reading), and the minutes, state changes and faults from there on are replaced. Live data dirties
+the last minute or two; a replay of old data re-computes from its own time on.
+
+The machine's own engine (its own window and calendar) goes along as a chain: restored from its
+newest checkpoint at or before that minute, fed every sample since, saved at each minute boundary
+it crosses (`kpi_checkpoints`, the later ones replaced: data that lands before a checkpoint
+invalidates it and every one after it). So a checkpoint is the engine that was fed every stored
+sample before its minute, from which `/kpi/current` at a past time replays only the samples after
+it. The chain starts afresh, from each signal's last reading, at a machine's first refresh and
+when its configuration changed. Its window at the newest KPI sample is kept in `kpi_current`,
+from which `/kpi/current` answers "now" without a replay per request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 
-from plantline.connectors.kpi import KpiSnapshot
+from plantline.connectors.kpi import CheckpointError, KpiConfig, KpiEngine, KpiSnapshot, config_key
+from plantline.connectors.samples import Sample
 from plantline.historian.config import HistorianConfig
-from plantline.historian.kpi import KPI_SIGNALS, MINUTE_MS, Replay, current_body, replay_minutes
-from plantline.historian.readings import lead_in, span, window_snapshot
+from plantline.historian.kpi import (
+    KPI_SIGNALS,
+    MINUTE_MS,
+    Replay,
+    current_body,
+    engine_after,
+    replay_checkpoints,
+    replay_minutes,
+)
+from plantline.historian.readings import lead_in, span
 from plantline.historian.refresh import RefreshResult, batches_after, forget_absorbed
 from plantline.historian.store import Connection
 
@@ -41,21 +58,60 @@ def refresh_kpis(conn: Connection, config: HistorianConfig, *, max_batches: int 
         ).fetchall()
         for machine_id, group_id, node_id, device_id, earliest in machines:
             kpis = config.kpi_config(str(group_id), str(node_id), str(device_id))
-            start = int(earliest) - int(earliest) % MINUTE_MS
-            before = lead_in(conn, int(machine_id), str(device_id), KPI_SIGNALS, start)
-            after_samples = span(conn, int(machine_id), str(device_id), KPI_SIGNALS, start)
-            replay = replay_minutes(str(device_id), kpis, before, after_samples, start_ms=start)
-            _replace(conn, int(machine_id), start, replay)
-            if after_samples:
-                newest = max(sample.source_ts_ms for sample in after_samples)
-                _keep_current(
-                    conn, int(machine_id), window_snapshot(conn, int(machine_id), str(device_id), kpis, newest, newest)
-                )
+            _refresh_machine(conn, int(machine_id), str(device_id), kpis, int(earliest) - int(earliest) % MINUTE_MS)
         conn.execute(
             "UPDATE rollup_watermarks SET batch_id = %s, refreshed_at = now() WHERE name = 'kpi_minutes'", (upto,)
         )
         forget_absorbed(conn)
         return RefreshResult(upto, len(machines))
+
+
+def _refresh_machine(conn: Connection, machine_id: int, device: str, kpis: KpiConfig, start: int) -> None:
+    """Replace the machine's minutes, states, faults and checkpoints from minute `start` on, and its window now."""
+    before = lead_in(conn, machine_id, device, KPI_SIGNALS, start)
+    engine, chain_from, saved = _chain(conn, machine_id, device, kpis, (start, before))
+    samples = span(conn, machine_id, device, KPI_SIGNALS, chain_from)
+    recent = [sample for sample in samples if sample.source_ts_ms >= start]
+    _replace(conn, machine_id, start, replay_minutes(device, kpis, before, recent, start_ms=start))
+    saved += replay_checkpoints(engine, samples, after_ms=chain_from)
+    _keep_checkpoints(conn, machine_id, chain_from, config_key(kpis), saved)
+    if samples:
+        _keep_current(conn, machine_id, engine.snapshot(max(sample.source_ts_ms for sample in samples)))
+
+
+def _chain(
+    conn: Connection, machine_id: int, device: str, kpis: KpiConfig, lead: tuple[int, list[Sample]]
+) -> tuple[KpiEngine, int, list[tuple[int, bytes]]]:
+    """Return the machine's engine at its newest checkpoint at or before `start`, that checkpoint's minute,
+    and the checkpoints to add.
+
+    Without a checkpoint of this configuration (the machine's first data, a configuration changed),
+    the chain starts afresh at `start` from `before`, each signal's last earlier reading (`lead`).
+    """
+    start, before = lead
+    row = conn.execute(
+        "SELECT ms(minute), config, state FROM kpi_checkpoints WHERE machine_id = %s AND minute <= at_ms(%s)"
+        " ORDER BY minute DESC LIMIT 1",
+        (machine_id, start),
+    ).fetchone()
+    if row is not None and row[1] == config_key(kpis):
+        with contextlib.suppress(CheckpointError):  # another format: start afresh
+            return KpiEngine.restore(kpis, bytes(row[2])), int(row[0]), []
+    fresh = engine_after(device, kpis, before)
+    return fresh, start, [(start, fresh.checkpoint())]
+
+
+def _keep_checkpoints(
+    conn: Connection, machine_id: int, after_ms: int, config: str, saved: list[tuple[int, bytes]]
+) -> None:
+    """Replace the machine's checkpoints after `after_ms` (samples may have landed before them) with `saved`."""
+    conn.execute("DELETE FROM kpi_checkpoints WHERE machine_id = %s AND minute > at_ms(%s)", (machine_id, after_ms))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO kpi_checkpoints (machine_id, minute, config, state) VALUES (%s, at_ms(%s), %s, %s)"
+            " ON CONFLICT (machine_id, minute) DO UPDATE SET config = EXCLUDED.config, state = EXCLUDED.state",
+            [(machine_id, minute, config, state) for minute, state in saved],
+        )
 
 
 def _replace(conn: Connection, machine_id: int, start_ms: int, replay: Replay) -> None:

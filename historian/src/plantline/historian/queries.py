@@ -92,10 +92,11 @@ def minutes(conn: Connection, machine_id: int, from_ms: int, to_ms: int) -> list
 
 
 _EDGE_KEYS = ["at_ms", *KPI_COLUMNS.values(), "data_until_ms"]
-_EDGE_SNAPSHOT = sql.SQL(
-    "SELECT ms(ts), {}, ms(data_until) FROM kpi_snapshots"
-    " WHERE machine_id = %(m)s AND ts <= at_ms(%(t)s) ORDER BY ts DESC LIMIT 1"
-).format(sql.SQL(", ").join(map(sql.Identifier, KPI_COLUMNS.values())))
+_EDGE_SNAPSHOTS = sql.SQL(
+    "SELECT m.id, ms(k.ts), {}, ms(k.data_until) FROM unnest(%(ids)s::integer[]) AS m(id)"
+    " CROSS JOIN LATERAL (SELECT * FROM kpi_snapshots"
+    "   WHERE machine_id = m.id AND ts <= at_ms(%(t)s) ORDER BY ts DESC LIMIT 1) k"
+).format(sql.SQL(", ").join(sql.Identifier("k", c) for c in KPI_COLUMNS.values()))
 
 
 _BUCKET_TOTALS = """
@@ -139,12 +140,10 @@ def current_kpis(conn: Connection, machine_ids: Sequence[int]) -> dict[int, dict
     return {int(machine_id): dict(body) for machine_id, body in rows}
 
 
-def edge_snapshot(conn: Connection, machine_id: int, at_ms: int) -> dict[str, Any] | None:
-    """Return the KPIs the edge published last at or before `at_ms`."""
-    row = conn.execute(_EDGE_SNAPSHOT, {"m": machine_id, "t": at_ms}).fetchone()
-    if row is None:
-        return None
-    return dict(zip(_EDGE_KEYS, row, strict=True))
+def edge_snapshots(conn: Connection, machine_ids: Sequence[int], at_ms: int) -> dict[int, dict[str, Any]]:
+    """Return, by machine id, the KPIs each machine's edge published last at or before `at_ms` (if any)."""
+    rows = conn.execute(_EDGE_SNAPSHOTS, {"ids": list(machine_ids), "t": at_ms}).fetchall()
+    return {int(row[0]): dict(zip(_EDGE_KEYS, row[1:], strict=True)) for row in rows}
 
 
 _FAULTS = """

@@ -6,7 +6,7 @@ deadband reports, every `step_s` of simulated time.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 from plantline.connectors.samples import Quality, Sample
 from plantline.connectors.sim.machine import MachineModel
@@ -33,3 +33,17 @@ def simulated_samples(
             if (signals is None or signal in signals) and last.get(signal) != value:
                 yield Sample(device, signal, value, Quality.GOOD, ts)
                 last[signal] = value
+
+
+def roughened(
+    samples: Iterable[Sample], *, counter_offset: int = 0, bits: int = 32, bad_every: int = 0
+) -> Iterator[Sample]:
+    """Yield `samples` as a rougher source reports them: counters shifted by `counter_offset` (wrapping
+    at `bits`, so they roll over) and every `bad_every`-th sample of bad quality, without a value."""
+    for n, sample in enumerate(samples, start=1):
+        if bad_every and n % bad_every == 0:
+            yield sample._replace(value=None, quality=Quality.BAD)
+        elif sample.signal.startswith("counter.") and isinstance(sample.value, int):
+            yield sample._replace(value=(sample.value + counter_offset) % (1 << bits))
+        else:
+            yield sample

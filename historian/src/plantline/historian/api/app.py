@@ -29,6 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool
 
+from plantline.connectors.kpi import KpiConfig
 from plantline.historian import queries
 from plantline.historian.api.models import (
     CurrentKpis,
@@ -44,7 +45,7 @@ from plantline.historian.api.models import (
 from plantline.historian.api.telemetry import ApiMetrics, RequestTimer
 from plantline.historian.config import HistorianConfig
 from plantline.historian.kpi import current_body
-from plantline.historian.readings import window_snapshot
+from plantline.historian.readings import window_snapshots
 from plantline.historian.store import Connection
 
 PROBLEM = "application/problem+json"
@@ -206,13 +207,14 @@ def kpi_current(
     until_ms = min(at_ms, _ms(until, at_ms / 1000))
     with ctx.db() as conn:
         found = _select(conn, where)
-        kept = queries.current_kpis(conn, [m.id for m in found]) if (at, until, window_s) == (None, None, None) else {}
-        return [
-            _current_kpis(m, kept[m.id], queries.edge_snapshot(conn, m.id, at_ms))
-            if m.id in kept
-            else _current(conn, ctx.config, m, (at_ms, until_ms), window_s)
-            for m in found
-        ]
+        ids = [m.id for m in found]
+        bodies = queries.current_kpis(conn, ids) if (at, until, window_s) == (None, None, None) else {}
+        missing = [m for m in found if m.id not in bodies]
+        configs = [(m.id, m.machine, _kpi_config(ctx.config, m, window_s)) for m in missing]
+        for m, snapshot in zip(missing, window_snapshots(conn, configs, at_ms, until_ms), strict=True):
+            bodies[m.id] = current_body(snapshot.window)
+        edges = queries.edge_snapshots(conn, ids, at_ms)
+        return [_current_kpis(m, bodies[m.id], edges.get(m.id)) for m in found]
 
 
 @router.get("/kpi/trend", response_model=list[Trend])
@@ -387,15 +389,12 @@ def _statuses(found: list[queries.MachineRow], status: dict[int, dict[str, Any]]
     ]
 
 
-def _current(
-    conn: Connection, config: HistorianConfig, m: queries.MachineRow, at: tuple[int, int], window_s: float | None
-) -> CurrentKpis:
-    at_ms, until_ms = at
+def _kpi_config(config: HistorianConfig, m: queries.MachineRow, window_s: float | None) -> KpiConfig:
+    """Return the machine's own KPI configuration, with another window when `window_s` asks for one."""
     kpis = config.kpi_config(m.group_id, m.edge_node_id, m.machine)
-    if window_s is not None:
-        kpis = dataclasses.replace(kpis, window_s=window_s, resolution_s=min(kpis.resolution_s, window_s))
-    snapshot = window_snapshot(conn, m.id, m.machine, kpis, at_ms, until_ms)
-    return _current_kpis(m, current_body(snapshot.window), queries.edge_snapshot(conn, m.id, at_ms))
+    if window_s is None:
+        return kpis
+    return dataclasses.replace(kpis, window_s=window_s, resolution_s=min(kpis.resolution_s, window_s))
 
 
 def _current_kpis(m: queries.MachineRow, body: dict[str, Any], edge: dict[str, Any] | None) -> CurrentKpis:

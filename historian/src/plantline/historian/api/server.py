@@ -22,13 +22,17 @@ from plantline.historian.api.telemetry import MULTIPROCESS_ENV
 from plantline.historian.config import ApiSettings, HistorianConfig, load_config
 from plantline.historian.store import Connection
 
-READ_ONLY = "-c timezone=UTC -c default_transaction_read_only=on"
+SESSION = r"-c timezone=UTC -c default_transaction_read_only=on -c default_transaction_isolation=repeatable\ read"
 
 
 def open_pool(config: HistorianConfig, *, max_size: int = 8) -> ConnectionPool[Connection]:
-    """Return an open pool of read-only, UTC sessions."""
+    """Return an open pool of read-only, UTC sessions whose transactions each read one snapshot.
+
+    Repeatable read: a request's statements (a KPI checkpoint, then the samples after it) see the
+    same data, whatever ingest and the refresh commit meanwhile.
+    """
     return ConnectionPool(
-        config.database.conninfo(), min_size=1, max_size=max_size, kwargs={"options": READ_ONLY}, open=True
+        config.database.conninfo(), min_size=1, max_size=max_size, kwargs={"options": SESSION}, open=True
     )
 
 
