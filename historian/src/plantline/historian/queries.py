@@ -146,13 +146,29 @@ def edge_snapshots(conn: Connection, machine_ids: Sequence[int], at_ms: int) -> 
     return {int(row[0]): dict(zip(_EDGE_KEYS, row[1:], strict=True)) for row in rows}
 
 
-_FAULTS = """
-SELECT machine_id, ms(started_at), ms(ended_at), code FROM faults
-WHERE machine_id = ANY(%(ids)s) AND (NOT %(active)s OR ended_at IS NULL)
-  AND (%(f)s::bigint IS NULL OR coalesce(ended_at, 'infinity') >= at_ms(%(f)s))
-  AND (%(t)s::bigint IS NULL OR started_at < at_ms(%(t)s))
-  AND (%(as)s::bigint IS NULL OR (started_at, machine_id) > (at_ms(%(as)s), %(am)s))
-ORDER BY started_at, machine_id LIMIT %(n)s
+_ACTIVE_FAULTS = """
+SELECT machine_id, ms(started_at), NULL, code FROM faults
+WHERE machine_id = ANY(%(ids)s) AND ended_at IS NULL ORDER BY started_at, machine_id LIMIT %(n)s
+"""
+
+# Faults overlapping [from, to), after the keyset cursor: those that started in it (by the index on
+# their start, in page order) and those that started before it and were still going on at its
+# start (by the index on their end, and the active ones'). Asked as one condition, every fault ever
+# started before `to` would be read.
+_OVERLAPPING_FAULTS = """
+SELECT machine_id, ms(started_at), ms(ended_at), code FROM (
+    (SELECT machine_id, started_at, ended_at, code FROM faults
+     WHERE machine_id = ANY(%(ids)s) AND started_at >= at_ms(%(f)s) AND started_at < at_ms(%(t)s)
+       AND coalesce(ended_at, 'infinity') >= at_ms(%(f)s)
+       AND (started_at, machine_id) > (coalesce(at_ms(%(as)s), '-infinity'), coalesce(%(am)s, 0))
+     ORDER BY started_at, machine_id LIMIT %(n)s)
+    UNION ALL
+    (SELECT machine_id, started_at, ended_at, code FROM faults
+     WHERE machine_id = ANY(%(ids)s) AND started_at < at_ms(%(f)s) AND started_at < at_ms(%(t)s)
+       AND (ended_at >= at_ms(%(f)s) OR ended_at IS NULL)
+       AND (started_at, machine_id) > (coalesce(at_ms(%(as)s), '-infinity'), coalesce(%(am)s, 0))
+     ORDER BY started_at, machine_id LIMIT %(n)s)
+) f ORDER BY started_at, machine_id LIMIT %(n)s
 """
 
 
@@ -166,10 +182,16 @@ def faults(
     after: tuple[int, int] | None = None,
     limit: int = 500,
 ) -> list[tuple[int, int, int | None, int]]:
-    """Return (machine id, started ms, ended ms, code) by start time; `after` is a keyset cursor."""
-    params = {"ids": list(ids), "active": active, "f": from_ms, "t": to_ms, "n": limit}
+    """Return (machine id, started ms, ended ms, code) by start time; `after` is a keyset cursor.
+
+    `active`: the faults going on now; otherwise those overlapping [from_ms, to_ms), both required.
+    """
+    params: dict[str, Any] = {"ids": list(ids), "n": limit, "f": from_ms, "t": to_ms}
     params.update({"as": None, "am": None} if after is None else {"as": after[0], "am": after[1]})
-    return [(int(m), int(s), None if e is None else int(e), int(c)) for m, s, e, c in conn.execute(_FAULTS, params)]
+    if not active and (from_ms is None or to_ms is None):
+        raise ValueError("faults overlapping a span need its from_ms and to_ms")
+    rows = conn.execute(_ACTIVE_FAULTS if active else _OVERLAPPING_FAULTS, params)
+    return [(int(m), int(s), None if e is None else int(e), int(c)) for m, s, e, c in rows]
 
 
 def series_id(conn: Connection, machine_id: int, signal: str) -> int | None:
