@@ -474,6 +474,17 @@ def test_a_checkpoint_is_compact_and_restored_with_its_configuration_only() -> N
             KpiEngine.restore(config, damaged)
 
 
+def test_a_checkpoint_keeps_counts_beyond_64_bits() -> None:
+    # A 64-bit counter that jumps to its top counts 2^64 - 1 parts in one bucket: no int64 holds it.
+    config = KpiConfig(ideal_cycle_s=2.0, counters=CounterRules(bits=64))
+    kpi = engine(ideal_cycle_s=2.0, counters=CounterRules(bits=64))
+    send(kpi, T0, {**state("run"), "counter.total": 0})
+    send(kpi, T0 + MIN, {"counter.total": 2**64 - 1})
+    restored = KpiEngine.restore(config, kpi.checkpoint())
+    assert restored.snapshot(T0 + 2 * MIN) == kpi.snapshot(T0 + 2 * MIN)
+    assert restored.snapshot(T0 + 2 * MIN).total == 2**64 - 1
+
+
 # -- publishing -----------------------------------------------------------------------------------
 
 

@@ -1,12 +1,14 @@
 """The byte format of a KPI engine's checkpoint (`KpiEngine.checkpoint`, `KpiEngine.restore`).
 
-A checkpoint is `MAGIC`, then zlib-compressed JSON of the engine's state: integers, booleans,
-None and strings only, so a restored engine is the saved one to the last digit. Every checkpoint
+A checkpoint is `MAGIC`, then zlib-compressed: the length of a JSON text (4 bytes, little-endian),
+the JSON of the engine's state but its window buckets (integers, booleans, None and strings
+only), then the buckets as 64-bit little-endian integers, one after the other (restored with a
+few C calls rather than a Python loop per field: a restore is paid per machine per request).
+A value beyond 64 bits (a 64-bit counter's glitch counts that many parts) puts the buckets in the
+JSON instead. Either way a restored engine is the saved one to the last digit. Every checkpoint
 names the configuration it was taken with (`config_key`): an engine's state means nothing under
 another window, bucket width, counter width or calendar, so it is restored only with the same.
-A window bucket is mostly zeros; it is written as its start (after the previous bucket's), a
-bit mask of its non-zero fields and those fields. The format's version is in `MAGIC`: a reader
-refuses any other.
+The format's version is in `MAGIC`: a reader refuses any other.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import sys
 import zlib
-from collections.abc import Iterable
+from array import array
+from collections.abc import Sequence
 from typing import Any
 
 from plantline.connectors.kpi.shifts import ALWAYS_PRODUCTION, CalendarPiece, CalendarStatus, ShiftOccurrence
 
 MAGIC = b"PLKE\x01"  # PlantLine KPI engine, format 1
+_BIG_ENDIAN = sys.byteorder == "big"
 
 
 class CheckpointError(ValueError):
@@ -33,54 +38,39 @@ def config_key(terms: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def encode(state: dict[str, Any]) -> bytes:
-    """Return `state` (JSON-able) as a checkpoint."""
-    return MAGIC + zlib.compress(json.dumps(state, separators=(",", ":")).encode(), 6)
+def encode(state: dict[str, Any], buckets: Sequence[list[int]]) -> bytes:
+    """Return `state` (JSON-able) and the window's `buckets` (lists of integers of one length) as a checkpoint."""
+    try:
+        packed = array("q", [value for bucket in buckets for value in bucket])
+    except OverflowError:
+        packed, state = array("q"), {**state, "buckets": [list(bucket) for bucket in buckets]}
+    if _BIG_ENDIAN:
+        packed.byteswap()
+    text = json.dumps(state, separators=(",", ":")).encode()
+    return MAGIC + zlib.compress(len(text).to_bytes(4, "little") + text + packed.tobytes(), 6)
 
 
-def decode(data: bytes) -> dict[str, Any]:
-    """Return the state a checkpoint holds; raise CheckpointError for anything but this format."""
+def decode(data: bytes, width: int) -> tuple[dict[str, Any], list[list[int]]]:
+    """Return the state and the buckets (of `width` integers) a checkpoint holds; raise CheckpointError
+    for anything but this format."""
     if not data.startswith(MAGIC):
         raise CheckpointError(f"not a KPI engine checkpoint of format {MAGIC[-1]}")
     try:
-        state = json.loads(zlib.decompress(data[len(MAGIC) :]))
+        payload = zlib.decompress(data[len(MAGIC) :])
+        length = int.from_bytes(payload[:4], "little")
+        state = json.loads(payload[4 : 4 + length])
+        packed = array("q")
+        packed.frombytes(payload[4 + length :])
     except (zlib.error, ValueError) as exc:
         raise CheckpointError(f"a damaged KPI engine checkpoint: {exc}") from None
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or len(packed) % width:
         raise CheckpointError("a damaged KPI engine checkpoint")
-    return state
-
-
-def pack_buckets(buckets: Iterable[list[int]], fields: int) -> list[int]:
-    """Return the window's buckets (`fields` values, then the start) as one flat list of integers."""
-    out: list[int] = []
-    previous = 0
-    for bucket in buckets:
-        mask, values = 0, []
-        for i, value in enumerate(bucket[:fields]):
-            if value:
-                mask |= 1 << i
-                values.append(value)
-        out += [bucket[fields] - previous, mask, *values]
-        previous = bucket[fields]
-    return out
-
-
-def unpack_buckets(flat: list[int], fields: int) -> list[list[int]]:
-    """Return the buckets `pack_buckets` flattened."""
-    buckets, at, start, end = [], 0, 0, len(flat)
-    while at < end:
-        start += flat[at]
-        mask = flat[at + 1]
-        at += 2
-        bucket = [0] * fields + [start]
-        while mask:
-            low = mask & -mask
-            bucket[low.bit_length() - 1] = flat[at]
-            at += 1
-            mask ^= low
-        buckets.append(bucket)
-    return buckets
+    if "buckets" in state:
+        return state, state.pop("buckets")
+    if _BIG_ENDIAN:
+        packed.byteswap()
+    flat = packed.tolist()
+    return state, [flat[at : at + width] for at in range(0, len(flat), width)]
 
 
 def pack_occurrence(occ: ShiftOccurrence | None) -> list[Any] | None:

@@ -599,19 +599,19 @@ class KpiEngine:
                 "bits": [self._bits[s] for s in STATE_PRECEDENCE],
                 "state": [self._state, self._held, self._hold_until, self._overlap],
                 "counters": self._counter_values,
-                "buckets": codec.pack_buckets(self._buckets, FIELDS),
                 "bucket_end": self._bucket_end,
                 "window": self._window,
                 "piece": codec.pack_piece(self._piece),
                 "shifts": [pack_occurrence(shifts.current), shifts.acc, previous],
                 "faults": self._faults.state(),
-            }
+            },
+            self._buckets,
         )
 
     @classmethod
     def restore(cls, config: KpiConfig, data: bytes) -> KpiEngine:
         """Return the engine whose `checkpoint()` `data` is; raise CheckpointError unless taken with `config`."""
-        state = codec.decode(data)
+        state, buckets = codec.decode(data, FIELDS + 1)
         if state.get("config") != config_key(config):
             raise CheckpointError("the checkpoint was taken with another KPI configuration")
         engine = cls(state["machine"], config)
@@ -622,7 +622,7 @@ class KpiEngine:
         engine._bits = dict(zip(STATE_PRECEDENCE, state["bits"], strict=True))
         engine._state, engine._held, engine._hold_until, engine._overlap = state["state"]
         engine._counter_values = state["counters"]
-        engine._buckets = deque(codec.unpack_buckets(state["buckets"], FIELDS))
+        engine._buckets = deque(buckets)
         engine._bucket_end = state["bucket_end"]
         engine._window = state["window"]
         engine._piece = codec.unpack_piece(state["piece"])
