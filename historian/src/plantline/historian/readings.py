@@ -77,7 +77,7 @@ def window_snapshot(
 # Per machine, the newest checkpoint at or before `until` that no sample still to be refreshed can
 # have changed: one that landed before it (a batch after the KPI watermark) invalidates it.
 _CHECKPOINTS = """
-SELECT m.id, ms(c.minute), c.config, c.state
+SELECT m.id, c.minute, c.config, c.state
 FROM unnest(%(ids)s::integer[]) AS m(id)
 CROSS JOIN LATERAL (
     SELECT least(at_ms(%(until)s), min(d.from_ts)) AS bound
@@ -89,11 +89,15 @@ JOIN LATERAL (
     ORDER BY minute DESC LIMIT 1) c ON true
 """
 
+# Each series' samples from its machine's checkpoint on: a range of the samples' key per series (the
+# ORDER BY keeps the subquery a parameterised scan of that range).
 _TAILS = """
 SELECT t.id, s.signal, s.datatype, ms(x.ts), x.value, x.text_value, x.quality
-FROM unnest(%(ids)s::integer[], %(froms)s::bigint[]) AS t(id, from_ms)
+FROM unnest(%(ids)s::integer[], %(froms)s::timestamptz[]) AS t(id, from_ts)
 JOIN series s ON s.machine_id = t.id AND s.signal = ANY(%(signals)s)
-JOIN samples x ON x.series_id = s.id AND x.ts >= at_ms(t.from_ms) AND x.ts <= at_ms(%(until)s)
+CROSS JOIN LATERAL (
+    SELECT ts, value, text_value, quality FROM samples
+    WHERE series_id = s.id AND ts >= t.from_ts AND ts <= at_ms(%(until)s) ORDER BY ts) x
 """
 
 
@@ -110,9 +114,7 @@ def window_snapshots(
     params: dict[str, Any] = {"ids": [m for m, _, _ in machines], "until": until_ms, "signals": sorted(KPI_SIGNALS)}
     keys = {m: config_key(kpis) for m, _, kpis in machines}
     checkpoints = {
-        int(m): (int(minute), bytes(state))
-        for m, minute, key, state in conn.execute(_CHECKPOINTS, params)
-        if key == keys[m]
+        int(m): (minute, bytes(state)) for m, minute, key, state in conn.execute(_CHECKPOINTS, params) if key == keys[m]
     }
     params |= {"ids": list(checkpoints), "froms": [minute for minute, _ in checkpoints.values()]}
     tails: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
