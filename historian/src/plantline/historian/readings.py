@@ -77,15 +77,17 @@ def window_snapshot(
 # Per machine, the newest checkpoint at or before `until` that no sample still to be refreshed can
 # have changed: one that landed before it (a batch after the KPI watermark) invalidates it.
 _CHECKPOINTS = """
+WITH pending AS (
+    SELECT s.machine_id, min(d.from_ts) AS from_ts FROM dirty_spans d JOIN series s ON s.id = d.series_id
+    WHERE d.batch_id > (SELECT batch_id FROM rollup_watermarks WHERE name = 'kpi_minutes')
+      AND s.machine_id = ANY(%(ids)s) AND s.signal = ANY(%(signals)s)
+    GROUP BY s.machine_id)
 SELECT m.id, c.minute, c.config, c.state
 FROM unnest(%(ids)s::integer[]) AS m(id)
-CROSS JOIN LATERAL (
-    SELECT least(at_ms(%(until)s), min(d.from_ts)) AS bound
-    FROM dirty_spans d JOIN series s ON s.id = d.series_id
-    WHERE s.machine_id = m.id AND s.signal = ANY(%(signals)s)
-      AND d.batch_id > (SELECT batch_id FROM rollup_watermarks WHERE name = 'kpi_minutes')) b
+LEFT JOIN pending p ON p.machine_id = m.id
 JOIN LATERAL (
-    SELECT minute, config, state FROM kpi_checkpoints WHERE machine_id = m.id AND minute <= b.bound
+    SELECT minute, config, state FROM kpi_checkpoints
+    WHERE machine_id = m.id AND minute <= least(at_ms(%(until)s), p.from_ts)
     ORDER BY minute DESC LIMIT 1) c ON true
 """
 
