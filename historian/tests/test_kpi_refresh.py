@@ -16,6 +16,7 @@ from plantline.connectors.samples import Quality, Sample
 from plantline.connectors.sparkplug import DataType, MessageType
 from plantline.connectors.sparkplug.host import HostMetric, NodeKey, Release
 from plantline.historian.api.app import create_app
+from plantline.historian.api.models import KpiFigures
 from plantline.historian.api.server import open_pool
 from plantline.historian.config import ApiSettings, DatabaseSettings, HistorianConfig, LineSettings
 from plantline.historian.kpi import (
@@ -30,7 +31,7 @@ from plantline.historian.kpi import (
 from plantline.historian.kpi_refresh import refresh_kpis
 from plantline.historian.rows import Rows
 from plantline.historian.schema import migrate
-from plantline.historian.store import Store, connect
+from plantline.historian.store import Connection, Store, connect
 from plantline_testing.machines import T0, roughened, simulated_samples
 
 pytestmark = pytest.mark.peer
@@ -165,3 +166,48 @@ def test_mtbf_reaches_back_before_the_window_as_the_edges_engine_does(
     (kept,) = client.get("/kpi/current", params={"machine": "filler"}).json()
     assert kept["window"]["end_ms"] == T0 + 1860_000
     assert kept["mtbf_s"] == 1730.0
+
+
+def _back_to_version_2(conn: Connection) -> None:
+    """Take the database back to what migrations 0001 and 0002 leave (what a historian before checkpoints ran)."""
+    conn.execute("DROP TABLE kpi_checkpoints")
+    conn.execute("DROP INDEX faults_started, faults_ended")
+    conn.execute("ALTER FUNCTION ms(timestamptz) IMMUTABLE")
+    conn.execute("DELETE FROM schema_migrations WHERE version > 2")
+    conn.commit()
+
+
+def test_a_database_from_before_checkpoints_migrates_and_its_windows_stay_whole(
+    api: tuple[Store, HistorianConfig, TestClient],
+) -> None:
+    store, config, client = api
+    samples = list(roughened(simulated_samples("filler", 3600, seed=8, signals=KPI_SIGNALS), counter_offset=65_000,
+                             bits=16, bad_every=53))  # fmt: skip
+    _write(store, [s for s in samples if s.source_ts_ms < T0 + 40 * MINUTE_MS])
+    refresh_kpis(store.conn, config)
+    faults = store.conn.execute("SELECT * FROM faults ORDER BY started_at").fetchall()
+    _back_to_version_2(store.conn)
+    assert migrate(store.conn) == [3, 4]
+    assert migrate(store.conn) == []
+    assert store.conn.execute("SELECT * FROM faults ORDER BY started_at").fetchall() == faults
+    store.conn.commit()
+    _write(store, [s for s in samples if s.source_ts_ms >= T0 + 40 * MINUTE_MS])
+    times = [T0 + n * 131_071 for n in range(2, 28)]
+
+    def windows() -> list[Any]:
+        return [answer["window"] for answer in _answers(client, times)]
+
+    replayed = [{k: body[k] for k in KpiFigures.model_fields} for body in _replayed(samples, times)]
+    assert windows() == replayed  # no checkpoint yet: each window replayed
+    refresh_kpis(store.conn, config)
+    # The chain starts at the new data, from a replay of the window before it: its windows are whole.
+    first = store.conn.execute("SELECT ms(min(minute)), count(*) FROM kpi_checkpoints").fetchone()
+    store.conn.commit()
+    assert first is not None
+    assert (first[0], first[1] > 15) == (T0 + 40 * MINUTE_MS, True)
+    assert windows() == replayed
+    (kept,) = client.get("/kpi/current", params={"machine": "filler"}).json()
+    newest = max(s.source_ts_ms for s in samples)
+    (body,) = _replayed(samples, [newest])
+    assert kept["window"] == {k: body[k] for k in KpiFigures.model_fields}
+

@@ -11,8 +11,11 @@ it crosses (`kpi_checkpoints`, the later ones replaced: data that lands before a
 invalidates it and every one after it). So a checkpoint is the engine that was fed every stored
 sample before its minute, from which `/kpi/current` at a past time replays only the samples after
 it. The chain starts afresh, from each signal's last reading, at a machine's first refresh and
-when its configuration changed. Its window at the newest KPI sample is kept in `kpi_current`,
-from which `/kpi/current` answers "now" without a replay per request.
+when it has no checkpoint of its configuration (a database migrated from before checkpoints, a
+configuration changed): then after a replay of the window before it, so its windows are whole
+(MTBF reaches back as far as that replay, not to every earlier fault). Its window at the newest
+KPI sample is kept in `kpi_current`, from which `/kpi/current` answers "now" without a replay
+per request.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from plantline.historian.kpi import (
     engine_after,
     replay_checkpoints,
     replay_minutes,
+    window_start,
 )
-from plantline.historian.readings import lead_in, span
+from plantline.historian.readings import LEAD_MS, lead_in, span
 from plantline.historian.refresh import RefreshResult, batches_after, forget_absorbed
 from plantline.historian.store import Connection
 
@@ -85,8 +89,11 @@ def _chain(
     """Return the machine's engine at its newest checkpoint at or before `start`, that checkpoint's minute,
     and the checkpoints to add.
 
-    Without a checkpoint of this configuration (the machine's first data, a configuration changed),
-    the chain starts afresh at `start` from `before`, each signal's last earlier reading (`lead`).
+    Without a checkpoint of this configuration, the chain starts afresh at `start`: from `before`,
+    each signal's last earlier reading (`lead`), for the machine's first data (there is none); else
+    (a database from before checkpoints, a configuration changed) from a replay of the window ending
+    at `start`, so that every window from `start` on is whole. MTBF then reaches back as far as
+    that replay does, not to faults before it.
     """
     start, before = lead
     row = conn.execute(
@@ -97,6 +104,10 @@ def _chain(
     if row is not None and row[1] == config_key(kpis):
         with contextlib.suppress(CheckpointError):  # another format: start afresh
             return KpiEngine.restore(kpis, bytes(row[2])), int(row[0]), []
+    if before:
+        begin = window_start(kpis, start) - LEAD_MS
+        before = lead_in(conn, machine_id, device, KPI_SIGNALS, begin)
+        before += span(conn, machine_id, device, KPI_SIGNALS, begin, start - 1)
     fresh = engine_after(device, kpis, before)
     return fresh, start, [(start, fresh.checkpoint())]
 
