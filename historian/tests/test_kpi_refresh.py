@@ -211,3 +211,22 @@ def test_a_database_from_before_checkpoints_migrates_and_its_windows_stay_whole(
     (body,) = _replayed(samples, [newest])
     assert kept["window"] == {k: body[k] for k in KpiFigures.model_fields}
 
+
+def test_a_machine_without_a_checkpoint_is_replayed_from_the_values_before_its_window(
+    api: tuple[Store, HistorianConfig, TestClient],
+) -> None:
+    store, _, client = api
+
+    def s(signal: str, value: bool | int | None, t_s: int) -> Sample:
+        return Sample("filler", signal, value, Quality.GOOD if value is not None else Quality.BAD, T0 + t_s * 1000)
+
+    # The counter's last reading before the window's lead-in is bad: the engine counts on from the one before.
+    samples = [s("state.run", True, 0), s("counter.good", 10, 0), s("counter.good", 20, 30),
+               s("counter.good", None, 60), s("counter.good", 40, 1200), s("counter.good", 45, 1500)]  # fmt: skip
+    _write(store, samples)  # not refreshed: no checkpoint yet
+    times = [T0 + 1700_000, T0 + 1800_000]
+    (body_a, body_b) = _replayed(samples, times)
+    assert (body_a["good"], body_b["good"]) == (25, 25)
+    assert [a["window"] for a in _answers(client, times)] == [
+        {k: body[k] for k in KpiFigures.model_fields} for body in (body_a, body_b)
+    ]

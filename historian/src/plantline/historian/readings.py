@@ -34,16 +34,25 @@ def _samples(device: str, rows: list[tuple[Any, ...]]) -> list[Sample]:
     ]
 
 
+# Each series' last sample before a time and, when that one has no value (bad quality), its last one
+# with a value: the engine ignores a counter's bad reading and a fault's, and counts from the value
+# before it, so a replay that starts there needs that value as a stream fed from the start had it.
+_LEAD_IN = """
+SELECT s.signal, s.datatype, ms(x.ts), x.value, x.text_value, x.quality FROM series s
+CROSS JOIN LATERAL (
+    (SELECT ts, value, text_value, quality FROM samples
+     WHERE series_id = s.id AND ts < at_ms(%(t)s) ORDER BY ts DESC LIMIT 1)
+    UNION
+    (SELECT ts, value, text_value, quality FROM samples
+     WHERE series_id = s.id AND ts < at_ms(%(t)s) AND quality <> 2 AND (value IS NOT NULL OR text_value IS NOT NULL)
+     ORDER BY ts DESC LIMIT 1)) x
+WHERE s.machine_id = %(m)s AND s.signal = ANY(%(signals)s)
+"""
+
+
 def lead_in(conn: Connection, machine_id: int, device: str, signals: Collection[str], before_ms: int) -> list[Sample]:
-    """Return each signal's last sample before `before_ms`: the state a replay starts from."""
-    rows = conn.execute(
-        "SELECT s.signal, s.datatype, x.ts_ms, x.value, x.text_value, x.quality FROM series s"
-        " CROSS JOIN LATERAL (SELECT (extract(epoch FROM ts) * 1000)::bigint AS ts_ms, value, text_value, quality"
-        "   FROM samples WHERE series_id = s.id AND ts < timestamptz 'epoch' + %(t)s * interval '1 ms'"
-        "   ORDER BY ts DESC LIMIT 1) x"
-        " WHERE s.machine_id = %(m)s AND s.signal = ANY(%(signals)s)",
-        {"m": machine_id, "signals": list(signals), "t": before_ms},
-    ).fetchall()
+    """Return each signal's last sample before `before_ms` (and its last valued one): the state a replay starts from."""
+    rows = conn.execute(_LEAD_IN, {"m": machine_id, "signals": list(signals), "t": before_ms}).fetchall()
     return _samples(device, rows)
 
 
