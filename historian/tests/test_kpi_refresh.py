@@ -106,6 +106,12 @@ def api(dsn: str, tmp_path: Path) -> Iterator[tuple[Store, HistorianConfig, Test
     conn.close()
 
 
+def _rough(seconds: int, *, seed: int) -> list[Sample]:
+    """Return the filler's KPI samples with counters that roll over at 16 bits and now and then a bad one."""
+    samples = simulated_samples("filler", seconds, seed=seed, signals=KPI_SIGNALS)
+    return list(roughened(samples, counter_offset=65_000, bits=16, bad_every=53))
+
+
 def _answers(client: TestClient, times: list[int]) -> list[Any]:
     return [client.get("/kpi/current", params={"machine": "filler", "at": _iso(at)}).json()[0] for at in times]
 
@@ -127,8 +133,7 @@ def test_late_data_invalidates_the_checkpoints_after_it_and_answers_stay_the_ful
     api: tuple[Store, HistorianConfig, TestClient],
 ) -> None:
     store, config, client = api
-    samples = list(roughened(simulated_samples("filler", 2400, seed=5, signals=KPI_SIGNALS), counter_offset=65_000,
-                             bits=16, bad_every=53))  # fmt: skip
+    samples = _rough(2400, seed=5)
     late = [s for s in samples if T0 + 8 * MINUTE_MS <= s.source_ts_ms < T0 + 12 * MINUTE_MS]
     first = [s for s in samples if s.source_ts_ms < T0 + 20 * MINUTE_MS and s not in late]
     _write(store, first)
@@ -181,8 +186,7 @@ def test_a_database_from_before_checkpoints_migrates_and_its_windows_stay_whole(
     api: tuple[Store, HistorianConfig, TestClient],
 ) -> None:
     store, config, client = api
-    samples = list(roughened(simulated_samples("filler", 3600, seed=8, signals=KPI_SIGNALS), counter_offset=65_000,
-                             bits=16, bad_every=53))  # fmt: skip
+    samples = _rough(3600, seed=8)
     _write(store, [s for s in samples if s.source_ts_ms < T0 + 40 * MINUTE_MS])
     refresh_kpis(store.conn, config)
     faults = store.conn.execute("SELECT * FROM faults ORDER BY started_at").fetchall()
