@@ -11,6 +11,7 @@ from plantline.connectors.kpi import KpiEngine, KpiWarning
 from plantline.connectors.kpi.settings import engine_config
 from plantline.connectors.samples import Quality, Sample, Value
 from plantline.historian.kpi import (
+    CHECKPOINT_MS,
     KPI_SIGNALS,
     MINUTE_MS,
     combine,
@@ -119,8 +120,9 @@ def test_a_checkpoint_and_the_samples_after_it_are_the_engine_fed_every_sample(s
     config = engine_config(KpiSettings(window_s=900, ideal_cycle_s=0.5, counter_bits=16), ROUGH_CALENDAR)
     samples = rough(7200, seed=seed)
     checkpoints = replay_checkpoints(KpiEngine("filler", config), samples, after_ms=T0 - MINUTE_MS)
-    minutes = sorted({s.source_ts_ms - s.source_ts_ms % MINUTE_MS for s in samples})
-    assert [minute for minute, _ in checkpoints] == minutes[1:]  # a minute without a sample adds none
+    slots = sorted({s.source_ts_ms - s.source_ts_ms % CHECKPOINT_MS for s in samples})
+    assert [t for t, _ in checkpoints] == slots[1:]  # one every CHECKPOINT_MS; a stretch without a sample adds none
+    assert len(slots) < 7200_000 // CHECKPOINT_MS  # there are such stretches
     rng = random.Random(seed)
     times = []
     for at in (rng.randrange(T0 + MINUTE_MS, T0 + 7300 * 1000) for _ in range(60)):
@@ -133,8 +135,8 @@ def test_a_checkpoint_and_the_samples_after_it_are_the_engine_fed_every_sample(s
         while pending is not None and pending.source_ts_ms <= until:
             edge.update(pending)
             pending = next(fed, None)
-        minute, state = newest_at_or_before(checkpoints, until)
-        tail = [s for s in samples if minute <= s.source_ts_ms <= until]
+        since, state = newest_at_or_before(checkpoints, until)
+        tail = [s for s in samples if since <= s.source_ts_ms <= until]
         assert resume_window(config, state, tail, at_ms=at) == edge.snapshot(at), at
         seen.append(edge.snapshot(at))
     # The stream is as rough as meant: rollovers, bad readings, faults, shifts, a break and off-shift time.
@@ -173,8 +175,8 @@ def test_mtbf_counts_the_interval_from_a_fault_before_the_replayed_span() -> Non
     ]  # fmt: skip
     at = T0 + 1900 * 1000
     checkpoints = replay_checkpoints(KpiEngine("m", config), samples, after_ms=T0 - MINUTE_MS)
-    minute, state = newest_at_or_before(checkpoints, at)
-    resumed = resume_window(config, state, [x for x in samples if x.source_ts_ms >= minute], at_ms=at)
+    since, state = newest_at_or_before(checkpoints, at)
+    resumed = resume_window(config, state, [x for x in samples if x.source_ts_ms >= since], at_ms=at)
     assert resumed.window.mtbf_s == 1730.0  # from the end of the first fault (70 s) to the second (1800 s)
     assert resumed == replay_window("m", config, [], samples, at_ms=at)
     start = window_start(config, at) - MINUTE_MS

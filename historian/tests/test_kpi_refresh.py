@@ -142,11 +142,11 @@ def test_late_data_invalidates_the_checkpoints_after_it_and_answers_stay_the_ful
     refresh_kpis(store.conn, config)
     times = [T0 + n * 97_531 for n in range(5, 26)]
     assert _same(_answers(client, times), _replayed([s for s in samples if s not in late], times))
-    _write(store, late)  # an outbox replay: it lands before the checkpoints of minutes 9 to 40
+    _write(store, late)  # an outbox replay: it lands before the checkpoints from minute 8 on
     assert _same(_answers(client, times), _replayed(samples, times))  # not refreshed yet: those are not used
     refresh_kpis(store.conn, config)
     assert _same(_answers(client, times), _replayed(samples, times))
-    stored = store.conn.execute("SELECT ms(minute), state FROM kpi_checkpoints ORDER BY minute").fetchall()
+    stored = store.conn.execute("SELECT ms(ts), state FROM kpi_checkpoints ORDER BY ts").fetchall()
     store.conn.commit()
     kpis = ROUGH.kpi_config("filler")
     single = [(T0, KpiEngine("filler", kpis).checkpoint())]
@@ -205,7 +205,7 @@ def test_a_database_from_before_checkpoints_migrates_and_its_windows_stay_whole(
     assert windows() == replayed  # no checkpoint yet: each window replayed
     refresh_kpis(store.conn, config)
     # The chain starts at the new data, from a replay of the window before it: its windows are whole.
-    first = store.conn.execute("SELECT ms(min(minute)), count(*) FROM kpi_checkpoints").fetchone()
+    first = store.conn.execute("SELECT ms(min(ts)), count(*) FROM kpi_checkpoints").fetchone()
     store.conn.commit()
     assert first is not None
     assert (first[0], first[1] > 15) == (T0 + 40 * MINUTE_MS, True)

@@ -103,18 +103,18 @@ def test_retention_drops_whole_days(store: Store) -> None:
     rows.add(ddata("filler", ("counter.good", DataType.UInt32, 1, T0 - 10 * 86_400_000)), T0)
     rows.add(ddata("filler", ("counter.good", DataType.UInt32, 2, T0)), T0)
     store.write(rows, messages=1)
-    for minute in (T0 - 10 * 86_400_000, T0):  # the KPI engine's checkpoints go with the samples
+    for ts in (T0 - 10 * 86_400_000, T0):  # the KPI engine's checkpoints go with the samples
         store.conn.execute(
-            "INSERT INTO kpi_checkpoints (machine_id, minute, config, state)"
+            "INSERT INTO kpi_checkpoints (machine_id, ts, config, state)"
             " SELECT id, at_ms(%s), 'k', 'PLKE' FROM machines",
-            (minute,),
+            (ts,),
         )
     store.conn.commit()
     dropped = store.drop_expired(dt.date(2025, 11, 22), RetentionSettings(samples_days=5))
     assert dropped == ["samples_20251112"]
     assert count(store, "SELECT count(*) FROM samples") == 1
     assert count(store, "SELECT count(*) FROM kpi_checkpoints") == 1
-    assert count(store, "SELECT ms(min(minute)) FROM kpi_checkpoints") == T0
+    assert count(store, "SELECT ms(min(ts)) FROM kpi_checkpoints") == T0
 
 
 def test_kpi_metrics_become_snapshots_and_births_status(store: Store) -> None:

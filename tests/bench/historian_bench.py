@@ -349,7 +349,7 @@ def measure_api(config: Path, args: Any) -> list[Row]:
     end = T_DAY + int(args.hours * 3600_000)
     iso, day = _iso(end), _iso(T_DAY)
     machines = [f"m{i}" for i in range(args.machines)]
-    # The API answers a past time from checkpoints the refresh saved each minute: asking one fixed
+    # The API answers a past time from checkpoints the refresh saved every 15 s: asking one fixed
     # instant would measure one checkpoint and its tail over and over, so the times vary over the day.
     rng = random.Random(42)
     times = [_iso(rng.randrange(T_DAY + 900_000, end)) for _ in range(2000)]

@@ -5,7 +5,7 @@
   window, from the same samples.
 - `replay_minutes` does the same with one-minute buckets and returns, per whole minute, the
   engine's accumulators (times, parts, ideal work), the machine's state changes and its faults.
-- `replay_checkpoints` feeds a machine's own engine and saves it at every minute boundary;
+- `replay_checkpoints` feeds a machine's own engine and saves it every `CHECKPOINT_MS` (15 s);
   `resume_window` restores one such checkpoint and replays only the samples after it: the snapshot
   of the engine that was fed every sample, without feeding them all again.
 - `combine` adds minutes up and computes OEE, A, P, Q from the sums with `compute_oee`, as the
@@ -25,6 +25,9 @@ from plantline.connectors.kpi.oee import compute_oee
 from plantline.connectors.samples import Quality, Sample
 
 MINUTE_MS = 60_000
+# How often the KPI refresh saves a machine's engine (`replay_checkpoints`): `/kpi/current` at a
+# time replays the samples since the last save, half of this on average, per machine.
+CHECKPOINT_MS = 15_000
 KPI_SIGNALS = frozenset(
     {*STATE_PRECEDENCE, "counter.good", "counter.reject", "counter.total", "cycle.ideal", "fault.active", "fault.code"}
 )
@@ -191,22 +194,22 @@ def _run_to(engine: KpiEngine, samples: Iterable[Sample], at_ms: int) -> KpiSnap
 
 
 def replay_checkpoints(engine: KpiEngine, samples: Iterable[Sample], *, after_ms: int) -> list[tuple[int, bytes]]:
-    """Feed `samples` to `engine`, saving it at the minute boundaries after `after_ms` that they cross.
+    """Feed `samples` to `engine`, saving it at the boundaries (every `CHECKPOINT_MS`) after `after_ms` they cross.
 
-    Return (minute, checkpoint) pairs: a checkpoint at minute M holds every sample before M and
-    none at or after it, so restored and fed the samples from M on it is the engine that was fed
-    them all (`resume_window`). Minutes without a sample add none: the checkpoint before them is
-    the same engine.
+    Return (time, checkpoint) pairs: a checkpoint at T holds every sample before T and none at or
+    after it, so restored and fed the samples from T on it is the engine that was fed them all
+    (`resume_window`). A stretch without a sample adds none: the checkpoint before it is the same
+    engine.
     """
     out: list[tuple[int, bytes]] = []
-    boundary, fed = after_ms - after_ms % MINUTE_MS + MINUTE_MS, False
+    boundary, fed = after_ms - after_ms % CHECKPOINT_MS + CHECKPOINT_MS, False
     for sample in _ordered(samples):
         ts = sample.source_ts_ms
         if ts >= boundary:
-            minute = ts - ts % MINUTE_MS
+            slot = ts - ts % CHECKPOINT_MS
             if fed:
-                out.append((minute, engine.checkpoint()))
-            boundary, fed = minute + MINUTE_MS, False
+                out.append((slot, engine.checkpoint()))
+            boundary, fed = slot + CHECKPOINT_MS, False
         engine.update(sample)
         fed = True
     return out

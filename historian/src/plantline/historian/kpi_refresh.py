@@ -6,10 +6,10 @@ reading), and the minutes, state changes and faults from there on are replaced. 
 the last minute or two; a replay of old data re-computes from its own time on.
 
 The machine's own engine (its own window and calendar) goes along as a chain: restored from its
-newest checkpoint at or before that minute, fed every sample since, saved at each minute boundary
-it crosses (`kpi_checkpoints`, the later ones replaced: data that lands before a checkpoint
+newest checkpoint at or before that minute, fed every sample since, saved every `CHECKPOINT_MS`
+(15 s) of its samples (`kpi_checkpoints`, the later ones replaced: data that lands before a checkpoint
 invalidates it and every one after it). So a checkpoint is the engine that was fed every stored
-sample before its minute, from which `/kpi/current` at a past time replays only the samples after
+sample before its time, from which `/kpi/current` at a past time replays only the samples after
 it. The chain starts afresh, from each signal's last reading, at a machine's first refresh and
 when it has no checkpoint of its configuration (a database migrated from before checkpoints, a
 configuration changed): then after a replay of the window before it, so its windows are whole
@@ -86,7 +86,7 @@ def _refresh_machine(conn: Connection, machine_id: int, device: str, kpis: KpiCo
 def _chain(
     conn: Connection, machine_id: int, device: str, kpis: KpiConfig, lead: tuple[int, list[Sample]]
 ) -> tuple[KpiEngine, int, list[tuple[int, bytes]]]:
-    """Return the machine's engine at its newest checkpoint at or before `start`, that checkpoint's minute,
+    """Return the machine's engine at its newest checkpoint at or before `start`, that checkpoint's time,
     and the checkpoints to add.
 
     Without a checkpoint of this configuration, the chain starts afresh at `start`: from `before`,
@@ -97,8 +97,8 @@ def _chain(
     """
     start, before = lead
     row = conn.execute(
-        "SELECT ms(minute), config, state FROM kpi_checkpoints WHERE machine_id = %s AND minute <= at_ms(%s)"
-        " ORDER BY minute DESC LIMIT 1",
+        "SELECT ms(ts), config, state FROM kpi_checkpoints WHERE machine_id = %s AND ts <= at_ms(%s)"
+        " ORDER BY ts DESC LIMIT 1",
         (machine_id, start),
     ).fetchone()
     if row is not None and row[1] == config_key(kpis):
@@ -116,12 +116,12 @@ def _keep_checkpoints(
     conn: Connection, machine_id: int, after_ms: int, config: str, saved: list[tuple[int, bytes]]
 ) -> None:
     """Replace the machine's checkpoints after `after_ms` (samples may have landed before them) with `saved`."""
-    conn.execute("DELETE FROM kpi_checkpoints WHERE machine_id = %s AND minute > at_ms(%s)", (machine_id, after_ms))
+    conn.execute("DELETE FROM kpi_checkpoints WHERE machine_id = %s AND ts > at_ms(%s)", (machine_id, after_ms))
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO kpi_checkpoints (machine_id, minute, config, state) VALUES (%s, at_ms(%s), %s, %s)"
-            " ON CONFLICT (machine_id, minute) DO UPDATE SET config = EXCLUDED.config, state = EXCLUDED.state",
-            [(machine_id, minute, config, state) for minute, state in saved],
+            "INSERT INTO kpi_checkpoints (machine_id, ts, config, state) VALUES (%s, at_ms(%s), %s, %s)"
+            " ON CONFLICT (machine_id, ts) DO UPDATE SET config = EXCLUDED.config, state = EXCLUDED.state",
+            [(machine_id, ts, config, state) for ts, state in saved],
         )
 
 

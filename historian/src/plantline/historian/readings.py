@@ -91,13 +91,13 @@ WITH pending AS (
     WHERE d.batch_id > (SELECT batch_id FROM rollup_watermarks WHERE name = 'kpi_minutes')
       AND s.machine_id = ANY(%(ids)s) AND s.signal = ANY(%(signals)s)
     GROUP BY s.machine_id)
-SELECT m.id, c.minute, c.config, c.state
+SELECT m.id, c.ts, c.config, c.state
 FROM unnest(%(ids)s::integer[]) AS m(id)
 LEFT JOIN pending p ON p.machine_id = m.id
 JOIN LATERAL (
-    SELECT minute, config, state FROM kpi_checkpoints
-    WHERE machine_id = m.id AND minute <= least(at_ms(%(until)s), p.from_ts)
-    ORDER BY minute DESC LIMIT 1) c ON true
+    SELECT ts, config, state FROM kpi_checkpoints
+    WHERE machine_id = m.id AND ts <= least(at_ms(%(until)s), p.from_ts)
+    ORDER BY ts DESC LIMIT 1) c ON true
 """
 
 # Each series' samples from its machine's checkpoint on: a range of the samples' key per series (the
@@ -125,9 +125,9 @@ def window_snapshots(
     params: dict[str, Any] = {"ids": [m for m, _, _ in machines], "until": until_ms, "signals": sorted(KPI_SIGNALS)}
     keys = {m: config_key(kpis) for m, _, kpis in machines}
     checkpoints = {
-        int(m): (minute, bytes(state)) for m, minute, key, state in conn.execute(_CHECKPOINTS, params) if key == keys[m]
+        int(m): (ts, bytes(state)) for m, ts, key, state in conn.execute(_CHECKPOINTS, params) if key == keys[m]
     }
-    params |= {"ids": list(checkpoints), "froms": [minute for minute, _ in checkpoints.values()]}
+    params |= {"ids": list(checkpoints), "froms": [ts for ts, _ in checkpoints.values()]}
     tails: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
     for m, *row in conn.execute(_TAILS, params) if checkpoints else ():
         tails[int(m)].append(tuple(row))

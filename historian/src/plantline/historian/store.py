@@ -121,7 +121,7 @@ class Store:
                 ("kpi_snapshots", "ts", retention.kpi_days),
                 ("machine_states", "ts", retention.events_days),
                 ("faults", "started_at", retention.events_days),
-                ("kpi_checkpoints", "minute", retention.samples_days),
+                ("kpi_checkpoints", "ts", retention.samples_days),
             ):
                 self.conn.execute(
                     sql.SQL("DELETE FROM {} WHERE {} < %s").format(sql.Identifier(table), sql.Identifier(column)),
