@@ -15,7 +15,7 @@ from plantline.connectors.sparkplug.host import HostMetric, NodeKey, Release
 from plantline.historian.config import LineSettings
 from plantline.historian.rows import Rows
 from plantline.historian.schema import migrate
-from plantline.historian.store import Store, connect, partition_name
+from plantline.historian.store import STAGED_AFTER_CONFLICT, Store, connect, partition_name
 
 pytestmark = pytest.mark.peer
 
@@ -165,3 +165,56 @@ def test_a_snapshot_stores_the_data_until_its_edge_stated(store: Store) -> None:
     store.write(rows, messages=2)
     row = store.conn.execute("SELECT ms(data_until) FROM kpi_snapshots").fetchone()
     assert row == (T0 - 200,)
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**53), max_value=2**53),
+    st.floats(allow_nan=False),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12),
+)
+_BATCH = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 5), _VALUES), max_size=12)
+_examples = iter(range(10**9))
+
+
+def _stored(value: object) -> tuple[float | None, str | None]:
+    if value is None or isinstance(value, str):
+        return None, value
+    assert isinstance(value, int | float)
+    return float(value), None
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches=st.lists(_BATCH, min_size=1, max_size=STAGED_AFTER_CONFLICT + 4))
+def test_batches_store_what_on_conflict_do_nothing_keeps(
+    shared_store: Store, batches: list[list[tuple[str, int, object]]]
+) -> None:
+    # Whether a batch is COPied straight in or staged after a conflict, the first write of a key wins.
+    device = f"d{next(_examples)}"
+    kept: dict[tuple[str, int], tuple[float | None, str | None]] = {}
+    for batch in batches:
+        rows = Rows()
+        types = {str: DataType.String, bool: DataType.Boolean, int: DataType.Int64, float: DataType.Double}
+        rows.add(ddata(device, *((s, types.get(type(v), DataType.Double), v, T0 + t) for s, t, v in batch)), T0)
+        new = {(s, t): _stored(v) for s, t, v in reversed(batch) if (s, t) not in kept}
+        result = shared_store.write(rows, messages=1)
+        assert (result.received, result.inserted) == (len(batch), len(new))
+        kept.update(new)
+        spans = shared_store.conn.execute(
+            "SELECT s.signal, ms(d.from_ts), ms(d.to_ts) FROM dirty_spans d JOIN series s ON s.id = d.series_id"
+            " WHERE d.batch_id = %s",
+            (result.batch_id,),
+        ).fetchall()
+        signals = {s for s, _, _ in batch}
+        expected = {
+            (s, T0 + min(t for x, t, _ in batch if x == s), T0 + max(t for x, t, _ in batch if x == s)) for s in signals
+        }
+        assert set(spans) == expected
+    got = shared_store.conn.execute(
+        "SELECT s.signal, ms(x.ts), x.value, x.text_value FROM samples x JOIN series s ON s.id = x.series_id"
+        " JOIN machines m ON m.id = s.machine_id WHERE m.device_id = %s",
+        (device,),
+    ).fetchall()
+    shared_store.conn.commit()
+    assert {(s, ts - T0): (v, x) for s, ts, v, x in got} == kept

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from plantline.historian.config import LineSettings, RetentionSettings
-from plantline.historian.rows import KPI_COLUMNS, MachineKey, Rows
+from plantline.historian.rows import KPI_COLUMNS, MachineKey, Rows, SampleRow
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,20 @@ def _day(ms: int) -> dt.date:
     return (_EPOCH + dt.timedelta(milliseconds=ms - ms % DAY_MS)).date()
 
 
-def _copy_text(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+# Binary COPY (PostgreSQL's own representation: no text to format or parse): a header, per row the
+# field count and each field as its length (-1: null) and big-endian bytes, a trailer. A timestamptz
+# is microseconds since 2000-01-01 UTC.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
+_PG_EPOCH_MS = 946_684_800_000
+# (series_id, ts, value, text_value, quality) with a number, with neither, and around a text.
+_NUMBER_ROW = struct.Struct("!hiiiqidiih").pack
+_NULL_ROW = struct.Struct("!hiiiqiiih").pack
+_TEXT_HEAD = struct.Struct("!hiiiqii").pack
+_TEXT_TAIL = struct.Struct("!ih").pack
+_COPY_SAMPLES = "COPY samples (series_id, ts, value, text_value, quality) FROM STDIN (FORMAT binary)"
+_COPY_STAGING = "COPY staging (series_id, ts, value, text_value, quality) FROM STDIN (FORMAT binary)"
+STAGED_AFTER_CONFLICT = 8  # batches that go through staging after one whose COPY met a stored sample
 
 
 class Store:
@@ -72,8 +85,9 @@ class Store:
         self._machines: dict[MachineKey, int] = {}
         self._series: dict[tuple[int, str], int] = {}
         self._days: set[dt.date] = set()
+        self._staged_batches = 0  # batches still to write through staging, after a conflict
         conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS staging (series_id integer, ts_ms bigint, value double precision,"
+            "CREATE TEMP TABLE IF NOT EXISTS staging (series_id integer, ts timestamptz, value double precision,"
             " text_value text, quality smallint) ON COMMIT DELETE ROWS"
         )
         conn.commit()
@@ -181,54 +195,92 @@ class Store:
             raise
 
     def _write(self, rows: Rows, messages: int) -> BatchResult:
-        conn = self.conn
         samples = rows.samples
         days = {row[3] // DAY_MS for row in samples}  # integer days first: one date per day, not per row
         self.ensure_days(_day(day * DAY_MS) for day in days)
-        newest = max((row[3] for row in samples), default=None)
-        lines = []
-        last_machine, machine_id = None, 0
-        for machine, signal, datatype, ts, value, text, quality in samples:
-            if machine is not last_machine:  # rows come a message, so a machine, at a time
-                last_machine, machine_id = machine, self.machine_id(machine)
-            series = self.series_id(machine_id, signal, datatype)
-            number = "\\N" if value is None else repr(value)
-            text_cell = "\\N" if text is None else _copy_text(text)
-            lines.append(f"{series}\t{ts}\t{number}\t{text_cell}\t{quality}\n")
-        if lines:
-            with conn.cursor().copy("COPY staging (series_id, ts_ms, value, text_value, quality) FROM STDIN") as copy:
-                copy.write("".join(lines))
-        batch = conn.execute(
+        data, spans = self._encode(samples)
+        batch = self.conn.execute(
             "INSERT INTO ingest_batches (messages, received, inserted) VALUES (%s, %s, 0) RETURNING id",
             (messages, len(samples)),
         ).fetchone()
         assert batch is not None  # noqa: S101 - RETURNING
         batch_id = int(batch[0])
         inserted = 0
-        if lines:
-            inserted = self._insert_staged(batch_id)
+        if spans:
+            inserted = self._insert(data, len(samples))
+            self._record_spans(batch_id, inserted, spans)
         self._write_kpis(rows.kpis)
         self._write_status(rows.status)
-        return BatchResult(batch_id, len(samples), inserted, newest)
+        return BatchResult(batch_id, len(samples), inserted, max((s[1] for s in spans.values()), default=None))
 
-    def _insert_staged(self, batch_id: int) -> int:
-        inserted = self.conn.execute(
+    def _encode(self, samples: list[SampleRow]) -> tuple[bytes, dict[int, list[int]]]:
+        """Return the samples as binary COPY data, and per series the oldest and newest source time (ms)."""
+        parts = [_COPY_HEADER]
+        append = parts.append
+        spans: dict[int, list[int]] = {}
+        last_machine, machine_id = None, 0
+        for machine, signal, datatype, ts, value, text, quality in samples:
+            if machine is not last_machine:  # rows come a message, so a machine, at a time
+                last_machine, machine_id = machine, self.machine_id(machine)
+            series = self.series_id(machine_id, signal, datatype)
+            span = spans.get(series)
+            if span is None:
+                spans[series] = [ts, ts]
+            elif ts < span[0]:
+                span[0] = ts
+            elif ts > span[1]:
+                span[1] = ts
+            micros = (ts - _PG_EPOCH_MS) * 1000
+            if value is not None:
+                append(_NUMBER_ROW(5, 4, series, 8, micros, 8, value, -1, 2, quality))
+            elif text is None:
+                append(_NULL_ROW(5, 4, series, 8, micros, -1, -1, 2, quality))
+            else:
+                encoded = text.encode()
+                append(_TEXT_HEAD(5, 4, series, 8, micros, -1, len(encoded)))
+                append(encoded)
+                append(_TEXT_TAIL(2, quality))
+        append(_COPY_TRAILER)
+        return b"".join(parts), spans
+
+    def _insert(self, data: bytes, count: int) -> int:
+        """Add the encoded samples to `samples`; return how many were new (the rest were stored already).
+
+        A batch rarely holds a sample already stored (only re-deliveries and replays do): it is
+        COPied straight into `samples`, inside a savepoint. Should the key refuse one, the savepoint
+        is rolled back and the batch goes through staging and ON CONFLICT DO NOTHING, as do the next
+        few batches (re-deliveries come in runs), for which a refused COPY would be wasted work.
+        """
+        if self._staged_batches <= 0:
+            try:
+                with self.conn.transaction(), self.conn.cursor().copy(_COPY_SAMPLES) as copy:
+                    copy.write(data)
+                return count
+            except psycopg.errors.UniqueViolation:
+                self._staged_batches = STAGED_AFTER_CONFLICT
+        self._staged_batches -= 1
+        with self.conn.cursor().copy(_COPY_STAGING) as copy:
+            copy.write(data)
+        return self.conn.execute(
             "INSERT INTO samples (series_id, ts, value, text_value, quality)"
-            " SELECT series_id, at_ms(ts_ms), value, text_value, quality FROM staging ON CONFLICT DO NOTHING"
+            " SELECT series_id, ts, value, text_value, quality FROM staging ON CONFLICT DO NOTHING"
         ).rowcount
-        # The spans of what was staged, re-deliveries included: a few buckets recomputed for nothing
+
+    def _record_spans(self, batch_id: int, inserted: int, spans: dict[int, list[int]]) -> None:
+        # The spans of what was written, re-deliveries included: a few buckets recomputed for nothing
         # cost less than reading back what the INSERT added.
+        series = list(spans)
+        oldest = [span[0] for span in spans.values()]
+        newest = [span[1] for span in spans.values()]
         self.conn.execute(
             "INSERT INTO dirty_spans (batch_id, series_id, from_ts, to_ts)"
-            " SELECT %(batch)s, series_id, at_ms(min(ts_ms)), at_ms(max(ts_ms)) FROM staging GROUP BY series_id",
-            {"batch": batch_id},
+            " SELECT %s, s, at_ms(f), at_ms(t) FROM unnest(%s::integer[], %s::bigint[], %s::bigint[]) AS x(s, f, t)",
+            (batch_id, series, oldest, newest),
         )
         self.conn.execute(
-            "UPDATE ingest_batches SET inserted = %(n)s,"
-            " oldest_ts = (SELECT at_ms(min(ts_ms)) FROM staging) WHERE id = %(batch)s",
-            {"n": inserted, "batch": batch_id},
+            "UPDATE ingest_batches SET inserted = %s, oldest_ts = at_ms(%s) WHERE id = %s",
+            (inserted, min(oldest), batch_id),
         )
-        return inserted
 
     def _write_kpis(self, kpis: Mapping[tuple[MachineKey, int], Mapping[str, float | int | None]]) -> None:
         if not kpis:
