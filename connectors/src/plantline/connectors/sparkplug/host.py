@@ -28,7 +28,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
+from google.protobuf.message import DecodeError
+
 from plantline.connectors.samples import Quality
+from plantline.connectors.sparkplug import _sparkplug_b_pb2 as pb
 from plantline.connectors.sparkplug.codec import (
     DataType,
     Metric,
@@ -220,6 +223,53 @@ def _resolve(target: _Device, payload: Payload) -> tuple[HostMetric, ...] | None
     return tuple(out)
 
 
+_SCALAR_FIELDS = frozenset(
+    ("int_value", "long_value", "float_value", "double_value", "boolean_value", "string_value", "bytes_value")
+)
+
+
+def _resolve_wire(target: _Device, data: bytes) -> tuple[int | None, tuple[HostMetric, ...]] | None:
+    """Return a plain data message's seq and metrics, read off the wire by `target`'s aliases; else None.
+
+    Plain, as an edge node sends its data: every metric by a known alias, with neither datatype,
+    properties nor metadata, its value null or a scalar. It resolves as `decode` then `_resolve`
+    would, without a Metric per sample in between. Anything else (None) takes that longer way,
+    which also says what is wrong with a message.
+    """
+    message = pb.Payload()
+    try:
+        message.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        return None
+    out = []
+    default_ts = message.timestamp  # 0 when absent, as `payload.timestamp or 0`
+    aliases = target.aliases
+    for metric in message.metrics:
+        alias = metric.alias
+        found = aliases.get(alias) if alias or metric.HasField("alias") else None
+        if found is None or metric.HasField("datatype") or metric.HasField("properties"):
+            return None
+        if metric.HasField("metadata"):
+            return None
+        name, datatype = found
+        which = metric.WhichOneof("value")
+        value: object = None
+        if which is not None and not metric.is_null:
+            if which not in _SCALAR_FIELDS:
+                return None
+            value = getattr(metric, which)
+            if type(value) is not _AS_DECODED.get(datatype):
+                try:
+                    value = apply_datatype(value, datatype)
+                except SparkplugDecodeError:
+                    return None
+        timestamp = metric.timestamp
+        if not timestamp and not metric.HasField("timestamp"):
+            timestamp = default_ts
+        out.append(HostMetric(name, datatype, value, timestamp, Quality.GOOD, metric.is_historical))
+    return (message.seq if message.HasField("seq") else None), tuple(out)
+
+
 def _birth_metrics(payload: Payload) -> tuple[HostMetric, ...]:
     """Return a birth's metrics that carry a value (a birth's null is 'no value yet', not a sample)."""
     default_ts = payload.timestamp or 0
@@ -321,6 +371,10 @@ class HostSession(Generic[Token]):
         if parsed.message_type in (MessageType.NCMD, MessageType.DCMD):
             outcome.released.append(Release(token, parsed.message_type, None, parsed.device_id))
             return outcome  # commands of other hosts: nothing to record
+        if parsed.message_type in (MessageType.DDATA, MessageType.NDATA) and self._receive_plain(
+            token, parsed, data, outcome
+        ):
+            return outcome
         try:
             payload = decode(data)
         except SparkplugDecodeError as exc:
@@ -328,11 +382,28 @@ class HostSession(Generic[Token]):
             return outcome
         key = NodeKey(str(parsed.group_id), str(parsed.edge_node_id))  # set on every non-STATE topic
         node = self._nodes.setdefault(key, _Node())
-        self._track_seq(node, parsed.message_type, payload)
+        self._track_seq(node, parsed.message_type, payload.seq)
         handler = _HANDLERS[parsed.message_type]
         handler(self, key, node, token, parsed, payload, outcome, now_ms)
         self._count_parked()
         return outcome
+
+    def _receive_plain(self, token: Token, topic: Topic, data: bytes, outcome: Outcome[Token]) -> bool:
+        """Release a plain data message of a born device with nothing parked; False if it is not that."""
+        key = NodeKey(str(topic.group_id), str(topic.edge_node_id))
+        node = self._nodes.get(key)
+        if node is None or node.parked.get(topic.device_id):
+            return False
+        target = node.metrics if topic.device_id is None else node.devices.get(topic.device_id)
+        resolved = _resolve_wire(target, data) if target is not None and target.born else None
+        if resolved is None:
+            return False
+        seq, metrics = resolved
+        self._track_seq(node, topic.message_type, seq)
+        outcome.released.append(
+            Release(token, topic.message_type, key, topic.device_id, metrics, seq=seq, bdseq=node.bdseq)
+        )
+        return True
 
     def tick(self, now_ms: int) -> Outcome[Token]:
         """Return the rebirth requests due again for data still waiting for births.
@@ -383,15 +454,15 @@ class HostSession(Generic[Token]):
             # while we run: say online again (host-topic-phid-required-... republish).
             outcome.commands.append(self._state_online())
 
-    def _track_seq(self, node: _Node[Token], kind: MessageType, payload: Payload) -> None:
-        if kind is MessageType.NDEATH or payload.seq is None:
+    def _track_seq(self, node: _Node[Token], kind: MessageType, seq: int | None) -> None:
+        if kind is MessageType.NDEATH or seq is None:
             return  # an NDEATH carries no seq (payloads-ndeath-seq)
         if kind is MessageType.NBIRTH:
-            node.next_seq = (payload.seq + 1) % 256
+            node.next_seq = (seq + 1) % 256
             return
-        if node.next_seq is not None and payload.seq != node.next_seq:
+        if node.next_seq is not None and seq != node.next_seq:
             self.stats.seq_gaps += 1
-        node.next_seq = (payload.seq + 1) % 256
+        node.next_seq = (seq + 1) % 256
 
     def _on_nbirth(self, key: NodeKey, node: _Node[Token], token: Token, topic: Topic, payload: Payload,
                    outcome: Outcome[Token], now_ms: int) -> None:  # fmt: skip
