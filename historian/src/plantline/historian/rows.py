@@ -81,10 +81,10 @@ class Rows:
     def _add_metrics(self, machine: MachineKey, release: Release[Any]) -> None:
         append = self.samples.append
         newest = self.horizons.get(machine, -1)
-        for metric in release.metrics:
-            value, ts = metric.value, metric.timestamp_ms
-            column = KPI_COLUMNS.get(metric.name)
-            if column is not None or metric.name == DATA_UNTIL_METRIC:
+        good = Quality.GOOD
+        for name, datatype, value, ts, quality, _ in release.metrics:
+            column = KPI_COLUMNS.get(name)
+            if column is not None or name == DATA_UNTIL_METRIC:
                 snapshot = self.kpis.setdefault((machine, ts), {})
                 number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
                 if column is None:  # stated by the edge: it wins over the guess, whichever metric came first
@@ -93,14 +93,15 @@ class Rows:
                     snapshot[column] = number
                     snapshot.setdefault("data_until", None if newest < 0 else newest)
                 continue
-            newest = max(newest, ts)
-            quality = QUALITY_CODES[metric.quality]
-            if value is None or isinstance(value, float):
-                append((machine, metric.name, metric.datatype, ts, value, None, quality))
-            elif isinstance(value, int):  # and bool
-                append((machine, metric.name, metric.datatype, ts, float(value), None, quality))
+            if ts > newest:
+                newest = ts
+            code = 0 if quality is good else QUALITY_CODES[quality]  # hashing an enum member runs Python code
+            if value is None or type(value) is float:
+                append((machine, name, datatype, ts, value, None, code))
+            elif isinstance(value, int | float):  # bools and float subclasses as well
+                append((machine, name, datatype, ts, float(value), None, code))
             elif isinstance(value, str):
-                append((machine, metric.name, metric.datatype, ts, None, value, quality))
+                append((machine, name, datatype, ts, None, value, code))
             else:
                 self.skipped += 1
         if newest >= 0:

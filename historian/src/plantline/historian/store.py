@@ -219,10 +219,11 @@ class Store:
         append = parts.append
         spans: dict[int, list[int]] = {}
         last_machine, machine_id = None, 0
+        known = self._series
         for machine, signal, datatype, ts, value, text, quality in samples:
             if machine is not last_machine:  # rows come a message, so a machine, at a time
                 last_machine, machine_id = machine, self.machine_id(machine)
-            series = self.series_id(machine_id, signal, datatype)
+            series = known.get((machine_id, signal)) or self.series_id(machine_id, signal, datatype)
             span = spans.get(series)
             if span is None:
                 spans[series] = [ts, ts]
