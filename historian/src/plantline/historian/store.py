@@ -1,10 +1,11 @@
-"""The historian's writes to PostgreSQL: one transaction per batch, COPY into staging, then INSERT .. ON CONFLICT.
+"""The historian's writes to PostgreSQL: one transaction per batch, binary COPY, ON CONFLICT after a conflict.
 
-Samples go by COPY into a temporary staging table, then into the day-partitioned `samples` with
-`ON CONFLICT DO NOTHING` on (series, source timestamp): a re-delivered or replayed sample lands
-once. The same statement records, per series, the span of the rows it added (`dirty_spans`) for
-the rollups. The caller acknowledges the batch's MQTT messages only after `write` returned, so a
-crash between the two re-delivers them and the key absorbs the repeat.
+Samples go by binary COPY into the day-partitioned `samples`, keyed on (series, source timestamp);
+a batch that holds one already stored (a re-delivery, a replay) goes instead through a temporary
+staging table and `ON CONFLICT DO NOTHING`: either way each sample lands once. Per series, the
+span of the batch is recorded (`dirty_spans`) for the rollups. The caller acknowledges the batch's
+MQTT messages only after `write` returned, so a crash between the two re-delivers them and the key
+absorbs the repeat.
 """
 
 from __future__ import annotations
