@@ -93,8 +93,7 @@ class Rows:
                     snapshot[column] = number
                     snapshot.setdefault("data_until", None if newest < 0 else newest)
                 continue
-            if ts > newest:
-                newest = ts
+            newest = max(newest, ts)
             code = 0 if quality is good else QUALITY_CODES[quality]  # hashing an enum member runs Python code
             if value is None or type(value) is float:
                 append((machine, name, datatype, ts, value, None, code))
