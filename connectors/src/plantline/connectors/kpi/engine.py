@@ -594,6 +594,7 @@ class KpiEngine:
                 "config": config_key(self.config),
                 "ideal_us": self._ideal_us,
                 "last_ts": self._last_ts,
+                "data_until": self._data_until,
                 "counts": self._counts,
                 "clock": [self._cursor, self._first_ms],
                 "bits": [self._bits[s] for s in STATE_PRECEDENCE],
@@ -617,6 +618,7 @@ class KpiEngine:
         engine = cls(state["machine"], config)
         engine._ideal_us = state["ideal_us"]
         engine._last_ts = state["last_ts"]
+        engine._data_until = state["data_until"]
         engine._counts = state["counts"]
         engine._cursor, engine._first_ms = state["clock"]
         engine._bits = dict(zip(STATE_PRECEDENCE, state["bits"], strict=True))
