@@ -26,7 +26,14 @@ from plantline.operator.api import PlantLine, parse_plantline
 from plantline.operator.local import Layout, LocalLine, wait_listening
 from plantline.operator.render import TRUST_BUNDLE, connector_config_data, render_connector_configs, topology
 from plantline_testing import free_port
-from plantline_testing.counting import assert_none_lost, frozen, rereads, settled_samples_total, unique_samples
+from plantline_testing.counting import (
+    assert_none_lost,
+    frozen,
+    rereads,
+    settled_samples_total,
+    unique_samples,
+    wait_caught_up,
+)
 from plantline_testing.images import RUN_AS, Container, Images, ensure_images, run_argv
 from plantline_testing.lines import line_copy
 from plantline_testing.sparkplug_reader import SparkplugReader
@@ -250,6 +257,8 @@ def test_the_connector_image_runs_the_line_and_a_sigterm_loses_no_sample(
             # A new container on the same volume resumes the session counter and drains the outbox.
             second.start()
             reader.wait_for(lambda: bdseq + 1 in _bdseqs(reader), 120, "an NBIRTH with the next bdSeq")
+            # Frozen before the replay is over, a PLC's device would die and hold its backlog (counting).
+            wait_caught_up(f"{metrics}/metrics")
             with frozen(hosted.simulator_groups):
                 accepted_second = settled_samples_total(f"{metrics}/metrics")
                 produced = {m: accepted_first.get(m, 0) + accepted_second.get(m, 0) for m in MACHINES}

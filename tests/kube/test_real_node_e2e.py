@@ -154,6 +154,7 @@ def _replace_pod(plane: ControlPlane, run: Run, replace: Callable[[], None]) -> 
     """
     line, reader = run.line, run.reader
     old = wait_for("one Ready connector pod", lambda: _ready_pod(plane), READY_S)
+    counting.wait_caught_up(_metrics(old))
     with counting.frozen(line.simulator_groups):
         baseline = counting.settled_samples_total(_metrics(old))
         wait_for("the outbox drained", lambda: counting.outbox_samples(_metrics(old)) == 0, 60)
@@ -173,9 +174,11 @@ def _replace_pod(plane: ControlPlane, run: Run, replace: Callable[[], None]) -> 
                 READY_S,
             )
     # The PLCs run again: the new pod reads them (its sources cannot connect to frozen ones), births
-    # its devices, and replays the outbox; then they freeze for its count.
+    # its devices, and replays the outbox; once it has, they freeze for its count (frozen earlier,
+    # a device would die and hold the rest of its backlog until its PLC is back: see counting).
     new = wait_for("a new Ready connector pod", lambda: _ready_pod(plane, old["metadata"]["name"]), READY_S)
     reader.wait_for(lambda: max(_bdseqs(reader)) == run.bdseqs[-1] + 1, 60, "an NBIRTH with the next bdSeq")
+    counting.wait_caught_up(_metrics(new))
     with counting.frozen(line.simulator_groups):
         accepted = counting.settled_samples_total(_metrics(new))
         produced = {m: final.get(m, 0) - baseline.get(m, 0) + accepted.get(m, 0) for m in MACHINES}

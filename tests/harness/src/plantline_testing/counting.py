@@ -10,6 +10,12 @@ timestamp of each value's last change, so a connector that starts again accepts,
 value has not changed, the very sample its predecessor accepted, and the reader counts it once.
 `rereads` bounds that shortfall: one sample per OPC UA tag and restart. Polled protocols (S7, CIP)
 stamp each read, so their counts must match exactly.
+
+Freeze the PLCs only once the connector has caught up (`wait_caught_up`): a frozen PLC ends its
+device's session after the protocol's timeout (a DDEATH; S7 after 3 s), and the data of a device
+that is not born waits in the outbox for its next DBIRTH, which a frozen PLC never brings. A
+connector still replaying its outbox then holds that device's part of the backlog for as long as
+the count lasts: not lost, but not at the reader either.
 """
 
 from __future__ import annotations
@@ -24,22 +30,25 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.parser import text_string_to_metric_families
 
 from plantline.connectors.kpi import SPARKPLUG_METRICS as KPI_METRICS
-from plantline.connectors.metric_names import OUTBOX_SAMPLES, SAMPLES
+from plantline.connectors.metric_names import OUTBOX_OLDEST_AGE, OUTBOX_SAMPLES, SAMPLES
 from plantline.operator.api import PlantLine
 from plantline_testing.sparkplug_reader import Value
 
 SETTLE_INTERVAL_S = 1.5
 
 
-def _samples(metrics_url: str, name: str) -> list[tuple[dict[str, str], float]]:
+def _scrape(metrics_url: str) -> list[tuple[str, dict[str, str], float]]:
     with urllib.request.urlopen(metrics_url, timeout=5) as response:  # noqa: S310 - a test's own http URL
         text = response.read().decode()
     return [
-        (sample.labels, sample.value)
+        (sample.name, sample.labels, sample.value)
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == name
     ]
+
+
+def _samples(metrics_url: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [(labels, value) for sample, labels, value in _scrape(metrics_url) if sample == name]
 
 
 def samples_total(metrics_url: str) -> dict[str, int]:
@@ -50,6 +59,26 @@ def samples_total(metrics_url: str) -> dict[str, int]:
 def outbox_samples(metrics_url: str) -> int:
     """Return how many samples wait in a connector's outbox."""
     return int(sum(value for _labels, value in _samples(metrics_url, OUTBOX_SAMPLES.name)))
+
+
+def wait_caught_up(metrics_url: str, timeout: float = 120.0) -> None:
+    """Return once a connector's outbox holds nothing from before: empty, or its oldest sample under a second old.
+
+    A live connector's outbox holds the batches on their way (stored, not yet acknowledged), so an
+    outbox that never reads empty has still caught up when what it holds is that young.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        scraped = _scrape(metrics_url)
+        outbox = sum(value for name, _labels, value in scraped if name == OUTBOX_SAMPLES.name)
+        oldest = max((value for name, _labels, value in scraped if name == OUTBOX_OLDEST_AGE.name), default=0.0)
+        if outbox == 0 or oldest < 1.0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"the outbox at {metrics_url} still holds {outbox:.0f} samples, the oldest {oldest:.1f} s old"
+            )
+        time.sleep(0.5)
 
 
 def settled_samples_total(metrics_url: str, timeout: float = 45.0) -> dict[str, int]:
@@ -103,4 +132,5 @@ __all__ = [
     "samples_total",
     "settled_samples_total",
     "unique_samples",
+    "wait_caught_up",
 ]
