@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,9 +18,42 @@ from typing import Self
 STOP_GRACE_S = 5.0
 
 
+LOWEST_PORT = 10000
+HIGHEST_PORT = 30000  # Kubernetes' NodePorts start here
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """Return the first port of the kernel's ephemeral range (Linux: ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now, below the ephemeral range.
+
+    The port goes to a program started later. One the kernel picks (a bind to port 0) comes from
+    the ephemeral range, from which every outgoing connection takes its local port too, so one of
+    them could hold it by then (a connector's metrics port was taken so, and it could not start).
+    Below that range (and Kubernetes' NodePorts) only a listener takes a port. Each port is handed
+    out once per process.
+    """
+    high = min(_ephemeral_low(), HIGHEST_PORT)
+    if high - LOWEST_PORT >= 1000:
+        for _ in range(200):
+            port = random.randrange(LOWEST_PORT, high)
+            if port in _handed_out:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    with socket.socket() as sock:  # no room below the ephemeral range: let the kernel pick
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
