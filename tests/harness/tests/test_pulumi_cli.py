@@ -6,7 +6,9 @@ one in a process group of its own (bash's job control, as Go's Setpgid), records
 
 from __future__ import annotations
 
+import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,21 @@ def test_a_timeout_stops_the_cli_and_the_plugin_in_its_own_process_group(tmp_pat
     _assert_all_gone(record)
 
 
+@pytest.fixture
+def interruptible() -> Iterator[None]:
+    """Let SIGINT raise KeyboardInterrupt here, as at a terminal.
+
+    A test run started in the background by a non-interactive shell inherits SIGINT ignored, and
+    Python then leaves it so.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("interruptible")
 def test_an_interrupt_stops_the_cli_and_the_plugin_in_its_own_process_group(tmp_path: Path) -> None:
     stack, record = _stack(tmp_path, interrupt=True)
     with pytest.raises(KeyboardInterrupt):
