@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import pytest
 
 from plantline.connectors.kpi import SPARKPLUG_METRICS as KPI_METRICS
 from plantline.connectors.sparkplug import MessageType
-from plantline_testing.counting import frozen
+from plantline_testing.counting import frozen, wait_caught_up
 from plantline_testing.lines import UpRun, alive, line_copy
 from plantline_testing.sparkplug_reader import SparkplugReader, Value
 
@@ -164,6 +165,7 @@ def test_zero_loss_across_a_ten_second_broker_outage(make_run: Any) -> None:
             run.wait_status(lambda s: s["broker"]["state"] == "running", 60, "the broker restarted")
             reader.wait_for(lambda: reader.subscriptions > subscribed, 60, "the reader subscribed again")
         run.wait_status(_flowing, 120, "data flowing again")
+        _wait_replayed(run)  # frozen sooner, a PLC's device would die and hold its backlog (counting)
         with frozen(sims):
             after = _settled_samples_total(run)
             run.wait_status(lambda s: all(m["outbox_samples"] == 0 for m in s["machines"]), 120, "outbox drained")
@@ -225,10 +227,19 @@ def _hold_port(port: int, seconds: float) -> socket.socket:
     return sock
 
 
+def _wait_replayed(run: UpRun) -> None:
+    """Return once every connector has replayed its outbox (`wait_caught_up`)."""
+    for offset in range(len(MACHINES)):
+        url = f"http://127.0.0.1:{run.metrics_base + offset}/metrics"
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+        except OSError:
+            continue  # no connector on this port: machines share connectors
+        wait_caught_up(url)
+
+
 def _samples_total(run: UpRun) -> dict[str, int]:
     """Return each machine's accepted-sample count from its connector's /metrics."""
-    import urllib.request
-
     totals: dict[str, int] = {}
     for offset in range(len(MACHINES)):
         try:
