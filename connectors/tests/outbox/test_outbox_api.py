@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plantline.connectors import outbox as outbox_module
 from plantline.connectors.config import OutboxSettings
@@ -343,6 +345,89 @@ def test_every_value_type_quality_and_protocol_code_round_trips_through_disk(tmp
         assert same(got.value, want.value), (got, want)
 
 
+@pytest.mark.parametrize("quality", list(Quality))
+@pytest.mark.parametrize(
+    "column",
+    [
+        [0, 1, -1, 2**31, -(2**31) - 1, 2**63 - 1, -(2**63)],
+        [0.0, -0.0, 1.5, -2.25e-300, math.inf, -math.inf, math.nan],
+    ],
+    ids=["int64", "float64"],
+)
+def test_a_batch_of_one_device_quality_and_number_type_is_stored_by_column(
+    quality: Quality, column: list[Value]
+) -> None:
+    sent = [
+        Sample("press", f"process.p{i % 3}", value, quality, 1_700_000_000_000 - i, None)
+        for i, value in enumerate(column)
+    ]
+    body = encode_batch(sent)
+    assert body[0] == 2  # format 2
+    got = decode_batch(body)
+    assert all(type(s) is Sample and type(s.quality) is Quality for s in got)
+    assert [(s.device, s.signal, s.quality, s.source_ts_ms, s.protocol_code) for s in got] == [
+        (s.device, s.signal, s.quality, s.source_ts_ms, s.protocol_code) for s in sent
+    ]
+    assert all(same(g.value, w.value) for g, w in zip(got, sent, strict=True))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s._replace(device="other"),  # a second device
+        lambda s: s._replace(quality=Quality.BAD),  # a second quality
+        lambda s: s._replace(protocol_code=0x80350000),  # a protocol code
+        lambda s: s._replace(value=1.5),  # a float among ints
+        lambda s: s._replace(value=True),  # a bool among ints
+        lambda s: s._replace(value=2**63),  # beyond int64
+        lambda s: s._replace(value=None),
+    ],
+    ids=["device", "quality", "code", "float", "bool", "bigint", "none"],
+)
+def test_any_other_batch_is_stored_sample_by_sample(change: Any) -> None:
+    sent = numbered(0, 4)
+    sent[2] = change(sent[2])
+    body = encode_batch(sent)
+    assert body[0] == 1  # format 1
+    assert all(same(g.value, w.value) and g == w for g, w in zip(decode_batch(body), sent, strict=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["press", "capper"]),
+            st.sampled_from(["state.run", "process.t", "counter.good"]),
+            st.one_of(
+                st.integers(min_value=-(2**64), max_value=2**64),
+                st.floats(allow_nan=False),
+                st.booleans(),
+                st.none(),
+                st.text(max_size=3),
+            ),
+            st.sampled_from(list(Quality)),
+            st.integers(min_value=-(2**63), max_value=2**63 - 1),
+            st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_every_batch_round_trips_whichever_format_takes_it(rows: list[tuple[Any, ...]], uniform: bool) -> None:
+    sent = [Sample(*row) for row in rows]
+    if uniform:  # the batch format 2 is for: one device and quality, no codes, all int or all float
+        first = sent[0]
+        kind = type(first.value) if type(first.value) in (int, float) else int
+        sent = [
+            s._replace(device=first.device, quality=first.quality, protocol_code=None, value=kind(i))
+            for i, s in enumerate(sent)
+        ]
+    got = decode_batch(encode_batch(sent))
+    assert got == tuple(sent)
+    assert all(type(g.value) is type(w.value) and type(g.quality) is Quality for g, w in zip(got, sent, strict=True))
+
+
 def test_subclassed_values_are_stored_as_their_base_type() -> None:
     [sample] = decode_batch(encode_batch([Sample("d", "state.run", Mode.AUTO, Quality.GOOD, 1)]))
     assert sample.value == 3
@@ -352,6 +437,11 @@ def test_subclassed_values_are_stored_as_their_base_type() -> None:
 def test_a_batch_with_more_than_65535_names_uses_wide_indices() -> None:
     samples = [Sample(f"d{i}", f"process.p{i}", i, Quality.GOOD, i) for i in range(33_000)]
     assert decode_batch(encode_batch(samples)) == tuple(samples)
+    by_column = [Sample("press", f"process.p{i}", i, Quality.GOOD, i) for i in range(70_000)]
+    body = encode_batch(by_column)
+    assert body[0] == 2  # format 2
+    assert body[1] == 1  # wide indices
+    assert decode_batch(body) == tuple(by_column)
 
 
 # -- bad input ----------------------------------------------------------------------------------

@@ -92,29 +92,55 @@ def test_flipped_bytes_in_a_row_are_quarantined_and_the_other_batches_delivered(
         assert len(reports) == 1  # reported once, not on every open
 
 
+def rows_batch(first: int, count: int = 3) -> list[Sample]:
+    """A batch the outbox stores sample by sample (format 1): its last value is None, not an int."""
+    samples = numbered(first, count)
+    samples[-1] = samples[-1]._replace(value=None)
+    return samples
+
+
+NAMES_AT = struct.calcsize("<BBII")  # both formats: the header, then the names
+NAMES_SIZE = 2 * 4 + len(b"filler") + len(b"counter.total")
+
+
 @pytest.mark.parametrize(
-    ("damage", "expected"),
+    ("layout", "damage", "expected"),
     [
-        ("truncated", "undecodable"),
-        ("trailing", "trailing bytes"),
-        ("bad-quality", "undecodable"),
-        ("bad-format", "unknown batch format"),
-        ("count", "samples decoded"),
+        ("rows", "truncated", "undecodable"),
+        ("rows", "trailing", "trailing bytes"),
+        ("rows", "bad-quality", "undecodable"),
+        ("rows", "bad-format", "unknown batch format"),
+        ("rows", "count", "samples decoded"),
+        ("columns", "truncated", "a column runs past the end"),
+        ("columns", "trailing", "trailing bytes"),
+        ("columns", "bad-quality", "quality bits 0x30"),
+        ("columns", "bad-kind", "unknown column kind 9"),
+        ("columns", "bad-index", "undecodable"),
+        ("columns", "bad-format", "unknown batch format"),
+        ("columns", "count", "samples decoded"),
     ],
 )
 def test_a_row_whose_crc_matches_but_whose_content_is_wrong_is_quarantined(
-    tmp_path: Path, damage: str, expected: str
+    tmp_path: Path, layout: str, damage: str, expected: str
 ) -> None:
-    ids = filled(tmp_path, 3)
+    with open_outbox(tmp_path) as outbox:
+        ids = [outbox.append(rows_batch(10 * i) if layout == "rows" else numbered(10 * i)) for i in range(3)]
     body = stored_body(tmp_path, ids[1])
+    assert body[0] == (1 if layout == "rows" else 2)
+    columns_at = NAMES_AT + NAMES_SIZE  # format 2: kind, quality bits, then the columns
     if damage == "truncated":
         body = body[:-3]
     elif damage == "trailing":
         body += b"\x00"
-    elif damage == "bad-quality":
-        index_at = struct.calcsize("<BBII") + 2 * 4 + len(b"filler") + len(b"counter.total")
-        tag_at = index_at + 4
+    elif damage == "bad-quality" and layout == "rows":
+        tag_at = NAMES_AT + NAMES_SIZE + 4
         body = body[:tag_at] + bytes([body[tag_at] | 0x30]) + body[tag_at + 1 :]
+    elif damage == "bad-quality":
+        body = body[: columns_at + 1] + b"\x30" + body[columns_at + 2 :]
+    elif damage == "bad-kind":
+        body = body[:columns_at] + b"\x09" + body[columns_at + 1 :]
+    elif damage == "bad-index":  # the first sample's signal is name 7 of 2
+        body = body[: columns_at + 2] + struct.pack("<H", 7) + body[columns_at + 4 :]
     elif damage == "bad-format":
         body = b"\x09" + body[1:]
     if damage == "count":

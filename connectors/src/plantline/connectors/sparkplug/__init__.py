@@ -19,6 +19,7 @@ from plantline.connectors.sparkplug.codec import (
     apply_datatype,
     decode,
     encode,
+    encode_data_columns,
     encode_ddata,
 )
 from plantline.connectors.sparkplug.topics import (
@@ -53,6 +54,7 @@ __all__ = [
     "apply_datatype",
     "decode",
     "encode",
+    "encode_data_columns",
     "encode_ddata",
     "format_topic",
     "parse_state_payload",
