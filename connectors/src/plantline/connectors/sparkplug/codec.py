@@ -928,8 +928,10 @@ def _data_columns_wire(
     turned into bytes a column at a time by C code (struct, the packed varints of `_varints`);
     everything before a metric's value is the same for every metric of one alias, timestamp,
     datatype and value length, so it is made once per such key, in Python, and looked up. A batch
-    whose metrics have more distinct keys than a quarter of their number (distinct timestamps,
-    say) takes the message path: there, per-metric Python would cost more than protobuf's.
+    with more distinct aliases and timestamps than a quarter of its metrics (a few readings of
+    many tags, or timestamps that all differ) takes the message path: there, Python per key would
+    cost more than protobuf per metric. Batches at high rates repeat their keys: those are the
+    ones this path is for.
     """
     count = len(aliases)
     if not count or uint32_field not in _SETTERS or not len(timestamps) == len(datatypes) == len(values) == count:
@@ -939,6 +941,8 @@ def _data_columns_wire(
         or set(map(type, timestamps)) != {int}
         or set(map(type, datatypes)) != {DataType}
     ):
+        return None
+    if len(set(zip(aliases, timestamps, strict=True))) > count // 4 + 8:  # told before any value is converted
         return None
     kinds = set(datatypes)
     if len(kinds) == 1:
@@ -958,8 +962,6 @@ def _data_columns_wire(
         value_parts = list(map(next, map(parts.__getitem__, datatypes)))  # back in the metrics' order
     keys = list(zip(aliases, timestamps, datatypes, map(len, value_parts), strict=True))
     distinct = set(keys)
-    if len(distinct) > count // 4 + 8:
-        return None
     historical_flag = b"\x28\x01" if historical else b""
     prefixes = {}
     for alias, timestamp, kind, length in distinct:
