@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import struct
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plantline.connectors.sparkplug import (
-    UINT32_FIELDS,
     DataSet,
     DataType,
     MetaData,
@@ -32,7 +30,6 @@ from plantline.connectors.sparkplug import (
     Uint32Field,
     decode,
     encode,
-    encode_data_columns,
     encode_ddata,
 )
 from plantline.connectors.sparkplug import _sparkplug_b_pb2 as pb
@@ -956,80 +953,6 @@ def test_encode_ddata_agrees_with_encode(rows: list[tuple[int, int, DataType]]) 
         TS, 3, tuple(Metric(None, alias, ts, datatype, value) for alias, ts, datatype, value, _ in tuples)
     )
     assert encode_ddata(3, TS, tuples) == encode(expected)
-
-
-COLUMN_TYPES = [t for t in DataType if DataType.Int8 <= t <= DataType.DateTime and t is not DataType.String]
-
-
-@st.composite
-def number_rows(draw: st.DrawFn) -> list[tuple[int, int, DataType, object]]:
-    """DDATA rows of numbers and booleans, mostly fitting their type, often of one type and timestamp."""
-    one_type = draw(st.sampled_from(COLUMN_TYPES)) if draw(st.booleans()) else None
-    rows = []
-    for _ in range(draw(st.integers(1, 40))):
-        datatype = one_type or draw(st.sampled_from(COLUMN_TYPES))
-        if datatype in (DataType.Float, DataType.Double):
-            fitting = st.floats(width=32 if datatype is DataType.Float else 64)
-        elif datatype is DataType.Boolean:
-            fitting = st.booleans()
-        else:
-            fitting = st.integers(-(2**63), 2**64 - 1)  # out of range for the narrower types, often
-        value = draw(st.one_of(fitting, fitting, fitting, st.none(), st.booleans(), st.integers(), st.floats()))
-        timestamp = draw(st.sampled_from([TS, TS, TS + 1, 0, 2**64 - 1]))
-        rows.append((draw(st.sampled_from([0, 1, 100, 127, 128, 300, 2**64 - 1])), timestamp, datatype, value))
-    return rows
-
-
-@settings(max_examples=500, deadline=None)
-@given(number_rows(), st.booleans(), st.booleans(), st.sampled_from(UINT32_FIELDS))
-def test_encode_ddata_of_numbers_writes_what_encode_writes_or_refuses_as_it_does(
-    rows: list[tuple[int, int, DataType, object]], strip: bool, historical: bool, uint32_field: Uint32Field
-) -> None:
-    """encode_ddata writes most such batches without protobuf messages: byte for byte the same."""
-    metrics = tuple(Metric(None, a, t, d, v, is_historical=historical) for a, t, d, v in rows)
-    try:
-        expected = encode(Payload(TS, 5, metrics), strip_datatypes=strip, uint32_field=uint32_field)
-    except ValueError as refusal:
-        message = str(refusal).split(": ", 1)[1]
-        with pytest.raises(ValueError, match=re.escape(message)):
-            encode_ddata(
-                5,
-                TS,
-                [(*row, None) for row in rows],
-                strip_datatypes=strip,
-                historical=historical,
-                uint32_field=uint32_field,
-            )
-        return
-    tuples = [(*row, None) for row in rows]
-    assert (
-        encode_ddata(5, TS, tuples, strip_datatypes=strip, historical=historical, uint32_field=uint32_field) == expected
-    )
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    assert (
-        encode_data_columns(5, TS, *columns, strip_datatypes=strip, historical=historical, uint32_field=uint32_field)
-        == expected
-    )
-
-
-def test_encode_ddata_writes_a_batch_of_one_type_and_timestamp_without_protobuf_messages(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The column path takes the usual batch (the equality above holds for both paths)."""
-    from plantline.connectors.sparkplug import codec
-
-    def no_messages(*_args: object, **_kwargs: object) -> bytes:
-        raise AssertionError("the message path was taken")
-
-    monkeypatch.setattr(codec, "_encode_ddata_messages", no_messages)
-    for datatype, value in [
-        (DataType.Int64, -5),
-        (DataType.Double, 1.5),
-        (DataType.Boolean, True),
-        (DataType.UInt32, 7),
-    ]:
-        rows = [(100 + n % 10, TS, datatype, value, None) for n in range(1000)]
-        assert decode(encode_ddata(1, TS, rows, strip_datatypes=True)).metrics[999].alias == 109
 
 
 @settings(max_examples=500, deadline=None)

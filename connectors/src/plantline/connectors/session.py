@@ -23,7 +23,6 @@ import enum
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 
 from plantline.connectors.config import ConnectorConfig, DataTypeName, Tag
@@ -39,13 +38,11 @@ from plantline.connectors.sparkplug import (
     Topic,
     Uint32Field,
     encode,
-    encode_data_columns,
     encode_ddata,
     format_topic,
 )
 from plantline.connectors.sparkplug.codec import DataMetric
 
-_ALIAS_OF, _DATATYPE_OF = itemgetter(0), itemgetter(1)  # of a device's (alias, datatype) table entry
 REBIRTH_METRIC = "Node Control/Rebirth"
 BDSEQ_METRIC = "bdSeq"
 FIRST_DEVICE_ALIAS = 100
@@ -447,9 +444,6 @@ class EdgeNodeSession:
         """
         if self.phase is not Phase.ONLINE:
             raise RuntimeError("data() needs an online session")
-        message = self._data_by_column(samples, now_ms, historical)
-        if message is not None:
-            return DataMessages([message], {})
         by_device: dict[str, list[DataMetric]] = {}
         rejected: dict[Rejected, list[Sample]] = {}
         current: str | None = None
@@ -493,42 +487,6 @@ class EdgeNodeSession:
                     Outgoing(MessageType.DDATA, self._topics[device_id], payload, self.data_qos, device_id=device_id)
                 )
         return DataMessages(messages, rejected)
-
-    def _data_by_column(self, samples: Sequence[Sample], now_ms: int, historical: bool) -> Outgoing | None:
-        """The usual batch (one born device, all good, every signal configured), a column at a time.
-
-        None for any other batch, and for one with a value that does not fit its metric: `data`
-        then goes sample by sample and sorts out what it refuses.
-        """
-        if not samples:
-            return None
-        devices, signals, values, qualities, timestamps, _codes = zip(*samples, strict=True)
-        device_id = devices[0]
-        device = self._devices.get(device_id)
-        count = len(samples)
-        if device is None or devices.count(device_id) != count or qualities.count(Quality.GOOD) != count:
-            return None
-        if not device.born:
-            raise RuntimeError(f"device {device_id} is not born on this session")
-        entries = list(map(device.table.get, signals))
-        if None in entries:
-            return None
-        try:
-            payload = encode_data_columns(
-                self._seq,
-                now_ms,
-                list(map(_ALIAS_OF, entries)),  # type: ignore[arg-type]  # no None, checked above
-                timestamps,
-                list(map(_DATATYPE_OF, entries)),  # type: ignore[arg-type]
-                values,
-                strip_datatypes=True,
-                historical=historical,
-                uint32_field=self.uint32_field,
-            )
-        except ValueError:
-            return None
-        self._next_seq()
-        return Outgoing(MessageType.DDATA, self._topics[device_id], payload, self.data_qos, device_id=device_id)
 
     def _encode_data(
         self,

@@ -19,7 +19,6 @@ from plantline.connectors.sparkplug.codec import (
     apply_datatype,
     decode,
     encode,
-    encode_data_columns,
     encode_ddata,
 )
 from plantline.connectors.sparkplug.topics import (
@@ -54,7 +53,6 @@ __all__ = [
     "apply_datatype",
     "decode",
     "encode",
-    "encode_data_columns",
     "encode_ddata",
     "format_topic",
     "parse_state_payload",

@@ -33,15 +33,11 @@ from __future__ import annotations
 
 import enum
 import math
-import re
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
-from itertools import chain, compress, repeat
-from operator import itemgetter
-from typing import Any, Literal, Protocol, cast, get_args
+from typing import Any, Literal, Protocol, get_args
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import DecodeError
 
@@ -62,7 +58,6 @@ __all__ = [
     "Uint32Field",
     "decode",
     "encode",
-    "encode_data_columns",
     "encode_ddata",
 ]
 
@@ -718,7 +713,7 @@ def encode(payload: Payload, *, strip_datatypes: bool = False, uint32_field: Uin
 DataMetric = tuple[int, int, DataType, object, Sequence[tuple[str, PropertyValue]] | None]
 
 
-def encode_ddata(
+def encode_ddata(  # noqa: PLR0912 -- one flat loop: the hot path of an edge node
     seq: int,
     timestamp: int,
     metrics: Sequence[DataMetric],
@@ -737,66 +732,6 @@ def encode_ddata(
     those of `encode` for the same payload (and `strip_datatypes`), and values are validated the
     same way.
     """
-    if metrics and not any(map(_properties_of, metrics)):
-        aliases, timestamps, datatypes, values, _ = zip(*metrics, strict=True)
-        return encode_data_columns(
-            seq,
-            timestamp,
-            aliases,
-            timestamps,
-            datatypes,
-            values,
-            strip_datatypes=strip_datatypes,
-            historical=historical,
-            uint32_field=uint32_field,
-        )
-    return _encode_ddata_messages(
-        seq, timestamp, metrics, strip_datatypes=strip_datatypes, historical=historical, uint32_field=uint32_field
-    )
-
-
-def encode_data_columns(
-    seq: int,
-    timestamp: int,
-    aliases: Sequence[int],
-    timestamps: Sequence[int],
-    datatypes: Sequence[DataType],
-    values: Sequence[object],
-    *,
-    strip_datatypes: bool = False,
-    historical: bool = False,
-    uint32_field: Uint32Field = "int_value",
-) -> bytes:
-    """`encode_ddata` of metrics without properties, given as columns (one entry per metric each).
-
-    Batches of numbers and booleans (no nulls) are written straight as protobuf bytes, a column
-    at a time, with no per-metric Python code (see `_data_columns_wire`); everything else, and
-    every value that does not pass the same checks, goes through protobuf messages as in
-    `encode_ddata`, which also names what does not fit.
-    """
-    if type(seq) is not int or not 0 <= seq <= 255:
-        raise ValueError(f"payload seq {seq!r} is not in 0..255")
-    if type(timestamp) is not int or not 0 <= timestamp <= _U64:
-        raise ValueError(f"payload timestamp {timestamp!r} is not a uint64 (ms since the epoch)")
-    wire = _data_columns_wire(aliases, timestamps, datatypes, values, strip_datatypes, historical, uint32_field)
-    if wire is not None:
-        return b"".join((b"\x08", _varint(timestamp), wire, b"\x18", _varint(seq)))
-    metrics = list(zip(aliases, timestamps, datatypes, values, repeat(None, len(aliases)), strict=True))
-    return _encode_ddata_messages(
-        seq, timestamp, metrics, strip_datatypes=strip_datatypes, historical=historical, uint32_field=uint32_field
-    )
-
-
-def _encode_ddata_messages(  # noqa: PLR0912 -- one flat loop: the general path of an edge node
-    seq: int,
-    timestamp: int,
-    metrics: Sequence[DataMetric],
-    *,
-    strip_datatypes: bool,
-    historical: bool,
-    uint32_field: Uint32Field,
-) -> bytes:
-    """`encode_ddata` through protobuf messages: any metric, each checked and named when it does not fit."""
     if type(seq) is not int or not 0 <= seq <= 255:
         raise ValueError(f"payload seq {seq!r} is not in 0..255")
     if type(timestamp) is not int or not 0 <= timestamp <= _U64:
@@ -835,144 +770,6 @@ def _encode_ddata_messages(  # noqa: PLR0912 -- one flat loop: the general path 
             raise ValueError(f"{_metric_label('metric', index, None, alias)}: {exc}") from None
     message.seq = seq
     return message.SerializeToString()
-
-
-_properties_of = itemgetter(4)
-
-
-def _varint_class() -> Any:
-    """A message of one packed `repeated uint64`: protobuf's C code writes a list of varints with it."""
-    file = descriptor_pb2.FileDescriptorProto(name="plantline_varints.proto", package="plantline", syntax="proto3")
-    message = file.message_type.add(name="Varints")
-    message.field.add(
-        name="numbers",
-        number=1,
-        type=descriptor_pb2.FieldDescriptorProto.TYPE_UINT64,
-        label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(file.SerializeToString())
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("plantline.Varints"))
-
-
-_Varints = _varint_class()
-_ONE_VARINT = re.compile(rb"[\x80-\xff]*[\x00-\x7f]")
-
-
-def _varint(number: int) -> bytes:
-    """Return a uint64 as a protobuf varint."""
-    out = bytearray()
-    while number > 0x7F:
-        out.append(number & 0x7F | 0x80)
-        number >>= 7
-    out.append(number)
-    return bytes(out)
-
-
-def _varints(numbers: Sequence[int]) -> list[bytes]:
-    """Return each uint64 as its varint, at C speed: protobuf packs them, a regular expression splits them."""
-    packed = _Varints(numbers=numbers).SerializeToString()  # field tag, length, the varints back to back
-    start = _ONE_VARINT.match(packed, 1)
-    return _ONE_VARINT.findall(packed, start.end() if start is not None else len(packed))
-
-
-_LENGTH_AND_TAG = [b"\x12" + bytes((length,)) for length in range(128)]  # a metric (Payload field 2) of that length
-_PACK_DOUBLE, _PACK_FLOAT = struct.Struct("<d").pack, struct.Struct("<f").pack
-_BOOLEAN_BYTES = {True: b"\x01", False: b"\x00"}
-_FIELD_TAGS = {"int_value": 0x50, "long_value": 0x58, "float_value": 0x65, "double_value": 0x69, "boolean_value": 0x70}
-
-
-def _value_column(datatype: DataType, values: list[object], uint32_field: str) -> tuple[int, list[bytes]] | None:
-    """Return the value field's tag and each value's bytes, for values of one datatype.
-
-    None if any value does not pass `encode_ddata`'s checks (or is null), or the datatype has no
-    column form.
-    """
-    kinds = set(map(type, values))
-    if datatype in _INT_RANGES or datatype is DataType.DateTime:
-        low, high = _INT_RANGES.get(datatype, (0, _U64))
-        numbers = cast("list[int]", values)
-        if kinds != {int} or min(numbers) < low or max(numbers) > high:
-            return None
-        in_long = datatype in _LONG_CARRIED or (datatype is DataType.UInt32 and uint32_field == "long_value")
-        if low < 0:  # negative values travel as two's complement of the field
-            numbers = list(map(int.__and__, numbers, repeat(_U64 if high > _U32 else _U32)))
-        return _FIELD_TAGS["long_value" if in_long else "int_value"], _varints(numbers)
-    reals = cast("list[float]", values)
-    if datatype is DataType.Double:
-        return (_FIELD_TAGS["double_value"], list(map(_PACK_DOUBLE, reals))) if kinds == {float} else None
-    if datatype is DataType.Float:
-        if kinds != {float} or not all(map(math.isfinite, reals)):
-            return None
-        if max(reals) > _FLOAT32_MAX or min(reals) < -_FLOAT32_MAX:
-            return None
-        return _FIELD_TAGS["float_value"], list(map(_PACK_FLOAT, reals))
-    if datatype is DataType.Boolean and kinds == {bool}:
-        return _FIELD_TAGS["boolean_value"], list(map(_BOOLEAN_BYTES.__getitem__, cast("list[bool]", values)))
-    return None
-
-
-def _data_columns_wire(
-    aliases: Sequence[int],
-    timestamps: Sequence[int],
-    datatypes: Sequence[DataType],
-    values: Sequence[object],
-    strip_datatypes: bool,
-    historical: bool,
-    uint32_field: str,
-) -> bytes | None:
-    """Return the payload's metrics as protobuf bytes, or None when they need the message path.
-
-    Each metric is written in the field order protobuf itself writes: alias (2), timestamp (3),
-    datatype (4, unless stripped), is_historical (5), then the value's field (10-14). Values are
-    turned into bytes a column at a time by C code (struct, the packed varints of `_varints`);
-    everything before a metric's value is the same for every metric of one alias, timestamp,
-    datatype and value length, so it is made once per such key, in Python, and looked up. A batch
-    with more distinct aliases and timestamps than a quarter of its metrics (a few readings of
-    many tags, or timestamps that all differ) takes the message path: there, Python per key would
-    cost more than protobuf per metric. Batches at high rates repeat their keys: those are the
-    ones this path is for.
-    """
-    count = len(aliases)
-    if not count or uint32_field not in _SETTERS or not len(timestamps) == len(datatypes) == len(values) == count:
-        return None
-    if (
-        set(map(type, aliases)) != {int}
-        or set(map(type, timestamps)) != {int}
-        or set(map(type, datatypes)) != {DataType}
-    ):
-        return None
-    if len(set(zip(aliases, timestamps, strict=True))) > count // 4 + 8:  # told before any value is converted
-        return None
-    kinds = set(datatypes)
-    if len(kinds) == 1:
-        kind = datatypes[0]
-        column = _value_column(kind, values if isinstance(values, list) else list(values), uint32_field)
-        if column is None:
-            return None
-        tags = {kind: column[0]}
-        value_parts = column[1]
-    else:
-        tags, parts = {}, {}
-        for kind in kinds:
-            column = _value_column(kind, list(compress(values, map(kind.__eq__, datatypes))), uint32_field)
-            if column is None:
-                return None
-            tags[kind], parts[kind] = column[0], iter(column[1])
-        value_parts = list(map(next, map(parts.__getitem__, datatypes)))  # back in the metrics' order
-    keys = list(zip(aliases, timestamps, datatypes, map(len, value_parts), strict=True))
-    distinct = set(keys)
-    historical_flag = b"\x28\x01" if historical else b""
-    prefixes = {}
-    for alias, timestamp, kind, length in distinct:
-        if not 0 <= alias <= _U64 or not 0 <= timestamp <= _U64:
-            return None
-        head = b"\x10" + _varint(alias) + b"\x18" + _varint(timestamp)
-        if not strip_datatypes:
-            head += b"\x20" + _varint(kind)
-        head += historical_flag + bytes((tags[kind],))
-        prefixes[alias, timestamp, kind, length] = _LENGTH_AND_TAG[len(head) + length] + head
-    return b"".join(chain.from_iterable(zip(map(prefixes.__getitem__, keys), value_parts, strict=True)))
 
 
 def _set_data_value(
