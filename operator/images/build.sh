@@ -46,13 +46,30 @@ declare -A PRUNE=(
   [operator]="kubernetes/aio websocket/tests certifi/tests"
 )
 
+# A pip to download with: the first python3 on PATH may be a uv virtual environment (under
+# `uv run` or ./dev it is the workspace's), and those hold no pip.
+pip_download() {
+  local python
+  for python in python3 "$cache/tools/bin/python3" /usr/bin/python3; do
+    if "$python" -m pip --version >/dev/null 2>&1; then
+      "$python" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: "$@"
+      return
+    fi
+  done
+  if command -v uvx >/dev/null 2>&1; then
+    uvx --from "pip==$PIP_VERSION" pip download -q --disable-pip-version-check --no-deps --only-binary=:all: "$@"
+    return
+  fi
+  say "no pip to download the pip wheel with: none of python3, $cache/tools/bin/python3, /usr/bin/python3 has it, and there is no uvx"
+  return 1
+}
+
 pip_wheel() {
   local dir="$cache/images/pip-$PIP_VERSION"
   if [ ! -f "$dir/pip.whl" ]; then
     say "downloading the pip $PIP_VERSION wheel into $dir"
     mkdir -p "$dir"
-    python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-      "pip==$PIP_VERSION" -d "$dir" >&2
+    pip_download "pip==$PIP_VERSION" -d "$dir" >&2
     mv "$dir"/pip-"$PIP_VERSION"-*.whl "$dir/pip.whl"
   fi
   printf '%s\n' "$dir/pip.whl"
