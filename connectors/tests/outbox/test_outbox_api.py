@@ -418,7 +418,7 @@ def test_every_batch_round_trips_whichever_format_takes_it(rows: list[tuple[Any,
     sent = [Sample(*row) for row in rows]
     if uniform:  # the batch format 2 is for: one device and quality, no codes, all int or all float
         first = sent[0]
-        kind = type(first.value) if type(first.value) in (int, float) else int
+        kind: type[int] | type[float] = float if type(first.value) is float else int
         sent = [
             s._replace(device=first.device, quality=first.quality, protocol_code=None, value=kind(i))
             for i, s in enumerate(sent)

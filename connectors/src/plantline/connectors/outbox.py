@@ -18,9 +18,10 @@ Design decisions, and why:
   (tests/bench/outbox_bench.py), far above what a line produces.
 - One row per `append` call: a batch is the unit of durability, publication and acknowledgement,
   and a row per sample would cost a B-tree insert per sample. The row holds a compact binary
-  encoding made with `struct` (below) and its CRC-32. A row whose CRC or encoding does not check
-  out is moved to the `quarantine` table (the last `QUARANTINE_KEEP` are kept for forensics),
-  counted, logged and passed to the `on_corrupt` callback; the other batches are still delivered.
+  encoding made with `struct` and `array` (below) and its CRC-32. A row whose CRC or encoding
+  does not check out is moved to the `quarantine` table (the last `QUARANTINE_KEEP` are kept for
+  forensics), counted, logged and passed to the `on_corrupt` callback; the other batches are
+  still delivered.
 - Samples that no longer fit the connector's configuration (a removed device or signal, a value
   of a retyped tag) are not damage: `set_aside` moves them, by reason, to the `unfit` table (the
   newest `UNFIT_KEEP` rows are kept) in the same encoding, so they can be read back with
