@@ -1107,6 +1107,15 @@ def measure_drain(results: Results, root: Path, pki: Pki, s: Settings) -> None:
         "samples/s",
         f"CONNACK -> last received; {delivered(report, s.drain_count)}; {avg_payload(report)}; {run.cpu.describe()}",
     )
+    # Which side set the drain's pace: the connector's own cost per sample, and how busy the subscriber was.
+    drain_per_cpu_second = harness.rate(report.unique, run.cpu.process_s)
+    results.add(
+        "connector CPU (drain)",
+        run.cpu.process_s / report.unique * 100_000 if report.unique else None,
+        "CPU-s per 100k samples",
+        f"= {drain_per_cpu_second or 0:,.0f} samples per connector CPU-second while draining (reconnect included); "
+        f"{subscriber_load(report)} (its retries while the broker was down included)",
+    )
     first = f"{report.first - run.online:.2f} s" if report.first is not None else "never"
     results.add(
         "drain incl. reconnect",
@@ -1124,7 +1133,7 @@ def measure_drain(results: Results, root: Path, pki: Pki, s: Settings) -> None:
         "report": asdict(report),
     }
     results.target("drain samples/s", figure, TARGETS["drain"])
-    results.figures.update(drain=figure, fill=fill)
+    results.figures.update(drain=figure, fill=fill, drain_per_cpu_second=drain_per_cpu_second)
 
 
 def run_all(s: Settings) -> Results:
@@ -1181,6 +1190,7 @@ FIGURES = (
     Figure("latency_p99_ms", "latency p99", "ms", False, "latency_p99_ms"),
     Figure("fill", "outbox fill, broker down", "samples/s", True),
     Figure("drain", "outbox drain", "samples/s", True, "drain"),
+    Figure("drain_per_cpu_second", "drain: samples per connector CPU-second", "samples/CPU-s", True),
 )
 
 

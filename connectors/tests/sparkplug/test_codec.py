@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import struct
 import subprocess
 import sys
@@ -325,6 +326,33 @@ def test_encode_ddata_matches_encode() -> None:
     assert encode_ddata(17, TS, rows) == encode(expected)
     with pytest.raises(ValueError, match=r"metric #1 \(alias 2\): Int8 value 128 is out of range -128..127"):
         encode_ddata(17, TS, [rows[0], (2, TS, DataType.Int8, 128, None)])
+
+
+@pytest.mark.parametrize(
+    ("alias", "ts", "reason"),
+    [
+        (-1, TS, "alias -1 is not a uint64"),
+        (2**64, TS, "alias 18446744073709551616 is not a uint64"),
+        (True, TS, "alias True is not a uint64"),
+        (1.0, TS, "alias 1.0 is not a uint64"),
+        (None, TS, "alias None is not a uint64"),
+        (2, -1, "timestamp -1 is not a uint64"),
+        (2, True, "timestamp True is not a uint64"),
+        (2, float(TS), "is not a uint64"),
+        (2, str(TS), "is not a uint64"),
+    ],
+)
+@pytest.mark.parametrize("datatype", [DataType.Int64, DataType.Double, DataType.Int8])
+def test_encode_ddata_names_the_metric_with_a_bad_alias_or_timestamp(
+    alias: object, ts: object, reason: str, datatype: DataType
+) -> None:
+    # The hot loop leaves these checks to upb; its refusal is reworded by the careful loop.
+    value = 1.5 if datatype is DataType.Double else 1
+    good = (1, TS, datatype, value, None)
+    label = "metric #1" if alias is None else f"metric #1 (alias {alias})"
+    with pytest.raises(ValueError, match=f"^{re.escape(label)}: ") as caught:
+        encode_ddata(0, TS, [good, (alias, ts, datatype, value, None), good])  # type: ignore[list-item]
+    assert reason in str(caught.value)
 
 
 def test_payloads_metric_datatype_not_req() -> None:

@@ -713,7 +713,7 @@ def encode(payload: Payload, *, strip_datatypes: bool = False, uint32_field: Uin
 DataMetric = tuple[int, int, DataType, object, Sequence[tuple[str, PropertyValue]] | None]
 
 
-def encode_ddata(  # noqa: PLR0912 -- one flat loop: the hot path of an edge node
+def encode_ddata(
     seq: int,
     timestamp: int,
     metrics: Sequence[DataMetric],
@@ -739,37 +739,68 @@ def encode_ddata(  # noqa: PLR0912 -- one flat loop: the hot path of an edge nod
     setters = _setters(uint32_field)
     message = pb.Payload()
     message.timestamp = timestamp
-    add = message.metrics.add
+    try:
+        _add_data_metrics(message.metrics.add, metrics, setters, strip_datatypes=strip_datatypes, historical=historical)
+    except (_BadValue, ValueError, TypeError) as exc:
+        # Name the metric that failed, as the careful loop words it; it refuses what upb refused.
+        _check_data_metrics(metrics, setters)
+        raise ValueError(f"data metrics: {exc}") from None  # pragma: no cover - the careful loop raised
+    message.seq = seq
+    return message.SerializeToString()
+
+
+def _add_data_metrics(
+    add: Callable[[], Any],
+    metrics: Sequence[DataMetric],
+    setters: _Setters,
+    *,
+    strip_datatypes: bool,
+    historical: bool,
+) -> None:
+    """Add the data metrics to a payload: encode_ddata's hot loop, with no Python check upb makes.
+
+    upb refuses what the careful loop would in the alias and timestamp (a bool, a float, a
+    number outside 0..2**64-1) by raising; the caller then runs the careful loop for its message.
+    Int64 and Double, the types most tags have, are set here after the same checks as their
+    setters (an exact int in Int64's range, an exact float).
+    """
     int64, double, int64_low, int64_high = DataType.Int64, DataType.Double, *_INT_RANGES[DataType.Int64]
-    for index, (alias, metric_ts, given_type, value, properties) in enumerate(metrics):
+    u64 = _U64
+    for alias, metric_ts, given_type, value, properties in metrics:
         metric = add()
+        metric.alias = alias
+        metric.timestamp = metric_ts
+        if historical:
+            metric.is_historical = True
+        if given_type is int64 and type(value) is int and int64_low <= value <= int64_high:
+            if not strip_datatypes:
+                metric.datatype = int64
+            metric.long_value = value if value >= 0 else value & u64
+        elif given_type is double and type(value) is float:
+            if not strip_datatypes:
+                metric.datatype = double
+            metric.double_value = value
+        else:
+            _set_data_value(metric, given_type, value, setters, strip_datatypes=strip_datatypes)
+        if properties:
+            _encode_properties(metric.properties, properties, setters)
+
+
+def _check_data_metrics(metrics: Sequence[DataMetric], setters: _Setters) -> None:
+    """Raise ValueError naming the first data metric that cannot be encoded, and why."""
+    scratch = pb.Payload.Metric()
+    for index, (alias, metric_ts, given_type, value, properties) in enumerate(metrics):
         try:
             if type(alias) is not int or not 0 <= alias <= _U64:
                 raise _BadValue(f"alias {alias!r} is not a uint64")
-            metric.alias = alias
             if type(metric_ts) is not int or not 0 <= metric_ts <= _U64:
                 raise _BadValue(f"timestamp {metric_ts!r} is not a uint64 (ms since the epoch)")
-            metric.timestamp = metric_ts
-            if historical:
-                metric.is_historical = True
-            # The two types most tags have, written here without a setter's call, after the same
-            # checks as their setters (an exact int in Int64's range, an exact float).
-            if given_type is int64 and type(value) is int and int64_low <= value <= int64_high:
-                if not strip_datatypes:
-                    metric.datatype = int64
-                metric.long_value = value & _U64
-            elif given_type is double and type(value) is float:
-                if not strip_datatypes:
-                    metric.datatype = double
-                metric.double_value = value
-            else:
-                _set_data_value(metric, given_type, value, setters, strip_datatypes=strip_datatypes)
+            scratch.Clear()
+            _set_data_value(scratch, given_type, value, setters, strip_datatypes=False)
             if properties:
-                _encode_properties(metric.properties, properties, setters)
+                _encode_properties(scratch.properties, properties, setters)
         except (_BadValue, ValueError, TypeError) as exc:
             raise ValueError(f"{_metric_label('metric', index, None, alias)}: {exc}") from None
-    message.seq = seq
-    return message.SerializeToString()
 
 
 def _set_data_value(
