@@ -8,6 +8,7 @@ implementation (Eclipse Tahu Java, JavaScript, Python; pysparkplug) would build 
 from __future__ import annotations
 
 import contextlib
+import enum
 import math
 import re
 import struct
@@ -353,6 +354,16 @@ def test_encode_ddata_names_the_metric_with_a_bad_alias_or_timestamp(
     with pytest.raises(ValueError, match=f"^{re.escape(label)}: ") as caught:
         encode_ddata(0, TS, [good, (alias, ts, datatype, value, None), good])  # type: ignore[list-item]
     assert reason in str(caught.value)
+
+
+def test_encode_ddata_takes_an_int_subclass_as_alias_and_names_the_metric_that_fails_after_it() -> None:
+    class Alias(enum.IntEnum):
+        PRESS = 5
+
+    good = (Alias.PRESS, TS, DataType.Int8, 1, None)
+    assert encode_ddata(0, TS, [good]) == encode_ddata(0, TS, [(5, TS, DataType.Int8, 1, None)])
+    with pytest.raises(ValueError, match=r"^metric #1 \(alias 2\): Int8 value 128 is out of range"):
+        encode_ddata(0, TS, [good, (2, TS, DataType.Int8, 128, None)])
 
 
 def test_payloads_metric_datatype_not_req() -> None:

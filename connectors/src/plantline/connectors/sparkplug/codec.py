@@ -791,9 +791,10 @@ def _check_data_metrics(metrics: Sequence[DataMetric], setters: _Setters) -> Non
     scratch = pb.Payload.Metric()
     for index, (alias, metric_ts, given_type, value, properties) in enumerate(metrics):
         try:
-            if type(alias) is not int or not 0 <= alias <= _U64:
+            # As upb: an int or an int subclass other than bool, in 0..2**64-1.
+            if not isinstance(alias, int) or isinstance(alias, bool) or not 0 <= alias <= _U64:
                 raise _BadValue(f"alias {alias!r} is not a uint64")
-            if type(metric_ts) is not int or not 0 <= metric_ts <= _U64:
+            if not isinstance(metric_ts, int) or isinstance(metric_ts, bool) or not 0 <= metric_ts <= _U64:
                 raise _BadValue(f"timestamp {metric_ts!r} is not a uint64 (ms since the epoch)")
             scratch.Clear()
             _set_data_value(scratch, given_type, value, setters, strip_datatypes=False)
