@@ -6,6 +6,7 @@ import contextlib
 import enum
 import math
 import sqlite3
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -369,6 +370,29 @@ def test_a_batch_of_one_device_quality_and_number_type_is_stored_by_column(
         (s.device, s.signal, s.quality, s.source_ts_ms, s.protocol_code) for s in sent
     ]
     assert all(same(g.value, w.value) for g, w in zip(got, sent, strict=True))
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_format_2_columns_are_little_endian_and_of_fixed_widths(wide: bool) -> None:
+    # Written with struct's standard sizes, not array's native ones: the layout cannot follow the platform.
+    count = 0x10000 if wide else 3  # more than 65,535 names (the device's too) make 4-byte signal indices
+    sent = [Sample("press", f"process.p{i}", -i, Quality.GOOD, 1_700_000_000_000 + i, None) for i in range(count)]
+    body = encode_batch(sent)
+    assert body[0] == 2
+    index = "I" if wide else "H"
+    columns = (
+        struct.pack(f"<{count}{index}", *range(1, count + 1))  # name 0 is the device
+        + struct.pack(f"<{count}q", *(s.source_ts_ms for s in sent))
+        + struct.pack(f"<{count}q", *(s.value for s in sent))
+    )
+    assert body.endswith(columns)
+    assert decode_batch(body) == tuple(sent)
+
+
+def test_a_column_width_the_platform_lacks_is_refused_at_import() -> None:
+    assert outbox_module._typecode(4, "HIL") == "I"
+    with pytest.raises(ImportError, match="no array typecode of 3 bytes among 'HIL'"):
+        outbox_module._typecode(3, "HIL")
 
 
 @pytest.mark.parametrize(

@@ -299,9 +299,24 @@ def _tag_table(layouts: dict[int, struct.Struct]) -> list[_TagEntry | None]:
 
 
 _NARROW_TAGS = _tag_table(_NARROW_LAYOUTS)
+_WIDE_TAGS = _tag_table(_WIDE_LAYOUTS)
+
+
+def _typecode(size: int, candidates: str) -> str:
+    """Return the array typecode among `candidates` whose items are `size` bytes on this machine.
+
+    Format 2 fixes each column's width; C's int and long differ in size between platforms.
+    """
+    for code in candidates:
+        if array(code).itemsize == size:
+            return code
+    raise ImportError(f"no array typecode of {size} bytes among {candidates!r} on this platform")
+
+
+# Format 2's columns: signal indices (2 bytes, or 4 when wide), timestamps and values (8 bytes).
+_U16, _U32, _I64, _F64 = _typecode(2, "H"), _typecode(4, "IL"), _typecode(8, "ql"), _typecode(8, "d")
 _QUALITY_OF_BITS = {bits: Quality(quality) for quality, bits in _QUALITY_BITS.items()}
 _BIG_ENDIAN = sys.byteorder == "big"  # array writes the machine's byte order; the format is little-endian
-_WIDE_TAGS = _tag_table(_WIDE_LAYOUTS)
 
 
 def _kind_of(value: Value | None) -> tuple[int, int | float | bytes | None]:
@@ -362,20 +377,20 @@ def _encode_columns(samples: Sequence[Sample]) -> bytes | None:
         return None
     kinds = set(map(type, values))
     if kinds == {int}:
-        kind, typecode = _INT, "q"
+        kind, typecode = _INT, _I64
     elif kinds == {float}:
-        kind, typecode = _FLOAT, "d"
+        kind, typecode = _FLOAT, _F64
     else:
         return None
     quality_bits = _QUALITY_BITS.get(quality)
     if quality_bits is None:
         return None
     try:
-        value_column, time_column = array(typecode, values), array("q", timestamps)
+        value_column, time_column = array(typecode, values), array(_I64, timestamps)
     except (OverflowError, TypeError):  # an int beyond int64, a timestamp that is not one: format 1 says which
         return None
     parts, names, wide = _header_and_names(samples, dict.fromkeys((device, *signals)), _COLUMNS)
-    index_column = array("I" if wide else "H", map(names.__getitem__, signals))
+    index_column = array(_U32 if wide else _U16, map(names.__getitem__, signals))
     columns = (index_column, time_column, value_column)
     if _BIG_ENDIAN:
         for column in columns:
@@ -556,7 +571,7 @@ def _decode_columns(body: bytes, offset: int, count: int, names: list[str], *, w
     quality = _QUALITY_OF_BITS.get(quality_bits)
     if quality is None or kind not in (_INT, _FLOAT) or not names:
         raise CorruptBatchError(f"unknown column kind {kind} or quality bits {quality_bits:#04x}")
-    columns = (array("I" if wide else "H"), array("q"), array("q" if kind == _INT else "d"))
+    columns = (array(_U32 if wide else _U16), array(_I64), array(_I64 if kind == _INT else _F64))
     for column in columns:
         end = offset + count * column.itemsize
         if end > len(body):
