@@ -66,6 +66,13 @@ class _Birth:
     types: dict[int, DataType] = field(default_factory=dict)
 
 
+KEEPALIVE_S = 60
+"""The reader's MQTT keepalive. Tests freeze the broker (SIGSTOP) for as long as a connector
+takes to go; a reader whose keepalive ran out meanwhile reconnects after the broker thaws, maybe
+after the next session's births, which are QoS 0 and so not kept for it. 60 s outlasts such a
+freeze (paho gives up after twice the keepalive without an answer, the broker after 1.5 times)."""
+
+
 def _nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -111,7 +118,7 @@ class SparkplugReader:
         self._client.reconnect_delay_set(1, 2)
 
     def __enter__(self) -> SparkplugReader:
-        self._client.connect(self.host, self.port, keepalive=10)
+        self._client.connect(self.host, self.port, keepalive=KEEPALIVE_S)
         self._client.loop_start()
         if not self._subscribed.wait(10):
             raise TimeoutError("the reader did not get its subscription")
@@ -212,5 +219,8 @@ class SparkplugReader:
         while not condition():
             if time.monotonic() > deadline:
                 kinds = [(m.kind.value, m.device_id) for m in self.messages[-10:]]
-                raise TimeoutError(f"waited {timeout} s for {what}; last messages: {kinds}; errors: {self.errors[:5]}")
+                raise TimeoutError(
+                    f"waited {timeout} s for {what}; last messages: {kinds}; errors: {self.errors[:5]};"
+                    f" subscribed {self.subscriptions} time(s)"
+                )
             time.sleep(0.02)
