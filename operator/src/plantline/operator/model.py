@@ -455,8 +455,10 @@ def deployment(
     """Return one connector group's Deployment.
 
     One replica with the Recreate strategy: a Sparkplug edge node must never have two sessions at
-    once (each process owns the bdSeq and the NDEATH will). The config and certificate hashes in
-    the pod template roll the pod when either changes.
+    once (each process owns the bdSeq and the NDEATH will), and a rollout stops the old pod before
+    it starts the new one. A deleted or evicted pod is another matter: its ReplicaSet starts the
+    replacement at once, while the old pod may still be ending (docs/operator.md). The config and
+    certificate hashes in the pod template roll the pod when either changes.
     """
     pod_labels = labels(owner, "connector", connector.group)
     tls_sources = []
