@@ -77,7 +77,7 @@ class Connection(PodmanConnection):  # type: ignore[misc]  # ansible ships no ty
         if rc == 0 and runtime == "runc" and runc and os.path.isdir(os.path.join(RUNC_ROOT, container_id)):
             self._runc_exec = [runc, "--root", RUNC_ROOT, "exec", container_id]
 
-    @ensure_connect  # type: ignore[untyped-decorator]
+    @ensure_connect  # type: ignore[untyped-decorator]  # ansible's decorator is untyped too
     def exec_command(self, cmd: str, in_data: bytes | None = None, sudoable: bool = False) -> tuple[int, bytes, bytes]:
         ConnectionBase.exec_command(self, cmd, in_data=in_data, sudoable=sudoable)
         argv = shlex.split(to_native(cmd))
